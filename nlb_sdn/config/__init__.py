@@ -1,0 +1,302 @@
+"""Service model and configuration schema: VIP services, member pools and the static fabric.
+
+One model serves the config file and REST alike: a file is parsed into a :class:`Config`, and a REST change
+produces a new :class:`Config` through the same validators, which the controller applies through one flow-diff path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+import zlib
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; names the file, the key and the reason."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        super().__init__(f"{source}: {key}: {reason}")
+        self.source = source
+        self.key = key
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, str]:
+        """The error as a JSON-friendly mapping."""
+        return {"source": self.source, "key": self.key, "reason": self.reason}
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are rejected, values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _ipv4(value: str) -> str:
+    """Normalise and validate a dotted IPv4 address."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ipaddress.AddressValueError, ValueError) as exc:
+        raise ValueError(f"not an IPv4 address: {value!r}") from exc
+
+
+IPv4 = Annotated[str, AfterValidator(_ipv4)]
+
+
+def endpoint_id(address: str, port: int) -> int:
+    """The 32-bit endpoint id used in cookies: CRC32 of ``"ip:port"``."""
+    return zlib.crc32(f"{address}:{port}".encode()) & 0xFFFFFFFF
+
+
+def vip_mac(address: str) -> str:
+    """The locally administered MAC the controller answers ARP with for a VIP (02:4e:<ipv4 bytes>)."""
+    packed = ipaddress.IPv4Address(address).packed
+    return "02:4e:" + ":".join(f"{b:02x}" for b in packed)
+
+
+class Member(Strict):
+    """One endpoint of a pool: an application instance at (address, port) with a static weight."""
+
+    name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)
+    address: IPv4
+    port: int = Field(ge=1, le=65535)
+    weight: int = Field(default=1, ge=0, le=10000)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> "Member":
+        if not self.name:
+            object.__setattr__(self, "name", f"{self.address}:{self.port}")
+        return self
+
+    @property
+    def endpoint_id(self) -> int:
+        """32-bit id of this endpoint for cookies."""
+        return endpoint_id(self.address, self.port)
+
+
+class Vip(Strict):
+    """A VIP service: (address, port, protocol) with its forwarding mode, timers and member pool."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    address: IPv4
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp"] = "tcp"
+    mode: Literal["nat"] = "nat"
+    idle_timeout: int = Field(default=15, ge=1, le=65535)
+    hard_timeout: int = Field(default=0, ge=0, le=65535)
+    mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
+    members: list[Member] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Vip":
+        if not self.mac:
+            object.__setattr__(self, "mac", vip_mac(self.address))
+        seen: set[str] = set()
+        endpoints: set[tuple[str, int]] = set()
+        for member in self.members:
+            if member.name in seen:
+                raise ValueError(f"duplicate member name {member.name!r}")
+            if (member.address, member.port) in endpoints:
+                raise ValueError(f"duplicate member endpoint {member.address}:{member.port}")
+            seen.add(member.name)
+            endpoints.add((member.address, member.port))
+        return self
+
+    def member(self, name: str) -> Member | None:
+        """The member called ``name`` (or addressed ``ip:port``), if any."""
+        for member in self.members:
+            if member.name == name or f"{member.address}:{member.port}" == name:
+                return member
+        return None
+
+
+class Switch(Strict):
+    """A forwarder in the static fabric."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    dpid: int = Field(ge=1, lt=2**64)
+
+
+class Link(Strict):
+    """A switch-to-switch link of the static fabric."""
+
+    a: str
+    a_port: int = Field(ge=1, lt=0xFFFFFF00)
+    b: str
+    b_port: int = Field(ge=1, lt=0xFFFFFF00)
+
+
+class Host(Strict):
+    """A host attached to a switch port of the static fabric (client or backend)."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    ip: IPv4
+    mac: str = Field(pattern=MAC_PATTERN)
+    switch: str
+    port: int = Field(ge=1, lt=0xFFFFFF00)
+
+    @field_validator("mac", mode="before")
+    @classmethod
+    def _lower_mac(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Fabric(Strict):
+    """The static topology: switches, links between them, and attached hosts."""
+
+    switches: list[Switch] = Field(default_factory=list)
+    links: list[Link] = Field(default_factory=list)
+    hosts: list[Host] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Fabric":
+        names = _unique([s.name for s in self.switches], "switch name")
+        _unique([s.dpid for s in self.switches], "switch dpid")
+        _unique([h.name for h in self.hosts], "host name")
+        _unique([h.ip for h in self.hosts], "host ip")
+        _unique([h.mac for h in self.hosts], "host mac")
+        ports: set[tuple[str, int]] = set()
+        for link in self.links:
+            for switch, port in ((link.a, link.a_port), (link.b, link.b_port)):
+                if switch not in names:
+                    raise ValueError(f"link names unknown switch {switch!r}")
+                if (switch, port) in ports:
+                    raise ValueError(f"port {switch}:{port} is used twice")
+                ports.add((switch, port))
+        for host in self.hosts:
+            if host.switch not in names:
+                raise ValueError(f"host {host.name!r} names unknown switch {host.switch!r}")
+            if (host.switch, host.port) in ports:
+                raise ValueError(f"port {host.switch}:{host.port} is used twice")
+            ports.add((host.switch, host.port))
+        return self
+
+
+class Rest(Strict):
+    """Where the REST API listens."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Controller(Strict):
+    """Settings of one LBU instance (controller process)."""
+
+    lbu_id: int = Field(default=1, ge=0, le=255)
+    max_connections: int = Field(default=100_000, ge=1)
+    packet_in_max_len: int = Field(default=128, ge=64, le=65535)
+    rest: Rest = Field(default_factory=Rest)
+
+
+class Config(Strict):
+    """The whole configuration of an LBU instance."""
+
+    version: Literal[1] = 1
+    controller: Controller = Field(default_factory=Controller)
+    vips: list[Vip] = Field(default_factory=list)
+    fabric: Fabric = Field(default_factory=Fabric)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Config":
+        _unique([v.name for v in self.vips], "vip name")
+        _unique([(v.address, v.port, v.protocol) for v in self.vips], "vip service (address, port, protocol)")
+        host_ips = {h.ip for h in self.fabric.hosts}
+        for vip in self.vips:
+            if vip.address in host_ips:
+                raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")
+        return self
+
+    def vip(self, name: str) -> Vip | None:
+        """The VIP service called ``name``, if any."""
+        return next((v for v in self.vips if v.name == name), None)
+
+
+def _unique(values: list[Any], what: str) -> set[Any]:
+    """Raise if ``values`` has a duplicate; return them as a set."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"duplicate {what} {value!r}")
+        seen.add(value)
+    return seen
+
+
+def _error_key(loc: tuple[Any, ...], data: Any) -> str:
+    """A dotted key path for a validation location, naming list items by their ``name`` when they have one."""
+    parts: list[str] = []
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            label = f"[{part}]"
+            if isinstance(node, list) and part < len(node):
+                node = node[part]
+                if isinstance(node, dict) and isinstance(node.get("name"), str):
+                    label = f"[{node['name']}]"
+            else:
+                node = None
+            if parts:
+                parts[-1] += label
+            else:
+                parts.append(label)
+        else:
+            node = node.get(part) if isinstance(node, dict) else None
+            parts.append(str(part))
+    return ".".join(parts) or "(top level)"
+
+
+def validation_error(exc: ValidationError, source: str, data: Any) -> ConfigError:
+    """Turn the first pydantic error into a ConfigError naming source, key and reason."""
+    first = exc.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    reason = first["msg"]
+    if first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif reason.startswith("Value error, "):
+        reason = reason[len("Value error, "):]
+    return ConfigError(source, _error_key(loc, data), reason)
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate plain data (from YAML, TOML or JSON) into a Config, or raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "(top level)", "expected a mapping")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, source, data) from None
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load and validate a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ConfigError(source, "(file)", exc.strerror or str(exc)) from None
+    try:
+        if source.endswith(".toml"):
+            data = tomllib.loads(raw.decode())
+        elif source.endswith(".json"):
+            data = json.loads(raw)
+        else:
+            data = yaml.safe_load(raw)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(source, "(file)", f"cannot parse: {exc}".splitlines()[0]) from None
+    return parse_config(data, source)
+
+
+def dump_config(config: Config) -> dict[str, Any]:
+    """The config as plain data, suitable for YAML or JSON."""
+    return config.model_dump(mode="json")
