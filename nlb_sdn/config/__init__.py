@@ -69,6 +69,7 @@ class Member(Strict):
     address: IPv4
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=10000)
+    mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
 
     @model_validator(mode="after")
     def _default_name(self) -> "Member":
@@ -213,6 +214,10 @@ class Config(Strict):
         for vip in self.vips:
             if vip.address in host_ips:
                 raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")
+            for member in vip.members:
+                if host_ips and not member.mac and member.address not in host_ips:
+                    raise ValueError(f"vip {vip.name!r} member {member.name!r}: {member.address} is not a host of "
+                                     "the fabric (list it under fabric.hosts, or give the member a mac)")
         return self
 
     def vip(self, name: str) -> Vip | None:

@@ -1,0 +1,145 @@
+"""The classifier app (one LBU instance): a thin os-ken shell around the LoadBalancer core, plus REST.
+
+Run it with ``nlb-sdn controller --config FILE``, or ``NLB_SDN_CONFIG=FILE osken-manager nlb_sdn.apps.classifier``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import time
+from collections import Counter
+from typing import Any, Callable
+
+from nlb_sdn.config import Config, load_config
+from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.flows.builders import bind
+from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
+                               ofproto_v1_3, set_ev_cls)
+from nlb_sdn.rest.app import make_app
+from nlb_sdn.rest.server import listen, serve
+
+CONFIG_ENV = "NLB_SDN_CONFIG"
+LOG = logging.getLogger("nlb_sdn.classifier")
+
+
+def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    """Log and count any exception a handler raises, naming the datapath, instead of killing the event loop."""
+
+    @functools.wraps(handler)
+    def wrapper(self: "Classifier", ev: Any) -> None:
+        try:
+            handler(self, ev)
+        except Exception:  # noqa: BLE001 - a handler must never take the controller down
+            dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
+            self.errors[f"handler:{handler.__name__}"] += 1
+            LOG.exception("dpid=%s: %s failed", f"{dpid:016x}" if isinstance(dpid, int) else dpid, handler.__name__)
+
+    return wrapper
+
+
+class Classifier(RyuApp):
+    """os-ken app: installs the pipeline, classifies punted packets, tracks connections and serves REST."""
+
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        path = os.environ.get(CONFIG_ENV)
+        if not path:
+            raise RuntimeError(f"set {CONFIG_ENV} to the config file (or use `nlb-sdn controller --config FILE`)")
+        self.lb = LoadBalancer(load_config(path))
+        self.datapaths: dict[int, Any] = {}
+        self.sent: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self.started_at = time.time()
+        rest = self.lb.config.controller.rest
+        if rest.enabled:
+            sock = listen(rest.host, rest.port)
+            hub.spawn(serve, make_app(self), sock)
+            LOG.info("REST listening on http://%s:%d/v1/", rest.host, rest.port)
+
+    def send(self, datapath: Any, msgs: list[Any]) -> None:
+        """Bind and send messages in order, counting flow-mods and packet-outs."""
+        for msg in bind(msgs, datapath):
+            datapath.send_msg(msg)
+            self.sent[type(msg).__name__] += 1
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    @guarded
+    def switch_features(self, ev: Any) -> None:
+        """Install the pipeline on a (re)connecting switch; connection flows in table 1 are never wiped."""
+        datapath = ev.msg.datapath
+        if not self.lb.known_switch(datapath.id):
+            LOG.warning("dpid=%016x is not in the fabric config: base pipeline only, no paths", datapath.id)
+        parser = datapath.ofproto_parser
+        max_len = self.lb.config.controller.packet_in_max_len
+        self.send(datapath, [parser.OFPSetConfig(None, datapath.ofproto.OFPC_FRAG_NORMAL, max_len)])
+        self.send(datapath, self.lb.switch_flows(datapath.id))
+        self.send(datapath, [parser.OFPBarrierRequest(None)])
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    @guarded
+    def state_change(self, ev: Any) -> None:
+        """Track connected datapaths."""
+        datapath = ev.datapath
+        if ev.state == MAIN_DISPATCHER:
+            self.datapaths[datapath.id] = datapath
+            LOG.info("dpid=%016x connected", datapath.id)
+        elif datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
+            del self.datapaths[datapath.id]
+            LOG.info("dpid=%016x disconnected", datapath.id)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    @guarded
+    def packet_in(self, ev: Any) -> None:
+        """Classify a punted packet and plumb its connection."""
+        msg = ev.msg
+        msgs = self.lb.handle_packet_in(msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len,
+                                        msg.table_id, time.time())
+        if msgs:
+            self.send(msg.datapath, msgs)
+
+    @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
+    @guarded
+    def flow_removed(self, ev: Any) -> None:
+        """Keep the connection table exact as connection flows expire or are deleted."""
+        msg = ev.msg
+        msgs = self.lb.handle_flow_removed(msg.datapath.id, msg.table_id, msg.cookie, dict(msg.match.items()))
+        if msgs:
+            self.send(msg.datapath, msgs)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
+    def error_msg(self, ev: Any) -> None:
+        """Count and log OpenFlow errors reported by switches."""
+        msg = ev.msg
+        self.errors[f"ofp_error:{msg.type}:{msg.code}"] += 1
+        LOG.error("dpid=%016x OpenFlow error type=%d code=%d", msg.datapath.id, msg.type, msg.code)
+
+    def current_config(self) -> Config:
+        """REST backend: the live model."""
+        return self.lb.config
+
+    def apply_config(self, new: Config) -> None:
+        """REST backend: switch to a new model through the one flow-diff path, on every connected switch."""
+        changes = self.lb.apply_config(new, dpids=list(self.datapaths))
+        for dpid, msgs in changes.items():
+            datapath = self.datapaths.get(dpid)
+            if datapath is not None and msgs:
+                self.send(datapath, msgs)
+
+    def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
+        """REST backend: tracked connections."""
+        return self.lb.connections(vip, member)
+
+    def stats(self) -> dict[str, Any]:
+        """REST backend: core counters plus switches, messages sent and errors."""
+        stats = self.lb.stats()
+        stats["switches"] = sorted(self.datapaths)
+        stats["flow_mod"] = self.sent["OFPFlowMod"]
+        stats["packet_out"] = self.sent["OFPPacketOut"]
+        stats["sent"] = dict(self.sent)
+        stats["errors"] = dict(self.errors)
+        stats["uptime_s"] = round(time.time() - self.started_at, 3)
+        return stats

@@ -1,0 +1,289 @@
+"""The load balancer core of one LBU instance: classification, connection table, config diff and counters.
+
+It never touches a socket or a datapath. The app shell feeds it switch, packet-in and flow-removed events and sends
+the OpenFlow messages it returns; REST reads it and changes its config through ``apply_config``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from nlb_sdn.config import Config, Vip
+from nlb_sdn.core.fabric import forwarding_tables
+from nlb_sdn.core.frames import ArpRequest, FrameError, TcpSegment, parse_frame
+from nlb_sdn.core.selection import SmoothWeightedRoundRobin
+from nlb_sdn.flows import builders
+from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Table, make_cookie
+
+ConnKey = tuple[str, int, str, int]
+
+
+@dataclass(slots=True)
+class Connection:
+    """One tracked connection: where it was plumbed and to which member."""
+
+    dpid: int
+    vip: str
+    member: str
+    route: builders.NatRoute
+    installed_at: float
+
+    def as_dict(self, key: ConnKey) -> dict[str, Any]:
+        """A JSON-friendly view for REST."""
+        client_ip, client_port, vip_ip, vip_port = key
+        return {
+            "client": f"{client_ip}:{client_port}", "vip": self.vip, "vip_address": f"{vip_ip}:{vip_port}",
+            "member": self.member, "member_address": f"{self.route.member_ip}:{self.route.member_port}",
+            "dpid": self.dpid, "mode": "nat", "cookie": f"0x{self.route.cookie:016x}",
+            "installed_at": self.installed_at,
+        }
+
+
+class VipState:
+    """Runtime state of one VIP service: its id in cookies, its model and its selector."""
+
+    __slots__ = ("vip", "vip_id", "selector")
+
+    def __init__(self, vip: Vip, vip_id: int, eligible: dict[str, int]) -> None:
+        self.vip = vip
+        self.vip_id = vip_id
+        self.selector = SmoothWeightedRoundRobin(eligible)
+
+
+class LoadBalancer:
+    """Pure state machine of the classifier: events in, OpenFlow messages out."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = Config()
+        self._vips: dict[str, VipState] = {}
+        self._services: dict[tuple[str, int], VipState] = {}
+        self._by_id: dict[int, VipState] = {}
+        self._host_macs: dict[str, str] = {}
+        self._forwarding: dict[int, dict[str, int]] = {}
+        self.connections_by_key: dict[ConnKey, Connection] = {}
+        self.member_connections: Counter[tuple[str, str]] = Counter()
+        self.packet_in: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.selections: Counter[tuple[str, str]] = Counter()
+        self.apply_config(config, dpids=())
+
+    @property
+    def config(self) -> Config:
+        """The current model."""
+        return self._config
+
+    @property
+    def lbu_id(self) -> int:
+        """This LBU instance's id, carried in every cookie."""
+        return self._config.controller.lbu_id
+
+    def switch_flows(self, dpid: int) -> list[Any]:
+        """Everything a (re)connecting switch needs: the base pipeline, VIP entries and fabric paths."""
+        controller = self._config.controller
+        msgs = builders.base_flows(self.lbu_id, controller.packet_in_max_len)
+        for state in self._vips.values():
+            msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+        msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
+        return msgs
+
+    def known_switch(self, dpid: int) -> bool:
+        """Whether the static fabric lists this dpid."""
+        return dpid in self._forwarding
+
+    def apply_config(self, new: Config, dpids: Any) -> dict[int, list[Any]]:
+        """Switch to ``new`` and return, per connected dpid, the flow changes that take the switches there."""
+        old = self._config
+        fabric_changed = new.fabric != old.fabric
+        if fabric_changed or not self._host_macs:
+            self._host_macs = {host.ip: host.mac for host in new.fabric.hosts}
+            self._forwarding = forwarding_tables(new.fabric)
+        common: list[tuple[str, Any]] = []
+        new_names = {vip.name: vip for vip in new.vips}
+        for name in list(self._vips):
+            state = self._vips[name]
+            replacement = new_names.get(name)
+            if replacement is None or (replacement.address, replacement.port) != (state.vip.address, state.vip.port):
+                common.append(("delete", state))
+                self._drop_vip(state)
+        self._config = new
+        remaining_ips = {vip.address for vip in new.vips}
+        for vip in new.vips:
+            state = self._vips.get(vip.name)
+            if state is None:
+                state = VipState(vip, self._free_vip_id(), self._eligible(vip))
+                self._vips[vip.name] = state
+                self._services[(vip.address, vip.port)] = state
+                self._by_id[state.vip_id] = state
+                common.append(("add", state))
+            else:
+                state.vip = vip
+                state.selector.update(self._eligible(vip))
+        changes: dict[int, list[Any]] = {}
+        for dpid in dpids:
+            msgs: list[Any] = []
+            for action, state in common:
+                if action == "delete":
+                    msgs += builders.vip_flow_deletes(self.lbu_id, state.vip_id, state.vip.address, state.vip.port,
+                                                      remaining_ips)
+                else:
+                    msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+            if fabric_changed:
+                msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
+                msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
+            changes[dpid] = msgs
+        return changes
+
+    def _eligible(self, vip: Vip) -> dict[str, int]:
+        """Members that can take new connections, with their weights (a member needs a known MAC)."""
+        return {m.name: m.weight for m in vip.members if m.weight > 0 and self._member_mac(m.address, m.mac)}
+
+    def _member_mac(self, address: str, configured: str) -> str:
+        """The MAC to rewrite toward a member: configured, or the fabric host's."""
+        return configured or self._host_macs.get(address, "")
+
+    def _free_vip_id(self) -> int:
+        """The lowest VIP service id not in use (ids appear in cookies)."""
+        for vip_id in range(1, MAX_VIP_ID + 1):
+            if vip_id not in self._by_id:
+                return vip_id
+        raise RuntimeError("no free VIP service id")
+
+    def _drop_vip(self, state: VipState) -> None:
+        """Forget a VIP service and its connections (their flows are deleted by cookie)."""
+        del self._vips[state.vip.name]
+        del self._services[(state.vip.address, state.vip.port)]
+        del self._by_id[state.vip_id]
+        for key in [k for k, conn in self.connections_by_key.items() if conn.vip == state.vip.name]:
+            self._forget(key)
+
+    def _forget(self, key: ConnKey) -> Connection | None:
+        """Remove a connection from the table and the per-member counts."""
+        conn = self.connections_by_key.pop(key, None)
+        if conn is not None:
+            pair = (conn.vip, conn.member)
+            self.member_connections[pair] -= 1
+            if self.member_connections[pair] <= 0:
+                del self.member_connections[pair]
+        return conn
+
+    def handle_packet_in(self, dpid: int, in_port: int, data: bytes, total_len: int, table_id: int,
+                         now: float) -> list[Any]:
+        """Classify one punted frame; return the messages to send to that datapath (flows first)."""
+        self.packet_in["total"] += 1
+        try:
+            frame = parse_frame(data, total_len)
+        except FrameError as exc:
+            self.dropped[exc.reason] += 1
+            return []
+        if isinstance(frame, ArpRequest):
+            return self._answer_arp(frame, in_port)
+        if table_id != Table.CONNECTIONS:
+            self.dropped["unexpected_table"] += 1
+            return []
+        return self._classify(dpid, in_port, frame, data, total_len, now)
+
+    def _answer_arp(self, request: ArpRequest, in_port: int) -> list[Any]:
+        """Answer ARP for VIPs and fabric hosts; nothing is ever flooded."""
+        mac = next((s.vip.mac for s in self._vips.values() if s.vip.address == request.target_ip), None)
+        mac = mac or self._host_macs.get(request.target_ip)
+        if mac is None:
+            self.dropped["arp_unknown_target"] += 1
+            return []
+        self.packet_in["arp"] += 1
+        frame = builders.arp_reply_frame(mac, request.target_ip, request.sender_mac, request.sender_ip)
+        return [builders.packet_out_port(in_port, frame)]
+
+    def _classify(self, dpid: int, in_port: int, seg: TcpSegment, data: bytes, total_len: int,
+                  now: float) -> list[Any]:
+        """Pick a member for a new connection (or reuse the known one) and plumb both directions."""
+        state = self._services.get((seg.dst_ip, seg.dst_port))
+        if state is None:
+            self.dropped["not_vip_service"] += 1
+            return []
+        key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
+        conn = self.connections_by_key.get(key)
+        if conn is not None:
+            self.packet_in["existing_connection"] += 1
+            conn.dpid = dpid
+            return self._plumb(conn.route, in_port, data, total_len)
+        if not seg.is_pure_syn:
+            self.dropped["orphan"] += 1
+            return []
+        if len(self.connections_by_key) >= self._config.controller.max_connections:
+            self.refused["cap"] += 1
+            return []
+        member_name = state.selector.pick()
+        member = state.vip.member(member_name) if member_name else None
+        if member is None:
+            self.refused["no_member"] += 1
+            return []
+        vip = state.vip
+        route = builders.NatRoute(
+            client_ip=seg.src_ip, client_port=seg.src_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
+            member_ip=member.address, member_port=member.port, member_mac=self._member_mac(member.address, member.mac),
+            cookie=make_cookie(CookieKind.NAT, self.lbu_id, state.vip_id, member.endpoint_id),
+            idle_timeout=vip.idle_timeout, hard_timeout=vip.hard_timeout)
+        msgs = self._plumb(route, in_port, data, total_len)
+        self.connections_by_key[key] = Connection(dpid, vip.name, member.name, route, now)
+        self.member_connections[(vip.name, member.name)] += 1
+        self.selections[(vip.name, member.name)] += 1
+        self.packet_in["new_connection"] += 1
+        return msgs
+
+    def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int) -> list[Any]:
+        """Flows for both directions, then the punted packet released through them when it arrived whole."""
+        msgs = builders.nat_connection_flows(route)
+        if len(data) >= total_len:
+            msgs.append(builders.packet_out_table(in_port, data))
+        else:
+            self.packet_in["held_truncated"] += 1
+        return msgs
+
+    def handle_flow_removed(self, dpid: int, table_id: int, cookie: int, match: dict[str, Any]) -> list[Any]:
+        """Keep the connection table exact: forget the connection and remove its other direction."""
+        decoded = Cookie.decode(cookie)
+        if decoded.kind != CookieKind.NAT:
+            return []
+        try:
+            if table_id == Table.CONNECTIONS:
+                key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+            elif table_id == Table.REVERSE:
+                state = self._by_id.get(decoded.vip_id)
+                if state is None:
+                    return []
+                key = (match["ipv4_dst"], match["tcp_dst"], state.vip.address, state.vip.port)
+            else:
+                return []
+        except KeyError:
+            self.dropped["flow_removed_bad_match"] += 1
+            return []
+        conn = self.connections_by_key.get(key)
+        if conn is None or conn.dpid != dpid:
+            return []
+        self._forget(key)
+        return builders.nat_connection_deletes(conn.route)
+
+    def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
+        """Tracked connections, optionally only those of one VIP and/or member."""
+        return [conn.as_dict(key) for key, conn in self.connections_by_key.items()
+                if (vip is None or conn.vip == vip) and (member is None or conn.member == member)]
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of the core: packet-ins by outcome, drops by reason, refusals, connections and selections."""
+        per_member: dict[str, dict[str, int]] = {}
+        for (vip, member), count in sorted(self.member_connections.items()):
+            per_member.setdefault(vip, {})[member] = count
+        selections: dict[str, dict[str, int]] = {}
+        for (vip, member), count in sorted(self.selections.items()):
+            selections.setdefault(vip, {})[member] = count
+        return {
+            "packet_in": dict(self.packet_in),
+            "dropped": dict(self.dropped),
+            "refused": dict(self.refused),
+            "connections": {"total": len(self.connections_by_key), "per_member": per_member,
+                            "cap": self._config.controller.max_connections},
+            "selections": selections,
+        }

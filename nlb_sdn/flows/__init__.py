@@ -1,0 +1,1 @@
+"""The declared forwarder pipeline and the pure builders of its flows."""

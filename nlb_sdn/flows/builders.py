@@ -1,0 +1,193 @@
+"""Pure flow builders: they return os-ken OpenFlow 1.3 messages with no datapath bound.
+
+The app shell binds ``msg.datapath`` just before sending (see ``bind``). Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from nlb_sdn.framework import arp, ether_types, ethernet, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser, packet
+from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
+
+IPPROTO_TCP = 6
+ETH_TYPE_IP = ether_types.ETH_TYPE_IP
+ETH_TYPE_ARP = ether_types.ETH_TYPE_ARP
+
+
+@dataclass(frozen=True, slots=True)
+class NatRoute:
+    """Everything needed to plumb one connection in nat mode, both directions."""
+
+    client_ip: str
+    client_port: int
+    vip_ip: str
+    vip_port: int
+    vip_mac: str
+    member_ip: str
+    member_port: int
+    member_mac: str
+    cookie: int
+    idle_timeout: int
+    hard_timeout: int
+
+
+def bind(msgs: Iterable[Any], datapath: Any) -> list[Any]:
+    """Attach a datapath to built messages so they can be serialised and sent."""
+    bound = list(msgs)
+    for msg in bound:
+        msg.datapath = datapath
+    return bound
+
+
+def flow_add(table: Table, priority: int, match: Any, instructions: list[Any], cookie: int,
+             idle_timeout: int = 0, hard_timeout: int = 0, flags: int = 0) -> Any:
+    """An OFPFC_ADD flow-mod."""
+    return parser.OFPFlowMod(
+        None, cookie=cookie, table_id=int(table), command=ofp.OFPFC_ADD, idle_timeout=idle_timeout,
+        hard_timeout=hard_timeout, priority=int(priority), buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY, flags=flags, match=match, instructions=instructions)
+
+
+def flow_delete(table: int, cookie: int, cookie_mask: int, match: Any | None = None) -> Any:
+    """A non-strict OFPFC_DELETE of every flow in ``table`` whose cookie matches under ``cookie_mask``."""
+    return parser.OFPFlowMod(
+        None, cookie=cookie, cookie_mask=cookie_mask, table_id=int(table), command=ofp.OFPFC_DELETE,
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match or parser.OFPMatch())
+
+
+def flow_delete_strict(table: Table, priority: int, match: Any) -> Any:
+    """An OFPFC_DELETE_STRICT of exactly one flow."""
+    return parser.OFPFlowMod(
+        None, table_id=int(table), command=ofp.OFPFC_DELETE_STRICT, priority=int(priority),
+        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
+
+
+def apply(*actions: Any) -> Any:
+    """An APPLY_ACTIONS instruction."""
+    return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(actions))
+
+
+def goto(table: Table) -> Any:
+    """A GOTO_TABLE instruction."""
+    return parser.OFPInstructionGotoTable(int(table))
+
+
+def to_controller(max_len: int) -> Any:
+    """Output to the controller, truncated to ``max_len`` bytes."""
+    return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, max_len)
+
+
+def base_flows(lbu_id: int, max_len: int) -> list[Any]:
+    """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses."""
+    cookie = make_cookie(CookieKind.BASE, lbu_id)
+    return [
+        flow_add(Table.CLASSIFY, Priority.ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP),
+                 [apply(to_controller(max_len))], cookie),
+        flow_add(Table.CLASSIFY, Priority.IPV4, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)], cookie),
+        flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
+        flow_add(Table.CONNECTIONS, Priority.MISS, parser.OFPMatch(), [apply(to_controller(max_len))], cookie),
+        flow_add(Table.REVERSE, Priority.MISS, parser.OFPMatch(), [goto(Table.FORWARD)], cookie),
+        flow_add(Table.FORWARD, Priority.MISS, parser.OFPMatch(), [], cookie),
+    ]
+
+
+def vip_match(vip_ip: str, vip_port: int) -> Any:
+    """Match the VIP service (IPv4, TCP, destination VIP:port)."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=vip_port)
+
+
+def vip_other_match(vip_ip: str) -> Any:
+    """Match anything else sent to the VIP address."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ipv4_dst=vip_ip)
+
+
+def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]:
+    """Table 0 entries of one VIP service: its traffic goes to the connection table; other VIP traffic drops."""
+    cookie = make_cookie(CookieKind.BASE, lbu_id, vip_id)
+    return [
+        flow_add(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port), [goto(Table.CONNECTIONS)], cookie),
+        flow_add(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip), [], cookie),
+    ]
+
+
+def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still_used_ips: set[str]) -> list[Any]:
+    """Remove one VIP service's table 0 entries and every connection flow that carries its VIP id."""
+    msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port))]
+    if vip_ip not in still_used_ips:
+        msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip)))
+    vip_cookie = make_cookie(CookieKind.NAT, lbu_id, vip_id)
+    for table in (Table.CONNECTIONS, Table.REVERSE):
+        msgs.append(flow_delete(table, vip_cookie, KIND_MASK | VIP_MASK))
+    return msgs
+
+
+def forward_flows(lbu_id: int, mac_ports: dict[str, int]) -> list[Any]:
+    """Table 3 entries: one per known destination MAC, out of the port toward it."""
+    cookie = make_cookie(CookieKind.FABRIC, lbu_id)
+    return [
+        flow_add(Table.FORWARD, Priority.FORWARD, parser.OFPMatch(eth_dst=mac), [apply(parser.OFPActionOutput(port))],
+                 cookie)
+        for mac, port in sorted(mac_ports.items())
+    ]
+
+
+def forward_match(route: NatRoute) -> Any:
+    """Match client→VIP packets of one connection."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=route.client_ip,
+                           ipv4_dst=route.vip_ip, tcp_src=route.client_port, tcp_dst=route.vip_port)
+
+
+def reverse_match(route: NatRoute) -> Any:
+    """Match member→client packets of one connection."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=route.member_ip,
+                           ipv4_dst=route.client_ip, tcp_src=route.member_port, tcp_dst=route.client_port)
+
+
+def nat_connection_flows(route: NatRoute) -> list[Any]:
+    """Both directions of one connection: client→VIP rewritten to the member, member→client back to the VIP."""
+    flags = ofp.OFPFF_SEND_FLOW_REM
+    forward = flow_add(
+        Table.CONNECTIONS, Priority.CONNECTION, forward_match(route),
+        [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
+               parser.OFPActionSetField(ipv4_dst=route.member_ip),
+               parser.OFPActionSetField(tcp_dst=route.member_port)),
+         goto(Table.FORWARD)],
+        route.cookie, route.idle_timeout, route.hard_timeout, flags)
+    reverse = flow_add(
+        Table.REVERSE, Priority.CONNECTION, reverse_match(route),
+        [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
+               parser.OFPActionSetField(ipv4_src=route.vip_ip),
+               parser.OFPActionSetField(tcp_src=route.vip_port)),
+         goto(Table.FORWARD)],
+        route.cookie, route.idle_timeout, route.hard_timeout, flags)
+    return [forward, reverse]
+
+
+def nat_connection_deletes(route: NatRoute) -> list[Any]:
+    """Strict deletes of both directions of one connection."""
+    return [flow_delete_strict(Table.CONNECTIONS, Priority.CONNECTION, forward_match(route)),
+            flow_delete_strict(Table.REVERSE, Priority.CONNECTION, reverse_match(route))]
+
+
+def packet_out_table(in_port: int, data: bytes) -> Any:
+    """Release a packet into the pipeline from table 0, as if it had just arrived on ``in_port``."""
+    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=data)
+
+
+def packet_out_port(out_port: int, data: bytes) -> Any:
+    """Send a controller-made packet out of one port."""
+    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                               actions=[parser.OFPActionOutput(out_port)], data=data)
+
+
+def arp_reply_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: str) -> bytes:
+    """An ARP reply telling ``asker`` that ``target_ip`` is at ``target_mac``."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=asker_mac, src=target_mac, ethertype=ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=target_mac, src_ip=target_ip,
+                             dst_mac=asker_mac, dst_ip=asker_ip))
+    pkt.serialize()
+    return bytes(pkt.data)

@@ -1,0 +1,75 @@
+"""The forwarder pipeline, declared once: tables, priorities and the cookie layout (see docs/pipeline.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Table(IntEnum):
+    """Forwarder tables, in pipeline order."""
+
+    CLASSIFY = 0
+    CONNECTIONS = 1
+    REVERSE = 2
+    FORWARD = 3
+
+
+class Priority(IntEnum):
+    """Flow priorities; within a table, higher wins."""
+
+    MISS = 0
+    IPV4 = 10
+    FORWARD = 10
+    VIP_OTHER = 150
+    VIP_SERVICE = 200
+    CONNECTION = 200
+    ARP = 300
+
+
+class CookieKind(IntEnum):
+    """Bits 63-56 of every cookie: which kind of flow it is."""
+
+    BASE = 0x01
+    NAT = 0x02
+    TUNNEL = 0x03
+    SESSION = 0x04
+    FABRIC = 0x05
+
+
+KIND_SHIFT = 56
+LBU_SHIFT = 48
+VIP_SHIFT = 32
+KIND_MASK = 0xFF << KIND_SHIFT
+LBU_MASK = 0xFF << LBU_SHIFT
+VIP_MASK = 0xFFFF << VIP_SHIFT
+ENDPOINT_MASK = 0xFFFFFFFF
+MAX_VIP_ID = 0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class Cookie:
+    """A decoded cookie: kind, installing LBU, VIP service id and endpoint id."""
+
+    kind: int
+    lbu_id: int
+    vip_id: int
+    endpoint_id: int
+
+    @classmethod
+    def decode(cls, value: int) -> "Cookie":
+        """Split a 64-bit cookie into its fields."""
+        return cls(
+            kind=(value >> KIND_SHIFT) & 0xFF,
+            lbu_id=(value >> LBU_SHIFT) & 0xFF,
+            vip_id=(value >> VIP_SHIFT) & 0xFFFF,
+            endpoint_id=value & ENDPOINT_MASK,
+        )
+
+
+def make_cookie(kind: CookieKind, lbu_id: int = 0, vip_id: int = 0, endpoint_id: int = 0) -> int:
+    """Pack a 64-bit cookie: kind (63-56), LBU id (55-48), VIP service id (47-32), endpoint id (31-0)."""
+    if not 0 <= lbu_id <= 0xFF or not 0 <= vip_id <= MAX_VIP_ID or not 0 <= endpoint_id <= ENDPOINT_MASK:
+        raise ValueError(f"cookie field out of range: lbu={lbu_id} vip={vip_id} endpoint={endpoint_id}")
+    return (int(kind) << KIND_SHIFT) | (lbu_id << LBU_SHIFT) | (vip_id << VIP_SHIFT) | endpoint_id
+
