@@ -1,0 +1,1 @@
+"""os-ken app shells: the only code that touches datapaths, sockets and timers."""
