@@ -18,7 +18,7 @@ from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
                                ofproto_v1_3, set_ev_cls)
 from nlb_sdn.rest.app import make_app
-from nlb_sdn.rest.server import listen, serve
+from nlb_sdn.rest.server import listen, serve_on
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
 LOG = logging.getLogger("nlb_sdn.classifier")
@@ -57,7 +57,7 @@ class Classifier(RyuApp):
         rest = self.lb.config.controller.rest
         if rest.enabled:
             sock = listen(rest.host, rest.port)
-            hub.spawn(serve, make_app(self), sock)
+            hub.spawn(serve_on, sock, make_app(self))
             LOG.info("REST listening on http://%s:%d/v1/", rest.host, rest.port)
 
     def send(self, datapath: Any, msgs: list[Any]) -> None:

@@ -1,0 +1,227 @@
+"""A small, fast HTTP/1.1 backend for the lab: names itself in every reply and streams a checkable byte pattern.
+
+``GET /`` answers ``<name>\\n``; ``GET /bytes/<N>[?rate=<bytes per second>]`` streams N bytes of the pattern
+``byte[i] = i % 251``. Every reply carries ``X-Served-By: <name>`` and ``X-Client: <peer ip>:<peer port>``.
+Keep-alive follows HTTP/1.1 (``Connection: close`` honoured). No name resolution is ever done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+import socket
+import sys
+import time
+from urllib.parse import parse_qs, urlsplit
+
+PATTERN_PERIOD = 251
+CHUNK = PATTERN_PERIOD * 261
+"""Largest slice :func:`pattern` returns (65511 bytes, a multiple of the period so full chunks chain seamlessly)."""
+_BLOCK = bytes(i % PATTERN_PERIOD for i in range(CHUNK + PATTERN_PERIOD))
+MAX_BYTES = 1 << 40
+HEAD_LIMIT = 16 * 1024
+IDLE_TIMEOUT = 30.0
+RATE_TICK = 0.05
+
+
+def pattern(offset: int, size: int) -> memoryview:
+    """The pattern bytes at ``offset`` .. ``offset + size`` (``size`` at most :data:`CHUNK`)."""
+    if not 0 <= size <= CHUNK:
+        raise ValueError(f"pattern slice size {size} outside 0..{CHUNK}")
+    start = offset % PATTERN_PERIOD
+    return memoryview(_BLOCK)[start:start + size]
+
+
+class HttpError(Exception):
+    """A request the server answers with an error status and then closes."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+
+
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Payload Too Large"}
+
+
+def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    """Split a request head into (method, target, version, lower-cased headers), or raise HttpError(400)."""
+    try:
+        lines = head.decode("latin-1").split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise HttpError(400, "malformed request line") from None
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        raise HttpError(400, "unsupported version")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise HttpError(400, "malformed header")
+        headers[key.strip().lower()] = value.strip()
+    return method, target, version, headers
+
+
+def wants_keep_alive(version: str, headers: dict[str, str]) -> bool:
+    """Whether the connection stays open after this request (HTTP/1.1 default yes, 1.0 default no)."""
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    if "close" in tokens:
+        return False
+    return version == "HTTP/1.1" or "keep-alive" in tokens
+
+
+class Backend:
+    """The server state: its name and the request counter."""
+
+    def __init__(self, name: str) -> None:
+        """A backend that announces itself as ``name``."""
+        self.name = name
+        self.requests = 0
+
+    def _head(self, status: int, length: int, keep_alive: bool, peer: str, content_type: str = "text/plain") -> bytes:
+        """A response head with the standard headers."""
+        return (
+            f"HTTP/1.1 {status} {REASONS[status]}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\n"
+            f"X-Served-By: {self.name}\r\n"
+            f"X-Client: {peer}\r\n"
+            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        ).encode("latin-1")
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve requests on one connection until close, error or idle timeout."""
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "-"
+        try:
+            while True:
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), IDLE_TIMEOUT)
+                except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+                    return
+                except asyncio.LimitOverrunError:
+                    await self._error(writer, HttpError(413, "request head too large"), peer)
+                    return
+                try:
+                    keep_alive = await self._serve(reader, writer, head, peer)
+                except HttpError as exc:
+                    await self._error(writer, exc, peer)
+                    return
+                if not keep_alive:
+                    return
+        except ConnectionError:
+            return
+        finally:
+            writer.close()
+
+    async def _error(self, writer: asyncio.StreamWriter, exc: HttpError, peer: str) -> None:
+        """Send an error reply and let the caller close."""
+        body = f"{exc.reason}\n".encode()
+        writer.write(self._head(exc.status, len(body), False, peer) + body)
+        await writer.drain()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, peer: str) -> bool:
+        """Answer one request; return whether to keep the connection open."""
+        method, target, version, headers = parse_head(head[:-4])
+        length = headers.get("content-length", "0")
+        if not length.isdigit() or int(length) > HEAD_LIMIT:
+            raise HttpError(400, "bad content-length")
+        if int(length):
+            await reader.readexactly(int(length))
+        if method not in ("GET", "HEAD"):
+            raise HttpError(405, "only GET and HEAD")
+        keep_alive = wants_keep_alive(version, headers)
+        self.requests += 1
+        url = urlsplit(target)
+        if url.path == "/":
+            body = f"{self.name}\n".encode()
+            writer.write(self._head(200, len(body), keep_alive, peer) + (body if method == "GET" else b""))
+            await writer.drain()
+            return keep_alive
+        if url.path.startswith("/bytes/"):
+            size, rate = self._bytes_args(url.path[len("/bytes/"):], url.query)
+            writer.write(self._head(200, size, keep_alive, peer, "application/octet-stream"))
+            if method == "GET":
+                await self._stream(writer, size, rate)
+            else:
+                await writer.drain()
+            return keep_alive
+        raise HttpError(404, "no such path")
+
+    @staticmethod
+    def _bytes_args(size_text: str, query: str) -> tuple[int, int | None]:
+        """Validate the size and optional rate of a /bytes request."""
+        if not size_text.isdigit() or int(size_text) > MAX_BYTES:
+            raise HttpError(400, "size must be an integer 0..2**40")
+        rate_values = parse_qs(query).get("rate")
+        if rate_values is None:
+            return int(size_text), None
+        if not rate_values[-1].isdigit() or int(rate_values[-1]) < 1:
+            raise HttpError(400, "rate must be a positive integer (bytes per second)")
+        return int(size_text), int(rate_values[-1])
+
+    @staticmethod
+    async def _stream(writer: asyncio.StreamWriter, size: int, rate: int | None) -> None:
+        """Write ``size`` pattern bytes, at most ``rate`` bytes per second when given."""
+        chunk = CHUNK if rate is None else max(1, min(CHUNK, int(rate * RATE_TICK)))
+        start = time.monotonic()
+        sent = 0
+        while sent < size:
+            n = min(chunk, size - sent)
+            writer.write(pattern(sent, n))
+            sent += n
+            await writer.drain()
+            if rate is not None:
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+
+
+def listen_socket(bind: str, port: int) -> socket.socket:
+    """A bound, listening, non-blocking IPv4 TCP socket (``bind`` must be a literal address: no resolution)."""
+    address = str(ipaddress.IPv4Address(bind))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((address, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(name: str, sock: socket.socket) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT."""
+    backend = Backend(name)
+    server = await asyncio.start_server(backend.handle, sock=sock, limit=HEAD_LIMIT)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    host, port = sock.getsockname()[:2]
+    print(f"nlb-sdn-backend {name} listening on {host}:{port}", flush=True)
+    async with server:
+        await stop.wait()
+    print(f"nlb-sdn-backend {name} stopped after {backend.requests} requests", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: ``nlb-sdn-backend --name h1 --port 80 [--bind 0.0.0.0]``."""
+    parser = argparse.ArgumentParser(prog="nlb-sdn-backend", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="name returned in X-Served-By and by GET /")
+    parser.add_argument("--port", type=int, default=80, help="TCP port (0 picks a free one; default 80)")
+    parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to bind (default 0.0.0.0)")
+    args = parser.parse_args(argv)
+    try:
+        sock = listen_socket(args.bind, args.port)
+    except (OSError, ValueError) as exc:
+        print(f"nlb-sdn-backend: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    asyncio.run(serve(args.name, sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

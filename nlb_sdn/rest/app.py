@@ -1,0 +1,358 @@
+"""The REST API: a thin WSGI app on webob over a :class:`RestBackend`, JSON in and out.
+
+Every change reads the live model as plain data (``dump_config``), edits the data, validates the result with
+``parse_config(data, source="REST")`` (the same schema as the config file) and hands the new model to
+``backend.apply_config``; the live model is never mutated in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from webob import Request, Response
+
+from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config
+
+LOG = logging.getLogger(__name__)
+
+MAX_BODY = 1 << 20
+"""Largest accepted request body in bytes (1 MiB); larger bodies get 413."""
+
+SOURCE = "REST"
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class RestBackend(Protocol):
+    """What the REST API needs from the controller."""
+
+    def current_config(self) -> Config:
+        """The live model."""
+        ...
+
+    def apply_config(self, new: Config) -> None:
+        """Apply a validated new model (the flow diff); may raise ConfigError."""
+        ...
+
+    def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
+        """Tracked connections, optionally only those of a VIP and/or a member (by name)."""
+        ...
+
+    def stats(self) -> dict:
+        """Counters, returned to clients as they are."""
+        ...
+
+
+class HttpError(Exception):
+    """An error response: HTTP status, short code and a detail naming the key."""
+
+    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = headers or {}
+
+
+def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
+    """A JSON response with the given status and optional Location header."""
+    response = Response(status=status, content_type="application/json")
+    response.body = json.dumps(payload).encode() + b"\n"
+    if location is not None:
+        response.location = location
+    return response
+
+
+def error_response(error: HttpError) -> Response:
+    """The JSON error body ``{"error": code, "detail": reason}`` with the error's status and headers."""
+    response = json_response({"error": error.code, "detail": error.detail}, status=error.status)
+    response.headers.update(error.headers)
+    return response
+
+
+def _invalid(exc: ConfigError) -> HttpError:
+    """A 400 ``invalid`` naming the ConfigError's key and reason."""
+    return HttpError(400, "invalid", f"{exc.key}: {exc.reason}")
+
+
+def _read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; 413 when over MAX_BODY, 400 when not JSON or not an object."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        raise HttpError(413, "too_large", f"body of {length} bytes exceeds the limit of {MAX_BODY} bytes")
+    if length is None and request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        raw = request.body_file_raw.read(MAX_BODY + 1)
+        if len(raw) > MAX_BODY:
+            raise HttpError(413, "too_large", f"body exceeds the limit of {MAX_BODY} bytes")
+    else:
+        raw = request.body
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, "bad_json", f"(body): malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, "invalid", f"(body): expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _valid_or_none(model: type[_M], body: dict[str, Any]) -> _M | None:
+    """``body`` validated as ``model`` on its own, or None (parse_config then reports the error with its full key)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError:
+        return None
+
+
+def _vip_index(config: Config, name: str) -> int:
+    """Position of the VIP called ``name``; 404 if there is none."""
+    for index, vip in enumerate(config.vips):
+        if vip.name == name:
+            return index
+    raise HttpError(404, "not_found", f"vip {name!r} does not exist")
+
+
+def _lookup_member(vip: Vip, ident: str) -> int | None:
+    """Position of the member of ``vip`` called ``ident`` or, failing that, addressed ``ip:port``."""
+    for index, member in enumerate(vip.members):
+        if member.name == ident:
+            return index
+    for index, member in enumerate(vip.members):
+        if f"{member.address}:{member.port}" == ident:
+            return index
+    return None
+
+
+def _member_index(vip: Vip, ident: str) -> int:
+    """Position of the member ``ident`` (name or ``ip:port``) of ``vip``; 404 if there is none."""
+    index = _lookup_member(vip, ident)
+    if index is None:
+        raise HttpError(404, "not_found", f"vip {vip.name!r} has no member {ident!r}")
+    return index
+
+
+def _vip_conflict(config: Config, candidate: Vip, replacing: str | None = None) -> None:
+    """409 if ``candidate`` has the name or the (address, port, protocol) of a VIP other than ``replacing``."""
+    for vip in config.vips:
+        if vip.name == replacing:
+            continue
+        if vip.name == candidate.name:
+            raise HttpError(409, "conflict", f"name: vip {candidate.name!r} already exists")
+        if (vip.address, vip.port, vip.protocol) == (candidate.address, candidate.port, candidate.protocol):
+            service = f"{candidate.address}:{candidate.port}/{candidate.protocol}"
+            raise HttpError(409, "conflict", f"address: vip {vip.name!r} already serves {service}")
+
+
+def _member_conflict(vip: Vip, candidate: Member) -> None:
+    """409 if ``candidate`` has the name or the (address, port) of a member of ``vip``."""
+    for member in vip.members:
+        if member.name == candidate.name:
+            raise HttpError(409, "conflict", f"name: vip {vip.name!r} already has a member {candidate.name!r}")
+        if (member.address, member.port) == (candidate.address, candidate.port):
+            raise HttpError(
+                409,
+                "conflict",
+                f"address: vip {vip.name!r} already has {candidate.address}:{candidate.port} as member {member.name!r}",
+            )
+
+
+class RestApp:
+    """The WSGI application; one instance per backend."""
+
+    def __init__(self, backend: RestBackend) -> None:
+        self.backend = backend
+        vip = r"/v1/vips/(?P<vip>[^/]+)"
+        routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
+            (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
+            (vip, {"GET": self.get_vip, "PUT": self.replace_vip, "DELETE": self.delete_vip}),
+            (vip + r"/members", {"GET": self.list_members, "POST": self.create_member}),
+            (
+                vip + r"/members/(?P<member>[^/]+)",
+                {"GET": self.get_member, "PUT": self.update_member, "DELETE": self.delete_member},
+            ),
+            (r"/v1/connections", {"GET": self.get_connections}),
+            (r"/v1/stats", {"GET": self.get_stats}),
+            (r"/v1/config", {"GET": self.get_config}),
+        ]
+        self.routes = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in routes]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """WSGI entry point."""
+        return self.handle(Request(environ))(environ, start_response)
+
+    def handle(self, request: Request) -> Response:
+        """Route ``request`` and turn every failure into a JSON error response; never raises."""
+        try:
+            return self._dispatch(request)
+        except HttpError as error:
+            return error_response(error)
+        except Exception as exc:  # noqa: BLE001 - the server must survive any handler failure
+            LOG.exception("REST %s %s failed", request.method, request.path_info)
+            return error_response(HttpError(500, "internal", str(exc) or type(exc).__name__))
+
+    def _dispatch(self, request: Request) -> Response:
+        """Find the route for the path and method and call its handler."""
+        path = request.path_info
+        for pattern, methods in self.routes:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None:
+                allow = ", ".join(methods)
+                raise HttpError(
+                    405, "method_not_allowed", f"{request.method} {path}: allowed {allow}", headers={"Allow": allow}
+                )
+            return handler(request, **match.groupdict())
+        raise HttpError(404, "not_found", f"no such resource: {path}")
+
+    def _apply(self, data: dict[str, Any]) -> Config:
+        """Validate edited plain data into a new model and apply it; ConfigError becomes 400 (409 for duplicates)."""
+        try:
+            new = parse_config(data, source=SOURCE)
+        except ConfigError as exc:
+            raise _invalid(exc) from None
+        try:
+            self.backend.apply_config(new)
+        except ConfigError as exc:
+            if exc.reason.startswith("duplicate"):
+                raise HttpError(409, "conflict", f"{exc.key}: {exc.reason}") from None
+            raise _invalid(exc) from None
+        return new
+
+    # --- VIPs -------------------------------------------------------------------------------------------------
+
+    def list_vips(self, request: Request) -> Response:
+        """GET /v1/vips: every VIP with its members."""
+        return json_response(dump_config(self.backend.current_config())["vips"])
+
+    def create_vip(self, request: Request) -> Response:
+        """POST /v1/vips: add a VIP; 201 with the created VIP and its Location."""
+        body = _read_json_object(request)
+        config = self.backend.current_config()
+        candidate = _valid_or_none(Vip, body)
+        if candidate is not None:
+            _vip_conflict(config, candidate)
+        data = dump_config(config)
+        data["vips"].append(body)
+        created = self._apply(data).vips[-1]
+        return json_response(created.model_dump(mode="json"), status=201, location=f"/v1/vips/{created.name}")
+
+    def get_vip(self, request: Request, vip: str) -> Response:
+        """GET /v1/vips/{vip}."""
+        config = self.backend.current_config()
+        return json_response(config.vips[_vip_index(config, vip)].model_dump(mode="json"))
+
+    def replace_vip(self, request: Request, vip: str) -> Response:
+        """PUT /v1/vips/{vip}: replace the whole VIP; a name in the body must equal the one in the path."""
+        body = _read_json_object(request)
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        if body.setdefault("name", vip) != vip:
+            raise HttpError(400, "invalid", f"name: {body['name']!r} differs from the vip {vip!r} in the path")
+        candidate = _valid_or_none(Vip, body)
+        if candidate is not None:
+            _vip_conflict(config, candidate, replacing=vip)
+        data = dump_config(config)
+        data["vips"][index] = body
+        return json_response(self._apply(data).vips[index].model_dump(mode="json"))
+
+    def delete_vip(self, request: Request, vip: str) -> Response:
+        """DELETE /v1/vips/{vip}: 204."""
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        data = dump_config(config)
+        del data["vips"][index]
+        self._apply(data)
+        return Response(status=204)
+
+    # --- members ----------------------------------------------------------------------------------------------
+
+    def list_members(self, request: Request, vip: str) -> Response:
+        """GET /v1/vips/{vip}/members."""
+        config = self.backend.current_config()
+        service = config.vips[_vip_index(config, vip)]
+        return json_response([member.model_dump(mode="json") for member in service.members])
+
+    def create_member(self, request: Request, vip: str) -> Response:
+        """POST /v1/vips/{vip}/members: add a member; 201 with the created member and its Location."""
+        body = _read_json_object(request)
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        candidate = _valid_or_none(Member, body)
+        if candidate is not None:
+            _member_conflict(config.vips[index], candidate)
+        data = dump_config(config)
+        data["vips"][index]["members"].append(body)
+        created = self._apply(data).vips[index].members[-1]
+        location = f"/v1/vips/{vip}/members/{created.name}"
+        return json_response(created.model_dump(mode="json"), status=201, location=location)
+
+    def get_member(self, request: Request, vip: str, member: str) -> Response:
+        """GET /v1/vips/{vip}/members/{member} (member by name or ``ip:port``)."""
+        config = self.backend.current_config()
+        service = config.vips[_vip_index(config, vip)]
+        return json_response(service.members[_member_index(service, member)].model_dump(mode="json"))
+
+    def update_member(self, request: Request, vip: str, member: str) -> Response:
+        """PUT /v1/vips/{vip}/members/{member}: change the weight, and only the weight."""
+        body = _read_json_object(request)
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        position = _member_index(config.vips[index], member)
+        for key in body:
+            if key != "weight":
+                raise HttpError(400, "invalid", f"{key}: only weight may change here")
+        if "weight" not in body:
+            raise HttpError(400, "invalid", "weight: field required")
+        data = dump_config(config)
+        data["vips"][index]["members"][position]["weight"] = body["weight"]
+        return json_response(self._apply(data).vips[index].members[position].model_dump(mode="json"))
+
+    def delete_member(self, request: Request, vip: str, member: str) -> Response:
+        """DELETE /v1/vips/{vip}/members/{member}: 204."""
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        position = _member_index(config.vips[index], member)
+        data = dump_config(config)
+        del data["vips"][index]["members"][position]
+        self._apply(data)
+        return Response(status=204)
+
+    # --- read-only views --------------------------------------------------------------------------------------
+
+    def get_connections(self, request: Request) -> Response:
+        """GET /v1/connections?vip=&member=: tracked connections; the member filter is passed on as its name."""
+        for key in request.GET:
+            if key not in ("vip", "member"):
+                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        vip = request.GET.get("vip") or None
+        member = request.GET.get("member") or None
+        config = self.backend.current_config()
+        pools = config.vips if vip is None else [config.vips[_vip_index(config, vip)]]
+        if member is not None:
+            found = [(pool, position) for pool in pools if (position := _lookup_member(pool, member)) is not None]
+            if not found:
+                where = "any vip" if vip is None else f"vip {vip!r}"
+                raise HttpError(404, "not_found", f"member: {where} has no member {member!r}")
+            pool, position = found[0]
+            member = pool.members[position].name
+        connections = self.backend.connections(vip=vip, member=member)
+        return json_response({"connections": connections, "count": len(connections)})
+
+    def get_stats(self, request: Request) -> Response:
+        """GET /v1/stats: the backend's counters as they are."""
+        return json_response(self.backend.stats())
+
+    def get_config(self, request: Request) -> Response:
+        """GET /v1/config: the whole current model."""
+        return json_response(dump_config(self.backend.current_config()))
+
+
+def make_app(backend: RestBackend) -> RestApp:
+    """The REST API as a WSGI callable over ``backend``."""
+    return RestApp(backend)

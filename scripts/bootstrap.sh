@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs what nlb_sdn needs on a fresh Debian machine (idempotent): apt packages, the venv, a running Open vSwitch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc)
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "nlb_sdn: the lab needs root (Mininet and Open vSwitch); run with sudo" >&2
+    exit 1
+  fi
+}
+
+install_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "nlb_sdn: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+install_venv() {
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import nlb_sdn, os_ken, mininet, pytest" 2>/dev/null \
+      || [ setup.cfg -nt .venv/.installed ]; then
+    echo "nlb_sdn: creating .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/pip install -q -e '.[test,lab]' 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import nlb_sdn, os_ken, mininet, pytest"
+    touch .venv/.installed
+  fi
+}
+
+start_ovs() {
+  if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+    echo "nlb_sdn: starting Open vSwitch (userspace datapath)"
+    /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random >/dev/null
+  fi
+  ovs-vsctl --timeout=5 show >/dev/null
+}
+
+need_root
+install_apt
+install_venv
+start_ovs

@@ -1,0 +1,11 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+from tests.fakeof.switch import FakeDatapath
+
+
+@pytest.fixture
+def fake_dp() -> FakeDatapath:
+    """A fresh fake OpenFlow 1.3 datapath with dpid 1."""
+    return FakeDatapath(1)

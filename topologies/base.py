@@ -1,0 +1,112 @@
+"""Common base of the lab topologies: explicit ports, addresses and dpids, and the static ``fabric`` config section."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mininet.node import OVSSwitch
+from mininet.topo import Topo
+
+from nlb_sdn.config import parse_config
+
+PREFIX = "10.0.0."
+PREFIX_LEN = 24
+FIRST_CLIENT = 1
+FIRST_BACKEND = 11
+LAST_HOST = 99
+
+SWITCH_OPTS: dict[str, Any] = {
+    "cls": OVSSwitch,
+    "datapath": "user",
+    "protocols": "OpenFlow13",
+    "failMode": "secure",
+}
+"""Mininet switch options every lab switch is created with (userspace OVS, OpenFlow 1.3, no standalone fallback)."""
+
+
+def host_address(octet: int) -> tuple[str, str]:
+    """The (ip, mac) of the lab host whose last address byte is ``octet``; the MAC spells the octet in decimal."""
+    if not 1 <= octet <= LAST_HOST:
+        raise ValueError(f"host octet {octet} is outside 1..{LAST_HOST}")
+    return f"{PREFIX}{octet}", f"00:00:00:00:00:{octet:02d}"
+
+
+class LabTopo(Topo):
+    """A Topo whose every port, address and dpid is explicit, so it can emit its static fabric config without root."""
+
+    def __init__(self, clients: int = 3, backends: int = 3) -> None:
+        """Check the host counts and build the topology."""
+        if not 1 <= clients <= FIRST_BACKEND - FIRST_CLIENT:
+            raise ValueError(f"clients must be 1..{FIRST_BACKEND - FIRST_CLIENT}, got {clients}")
+        if not 1 <= backends <= LAST_HOST - FIRST_BACKEND + 1:
+            raise ValueError(f"backends must be 1..{LAST_HOST - FIRST_BACKEND + 1}, got {backends}")
+        self.clients: list[str] = [f"c{i}" for i in range(1, clients + 1)]
+        self.backends: list[str] = [f"h{i}" for i in range(1, backends + 1)]
+        self._dpids: dict[str, int] = {}
+        self._attach: dict[str, tuple[str, int]] = {}
+        super().__init__()
+
+    def add_lab_switch(self, name: str, dpid: int) -> str:
+        """Add an OVS userspace switch with an explicit dpid."""
+        self._dpids[name] = dpid
+        return self.addSwitch(name, dpid=f"{dpid:x}", **SWITCH_OPTS)
+
+    def add_lab_host(self, name: str, octet: int, switch: str, port: int) -> str:
+        """Add a host with explicit IP and MAC on ``switch`` port ``port`` (the host side is always eth0)."""
+        ip, mac = host_address(octet)
+        self.addHost(name, ip=f"{ip}/{PREFIX_LEN}", mac=mac, defaultRoute=f"dev {name}-eth0")
+        self.addLink(name, switch, port1=0, port2=port)
+        self._attach[name] = (switch, port)
+        return name
+
+    def add_trunk(self, a: str, a_port: int, b: str, b_port: int) -> None:
+        """Add a switch-to-switch link with explicit ports on both ends."""
+        self.addLink(a, b, port1=a_port, port2=b_port)
+
+    def host_ip(self, name: str) -> str:
+        """The IPv4 address of host ``name`` (without prefix length)."""
+        return str(self.nodeInfo(name)["ip"]).split("/")[0]
+
+    def host_mac(self, name: str) -> str:
+        """The MAC address of host ``name``."""
+        return str(self.nodeInfo(name)["mac"])
+
+    def dpids(self) -> dict[str, int]:
+        """Switch name to dpid."""
+        return dict(self._dpids)
+
+    def members(self, port: int = 80, backends: list[str] | None = None, weight: int = 1) -> list[dict[str, Any]]:
+        """VIP member entries (config dicts) for the given backends (all by default), named after the hosts."""
+        names = self.backends if backends is None else backends
+        return [{"name": n, "address": self.host_ip(n), "port": port, "weight": weight} for n in names]
+
+    def fabric_config(self) -> dict[str, Any]:
+        """The config's ``fabric`` section (switches, switch links, hosts) describing exactly this topology."""
+        switches = [{"name": name, "dpid": self._dpids[name]} for name in self.switches()]
+        links = []
+        for node1, node2, info in self.links(sort=True, withInfo=True):
+            if self.isSwitch(node1) and self.isSwitch(node2):
+                links.append({"a": node1, "a_port": info["port1"], "b": node2, "b_port": info["port2"]})
+        hosts = []
+        for name in self.hosts():
+            switch, port = self._attach[name]
+            hosts.append({"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch,
+                          "port": port})
+        return {"switches": switches, "links": links, "hosts": hosts}
+
+
+def lab_config(topo: LabTopo, vips: list[dict[str, Any]], **controller_overrides: Any) -> dict[str, Any]:
+    """A whole, validated config dict: controller section (REST on 127.0.0.1:8080 unless overridden), vips, fabric.
+
+    ``controller_overrides`` are keys of the ``controller`` section; a ``rest`` mapping is merged into the default.
+    """
+    controller: dict[str, Any] = {"rest": {"enabled": True, "host": "127.0.0.1", "port": 8080}}
+    for key, value in controller_overrides.items():
+        if key == "rest" and isinstance(value, dict):
+            controller["rest"].update(value)
+        else:
+            controller[key] = value
+    config = {"version": 1, "controller": controller, "vips": copy.deepcopy(vips), "fabric": topo.fabric_config()}
+    parse_config(config, "<lab_config>")
+    return config
