@@ -6,13 +6,13 @@ import argparse
 import os
 import sys
 
-from nlb_sdn.config import ConfigError, load_config
-
 CLASSIFIER_APP = "nlb_sdn.apps.classifier"
 
 
 def check_config(path: str) -> int:
     """Validate a config file; print the error naming file, key and reason; return an exit status."""
+    from nlb_sdn.config import ConfigError, load_config
+
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -25,21 +25,23 @@ def check_config(path: str) -> int:
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    """Validate the config, then hand over to the framework's manager with the classifier app."""
+    """Validate the config, then replace this process with the framework's manager running the classifier app.
+
+    The manager starts in a fresh interpreter (same PID), so eventlet monkey-patches before any library loads.
+    """
     status = check_config(args.config)
     if status:
         return status
     os.environ["NLB_SDN_CONFIG"] = os.path.abspath(args.config)
     if args.framework:
         os.environ["NLB_SDN_FRAMEWORK"] = args.framework
-    from nlb_sdn import framework
-
-    argv = [f"{framework.NAME}-manager", "--ofp-tcp-listen-port", str(args.ofp_tcp_listen_port)]
+    argv = [sys.executable, "-m", "nlb_sdn.framework", "--ofp-tcp-listen-port", str(args.ofp_tcp_listen_port)]
     if args.verbose:
         argv.append("--verbose")
     argv += [*args.extra_apps, CLASSIFIER_APP]
-    sys.argv = argv
-    framework.manager_main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)
     return 0
 
 

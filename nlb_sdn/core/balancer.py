@@ -206,7 +206,7 @@ class LoadBalancer:
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
         conn = self.connections_by_key.get(key)
         if conn is not None:
-            self.packet_in["existing_connection"] += 1
+            self.packet_in["syn_retransmit" if seg.is_pure_syn else "existing_connection"] += 1
             conn.dpid = dpid
             return self._plumb(conn.route, in_port, data, total_len)
         if not seg.is_pure_syn:

@@ -12,6 +12,8 @@ from nlb_sdn.framework import arp, ether_types, ethernet, ofproto_v1_3 as ofp, o
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 
 IPPROTO_TCP = 6
+TCP_SYN = 0x02
+TCP_ACK = 0x10
 ETH_TYPE_IP = ether_types.ETH_TYPE_IP
 ETH_TYPE_ARP = ether_types.ETH_TYPE_ARP
 
@@ -87,10 +89,21 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
                  [apply(to_controller(max_len))], cookie),
         flow_add(Table.CLASSIFY, Priority.IPV4, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)], cookie),
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
+        flow_add(Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(),
+                 [apply(to_controller(max_len))], cookie),
         flow_add(Table.CONNECTIONS, Priority.MISS, parser.OFPMatch(), [apply(to_controller(max_len))], cookie),
         flow_add(Table.REVERSE, Priority.MISS, parser.OFPMatch(), [goto(Table.FORWARD)], cookie),
         flow_add(Table.FORWARD, Priority.MISS, parser.OFPMatch(), [], cookie),
     ]
+
+
+def new_connection_match() -> Any:
+    """Match pure SYNs (SYN set, ACK clear).
+
+    Punting SYNs through their own entry makes OVS put the TCP flags into the datapath megaflow of the punt, so the
+    connection's later segments never match that cached punt while the revalidators catch up with the new flows.
+    """
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
 
 
 def vip_match(vip_ip: str, vip_port: int) -> Any:

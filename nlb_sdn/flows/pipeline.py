@@ -19,6 +19,7 @@ class Priority(IntEnum):
     """Flow priorities; within a table, higher wins."""
 
     MISS = 0
+    NEW_CONNECTION = 1
     IPV4 = 10
     FORWARD = 10
     VIP_OTHER = 150

@@ -109,7 +109,7 @@ def test_duplicate_syn_gets_the_same_member():
     second = lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.1)
     assert dict(first[0].match.items()) == dict(second[0].match.items())
     assert str(first[0].instructions) == str(second[0].instructions)
-    assert lb.stats()["packet_in"] == {"total": 2, "new_connection": 1, "existing_connection": 1}
+    assert lb.stats()["packet_in"] == {"total": 2, "new_connection": 1, "syn_retransmit": 1}
 
 
 def test_weights_are_followed():
