@@ -14,7 +14,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${RYU_VENV:-$ROOT/.venv-ryu}"
-PYTHON="${PYTHON:-python3.11}"
+PYTHON="${PYTHON:-python3}"
 
 RYU_VERSION="4.34"
 EVENTLET_VERSION="0.41.3"

@@ -1,0 +1,131 @@
+"""The load balancer end to end in the fabric lab: reachability, weights, bypass, ARP, member removal, REST errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from nlb_sdn.lab.harness import Lab, RestError, wait_for
+from tests.mininet.conftest import VIP, WEIGHTS, needs_lab
+
+pytestmark = [pytest.mark.mininet, needs_lab]
+
+CLIENTS = ("c1", "c2", "c3")
+
+
+def punts(lab: Lab) -> dict[str, int]:
+    """Packet-in counters of the controller."""
+    return lab.rest("GET", "/v1/stats")["packet_in"]
+
+
+def connections_to(lab: Lab, client: str, count: int, concurrency: int = 4) -> dict:
+    """Open ``count`` new connections to the VIP from one client; every one must succeed."""
+    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", concurrency,
+                                      "--timeout", 60])
+    assert summary["errors"] == 0 and summary["ok"] == count, summary
+    return summary
+
+
+def test_vip_is_reachable_from_every_client(fabric_lab: Lab):
+    for client in CLIENTS:
+        summary = connections_to(fabric_lab, client, 20)
+        assert set(summary["served_by"]) <= set(WEIGHTS)
+
+
+def test_distribution_follows_weights_1_1_2(fabric_lab: Lab):
+    served: dict[str, int] = {}
+    for client, count in zip(CLIENTS, (134, 133, 133)):
+        for name, hits in connections_to(fabric_lab, client, count, concurrency=8)["served_by"].items():
+            served[name] = served.get(name, 0) + hits
+    total = sum(served.values())
+    assert total == 400
+    weight_sum = sum(WEIGHTS.values())
+    for name, weight in WEIGHTS.items():
+        share = 100.0 * served.get(name, 0) / total
+        assert abs(share - 100.0 * weight / weight_sum) <= 5.0, served
+
+
+def test_exactly_one_packet_in_per_connection_also_across_a_20mb_transfer(fabric_lab: Lab):
+    before = punts(fabric_lab)
+    download = fabric_lab.run_client("c1", ["download", VIP, "--bytes", 20_000_000, "--timeout", 120])
+    assert download["ok"] and download["bytes"] == 20_000_000, download
+    connections_to(fabric_lab, "c2", 100)
+    after = punts(fabric_lab)
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    assert delta["new_connection"] == 101, delta
+    assert delta["total"] - delta.get("arp", 0) == 101, delta
+
+
+def test_arp_for_the_vip_is_answered_by_the_controller(fabric_lab: Lab):
+    fabric_lab.host_run("c3", ["ip", "neigh", "flush", "dev", "c3-eth0"])
+    arp_before = punts(fabric_lab).get("arp", 0)
+    connections_to(fabric_lab, "c3", 1)
+    neigh = fabric_lab.host_run("c3", ["ip", "neigh", "show", VIP]).stdout
+    vip_mac = fabric_lab.rest("GET", "/v1/vips/web")["mac"]
+    assert f"lladdr {vip_mac}" in neigh, neigh
+    assert punts(fabric_lab).get("arp", 0) > arp_before
+
+
+def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
+    def c2_connections() -> list[dict]:
+        return [c for c in fabric_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+                if c["client"].startswith("10.0.0.2:")]
+
+    earlier = {c["client"] for c in c2_connections()}
+    transfer = fabric_lab.start_client("c2", ["download", VIP, "--bytes", 8_000_000, "--rate", 2_000_000,
+                                              "--timeout", 60])
+    conns = wait_for(lambda: [c for c in c2_connections() if c["client"] not in earlier], timeout=10,
+                     what="the transfer's connection")
+    member = conns[0]["member"]
+    removed = fabric_lab.rest("GET", f"/v1/vips/web/members/{member}")
+    fabric_lab.rest("DELETE", f"/v1/vips/web/members/{member}")
+    try:
+        summary = connections_to(fabric_lab, "c1", 60)
+        assert member not in summary["served_by"], summary
+        result = fabric_lab.collect_client(transfer, timeout=90)
+        assert result["ok"] and result["bytes"] == 8_000_000 and result["served_by"] == member, result
+    finally:
+        fabric_lab.rest("POST", "/v1/vips/web/members", removed)
+    assert member in connections_to(fabric_lab, "c1", 8)["served_by"]
+
+
+@pytest.mark.parametrize("method, path, body, status", [
+    ("POST", "/v1/vips", b"{not json", 400),
+    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 80, "colour": "red"}, 400),
+    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.300", "port": 80}, 400),
+    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 0}, 400),
+    ("POST", "/v1/vips", {"name": "web", "address": "10.0.0.201", "port": 80}, 409),
+    ("PUT", "/v1/vips/web/members/h1", {"weight": -1}, 400),
+    ("DELETE", "/v1/vips/nope", None, 404),
+])
+def test_bad_rest_input_gets_a_4xx_with_a_reason(fabric_lab: Lab, method, path, body, status):
+    data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(f"http://127.0.0.1:{fabric_lab.rest_port}{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(request, timeout=5)
+    assert err.value.code == status
+    payload = json.loads(err.value.read())
+    assert payload["error"] and payload["detail"]
+    assert fabric_lab.rest("GET", "/v1/vips/web")["members"][0]["weight"] == 1
+
+
+def test_connection_table_follows_flow_removal(fabric_lab: Lab):
+    connections_to(fabric_lab, "c1", 10)
+    assert fabric_lab.rest("GET", "/v1/connections")["count"] >= 10
+    wait_for(lambda: fabric_lab.rest("GET", "/v1/connections")["count"] == 0, timeout=30,
+             what="every connection flow to idle out")
+    for switch in ("s1", "s2", "s3", "s4"):
+        flows = fabric_lab.dump_flows(switch, table=1) + fabric_lab.dump_flows(switch, table=2)
+        assert not [f for f in flows if "priority=200" in f], flows
+    stats = fabric_lab.rest("GET", "/v1/stats")
+    assert stats["connections"]["per_member"] == {} and stats["errors"] == {}
+
+
+def test_rest_reports_unknown_member(fabric_lab: Lab):
+    with pytest.raises(RestError) as err:
+        fabric_lab.rest("PUT", "/v1/vips/web/members/nobody", {"weight": 2})
+    assert err.value.status == 404
