@@ -30,8 +30,10 @@ install_venv() {
       || [ setup.cfg -nt .venv/.installed ]; then
     echo "nlb_sdn: creating .venv"
     python3 -m venv .venv
-    .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-    .venv/bin/pip install -q -e '.[test,lab]' 2>&1 | grep -v "^WARNING: Location" || true
+    if ! .venv/bin/pip install -q -e '.[test,lab]' >.venv/pip.log 2>&1; then
+      cat .venv/pip.log >&2
+      exit 1
+    fi
     .venv/bin/python -c "import nlb_sdn, os_ken, mininet, pytest"
     touch .venv/.installed
   fi
