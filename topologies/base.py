@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from mininet.node import OVSSwitch
+from mininet.node import OVSBridge, OVSSwitch
 from mininet.topo import Topo
 
 from nlb_sdn.config import parse_config
@@ -15,6 +15,10 @@ PREFIX_LEN = 24
 FIRST_CLIENT = 1
 FIRST_BACKEND = 11
 LAST_HOST = 99
+MGMT_PREFIX = "10.99.0."
+MGMT_SWITCH = "m0"
+MGMT_ROOT = "mgmt0"
+MGMT_ROOT_OCTET = 254
 
 SWITCH_OPTS: dict[str, Any] = {
     "cls": OVSSwitch,
@@ -35,8 +39,8 @@ def host_address(octet: int) -> tuple[str, str]:
 class LabTopo(Topo):
     """A Topo whose every port, address and dpid is explicit, so it can emit its static fabric config without root."""
 
-    def __init__(self, clients: int = 3, backends: int = 3) -> None:
-        """Check the host counts and build the topology."""
+    def __init__(self, clients: int = 3, backends: int = 3, mgmt: bool = False) -> None:
+        """Check the host counts and build the topology (plus the management network when ``mgmt``)."""
         if not 1 <= clients <= FIRST_BACKEND - FIRST_CLIENT:
             raise ValueError(f"clients must be 1..{FIRST_BACKEND - FIRST_CLIENT}, got {clients}")
         if not 1 <= backends <= LAST_HOST - FIRST_BACKEND + 1:
@@ -45,7 +49,38 @@ class LabTopo(Topo):
         self.backends: list[str] = [f"h{i}" for i in range(1, backends + 1)]
         self._dpids: dict[str, int] = {}
         self._attach: dict[str, tuple[str, int]] = {}
+        self.mgmt = mgmt
         super().__init__()
+        if mgmt:
+            self._add_mgmt_network()
+
+    def _add_mgmt_network(self) -> None:
+        """A management switch m0 (plain L2 bridge, no controller) joining every backend's eth1 and the root namespace.
+
+        Agents reach the controller over it, never over the data path. The root namespace side is ``mgmt0-eth0``
+        with 10.99.0.254/24; backend hN gets 10.99.0.<its data octet>.
+        """
+        self.addSwitch(MGMT_SWITCH, cls=OVSBridge, datapath="user", dpid="99")
+        self.addHost(MGMT_ROOT, inNamespace=False, ip=f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}/24")
+        self.addLink(MGMT_ROOT, MGMT_SWITCH, port1=0, port2=1)
+        for index, name in enumerate(self.backends):
+            octet = int(self.host_ip(name).rsplit(".", 1)[1])
+            self.addLink(name, MGMT_SWITCH, port1=1, port2=index + 2,
+                         params1={"ip": f"{MGMT_PREFIX}{octet}/24"})
+
+    def mgmt_ip(self, name: str) -> str:
+        """The management-network address of a backend, or of the root namespace for ``mgmt0``."""
+        if name == MGMT_ROOT:
+            return f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}"
+        return f"{MGMT_PREFIX}{self.host_ip(name).rsplit('.', 1)[1]}"
+
+    def data_hosts(self) -> list[str]:
+        """The hosts attached to the data-path fabric (clients and backends), sorted."""
+        return [name for name in self.hosts() if name in self._attach]
+
+    def data_switches(self) -> list[str]:
+        """The OpenFlow switches of the data-path fabric (not the management bridge), sorted."""
+        return [name for name in self.switches() if name in self._dpids]
 
     def add_lab_switch(self, name: str, dpid: int) -> str:
         """Add an OVS userspace switch with an explicit dpid."""
@@ -83,13 +118,13 @@ class LabTopo(Topo):
 
     def fabric_config(self) -> dict[str, Any]:
         """The config's ``fabric`` section (switches, switch links, hosts) describing exactly this topology."""
-        switches = [{"name": name, "dpid": self._dpids[name]} for name in self.switches()]
+        switches = [{"name": name, "dpid": self._dpids[name]} for name in self.data_switches()]
         links = []
         for node1, node2, info in self.links(sort=True, withInfo=True):
-            if self.isSwitch(node1) and self.isSwitch(node2):
+            if node1 in self._dpids and node2 in self._dpids:
                 links.append({"a": node1, "a_port": info["port1"], "b": node2, "b_port": info["port2"]})
         hosts = []
-        for name in self.hosts():
+        for name in self.data_hosts():
             switch, port = self._attach[name]
             hosts.append({"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch,
                           "port": port})

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from nlb_sdn.config import Config, load_config
 from nlb_sdn.core.balancer import LoadBalancer
-from nlb_sdn.flows.builders import bind
+from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
                                ofproto_v1_3, set_ev_cls)
 from nlb_sdn.rest.app import make_app
@@ -53,6 +53,7 @@ class Classifier(RyuApp):
         self.datapaths: dict[int, Any] = {}
         self.sent: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.flow_stats: dict[int, list[tuple[int, int, dict[str, Any], int]]] = {}
         self.started_at = time.time()
         rest = self.lb.config.controller.rest
         if rest.enabled:
@@ -77,7 +78,23 @@ class Classifier(RyuApp):
         max_len = self.lb.config.controller.packet_in_max_len
         self.send(datapath, [parser.OFPSetConfig(None, datapath.ofproto.OFPC_FRAG_NORMAL, max_len)])
         self.send(datapath, self.lb.switch_flows(datapath.id))
-        self.send(datapath, [parser.OFPBarrierRequest(None)])
+        self.send(datapath, [parser.OFPBarrierRequest(None), flow_stats_request()])
+        self.flow_stats[datapath.id] = []
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    @guarded
+    def flow_stats_reply(self, ev: Any) -> None:
+        """Collect a switch's flows; once complete, delete what the model no longer wants."""
+        msg = ev.msg
+        dpid = msg.datapath.id
+        entries = self.flow_stats.setdefault(dpid, [])
+        entries += [(stat.table_id, stat.priority, dict(stat.match.items()), stat.cookie) for stat in msg.body]
+        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return
+        msgs = self.lb.reconcile(dpid, self.flow_stats.pop(dpid))
+        if msgs:
+            LOG.info("dpid=%016x: removing %d stale flows", dpid, len(msgs))
+            self.send(msg.datapath, msgs)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded

@@ -52,6 +52,12 @@ class VipState:
         self.selector = SmoothWeightedRoundRobin(eligible)
 
 
+def _flow_key(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
+    """A hashable identity of a flow entry: table, priority and match fields."""
+    return table_id, priority, frozenset((name, tuple(value) if isinstance(value, list) else value)
+                                         for name, value in match.items())
+
+
 class LoadBalancer:
     """Pure state machine of the classifier: events in, OpenFlow messages out."""
 
@@ -87,6 +93,27 @@ class LoadBalancer:
         for state in self._vips.values():
             msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
         msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
+        return msgs
+
+    def reconcile(self, dpid: int, entries: list[tuple[int, int, dict[str, Any], int]]) -> list[Any]:
+        """Deletes for flows a switch holds that the current model does not want (after a reconnect or restart).
+
+        ``entries`` are the switch's flows as (table_id, priority, match fields, cookie), from flow stats. Our base
+        and fabric entries not in ``switch_flows`` go, and so do connection flows of VIP services that no longer
+        exist. Flows with cookies of other kinds are left alone.
+        """
+        wanted = {_flow_key(msg.table_id, msg.priority, dict(msg.match.items())) for msg in self.switch_flows(dpid)}
+        msgs: list[Any] = []
+        for table_id, priority, match, cookie in entries:
+            kind = Cookie.decode(cookie).kind
+            if kind in (CookieKind.BASE, CookieKind.FABRIC):
+                stale = _flow_key(table_id, priority, match) not in wanted
+            elif kind == CookieKind.NAT:
+                stale = Cookie.decode(cookie).vip_id not in self._by_id
+            else:
+                stale = False
+            if stale:
+                msgs.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
         return msgs
 
     def known_switch(self, dpid: int) -> bool:

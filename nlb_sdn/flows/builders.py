@@ -59,11 +59,21 @@ def flow_delete(table: int, cookie: int, cookie_mask: int, match: Any | None = N
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match or parser.OFPMatch())
 
 
-def flow_delete_strict(table: Table, priority: int, match: Any) -> Any:
+def flow_delete_strict(table: int, priority: int, match: Any) -> Any:
     """An OFPFC_DELETE_STRICT of exactly one flow."""
     return parser.OFPFlowMod(
         None, table_id=int(table), command=ofp.OFPFC_DELETE_STRICT, priority=int(priority),
         out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
+
+
+def match_from_fields(fields: dict[str, Any]) -> Any:
+    """An OFPMatch from field values as os-ken reports them (masked fields as (value, mask))."""
+    return parser.OFPMatch(**{name: tuple(v) if isinstance(v, list) else v for name, v in fields.items()})
+
+
+def flow_stats_request() -> Any:
+    """Ask for every flow of every table (to reconcile a switch with the model)."""
+    return parser.OFPFlowStatsRequest(None, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
 
 
 def apply(*actions: Any) -> Any:
@@ -117,11 +127,14 @@ def vip_other_match(vip_ip: str) -> Any:
 
 
 def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]:
-    """Table 0 entries of one VIP service: its traffic goes to the connection table; other VIP traffic drops."""
-    cookie = make_cookie(CookieKind.BASE, lbu_id, vip_id)
+    """Table 0 entries of one VIP service: its traffic goes to the connection table; other VIP traffic drops.
+
+    The drop entry is shared by every VIP service on the address, so its cookie carries no VIP id.
+    """
     return [
-        flow_add(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port), [goto(Table.CONNECTIONS)], cookie),
-        flow_add(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip), [], cookie),
+        flow_add(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port), [goto(Table.CONNECTIONS)],
+                 make_cookie(CookieKind.BASE, lbu_id, vip_id)),
+        flow_add(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip), [], make_cookie(CookieKind.BASE, lbu_id)),
     ]
 
 

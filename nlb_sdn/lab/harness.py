@@ -435,7 +435,7 @@ class Lab:
             out = host.cmd(f"ethtool -K {intf} tx off >/dev/null 2>&1; echo rc=$?")
             if "rc=0" not in out:
                 raise LabError(f"{host.name}: ethtool -K {intf} tx off failed: {out.strip()}")
-        if self.disable_ipv6:
+        if self.disable_ipv6 and host.inNamespace:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
 
     def _set_static_arp(self) -> None:
@@ -443,6 +443,8 @@ class Lab:
         assert self.net is not None
         entries = [(h.ip, h.mac) for h in self.model.fabric.hosts] + [(v.address, v.mac) for v in self.model.vips]
         for host in self.net.hosts:
+            if not host.inNamespace:
+                continue
             intf = host.defaultIntf().name
             commands = [f"ip neigh replace {ip} lladdr {mac} dev {intf} nud permanent"
                         for ip, mac in entries if ip != host.IP()]
@@ -504,7 +506,7 @@ class Lab:
                 except (OSError, LabError, ValueError):
                     return False
                 return isinstance(stats, dict) and expected <= _dpid_set(stats.get("switches"))
-            return all(self.ovs_connected(name) for name in self.topo.switches())
+            return all(self.ovs_connected(name) for name in self.topo.data_switches())
 
         wait_for(connected, timeout, 0.2, f"switches {sorted(expected)} connected ({mode})")
 

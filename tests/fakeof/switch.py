@@ -496,6 +496,7 @@ class FakeSwitch:
         self.now = 0.0
         self.flow_removed: list[Any] = []
         self.packet_outs: list[TraceResult] = []
+        self.stats_requests: list[Any] = []
         self._seq = itertools.count()
 
     # -- messages -----------------------------------------------------------------------------------------------------
@@ -508,8 +509,14 @@ class FakeSwitch:
             self.packet_out(msg)
         elif isinstance(msg, parser.OFPGroupMod):
             raise NotImplementedError("fake switch: group-mod is not supported (no group table)")
+        elif isinstance(msg, parser.OFPFlowStatsRequest):
+            self.stats_requests.append(msg)
         elif not isinstance(msg, parser.OFPBarrierRequest):
             raise NotImplementedError(f"fake switch: {type(msg).__name__} is not supported")
+
+    def flow_stats(self) -> list[tuple[int, int, dict[str, Any], int]]:
+        """Every entry as (table_id, priority, match fields, cookie), the way a flow-stats reply lists them."""
+        return [(e.table_id, e.priority, dict(e.match), e.cookie) for e in self.dump_flows()]
 
     def flow_mod(self, fm: Any) -> None:
         """Apply an OFPFlowMod: add, modify(-strict) or delete(-strict)."""

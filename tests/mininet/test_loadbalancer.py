@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -129,3 +130,16 @@ def test_rest_reports_unknown_member(fabric_lab: Lab):
     with pytest.raises(RestError) as err:
         fabric_lab.rest("PUT", "/v1/vips/web/members/nobody", {"weight": 2})
     assert err.value.status == 404
+
+
+def test_restarted_controller_removes_flows_the_model_no_longer_wants(fabric_lab: Lab):
+    stale = "cookie=0x0101000900000000,table=0,priority=200,tcp,nw_dst=10.0.0.200,tp_dst=80,actions=goto_table:1"
+    subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "add-flow", "s1", stale], check=True, timeout=10)
+    assert any("10.0.0.200" in flow for flow in fabric_lab.dump_flows("s1", table=0))
+    fabric_lab.stop_controller()
+    fabric_lab.start_controller()
+    fabric_lab.wait_switches_connected()
+    wait_for(lambda: not any("10.0.0.200" in flow for flow in fabric_lab.dump_flows("s1", table=0)), timeout=10,
+             what="the stale VIP entry to be removed")
+    assert any("nw_dst=10.0.0.100" in flow for flow in fabric_lab.dump_flows("s1", table=0))
+    connections_to(fabric_lab, "c1", 10)
