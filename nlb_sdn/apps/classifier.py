@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from typing import Any, Callable
@@ -21,7 +22,19 @@ from nlb_sdn.rest.app import make_app
 from nlb_sdn.rest.server import listen, serve_on
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
+TICK_PERIOD = 0.25
 LOG = logging.getLogger("nlb_sdn.classifier")
+
+
+def read_key(path: str) -> bytes:
+    """The shared H&L deployment key (empty when health is disabled); at least 16 bytes."""
+    if not path:
+        return b""
+    with open(path, "rb") as handle:
+        key = handle.read().strip()
+    if len(key) < 16:
+        raise RuntimeError(f"{path}: the H&L key must be at least 16 bytes")
+    return key
 
 
 def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
@@ -49,17 +62,66 @@ class Classifier(RyuApp):
         path = os.environ.get(CONFIG_ENV)
         if not path:
             raise RuntimeError(f"set {CONFIG_ENV} to the config file (or use `nlb-sdn controller --config FILE`)")
-        self.lb = LoadBalancer(load_config(path))
+        config = load_config(path)
+        key_file = config.controller.health.key_file
+        if key_file and not os.path.isabs(key_file):
+            key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
+        self.lb = LoadBalancer(config, read_key(key_file), time.time())
+        self.hl_socket: socket.socket | None = None
         self.datapaths: dict[int, Any] = {}
         self.sent: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.flow_stats: dict[int, list[tuple[int, int, dict[str, Any], int]]] = {}
         self.started_at = time.time()
+        health = config.controller.health
+        if health.enabled:
+            self.hl_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.hl_socket.bind((health.listen_host, health.listen_port))
+            hub.spawn(self.hl_receive_loop)
+            LOG.info("H&L messages on udp://%s:%d", health.listen_host, health.listen_port)
+        hub.spawn(self.tick_loop)
         rest = self.lb.config.controller.rest
         if rest.enabled:
             sock = listen(rest.host, rest.port)
             hub.spawn(serve_on, sock, make_app(self))
             LOG.info("REST listening on http://%s:%d/v1/", rest.host, rest.port)
+
+    def hl_receive_loop(self) -> None:
+        """Receive agent datagrams for ever; verify, apply, answer (a green thread; never raises)."""
+        while True:
+            try:
+                data, addr = self.hl_socket.recvfrom(65535)
+                self.send_datagrams(self.lb.handle_datagram(data, addr, time.time()))
+            except Exception:  # noqa: BLE001 - one bad datagram must not stop the H&L handler
+                self.errors["handler:hl_receive"] += 1
+                LOG.exception("H&L datagram handling failed")
+
+    def tick_loop(self) -> None:
+        """Periodic work in its own green thread: host liveness, probes, postulates, directive relays."""
+        while True:
+            hub.sleep(TICK_PERIOD)
+            try:
+                datagrams, probes = self.lb.tick(time.time())
+                self.send_datagrams(datagrams)
+                for dpid, msgs in probes.items():
+                    datapath = self.datapaths.get(dpid)
+                    if datapath is not None:
+                        self.send(datapath, msgs)
+            except Exception:  # noqa: BLE001 - the timer must keep running
+                self.errors["handler:tick"] += 1
+                LOG.exception("periodic H&L work failed")
+
+    def send_datagrams(self, datagrams: list[tuple[tuple[str, int], bytes]]) -> None:
+        """Send H&L messages to agents (UDP, best effort: the protocol resyncs what is lost)."""
+        if self.hl_socket is None:
+            return
+        for addr, payload in datagrams:
+            try:
+                self.hl_socket.sendto(payload, addr)
+                self.sent["hl_datagram"] += 1
+            except OSError as exc:
+                self.errors["hl_send"] += 1
+                LOG.warning("H&L send to %s:%d failed: %s", addr[0], addr[1], exc)
 
     def send(self, datapath: Any, msgs: list[Any]) -> None:
         """Bind and send messages in order, counting flow-mods and packet-outs."""
@@ -140,11 +202,23 @@ class Classifier(RyuApp):
 
     def apply_config(self, new: Config) -> None:
         """REST backend: switch to a new model through the one flow-diff path, on every connected switch."""
-        changes = self.lb.apply_config(new, dpids=list(self.datapaths))
+        changes = self.lb.apply_config(new, dpids=list(self.datapaths), now=time.time())
         for dpid, msgs in changes.items():
             datapath = self.datapaths.get(dpid)
             if datapath is not None and msgs:
                 self.send(datapath, msgs)
+
+    def member_state(self, vip: str, member: str) -> dict[str, Any]:
+        """REST backend: target and current state of a member."""
+        return self.lb.member_state(vip, member)
+
+    def allotment(self, vip: str) -> dict[str, Any]:
+        """REST backend: the VIP's allotment and candidates."""
+        return self.lb.allotment(vip, time.time())
+
+    def hl_cache(self) -> dict[str, Any]:
+        """REST backend: the consolidated H&L cache."""
+        return self.lb.health.cache.as_dict(time.time())
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """REST backend: tracked connections."""

@@ -70,6 +70,8 @@ class Member(Strict):
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=10000)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
+    health: Literal["static", "agent", "probe"] = "static"
+    state: Literal["active", "draining", "inactive"] = "active"
 
     @model_validator(mode="after")
     def _default_name(self) -> "Member":
@@ -83,6 +85,18 @@ class Member(Strict):
         return endpoint_id(self.address, self.port)
 
 
+PROBE_PORT_BASE = 0xFE00
+PROBE_PORT_MASK = 0xFE00
+
+
+class Allotment(Strict):
+    """How a VIP service's allotment (FIG. 18) is expressed and how long it lasts."""
+
+    scheme: Literal["percent", "tokens"] = "percent"
+    tokens: int = Field(default=100, ge=1, le=100_000)
+    duration_ms: int = Field(default=2000, ge=100, le=600_000)
+
+
 class Vip(Strict):
     """A VIP service: (address, port, protocol) with its forwarding mode, timers and member pool."""
 
@@ -94,10 +108,13 @@ class Vip(Strict):
     idle_timeout: int = Field(default=15, ge=1, le=65535)
     hard_timeout: int = Field(default=0, ge=0, le=65535)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
+    allotment: Allotment = Field(default_factory=Allotment)
     members: list[Member] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "Vip":
+        if self.port >= PROBE_PORT_BASE:
+            raise ValueError(f"port {self.port}: ports {PROBE_PORT_BASE}-65535 are reserved for health probes")
         if not self.mac:
             object.__setattr__(self, "mac", vip_mac(self.address))
         seen: set[str] = set()
@@ -189,6 +206,34 @@ class Rest(Strict):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
+class Probe(Strict):
+    """Controller-side active health checks of agentless members (TCP SYN through the switches)."""
+
+    interval: float = Field(default=1.0, ge=0.1, le=3600)
+    timeout: float = Field(default=1.0, ge=0.05, le=60)
+    rise: int = Field(default=1, ge=1, le=100)
+    fall: int = Field(default=2, ge=1, le=100)
+
+
+class Health(Strict):
+    """The H&L handler: where agents' messages arrive, the shared key, and the timers."""
+
+    enabled: bool = False
+    listen_host: str = "0.0.0.0"
+    listen_port: int = Field(default=9100, ge=1, le=65535)
+    key_file: str = ""
+    hb_period: float = Field(default=1.0, gt=0, le=60)
+    miss_limit: int = Field(default=3, ge=1, le=100)
+    postulate_period: float = Field(default=5.0, gt=0, le=3600)
+    probe: Probe = Field(default_factory=Probe)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Health":
+        if self.enabled and not self.key_file:
+            raise ValueError("key_file is required when health is enabled")
+        return self
+
+
 class Controller(Strict):
     """Settings of one LBU instance (controller process)."""
 
@@ -196,6 +241,7 @@ class Controller(Strict):
     max_connections: int = Field(default=100_000, ge=1)
     packet_in_max_len: int = Field(default=128, ge=64, le=65535)
     rest: Rest = Field(default_factory=Rest)
+    health: Health = Field(default_factory=Health)
 
 
 class Config(Strict):
@@ -215,6 +261,9 @@ class Config(Strict):
             if vip.address in host_ips:
                 raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")
             for member in vip.members:
+                if member.health == "agent" and not self.controller.health.enabled:
+                    raise ValueError(f"vip {vip.name!r} member {member.name!r} has agent health, but "
+                                     "controller.health.enabled is false")
                 if host_ips and not member.mac and member.address not in host_ips:
                     raise ValueError(f"vip {vip.name!r} member {member.name!r}: {member.address} is not a host of "
                                      "the fabric (list it under fabric.hosts, or give the member a mac)")

@@ -10,11 +10,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.config import Config, Vip
+from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import ArpRequest, FrameError, TcpSegment, parse_frame
-from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.flows import builders
+from nlb_sdn.health.handler import Attachment, Datagram, HealthHandler
 from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Table, make_cookie
 
 ConnKey = tuple[str, int, str, int]
@@ -42,14 +42,13 @@ class Connection:
 
 
 class VipState:
-    """Runtime state of one VIP service: its id in cookies, its model and its selector."""
+    """Runtime state of one VIP service: its id in cookies and its model."""
 
-    __slots__ = ("vip", "vip_id", "selector")
+    __slots__ = ("vip", "vip_id")
 
-    def __init__(self, vip: Vip, vip_id: int, eligible: dict[str, int]) -> None:
+    def __init__(self, vip: Vip, vip_id: int) -> None:
         self.vip = vip
         self.vip_id = vip_id
-        self.selector = SmoothWeightedRoundRobin(eligible)
 
 
 def _flow_key(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
@@ -61,12 +60,16 @@ def _flow_key(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int,
 class LoadBalancer:
     """Pure state machine of the classifier: events in, OpenFlow messages out."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, hl_key: bytes = b"", now: float = 0.0) -> None:
         self._config = Config()
+        self.health = HealthHandler(config, hl_key, now)
+        self.relays: list[Datagram] = []
         self._vips: dict[str, VipState] = {}
         self._services: dict[tuple[str, int], VipState] = {}
         self._by_id: dict[int, VipState] = {}
         self._host_macs: dict[str, str] = {}
+        self._hosts_by_ip: dict[str, Any] = {}
+        self._dpids: dict[str, int] = {}
         self._forwarding: dict[int, dict[str, int]] = {}
         self.connections_by_key: dict[ConnKey, Connection] = {}
         self.member_connections: Counter[tuple[str, str]] = Counter()
@@ -74,7 +77,7 @@ class LoadBalancer:
         self.dropped: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.selections: Counter[tuple[str, str]] = Counter()
-        self.apply_config(config, dpids=())
+        self.apply_config(config, dpids=(), now=now)
 
     @property
     def config(self) -> Config:
@@ -120,12 +123,17 @@ class LoadBalancer:
         """Whether the static fabric lists this dpid."""
         return dpid in self._forwarding
 
-    def apply_config(self, new: Config, dpids: Any) -> dict[int, list[Any]]:
-        """Switch to ``new`` and return, per connected dpid, the flow changes that take the switches there."""
+    def apply_config(self, new: Config, dpids: Any, now: float = 0.0) -> dict[int, list[Any]]:
+        """Switch to ``new`` and return, per connected dpid, the flow changes that take the switches there.
+
+        Directive changes of agent members are queued in ``relays`` (datagrams for the shell to send).
+        """
         old = self._config
         fabric_changed = new.fabric != old.fabric
         if fabric_changed or not self._host_macs:
             self._host_macs = {host.ip: host.mac for host in new.fabric.hosts}
+            self._hosts_by_ip = {host.ip: host for host in new.fabric.hosts}
+            self._dpids = {switch.name: switch.dpid for switch in new.fabric.switches}
             self._forwarding = forwarding_tables(new.fabric)
         common: list[tuple[str, Any]] = []
         new_names = {vip.name: vip for vip in new.vips}
@@ -140,14 +148,14 @@ class LoadBalancer:
         for vip in new.vips:
             state = self._vips.get(vip.name)
             if state is None:
-                state = VipState(vip, self._free_vip_id(), self._eligible(vip))
+                state = VipState(vip, self._free_vip_id())
                 self._vips[vip.name] = state
                 self._services[(vip.address, vip.port)] = state
                 self._by_id[state.vip_id] = state
                 common.append(("add", state))
             else:
                 state.vip = vip
-                state.selector.update(self._eligible(vip))
+        self.relays += self.health.set_config(new, self._attachment, now)
         changes: dict[int, list[Any]] = {}
         for dpid in dpids:
             msgs: list[Any] = []
@@ -163,9 +171,17 @@ class LoadBalancer:
             changes[dpid] = msgs
         return changes
 
-    def _eligible(self, vip: Vip) -> dict[str, int]:
-        """Members that can take new connections, with their weights (a member needs a known MAC)."""
-        return {m.name: m.weight for m in vip.members if m.weight > 0 and self._member_mac(m.address, m.mac)}
+    def _has_mac(self, member: Member) -> bool:
+        """Whether packets can be rewritten toward the member (its MAC is configured or a fabric host's)."""
+        return bool(self._member_mac(member.address, member.mac))
+
+    def _attachment(self, member: Member) -> Attachment | None:
+        """Where the member is attached (for controller probes), if the fabric lists it."""
+        host = self._hosts_by_ip.get(member.address)
+        dpid = self._dpids.get(host.switch) if host else None
+        if host is None or dpid is None:
+            return None
+        return Attachment(dpid, host.port, self._member_mac(member.address, member.mac))
 
     def _member_mac(self, address: str, configured: str) -> str:
         """The MAC to rewrite toward a member: configured, or the fabric host's."""
@@ -207,10 +223,53 @@ class LoadBalancer:
             return []
         if isinstance(frame, ArpRequest):
             return self._answer_arp(frame, in_port)
+        if table_id == Table.CLASSIFY:
+            return self._probe_reply(frame)
         if table_id != Table.CONNECTIONS:
             self.dropped["unexpected_table"] += 1
             return []
         return self._classify(dpid, in_port, frame, data, total_len, now)
+
+    def _probe_reply(self, segment: TcpSegment) -> list[Any]:
+        """A member's answer to a controller health probe: record it and reset the half-open connection."""
+        sends = self.health.handle_probe_reply(segment, self._has_mac)
+        if sends is None:
+            self.dropped["probe_reply_unmatched"] += 1
+            return []
+        self.packet_in["probe_reply"] += 1
+        return [builders.packet_out_port(send.port, send.frame) for send in sends]
+
+    def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> list[Datagram]:
+        """An H&L message from an agent: the replies to send back."""
+        return self.health.handle_datagram(data, addr, now, self._has_mac)
+
+    def tick(self, now: float) -> tuple[list[Datagram], dict[int, list[Any]]]:
+        """Periodic H&L work: datagrams for agents, and probe packet-outs per dpid."""
+        datagrams, sends = self.health.tick(now, self._live, self._has_mac)
+        datagrams, self.relays = self.relays + datagrams, []
+        per_dpid: dict[int, list[Any]] = {}
+        for send in sends:
+            per_dpid.setdefault(send.dpid, []).append(builders.packet_out_port(send.port, send.frame))
+        return datagrams, per_dpid
+
+    def _live(self, vip: str, member: str) -> int:
+        """Live connections of one member of one VIP."""
+        return self.member_connections.get((vip, member), 0)
+
+    def member_state(self, vip: str, member: str) -> dict[str, Any]:
+        """Target and current state of a member: ``draining`` becomes ``drained`` when its last connection is gone."""
+        service = self._config.vip(vip)
+        found = service.member(member) if service else None
+        if service is None or found is None:
+            raise KeyError(f"{vip}/{member}")
+        return self.health.member_state(service, found, self._live(vip, found.name))
+
+    def allotment(self, vip: str, now: float) -> dict[str, Any]:
+        """The VIP's allotment in use, with every candidate's eligibility."""
+        service = self._config.vip(vip)
+        if service is None:
+            raise KeyError(vip)
+        return self.health.allotment_view(service, self._has_mac, now)
 
     def _answer_arp(self, request: ArpRequest, in_port: int) -> list[Any]:
         """Answer ARP for VIPs and fabric hosts; nothing is ever flooded."""
@@ -242,10 +301,9 @@ class LoadBalancer:
         if len(self.connections_by_key) >= self._config.controller.max_connections:
             self.refused["cap"] += 1
             return []
-        member_name = state.selector.pick()
+        member_name = self.health.pick(state.vip, self._has_mac, now)
         member = state.vip.member(member_name) if member_name else None
         if member is None:
-            self.refused["no_member"] += 1
             return []
         vip = state.vip
         route = builders.NatRoute(
@@ -309,8 +367,9 @@ class LoadBalancer:
         return {
             "packet_in": dict(self.packet_in),
             "dropped": dict(self.dropped),
-            "refused": dict(self.refused),
+            "refused": dict(self.refused + self.health.refused),
             "connections": {"total": len(self.connections_by_key), "per_member": per_member,
                             "cap": self._config.controller.max_connections},
             "selections": selections,
+            "health": self.health.stats(),
         }

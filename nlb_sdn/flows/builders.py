@@ -8,12 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from nlb_sdn.framework import arp, ether_types, ethernet, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser, packet
+from nlb_sdn.framework import (arp, ether_types, ethernet, ipv4, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser,
+                               packet, tcp)
+from nlb_sdn.config import PROBE_PORT_BASE, PROBE_PORT_MASK
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 
 IPPROTO_TCP = 6
 TCP_SYN = 0x02
+TCP_RST = 0x04
 TCP_ACK = 0x10
+PROBE_MAX_LEN = 128
 ETH_TYPE_IP = ether_types.ETH_TYPE_IP
 ETH_TYPE_ARP = ether_types.ETH_TYPE_ARP
 
@@ -129,12 +133,15 @@ def vip_other_match(vip_ip: str) -> Any:
 def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]:
     """Table 0 entries of one VIP service: its traffic goes to the connection table; other VIP traffic drops.
 
-    The drop entry is shared by every VIP service on the address, so its cookie carries no VIP id.
+    The drop entry and the punt of health-probe replies (TCP to the VIP address at a probe port) are shared by every
+    VIP service on the address, so their cookies carry no VIP id.
     """
     return [
         flow_add(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port), [goto(Table.CONNECTIONS)],
                  make_cookie(CookieKind.BASE, lbu_id, vip_id)),
         flow_add(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip), [], make_cookie(CookieKind.BASE, lbu_id)),
+        flow_add(Table.CLASSIFY, Priority.PROBE_REPLY, probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK),
+                 [apply(to_controller(PROBE_MAX_LEN))], make_cookie(CookieKind.BASE, lbu_id)),
     ]
 
 
@@ -143,6 +150,8 @@ def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still
     msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port))]
     if vip_ip not in still_used_ips:
         msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip)))
+        msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.PROBE_REPLY,
+                                       probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK)))
     vip_cookie = make_cookie(CookieKind.NAT, lbu_id, vip_id)
     for table in (Table.CONNECTIONS, Table.REVERSE):
         msgs.append(flow_delete(table, vip_cookie, KIND_MASK | VIP_MASK))
@@ -217,3 +226,22 @@ def arp_reply_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: s
                              dst_mac=asker_mac, dst_ip=asker_ip))
     pkt.serialize()
     return bytes(pkt.data)
+
+
+def tcp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, src_port: int, dst_port: int, flags: int,
+              seq: int = 0, ack: int = 0) -> bytes:
+    """A controller-made TCP segment without payload (health probes: SYN, RST)."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=dst_mac, src=src_mac, ethertype=ETH_TYPE_IP))
+    pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=IPPROTO_TCP, ttl=64))
+    options = [tcp.TCPOptionMaximumSegmentSize(max_seg_size=1460)] if flags == TCP_SYN else None
+    pkt.add_protocol(tcp.tcp(src_port=src_port, dst_port=dst_port, seq=seq, ack=ack, bits=flags, window_size=1024,
+                             option=options))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def probe_reply_match(vip_ip: str, probe_base: int, probe_mask: int) -> Any:
+    """Match replies to the controller's health probes: TCP to the VIP address from a probe port range."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip,
+                           tcp_dst=(probe_base, probe_mask))

@@ -24,6 +24,7 @@ class Priority(IntEnum):
     FORWARD = 10
     VIP_OTHER = 150
     VIP_SERVICE = 200
+    PROBE_REPLY = 250
     CONNECTION = 200
     ARP = 300
 

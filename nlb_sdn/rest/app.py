@@ -47,6 +47,18 @@ class RestBackend(Protocol):
         """Counters, returned to clients as they are."""
         ...
 
+    def member_state(self, vip: str, member: str) -> dict:
+        """Target and current load-balancing state of one member (by name)."""
+        ...
+
+    def allotment(self, vip: str) -> dict:
+        """The VIP service's current allotment (FIG. 18)."""
+        ...
+
+    def hl_cache(self) -> dict:
+        """The consolidated H&L cache: every host's rows, liveness and checksum."""
+        ...
+
 
 class HttpError(Exception):
     """An error response: HTTP status, short code and a detail naming the key."""
@@ -174,6 +186,9 @@ class RestApp:
                 vip + r"/members/(?P<member>[^/]+)",
                 {"GET": self.get_member, "PUT": self.update_member, "DELETE": self.delete_member},
             ),
+            (vip + r"/members/(?P<member>[^/]+)/state", {"GET": self.get_member_state, "PUT": self.set_member_state}),
+            (vip + r"/allotment", {"GET": self.get_allotment}),
+            (r"/v1/hl/cache", {"GET": self.get_hl_cache}),
             (r"/v1/connections", {"GET": self.get_connections}),
             (r"/v1/stats", {"GET": self.get_stats}),
             (r"/v1/config", {"GET": self.get_config}),
@@ -322,6 +337,39 @@ class RestApp:
         del data["vips"][index]["members"][position]
         self._apply(data)
         return Response(status=204)
+
+    def get_member_state(self, request: Request, vip: str, member: str) -> Response:
+        """GET /v1/vips/{vip}/members/{member}/state: target and current load-balancing state."""
+        config = self.backend.current_config()
+        service = config.vips[_vip_index(config, vip)]
+        name = service.members[_member_index(service, member)].name
+        return json_response(self.backend.member_state(vip, name))
+
+    def set_member_state(self, request: Request, vip: str, member: str) -> Response:
+        """PUT /v1/vips/{vip}/members/{member}/state: set the target state (active, draining or inactive)."""
+        body = _read_json_object(request)
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        position = _member_index(config.vips[index], member)
+        for key in body:
+            if key != "state":
+                raise HttpError(400, "invalid", f"{key}: only state may change here")
+        if "state" not in body:
+            raise HttpError(400, "invalid", "state: field required (active, draining or inactive)")
+        data = dump_config(config)
+        data["vips"][index]["members"][position]["state"] = body["state"]
+        name = self._apply(data).vips[index].members[position].name
+        return json_response(self.backend.member_state(vip, name))
+
+    def get_allotment(self, request: Request, vip: str) -> Response:
+        """GET /v1/vips/{vip}/allotment: endpoints with percentages or tokens, and the duration timer."""
+        config = self.backend.current_config()
+        _vip_index(config, vip)
+        return json_response(self.backend.allotment(vip))
+
+    def get_hl_cache(self, request: Request) -> Response:
+        """GET /v1/hl/cache: the consolidated H&L cache."""
+        return json_response(self.backend.hl_cache())
 
     # --- read-only views --------------------------------------------------------------------------------------
 

@@ -100,14 +100,14 @@ def vip_id_of(lb: LoadBalancer, name: str) -> int:
 def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None:
     for dpid, dp in net.fab.dps.items():
         switch = dp.switch
-        assert switch.flow_count(Table.CLASSIFY) == 3 + 2 * 2  # ARP, IPv4, miss + two entries per VIP
+        assert switch.flow_count(Table.CLASSIFY) == 3 + 3 * 2  # ARP, IPv4, miss + service, drop, probe punt per VIP
         assert switch.flow_count(Table.CONNECTIONS) == 2  # SYN punt and miss punt
         assert switch.flow_count(Table.REVERSE) == 1
         assert switch.flow_count(Table.FORWARD) == 1 + 6  # miss + one path per host
         assert not net.fab.connection_flows(dpid, Table.CONNECTIONS)
     # Reinstalling (a reconnect) replaces identical entries instead of piling up.
     net.fab.install(net.lb)
-    assert all(dp.switch.flow_count() == 7 + 2 + 1 + 7 for dp in net.fab.dps.values())
+    assert all(dp.switch.flow_count() == 9 + 2 + 1 + 7 for dp in net.fab.dps.values())
 
 
 # -- ARP --------------------------------------------------------------------------------------------------------------
@@ -442,7 +442,7 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
         flows = capped.fab.connection_flows(CLIENT_EDGE, table)
         assert len(flows) == 2
         assert all(e.match.get("ipv4_src", e.match.get("ipv4_dst")) != capped.ip("c3") for e in flows)
-    assert edge.flow_count() == 7 + 2 + 1 + 7 + 4
+    assert edge.flow_count() == 9 + 2 + 1 + 7 + 4
     # Once a connection expires, there is room again.
     removed = capped.fab.expire(100.0)
     capped.fab.flow_removed_to(capped.lb, removed)
@@ -478,9 +478,9 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
         change.state = MAIN_DISPATCHER
         app.state_change(change)
         assert dp.miss_send_len == 128 and isinstance(dp.sent[-1], parser.OFPFlowStatsRequest)
-        assert dp.switch.flow_count() == 5 + 2 + 1 + 7
+        assert dp.switch.flow_count() == 6 + 2 + 1 + 7
         app.flow_stats_reply(ofp_event.EventOFPFlowStatsReply(flow_stats_reply(dp)))
-        assert dp.switch.flow_count() == 5 + 2 + 1 + 7, "reconciling a fresh switch removes nothing"
+        assert dp.switch.flow_count() == 6 + 2 + 1 + 7, "reconciling a fresh switch removes nothing"
     assert sorted(app.datapaths) == sorted(fab.dps)
 
     first = fab.inject("c1", tcp_packet("00:00:00:00:00:01", VIP_MAC, "10.0.0.1", VIP, 40000, 80))
@@ -489,7 +489,7 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
     released = fab.collect()
     [conn] = app.connections()
     assert released.hosts == [conn["member"]] and released.to(conn["member"])[0]["tcp_dst"] == MEMBER_PORT
-    assert app.stats()["flow_mod"] == 4 * 15 + 2 and app.stats()["packet_out"] == 1
+    assert app.stats()["flow_mod"] == 4 * 16 + 2 and app.stats()["packet_out"] == 1
 
     removed = fab.expire(1e9)
     assert len(removed) == 2

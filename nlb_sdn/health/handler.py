@@ -1,0 +1,266 @@
+"""The H&L handler 314 of one LBU: agent messages, controller probes, eligibility, allotments and directives.
+
+Pure: it takes ``now`` and returns datagrams and frames for the app shell to send. The classifier core asks it for
+the next member of a VIP service (``pick``), and tells it about config changes and live connection counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from nlb_sdn.config import Config, Member, Vip
+from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
+from nlb_sdn.health.cache import HLCache, agent_eligibility
+from nlb_sdn.health.probes import Prober, ProbeSend, ProbeTarget
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, SequenceCounter, Verifier, encode
+from nlb_sdn.health.table import app_id_of
+
+TARGET_ORDER = {"active": 0, "draining": 1, "inactive": 2}
+Datagram = tuple[tuple[str, int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """Where a member is attached to the fabric, and its MAC."""
+
+    dpid: int
+    port: int
+    mac: str
+
+
+def effective_target(configured: str, reported: str | None) -> str:
+    """The more restrictive of the operator's target (config/REST) and the host's own (its agent row)."""
+    if reported is None or TARGET_ORDER.get(reported, 0) <= TARGET_ORDER[configured]:
+        return configured
+    return reported
+
+
+def current_state(target: str, live_connections: int) -> str:
+    """The current load-balancing state: ``draining`` turns ``drained`` once no connection of it is left."""
+    if target == "draining":
+        return "drained" if live_connections == 0 else "draining"
+    return target
+
+
+class HealthHandler:
+    """Eligibility of every member from its health source, and the allotments spent by the classifier."""
+
+    def __init__(self, config: Config, key: bytes, now: float) -> None:
+        settings = config.controller.health
+        self.cache = HLCache(settings.hb_period, settings.miss_limit, config.controller.lbu_id, started_at=now)
+        self.verifier = Verifier(key, UDP_MAX_SIZE) if key else None
+        self.key = key
+        self.seq = SequenceCounter()
+        self.prober = Prober(settings.probe)
+        self.spenders: dict[str, AllotmentSpender] = {}
+        self.generations: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.config = config
+        self._next_postulate = now + settings.postulate_period
+        self._last_current: dict[str, dict[str, str]] = {}
+
+    def set_config(self, config: Config, attachments: Callable[[Member], Attachment | None],
+                   now: float) -> list[Datagram]:
+        """Take a new model: re-target probes, drop allotments of changed VIPs, relay changed directives to agents."""
+        old = {vip.name: vip for vip in self.config.vips}
+        relays: list[Datagram] = []
+        for vip in config.vips:
+            previous = old.get(vip.name)
+            if previous != vip:
+                self.spenders.pop(vip.name, None)
+            for member in vip.members:
+                was = previous.member(member.name) if previous else None
+                if member.health == "agent" and was is not None and was.state != member.state:
+                    relays += self._relay_target(vip, member, now)
+        for name in set(old) - {vip.name for vip in config.vips}:
+            self.spenders.pop(name, None)
+        self.config = config
+        targets = []
+        for vip in config.vips:
+            for member in vip.members:
+                where = attachments(member) if member.health == "probe" else None
+                if where is not None:
+                    targets.append(ProbeTarget(vip.name, member.name, vip.address, vip.mac, member.address,
+                                               member.port, where.mac, where.dpid, where.port))
+        self.prober.set_targets(targets)
+        return relays
+
+    def _relay_target(self, vip: Vip, member: Member, now: float) -> list[Datagram]:
+        """Ask the member's agent to set its row's target state (answered by a row change)."""
+        datagrams: list[Datagram] = []
+        for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port, vip.protocol):
+            datagrams += self._encode(self.cache.set_target(host.host_id, row.app_id, member.state), now)
+        return datagrams
+
+    def _encode(self, outgoing: list[Any], now: float) -> list[Datagram]:
+        """Encode cache messages with our source id and sequence numbers."""
+        return [(o.addr, encode(self.key, o.type, self.cache.src, self.seq.next(), now, o.body)) for o in outgoing]
+
+    def candidates(self, vip: Vip, has_mac: Callable[[Member], bool]) -> list[Candidate]:
+        """Every member of ``vip`` with its capacity, load and whether it may take new connections now."""
+        result = []
+        for member in vip.members:
+            capacity, load, reported, eligible, reason = float(member.weight), 0.0, None, True, ""
+            if member.health == "agent":
+                alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port,
+                                                        vip.protocol)
+                eligible, reason = agent_eligibility(alive, row)
+                if row is not None:
+                    capacity, load, reported = row.capacity, row.load, row.target
+                    if reason.startswith("target"):
+                        eligible, reason = True, ""
+            elif member.health == "probe":
+                health = self.prober.health(vip.name, member.name)
+                if health != "ok":
+                    eligible, reason = False, f"probe health {health}"
+            elif member.weight == 0:
+                eligible, reason = False, "weight 0"
+            target = effective_target(member.state, reported)
+            if eligible and target != "active":
+                eligible, reason = False, f"target {target}"
+            if eligible and not has_mac(member):
+                eligible, reason = False, "no MAC known for the member"
+            result.append(Candidate(member.name, member.address, member.port, capacity, load, eligible, reason))
+        return result
+
+    def needs_warm_cache(self, vip: Vip) -> bool:
+        """Whether the VIP's allotment depends on agent reports (and so waits for the warm-up gate)."""
+        return any(member.health == "agent" for member in vip.members)
+
+    def allotment_for(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> Allotment:
+        """A freshly computed allotment (FIG. 18 response 1804) for the VIP service."""
+        self.generations[vip.name] += 1
+        service = Service(vip.address, vip.port, vip.protocol, "")
+        return compute_allotment(service, self.candidates(vip, has_mac), vip.allotment.scheme, vip.allotment.tokens,
+                                 vip.allotment.duration_ms, self.generations[vip.name], now)
+
+    def pick(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> str | None:
+        """The member for the next new connection of ``vip``, or None (counted in ``refused`` by reason)."""
+        if self.needs_warm_cache(vip) and not self.cache.warm(now):
+            self.refused["warming_up"] += 1
+            return None
+        spender = self.spenders.get(vip.name)
+        if spender is None:
+            spender = self.spenders[vip.name] = AllotmentSpender()
+        if spender.allotment is None or spender.needs_refresh(now):
+            spender.install(self.allotment_for(vip, has_mac, now))
+        name = spender.pick(now)
+        if name is None:
+            self.refused["no_member"] += 1
+        return name
+
+    def revoke_ineligible(self, has_mac: Callable[[Member], bool], vips: list[Vip] | None = None) -> None:
+        """Remove members that are no longer eligible from the allotments in use, at once."""
+        for vip in self.config.vips if vips is None else vips:
+            spender = self.spenders.get(vip.name)
+            if spender is None or spender.allotment is None:
+                continue
+            gone = {c.name for c in self.candidates(vip, has_mac) if not c.eligible}
+            if gone & set(spender.allotment.values):
+                spender.revoke(gone)
+
+    def _vips_with(self, endpoints: set[tuple[str, int]]) -> list[Vip]:
+        """VIPs that have a member at one of these (pip, pport) endpoints."""
+        return [vip for vip in self.config.vips if any((m.address, m.port) in endpoints for m in vip.members)]
+
+    def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float,
+                        has_mac: Callable[[Member], bool]) -> list[Datagram]:
+        """Verify and apply one agent datagram; return the replies; revoke what it made ineligible."""
+        if self.verifier is None:
+            return []
+        message = self.verifier.verify(data, now)
+        if message is None:
+            return []
+        applied = self.cache.apply(message, addr, now)
+        changed = set(applied.changed)
+        for event in applied.events:
+            changed |= set(event.endpoints)
+        if changed:
+            self.revoke_ineligible(has_mac, self._vips_with(changed))
+        return self._encode(applied.outgoing, now)
+
+    def handle_probe_reply(self, segment: TcpSegment, has_mac: Callable[[Member], bool]) -> list[ProbeSend] | None:
+        """A punted reply to a controller probe: frames to send, or None if it answers no probe."""
+        result = self.prober.on_reply(segment)
+        if result is None:
+            return None
+        sends, changed = result
+        if changed:
+            self.revoke_ineligible(has_mac, [v for v in self.config.vips if v.name in {vip for vip, _ in changed}])
+        return sends
+
+    def tick(self, now: float, live: Callable[[str, str], int],
+             has_mac: Callable[[Member], bool]) -> tuple[list[Datagram], list[ProbeSend]]:
+        """Periodic work: host liveness, probes due, postulates with current states."""
+        events = self.cache.tick(now)
+        changed: set[tuple[str, int]] = set()
+        for event in events:
+            changed |= set(event.endpoints)
+        sends, probe_changed = self.prober.due(now)
+        vips = self._vips_with(changed) + [v for v in self.config.vips if v.name in {n for n, _ in probe_changed}]
+        if vips:
+            self.revoke_ineligible(has_mac, vips)
+        current = self.current_by_host(live)
+        datagrams: list[Datagram] = []
+        if now >= self._next_postulate or current != self._last_current:
+            self._next_postulate = now + self.config.controller.health.postulate_period
+            self._last_current = current
+            datagrams = self._encode(self.cache.postulates(current, now), now)
+        return datagrams, sends
+
+    def current_by_host(self, live: Callable[[str, str], int]) -> dict[str, dict[str, str]]:
+        """The current state this LBU applies to every agent-reported row, by host and app id."""
+        result: dict[str, dict[str, str]] = {}
+        for vip in self.config.vips:
+            for member in vip.members:
+                if member.health != "agent":
+                    continue
+                for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port,
+                                                     vip.protocol):
+                    target = effective_target(member.state, row.target)
+                    result.setdefault(host.host_id, {})[row.app_id] = current_state(
+                        target, live(vip.name, member.name))
+        return result
+
+    def member_state(self, vip: Vip, member: Member, live_connections: int) -> dict[str, Any]:
+        """Target, current state and health source of one member (REST)."""
+        reported = None
+        health = "ok"
+        if member.health == "agent":
+            alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port, vip.protocol)
+            reported = row.target if row else None
+            health = (row.health if alive else "host not alive") if row else "no row from any agent"
+        elif member.health == "probe":
+            health = self.prober.health(vip.name, member.name)
+        target = effective_target(member.state, reported)
+        return {"vip": vip.name, "member": member.name, "target": target, "configured_target": member.state,
+                "reported_target": reported, "current": current_state(target, live_connections),
+                "connections": live_connections, "health_source": member.health, "health": health,
+                "app_id": app_id_of(vip.address, vip.port, vip.protocol, member.address, member.port)}
+
+    def allotment_view(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> dict[str, Any]:
+        """The allotment in use (or the one that would be issued now), with the candidates' eligibility."""
+        spender = self.spenders.get(vip.name)
+        allotment = spender.allotment if spender and spender.allotment else None
+        view = (allotment.as_dict() if allotment else
+                dict(self.allotment_for(vip, has_mac, now).as_dict(), note="not issued yet: no connection so far"))
+        view["candidates"] = [{"name": c.name, "endpoint": f"{c.pip}:{c.pport}", "capacity": c.capacity,
+                               "load": c.load, "eligible": c.eligible, "reason": c.reason}
+                              for c in self.candidates(vip, has_mac)]
+        view["counters"] = dict(spender.counters) if spender else {}
+        view["warm"] = self.cache.warm(now) if self.needs_warm_cache(vip) else True
+        return view
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: messages accepted by type and dropped by reason, cache activity, probes, refusals."""
+        return {
+            "messages": {"accepted": dict(self.verifier.accepted) if self.verifier else {},
+                         "dropped": dict(self.verifier.dropped) if self.verifier else {}},
+            "cache": self.cache.counters,
+            "hosts": {host_id: host.status for host_id, host in sorted(self.cache.hosts.items())},
+            "probes": self.prober.as_dict(),
+        }

@@ -1,0 +1,159 @@
+"""Controller health probes for agentless members: a TCP SYN sent through the switches, the reply punted back.
+
+The controller sends a SYN from the VIP address (VIP MAC, source port in the probe range) out of the member's switch
+port. The member's SYN-ACK (alive) or RST (port closed) comes back to the VIP address at that probe port, which a
+table 0 entry punts to the controller; the controller then resets the half-open connection. No answer within the
+timeout is a failure. Rise/fall counts turn single results into a health state. Pure: it takes ``now`` and returns
+frames to send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from nlb_sdn.config import PROBE_PORT_BASE, Probe
+from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
+from nlb_sdn.flows.builders import tcp_frame
+
+PROBE_PORTS = 0x10000 - PROBE_PORT_BASE
+ProbeKey = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    """One member to probe, and where it is attached."""
+
+    vip: str
+    member: str
+    vip_ip: str
+    vip_mac: str
+    member_ip: str
+    member_port: int
+    member_mac: str
+    dpid: int
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeSend:
+    """A frame for the shell to send out of ``port`` on switch ``dpid``."""
+
+    dpid: int
+    port: int
+    frame: bytes
+
+
+@dataclass(slots=True)
+class ProbeState:
+    """Rise/fall bookkeeping of one member."""
+
+    target: ProbeTarget
+    health: str = "unknown"
+    successes: int = 0
+    failures: int = 0
+    next_at: float = 0.0
+    outstanding: tuple[int, float] | None = None
+    last_result: str = ""
+    results: dict[str, int] = field(default_factory=dict)
+
+
+class Prober:
+    """Schedules probes, matches replies and keeps each member's health (``ok``, ``failed`` or ``unknown``)."""
+
+    def __init__(self, settings: Probe) -> None:
+        self.settings = settings
+        self.states: dict[ProbeKey, ProbeState] = {}
+        self._by_port: dict[int, ProbeKey] = {}
+        self._next_port = 0
+
+    def set_targets(self, targets: list[ProbeTarget]) -> None:
+        """Probe exactly these members from now on, keeping the state of those that stay."""
+        wanted = {(t.vip, t.member): t for t in targets}
+        for key in [k for k in self.states if k not in wanted]:
+            self._clear_outstanding(self.states.pop(key))
+        for key, target in wanted.items():
+            state = self.states.get(key)
+            if state is None:
+                self.states[key] = ProbeState(target)
+            elif state.target != target:
+                self._clear_outstanding(state)
+                self.states[key] = ProbeState(target)
+
+    def health(self, vip: str, member: str) -> str:
+        """The member's probe health; ``unknown`` until enough results (it counts as failed)."""
+        state = self.states.get((vip, member))
+        return state.health if state else "unknown"
+
+    def due(self, now: float) -> tuple[list[ProbeSend], list[ProbeKey]]:
+        """Expire unanswered probes and send the ones that are due; return frames and members whose health changed."""
+        sends: list[ProbeSend] = []
+        changed: list[ProbeKey] = []
+        for key, state in self.states.items():
+            if state.outstanding and now - state.outstanding[1] >= self.settings.timeout:
+                self._clear_outstanding(state)
+                if self._observe(state, False, "timeout"):
+                    changed.append(key)
+            if state.outstanding is None and now >= state.next_at:
+                port = self._allocate_port(key)
+                state.outstanding = (port, now)
+                state.next_at = now + self.settings.interval
+                target = state.target
+                sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
+                    target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, port, target.member_port,
+                    TCP_SYN, seq=port)))
+        return sends, changed
+
+    def on_reply(self, segment: TcpSegment) -> tuple[list[ProbeSend], list[ProbeKey]] | None:
+        """Handle a punted probe reply; None if it answers no outstanding probe."""
+        key = self._by_port.get(segment.dst_port)
+        state = self.states.get(key) if key else None
+        if state is None or state.outstanding is None:
+            return None
+        target = state.target
+        if (segment.src_ip, segment.src_port) != (target.member_ip, target.member_port):
+            return None
+        self._clear_outstanding(state)
+        sends: list[ProbeSend] = []
+        alive = segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        if alive:
+            sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
+                target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, segment.dst_port,
+                target.member_port, TCP_RST, seq=segment.dst_port + 1)))
+        changed = [key] if self._observe(state, alive, "syn_ack" if alive else "refused") else []
+        return sends, changed
+
+    def as_dict(self) -> dict[str, dict[str, object]]:
+        """Per member: health, last result and result counts (for REST)."""
+        return {f"{vip}/{member}": {"health": s.health, "last_result": s.last_result, "results": dict(s.results)}
+                for (vip, member), s in sorted(self.states.items())}
+
+    def _observe(self, state: ProbeState, success: bool, result: str) -> bool:
+        """Apply one result with rise/fall; True if the health changed."""
+        state.last_result = result
+        state.results[result] = state.results.get(result, 0) + 1
+        if success:
+            state.successes, state.failures = state.successes + 1, 0
+            new = "ok" if state.successes >= self.settings.rise else state.health
+        else:
+            state.failures, state.successes = state.failures + 1, 0
+            new = "failed" if state.failures >= self.settings.fall or state.health == "unknown" else state.health
+        if new == state.health:
+            return False
+        state.health = new
+        return True
+
+    def _allocate_port(self, key: ProbeKey) -> int:
+        """The next free source port of the probe range."""
+        for _ in range(PROBE_PORTS):
+            port = PROBE_PORT_BASE + self._next_port
+            self._next_port = (self._next_port + 1) % PROBE_PORTS
+            if port not in self._by_port:
+                self._by_port[port] = key
+                return port
+        raise RuntimeError("no free health-probe port")
+
+    def _clear_outstanding(self, state: ProbeState) -> None:
+        """Forget a probe in flight."""
+        if state.outstanding is not None:
+            self._by_port.pop(state.outstanding[0], None)
+            state.outstanding = None
