@@ -153,15 +153,19 @@ class HealthHandler:
             self.refused["no_member"] += 1
         return name
 
-    def revoke_ineligible(self, has_mac: Callable[[Member], bool], vips: list[Vip] | None = None) -> None:
-        """Remove members that are no longer eligible from the allotments in use, at once."""
+    def reassess(self, has_mac: Callable[[Member], bool], vips: list[Vip] | None = None) -> None:
+        """Re-check eligibility now: an allotment that names an ineligible member, or leaves out an eligible one, is
+        revoked at once and re-computed at the next new connection."""
         for vip in self.config.vips if vips is None else vips:
             spender = self.spenders.get(vip.name)
             if spender is None or spender.allotment is None:
                 continue
-            gone = {c.name for c in self.candidates(vip, has_mac) if not c.eligible}
-            if gone & set(spender.allotment.values):
-                spender.revoke(gone)
+            eligible = {c.name for c in self.candidates(vip, has_mac) if c.eligible}
+            allotted = set(spender.allotment.values)
+            if allotted - eligible:
+                spender.revoke(allotted - eligible)
+            if eligible - allotted:
+                del self.spenders[vip.name]
 
     def _vips_with(self, endpoints: set[tuple[str, int]]) -> list[Vip]:
         """VIPs that have a member at one of these (pip, pport) endpoints."""
@@ -180,7 +184,7 @@ class HealthHandler:
         for event in applied.events:
             changed |= set(event.endpoints)
         if changed:
-            self.revoke_ineligible(has_mac, self._vips_with(changed))
+            self.reassess(has_mac, self._vips_with(changed))
         return self._encode(applied.outgoing, now)
 
     def handle_probe_reply(self, segment: TcpSegment, has_mac: Callable[[Member], bool]) -> list[ProbeSend] | None:
@@ -190,7 +194,7 @@ class HealthHandler:
             return None
         sends, changed = result
         if changed:
-            self.revoke_ineligible(has_mac, [v for v in self.config.vips if v.name in {vip for vip, _ in changed}])
+            self.reassess(has_mac, [v for v in self.config.vips if v.name in {vip for vip, _ in changed}])
         return sends
 
     def tick(self, now: float, live: Callable[[str, str], int],
@@ -203,7 +207,7 @@ class HealthHandler:
         sends, probe_changed = self.prober.due(now)
         vips = self._vips_with(changed) + [v for v in self.config.vips if v.name in {n for n, _ in probe_changed}]
         if vips:
-            self.revoke_ineligible(has_mac, vips)
+            self.reassess(has_mac, vips)
         current = self.current_by_host(live)
         datagrams: list[Datagram] = []
         if now >= self._next_postulate or current != self._last_current:

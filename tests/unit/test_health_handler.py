@@ -1,0 +1,100 @@
+"""The H&L handler: eligibility by health source, directives, drain states, probes and revocation at once."""
+
+from __future__ import annotations
+
+from nlb_sdn.config import parse_config
+from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
+from nlb_sdn.flows.pipeline import Table
+from nlb_sdn.health.handler import current_state, effective_target
+from tests.frames import syn_frame
+from tests.unit.test_core import FABRIC
+
+
+def config(health: str = "static", states: tuple[str, str, str] = ("active", "active", "active")) -> object:
+    """Three members with one health source."""
+    return parse_config({
+        "vips": [{"name": "web", "address": "10.0.0.100", "port": 80, "members": [
+            {"name": f"h{i + 1}", "address": f"10.0.0.1{i + 1}", "port": 80, "health": health, "state": state}
+            for i, state in enumerate(states)]}],
+        "fabric": FABRIC,
+    })
+
+
+def open_connections(lb: LoadBalancer, count: int, first_port: int = 40000, now: float = 1.0) -> None:
+    for port in range(first_port, first_port + count):
+        frame = syn_frame("10.0.0.1", port, "10.0.0.100", 80)
+        lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=now)
+
+
+def test_target_and_current_state_rules():
+    assert effective_target("active", "draining") == "draining"
+    assert effective_target("inactive", "draining") == "inactive"
+    assert effective_target("draining", None) == "draining"
+    assert current_state("draining", 3) == "draining"
+    assert current_state("draining", 0) == "drained"
+    assert current_state("inactive", 0) == "inactive"
+
+
+def test_draining_member_gets_no_new_connections_and_turns_drained():
+    lb = LoadBalancer(config())
+    open_connections(lb, 30)
+    assert lb.member_state("web", "h1")["current"] == "active"
+    data = lb.config.model_dump()
+    data["vips"][0]["members"][0]["state"] = "draining"
+    lb.apply_config(parse_config(data), dpids=[], now=2.0)
+    open_connections(lb, 300, first_port=41000, now=2.0)
+    assert lb.stats()["selections"]["web"]["h1"] == 10
+    state = lb.member_state("web", "h1")
+    assert state["current"] == "draining" and state["connections"] == 10
+    for key, conn in list(lb.connections_by_key.items()):
+        if conn.member == "h1":
+            forward = conn.route
+            lb.handle_flow_removed(1, Table.CONNECTIONS, forward.cookie,
+                                   {"ipv4_src": key[0], "tcp_src": key[1], "ipv4_dst": key[2], "tcp_dst": key[3]})
+    assert lb.member_state("web", "h1")["current"] == "drained"
+
+
+def test_inactive_and_zero_weight_members_are_not_eligible():
+    lb = LoadBalancer(config(states=("inactive", "active", "active")))
+    open_connections(lb, 40)
+    assert set(lb.stats()["selections"]["web"]) == {"h2", "h3"}
+    view = lb.allotment("web", now=1.0)
+    assert view["values"] == {"h2": 50, "h3": 50}
+    assert {c["name"]: c["reason"] for c in view["candidates"]}["h1"] == "target inactive"
+
+
+def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
+    lb = LoadBalancer(config(health="probe"))
+    open_connections(lb, 3)
+    assert lb.stats()["refused"] == {"no_member": 3}
+    datagrams, probes = lb.tick(now=10.0)
+    assert datagrams == [] and set(probes) == {2} and len(probes[2]) == 3
+    for msg in probes[2]:
+        assert msg.actions[0].port in (1, 2, 3)
+    ports = {key[1]: state.outstanding[0] for key, state in lb.health.prober.states.items()}
+    for index, member in enumerate(("h1", "h2", "h3")):
+        flags = TCP_SYN | TCP_ACK if member != "h1" else TCP_RST | TCP_ACK
+        reply = TcpSegment("00:00:00:00:00:1" + str(index + 1), f"10.0.0.1{index + 1}", "10.0.0.100", 80,
+                           ports[member], flags)
+        sent = lb.health.handle_probe_reply(reply, lambda m: True)
+        assert sent is not None and len(sent) == (1 if member != "h1" else 0)
+    assert lb.health.prober.health("web", "h2") == "ok"
+    assert lb.health.prober.health("web", "h1") == "failed"
+    open_connections(lb, 40, first_port=42000, now=10.5)
+    assert set(lb.stats()["selections"]["web"]) == {"h2", "h3"}
+    lb.tick(now=11.5)
+    lb.tick(now=12.6)
+    assert lb.health.prober.health("web", "h2") == "ok", "one missed probe is not enough"
+    lb.tick(now=13.7)
+    assert lb.health.prober.health("web", "h2") == "failed", "two unanswered probes (fall=2) fail a member"
+    open_connections(lb, 10, first_port=43000, now=13.8)
+    assert set(lb.stats()["selections"]["web"]) == {"h2", "h3"}
+    assert lb.stats()["selections"]["web"]["h3"] >= 25
+
+
+def test_unmatched_probe_reply_is_counted_and_ignored():
+    lb = LoadBalancer(config(health="probe"))
+    reply = TcpSegment("00:00:00:00:00:11", "10.0.0.11", "10.0.0.100", 80, 65100, TCP_SYN | TCP_ACK)
+    assert lb._probe_reply(reply) == []  # noqa: SLF001 - the packet-in path for table 0 TCP
+    assert lb.stats()["dropped"] == {"probe_reply_unmatched": 1}
