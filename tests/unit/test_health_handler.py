@@ -88,9 +88,10 @@ def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
     assert lb.health.prober.health("web", "h2") == "ok", "one missed probe is not enough"
     lb.tick(now=13.7)
     assert lb.health.prober.health("web", "h2") == "failed", "two unanswered probes (fall=2) fail a member"
+    assert lb.health.prober.health("web", "h3") == "failed"
     open_connections(lb, 10, first_port=43000, now=13.8)
-    assert set(lb.stats()["selections"]["web"]) == {"h2", "h3"}
-    assert lb.stats()["selections"]["web"]["h3"] >= 25
+    assert lb.stats()["selections"]["web"] == {"h2": 20, "h3": 20}
+    assert lb.stats()["refused"] == {"no_member": 13}
 
 
 def test_unmatched_probe_reply_is_counted_and_ignored():
