@@ -8,10 +8,11 @@ Used by the demo, the Mininet tests and the benchmarks::
         lab.wait_switches_connected()
         summary = lab.run_client("c1", ["connections", "10.0.0.100", "--count", "100"])
 
-Every process the lab starts is tracked by PID and stopped by PID. Instead of ``mn -c`` (which kills processes by
-name, deletes every OVS bridge and removes ``/tmp/*.log``), the lab removes only what carries its own names: the
-topology's bridges and ``<node>-ethN`` links, and the processes a crashed earlier lab recorded in its state file.
-An exclusive lock serialises labs on one machine, since they share switch names and ports.
+Every process the lab starts is tracked by PID and stopped by PID. Teardown first removes what carries the lab's own
+names (the topology's bridges and ``<node>-ethN`` links, and the processes a crashed earlier lab recorded in its state
+file), then runs ``mn -c`` as the final sweep the project's rules ask for; our controllers and backends are already
+gone by then, so its kill-by-name list (Mininet's own helpers) never hits them. An exclusive lock serialises labs on
+one machine, since they share switch names and ports.
 """
 
 from __future__ import annotations
