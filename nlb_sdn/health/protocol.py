@@ -58,6 +58,10 @@ def _ident(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID
 
 
+def _app_id(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_TEXT
+
+
 def _text(value: Any) -> bool:
     return isinstance(value, str) and len(value) <= MAX_TEXT
 
@@ -95,7 +99,7 @@ def _rows(value: Any) -> bool:
 
 
 def _current(value: Any) -> bool:
-    return isinstance(value, dict) and all(_ident(k) and v in CURRENT_STATES for k, v in value.items())
+    return isinstance(value, dict) and all(_app_id(k) and v in CURRENT_STATES for k, v in value.items())
 
 
 def _row_change(body: dict[str, Any]) -> bool:
@@ -108,13 +112,13 @@ def _row_change(body: dict[str, Any]) -> bool:
 SCHEMAS: dict[str, tuple[dict[str, FieldCheck], dict[str, FieldCheck], Callable[[dict[str, Any]], bool] | None]] = {
     "heartbeat": ({"host_id": _ident, "checksum": _u32, "row_count": _count, "period_ms": _positive}, {}, None),
     "goodbye": ({"host_id": _ident, "reason": _text}, {}, None),
-    "row_change": ({"host_id": _ident, "op": _one_of(*OPS), "app_id": _ident, "prev_checksum": _u32,
+    "row_change": ({"host_id": _ident, "op": _one_of(*OPS), "app_id": _app_id, "prev_checksum": _u32,
                     "checksum": _u32}, {"row": _row}, _row_change),
     "get_snapshot": ({"lbu_id": _lbu_id, "host_id": _ident, "reason": _text}, {}, None),
     "snapshot": ({"host_id": _ident, "rows": _rows, "checksum": _u32}, {}, None),
     "postulate": ({"from": _ident, "host_id": _ident, "checksum": _u32}, {"current": _current}, None),
     "postulate_wrong": ({"from": _ident, "host_id": _ident, "checksum_actual": _u32}, {}, None),
-    "set_target_state": ({"lbu_id": _lbu_id, "app_id": _ident, "target": _one_of(*TARGET_STATES)}, {}, None),
+    "set_target_state": ({"lbu_id": _lbu_id, "app_id": _app_id, "target": _one_of(*TARGET_STATES)}, {}, None),
     "session_up": ({}, {}, None),
     "session_down": ({}, {}, None),
 }

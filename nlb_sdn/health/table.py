@@ -104,7 +104,7 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: Any) -> "Row":
-        """Validate a wire map (every field required, ``app_id`` optional but checked) into a Row, or raise ValueError."""
+        """Validate a wire map (every field required; ``app_id`` optional but checked) into a Row; ValueError if bad."""
         if not isinstance(data, dict):
             raise ValueError(f"row: expected a map, got {type(data).__name__}")
         unknown = sorted(str(key) for key in data if key not in FIELDS and key != "app_id")

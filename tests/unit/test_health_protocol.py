@@ -189,6 +189,19 @@ def test_row_change_delete_has_no_row_and_add_needs_one():
     assert v.dropped == {"malformed": 1}
 
 
+def test_longest_app_ids_pass():
+    row = Row(vip="255.255.255.255", vport=65535, pip="255.255.255.255", pport=65535, proto_info="p" * 128)
+    assert len(row.app_id) > 128
+    v = Verifier(KEY, TCP_MAX_SIZE)
+    for seq, (type, body) in enumerate([
+        ("row_change", {**BODIES["row_change"], "app_id": row.app_id, "row": row.to_dict()}),
+        ("set_target_state", {**BODIES["set_target_state"], "app_id": row.app_id}),
+        ("postulate", {**BODIES["postulate"], "current": {row.app_id: "drained"}}),
+        ("snapshot", {**BODIES["snapshot"], "rows": [row.to_dict()]}),
+    ]):
+        assert v.verify(encode(KEY, type, "h1", seq, NOW, body), NOW) is not None, type
+
+
 def test_sequence_counter_starts_at_wall_clock_microseconds_and_grows():
     before = int(time.time() * 1_000_000)
     counter = SequenceCounter()
