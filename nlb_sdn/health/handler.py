@@ -61,7 +61,7 @@ class HealthHandler:
         self.refused: Counter[str] = Counter()
         self.config = config
         self._next_postulate = now + settings.postulate_period
-        self._last_current: dict[str, dict[str, str]] = {}
+        self._last_current: tuple[dict[str, dict[str, str]], list[str]] = ({}, [])
 
     def set_config(self, config: Config, attachments: Callable[[Member], Attachment | None],
                    now: float) -> list[Datagram]:
@@ -209,10 +209,11 @@ class HealthHandler:
         if vips:
             self.reassess(has_mac, vips)
         current = self.current_by_host(live)
+        warm_hosts = sorted(h.host_id for h in self.cache.hosts.values() if h.warm and h.status == "alive")
         datagrams: list[Datagram] = []
-        if now >= self._next_postulate or current != self._last_current:
+        if now >= self._next_postulate or (current, warm_hosts) != self._last_current:
             self._next_postulate = now + self.config.controller.health.postulate_period
-            self._last_current = current
+            self._last_current = (current, warm_hosts)
             datagrams = self._encode(self.cache.postulates(current, now), now)
         return datagrams, sends
 

@@ -188,6 +188,7 @@ class Lab:
         self.controller_proc: subprocess.Popen[bytes] | None = None
         self.backend_procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self.client_procs: list[subprocess.Popen[bytes]] = []
+        self.agent_procs: dict[str, subprocess.Popen[bytes]] = {}
         self._node_shells: list[subprocess.Popen[bytes]] = []
         self._lock_fd: int | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -264,6 +265,8 @@ class Lab:
                 _terminate(proc)
             for key in list(self.backend_procs):
                 _terminate(self.backend_procs.pop(key))
+            for name in list(self.agent_procs):
+                _terminate(self.agent_procs.pop(name))
             self.stop_controller()
             if self.net is not None:
                 self._stop_net(self.net)
@@ -413,7 +416,8 @@ class Lab:
 
     def _all_procs(self) -> list[subprocess.Popen[Any]]:
         """Every process the lab started or had Mininet start."""
-        procs: list[subprocess.Popen[Any]] = [*self._node_shells, *self.backend_procs.values(), *self.client_procs]
+        procs: list[subprocess.Popen[Any]] = [*self._node_shells, *self.backend_procs.values(), *self.client_procs,
+                                              *self.agent_procs.values()]
         if self.controller_proc is not None:
             procs.append(self.controller_proc)
         return procs
@@ -585,6 +589,57 @@ class Lab:
         if proc is None:
             raise LabError(f"no backend {name}:{port} was started")
         _terminate(proc)
+
+    def agent_config_path(self, name: str) -> Path:
+        """Where the agent config of host ``name`` is written."""
+        return self.workdir / f"agent-{name}.yaml"
+
+    def agent_socket(self, name: str) -> str:
+        """The control socket of host ``name``'s agent (in the workdir, since hosts share the file system)."""
+        return str(self.workdir / f"agent-{name}.sock")
+
+    def start_agent(self, name: str, config: dict[str, Any], timeout: float = 15.0,
+                    extra_args: Sequence[str] = ()) -> None:
+        """Start ``nlb-sdn-agent`` on backend ``name`` with ``config`` (dict) and wait until it answers its CLI."""
+        self._require_running()
+        if name not in self.topo.backends:
+            raise LabError(f"{name!r} is not a backend of this topology ({', '.join(self.topo.backends)})")
+        old = self.agent_procs.get(name)
+        if old is not None and old.poll() is None:
+            raise LabError(f"the agent of {name} is already running")
+        config = dict(config, control_socket=self.agent_socket(name))
+        path = self.agent_config_path(name)
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        log_path = self.workdir / f"agent-{name}.log"
+        with open(log_path, "ab") as log:
+            proc = self.host(name).popen([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(path),
+                                          *extra_args], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        self.agent_procs[name] = proc
+        self._record()
+
+        def answering() -> bool:
+            """One poll of the agent's control socket (failing fast if the agent died)."""
+            if proc.poll() is not None:
+                raise LabError(f"agent {name} exited with {proc.returncode}:\n{_tail(log_path)}")
+            return self.agent_cli(name, ["table", "--json"]).returncode == 0
+
+        wait_for(answering, timeout, 0.1, f"agent {name} answering")
+
+    def stop_agent(self, name: str, graceful: bool = True) -> None:
+        """Stop host ``name``'s agent by PID: SIGTERM (it says goodbye) or SIGKILL (it just goes silent)."""
+        proc = self.agent_procs.pop(name, None)
+        if proc is None:
+            raise LabError(f"no agent was started on {name}")
+        if graceful:
+            _terminate(proc)
+        else:
+            proc.kill()
+            proc.wait(timeout=STOP_TIMEOUT)
+
+    def agent_cli(self, name: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """Run ``nlb-sdn-agent ARGS --socket <its socket>`` (table, set-target, set-load) from the root namespace."""
+        return run([sys.executable, "-m", "nlb_sdn.agent.cli", *args, "--socket", self.agent_socket(name)])
 
     def host_run(self, name: str, cmd: Sequence[str],
                  timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,202 @@
+"""Health and load with host agents over the management network: allotments, failure, load, drain, forgeries."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from nlb_sdn.lab.harness import Lab, wait_for
+from tests.mininet.conftest import VIP, free_port, needs_lab
+from topologies import FabricTopo, lab_config
+
+pytestmark = [pytest.mark.mininet, needs_lab]
+
+CAPACITY = {"h1": 40, "h2": 35, "h3": 25}
+MGMT_CONTROLLER = "10.99.0.254"
+IDLE = 3
+
+
+def agent_config(topo: FabricTopo, name: str, hl_port: int, key_file: Path) -> dict:
+    """One app per backend (the web VIP), TCP health check every 0.5 s, static load for deterministic shares."""
+    return {
+        "host_id": name, "key_file": str(key_file), "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+        "listen": f"{topo.mgmt_ip(name)}:9101", "hb_period": 1.0,
+        "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": CAPACITY[name],
+                  "health": {"type": "tcp", "interval": 0.5, "timeout": 0.4, "rise": 1, "fall": 2},
+                  "load": {"type": "static", "value": 0}}],
+    }
+
+
+def app_id(topo: FabricTopo, name: str) -> str:
+    """The agent row id of a backend's web app."""
+    return f"{VIP}:80/tcp/{topo.host_ip(name)}:80"
+
+
+@pytest.fixture(scope="module")
+def hl_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """The fabric lab with a management network, the controller's H&L handler and an agent on every backend."""
+    workdir = tmp_path_factory.mktemp("hl-lab")
+    key_file = workdir / "hl.key"
+    key_file.write_text(secrets.token_hex(32))
+    hl_port = free_port()
+    topo = FabricTopo(clients=3, backends=3, mgmt=True)
+    members = [dict(m, health="agent") for m in topo.members()]
+    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "idle_timeout": IDLE, "members": members}],
+                        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
+                                "key_file": str(key_file)})
+    with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=free_port()) as lab:
+        lab.wait_switches_connected()
+        lab.hl_port = hl_port  # type: ignore[attr-defined]
+        lab.key_file = key_file  # type: ignore[attr-defined]
+        for name in topo.backends:
+            lab.start_agent(name, agent_config(topo, name, hl_port, key_file))
+        wait_for(lambda: all_alive(lab), timeout=15, what="every agent's host alive and warm in the cache")
+        yield lab
+
+
+def cache(lab: Lab) -> dict:
+    return lab.rest("GET", "/v1/hl/cache")
+
+
+def hosts(lab: Lab) -> dict[str, dict]:
+    data = cache(lab)
+    return {h["host_id"]: h for h in data["hosts"]} if isinstance(data.get("hosts"), list) else data["hosts"]
+
+
+def all_alive(lab: Lab) -> bool:
+    found = hosts(lab)
+    return set(found) >= set(CAPACITY) and all(found[h]["status"] == "alive" and found[h]["warm"] for h in CAPACITY)
+
+
+def row_of(lab: Lab, name: str) -> dict:
+    """The cached row of a backend's web app."""
+    rows = hosts(lab)[name]["rows"]
+    return next(iter(rows.values())) if isinstance(rows, dict) else rows[0]
+
+
+def shares(summary: dict) -> dict[str, float]:
+    total = sum(summary["served_by"].values())
+    return {name: 100.0 * count / total for name, count in summary["served_by"].items()}
+
+
+def connect(lab: Lab, client: str, count: int, concurrency: int = 8) -> dict:
+    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", concurrency,
+                                      "--timeout", 90])
+    assert summary["errors"] == 0 and summary["ok"] == count, summary
+    return summary
+
+
+def allotted(lab: Lab) -> set[str]:
+    return {name for name, value in lab.rest("GET", "/v1/vips/web/allotment")["values"].items() if value > 0}
+
+
+def test_cache_holds_every_row_with_the_agents_checksums(hl_lab: Lab):
+    found = hosts(hl_lab)
+    for name in CAPACITY:
+        table = json.loads(hl_lab.agent_cli(name, ["table", "--json"]).stdout)
+        assert found[name]["checksum"]["cached"] == table["checksum"] == found[name]["checksum"]["reported"]
+        row = table["rows"][0]
+        for field in ("vip", "vport", "pip", "pport", "proto", "proto_info", "health", "load", "capacity",
+                      "target", "current"):
+            assert field in row
+        assert row["current"] == "active"
+    printed = hl_lab.agent_cli("h1", ["table"]).stdout
+    for heading in ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT"):
+        assert heading in printed
+
+
+def test_capacities_40_35_25_give_their_shares_of_1000_connections(hl_lab: Lab):
+    assert hl_lab.rest("GET", "/v1/vips/web/allotment")["values"] == CAPACITY
+    served: dict[str, int] = {}
+    for client in ("c1", "c2"):
+        for name, count in connect(hl_lab, client, 500)["served_by"].items():
+            served[name] = served.get(name, 0) + count
+    for name, capacity in CAPACITY.items():
+        assert abs(100.0 * served.get(name, 0) / 1000 - capacity) <= 2.0, served
+
+
+def test_raising_reported_load_lowers_the_share(hl_lab: Lab):
+    assert hl_lab.agent_cli("h1", ["set-load", app_id(hl_lab.topo, "h1"), "30"]).returncode == 0
+    try:
+        wait_for(lambda: row_of(hl_lab, "h1")["load"] == 30, timeout=5, what="the cache to hold h1's new load")
+        assert shares(connect(hl_lab, "c1", 200)).get("h1", 0.0) < 25.0
+        assert hl_lab.rest("GET", "/v1/vips/web/allotment")["values"]["h1"] < 20
+    finally:
+        hl_lab.agent_cli("h1", ["set-load", app_id(hl_lab.topo, "h1"), "0"])
+
+
+def test_forged_message_changes_nothing(hl_lab: Lab):
+    dropped = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0)
+    forge = ("import time; from nlb_sdn.health.protocol import encode; import socket; "
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+             f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
+             f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))")
+    assert hl_lab.host_run("h2", [".venv/bin/python" if Path(".venv/bin/python").exists() else "python3", "-c",
+                                  forge]).returncode == 0
+    wait_for(lambda: hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0) > dropped,
+             timeout=5, what="the forged goodbye to be dropped")
+    assert hosts(hl_lab)["h2"]["status"] == "alive"
+    assert "h2" in allotted(hl_lab)
+
+
+def test_killing_the_app_stops_new_connections_within_3_5_s(hl_lab: Lab):
+    hl_lab.stop_backend("h2")
+    stopped = time.monotonic()
+    try:
+        wait_for(lambda: "h2" not in allotted(hl_lab), timeout=5, interval=0.05, what="h2 to leave the allotment")
+        assert time.monotonic() - stopped < 3.5
+        summary = connect(hl_lab, "c3", 90)
+        assert "h2" not in summary["served_by"]
+    finally:
+        hl_lab.start_backend("h2")
+    wait_for(lambda: "h2" in allotted(hl_lab), timeout=10, what="h2 back in the allotment")
+
+
+def test_drain_during_a_long_transfer(hl_lab: Lab):
+    def client_conns(client_ip: str) -> set[str]:
+        return {c["client"] for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+                if c["client"].startswith(client_ip + ":")}
+
+    earlier = client_conns("10.0.0.1")
+    transfer = hl_lab.start_client("c1", ["download", VIP, "--bytes", 6_000_000, "--rate", 1_500_000,
+                                          "--timeout", 60])
+    conn = wait_for(lambda: [c for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+                             if c["client"].startswith("10.0.0.1:") and c["client"] not in earlier],
+                    timeout=10, what="the transfer's connection")[0]
+    member = conn["member"]
+    state = hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "draining"})
+    assert state["target"] == "draining" and state["current"] == "draining"
+    try:
+        summary = connect(hl_lab, "c2", 300)
+        assert member not in summary["served_by"], summary
+        result = hl_lab.collect_client(transfer, timeout=60)
+        assert result["ok"] and result["bytes"] == 6_000_000 and result["served_by"] == member, result
+        assert hl_lab.rest("GET", f"/v1/vips/web/members/{member}/state")["current"] in ("draining", "drained")
+        wait_for(lambda: hl_lab.rest("GET", f"/v1/vips/web/members/{member}/state")["current"] == "drained",
+                 timeout=IDLE + 10, what=f"{member} to read drained")
+        agent_row = json.loads(hl_lab.agent_cli(member, ["table", "--json"]).stdout)["rows"][0]
+        wait_for(lambda: json.loads(hl_lab.agent_cli(member, ["table", "--json"]).stdout)["rows"][0]["current"]
+                 == "drained", timeout=10, what="the agent to record drained")
+        assert agent_row["target"] == "draining"
+    finally:
+        hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
+    wait_for(lambda: member in allotted(hl_lab), timeout=10, what=f"{member} active again")
+
+
+def test_stopped_agent_fails_its_host_and_a_goodbye_removes_it_at_once(hl_lab: Lab):
+    hl_lab.stop_agent("h3", graceful=False)
+    stopped = time.monotonic()
+    wait_for(lambda: hosts(hl_lab)["h3"]["status"] == "failed", timeout=5, interval=0.05, what="h3 failed")
+    assert time.monotonic() - stopped < 3.5
+    assert "h3" not in allotted(hl_lab)
+    hl_lab.stop_agent("h2", graceful=True)
+    stopped = time.monotonic()
+    wait_for(lambda: hosts(hl_lab)["h2"]["status"] == "gone", timeout=2, interval=0.02, what="h2 gone")
+    assert time.monotonic() - stopped < 0.5 + 0.3  # goodbye is immediate; the margin is the REST polling
+    summary = connect(hl_lab, "c1", 30)
+    assert set(summary["served_by"]) == {"h1"}
