@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc)
+APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server)
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
