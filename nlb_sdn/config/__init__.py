@@ -109,10 +109,18 @@ class Vip(Strict):
     hard_timeout: int = Field(default=0, ge=0, le=65535)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
     allotment: Allotment = Field(default_factory=Allotment)
+    affinity: Literal["none", "client_ip", "app"] = "none"
+    affinity_prefix: int = Field(default=32, ge=0, le=32)
+    granularity: Literal["connection", "session"] = "connection"
+    session_ttl: float = Field(default=600.0, gt=0, le=86400)
+    session_flow_idle: int = Field(default=60, ge=1, le=65535)
+    draining_keeps_sessions: bool = True
     members: list[Member] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "Vip":
+        if self.granularity == "session" and self.affinity != "client_ip":
+            raise ValueError("granularity session needs affinity client_ip")
         if self.port >= PROBE_PORT_BASE:
             raise ValueError(f"port {self.port}: ports {PROBE_PORT_BASE}-65535 are reserved for health probes")
         if not self.mac:

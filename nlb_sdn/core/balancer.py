@@ -6,6 +6,7 @@ the OpenFlow messages it returns; REST reads it and changes its config through `
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,21 @@ from typing import Any
 from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import ArpRequest, FrameError, TcpSegment, parse_frame
+from nlb_sdn.affinity.sessions import APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_prefix
 from nlb_sdn.flows import builders
 from nlb_sdn.health.handler import Attachment, Datagram, HealthHandler
 from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Table, make_cookie
 
 ConnKey = tuple[str, int, str, int]
+DamOp = tuple[Any, ...]
+"""A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
+ROUTE_LINGER = 120.0
+
+
+def route_key(key: ConnKey) -> str:
+    """The DAM key of a connection's route atom."""
+    client_ip, client_port, vip_ip, vip_port = key
+    return f"conn:tcp:{client_ip}:{client_port}:{vip_ip}:{vip_port}"
 
 
 @dataclass(slots=True)
@@ -29,6 +40,12 @@ class Connection:
     member: str
     route: builders.NatRoute
     installed_at: float
+
+    def atom_data(self) -> dict[str, Any]:
+        """The route atom's data: enough for any LBU to re-plumb the connection to the same endpoint."""
+        route = self.route
+        return {"vip": self.vip, "member": self.member, "pip": route.member_ip, "pport": route.member_port,
+                "mac": route.member_mac, "mode": "nat", "flow_id": 0, "dpid": self.dpid}
 
     def as_dict(self, key: ConnKey) -> dict[str, Any]:
         """A JSON-friendly view for REST."""
@@ -64,6 +81,12 @@ class LoadBalancer:
         self._config = Config()
         self.health = HealthHandler(config, hl_key, now)
         self.relays: list[Datagram] = []
+        self.sessions = SessionTable()
+        self.dam_ops: list[DamOp] = []
+        self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
+        self.session_flows: dict[tuple[int, str, str], str] = {}
+        self.affinity: Counter[str] = Counter()
+        self.origin = f"lbu:{config.controller.lbu_id}"
         self._vips: dict[str, VipState] = {}
         self._services: dict[tuple[str, int], VipState] = {}
         self._by_id: dict[int, VipState] = {}
@@ -240,8 +263,31 @@ class LoadBalancer:
         return [builders.packet_out_port(send.port, send.frame) for send in sends]
 
     def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> list[Datagram]:
-        """An H&L message from an agent: the replies to send back."""
-        return self.health.handle_datagram(data, addr, now, self._has_mac)
+        """An H&L message from an agent: the replies to send back (application sessions are recorded here)."""
+        replies, session_message = self.health.handle_datagram(data, addr, now, self._has_mac)
+        if session_message is not None:
+            self._app_session(session_message.type, session_message.body, now)
+        return replies
+
+    def _app_session(self, kind: str, body: dict[str, Any], now: float) -> None:
+        """Record a host's ``session_up`` or forget its ``session_down`` (idempotent; refreshed by the agent)."""
+        state = self._services.get((body.get("vip"), body.get("vport")))
+        key = f"sess:{body.get('stype', APP)}:{body.get('sid')}"
+        if kind == "session_down":
+            self.affinity["app_down"] += 1
+            self._drop_session(key)
+            return
+        member = next((m for m in state.vip.members if (m.address, m.port) == (body.get("pip"), body.get("pport"))),
+                      None) if state else None
+        if state is None or member is None:
+            self.affinity["app_unknown_endpoint"] += 1
+            return
+        ttl = float(body.get("ttl_s", state.vip.session_ttl))
+        session = Session(str(body["sid"]), str(body.get("stype", APP)), state.vip.name, member.name, member.address,
+                          member.port, str(body["client"]), str(body.get("host_id", "")), now + ttl, self.origin)
+        self.sessions.upsert(session)
+        self.affinity["app_up"] += 1
+        self.dam_ops.append(("put", session.key, session.to_data(), ttl))
 
     def tick(self, now: float) -> tuple[list[Datagram], dict[int, list[Any]]]:
         """Periodic H&L work: datagrams for agents, and probe packet-outs per dpid."""
@@ -253,8 +299,10 @@ class LoadBalancer:
         return datagrams, per_dpid
 
     def _live(self, vip: str, member: str) -> int:
-        """Live connections of one member of one VIP."""
-        return self.member_connections.get((vip, member), 0)
+        """Live connections and per-session flows of one member of one VIP."""
+        sessions = sum(1 for (_dpid, name, _client), owner in self.session_flows.items()
+                       if name == vip and owner == member)
+        return self.member_connections.get((vip, member), 0) + sessions
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """Target and current state of a member: ``draining`` becomes ``drained`` when its last connection is gone."""
@@ -296,27 +344,101 @@ class LoadBalancer:
             conn.dpid = dpid
             return self._plumb(conn.route, in_port, data, total_len)
         if not seg.is_pure_syn:
-            self.dropped["orphan"] += 1
-            return []
+            return self._replumb(dpid, key, in_port, data, total_len, now)
         if len(self.connections_by_key) >= self._config.controller.max_connections:
             self.refused["cap"] += 1
             return []
-        member_name = self.health.pick(state.vip, self._has_mac, now)
-        member = state.vip.member(member_name) if member_name else None
-        if member is None:
-            return []
         vip = state.vip
-        route = builders.NatRoute(
-            client_ip=seg.src_ip, client_port=seg.src_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
-            member_ip=member.address, member_port=member.port, member_mac=self._member_mac(member.address, member.mac),
-            cookie=make_cookie(CookieKind.NAT, self.lbu_id, state.vip_id, member.endpoint_id),
-            idle_timeout=vip.idle_timeout, hard_timeout=vip.hard_timeout)
-        msgs = self._plumb(route, in_port, data, total_len)
-        self.connections_by_key[key] = Connection(dpid, vip.name, member.name, route, now)
-        self.member_connections[(vip.name, member.name)] += 1
+        member = self._session_member(vip, seg.src_ip, now)
+        if member is None:
+            member_name = self.health.pick(vip, self._has_mac, now)
+            member = vip.member(member_name) if member_name else None
+            if member is None:
+                return []
+            if vip.affinity == CLIENT_IP:
+                self._remember_client(vip, member, seg.src_ip, now)
+        route = self._route(state, member, seg.src_ip, seg.src_port)
         self.selections[(vip.name, member.name)] += 1
         self.packet_in["new_connection"] += 1
+        if vip.granularity == "session":
+            return self._plumb_session(dpid, state, member, seg.src_ip, in_port, data, total_len)
+        msgs = self._plumb(route, in_port, data, total_len)
+        conn = Connection(dpid, vip.name, member.name, route, now)
+        self.connections_by_key[key] = conn
+        self.member_connections[(vip.name, member.name)] += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
         return msgs
+
+    def _route(self, state: VipState, member: Member, client_ip: str, client_port: int,
+               kind: CookieKind = CookieKind.NAT) -> builders.NatRoute:
+        """The rewrite toward ``member`` for one client connection (or, with kind SESSION, a client's session)."""
+        vip = state.vip
+        session = kind == CookieKind.SESSION
+        return builders.NatRoute(
+            client_ip=client_ip, client_port=client_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
+            member_ip=member.address, member_port=member.port, member_mac=self._member_mac(member.address, member.mac),
+            cookie=make_cookie(kind, self.lbu_id, state.vip_id, member.endpoint_id),
+            idle_timeout=vip.session_flow_idle if session else vip.idle_timeout, hard_timeout=vip.hard_timeout)
+
+    def _session_member(self, vip: Vip, client_ip: str, now: float) -> Member | None:
+        """The member a live session pins this client to, if the member may still take it (else the session goes)."""
+        if vip.affinity == "none":
+            return None
+        client = client_prefix(client_ip, vip.affinity_prefix) if vip.affinity == CLIENT_IP else client_ip
+        session = self.sessions.lookup(vip.affinity, vip.name, client, now)
+        if session is None:
+            self.affinity["miss"] += 1
+            return None
+        member = vip.member(session.member)
+        if member is None or not self.health.session_eligible(vip, member, self._has_mac):
+            self.affinity["dropped_ineligible"] += 1
+            self._drop_session(session.key)
+            return None
+        self.affinity["hit"] += 1
+        if vip.affinity == CLIENT_IP:
+            session.expires_at = now + vip.session_ttl
+            self.dam_ops.append(("touch", session.key, vip.session_ttl))
+        return member
+
+    def _remember_client(self, vip: Vip, member: Member, client_ip: str, now: float) -> None:
+        """Create the inferred ``client_ip`` session of a client's first connection."""
+        client = client_prefix(client_ip, vip.affinity_prefix)
+        session = Session(client_ip_sid(vip.name, client_ip, vip.affinity_prefix), CLIENT_IP, vip.name, member.name,
+                          member.address, member.port, client, "", now + vip.session_ttl, self.origin)
+        self.sessions.upsert(session)
+        self.affinity["created"] += 1
+        self.dam_ops.append(("put", session.key, session.to_data(), vip.session_ttl))
+
+    def _drop_session(self, key: str) -> None:
+        """Forget a session here and in the DAM."""
+        if self.sessions.remove(key) is not None:
+            self.dam_ops.append(("delete", key))
+
+    def _plumb_session(self, dpid: int, state: VipState, member: Member, client_ip: str, in_port: int, data: bytes,
+                       total_len: int) -> list[Any]:
+        """One flow pair for all of a client's connections to the VIP, then the SYN released through it."""
+        vip = state.vip
+        client = client_prefix(client_ip, vip.affinity_prefix)
+        route = self._route(state, member, client_ip, 0, CookieKind.SESSION)
+        self.session_flows[(dpid, vip.name, client)] = member.name
+        msgs = builders.session_flows(client, route)
+        if len(data) >= total_len:
+            msgs.append(builders.packet_out_table(in_port, data))
+        return msgs
+
+    def _replumb(self, dpid: int, key: ConnKey, in_port: int, data: bytes, total_len: int, now: float) -> list[Any]:
+        """A later segment of a connection whose entry is gone: re-plumb its remembered route, or drop an orphan."""
+        remembered = self.lingering.pop(key, None)
+        if remembered is None or remembered[1] <= now:
+            self.dropped["orphan"] += 1
+            return []
+        conn = remembered[0]
+        conn.dpid = dpid
+        self.connections_by_key[key] = conn
+        self.member_connections[(conn.vip, conn.member)] += 1
+        self.packet_in["replumb"] += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+        return self._plumb(conn.route, in_port, data, total_len)
 
     def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int) -> list[Any]:
         """Flows for both directions, then the punted packet released through them when it arrived whole."""
@@ -327,9 +449,16 @@ class LoadBalancer:
             self.packet_in["held_truncated"] += 1
         return msgs
 
-    def handle_flow_removed(self, dpid: int, table_id: int, cookie: int, match: dict[str, Any]) -> list[Any]:
-        """Keep the connection table exact: forget the connection and remove its other direction."""
+    def handle_flow_removed(self, dpid: int, table_id: int, cookie: int, match: dict[str, Any],
+                            idle: bool = True, now: float = 0.0) -> list[Any]:
+        """Keep the connection table exact: forget the connection and remove its other direction.
+
+        A connection whose flows idled out is remembered for the route linger time (locally and in its route atom),
+        so a late segment re-plumbs it to the same member; one deleted on purpose is forgotten.
+        """
         decoded = Cookie.decode(cookie)
+        if decoded.kind == CookieKind.SESSION:
+            return self._session_flow_removed(dpid, table_id, decoded, match)
         if decoded.kind != CookieKind.NAT:
             return []
         try:
@@ -349,7 +478,33 @@ class LoadBalancer:
         if conn is None or conn.dpid != dpid:
             return []
         self._forget(key)
+        if idle:
+            self.lingering[key] = (conn, now + ROUTE_LINGER)
+            self.dam_ops.append(("touch", route_key(key), ROUTE_LINGER))
+        else:
+            self.dam_ops.append(("delete", route_key(key)))
         return builders.nat_connection_deletes(conn.route)
+
+    def _session_flow_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any]) -> list[Any]:
+        """A per-session flow expired: forget it (the session itself lives on until its TTL)."""
+        state = self._by_id.get(cookie.vip_id)
+        field = "ipv4_src" if table_id == Table.CONNECTIONS else "ipv4_dst"
+        value = match.get(field)
+        if state is None or value is None:
+            return []
+        if isinstance(value, (tuple, list)):
+            prefix = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
+            client = str(prefix) if prefix.prefixlen < 32 else str(prefix.network_address)
+        else:
+            client = value
+        self.session_flows.pop((dpid, state.vip.name, client), None)
+        return []
+
+    def expire(self, now: float) -> None:
+        """Drop lingering routes and sessions whose time is up."""
+        for key in [k for k, (_conn, until) in self.lingering.items() if until <= now]:
+            del self.lingering[key]
+        self.sessions.expire(now)
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """Tracked connections, optionally only those of one VIP and/or member."""
@@ -372,4 +527,7 @@ class LoadBalancer:
                             "cap": self._config.controller.max_connections},
             "selections": selections,
             "health": self.health.stats(),
+            "sessions": {"total": len(self.sessions), "session_flows": len(self.session_flows),
+                         "affinity": dict(self.affinity)},
+            "lingering_routes": len(self.lingering),
         }

@@ -5,6 +5,7 @@ The app shell binds ``msg.datapath`` just before sending (see ``bind``). Nothing
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -204,6 +205,46 @@ def nat_connection_deletes(route: NatRoute) -> list[Any]:
     """Strict deletes of both directions of one connection."""
     return [flow_delete_strict(Table.CONNECTIONS, Priority.CONNECTION, forward_match(route)),
             flow_delete_strict(Table.REVERSE, Priority.CONNECTION, reverse_match(route))]
+
+
+def _client_field(client: str) -> Any:
+    """An ipv4 match value for a client address or prefix (``a.b.c.d`` or ``a.b.c.d/len``)."""
+    if "/" not in client:
+        return client
+    network = ipaddress.IPv4Network(client)
+    return (str(network.network_address), str(network.netmask))
+
+
+def session_forward_match(client: str, vip_ip: str, vip_port: int) -> Any:
+    """Match every connection of a client (or client prefix) to the VIP service."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=_client_field(client),
+                           ipv4_dst=vip_ip, tcp_dst=vip_port)
+
+
+def session_reverse_match(client: str, member_ip: str, member_port: int) -> Any:
+    """Match every reply of the member to a client (or client prefix)."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=member_ip, tcp_src=member_port,
+                           ipv4_dst=_client_field(client))
+
+
+def session_flows(client: str, route: NatRoute) -> list[Any]:
+    """Per-session flows: all of a client's connections to the VIP bypass the classifier, both directions."""
+    flags = ofp.OFPFF_SEND_FLOW_REM
+    forward = flow_add(
+        Table.CONNECTIONS, Priority.SESSION, session_forward_match(client, route.vip_ip, route.vip_port),
+        [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
+               parser.OFPActionSetField(ipv4_dst=route.member_ip),
+               parser.OFPActionSetField(tcp_dst=route.member_port)),
+         goto(Table.FORWARD)],
+        route.cookie, route.idle_timeout, route.hard_timeout, flags)
+    reverse = flow_add(
+        Table.REVERSE, Priority.SESSION, session_reverse_match(client, route.member_ip, route.member_port),
+        [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
+               parser.OFPActionSetField(ipv4_src=route.vip_ip),
+               parser.OFPActionSetField(tcp_src=route.vip_port)),
+         goto(Table.FORWARD)],
+        route.cookie, route.idle_timeout, route.hard_timeout, flags)
+    return [forward, reverse]
 
 
 def packet_out_table(in_port: int, data: bytes) -> Any:

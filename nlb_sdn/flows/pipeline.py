@@ -23,6 +23,7 @@ class Priority(IntEnum):
     IPV4 = 10
     FORWARD = 10
     VIP_OTHER = 150
+    SESSION = 150
     VIP_SERVICE = 200
     PROBE_REPLY = 250
     CONNECTION = 200

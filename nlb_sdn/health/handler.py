@@ -16,11 +16,12 @@ from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
 from nlb_sdn.health.cache import HLCache, agent_eligibility
 from nlb_sdn.health.probes import Prober, ProbeSend, ProbeTarget
-from nlb_sdn.health.protocol import UDP_MAX_SIZE, SequenceCounter, Verifier, encode
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, Message, SequenceCounter, Verifier, encode
 from nlb_sdn.health.table import app_id_of
 
 TARGET_ORDER = {"active": 0, "draining": 1, "inactive": 2}
 Datagram = tuple[tuple[str, int], bytes]
+SESSION_TYPES = ("session_up", "session_down")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,11 @@ class HealthHandler:
             result.append(Candidate(member.name, member.address, member.port, capacity, load, eligible, reason))
         return result
 
+    def session_eligible(self, vip: Vip, member: Member, has_mac: Callable[[Member], bool]) -> bool:
+        """Whether an existing session may stay on ``member``: eligible, or draining with sessions kept."""
+        candidate = next(c for c in self.candidates(vip, has_mac) if c.name == member.name)
+        return candidate.eligible or (vip.draining_keeps_sessions and candidate.reason == "target draining")
+
     def needs_warm_cache(self, vip: Vip) -> bool:
         """Whether the VIP's allotment depends on agent reports (and so waits for the warm-up gate)."""
         return any(member.health == "agent" for member in vip.members)
@@ -172,20 +178,22 @@ class HealthHandler:
         return [vip for vip in self.config.vips if any((m.address, m.port) in endpoints for m in vip.members)]
 
     def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float,
-                        has_mac: Callable[[Member], bool]) -> list[Datagram]:
-        """Verify and apply one agent datagram; return the replies; revoke what it made ineligible."""
+                        has_mac: Callable[[Member], bool]) -> tuple[list[Datagram], Message | None]:
+        """Verify and apply one agent datagram; return the replies, and a verified session message for the caller."""
         if self.verifier is None:
-            return []
+            return [], None
         message = self.verifier.verify(data, now)
         if message is None:
-            return []
+            return [], None
+        if message.type in SESSION_TYPES:
+            return [], message
         applied = self.cache.apply(message, addr, now)
         changed = set(applied.changed)
         for event in applied.events:
             changed |= set(event.endpoints)
         if changed:
             self.reassess(has_mac, self._vips_with(changed))
-        return self._encode(applied.outgoing, now)
+        return self._encode(applied.outgoing, now), None
 
     def handle_probe_reply(self, segment: TcpSegment, has_mac: Callable[[Member], bool]) -> list[ProbeSend] | None:
         """A punted reply to a controller probe: frames to send, or None if it answers no probe."""
