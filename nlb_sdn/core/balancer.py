@@ -87,6 +87,7 @@ class LoadBalancer:
         self.session_flows: dict[tuple[int, str, str], str] = {}
         self.affinity: Counter[str] = Counter()
         self.origin = f"lbu:{config.controller.lbu_id}"
+        self.rebuilt_connections = 0
         self._vips: dict[str, VipState] = {}
         self._services: dict[tuple[str, int], VipState] = {}
         self._by_id: dict[int, VipState] = {}
@@ -121,12 +122,14 @@ class LoadBalancer:
         msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
         return msgs
 
-    def reconcile(self, dpid: int, entries: list[tuple[int, int, dict[str, Any], int]]) -> list[Any]:
+    def reconcile(self, dpid: int, entries: list[tuple[int, int, dict[str, Any], int]],
+                  now: float = 0.0) -> list[Any]:
         """Deletes for flows a switch holds that the current model does not want (after a reconnect or restart).
 
         ``entries`` are the switch's flows as (table_id, priority, match fields, cookie), from flow stats. Our base
         and fabric entries not in ``switch_flows`` go, and so do connection flows of VIP services that no longer
-        exist. Flows with cookies of other kinds are left alone.
+        exist. Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services
+        that the tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
         """
         wanted = {_flow_key(msg.table_id, msg.priority, dict(msg.match.items())) for msg in self.switch_flows(dpid)}
         msgs: list[Any] = []
@@ -134,13 +137,97 @@ class LoadBalancer:
             kind = Cookie.decode(cookie).kind
             if kind in (CookieKind.BASE, CookieKind.FABRIC):
                 stale = _flow_key(table_id, priority, match) not in wanted
-            elif kind == CookieKind.NAT:
+            elif kind in (CookieKind.NAT, CookieKind.SESSION):
                 stale = Cookie.decode(cookie).vip_id not in self._by_id
+                if not stale and table_id == Table.CONNECTIONS:
+                    self._adopt(dpid, Cookie.decode(cookie), match, now)
             else:
                 stale = False
             if stale:
                 msgs.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
         return msgs
+
+    def _adopt(self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float) -> None:
+        """Take a connection or session flow found in a switch into the tables (rebuild after a restart)."""
+        state = self._by_id[cookie.vip_id]
+        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None)
+        if member is None:
+            return
+        if cookie.kind == CookieKind.SESSION:
+            self._session_flow_adopt(dpid, state, member, match)
+            return
+        try:
+            key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+        except KeyError:
+            return
+        if key in self.connections_by_key:
+            return
+        conn = Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now)
+        self.connections_by_key[key] = conn
+        self.member_connections[(conn.vip, conn.member)] += 1
+        self.lingering.pop(key, None)
+        self.rebuilt_connections += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+
+    def _session_flow_adopt(self, dpid: int, state: VipState, member: Member, match: dict[str, Any]) -> None:
+        """Take a per-session flow found in a switch into the session-flow table."""
+        value = match.get("ipv4_src")
+        if value is None:
+            return
+        if isinstance(value, (tuple, list)):
+            network = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
+            client = str(network) if network.prefixlen < 32 else str(network.network_address)
+        else:
+            client = value
+        self.session_flows[(dpid, state.vip.name, client)] = member.name
+
+    def load_atoms(self, atoms: list[Any], now: float) -> None:
+        """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
+        for atom in atoms:
+            try:
+                if atom.key.startswith("sess:"):
+                    self.sessions.upsert(Session.from_data(atom.data, atom.expires_at or now + 600.0, atom.origin))
+                elif atom.key.startswith("conn:"):
+                    self._load_route(atom, now)
+            except (KeyError, TypeError, ValueError):
+                self.dropped["dam_bad_atom"] += 1
+
+    def _load_route(self, atom: Any, now: float) -> None:
+        """One route atom into the connection table (no expiry: live) or the lingering routes."""
+        _conn, _tcp, client_ip, client_port, vip_ip, vip_port = atom.key.split(":")
+        key = (client_ip, int(client_port), vip_ip, int(vip_port))
+        state = self._services.get((vip_ip, int(vip_port)))
+        member = state.vip.member(atom.data["member"]) if state else None
+        if state is None or member is None:
+            return
+        conn = Connection(int(atom.data.get("dpid", 0)), state.vip.name, member.name,
+                          self._route(state, member, client_ip, int(client_port)), now)
+        if atom.expires_at is None:
+            if key not in self.connections_by_key:
+                self.connections_by_key[key] = conn
+                self.member_connections[(conn.vip, conn.member)] += 1
+        else:
+            self.lingering[key] = (conn, atom.expires_at)
+
+    def apply_dam_change(self, op: str, key: str, atom: Any | None, now: float) -> None:
+        """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
+        if atom is not None and atom.origin == self.origin:
+            return
+        if key.startswith("sess:"):
+            if op == "put" and atom is not None:
+                self.load_atoms([atom], now)
+            else:
+                self.sessions.remove(key)
+        elif key.startswith("conn:") and op == "put" and atom is not None:
+            _conn, _tcp, client_ip, client_port, vip_ip, vip_port = key.split(":")
+            conn_key = (client_ip, int(client_port), vip_ip, int(vip_port))
+            if conn_key not in self.connections_by_key:
+                state = self._services.get((vip_ip, int(vip_port)))
+                member = state.vip.member(atom.data.get("member", "")) if state else None
+                if state is not None and member is not None:
+                    route = self._route(state, member, client_ip, int(client_port))
+                    until = atom.expires_at if atom.expires_at is not None else now + ROUTE_LINGER
+                    self.lingering[conn_key] = (Connection(0, state.vip.name, member.name, route, now), until)
 
     def known_switch(self, dpid: int) -> bool:
         """Whether the static fabric lists this dpid."""
@@ -530,4 +617,5 @@ class LoadBalancer:
             "sessions": {"total": len(self.sessions), "session_flows": len(self.session_flows),
                          "affinity": dict(self.affinity)},
             "lingering_routes": len(self.lingering),
+            "rebuilt_connections": self.rebuilt_connections,
         }
