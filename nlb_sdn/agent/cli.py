@@ -1,4 +1,5 @@
-"""The ``nlb-sdn-agent`` command: run the host agent, show its H&L table, change a target or a static load."""
+"""The ``nlb-sdn-agent`` command: run the host agent, show its H&L table, change a target or a static load, report
+application sessions (session table 2014)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ import sys
 from typing import Any
 
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
+from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL
 from nlb_sdn.config import ConfigError
 from nlb_sdn.health import load_key
 from nlb_sdn.health.table import TARGET_STATES
 
 CONTROL_TIMEOUT = 5.0
 COLUMNS = ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT")
+SESSION_COLUMNS = ("SID", "STYPE", "CLIENT", "VIP", "PHYSICAL", "EXPIRES_IN")
 
 
 def load_agent(path: str, controllers: list[str] | None = None,
@@ -49,16 +52,29 @@ def check_config(path: str) -> int:
     return 0
 
 
+def _aligned(header: str, columns: tuple[str, ...], lines: list[list[str]]) -> str:
+    """``header``, then ``columns`` and ``lines`` as left-aligned columns."""
+    widths = [max(len(cells[i]) for cells in [list(columns), *lines]) for i in range(len(columns))]
+    text = [header]
+    text += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+             for cells in [list(columns), *lines]]
+    return "\n".join(text)
+
+
 def format_table(view: dict[str, Any]) -> str:
     """The table as aligned text: every FIG. 13A field of every row, under a header with host, rows and checksum."""
     lines = [[f"{row['vip']}:{row['vport']}", f"{row['pip']}:{row['pport']}", row["proto"],
               row["proto_info"] or "(any)", row["health"], f"{row['load']:g}", f"{row['capacity']:g}",
               row["target"], row["current"]] for row in view["rows"]]
-    widths = [max(len(cells[i]) for cells in [list(COLUMNS), *lines]) for i in range(len(COLUMNS))]
-    text = [f"host {view['host_id']}  rows {len(view['rows'])}  checksum {view['checksum']:#010x}"]
-    text += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
-             for cells in [list(COLUMNS), *lines]]
-    return "\n".join(text)
+    return _aligned(f"host {view['host_id']}  rows {len(view['rows'])}  checksum {view['checksum']:#010x}",
+                    COLUMNS, lines)
+
+
+def format_sessions(view: dict[str, Any]) -> str:
+    """The session table as aligned text: id, type, client, service, endpoint and seconds left of each session."""
+    lines = [[s["sid"], s["stype"], s["client"], f"{s['vip']}:{s['vport']}/{s['proto']}", f"{s['pip']}:{s['pport']}",
+              f"{max(0.0, s['expires_in']):.1f}s"] for s in view["sessions"]]
+    return _aligned(f"host {view['host_id']}  sessions {len(view['sessions'])}", SESSION_COLUMNS, lines)
 
 
 def control(path: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -85,14 +101,20 @@ def socket_path(args: argparse.Namespace) -> str:
 
 
 def control_command(args: argparse.Namespace) -> int:
-    """Run ``table``, ``set-target`` or ``set-load`` against a running agent; exit status."""
+    """Run ``table``, ``set-target``, ``set-load``, ``session-up``, ``session-down`` or ``sessions`` against a running
+    agent; exit status."""
     try:
         path = socket_path(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "table":
-        request: dict[str, Any] = {"cmd": "table"}
+    if args.command in ("table", "sessions"):
+        request: dict[str, Any] = {"cmd": args.command}
+    elif args.command == "session-up":
+        request = {"cmd": "session-up", "app_id": args.app_id, "sid": args.sid, "client": args.client,
+                   "ttl_s": args.ttl, "stype": args.stype}
+    elif args.command == "session-down":
+        request = {"cmd": "session-down", "app_id": args.app_id, "sid": args.sid}
     elif args.command == "set-target":
         request = {"cmd": "set-target", "app_id": args.app_id, "target": args.state}
     else:
@@ -105,8 +127,13 @@ def control_command(args: argparse.Namespace) -> int:
     if not reply.get("ok"):
         print(f"error: {reply.get('error')}", file=sys.stderr)
         return 1
-    if args.command == "table":
-        print(json.dumps(reply, indent=2, sort_keys=True) if args.json else format_table(reply))
+    if args.command in ("table", "sessions"):
+        text = format_table(reply) if args.command == "table" else format_sessions(reply)
+        print(json.dumps(reply, indent=2, sort_keys=True) if args.json else text)
+    elif args.command in ("session-up", "session-down"):
+        s = reply["session"]
+        state = f"up for {s['ttl_s']:g} s" if args.command == "session-up" else "down"
+        print(f"session {s['stype']} {s['sid']} of client {s['client']} on {s['app_id']}: {state}")
     else:
         row = reply["row"]
         print(f"{row['app_id']}: target {row['target']}, load {row['load']:g}, health {row['health']}, "
@@ -147,6 +174,14 @@ def non_negative(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """A session TTL given on the command line: a finite number of seconds > 0."""
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-agent", description=__doc__)
@@ -170,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
     set_load.add_argument("app_id")
     set_load.add_argument("load", type=non_negative)
     _agent_socket(set_load)
+    up = sub.add_parser("session-up", help="report (or renew) an application session on a running agent")
+    up.add_argument("app_id", help="the app the session belongs to (gives vip, vport, proto, pip, pport)")
+    up.add_argument("--sid", required=True, help="session identifier (at most 256 characters)")
+    up.add_argument("--client", required=True, help="IPv4 address of the session's client")
+    up.add_argument("--ttl", type=positive_seconds, default=SESSION_TTL,
+                    help=f"seconds the session lives unless renewed by another session-up (default {SESSION_TTL:g})")
+    up.add_argument("--stype", default=DEFAULT_STYPE, help=f"session type (default {DEFAULT_STYPE})")
+    _agent_socket(up)
+    down = sub.add_parser("session-down", help="end an application session on a running agent")
+    down.add_argument("app_id")
+    down.add_argument("--sid", required=True)
+    _agent_socket(down)
+    sessions = sub.add_parser("sessions", help="print a running agent's session table")
+    _agent_socket(sessions)
+    sessions.add_argument("--json", action="store_true", help="print JSON")
     check = sub.add_parser("check-config", help="validate an agent config file and its key file offline")
     check.add_argument("config")
     return parser

@@ -1,8 +1,11 @@
 """The agent process (asyncio shell around :class:`AgentCore`): UDP socket, timers, probes, control socket, signals.
 
 Control socket protocol: one JSON request line, one JSON reply line. Requests: ``{"cmd": "table"}``,
-``{"cmd": "set-target", "app_id": ..., "target": ...}``, ``{"cmd": "set-load", "app_id": ..., "load": ...}``.
-Replies carry ``"ok": true`` (and the table for ``table``), or ``"ok": false`` and an ``"error"``.
+``{"cmd": "set-target", "app_id": ..., "target": ...}``, ``{"cmd": "set-load", "app_id": ..., "load": ...}``,
+``{"cmd": "session-up", "app_id": ..., "sid": ..., "client": ..., "ttl_s": 600, "stype": "app"}`` (``ttl_s`` and
+``stype`` optional), ``{"cmd": "session-down", "app_id": ..., "sid": ...}``, ``{"cmd": "sessions"}``.
+Replies carry ``"ok": true`` (and the table for ``table``, the row for ``set-*``, the session for ``session-*``, the
+sessions for ``sessions``), or ``"ok": false`` and an ``"error"``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 from nlb_sdn.agent.checks import run_check, sample_load
 from nlb_sdn.agent.config import AgentConfig, App, StaticLoad
-from nlb_sdn.agent.core import AgentCore, Outgoing
+from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL, AgentCore, Outgoing
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, SequenceCounter, Verifier, encode
 from nlb_sdn.health.table import TARGET_STATES
 
@@ -65,13 +68,18 @@ class Agent:
         if message is None:
             log.debug("dropped a datagram from %s:%d", *sender[:2])
             return
-        self.send(self.core.on_message(message, (sender[0], sender[1])))
+        self.send(self.core.on_message(message, (sender[0], sender[1]), time.time()))
 
     def table_view(self) -> dict[str, Any]:
         """The table and the receive counters, as the ``table`` control command returns them."""
         return {"host_id": self.core.host_id, "checksum": self.core.table.checksum,
                 "rows": [row.to_dict() for row in self.core.table.rows()],
                 "accepted": dict(self.verifier.accepted), "dropped": dict(self.verifier.dropped)}
+
+    def sessions_view(self) -> dict[str, Any]:
+        """The session table, as the ``sessions`` control command returns it."""
+        now = time.time()
+        return {"host_id": self.core.host_id, "sessions": [s.to_dict(now) for s in self.core.live_sessions()]}
 
     def command(self, request: Any) -> dict[str, Any]:
         """Run one control command; the reply."""
@@ -80,11 +88,15 @@ class Agent:
         cmd, app_id = request.get("cmd"), request.get("app_id")
         if cmd == "table":
             return {"ok": True, **self.table_view()}
-        if cmd not in ("set-target", "set-load"):
+        if cmd == "sessions":
+            return {"ok": True, **self.sessions_view()}
+        if cmd not in ("set-target", "set-load", "session-up", "session-down"):
             return {"ok": False, "error": f"unknown command {cmd!r}"}
         app = self.config.app(app_id) if isinstance(app_id, str) else None
         if app is None:
             return {"ok": False, "error": f"no app {app_id!r} on this host"}
+        if cmd in ("session-up", "session-down"):
+            return self._session_command(cmd, app.app_id, request)
         if cmd == "set-target":
             target = request.get("target")
             if target not in TARGET_STATES:
@@ -102,6 +114,33 @@ class Agent:
         assert row is not None
         return {"ok": True, "row": row.to_dict()}
 
+    def _session_command(self, cmd: str, app_id: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run ``session-up`` or ``session-down`` for ``app_id``; the reply with the session."""
+        sid, now = request.get("sid"), time.time()
+        if not isinstance(sid, str):
+            return {"ok": False, "error": "sid must be a string"}
+        if cmd == "session-down":
+            session = self.core.sessions.get(sid)
+            try:
+                self.send(self.core.session_down(app_id, sid))
+            except KeyError:
+                return {"ok": False, "error": f"no session {sid!r} on this host"}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
+            assert session is not None
+            log.info("session %s %s of %s on %s down", session.stype, sid, session.client, app_id)
+            return {"ok": True, "session": session.to_dict(now)}
+        client, ttl_s = request.get("client"), request.get("ttl_s", SESSION_TTL)
+        if not isinstance(client, str):
+            return {"ok": False, "error": "client must be an IPv4 address"}
+        try:
+            self.send(self.core.session_up(app_id, sid, client, now, ttl_s, request.get("stype", DEFAULT_STYPE)))
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
+        session = self.core.sessions[sid]
+        log.info("session %s %s of %s on %s up for %g s", session.stype, sid, session.client, app_id, session.ttl_s)
+        return {"ok": True, "session": session.to_dict(now)}
+
     async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one control connection: one request line, one reply line."""
         try:
@@ -118,11 +157,11 @@ class Agent:
         finally:
             writer.close()
 
-    async def _heartbeats(self) -> None:
-        """Send heartbeats when the core says one is due."""
+    async def _timers(self) -> None:
+        """Send heartbeats, session refreshes and session expiries when the core says they are due."""
         while True:
             self.send(self.core.tick(time.time()))
-            await asyncio.sleep(min(self.core.hb_period, max(0.0, self.core.next_heartbeat - time.time())))
+            await asyncio.sleep(min(self.core.hb_period, max(0.0, self.core.next_deadline() - time.time())))
 
     async def _checks(self, app: App) -> None:
         """Probe ``app`` every check interval and feed the results to the core."""
@@ -182,7 +221,7 @@ class Agent:
         print(f"nlb-sdn-agent {self.core.host_id} listening on udp {host}:{port}, "
               f"control {self.config.control_socket}", flush=True)
         self.send(self.core.start())
-        tasks = [asyncio.create_task(self._heartbeats())]
+        tasks = [asyncio.create_task(self._timers())]
         tasks += [asyncio.create_task(self._checks(app)) for app in self.config.apps]
         tasks += [asyncio.create_task(self._loads(app)) for app in self.config.apps
                   if not isinstance(app.load, StaticLoad)]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
+import re
 import struct
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ from typing import Any
 
 import msgpack
 
-from nlb_sdn.health.table import CURRENT_STATES, OPS, TARGET_STATES, Row
+from nlb_sdn.health.table import CURRENT_STATES, OPS, PROTOCOLS, TARGET_STATES, Row
 
 VERSION = 1
 MAC_SIZE = 32
@@ -28,6 +30,11 @@ TCP_MAX_SIZE = 64 * 1024
 MAX_SKEW = 30.0
 MAX_ID = 128
 MAX_TEXT = 256
+MAX_SID = 256
+MAX_STYPE = 32
+SESSION_TYPE_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
+"""A session type (``app``, ``http_cookie``, ``tls_session_id``, ``client_ip``, ...); no ``:``: it is part of a DAM
+key (``sess:<type>:<id>``)."""
 ENVELOPE_KEYS = frozenset({"v", "type", "src", "seq", "ts", "body"})
 DROP_REASONS = ("oversized", "bad_mac", "malformed", "unknown_type", "replayed", "stale")
 _FRAME_HEADER = struct.Struct("!I")
@@ -78,6 +85,38 @@ def _positive(value: Any) -> bool:
     return type(value) is int and 0 < value < 2**32
 
 
+def _ipv4(value: Any) -> bool:
+    """An IPv4 address in canonical dotted form."""
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(ipaddress.IPv4Address(value)) == value
+    except ValueError:
+        return False
+
+
+def _port(value: Any) -> bool:
+    return type(value) is int and 1 <= value <= 65535
+
+
+def _stype(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_STYPE and SESSION_TYPE_PATTERN.fullmatch(value) is not None
+
+
+def _sid(value: Any) -> bool:
+    """A session id: 1 to 256 bytes of UTF-8, so that a session_up always fits a datagram."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        return len(value.encode()) <= MAX_SID
+    except UnicodeEncodeError:
+        return False
+
+
+def _ttl(value: Any) -> bool:
+    return type(value) in (int, float) and math.isfinite(value) and value > 0
+
+
 def _lbu_id(value: Any) -> bool:
     return _count(value) or _ident(value)
 
@@ -119,11 +158,14 @@ SCHEMAS: dict[str, tuple[dict[str, FieldCheck], dict[str, FieldCheck], Callable[
     "postulate": ({"from": _ident, "host_id": _ident, "checksum": _u32}, {"current": _current}, None),
     "postulate_wrong": ({"from": _ident, "host_id": _ident, "checksum_actual": _u32}, {}, None),
     "set_target_state": ({"lbu_id": _lbu_id, "app_id": _app_id, "target": _one_of(*TARGET_STATES)}, {}, None),
-    "session_up": ({}, {}, None),
-    "session_down": ({}, {}, None),
+    "session_up": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": _ipv4, "vport": _port,
+                    "proto": _one_of(*PROTOCOLS), "pip": _ipv4, "pport": _port, "client": _ipv4, "ttl_s": _ttl},
+                   {}, None),
+    "session_down": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": _ipv4, "vport": _port,
+                      "client": _ipv4}, {}, None),
 }
 """Per message type: required body fields, optional body fields (each with its check) and a whole-body check.
-Other body fields are ignored. ``session_up``/``session_down`` are reserved for the next protocol step."""
+Other body fields are ignored."""
 MESSAGE_TYPES = frozenset(SCHEMAS)
 
 

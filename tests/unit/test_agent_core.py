@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from nlb_sdn.agent.checks import CheckState, count_established, established_connections, http_status_ok, parse_number
-from nlb_sdn.agent.cli import check_config, format_table
+from nlb_sdn.agent import core as agent_core
+from nlb_sdn.agent.cli import check_config, format_sessions, format_table
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import AgentCore, Outgoing
 from nlb_sdn.config import ConfigError
@@ -253,6 +254,10 @@ def msg(type: str, body: dict[str, Any]) -> Message:
     return Message(type, "lbu:1", 1, 100.0, body)
 
 
+def answer(core: AgentCore, message: Message, sender: tuple[str, int], now: float = 100.0) -> list[Outgoing]:
+    return core.on_message(message, sender, now)
+
+
 def started() -> tuple[AgentCore, Controller]:
     """A core whose initial table the fake controller already mirrors."""
     core = AgentCore(config(), now=100.0)
@@ -302,17 +307,17 @@ def test_load_changes_send_row_changes():
 def test_get_snapshot_is_answered_to_the_sender_only():
     core, ctl = started()
     core.on_load(APP, 3)
-    [snap] = core.on_message(msg("get_snapshot", {"lbu_id": 1, "host_id": "h1", "reason": "checksum"}), OTHER)
+    [snap] = answer(core, msg("get_snapshot", {"lbu_id": 1, "host_id": "h1", "reason": "checksum"}), OTHER)
     assert snap.type == "snapshot" and snap.to == (OTHER,)
     ctl.receive([snap])
     assert ctl.mirror.checksum == core.table.checksum and len(ctl.mirror) == 2
-    assert core.on_message(msg("get_snapshot", {"lbu_id": 1, "host_id": "h2", "reason": ""}), OTHER) == []
+    assert answer(core, msg("get_snapshot", {"lbu_id": 1, "host_id": "h2", "reason": ""}), OTHER) == []
 
 
 def test_postulate_wrong_checksum_is_answered_then_current_is_recorded():
     core, ctl = started()
     before = core.table.checksum
-    sent = core.on_message(msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": before ^ 1,
+    sent = answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": before ^ 1,
                                              "current": {APP: "active", "unknown-app": "active"}}), OTHER)
     assert [out.type for out in sent] == ["postulate_wrong", "row_change"]
     assert sent[0] == Outgoing("postulate_wrong", {"from": "h1", "host_id": "h1", "checksum_actual": before},
@@ -325,30 +330,30 @@ def test_postulate_wrong_checksum_is_answered_then_current_is_recorded():
 def test_postulate_with_the_right_checksum_only_records_current():
     core, ctl = started()
     checksum = core.table.checksum
-    sent = core.on_message(msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": checksum,
+    sent = answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": checksum,
                                              "current": {APP2: "drained"}}), LBU)
     assert [out.type for out in sent] == ["row_change"] and sent[0].to == CONTROLLERS
     ctl.receive(sent)
-    assert core.on_message(msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": core.table.checksum}),
+    assert answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": core.table.checksum}),
                            LBU) == []
-    assert core.on_message(msg("postulate", {"from": "lbu:1", "host_id": "h2", "checksum": 0}), LBU) == []
+    assert answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h2", "checksum": 0}), LBU) == []
 
 
 def test_postulate_wrong_from_a_controller_gets_a_snapshot():
     core, _ = started()
-    [snap] = core.on_message(msg("postulate_wrong", {"from": "lbu:1", "host_id": "h1", "checksum_actual": 1}), LBU)
+    [snap] = answer(core, msg("postulate_wrong", {"from": "lbu:1", "host_id": "h1", "checksum_actual": 1}), LBU)
     assert snap.type == "snapshot" and snap.to == (LBU,)
 
 
 def test_set_target_state_is_answered_by_a_row_change_even_when_unchanged():
     core, ctl = started()
-    [change] = core.on_message(msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
+    [change] = answer(core, msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
     assert change.to == CONTROLLERS + (OTHER,) and change.body["row"]["target"] == "draining"
     ctl.receive([change])
-    [same] = core.on_message(msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
+    [same] = answer(core, msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
     assert same.to == (OTHER,) and same.body["prev_checksum"] == same.body["checksum"] == core.table.checksum
     ctl.receive([same])
-    assert core.on_message(msg("set_target_state", {"lbu_id": 1, "app_id": "nope", "target": "active"}), OTHER) == []
+    assert answer(core, msg("set_target_state", {"lbu_id": 1, "app_id": "nope", "target": "active"}), OTHER) == []
     [local] = core.set_target(APP, "inactive")
     assert local.to == CONTROLLERS
     assert core.set_target(APP, "inactive") == []
@@ -359,9 +364,10 @@ def test_set_target_state_is_answered_by_a_row_change_even_when_unchanged():
 def test_messages_not_for_an_agent_are_ignored():
     core, _ = started()
     for type, body in [("heartbeat", {"host_id": "h1", "checksum": 1, "row_count": 0, "period_ms": 1000}),
-                       ("goodbye", {"host_id": "h1", "reason": "x"}), ("session_up", {}),
+                       ("goodbye", {"host_id": "h1", "reason": "x"}), ("session_up", up_body()),
+                       ("session_down", down_body()),
                        ("snapshot", {"host_id": "h1", "rows": [], "checksum": 0})]:
-        assert core.on_message(msg(type, body), LBU) == []
+        assert answer(core, msg(type, body), LBU) == []
 
 
 def test_stop_says_goodbye_three_times():
@@ -369,3 +375,171 @@ def test_stop_says_goodbye_three_times():
     sent = core.stop("SIGTERM")
     assert sent == [Outgoing("goodbye", {"host_id": "h1", "reason": "SIGTERM"}, CONTROLLERS)] * 3
     assert len(ctl.receive(sent)) == 3
+
+
+# --- sessions (session table 2014) -------------------------------------------------------------------------------
+
+CLIENT = "192.0.2.7"
+
+
+def up_body(sid: str = "S1", ttl_s: float = 60.0, client: str = CLIENT, stype: str = "app") -> dict[str, Any]:
+    """The session_up body of a session of APP2's endpoint."""
+    return {"host_id": "h1", "stype": stype, "sid": sid, "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
+            "pip": "10.0.0.11", "pport": 8080, "client": client, "ttl_s": ttl_s}
+
+
+def down_body(sid: str = "S1", client: str = CLIENT, stype: str = "app") -> dict[str, Any]:
+    return {"host_id": "h1", "stype": stype, "sid": sid, "vip": "10.0.0.100", "vport": 80, "client": client}
+
+
+def session_messages(sent: list[Outgoing]) -> list[Outgoing]:
+    """``sent`` without its heartbeats."""
+    return [out for out in sent if out.type != "heartbeat"]
+
+
+def test_session_up_and_down_go_to_every_controller():
+    core, ctl = started()
+    sent = core.session_up(APP2, "S1", CLIENT, now=100.0, ttl_s=60)
+    assert sent == [Outgoing("session_up", up_body(), CONTROLLERS)]
+    [up] = ctl.receive(sent)
+    assert up.type == "session_up"
+    [session] = core.live_sessions()
+    assert (session.app_id, session.expires_at, session.refresh_at) == (APP2, 160.0, 130.0)
+    assert session.to_dict(110.0)["expires_in"] == 50.0
+    assert core.next_deadline() == 100.0  # the first heartbeat is still due
+    core.tick(100.0)
+    assert core.next_deadline() == 101.0
+    sent = core.session_down(APP2, "S1")
+    assert sent == [Outgoing("session_down", down_body(), CONTROLLERS)]
+    ctl.receive(sent)
+    assert core.live_sessions() == [] and core.next_deadline() == 101.0
+    with pytest.raises(KeyError):
+        core.session_down(APP2, "S1")
+
+
+def test_session_up_defaults_and_client_normalisation():
+    core, ctl = started()
+    [up] = ctl.receive(core.session_up(APP, "cookie-1", "192.0.2.1", now=100.0))
+    assert up.body["ttl_s"] == 600.0 and up.body["stype"] == "app"
+    assert (up.body["pip"], up.body["pport"], up.body["proto"]) == ("10.0.0.11", 80, "tcp")
+    [up] = ctl.receive(core.session_up(APP, "c2", "192.0.2.2", now=100.0, ttl_s=5, stype="http_cookie"))
+    assert up.body["stype"] == "http_cookie" and up.body["ttl_s"] == 5
+
+
+@pytest.mark.parametrize("args, error", [
+    ({"app_id": "nope"}, KeyError), ({"sid": ""}, ValueError), ({"sid": "s" * 257}, ValueError),
+    ({"sid": "\u00e9" * 129}, ValueError), ({"sid": "a\nb"}, ValueError), ({"client": "client"}, ValueError),
+    ({"client": "10.0.0.256"}, ValueError), ({"ttl_s": 0}, ValueError), ({"ttl_s": -1}, ValueError),
+    ({"ttl_s": float("inf")}, ValueError), ({"ttl_s": 86401}, ValueError), ({"ttl_s": True}, ValueError),
+    ({"stype": "App"}, ValueError), ({"stype": "sess:x"}, ValueError), ({"stype": ""}, ValueError),
+])
+def test_bad_session_up_is_refused_without_sending(args, error):
+    core, _ = started()
+    call = {"app_id": APP2, "sid": "S1", "client": CLIENT, "now": 100.0, **args}
+    with pytest.raises(error):
+        core.session_up(**call)
+    assert core.live_sessions() == []
+
+
+def test_session_limits():
+    core, ctl = started()
+    longest = "\U0001F600" * 64
+    ctl.receive(core.session_up(APP2, longest, "255.255.255.255", now=100.0, ttl_s=86400, stype="t" * 32))
+    ctl.receive(core.session_down(APP2, longest))
+    core.session_up(APP2, "S1", CLIENT, now=100.0)
+    with pytest.raises(ValueError, match="belongs to"):
+        core.session_down(APP, "S1")
+    assert [s.sid for s in core.live_sessions()] == ["S1"]
+
+
+def test_the_session_table_is_bounded(monkeypatch):
+    monkeypatch.setattr(agent_core, "MAX_SESSIONS", 2)
+    core, _ = started()
+    core.session_up(APP2, "S1", CLIENT, now=100.0)
+    core.session_up(APP2, "S2", CLIENT, now=100.0)
+    with pytest.raises(ValueError, match="full"):
+        core.session_up(APP2, "S3", CLIENT, now=100.0)
+    assert len(core.session_up(APP2, "S2", CLIENT, now=101.0)) == 1  # renewing an existing one is fine
+
+
+def test_renewal_extends_the_lease_and_a_changed_session_is_downed_first():
+    core, ctl = started()
+    ctl.receive(core.session_up(APP2, "S1", CLIENT, now=100.0, ttl_s=60))
+    renewed = core.session_up(APP2, "S1", CLIENT, now=150.0, ttl_s=60)
+    assert renewed == [Outgoing("session_up", up_body(), CONTROLLERS)]
+    assert core.sessions["S1"].expires_at == 210.0 and core.sessions["S1"].refresh_at == 180.0
+    moved = core.session_up(APP, "S1", "192.0.2.8", now=151.0, ttl_s=60)
+    assert [out.type for out in moved] == ["session_down", "session_up"]
+    assert moved[0].body == down_body()
+    assert moved[1].body["client"] == "192.0.2.8" and moved[1].body["pport"] == 80
+    ctl.receive(moved)
+    same_key_other_endpoint = core.session_up(APP2, "S1", "192.0.2.8", now=152.0, ttl_s=60)
+    assert [out.type for out in same_key_other_endpoint] == ["session_up"]  # the controller overwrites it
+
+
+def test_sessions_are_refreshed_at_half_ttl_and_expire_with_a_session_down():
+    core, ctl = started()
+    core.tick(100.0)
+    ctl.receive(core.session_up(APP2, "S1", CLIENT, now=100.0, ttl_s=60))
+    ctl.receive(core.session_up(APP2, "S2", CLIENT, now=100.0, ttl_s=600))
+    assert core.next_deadline() == 101.0
+    assert session_messages(core.tick(129.9)) == []
+    assert core.next_deadline() == 130.0  # S1's refresh comes before the heartbeat due at 130.9
+    refresh = session_messages(core.tick(130.0))
+    assert refresh == [Outgoing("session_up", up_body(ttl_s=30.0), CONTROLLERS)]
+    ctl.receive(refresh)
+    assert core.sessions["S1"].refresh_at == 160.0 and core.sessions["S1"].expires_at == 160.0
+    assert session_messages(core.tick(159.9)) == []
+    expired = session_messages(core.tick(160.0))
+    assert expired == [Outgoing("session_down", down_body(), CONTROLLERS)]
+    ctl.receive(expired)
+    assert [s.sid for s in core.live_sessions()] == ["S2"]
+    assert session_messages(core.tick(399.0)) == []
+    [refresh] = session_messages(core.tick(400.0))
+    assert refresh.body == up_body("S2", ttl_s=300.0)
+    assert core.sessions["S2"].refresh_at == 700.0
+    [gone] = session_messages(core.tick(1000.0))  # a late tick: expired rather than refreshed
+    assert gone.type == "session_down" and core.live_sessions() == []
+
+
+def test_a_step_back_of_the_clock_keeps_what_is_left_of_the_lease():
+    core, _ = started()
+    core.session_up(APP2, "S1", CLIENT, now=100.0, ttl_s=60)
+    assert session_messages(core.tick(50.0)) == []
+    session = core.sessions["S1"]
+    assert (session.announced_at, session.refresh_at, session.expires_at) == (50.0, 80.0, 110.0)
+    [refresh] = session_messages(core.tick(80.0))
+    assert refresh.body["ttl_s"] == 30.0
+
+
+def test_a_snapshot_request_re_announces_live_sessions_to_the_requester():
+    core, ctl = started()
+    core.session_up(APP2, "S2", CLIENT, now=100.0, ttl_s=60)
+    core.session_up(APP, "S1", "192.0.2.9", now=100.0, ttl_s=20)
+    core.session_up(APP2, "S3", CLIENT, now=100.0, ttl_s=5)  # expired at 110 but not yet swept by a tick
+    sent = answer(core, msg("get_snapshot", {"lbu_id": 1, "host_id": "h1", "reason": "unknown host"}), OTHER, 110.0)
+    assert [out.type for out in sent] == ["snapshot", "session_up", "session_up"]
+    assert all(out.to == (OTHER,) for out in sent)
+    assert [out.body["sid"] for out in sent[1:]] == ["S1", "S2"]
+    assert sent[1].body["ttl_s"] == 10.0 and sent[1].body["client"] == "192.0.2.9"
+    assert sent[2].body == up_body("S2", ttl_s=50.0)
+    ctl.receive(sent)
+    assert core.sessions["S2"].refresh_at == 130.0  # the periodic refresh to every controller is unchanged
+    wrong = answer(core, msg("postulate_wrong", {"from": "lbu:1", "host_id": "h1", "checksum_actual": 1}), LBU, 111.0)
+    assert [out.type for out in wrong] == ["snapshot", "session_up", "session_up"]
+    assert answer(core, msg("get_snapshot", {"lbu_id": 1, "host_id": "h2", "reason": ""}), OTHER, 110.0) == []
+    postulate = msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": core.table.checksum})
+    assert answer(core, postulate, LBU, 112.0) == []
+
+
+def test_format_sessions():
+    core, _ = started()
+    core.session_up(APP2, "S1", CLIENT, now=100.0, ttl_s=60)
+    core.session_up(APP, "a-much-longer-session-id", "192.0.2.10", now=100.0, ttl_s=600, stype="http_cookie")
+    view = {"host_id": "h1", "sessions": [s.to_dict(130.0) for s in core.live_sessions()]}
+    lines = format_sessions(view).splitlines()
+    assert lines[0] == "host h1  sessions 2"
+    assert lines[1].split() == ["SID", "STYPE", "CLIENT", "VIP", "PHYSICAL", "EXPIRES_IN"]
+    assert lines[2].split() == ["S1", "app", CLIENT, "10.0.0.100:80/tcp", "10.0.0.11:8080", "30.0s"]
+    assert lines[3].split() == ["a-much-longer-session-id", "http_cookie", "192.0.2.10", "10.0.0.100:80/tcp",
+                                "10.0.0.11:80", "570.0s"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import os
 import random
 import select
@@ -110,6 +111,10 @@ apps:
     def table(self) -> dict[str, Any]:
         return control(self.control_socket, {"cmd": "table"})
 
+    def cli(self, *args: str) -> int:
+        """Run an ``nlb-sdn-agent`` control subcommand against this agent's control socket."""
+        return cli_main([*args, "--socket", self.control_socket])
+
     def stop(self) -> None:
         """Stop the agent this test started, by PID, and close the sockets."""
         if self.proc.poll() is None:
@@ -199,6 +204,74 @@ def test_cli_table_set_target_and_set_load(agent: Agent, capsys):
     assert cli_main(["set-target", "nope", "active", "--socket", agent.control_socket]) == 1
     assert control(agent.control_socket, {"cmd": "reboot"}) == {"ok": False, "error": "unknown command 'reboot'"}
     assert cli_main(["table", "--socket", str(agent.directory / "absent.sock")]) == 1
+
+
+CLIENT = "192.0.2.7"
+
+
+def test_cli_session_up_sends_a_verified_session_up_and_down_a_session_down(agent: Agent, capsys):
+    agent.receive("postulate")
+    assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT, "--ttl", "600") == 0
+    assert f"session app S1 of client {CLIENT} on {agent.app_id}: up for 600 s" in capsys.readouterr().out
+    up = agent.receive("session_up", lambda m: m.body["sid"] == "S1")
+    assert up.body == {"host_id": "h1", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80,
+                       "proto": "tcp", "pip": "127.0.0.1", "pport": agent.app_port, "client": CLIENT, "ttl_s": 600.0}
+    assert agent.cli("session-up", agent.static_app_id, "--sid", "c-2", "--client", "192.0.2.8",
+                     "--stype", "http_cookie") == 0
+    assert agent.receive("session_up", lambda m: m.body["sid"] == "c-2").body["ttl_s"] == 600.0
+    capsys.readouterr()
+    assert cli_main(["sessions", "--config", str(agent.config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(s["sid"], s["stype"], s["app_id"]) for s in listed["sessions"]] == \
+        [("S1", "app", agent.app_id), ("c-2", "http_cookie", agent.static_app_id)]
+    assert 590 < listed["sessions"][0]["expires_in"] <= 600
+    assert agent.cli("sessions") == 0
+    assert "host h1  sessions 2" in capsys.readouterr().out
+    agent.send("get_snapshot", {"lbu_id": 1, "host_id": "h1", "reason": "controller restarted"})
+    agent.receive("snapshot")
+    again = agent.receive("session_up", lambda m: m.body["sid"] == "S1")
+    assert again.body["client"] == CLIENT and 590 < again.body["ttl_s"] < 600
+    assert cli_main(["session-down", agent.app_id, "--sid", "S1", "--config", str(agent.config)]) == 0
+    assert f"session app S1 of client {CLIENT} on {agent.app_id}: down" in capsys.readouterr().out
+    down = agent.receive("session_down")
+    assert down.body == {"host_id": "h1", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80,
+                         "client": CLIENT}
+    assert [s["sid"] for s in control(agent.control_socket, {"cmd": "sessions"})["sessions"]] == ["c-2"]
+
+
+def test_session_commands_refuse_bad_requests(agent: Agent, capsys):
+    assert agent.cli("session-down", agent.app_id, "--sid", "S1") == 1
+    assert "no session 'S1'" in capsys.readouterr().err
+    assert agent.cli("session-up", "nope", "--sid", "S1", "--client", CLIENT) == 1
+    assert "no app 'nope'" in capsys.readouterr().err
+    assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", "client-1") == 1
+    assert "client must be an IPv4 address" in capsys.readouterr().err
+    assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT, "--stype", "Cookie") == 1
+    assert "stype must be" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT, "--ttl", "0")
+    for request, error in [({"sid": 5}, "sid must be a string"), ({"ttl_s": "600"}, "ttl must be"),
+                           ({"client": None}, "client must be"), ({"sid": "x" * 300}, "sid must be")]:
+        reply = control(agent.control_socket, {"cmd": "session-up", "app_id": agent.app_id, "sid": "S1",
+                                               "client": CLIENT, **request})
+        assert reply["ok"] is False and error in reply["error"], reply
+    assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT) == 0
+    assert agent.cli("session-down", agent.static_app_id, "--sid", "S1") == 1
+    assert "belongs to" in capsys.readouterr().err
+    assert control(agent.control_socket, {"cmd": "sessions"})["sessions"][0]["sid"] == "S1"
+
+
+def test_a_session_is_refreshed_at_half_its_ttl_then_expires_with_a_session_down(agent: Agent):
+    agent.receive("postulate")
+    started = time.monotonic()
+    assert agent.cli("session-up", agent.app_id, "--sid", "short", "--client", CLIENT, "--ttl", "1.2") == 0
+    assert agent.receive("session_up").body["ttl_s"] == 1.2
+    refresh = agent.receive("session_up")
+    assert time.monotonic() - started >= 0.55 and 0.3 < refresh.body["ttl_s"] <= 0.6
+    down = agent.receive("session_down")
+    assert time.monotonic() - started >= 1.15
+    assert down.body["sid"] == "short" and down.body["client"] == CLIENT
+    assert control(agent.control_socket, {"cmd": "sessions"})["sessions"] == []
 
 
 def test_a_second_agent_does_not_steal_the_control_socket(agent: Agent):

@@ -29,8 +29,10 @@ BODIES: dict[str, dict[str, Any]] = {
     "postulate": {"from": "lbu:1", "host_id": "h1", "checksum": 4, "current": {ROW["app_id"]: "active"}},
     "postulate_wrong": {"from": "h1", "host_id": "h1", "checksum_actual": 5},
     "set_target_state": {"lbu_id": 1, "app_id": ROW["app_id"], "target": "draining"},
-    "session_up": {},
-    "session_down": {},
+    "session_up": {"host_id": "h1", "stype": "app", "sid": "S-1", "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
+                   "pip": "10.0.0.11", "pport": 8080, "client": "192.0.2.7", "ttl_s": 600},
+    "session_down": {"host_id": "h1", "stype": "app", "sid": "S-1", "vip": "10.0.0.100", "vport": 80,
+                     "client": "192.0.2.7"},
 }
 
 
@@ -173,6 +175,17 @@ def test_missing_body_field_is_malformed(type, field):
     ("postulate", {"current": {ROW["app_id"]: "failed"}}), ("postulate", {"current": [ROW["app_id"]]}),
     ("postulate", {"current": {ROW["app_id"]: ["active"]}}), ("postulate_wrong", {"checksum_actual": 1.0}),
     ("set_target_state", {"target": "drained"}), ("set_target_state", {"app_id": 5}),
+    ("session_up", {"stype": ""}), ("session_up", {"stype": "App"}), ("session_up", {"stype": "sess:app"}),
+    ("session_up", {"stype": "a" * 33}), ("session_up", {"stype": 1}), ("session_up", {"sid": ""}),
+    ("session_up", {"sid": "s" * 257}), ("session_up", {"sid": "\u00e9" * 129}), ("session_up", {"sid": 7}),
+    ("session_up", {"vip": "10.0.0.300"}), ("session_up", {"vip": "010.0.0.1"}), ("session_up", {"pip": "::1"}),
+    ("session_up", {"client": "client"}), ("session_up", {"client": None}), ("session_up", {"vport": 0}),
+    ("session_up", {"vport": 65536}), ("session_up", {"pport": "80"}), ("session_up", {"pport": True}),
+    ("session_up", {"proto": "udp"}), ("session_up", {"ttl_s": 0}), ("session_up", {"ttl_s": -1.5}),
+    ("session_up", {"ttl_s": float("inf")}), ("session_up", {"ttl_s": float("nan")}), ("session_up", {"ttl_s": "600"}),
+    ("session_up", {"ttl_s": True}), ("session_up", {"host_id": ""}), ("session_down", {"sid": "s" * 257}),
+    ("session_down", {"stype": "x-y"}), ("session_down", {"client": "192.0.2.256"}), ("session_down", {"vport": 1.0}),
+    ("session_down", {"vip": 1}),
 ])
 def test_badly_typed_body_field_is_malformed(type, change):
     v = verifier()
@@ -200,6 +213,22 @@ def test_longest_app_ids_pass():
         ("snapshot", {**BODIES["snapshot"], "rows": [row.to_dict()]}),
     ]):
         assert v.verify(encode(KEY, type, "h1", seq, NOW, body), NOW) is not None, type
+
+
+def test_session_bodies_accept_the_limits_and_ignore_extra_fields():
+    v = verifier()
+    longest = {**BODIES["session_up"], "host_id": "h" * 64, "stype": "t" * 32, "sid": "\U0001F600" * 64,
+               "vip": "255.255.255.255", "pip": "255.255.255.255", "client": "255.255.255.255", "vport": 65535,
+               "pport": 65535, "ttl_s": 1e300}
+    data = encode(KEY, "session_up", "h" * 64, 2**64 - 1, NOW, longest)
+    assert len(data) <= UDP_MAX_SIZE
+    assert v.verify(data, NOW) is not None
+    for seq, (type, body) in enumerate([("session_up", {**BODIES["session_up"], "ttl_s": 0.001}),
+                                        ("session_up", {**BODIES["session_up"], "stype": "http_cookie", "x": 1}),
+                                        ("session_down", {**BODIES["session_down"], "sid": "s" * 256, "ttl_s": 0}),
+                                        ("session_down", {**BODIES["session_down"], "stype": "tls_session_id"})]):
+        assert v.verify(encode(KEY, type, "h1", seq, NOW, body), NOW) is not None, body
+    assert not v.dropped
 
 
 def test_sequence_counter_starts_at_wall_clock_microseconds_and_grows():
