@@ -64,8 +64,8 @@ def client_prefix(client_ip: str, prefix_len: int) -> str:
 
 
 def client_ip_sid(vip: str, client_ip: str, prefix_len: int) -> str:
-    """The identifier of an inferred ``client_ip`` session: VIP name and client prefix."""
-    return f"{vip}/{client_prefix(client_ip, prefix_len)}"
+    """The identifier of an inferred ``client_ip`` session: VIP name and client prefix (``web@10.0.5.0_24``)."""
+    return f"{vip}@{client_prefix(client_ip, prefix_len).replace('/', '_')}"
 
 
 class SessionTable:

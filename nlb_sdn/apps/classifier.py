@@ -153,7 +153,7 @@ class Classifier(RyuApp):
         entries += [(stat.table_id, stat.priority, dict(stat.match.items()), stat.cookie) for stat in msg.body]
         if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             return
-        msgs = self.lb.reconcile(dpid, self.flow_stats.pop(dpid))
+        msgs = self.lb.reconcile(dpid, self.flow_stats.pop(dpid), now=time.time())
         if msgs:
             LOG.info("dpid=%016x: removing %d stale flows", dpid, len(msgs))
             self.send(msg.datapath, msgs)
@@ -185,7 +185,10 @@ class Classifier(RyuApp):
     def flow_removed(self, ev: Any) -> None:
         """Keep the connection table exact as connection flows expire or are deleted."""
         msg = ev.msg
-        msgs = self.lb.handle_flow_removed(msg.datapath.id, msg.table_id, msg.cookie, dict(msg.match.items()))
+        ofp = msg.datapath.ofproto
+        idle = msg.reason in (ofp.OFPRR_IDLE_TIMEOUT, ofp.OFPRR_HARD_TIMEOUT)
+        msgs = self.lb.handle_flow_removed(msg.datapath.id, msg.table_id, msg.cookie, dict(msg.match.items()),
+                                          idle=idle, now=time.time())
         if msgs:
             self.send(msg.datapath, msgs)
 
@@ -219,6 +222,15 @@ class Classifier(RyuApp):
     def hl_cache(self) -> dict[str, Any]:
         """REST backend: the consolidated H&L cache."""
         return self.lb.health.cache.as_dict(time.time())
+
+    def sessions(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
+        """REST backend: session table rows."""
+        now = time.time()
+        return [session.as_dict(now) for session in self.lb.sessions.select(vip, member) if session.expires_at > now]
+
+    def delete_session(self, session_id: str) -> bool:
+        """REST backend: forget one session (here and in the DAM)."""
+        return self.lb.delete_session(session_id)
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """REST backend: tracked connections."""

@@ -444,11 +444,11 @@ class LoadBalancer:
                 return []
             if vip.affinity == CLIENT_IP:
                 self._remember_client(vip, member, seg.src_ip, now)
+        if vip.granularity == "session":
+            return self._plumb_session(dpid, state, member, seg.src_ip, in_port, data, total_len)
         route = self._route(state, member, seg.src_ip, seg.src_port)
         self.selections[(vip.name, member.name)] += 1
         self.packet_in["new_connection"] += 1
-        if vip.granularity == "session":
-            return self._plumb_session(dpid, state, member, seg.src_ip, in_port, data, total_len)
         msgs = self._plumb(route, in_port, data, total_len)
         conn = Connection(dpid, vip.name, member.name, route, now)
         self.connections_by_key[key] = conn
@@ -496,6 +496,13 @@ class LoadBalancer:
         self.affinity["created"] += 1
         self.dam_ops.append(("put", session.key, session.to_data(), vip.session_ttl))
 
+    def delete_session(self, key: str) -> bool:
+        """Forget a session on request (REST); False if there is none."""
+        if key not in self.sessions.sessions:
+            return False
+        self._drop_session(key)
+        return True
+
     def _drop_session(self, key: str) -> None:
         """Forget a session here and in the DAM."""
         if self.sessions.remove(key) is not None:
@@ -507,7 +514,13 @@ class LoadBalancer:
         vip = state.vip
         client = client_prefix(client_ip, vip.affinity_prefix)
         route = self._route(state, member, client_ip, 0, CookieKind.SESSION)
-        self.session_flows[(dpid, vip.name, client)] = member.name
+        flow_key = (dpid, vip.name, client)
+        if flow_key in self.session_flows:
+            self.packet_in["session_flow_pending"] += 1
+        else:
+            self.packet_in["new_session"] += 1
+            self.selections[(vip.name, member.name)] += 1
+        self.session_flows[flow_key] = member.name
         msgs = builders.session_flows(client, route)
         if len(data) >= total_len:
             msgs.append(builders.packet_out_table(in_port, data))

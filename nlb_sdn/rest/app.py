@@ -59,6 +59,18 @@ class RestBackend(Protocol):
         """The consolidated H&L cache: every host's rows, liveness and checksum."""
         ...
 
+    def sessions(self, vip: str | None = None, member: str | None = None) -> list[dict]:
+        """Session table rows (FIG. 23A), optionally of one VIP and/or endpoint member."""
+        ...
+
+    def delete_session(self, session_id: str) -> bool:
+        """Forget a session here and in the DAM; False when there is no such session."""
+        ...
+
+    def dam_page(self, kind: str, cursor: str | None, count: int) -> dict:
+        """One page of DAM atoms (FIG. 23B rows: key, data, metadata) of a kind, and the next cursor."""
+        ...
+
 
 class HttpError(Exception):
     """An error response: HTTP status, short code and a detail naming the key."""
@@ -189,6 +201,9 @@ class RestApp:
             (vip + r"/members/(?P<member>[^/]+)/state", {"GET": self.get_member_state, "PUT": self.set_member_state}),
             (vip + r"/allotment", {"GET": self.get_allotment}),
             (r"/v1/hl/cache", {"GET": self.get_hl_cache}),
+            (r"/v1/sessions", {"GET": self.get_sessions}),
+            (r"/v1/sessions/(?P<session>.+)", {"DELETE": self.delete_session}),
+            (r"/v1/dam", {"GET": self.get_dam}),
             (r"/v1/connections", {"GET": self.get_connections}),
             (r"/v1/stats", {"GET": self.get_stats}),
             (r"/v1/config", {"GET": self.get_config}),
@@ -370,6 +385,47 @@ class RestApp:
     def get_hl_cache(self, request: Request) -> Response:
         """GET /v1/hl/cache: the consolidated H&L cache."""
         return json_response(self.backend.hl_cache())
+
+    def get_sessions(self, request: Request) -> Response:
+        """GET /v1/sessions?vip=&endpoint=: the session table; ``endpoint`` is a member name or ``ip:port``."""
+        for key in request.GET:
+            if key not in ("vip", "endpoint"):
+                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        vip = request.GET.get("vip") or None
+        endpoint = request.GET.get("endpoint") or None
+        config = self.backend.current_config()
+        if vip is not None:
+            _vip_index(config, vip)
+        if endpoint is not None:
+            pools = config.vips if vip is None else [config.vips[_vip_index(config, vip)]]
+            names = [pool.members[i].name for pool in pools if (i := _lookup_member(pool, endpoint)) is not None]
+            if not names:
+                raise HttpError(404, "not_found", f"endpoint: no member {endpoint!r}")
+            endpoint = names[0]
+        sessions = self.backend.sessions(vip, endpoint)
+        return json_response({"sessions": sessions, "count": len(sessions)})
+
+    def delete_session(self, request: Request, session: str) -> Response:
+        """DELETE /v1/sessions/{id}: 204; the id is the session's DAM key, e.g. ``sess:client_ip:web@10.0.0.1``."""
+        if not self.backend.delete_session(session):
+            raise HttpError(404, "not_found", f"no session {session!r}")
+        return Response(status=204)
+
+    def get_dam(self, request: Request) -> Response:
+        """GET /v1/dam?kind=route|session&cursor=&count=: atoms, one page at a time."""
+        for key in request.GET:
+            if key not in ("kind", "cursor", "count"):
+                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        kind = request.GET.get("kind", "route")
+        if kind not in ("route", "session"):
+            raise HttpError(400, "invalid", f"kind: {kind!r} is not route or session")
+        try:
+            count = int(request.GET.get("count", "100"))
+        except ValueError:
+            raise HttpError(400, "invalid", "count: not a whole number") from None
+        if not 1 <= count <= 1000:
+            raise HttpError(400, "invalid", "count: must be 1..1000")
+        return json_response(self.backend.dam_page(kind, request.GET.get("cursor") or None, count))
 
     # --- read-only views --------------------------------------------------------------------------------------
 

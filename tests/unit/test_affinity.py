@@ -51,7 +51,7 @@ def test_client_ip_affinity_pins_a_client_while_clients_follow_the_allotment():
     assert sum(selections.values()) == 400
     sessions = lb.stats()["sessions"]
     assert sessions["total"] == 31 and sessions["affinity"]["created"] == 31
-    assert ("put", "sess:client_ip:web/10.0.0.1", lb.sessions.sessions["sess:client_ip:web/10.0.0.1"].to_data(),
+    assert ("put", "sess:client_ip:web@10.0.0.1", lb.sessions.sessions["sess:client_ip:web@10.0.0.1"].to_data(),
             600.0) in lb.dam_ops
 
 
@@ -60,7 +60,7 @@ def test_prefix_affinity_groups_a_subnet():
     syn(lb, "10.0.5.1", 40000)
     syn(lb, "10.0.5.200", 40000)
     assert member_of(lb, "10.0.5.1", 40000) == member_of(lb, "10.0.5.200", 40000)
-    assert "sess:client_ip:web/10.0.5.0/24" in lb.sessions.sessions
+    assert "sess:client_ip:web@10.0.5.0_24" in lb.sessions.sessions
 
 
 def test_session_on_an_inactive_member_is_dropped_but_draining_keeps_it():
