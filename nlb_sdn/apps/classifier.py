@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from nlb_sdn.config import Config, load_config
 from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.dam import make_dam
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
                                ofproto_v1_3, set_ev_cls)
@@ -23,6 +24,7 @@ from nlb_sdn.rest.server import listen, serve_on
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
+DAM_PERIOD = 0.05
 LOG = logging.getLogger("nlb_sdn.classifier")
 
 
@@ -79,7 +81,10 @@ class Classifier(RyuApp):
             self.hl_socket.bind((health.listen_host, health.listen_port))
             hub.spawn(self.hl_receive_loop)
             LOG.info("H&L messages on udp://%s:%d", health.listen_host, health.listen_port)
+        self.dam = make_dam(config.controller.dam)
+        self.load_from_dam()
         hub.spawn(self.tick_loop)
+        hub.spawn(self.dam_loop)
         rest = self.lb.config.controller.rest
         if rest.enabled:
             sock = listen(rest.host, rest.port)
@@ -110,6 +115,59 @@ class Classifier(RyuApp):
             except Exception:  # noqa: BLE001 - the timer must keep running
                 self.errors["handler:tick"] += 1
                 LOG.exception("periodic H&L work failed")
+
+    def load_from_dam(self) -> None:
+        """At start: every route and session atom the DAM holds (the Redis backend survives our restarts)."""
+        now = time.time()
+        atoms = []
+        for prefix in ("conn:", "sess:"):
+            cursor: str | None = None
+            while True:
+                page, cursor = self.dam.scan(prefix, cursor, 1000, now)
+                atoms += page
+                if cursor is None:
+                    break
+        self.lb.load_atoms(atoms, now)
+        LOG.info("loaded %d atoms from the DAM (%s)", len(atoms), self.lb.config.controller.dam.backend)
+
+    def dam_loop(self) -> None:
+        """Write the core's DAM operations, follow other LBUs' changes, keep the store healthy (own green thread)."""
+        next_maintain = 0.0
+        while True:
+            hub.sleep(DAM_PERIOD)
+            try:
+                now = time.time()
+                ops, self.lb.dam_ops = self.lb.dam_ops, []
+                for op in ops:
+                    self.apply_dam_op(op, now)
+                for change in self.dam.poll_changes():
+                    self.lb.apply_dam_change(change.op, change.key, change.atom, now)
+                if now >= next_maintain:
+                    self.dam.maintain(now)
+                    self.lb.expire(now)
+                    next_maintain = now + 1.0
+            except Exception:  # noqa: BLE001 - the writer must keep running
+                self.errors["handler:dam"] += 1
+                LOG.exception("DAM work failed")
+
+    def apply_dam_op(self, op: tuple[Any, ...], now: float) -> None:
+        """One queued write of the core: put, touch or delete."""
+        origin = self.lb.origin
+        if op[0] == "put":
+            self.dam.put(op[1], op[2], origin=origin, ttl=op[3], now=now)
+        elif op[0] == "touch":
+            self.dam.touch(op[1], op[2], now)
+        else:
+            self.dam.delete(op[1], now)
+
+    def dam_page(self, kind: str, cursor: str | None, count: int) -> dict[str, Any]:
+        """REST backend: one page of DAM atoms of a kind."""
+        prefix = "conn:" if kind == "route" else "sess:"
+        atoms, next_cursor = self.dam.scan(prefix, cursor, count, time.time())
+        return {"kind": kind, "atoms": [{"key": a.key, "data": a.data,
+                                          "metadata": {"version": a.version, "origin": a.origin,
+                                                       "expires_at": a.expires_at}} for a in atoms],
+                "count": len(atoms), "next_cursor": next_cursor}
 
     def send_datagrams(self, datagrams: list[tuple[tuple[str, int], bytes]]) -> None:
         """Send H&L messages to agents (UDP, best effort: the protocol resyncs what is lost)."""
@@ -245,4 +303,5 @@ class Classifier(RyuApp):
         stats["sent"] = dict(self.sent)
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
+        stats["dam"] = self.dam.stats()
         return stats

@@ -14,6 +14,7 @@ import zlib
 from typing import Annotated, Any, Literal
 
 import yaml
+from nlb_sdn.dam import DamConfig
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
@@ -250,6 +251,7 @@ class Controller(Strict):
     packet_in_max_len: int = Field(default=128, ge=64, le=65535)
     rest: Rest = Field(default_factory=Rest)
     health: Health = Field(default_factory=Health)
+    dam: DamConfig = Field(default_factory=DamConfig)
 
 
 class Config(Strict):

@@ -22,7 +22,6 @@ from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Ta
 ConnKey = tuple[str, int, str, int]
 DamOp = tuple[Any, ...]
 """A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
-ROUTE_LINGER = 120.0
 
 
 def route_key(key: ConnKey) -> str:
@@ -226,7 +225,8 @@ class LoadBalancer:
                 member = state.vip.member(atom.data.get("member", "")) if state else None
                 if state is not None and member is not None:
                     route = self._route(state, member, client_ip, int(client_port))
-                    until = atom.expires_at if atom.expires_at is not None else now + ROUTE_LINGER
+                    until = atom.expires_at if atom.expires_at is not None else (
+                        now + self._config.controller.dam.route_linger)
                     self.lingering[conn_key] = (Connection(0, state.vip.name, member.name, route, now), until)
 
     def known_switch(self, dpid: int) -> bool:
@@ -579,8 +579,9 @@ class LoadBalancer:
             return []
         self._forget(key)
         if idle:
-            self.lingering[key] = (conn, now + ROUTE_LINGER)
-            self.dam_ops.append(("touch", route_key(key), ROUTE_LINGER))
+            linger = self._config.controller.dam.route_linger
+            self.lingering[key] = (conn, now + linger)
+            self.dam_ops.append(("touch", route_key(key), linger))
         else:
             self.dam_ops.append(("delete", route_key(key)))
         return builders.nat_connection_deletes(conn.route)

@@ -1,0 +1,36 @@
+"""Distributed atom manager (DAM) 2202: versioned, expiring atoms (routes and sessions) in one interface over an
+in-process backend and a Redis backend shared by several LBU instances."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nlb_sdn.dam.atoms import (KINDS, SESSION_TYPES, Atom, Change, Dam, VersionConflict, expiry, kind_of, route_key,
+                               session_key)
+from nlb_sdn.dam.memory import MemoryDam
+from nlb_sdn.dam.redis_backend import RedisDam
+
+__all__ = ["KINDS", "SESSION_TYPES", "Atom", "Change", "Dam", "DamConfig", "MemoryDam", "RedisDam", "VersionConflict",
+           "expiry", "kind_of", "make_dam", "route_key", "session_key"]
+
+
+class DamConfig(BaseModel):
+    """The ``dam`` config section: which backend holds the atoms, and the atom lifetimes."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: Literal["memory", "redis"] = "memory"
+    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    prefix: str = Field(default="nlb:", pattern=r"^[A-Za-z0-9_.:-]{0,32}$")
+    queue_limit: int = Field(default=10_000, ge=1, le=10_000_000)
+    route_linger: float = Field(default=120, gt=0, le=86_400)
+    session_ttl: float = Field(default=600, gt=0, le=30 * 86_400)
+
+
+def make_dam(config: DamConfig) -> Dam:
+    """The DAM backend named by ``config``."""
+    if config.backend == "redis":
+        return RedisDam(config.url, prefix=config.prefix, queue_limit=config.queue_limit)
+    return MemoryDam()

@@ -1,0 +1,136 @@
+"""Atoms of the DAM table 2206 (FIG. 23B), their key layout, and the interface both storage backends implement."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+KINDS = {"conn": "route", "sess": "session"}
+"""Key prefix (before the first ``:``) to atom kind; any other key is of kind ``other``."""
+SESSION_TYPES = ("http_cookie", "tls_session_id", "client_ip", "app")
+ChangeOp = Literal["put", "delete", "expire"]
+
+
+def route_key(cip: str, cport: int, vip: str, vport: int) -> str:
+    """The key of a route atom: ``conn:tcp:<cip>:<cport>:<vip>:<vport>``."""
+    return f"conn:tcp:{cip}:{cport}:{vip}:{vport}"
+
+
+def session_key(stype: str, sid: str) -> str:
+    """The key of a session atom: ``sess:<type>:<id>`` (``type`` is one of :data:`SESSION_TYPES`)."""
+    if stype not in SESSION_TYPES:
+        raise ValueError(f"session type {stype!r}: expected one of {', '.join(SESSION_TYPES)}")
+    if not sid:
+        raise ValueError("session id must not be empty")
+    return f"sess:{stype}:{sid}"
+
+
+def kind_of(key: str) -> str:
+    """The kind of the atom under ``key``: ``route``, ``session`` or ``other``."""
+    return KINDS.get(key.partition(":")[0], "other")
+
+
+def expiry(ttl: float | None, now: float) -> float | None:
+    """The absolute expiry ``now + ttl`` as a float (``None`` for no expiry); ``ttl`` must be a finite number > 0."""
+    if ttl is None:
+        return None
+    if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
+        raise ValueError(f"ttl: expected a finite number > 0 or None, got {ttl!r}")
+    return float(now + ttl)
+
+
+@dataclass(frozen=True, slots=True)
+class Atom:
+    """One row of the DAM table: key, data (msgpack-serialisable) and metadata (version, origin LBU, expiry)."""
+
+    key: str
+    data: dict[str, Any]
+    version: int
+    origin: str
+    expires_at: float | None
+
+    @property
+    def kind(self) -> str:
+        """``route``, ``session`` or ``other``, from the key."""
+        return kind_of(self.key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The atom as a JSON-friendly mapping (for REST)."""
+        return {"key": self.key, "kind": self.kind, "data": self.data, "version": self.version,
+                "origin": self.origin, "expires_at": self.expires_at}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of the change feed: an atom was written, deleted or expired (``atom`` only for ``put``)."""
+
+    op: ChangeOp
+    key: str
+    atom: Atom | None
+
+
+class VersionConflict(Exception):
+    """A compare-and-set write whose expected version is not the stored one (0 = the atom does not exist)."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        super().__init__(f"{key}: expected version {expected}, stored version is {actual}")
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class Dam(ABC):
+    """The distributed atom manager: versioned atoms with a TTL, compare-and-set writes and a change feed.
+
+    Every call takes ``now`` (seconds); an atom whose ``expires_at <= now`` does not exist. With the ``redis``
+    backend ``now`` must be the wall clock (``time.time()``), since expiry is shared through the store.
+    """
+
+    backend: str
+
+    @abstractmethod
+    def put(self, key: str, data: dict[str, Any], *, origin: str, ttl: float | None, now: float,
+            expected_version: int | None = None) -> Atom:
+        """Write ``data`` under ``key`` with version stored+1; with ``expected_version``, raise VersionConflict
+        unless it equals the stored version (0 = the atom must not exist)."""
+
+    @abstractmethod
+    def get(self, key: str, now: float) -> Atom | None:
+        """The live atom under ``key``, if any."""
+
+    @abstractmethod
+    def delete(self, key: str, now: float, expected_version: int | None = None) -> bool:
+        """Delete the atom under ``key``; True if a live atom was deleted. Compare-and-set as in :meth:`put`."""
+
+    @abstractmethod
+    def get_many(self, keys: Iterable[str], now: float) -> dict[str, Atom]:
+        """The live atoms among ``keys``, by key."""
+
+    @abstractmethod
+    def touch(self, key: str, ttl: float | None, now: float) -> bool:
+        """Set the atom's expiry to ``now + ttl`` (None: never) without a new version; True if it was live."""
+
+    @abstractmethod
+    def scan(self, prefix: str, cursor: str | None, count: int, now: float) -> tuple[list[Atom], str | None]:
+        """One page of the live atoms whose key starts with ``prefix``, and the cursor of the next page (None: done).
+
+        Start with ``cursor=None``; ``count`` is a hint of the page size.
+        """
+
+    @abstractmethod
+    def poll_changes(self, max_items: int = 1000) -> list[Change]:
+        """Up to ``max_items`` changes seen since the last poll, oldest first; never blocks."""
+
+    @abstractmethod
+    def maintain(self, now: float) -> None:
+        """Periodic work for the shell's timer (memory: sweep expired atoms; redis: reconnect and replay writes)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """Atoms by kind, operation counters, and the degraded state with its queue."""
+
+    def close(self) -> None:
+        """Release connections (nothing to release by default)."""

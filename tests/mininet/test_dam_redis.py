@@ -1,0 +1,120 @@
+"""The Redis DAM in the lab: two controller instances see the same sessions; a restart rebuilds from the DAM."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+from typing import Iterator
+
+import pytest
+import yaml
+
+from nlb_sdn.lab.harness import Lab, wait_for
+from tests.mininet.conftest import VIP, free_port, needs_lab
+from tests.redis_server import RedisServer
+from topologies import FabricTopo, lab_config
+
+pytestmark = [pytest.mark.mininet, needs_lab]
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_lab(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    topo = FabricTopo(clients=4, backends=3)
+    vips = [{"name": "web", "address": VIP, "port": 80, "affinity": "client_ip", "idle_timeout": 5,
+             "members": topo.members()}]
+    config = lab_config(topo, vips, dam={"backend": "redis", "url": redis.url, "prefix": "labtest:"})
+    lab = Lab(topo, config, workdir=str(tmp_path_factory.mktemp("redis-lab")), ofp_port=free_port(),
+              rest_port=free_port())
+    with lab:
+        lab.wait_switches_connected()
+        yield lab
+
+
+def rest(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        import json
+
+        return json.loads(response.read())
+
+
+def connect(lab: Lab, client: str, count: int) -> dict:
+    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", 2, "--timeout", 60])
+    assert summary["errors"] == 0 and summary["ok"] == count, summary
+    return summary
+
+
+@pytest.fixture
+def second_lbu(redis_lab: Lab, tmp_path) -> Iterator[int]:
+    """A second controller instance (LBU 2) on the same Redis; no switch connects to it. Yields its REST port."""
+    config = yaml.safe_load(redis_lab.config_path.read_text())
+    rest_port = free_port()
+    config["controller"]["lbu_id"] = 2
+    config["controller"]["rest"]["port"] = rest_port
+    path = tmp_path / "lbu2.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with open(tmp_path / "lbu2.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", str(path),
+                                 "--ofp-tcp-listen-port", str(free_port())], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: _answers(rest_port), timeout=20, what="LBU 2's REST API")
+        yield rest_port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _answers(port: int) -> bool:
+    try:
+        rest(port, "/v1/stats")
+        return True
+    except OSError:
+        return False
+
+
+def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, second_lbu: int):
+    connect(redis_lab, "c1", 5)
+    first = {s["id"]: s["member"] for s in redis_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]}
+    wait_for(lambda: first.items() <= {s["id"]: s["member"]
+                                       for s in rest(second_lbu, "/v1/sessions?vip=web")["sessions"]}.items(),
+             timeout=5, what="LBU 2 to hold LBU 1's sessions")
+    connect(redis_lab, "c2", 5)
+    wait_for(lambda: "sess:client_ip:web@10.0.0.2" in {s["id"] for s in rest(second_lbu, "/v1/sessions")["sessions"]},
+             timeout=5, what="LBU 2 to follow a new session through the change feed")
+    atoms = rest(second_lbu, "/v1/dam?kind=session")["atoms"]
+    session = next(a for a in atoms if a["key"] == "sess:client_ip:web@10.0.0.2")
+    assert session["metadata"]["origin"] == "lbu:1" and session["metadata"]["expires_at"] is not None
+    routes = redis_lab.rest("GET", "/v1/dam?kind=route&count=1000")["atoms"]
+    assert len(routes) >= 10 and all(a["data"]["member"] in ("h1", "h2", "h3") for a in routes)
+    assert rest(second_lbu, "/v1/stats")["dam"]["degraded"] is False
+
+
+def test_restart_with_redis_rebuilds_from_the_dam_and_breaks_no_transfer(redis_lab: Lab):
+    clients = redis_lab.topo.clients
+    earlier = {c["client"] for c in redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
+    transfers = [redis_lab.start_client(clients[i % len(clients)],
+                                        ["download", VIP, "--bytes", 2_500_000, "--rate", 500_000, "--timeout", 60])
+                 for i in range(10)]
+    wait_for(lambda: len({c["client"] for c in redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
+                         - earlier) >= 10, timeout=15, what="ten transfers plumbed")
+    redis_lab.stop_controller()
+    redis_lab.start_controller()
+    redis_lab.wait_switches_connected()
+    log = redis_lab.controller_log.read_text()
+    loaded = [line for line in log.splitlines() if "atoms from the DAM (redis)" in line][-1]
+    assert int(loaded.split("loaded ")[1].split()[0]) >= 10, loaded
+    results = [redis_lab.collect_client(proc, timeout=90) for proc in transfers]
+    assert [r for r in results if not r["ok"] or r["bytes"] != 2_500_000] == []
+    sessions_after = {s["id"] for s in redis_lab.rest("GET", "/v1/sessions")["sessions"]}
+    assert "sess:client_ip:web@10.0.0.1" in sessions_after
