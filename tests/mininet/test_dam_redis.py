@@ -118,3 +118,19 @@ def test_restart_with_redis_rebuilds_from_the_dam_and_breaks_no_transfer(redis_l
     assert [r for r in results if not r["ok"] or r["bytes"] != 2_500_000] == []
     sessions_after = {s["id"] for s in redis_lab.rest("GET", "/v1/sessions")["sessions"]}
     assert "sess:client_ip:web@10.0.0.1" in sessions_after
+
+
+def test_redis_outage_degrades_to_local_decisions_and_replays(redis_lab: Lab, redis: RedisServer):
+    redis.stop()
+    try:
+        summary = connect(redis_lab, "c3", 20)
+        assert sum(summary["served_by"].values()) == 20
+        wait_for(lambda: redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=5,
+                 what="the DAM to report degraded")
+        assert redis_lab.rest("GET", "/v1/stats")["dam"]["queued"] > 0
+    finally:
+        redis.start()
+    wait_for(lambda: not redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=10,
+             what="the DAM to reconnect and replay")
+    routes = {a["key"] for a in redis_lab.rest("GET", "/v1/dam?kind=route&count=1000")["atoms"]}
+    assert any(key.startswith("conn:tcp:10.0.0.3:") for key in routes)

@@ -46,7 +46,8 @@ def hl_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     hl_port = free_port()
     topo = FabricTopo(clients=3, backends=3, mgmt=True)
     members = [dict(m, health="agent") for m in topo.members()]
-    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "idle_timeout": IDLE, "members": members}],
+    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "idle_timeout": IDLE, "affinity": "app",
+                                "members": members}],
                         health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
                                 "key_file": str(key_file)})
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=free_port()) as lab:
@@ -124,8 +125,14 @@ def test_raising_reported_load_lowers_the_share(hl_lab: Lab):
     assert hl_lab.agent_cli("h1", ["set-load", app_id(hl_lab.topo, "h1"), "30"]).returncode == 0
     try:
         wait_for(lambda: row_of(hl_lab, "h1")["load"] == 30, timeout=5, what="the cache to hold h1's new load")
+
+        def allotment_follows() -> bool:
+            """A few connections keep the allotment in use; it is refreshed within one duration (2 s)."""
+            connect(hl_lab, "c1", 5)
+            return hl_lab.rest("GET", "/v1/vips/web/allotment")["values"]["h1"] < 20
+
+        wait_for(allotment_follows, timeout=10, interval=0.2, what="an allotment that reflects h1's load")
         assert shares(connect(hl_lab, "c1", 200)).get("h1", 0.0) < 25.0
-        assert hl_lab.rest("GET", "/v1/vips/web/allotment")["values"]["h1"] < 20
     finally:
         hl_lab.agent_cli("h1", ["set-load", app_id(hl_lab.topo, "h1"), "0"])
 
@@ -186,6 +193,21 @@ def test_drain_during_a_long_transfer(hl_lab: Lab):
     finally:
         hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
     wait_for(lambda: member in allotted(hl_lab), timeout=10, what=f"{member} active again")
+
+
+def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(hl_lab: Lab):
+    app = app_id(hl_lab.topo, "h3")
+    up = hl_lab.agent_cli("h3", ["session-up", app, "--sid", "cart-42", "--client", "10.0.0.3", "--ttl", "300"])
+    assert up.returncode == 0, up.stderr
+    wait_for(lambda: "sess:app:cart-42" in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+             timeout=5, what="the controller to record the app session")
+    row = next(s for s in hl_lab.rest("GET", "/v1/sessions?vip=web")["sessions"] if s["id"] == "sess:app:cart-42")
+    assert row["identifier"] == "cart-42" and row["type"] == "app" and row["member"] == "h3"
+    assert connect(hl_lab, "c3", 50)["served_by"] == {"h3": 50}
+    assert hl_lab.agent_cli("h3", ["session-down", app, "--sid", "cart-42"]).returncode == 0
+    wait_for(lambda: "sess:app:cart-42" not in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+             timeout=5, what="the session to be gone")
+    assert set(connect(hl_lab, "c3", 60)["served_by"]) == {"h1", "h2", "h3"}
 
 
 def test_stopped_agent_fails_its_host_and_a_goodbye_removes_it_at_once(hl_lab: Lab):
