@@ -7,10 +7,9 @@ import os
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, Strict, validation_error
+from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, Strict, read_config_data, validate_model
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, encode
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
 
@@ -199,22 +198,12 @@ def worst_snapshot_size(host_id: str, rows: list[Row]) -> int:
 
 def parse_agent_config(data: Any, source: str = "<agent config>") -> AgentConfig:
     """Validate plain data into an AgentConfig, or raise ConfigError naming source, key and reason."""
-    if not isinstance(data, dict):
+    if data is None:
         raise ConfigError(source, "(top level)", "expected a mapping")
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc, source, data) from None
+    return validate_model(AgentConfig, data, source)
 
 
 def load_agent_config(path: str | os.PathLike[str]) -> AgentConfig:
-    """Load and validate a YAML agent config file, or raise ConfigError."""
-    source = os.fspath(path)
-    try:
-        with open(source, "rb") as handle:
-            data = yaml.safe_load(handle.read())
-    except OSError as exc:
-        raise ConfigError(source, "(file)", exc.strerror or str(exc)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, "(file)", f"cannot parse: {exc}".splitlines()[0]) from None
+    """Load and validate an agent config file (YAML; TOML and JSON by their endings), or raise ConfigError."""
+    data, source = read_config_data(path)
     return parse_agent_config(data, source)

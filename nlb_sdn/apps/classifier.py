@@ -25,6 +25,7 @@ from nlb_sdn.rest.server import listen, serve_on
 CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
 DAM_PERIOD = 0.05
+DAM_MAINTAIN_PERIOD = 1.0
 LOG = logging.getLogger("nlb_sdn.classifier")
 
 
@@ -82,6 +83,7 @@ class Classifier(RyuApp):
             hub.spawn(self.hl_receive_loop)
             LOG.info("H&L messages on udp://%s:%d", health.listen_host, health.listen_port)
         self.dam = make_dam(config.controller.dam)
+        self.dam_stats: dict[str, Any] = self.dam.stats()
         self.load_from_dam()
         hub.spawn(self.tick_loop)
         hub.spawn(self.dam_loop)
@@ -145,7 +147,8 @@ class Classifier(RyuApp):
                 if now >= next_maintain:
                     self.dam.maintain(now)
                     self.lb.expire(now)
-                    next_maintain = now + 1.0
+                    self.dam_stats = self.dam.stats()
+                    next_maintain = now + DAM_MAINTAIN_PERIOD
             except Exception:  # noqa: BLE001 - the writer must keep running
                 self.errors["handler:dam"] += 1
                 LOG.exception("DAM work failed")
@@ -303,5 +306,5 @@ class Classifier(RyuApp):
         stats["sent"] = dict(self.sent)
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
-        stats["dam"] = self.dam.stats()
+        stats["dam"] = self.dam_stats
         return stats

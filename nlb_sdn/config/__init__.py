@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 import zlib
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from nlb_sdn.dam import DamConfig
@@ -329,20 +329,23 @@ def validation_error(exc: ValidationError, source: str, data: Any) -> ConfigErro
     return ConfigError(source, _error_key(loc, data), reason)
 
 
-def parse_config(data: Any, source: str = "<config>") -> Config:
-    """Validate plain data (from YAML, TOML or JSON) into a Config, or raise ConfigError."""
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def validate_model(model: type[ModelT], data: Any, source: str) -> ModelT:
+    """Validate plain data into ``model``, or raise ConfigError naming source, key and reason."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "(top level)", "expected a mapping")
     try:
-        return Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, source, data) from None
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Load and validate a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file."""
+def read_config_data(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """Read and parse a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into plain data, with its name."""
     source = os.fspath(path)
     try:
         with open(source, "rb") as handle:
@@ -351,13 +354,22 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(source, "(file)", exc.strerror or str(exc)) from None
     try:
         if source.endswith(".toml"):
-            data = tomllib.loads(raw.decode())
-        elif source.endswith(".json"):
-            data = json.loads(raw)
-        else:
-            data = yaml.safe_load(raw)
+            return tomllib.loads(raw.decode()), source
+        if source.endswith(".json"):
+            return json.loads(raw), source
+        return yaml.safe_load(raw), source
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "(file)", f"cannot parse: {exc}".splitlines()[0]) from None
+
+
+def parse_config(data: Any, source: str = "<config>") -> Config:
+    """Validate plain data (from YAML, TOML or JSON) into a Config, or raise ConfigError."""
+    return validate_model(Config, data, source)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Load and validate a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file."""
+    data, source = read_config_data(path)
     return parse_config(data, source)
 
 

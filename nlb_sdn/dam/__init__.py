@@ -1,5 +1,4 @@
-"""Distributed atom manager (DAM) 2202: versioned, expiring atoms (routes and sessions) in one interface over an
-in-process backend and a Redis backend shared by several LBU instances."""
+"""Distributed atom manager (DAM) 2202: versioned, expiring route and session atoms over memory or Redis."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ class DamConfig(BaseModel):
 
     backend: Literal["memory", "redis"] = "memory"
     url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
-    prefix: str = Field(default="nlb:", pattern=r"^[A-Za-z0-9_.:-]{0,32}$")
+    prefix: str = Field(default="nlb:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
     queue_limit: int = Field(default=10_000, ge=1, le=10_000_000)
     route_linger: float = Field(default=120, gt=0, le=86_400)
     session_ttl: float = Field(default=600, gt=0, le=30 * 86_400)

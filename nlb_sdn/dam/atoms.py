@@ -8,6 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgpack
+
 KINDS = {"conn": "route", "sess": "session"}
 """Key prefix (before the first ``:``) to atom kind; any other key is of kind ``other``."""
 SESSION_TYPES = ("http_cookie", "tls_session_id", "client_ip", "app")
@@ -40,6 +42,18 @@ def expiry(ttl: float | None, now: float) -> float | None:
     if type(ttl) not in (int, float) or not math.isfinite(ttl) or ttl <= 0:
         raise ValueError(f"ttl: expected a finite number > 0 or None, got {ttl!r}")
     return float(now + ttl)
+
+
+def pack_data(data: dict[str, Any]) -> bytes:
+    """The msgpack encoding of an atom's data (TypeError for anything that is not a dict msgpack can carry)."""
+    if not isinstance(data, dict):
+        raise TypeError(f"atom data must be a dict, got {type(data).__name__}")
+    return msgpack.packb(data, use_bin_type=True)
+
+
+def unpack_data(raw: bytes) -> dict[str, Any]:
+    """The data of an atom from its msgpack encoding (a fresh dict; int map keys are kept)."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +108,10 @@ class Dam(ABC):
     @abstractmethod
     def put(self, key: str, data: dict[str, Any], *, origin: str, ttl: float | None, now: float,
             expected_version: int | None = None) -> Atom:
-        """Write ``data`` under ``key`` with version stored+1; with ``expected_version``, raise VersionConflict
-        unless it equals the stored version (0 = the atom must not exist)."""
+        """Write ``data`` under ``key`` with version stored+1 and return the atom.
+
+        With ``expected_version``, raise VersionConflict unless it equals the stored version (0 = must not exist).
+        """
 
     @abstractmethod
     def get(self, key: str, now: float) -> Atom | None:

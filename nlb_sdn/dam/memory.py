@@ -9,26 +9,12 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-import msgpack
-
-from nlb_sdn.dam.atoms import Atom, Change, ChangeOp, Dam, VersionConflict, expiry, kind_of
+from nlb_sdn.dam.atoms import Atom, Change, ChangeOp, Dam, VersionConflict, expiry, kind_of, pack_data, unpack_data
 
 Entry = tuple[int, str, float | None, bytes]
 """A stored atom: (version, origin, expires_at, msgpack of data)."""
 
 OPERATIONS = ("put", "get", "hits", "misses", "delete", "touch", "scan", "conflicts", "expired")
-
-
-def pack(data: dict[str, Any]) -> bytes:
-    """The msgpack encoding of an atom's data (raises TypeError for anything msgpack cannot carry)."""
-    if not isinstance(data, dict):
-        raise TypeError(f"atom data must be a dict, got {type(data).__name__}")
-    return msgpack.packb(data, use_bin_type=True)
-
-
-def unpack(raw: bytes) -> dict[str, Any]:
-    """The data of an atom from its msgpack encoding."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
 
 class MemoryDam(Dam):
@@ -82,7 +68,7 @@ class MemoryDam(Dam):
     @staticmethod
     def _atom(key: str, entry: Entry) -> Atom:
         """The Atom of a stored entry."""
-        return Atom(key, unpack(entry[3]), entry[0], entry[1], entry[2])
+        return Atom(key, unpack_data(entry[3]), entry[0], entry[1], entry[2])
 
     def _check(self, key: str, entry: Entry | None, expected_version: int | None) -> int:
         """The stored version (0 if none), after checking it against ``expected_version``."""
@@ -96,7 +82,7 @@ class MemoryDam(Dam):
             expected_version: int | None = None) -> Atom:
         """Write ``data`` under ``key`` with version stored+1 (compare-and-set with ``expected_version``)."""
         expires_at = expiry(ttl, now)
-        raw = pack(data)
+        raw = pack_data(data)
         self._ops["put"] += 1
         entry = self._entries.get(key)
         if entry is not None and entry[2] is not None and entry[2] <= now:

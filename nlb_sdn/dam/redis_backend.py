@@ -1,5 +1,4 @@
-"""The Redis DAM backend: atoms shared by several LBUs through Redis, degrading to a bounded write queue when the
-store is unreachable.
+"""The Redis DAM backend: atoms shared by LBU instances through Redis, with a bounded write queue while it is down.
 
 Each atom is one Redis string ``<prefix><key>`` holding four concatenated msgpack objects: version, origin,
 expires_at and data. Writes are compare-and-set Lua scripts that also publish the change on ``<prefix>changes``;
@@ -19,8 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from nlb_sdn.dam.atoms import Atom, Change, Dam, VersionConflict, expiry, kind_of
-from nlb_sdn.dam.memory import pack
+from nlb_sdn.dam.atoms import Atom, Change, Dam, VersionConflict, expiry, kind_of, pack_data
 
 LOG = logging.getLogger(__name__)
 UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError,
@@ -97,8 +95,10 @@ def _pxat(expires_at: float | None) -> str:
 
 
 class RedisDam(Dam):
-    """Atoms in Redis shared by LBU instances, with compare-and-set scripts, a pub/sub change feed and a degraded
-    mode (reads miss, writes queue) while Redis is unreachable."""
+    """Atoms in Redis shared by LBU instances: compare-and-set scripts, a pub/sub feed, and a degraded mode.
+
+    While Redis is unreachable reads miss at once and writes queue (bounded) until :meth:`replay` succeeds.
+    """
 
     backend = "redis"
 
@@ -193,7 +193,7 @@ class RedisDam(Dam):
         While degraded the write is queued and the returned atom has version 0 (not yet stored).
         """
         expires_at = expiry(ttl, now)
-        payload = msgpack.packb(origin) + msgpack.packb(expires_at) + pack(data)
+        payload = msgpack.packb(origin) + msgpack.packb(expires_at) + pack_data(data)
         self._ops["put"] += 1
         version = self._write(Write("put", key, payload, expires_at, expected_version), now)
         return Atom(key, data, version or 0, origin, expires_at)
@@ -286,11 +286,10 @@ class RedisDam(Dam):
         return changes
 
     def replay(self, now: float) -> int:
-        """If degraded (or the feed is down): reconnect, resubscribe, and replay the queued writes in order, leaving
-        degraded mode once all are done.
+        """Reconnect, resubscribe and replay the queued writes in order if degraded; the number applied.
 
-        A queued put already expired at ``now`` is skipped; one refused by compare-and-set is dropped (counted).
-        Returns the number of writes applied.
+        Degraded mode ends once the queue is empty. A queued put already expired at ``now`` is skipped, and a write
+        refused by compare-and-set is dropped (both counted). Also resubscribes a feed lost while not degraded.
         """
         if not self.degraded and self._pubsub is not None:
             return 0

@@ -181,24 +181,28 @@ def reverse_match(route: NatRoute) -> Any:
                            ipv4_dst=route.client_ip, tcp_src=route.member_port, tcp_dst=route.client_port)
 
 
+def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> list[Any]:
+    """Flows for the two directions: matches of ``forward`` rewritten to the member, of ``reverse`` back to the VIP."""
+    flags = ofp.OFPFF_SEND_FLOW_REM
+    return [
+        flow_add(Table.CONNECTIONS, priority, forward,
+                 [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
+                        parser.OFPActionSetField(ipv4_dst=route.member_ip),
+                        parser.OFPActionSetField(tcp_dst=route.member_port)),
+                  goto(Table.FORWARD)],
+                 route.cookie, route.idle_timeout, route.hard_timeout, flags),
+        flow_add(Table.REVERSE, priority, reverse,
+                 [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
+                        parser.OFPActionSetField(ipv4_src=route.vip_ip),
+                        parser.OFPActionSetField(tcp_src=route.vip_port)),
+                  goto(Table.FORWARD)],
+                 route.cookie, route.idle_timeout, route.hard_timeout, flags),
+    ]
+
+
 def nat_connection_flows(route: NatRoute) -> list[Any]:
     """Both directions of one connection: client→VIP rewritten to the member, member→client back to the VIP."""
-    flags = ofp.OFPFF_SEND_FLOW_REM
-    forward = flow_add(
-        Table.CONNECTIONS, Priority.CONNECTION, forward_match(route),
-        [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
-               parser.OFPActionSetField(ipv4_dst=route.member_ip),
-               parser.OFPActionSetField(tcp_dst=route.member_port)),
-         goto(Table.FORWARD)],
-        route.cookie, route.idle_timeout, route.hard_timeout, flags)
-    reverse = flow_add(
-        Table.REVERSE, Priority.CONNECTION, reverse_match(route),
-        [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
-               parser.OFPActionSetField(ipv4_src=route.vip_ip),
-               parser.OFPActionSetField(tcp_src=route.vip_port)),
-         goto(Table.FORWARD)],
-        route.cookie, route.idle_timeout, route.hard_timeout, flags)
-    return [forward, reverse]
+    return _nat_pair(route, Priority.CONNECTION, forward_match(route), reverse_match(route))
 
 
 def nat_connection_deletes(route: NatRoute) -> list[Any]:
@@ -229,22 +233,8 @@ def session_reverse_match(client: str, member_ip: str, member_port: int) -> Any:
 
 def session_flows(client: str, route: NatRoute) -> list[Any]:
     """Per-session flows: all of a client's connections to the VIP bypass the classifier, both directions."""
-    flags = ofp.OFPFF_SEND_FLOW_REM
-    forward = flow_add(
-        Table.CONNECTIONS, Priority.SESSION, session_forward_match(client, route.vip_ip, route.vip_port),
-        [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
-               parser.OFPActionSetField(ipv4_dst=route.member_ip),
-               parser.OFPActionSetField(tcp_dst=route.member_port)),
-         goto(Table.FORWARD)],
-        route.cookie, route.idle_timeout, route.hard_timeout, flags)
-    reverse = flow_add(
-        Table.REVERSE, Priority.SESSION, session_reverse_match(client, route.member_ip, route.member_port),
-        [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
-               parser.OFPActionSetField(ipv4_src=route.vip_ip),
-               parser.OFPActionSetField(tcp_src=route.vip_port)),
-         goto(Table.FORWARD)],
-        route.cookie, route.idle_timeout, route.hard_timeout, flags)
-    return [forward, reverse]
+    return _nat_pair(route, Priority.SESSION, session_forward_match(client, route.vip_ip, route.vip_port),
+                     session_reverse_match(client, route.member_ip, route.member_port))
 
 
 def packet_out_table(in_port: int, data: bytes) -> Any:

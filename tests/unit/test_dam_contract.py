@@ -1,4 +1,4 @@
-"""The DAM contract, one suite over both backends: MemoryDam with a fake clock, RedisDam against a private redis-server."""
+"""The DAM contract, one suite over both backends: MemoryDam on a fake clock, RedisDam on a private redis-server."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_config_defaults_and_validation(redis_server):
     assert (config.backend, config.prefix, config.queue_limit, config.route_linger, config.session_ttl) == \
         ("memory", "nlb:", 10_000, 120, 600)
     assert isinstance(make_dam(config), MemoryDam)
-    for bad in ({"backend": "etcd"}, {"url": "http://x"}, {"prefix": "a*"}, {"queue_limit": 0}, {"colour": 1}):
+    for bad in ({"backend": "etcd"}, {"url": "http://x"}, {"prefix": "a*"}, {"prefix": ""}, {"queue_limit": 0}, {"colour": 1}):
         with pytest.raises(pydantic.ValidationError):
             DamConfig.model_validate(bad)
     dam = make_dam(DamConfig(backend="redis", url=redis_server.url, queue_limit=5))
@@ -327,6 +327,23 @@ def test_redis_outage_queues_writes_and_replays_them():
     finally:
         dam.close()
         server.cleanup()
+
+
+def test_a_read_only_redis_degrades_until_it_is_a_primary_again(redis_server):
+    admin = redis.Redis.from_url(redis_server.url)
+    admin.flushdb()
+    dam = RedisDam(redis_server.url, prefix="test:")
+    try:
+        admin.replicaof("127.0.0.1", free_port())  # demoted, as after a failover; its primary is unreachable
+        now = time.time()
+        assert dam.put(SESSION, {"s": 1}, origin="lbu1", ttl=60, now=now).version == 0 and dam.degraded
+        assert dam.replay(now) == 0 and dam.degraded and dam.stats()["queued"] == 1
+        admin.replicaof("NO", "ONE")
+        assert dam.replay(now) == 1 and not dam.degraded
+        assert dam.get(SESSION, now).data == {"s": 1}
+    finally:
+        admin.replicaof("NO", "ONE")
+        dam.close()
 
 
 def test_redis_write_queue_is_bounded_and_drops_the_oldest():
