@@ -18,7 +18,16 @@ PYTHON="${PYTHON:-python3}"
 
 RYU_VERSION="4.34"
 EVENTLET_VERSION="0.41.3"
-DEPS=(webob==1.8.11 networkx==3.6.1 msgpack==1.2.4 PyYAML==6.0.4 pydantic==2.14.4)
+# Our runtime dependencies, read from setup.cfg, without os-ken (ryu takes its place) and eventlet (pinned above).
+mapfile -t DEPS < <("$PYTHON" - "$ROOT/setup.cfg" <<'PYEOF'
+import configparser, sys
+parser = configparser.ConfigParser()
+parser.read(sys.argv[1])
+for line in parser["options"]["install_requires"].split():
+    if line and not line.lower().startswith(("os-ken", "eventlet")):
+        print(line)
+PYEOF
+)
 
 log() { printf 'ryu-venv: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

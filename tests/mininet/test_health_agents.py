@@ -97,15 +97,19 @@ def allotted(lab: Lab) -> set[str]:
 
 
 def test_cache_holds_every_row_with_the_agents_checksums(hl_lab: Lab):
-    found = hosts(hl_lab)
-    for name in CAPACITY:
+    def in_sync(name: str) -> dict | None:
+        """The agent's table once the controller's current state reached it and the cache holds its checksum."""
         table = json.loads(hl_lab.agent_cli(name, ["table", "--json"]).stdout)
-        assert found[name]["checksum"]["cached"] == table["checksum"] == found[name]["checksum"]["reported"]
+        checksum = hosts(hl_lab)[name]["checksum"]
+        settled = table["rows"][0]["current"] == "active"
+        return table if settled and checksum["cached"] == table["checksum"] == checksum["reported"] else None
+
+    for name in CAPACITY:
+        table = wait_for(lambda: in_sync(name), timeout=8, what=f"{name}'s checksums to match")
         row = table["rows"][0]
         for field in ("vip", "vport", "pip", "pport", "proto", "proto_info", "health", "load", "capacity",
                       "target", "current"):
             assert field in row
-        assert row["current"] == "active"
     printed = hl_lab.agent_cli("h1", ["table"]).stdout
     for heading in ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT"):
         assert heading in printed
