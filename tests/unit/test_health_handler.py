@@ -99,3 +99,14 @@ def test_unmatched_probe_reply_is_counted_and_ignored():
     reply = TcpSegment("00:00:00:00:00:11", "10.0.0.11", "10.0.0.100", 80, 65100, TCP_SYN | TCP_ACK)
     assert lb._probe_reply(reply) == []  # noqa: SLF001 - the packet-in path for table 0 TCP
     assert lb.stats()["dropped"] == {"probe_reply_unmatched": 1}
+
+
+def test_no_allotment_for_agent_members_until_the_cache_is_warm():
+    data = config(health="agent").model_dump()
+    data["controller"]["health"] = {"enabled": True, "key_file": "/dev/null"}
+    lb = LoadBalancer(parse_config(data), hl_key=b"k" * 32, now=100.0)
+    open_connections(lb, 5, now=100.5)
+    assert lb.stats()["refused"] == {"warming_up": 5}
+    assert lb.stats()["connections"]["total"] == 0
+    open_connections(lb, 2, first_port=41000, now=103.0)
+    assert lb.stats()["refused"] == {"warming_up": 5, "no_member": 2}, "warm, but no agent has reported a row"
