@@ -102,8 +102,10 @@ def test_unmatched_probe_reply_is_counted_and_ignored():
 
 
 def test_no_allotment_for_agent_members_until_the_cache_is_warm():
-    data = config(health="agent").model_dump()
+    data = config().model_dump()
     data["controller"]["health"] = {"enabled": True, "key_file": "/dev/null"}
+    for member in data["vips"][0]["members"]:
+        member["health"] = "agent"
     lb = LoadBalancer(parse_config(data), hl_key=b"k" * 32, now=100.0)
     open_connections(lb, 5, now=100.5)
     assert lb.stats()["refused"] == {"warming_up": 5}
