@@ -5,7 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-from typing import Iterator
+from typing import Any, Iterator
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -47,6 +48,19 @@ def rest(port: int, path: str) -> dict:
         import json
 
         return json.loads(response.read())
+
+
+def dam_atoms(get: Any, kind: str) -> list[dict]:
+    """Every atom of a kind, following the REST pages (a Redis page is one SCAN step and may be short)."""
+    atoms: list[dict] = []
+    cursor = ""
+    for _ in range(1000):
+        page = get("GET", f"/v1/dam?kind={kind}&count=1000" + (f"&cursor={quote(cursor)}" if cursor else ""))
+        atoms += page["atoms"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return atoms
+    raise AssertionError("DAM paging did not end")
 
 
 def connect(lab: Lab, client: str, count: int) -> dict:
@@ -95,8 +109,14 @@ def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, seco
     atoms = rest(second_lbu, "/v1/dam?kind=session")["atoms"]
     session = next(a for a in atoms if a["key"] == "sess:client_ip:web@10.0.0.2")
     assert session["metadata"]["origin"] == "lbu:1" and session["metadata"]["expires_at"] is not None
-    routes = redis_lab.rest("GET", "/v1/dam?kind=route&count=1000")["atoms"]
-    assert len(routes) >= 10 and all(a["data"]["member"] in ("h1", "h2", "h3") for a in routes)
+    def every_connection_has_its_route_atom() -> bool:
+        routes = {a["key"]: a for a in dam_atoms(redis_lab.rest, "route")}
+        live = redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+        keys = {f"conn:tcp:{c['client']}:{c['vip_address']}" for c in live}
+        return bool(keys) and keys <= set(routes) and all(routes[k]["data"]["member"] in ("h1", "h2", "h3")
+                                                          for k in keys)
+
+    wait_for(every_connection_has_its_route_atom, timeout=5, what="a route atom for every tracked connection")
     assert rest(second_lbu, "/v1/stats")["dam"]["degraded"] is False
 
 
@@ -125,12 +145,12 @@ def test_redis_outage_degrades_to_local_decisions_and_replays(redis_lab: Lab, re
     try:
         summary = connect(redis_lab, "c3", 20)
         assert sum(summary["served_by"].values()) == 20
-        wait_for(lambda: redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=5,
-                 what="the DAM to report degraded")
-        assert redis_lab.rest("GET", "/v1/stats")["dam"]["queued"] > 0
+        wait_for(lambda: redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"]
+                 and redis_lab.rest("GET", "/v1/stats")["dam"]["queued"] > 0, timeout=5,
+                 what="the DAM to report degraded with writes queued")
     finally:
         redis.start()
     wait_for(lambda: not redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=10,
              what="the DAM to reconnect and replay")
-    routes = {a["key"] for a in redis_lab.rest("GET", "/v1/dam?kind=route&count=1000")["atoms"]}
-    assert any(key.startswith("conn:tcp:10.0.0.3:") for key in routes)
+    wait_for(lambda: any(a["key"].startswith("conn:tcp:10.0.0.3:") for a in dam_atoms(redis_lab.rest, "route")),
+             timeout=5, what="the replayed route atoms in Redis")
