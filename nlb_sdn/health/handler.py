@@ -103,34 +103,35 @@ class HealthHandler:
 
     def candidates(self, vip: Vip, has_mac: Callable[[Member], bool]) -> list[Candidate]:
         """Every member of ``vip`` with its capacity, load and whether it may take new connections now."""
-        result = []
-        for member in vip.members:
-            capacity, load, reported, eligible, reason = float(member.weight), 0.0, None, True, ""
-            if member.health == "agent":
-                alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port,
-                                                        vip.protocol)
-                eligible, reason = agent_eligibility(alive, row)
-                if row is not None:
-                    capacity, load, reported = row.capacity, row.load, row.target
-                    if reason.startswith("target"):
-                        eligible, reason = True, ""
-            elif member.health == "probe":
-                health = self.prober.health(vip.name, member.name)
-                if health != "ok":
-                    eligible, reason = False, f"probe health {health}"
-            elif member.weight == 0:
-                eligible, reason = False, "weight 0"
-            target = effective_target(member.state, reported)
-            if eligible and target != "active":
-                eligible, reason = False, f"target {target}"
-            if eligible and not has_mac(member):
-                eligible, reason = False, "no MAC known for the member"
-            result.append(Candidate(member.name, member.address, member.port, capacity, load, eligible, reason))
-        return result
+        return [self.candidate(vip, member, has_mac) for member in vip.members]
+
+    def candidate(self, vip: Vip, member: Member, has_mac: Callable[[Member], bool]) -> Candidate:
+        """One member's capacity, load and whether it may take new connections now (and if not, why)."""
+        capacity, load, reported, eligible, reason = float(member.weight), 0.0, None, True, ""
+        if member.health == "agent":
+            alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port,
+                                                    vip.protocol)
+            eligible, reason = agent_eligibility(alive, row)
+            if row is not None:
+                capacity, load, reported = row.capacity, row.load, row.target
+                if reason.startswith("target"):
+                    eligible, reason = True, ""
+        elif member.health == "probe":
+            health = self.prober.health(vip.name, member.name)
+            if health != "ok":
+                eligible, reason = False, f"probe health {health}"
+        elif member.weight == 0:
+            eligible, reason = False, "weight 0"
+        target = effective_target(member.state, reported)
+        if eligible and target != "active":
+            eligible, reason = False, f"target {target}"
+        if eligible and not has_mac(member):
+            eligible, reason = False, "no MAC known for the member"
+        return Candidate(member.name, member.address, member.port, capacity, load, eligible, reason)
 
     def session_eligible(self, vip: Vip, member: Member, has_mac: Callable[[Member], bool]) -> bool:
         """Whether an existing session may stay on ``member``: eligible, or draining with sessions kept."""
-        candidate = next(c for c in self.candidates(vip, has_mac) if c.name == member.name)
+        candidate = self.candidate(vip, member, has_mac)
         return candidate.eligible or (vip.draining_keeps_sessions and candidate.reason == "target draining")
 
     def needs_warm_cache(self, vip: Vip) -> bool:
