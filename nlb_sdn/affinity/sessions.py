@@ -63,6 +63,14 @@ def client_prefix(client_ip: str, prefix_len: int) -> str:
     return str(network.network_address) if prefix_len == 32 else str(network)
 
 
+def client_of_match(value: str | tuple[str, str] | list[str]) -> str:
+    """The client (address, or ``network/len`` for a prefix) that an ``ipv4_src``/``ipv4_dst`` match value names."""
+    if isinstance(value, str):
+        return value
+    network = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
+    return str(network) if network.prefixlen < 32 else str(network.network_address)
+
+
 def client_ip_sid(vip: str, client_ip: str, prefix_len: int) -> str:
     """The identifier of an inferred ``client_ip`` session: VIP name and client prefix (``web@10.0.5.0_24``)."""
     return f"{vip}@{client_prefix(client_ip, prefix_len).replace('/', '_')}"

@@ -6,7 +6,6 @@ the OpenFlow messages it returns; REST reads it and changes its config through `
 
 from __future__ import annotations
 
-import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import ArpRequest, FrameError, TcpSegment, parse_frame
-from nlb_sdn.affinity.sessions import APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_prefix
+from nlb_sdn.affinity.sessions import (APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_of_match,
+                                      client_prefix)
 from nlb_sdn.flows import builders
 from nlb_sdn.health.handler import Attachment, Datagram, HealthHandler
 from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Table, make_cookie
@@ -171,14 +171,8 @@ class LoadBalancer:
     def _session_flow_adopt(self, dpid: int, state: VipState, member: Member, match: dict[str, Any]) -> None:
         """Take a per-session flow found in a switch into the session-flow table."""
         value = match.get("ipv4_src")
-        if value is None:
-            return
-        if isinstance(value, (tuple, list)):
-            network = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
-            client = str(network) if network.prefixlen < 32 else str(network.network_address)
-        else:
-            client = value
-        self.session_flows[(dpid, state.vip.name, client)] = member.name
+        if value is not None:
+            self.session_flows[(dpid, state.vip.name, client_of_match(value))] = member.name
 
     def load_atoms(self, atoms: list[Any], now: float) -> None:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
@@ -191,16 +185,23 @@ class LoadBalancer:
             except (KeyError, TypeError, ValueError):
                 self.dropped["dam_bad_atom"] += 1
 
+    def _route_atom(self, key: str, data: dict[str, Any], now: float) -> tuple[ConnKey, Connection] | None:
+        """The connection a route atom describes, if its VIP service and member still exist."""
+        _conn, _tcp, client_ip, client_port, vip_ip, vip_port = key.split(":")
+        state = self._services.get((vip_ip, int(vip_port)))
+        member = state.vip.member(data.get("member", "")) if state else None
+        if state is None or member is None:
+            return None
+        conn = Connection(int(data.get("dpid", 0)), state.vip.name, member.name,
+                          self._route(state, member, client_ip, int(client_port)), now)
+        return (client_ip, int(client_port), vip_ip, int(vip_port)), conn
+
     def _load_route(self, atom: Any, now: float) -> None:
         """One route atom into the connection table (no expiry: live) or the lingering routes."""
-        _conn, _tcp, client_ip, client_port, vip_ip, vip_port = atom.key.split(":")
-        key = (client_ip, int(client_port), vip_ip, int(vip_port))
-        state = self._services.get((vip_ip, int(vip_port)))
-        member = state.vip.member(atom.data["member"]) if state else None
-        if state is None or member is None:
+        found = self._route_atom(atom.key, atom.data, now)
+        if found is None:
             return
-        conn = Connection(int(atom.data.get("dpid", 0)), state.vip.name, member.name,
-                          self._route(state, member, client_ip, int(client_port)), now)
+        key, conn = found
         if atom.expires_at is None:
             if key not in self.connections_by_key:
                 self.connections_by_key[key] = conn
@@ -218,16 +219,11 @@ class LoadBalancer:
             else:
                 self.sessions.remove(key)
         elif key.startswith("conn:") and op == "put" and atom is not None:
-            _conn, _tcp, client_ip, client_port, vip_ip, vip_port = key.split(":")
-            conn_key = (client_ip, int(client_port), vip_ip, int(vip_port))
-            if conn_key not in self.connections_by_key:
-                state = self._services.get((vip_ip, int(vip_port)))
-                member = state.vip.member(atom.data.get("member", "")) if state else None
-                if state is not None and member is not None:
-                    route = self._route(state, member, client_ip, int(client_port))
-                    until = atom.expires_at if atom.expires_at is not None else (
-                        now + self._config.controller.dam.route_linger)
-                    self.lingering[conn_key] = (Connection(0, state.vip.name, member.name, route, now), until)
+            found = self._route_atom(key, atom.data, now)
+            if found is not None and found[0] not in self.connections_by_key:
+                until = atom.expires_at if atom.expires_at is not None else (
+                    now + self._config.controller.dam.route_linger)
+                self.lingering[found[0]] = (found[1], until)
 
     def known_switch(self, dpid: int) -> bool:
         """Whether the static fabric lists this dpid."""
@@ -593,12 +589,7 @@ class LoadBalancer:
         value = match.get(field)
         if state is None or value is None:
             return []
-        if isinstance(value, (tuple, list)):
-            prefix = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
-            client = str(prefix) if prefix.prefixlen < 32 else str(prefix.network_address)
-        else:
-            client = value
-        self.session_flows.pop((dpid, state.vip.name, client), None)
+        self.session_flows.pop((dpid, state.vip.name, client_of_match(value)), None)
         return []
 
     def expire(self, now: float) -> None:
