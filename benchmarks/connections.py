@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import importlib.metadata
 import json
 import os
-import platform
 import re
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +24,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from nlb_sdn.lab import report as lab_report
 from nlb_sdn.lab.harness import Lab
+from nlb_sdn.lab.report import command_output
 from topologies import SWITCH_OPTS, SingleTopo, lab_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,33 +88,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def command_output(cmd: list[str]) -> str:
-    """The stripped stdout of a short command, or "" when it fails."""
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=10.0, cwd=REPO)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def environment() -> dict[str, Any]:
     """What the figures depend on: OVS, kernel, CPUs, software versions, git commit, date and machine load."""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": command_output(["git", "rev-parse", "HEAD"]),
-        "git_dirty": bool(command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
-        "ovs_version": command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "ovs_version"])
-        .strip('"'),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "os_ken": importlib.metadata.version("os-ken"),
-        "mininet": importlib.metadata.version("mininet"),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return lab_report.environment(
+        ovs_version=command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "ovs_version"]).strip('"'),
+        os_ken=importlib.metadata.version("os-ken"), mininet=importlib.metadata.version("mininet"))
 
 
 def pool(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:

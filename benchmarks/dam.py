@@ -8,13 +8,10 @@ Redis is a private redis-server (``tests/redis_server.py``) on loopback, reached
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import importlib.metadata
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -30,6 +27,8 @@ sys.path.insert(0, str(REPO))  # for tests.redis_server, the same private server
 
 from nlb_sdn.dam import Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
 from tests.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
+from nlb_sdn.lab import report as lab_report
+from nlb_sdn.lab.report import command_output
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dam.json"
 FOOTPRINT_ATOMS = 100_000
@@ -147,28 +146,11 @@ def redis_used_memory(url: str) -> int:
     return int(redis.Redis.from_url(url).info("memory")["used_memory"])
 
 
-def git(*args: str) -> str:
-    """The output of a git command in the repository."""
-    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-
 def environment() -> dict[str, Any]:
     """What the figures depend on: versions, CPUs, git commit, date and machine load."""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "redis_py": importlib.metadata.version("redis"),
-        "msgpack": importlib.metadata.version("msgpack"),
-        "redis_server": subprocess.run([REDIS_SERVER, "--version"], capture_output=True, text=True).stdout.strip(),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return lab_report.environment(
+        redis_py=importlib.metadata.version("redis"), msgpack=importlib.metadata.version("msgpack"),
+        redis_server=command_output([REDIS_SERVER, "--version"]))
 
 
 def table(report: dict[str, Any]) -> str:

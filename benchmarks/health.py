@@ -10,7 +10,6 @@ in advance; the memory figures come from child processes of this script, one per
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import hashlib
 import hmac
@@ -19,7 +18,6 @@ import ipaddress
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -38,6 +36,7 @@ from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.health.allotment import compute_allotment
 from nlb_sdn.health.protocol import MAC_SIZE, UDP_MAX_SIZE, Verifier, encode
 from nlb_sdn.health.table import HLTable, Row
+from nlb_sdn.lab import report as lab_report
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "health.json"
@@ -548,28 +547,8 @@ def bench_memory(settings: Settings, problems: Problems) -> list[dict[str, Any]]
 
 def environment() -> dict[str, Any]:
     """What the figures depend on: CPU, Python and library versions, git commit, date and machine load."""
-    cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-
-    def git(*args: str) -> str:
-        try:
-            proc = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10.0, cwd=REPO)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "msgpack": importlib.metadata.version("msgpack"),
-        "pydantic": importlib.metadata.version("pydantic"),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return lab_report.environment(msgpack=importlib.metadata.version("msgpack"),
+                              pydantic=importlib.metadata.version("pydantic"))
 
 
 def _cells(values: Iterable[str]) -> str:

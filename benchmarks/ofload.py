@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import importlib
 import json
 import os
-import platform
 import shutil
 import socket
 import struct
@@ -57,6 +55,7 @@ from nlb_sdn import framework  # noqa: E402 - after the path fix
 from nlb_sdn.config import parse_config, vip_mac  # noqa: E402
 from nlb_sdn.flows.pipeline import CookieKind, Table, make_cookie  # noqa: E402
 from nlb_sdn.framework import ethernet, ipv4, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp  # noqa: E402
+from nlb_sdn.lab import report as lab_report  # noqa: E402
 
 ofp = ofproto_v1_3
 parser = ofproto_v1_3_parser
@@ -770,32 +769,11 @@ def launched(kind: str | None, args: argparse.Namespace) -> Iterator[Controller 
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-def command_output(cmd: list[str]) -> str:
-    """The stripped stdout of a short command, or "" when it fails."""
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=10.0, cwd=REPO)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def environment() -> dict[str, Any]:
     """What the figures depend on: date, git commit, CPUs, software versions and machine load."""
-    cpu_model = ""
-    with contextlib.suppress(OSError):
-        cpu_model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                          if line.startswith("model name")), "")
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": command_output(["git", "rev-parse", "HEAD"]),
-        "git_dirty": bool(command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
-        "kernel": platform.release(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "python": platform.python_version(),
-        "framework": f"{framework.NAME} {framework.VERSION}",
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return lab_report.environment(framework=f"{framework.NAME} {framework.VERSION}")
 
 
 def build_parser() -> argparse.ArgumentParser:
