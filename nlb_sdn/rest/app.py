@@ -132,6 +132,13 @@ def _valid_or_none(model: type[_M], body: dict[str, Any]) -> _M | None:
         return None
 
 
+def _known_params(request: Request, allowed: tuple[str, ...]) -> None:
+    """Refuse (400) a query parameter the endpoint does not know."""
+    for key in request.GET:
+        if key not in allowed:
+            raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+
+
 def _vip_index(config: Config, name: str) -> int:
     """Position of the VIP called ``name``; 404 if there is none."""
     for index, vip in enumerate(config.vips):
@@ -388,9 +395,7 @@ class RestApp:
 
     def get_sessions(self, request: Request) -> Response:
         """GET /v1/sessions?vip=&endpoint=: the session table; ``endpoint`` is a member name or ``ip:port``."""
-        for key in request.GET:
-            if key not in ("vip", "endpoint"):
-                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        _known_params(request, ("vip", "endpoint"))
         vip = request.GET.get("vip") or None
         endpoint = request.GET.get("endpoint") or None
         config = self.backend.current_config()
@@ -413,9 +418,7 @@ class RestApp:
 
     def get_dam(self, request: Request) -> Response:
         """GET /v1/dam?kind=route|session&cursor=&count=: atoms, one page at a time."""
-        for key in request.GET:
-            if key not in ("kind", "cursor", "count"):
-                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        _known_params(request, ("kind", "cursor", "count"))
         kind = request.GET.get("kind", "route")
         if kind not in ("route", "session"):
             raise HttpError(400, "invalid", f"kind: {kind!r} is not route or session")
@@ -431,9 +434,7 @@ class RestApp:
 
     def get_connections(self, request: Request) -> Response:
         """GET /v1/connections?vip=&member=: tracked connections; the member filter is passed on as its name."""
-        for key in request.GET:
-            if key not in ("vip", "member"):
-                raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+        _known_params(request, ("vip", "member"))
         vip = request.GET.get("vip") or None
         member = request.GET.get("member") or None
         config = self.backend.current_config()
