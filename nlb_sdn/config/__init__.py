@@ -106,6 +106,7 @@ class Vip(Strict):
     port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp"] = "tcp"
     mode: Literal["nat"] = "nat"
+    dispatch: Literal["controller", "switch"] = "controller"
     idle_timeout: int = Field(default=15, ge=1, le=65535)
     hard_timeout: int = Field(default=0, ge=0, le=65535)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
@@ -122,6 +123,12 @@ class Vip(Strict):
     def _check(self) -> "Vip":
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
+        if self.dispatch == "switch" and self.affinity == "app":
+            raise ValueError("dispatch switch cannot follow app sessions (the switch never sees them); "
+                             "use dispatch controller")
+        if self.dispatch == "switch" and self.granularity == "session":
+            raise ValueError("dispatch switch with affinity client_ip already pins whole clients in the switch; "
+                             "leave granularity at connection")
         if self.port >= PROBE_PORT_BASE:
             raise ValueError(f"port {self.port}: ports {PROBE_PORT_BASE}-65535 are reserved for health probes")
         if not self.mac:

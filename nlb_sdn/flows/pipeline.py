@@ -13,6 +13,10 @@ class Table(IntEnum):
     CONNECTIONS = 1
     REVERSE = 2
     FORWARD = 3
+    SWITCH_CONNECTIONS = 4
+    SWITCH_REVERSE = 5
+    SWITCH_SELECT = 6
+    TUNNEL = 7
 
 
 class Priority(IntEnum):
@@ -22,6 +26,8 @@ class Priority(IntEnum):
     NEW_CONNECTION = 1
     IPV4 = 10
     FORWARD = 10
+    SWITCH_SYN = 2
+    SWITCH_DISPATCH = 100
     VIP_OTHER = 150
     SESSION = 150
     VIP_SERVICE = 200
