@@ -3,18 +3,24 @@
 ``GET /`` answers ``<name>\\n``; ``GET /bytes/<N>[?rate=<bytes per second>]`` streams N bytes of the pattern
 ``byte[i] = i % 251``. Every reply carries ``X-Served-By: <name>`` and ``X-Client: <peer ip>:<peer port>``.
 Keep-alive follows HTTP/1.1 (``Connection: close`` honoured). No name resolution is ever done.
+With ``--handoff-socket PATH`` it also serves connections handed over on that Unix socket (migrated connections,
+``nlb_sdn.migration.handoff``), exactly like accepted ones, starting with the request bytes already queued in them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
+import os
 import signal
 import socket
 import sys
 import time
 from urllib.parse import parse_qs, urlsplit
+
+from nlb_sdn.migration import handoff
 
 PATTERN_PERIOD = 251
 CHUNK = PATTERN_PERIOD * 261
@@ -192,18 +198,68 @@ def listen_socket(bind: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(name: str, sock: socket.socket) -> None:
-    """Serve on ``sock`` until SIGTERM or SIGINT."""
+class HandoffListener:
+    """Takes connections handed over on a Unix socket and serves each one with the backend."""
+
+    def __init__(self, backend: Backend, listener: socket.socket) -> None:
+        """Serve with ``backend`` what arrives on the listening hand-off socket ``listener``."""
+        self.backend = backend
+        self.listener = listener
+        self.handed = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        self._loop.add_reader(listener, self._accept)
+
+    def _accept(self) -> None:
+        try:
+            channel, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        channel.setblocking(False)
+        self._loop.add_reader(channel, self._receive, channel)
+
+    def _receive(self, channel: socket.socket) -> None:
+        self._loop.remove_reader(channel)
+        with channel:
+            try:
+                conn, _ = handoff.receive_connection(channel)
+            except (OSError, ValueError) as exc:
+                print(f"nlb-sdn-backend: bad hand-off: {exc}", file=sys.stderr, flush=True)
+                return
+        self.handed += 1
+        task = self._loop.create_task(self._serve(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        reader, writer = await asyncio.open_connection(sock=conn, limit=HEAD_LIMIT)
+        await self.backend.handle(reader, writer)
+
+    def close(self) -> None:
+        """Stop taking connections (those already taken run on)."""
+        self._loop.remove_reader(self.listener)
+        self.listener.close()
+
+
+async def serve(name: str, sock: socket.socket, handoff_listener: socket.socket | None = None) -> None:
+    """Serve on ``sock`` (and on connections handed over on ``handoff_listener``) until SIGTERM or SIGINT."""
     backend = Backend(name)
     server = await asyncio.start_server(backend.handle, sock=sock, limit=HEAD_LIMIT)
+    handed = HandoffListener(backend, handoff_listener) if handoff_listener is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host, port = sock.getsockname()[:2]
     print(f"nlb-sdn-backend {name} listening on {host}:{port}", flush=True)
+    if handoff_listener is not None:
+        print(f"nlb-sdn-backend {name} taking connections on {handoff_listener.getsockname()}", flush=True)
     async with server:
         await stop.wait()
+    if handed is not None:
+        handed.close()
     print(f"nlb-sdn-backend {name} stopped after {backend.requests} requests", flush=True)
 
 
@@ -213,13 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="name returned in X-Served-By and by GET /")
     parser.add_argument("--port", type=int, default=80, help="TCP port (0 picks a free one; default 80)")
     parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to bind (default 0.0.0.0)")
+    parser.add_argument("--handoff-socket", metavar="PATH",
+                        help="also serve connections handed over on this Unix socket (migrated connections)")
     args = parser.parse_args(argv)
     try:
         sock = listen_socket(args.bind, args.port)
     except (OSError, ValueError) as exc:
         print(f"nlb-sdn-backend: cannot listen on {args.bind}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(serve(args.name, sock))
+    handoff_listener = None
+    if args.handoff_socket:
+        try:
+            handoff_listener = handoff.listen(args.handoff_socket)
+        except OSError as exc:
+            sock.close()
+            print(f"nlb-sdn-backend: cannot listen on {args.handoff_socket}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(serve(args.name, sock, handoff_listener))
+    finally:
+        if handoff_listener is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(args.handoff_socket)
     return 0
 
 

@@ -1,0 +1,181 @@
+"""The host half of a migration (FIG. 33, 3310-3312): receive the state, restore the connection, hand it over.
+
+Per migration connection: read one signed ``migrate`` message, check that the application's hand-off socket answers,
+restore the connection in repair mode and reply ``ok`` (or an error, so that the router tries elsewhere); then wait
+for ``migrate_go`` (leave repair mode, pass the descriptor to the application, reply again) or ``migrate_abort``,
+end of stream or timeout (close the restored socket without a packet to the client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from nlb_sdn.health import load_key
+from nlb_sdn.health.protocol import MAX_SKEW, SequenceCounter
+from nlb_sdn.migration import handoff
+from nlb_sdn.migration.tcprepair import ConnectionState, RepairError, drop_silently, restore, resume
+from nlb_sdn.migration.wire import ABORT, GO, MIGRATION_PORT, REPLY, Channel, WireError
+
+LOG = logging.getLogger(__name__)
+IO_TIMEOUT = 5.0
+GO_TIMEOUT = 5.0
+"""How long a restored connection waits for ``migrate_go``; longer than the router's ack timeout plus its commit."""
+_LINGER_RESET = struct.Struct("ii").pack(1, 0)
+
+
+class Receiver:
+    """Serves migration connections one at a time each (thread-safe); counts every outcome in ``outcomes``."""
+
+    def __init__(self, key: bytes, handoff_path: str, src: str = "agent", io_timeout: float = IO_TIMEOUT,
+                 go_timeout: float = GO_TIMEOUT, clock: Callable[[], float] = time.time) -> None:
+        """A receiver that verifies with ``key`` and hands connections to the application at ``handoff_path``."""
+        self.key = key
+        self.handoff_path = handoff_path
+        self.src = src
+        self.io_timeout = io_timeout
+        self.go_timeout = go_timeout
+        self.clock = clock
+        self.sequence = SequenceCounter()
+        self.outcomes: Counter[str] = Counter()
+        self._seen_ids: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def serve_connection(self, conn: socket.socket) -> str:
+        """Run one migration over the connected ``conn``; return and count its outcome."""
+        outcome = self._serve(Channel(conn, self.key, self.src, self.sequence, self.clock))
+        with self._lock:
+            self.outcomes[outcome] += 1
+        return outcome
+
+    def _first_use(self, migration_id: str, now: float) -> bool:
+        """Whether ``migration_id`` is new; ids are remembered for twice the freshness window (replay guard)."""
+        with self._lock:
+            for seen, at in list(self._seen_ids.items()):
+                if now - at > 2 * MAX_SKEW:
+                    del self._seen_ids[seen]
+            if migration_id in self._seen_ids:
+                return False
+            self._seen_ids[migration_id] = now
+            return True
+
+    @staticmethod
+    def _reply(channel: Channel, migration_id: str, stage: str, error: str = "") -> None:
+        """Answer the router; a router that went away is not our problem any more."""
+        try:
+            channel.send(REPLY, {"id": migration_id, "ok": not error, "stage": stage, "error": error[:256]})
+        except OSError as exc:
+            LOG.info("migration %s: reply not sent: %s", migration_id, exc)
+
+    def _serve(self, channel: Channel) -> str:
+        """The migration protocol on one channel; returns the outcome."""
+        try:
+            data = channel.receive_frame(time.monotonic() + self.io_timeout)
+        except (OSError, WireError) as exc:
+            LOG.info("migration connection without a state message: %s", exc)
+            return "no_state"
+        try:
+            migration_id, state = ConnectionState.from_wire(data, channel.verifier, self.clock())
+        except WireError as exc:
+            LOG.warning("migration state rejected: %s", exc)
+            self._reply(channel, "-", "restore", f"rejected: {exc}")
+            return "rejected"
+        if not self._first_use(migration_id, self.clock()):
+            self._reply(channel, migration_id, "restore", "rejected: replayed")
+            return "rejected"
+        try:
+            app = handoff.connect(self.handoff_path, self.io_timeout)
+        except OSError as exc:
+            self._reply(channel, migration_id, "restore", f"application unreachable: {exc}")
+            return "no_application"
+        with app:
+            try:
+                sock = restore(state, leave_repair=False)
+            except RepairError as exc:
+                LOG.warning("migration %s: %s", migration_id, exc)
+                self._reply(channel, migration_id, "restore", str(exc))
+                return "restore_failed"
+            self._reply(channel, migration_id, "restore")
+            return self._finish(channel, migration_id, state, sock, app)
+
+    def _finish(self, channel: Channel, migration_id: str, state: ConnectionState, sock: socket.socket,
+                app: socket.socket) -> str:
+        """Wait for go or abort; on go, pass the live connection to the application."""
+        try:
+            message = channel.receive(time.monotonic() + self.go_timeout, GO, ABORT)
+        except (OSError, WireError) as exc:
+            drop_silently(sock)
+            LOG.info("migration %s abandoned: %s", migration_id, exc)
+            return "abandoned"
+        if message.body["id"] != migration_id or message.type == ABORT:
+            drop_silently(sock)
+            return "aborted"
+        header = {"id": migration_id, "local": [state.local_ip, state.local_port],
+                  "remote": [state.remote_ip, state.remote_port]}
+        with sock:
+            try:
+                resume(sock)
+                handoff.send_connection(app, sock, header)
+            except (OSError, ValueError) as exc:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                LOG.warning("migration %s: hand-off failed, client reset: %s", migration_id, exc)
+                self._reply(channel, migration_id, "handoff", f"hand-off failed: {exc}")
+                return "handoff_failed"
+        self._reply(channel, migration_id, "handoff")
+        return "handed_off"
+
+
+class _Handler(socketserver.BaseRequestHandler):
+    server: MigrationServer
+
+    def handle(self) -> None:
+        self.server.receiver.serve_connection(self.request)
+
+
+class MigrationServer(socketserver.ThreadingTCPServer):
+    """The migration port: one thread per incoming migration connection."""
+
+    allow_reuse_address = True
+    daemon_threads = True
+
+    def __init__(self, receiver: Receiver, address: tuple[str, int]) -> None:
+        """Listen on ``address`` (port 0 picks one) and serve with ``receiver``."""
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m nlb_sdn.migration.receiver --key-file F --handoff-socket P [--bind A] [--port 7001]``."""
+    parser = argparse.ArgumentParser(prog="nlb-sdn-migration-receiver", description=__doc__.splitlines()[0])
+    parser.add_argument("--key-file", required=True, help="the H&L key file")
+    parser.add_argument("--handoff-socket", required=True, help="the application's hand-off Unix socket")
+    parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=MIGRATION_PORT, help=f"TCP port (default {MIGRATION_PORT})")
+    parser.add_argument("--src", default="agent", help="the sender id in replies (default agent)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        key = load_key(args.key_file)
+        server = MigrationServer(Receiver(key, args.handoff_socket, args.src), (args.bind, args.port))
+    except (OSError, ValueError) as exc:
+        print(f"nlb-sdn-migration-receiver: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    host, port = server.server_address[:2]
+    print(f"nlb-sdn-migration-receiver listening on {host}:{port}", flush=True)
+    with server:
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
