@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from nlb_sdn.dam import DamConfig
+from nlb_sdn.router.rules import Pool, RouteRule, check_routing
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
@@ -118,6 +119,8 @@ class Vip(Strict):
     session_flow_idle: int = Field(default=60, ge=1, le=65535)
     draining_keeps_sessions: bool = True
     members: list[Member] = Field(default_factory=list)
+    pools: list[Pool] = Field(default_factory=list)
+    rules: list[RouteRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> "Vip":
@@ -142,6 +145,7 @@ class Vip(Strict):
                 raise ValueError(f"duplicate member endpoint {member.address}:{member.port}")
             seen.add(member.name)
             endpoints.add((member.address, member.port))
+        check_routing(self.pools, self.rules, [member.name for member in self.members])
         return self
 
     def member(self, name: str) -> Member | None:

@@ -1,0 +1,121 @@
+"""The ``nlb-sdn-router`` command: run the L7 request router, check its config offline, or print its counters."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import urllib.request
+
+from nlb_sdn.config import ConfigError, load_config
+from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
+
+STATS_TIMEOUT = 5.0
+
+
+def load_services(path: str, vips: list[str]) -> list[Service]:
+    """The routed services of a controller config file, or raise ConfigError."""
+    config = load_config(path)
+    try:
+        services = services_from_config(config, vips)
+    except ValueError as exc:
+        raise ConfigError(path, "vips", str(exc)) from None
+    if not services:
+        raise ConfigError(path, "vips", "no VIP has pools or rules (name the VIPs to route with --vip)")
+    return services
+
+
+def _address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` for argparse."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the router in the foreground until SIGTERM or SIGINT; the exit status."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        services = load_services(args.config, args.vips or [])
+        settings = RouterSettings(max_head=args.max_head, head_timeout=args.head_timeout,
+                                  status_host=args.status[0], status_port=args.status[1])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(Router(services, settings).run())
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """Validate the config and list the routed services; the exit status."""
+    try:
+        services = load_services(args.config, args.vips or [])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for service in services:
+        print(f"{service.name} {service.address}:{service.port}: {len(service.members)} members, "
+              f"{len(service.pools)} pools, {len(service.rules)} rules")
+    return 0
+
+
+def stats(args: argparse.Namespace) -> int:
+    """Print a running router's counters as JSON; the exit status."""
+    host, port = args.status
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/stats", timeout=STATS_TIMEOUT) as response:
+            counters = json.load(response)
+    except (OSError, ValueError) as exc:
+        print(f"error: http://{host}:{port}/stats: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(counters, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    defaults = RouterSettings()
+    status = (defaults.status_host, defaults.status_port)
+    parser = argparse.ArgumentParser(prog="nlb-sdn-router", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_parser = sub.add_parser("run", help="run the request router in the foreground")
+    check = sub.add_parser("check-config", help="validate the config and list the services the router would serve")
+    for command in (run_parser, check):
+        command.add_argument("--config", required=True, help="the controller's config file (YAML, TOML or JSON)")
+        command.add_argument("--vip", dest="vips", action="append", metavar="NAME",
+                             help="route this VIP service (repeatable; default: every VIP with pools or rules)")
+    run_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT",
+                            help=f"status address (default {status[0]}:{status[1]})")
+    run_parser.add_argument("--max-head", type=int, default=defaults.max_head,
+                            help=f"largest request head in bytes (default {defaults.max_head})")
+    run_parser.add_argument("--head-timeout", type=float, default=defaults.head_timeout,
+                            help=f"seconds a client has to send its head (default {defaults.head_timeout:g})")
+    run_parser.add_argument("--verbose", action="store_true")
+    stats_parser = sub.add_parser("stats", help="print a running router's counters")
+    stats_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``nlb-sdn-router``."""
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    if args.command == "check-config":
+        return check_config(args)
+    return stats(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
