@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field, model_validator
 from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, Strict, read_config_data, validate_model
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, encode
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
+from nlb_sdn.migration.wire import MIGRATION_PORT
 
 CONTROLLER_PORT = 9100
 AGENT_PORT = 9101
@@ -148,6 +149,18 @@ class App(Strict):
                    target=self.target, current="inactive")
 
 
+class Migration(Strict):
+    """The host half of connection migration: where routers send connection state, and the app's hand-off socket."""
+
+    listen: Annotated[str, AfterValidator(_listen)] = f"0.0.0.0:{MIGRATION_PORT}"
+    handoff_socket: str = Field(min_length=1, max_length=MAX_SOCKET_PATH)
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        """Where the migration port binds, as (address, port)."""
+        return parse_address(self.listen, allow_zero=True)
+
+
 class AgentConfig(Strict):
     """The whole configuration of one host agent."""
 
@@ -158,6 +171,7 @@ class AgentConfig(Strict):
     hb_period: float = Field(default=1.0, ge=0.05, le=60, allow_inf_nan=False)
     control_socket: str = Field(default="", max_length=MAX_SOCKET_PATH)
     apps: list[App] = Field(default_factory=list)
+    migration: Migration | None = None
 
     @model_validator(mode="after")
     def _check(self) -> "AgentConfig":

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import stat
+import threading
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from nlb_sdn.agent.config import AgentConfig, App, StaticLoad
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL, AgentCore, Outgoing
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, SequenceCounter, Verifier, encode
 from nlb_sdn.health.table import TARGET_STATES
+from nlb_sdn.migration.receiver import MigrationServer, Receiver
 
 log = logging.getLogger("nlb_sdn.agent")
 
@@ -220,6 +222,7 @@ class Agent:
         host, port = self.transport.get_extra_info("sockname")[:2]
         print(f"nlb-sdn-agent {self.core.host_id} listening on udp {host}:{port}, "
               f"control {self.config.control_socket}", flush=True)
+        migrations = self._start_migrations()
         self.send(self.core.start())
         tasks = [asyncio.create_task(self._timers())]
         tasks += [asyncio.create_task(self._checks(app)) for app in self.config.apps]
@@ -230,6 +233,9 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         control.close()
+        if migrations is not None:
+            migrations.shutdown()
+            migrations.server_close()
         for goodbye in self.core.stop(reasons[0]):
             self.send([goodbye])
             await asyncio.sleep(GOODBYE_SPACING)
@@ -237,6 +243,20 @@ class Agent:
         os.unlink(self.config.control_socket)
         log.info("stopped (%s)", reasons[0])
         return 0
+
+
+    def _start_migrations(self) -> MigrationServer | None:
+        """The migration port (FIG. 33 host side) in its own threads, when the config asks for it."""
+        settings = self.config.migration
+        if settings is None:
+            return None
+        self.migrations = Receiver(self.key, settings.handoff_socket, src=self.core.host_id)
+        server = MigrationServer(self.migrations, settings.listen_address)
+        threading.Thread(target=server.serve_forever, name="migrations", daemon=True).start()
+        host, port = server.server_address[:2]
+        print(f"nlb-sdn-agent {self.core.host_id} takes migrated connections on tcp {host}:{port}, "
+              f"hands them to {settings.handoff_socket}", flush=True)
+        return server
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -30,6 +30,7 @@ from nlb_sdn.agent.cli import control, main as cli_main
 from nlb_sdn.agent.config import CommandLoad, ConnectionsLoad, FileLoad
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Message, SequenceCounter, Verifier, encode
 from nlb_sdn.health.table import Row, table_checksum
+from nlb_sdn.migration.sender import migrate
 
 KEY = b"test-deployment-key-0123456789"
 HB_PERIOD = 0.3
@@ -38,7 +39,7 @@ HB_PERIOD = 0.3
 class Agent:
     """A running agent subprocess and the fake controller socket it reports to."""
 
-    def __init__(self, directory: Path, extra_args: list[str]) -> None:
+    def __init__(self, directory: Path, extra_args: list[str], extra_config: str = "") -> None:
         self.directory = directory
         (directory / "key").write_bytes(KEY + b"\n")
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -55,6 +56,7 @@ controllers: ["127.0.0.1:{self.ctl.getsockname()[1]}"]
 listen: 127.0.0.1:0
 hb_period: {HB_PERIOD}
 control_socket: {self.control_socket}
+{extra_config}
 apps:
   - vip: 10.0.0.100
     vport: 80
@@ -406,3 +408,27 @@ def test_connections_load_counts_established_connections_to_the_port():
     finally:
         for sock in clients + accepted + [listener]:
             sock.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="TCP_REPAIR needs root")
+def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
+    """With a ``migration`` section the agent listens for connection state and answers a router (here: no app)."""
+    port = _free_port()
+    agent = Agent(short_dir, [], f"migration: {{listen: '127.0.0.1:{port}', handoff_socket: {short_dir / 'app.sock'}}}")
+    try:
+        assert agent.proc.stdout is not None
+        ready, _, _ = select.select([agent.proc.stdout], [], [], 10.0)
+        line = agent.proc.stdout.readline() if ready else ""
+        assert f"takes migrated connections on tcp 127.0.0.1:{port}" in line, line
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname(), timeout=5)
+            router, _ = listener.accept()
+            with client, router:
+                client.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
+                result = migrate(router, ("127.0.0.1", port), KEY, timeout=2.0)
+                assert (result.migrated, result.reason) == (False, "refused"), result
+                assert "application unreachable" in result.detail
+                router.sendall(b"still here")
+                assert client.recv(10) == b"still here"
+    finally:
+        agent.stop()
