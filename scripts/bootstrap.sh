@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server)
+APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server haproxy)
+VENV_CHECK="import nlb_sdn, os_ken, mininet, pytest, matplotlib"
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
@@ -26,15 +27,15 @@ install_apt() {
 }
 
 install_venv() {
-  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import nlb_sdn, os_ken, mininet, pytest" 2>/dev/null \
+  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "$VENV_CHECK" 2>/dev/null \
       || [ setup.cfg -nt .venv/.installed ]; then
     echo "nlb_sdn: creating .venv"
     python3 -m venv .venv
-    if ! .venv/bin/pip install -q -e '.[test,lab]' >.venv/pip.log 2>&1; then
+    if ! .venv/bin/pip install -q -e '.[test,lab,bench]' >.venv/pip.log 2>&1; then
       cat .venv/pip.log >&2
       exit 1
     fi
-    .venv/bin/python -c "import nlb_sdn, os_ken, mininet, pytest"
+    .venv/bin/python -c "$VENV_CHECK"
     touch .venv/.installed
   fi
 }

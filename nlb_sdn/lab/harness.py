@@ -189,6 +189,7 @@ class Lab:
         self.backend_procs: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
         self.client_procs: list[subprocess.Popen[bytes]] = []
         self.agent_procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.host_procs: list[subprocess.Popen[bytes]] = []
         self._node_shells: list[subprocess.Popen[bytes]] = []
         self._lock_fd: int | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -267,6 +268,8 @@ class Lab:
                 _terminate(self.backend_procs.pop(key))
             for name in list(self.agent_procs):
                 _terminate(self.agent_procs.pop(name))
+            while self.host_procs:
+                _terminate(self.host_procs.pop())
             self.stop_controller()
             if self.net is not None:
                 self._stop_net(self.net)
@@ -417,7 +420,7 @@ class Lab:
     def _all_procs(self) -> list[subprocess.Popen[Any]]:
         """Every process the lab started or had Mininet start."""
         procs: list[subprocess.Popen[Any]] = [*self._node_shells, *self.backend_procs.values(), *self.client_procs,
-                                              *self.agent_procs.values()]
+                                              *self.agent_procs.values(), *self.host_procs]
         if self.controller_proc is not None:
             procs.append(self.controller_proc)
         return procs
@@ -652,6 +655,20 @@ class Lab:
             _terminate(proc)
             raise LabError(f"{name}: {' '.join(cmd)}: no answer within {timeout:g}s") from None
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def start_process(self, name: str, cmd: Sequence[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` in host ``name`` (output to ``<workdir>/<log_name>``); stopped by PID at teardown."""
+        with open(self.workdir / log_name, "ab") as log:
+            proc = self.host(name).popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.host_procs.append(proc)
+        self._record()
+        return proc
+
+    def stop_process(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop a process started with ``start_process`` by PID (SIGTERM, then SIGKILL)."""
+        _terminate(proc)
+        if proc in self.host_procs:
+            self.host_procs.remove(proc)
 
     def start_client(self, name: str, args: Sequence[Any]) -> subprocess.Popen[bytes]:
         """Start ``nlb-sdn-client`` with ``args`` in host ``name`` without waiting (see ``collect_client``)."""

@@ -1,0 +1,61 @@
+"""The benchmark suite (benchmarks/run.py) in smoke mode: it runs to completion quickly and every section is sane."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.suite.results import sanity_problems
+from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, SUBJECTS
+from tests.mininet.conftest import needs_lab
+
+pytestmark = [pytest.mark.mininet, needs_lab]
+
+REPO = Path(__file__).resolve().parents[2]
+TIME_LIMIT_S = 50.0
+
+
+def positive(value: object) -> bool:
+    """A positive, finite number."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def test_smoke_run_completes_with_every_section_sane(tmp_path: Path) -> None:
+    out = tmp_path / "suite.json"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--out", str(out),
+                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=180,
+                            stdin=subprocess.DEVNULL)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert elapsed < TIME_LIMIT_S, f"smoke run took {elapsed:.1f} s"
+
+    report = json.loads(out.read_text())
+    assert report["mode"] == "smoke"
+    assert set(report["sections"]) == set(SECTIONS)
+    assert sanity_problems(report, SECTIONS) == []
+    sections = report["sections"]
+    for scenario in SCENARIOS:
+        assert positive(sections["connections"]["scenarios"][scenario]["rate"]), scenario
+        assert positive(sections["throughput"]["scenarios"][scenario]["download_mbps"]), scenario
+    for subject in SUBJECTS:
+        for baseline in BASELINES:
+            assert positive(sections["connections"]["ratios"][f"{subject}/{baseline}"]["rate"])
+            assert positive(sections["throughput"]["ratios"][f"{subject}/{baseline}"]["download_mbps"])
+        for change in CHANGES:
+            trial = sections["disruption"]["trials"][subject][change]
+            assert trial["established_at_change"] > 0 and 0 <= trial["broken_share"] <= 1, (subject, change)
+    memory = sections["scale"]["memory"]
+    assert [p["tracked"] for p in memory["points"]] == sorted(p["tracked"] for p in memory["points"])
+    assert all(p["tracked_reported"] >= p["tracked"] for p in memory["points"])
+    assert positive(memory["bytes_per_connection"])
+    assert positive(sections["scale"]["allotment"]["median_us"])
+    assert sections["scale"]["vips"]["flows_per_switch"] > sections["scale"]["vips"]["flows_per_switch_before"]
+    assert "### Targets" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
