@@ -14,6 +14,9 @@ PREFIX = "10.0.0."
 PREFIX_LEN = 24
 FIRST_CLIENT = 1
 FIRST_BACKEND = 11
+FIRST_ROUTER = 91
+"""Request routers r1, r2, ... take the last addresses (10.0.0.91 up), so backends stop at 10.0.0.90 when there are
+routers."""
 LAST_HOST = 99
 MGMT_PREFIX = "10.99.0."
 MGMT_SWITCH = "m0"
@@ -39,23 +42,37 @@ def host_address(octet: int) -> tuple[str, str]:
 class LabTopo(Topo):
     """A Topo whose every port, address and dpid is explicit, so it can emit its static fabric config without root."""
 
-    def __init__(self, clients: int = 3, backends: int = 3, mgmt: bool = False) -> None:
-        """Check the host counts and build the topology (plus the management network when ``mgmt``)."""
+    def __init__(self, clients: int = 3, backends: int = 3, mgmt: bool = False, trunk_mtu: int | None = None,
+                 routers: int = 0) -> None:
+        """Check the host counts and build the topology (plus the management network when ``mgmt``).
+
+        ``routers`` request-router hosts r1.. (10.0.0.91..) are placed by the topology (FabricTopo: on the client
+        edge) and, with ``mgmt``, join the management network like the backends.
+
+        ``trunk_mtu`` sets the MTU of both ends of every switch-to-switch link (tunnel mode's MPLS label needs 1504:
+        the userspace datapath never fragments, and host links only ever see the popped, unlabelled packets).
+        """
         if not 1 <= clients <= FIRST_BACKEND - FIRST_CLIENT:
             raise ValueError(f"clients must be 1..{FIRST_BACKEND - FIRST_CLIENT}, got {clients}")
         if not 1 <= backends <= LAST_HOST - FIRST_BACKEND + 1:
             raise ValueError(f"backends must be 1..{LAST_HOST - FIRST_BACKEND + 1}, got {backends}")
+        if not 0 <= routers <= LAST_HOST - FIRST_ROUTER + 1 or (routers and FIRST_BACKEND + backends > FIRST_ROUTER):
+            raise ValueError(f"routers must be 0..{LAST_HOST - FIRST_ROUTER + 1}, with at most "
+                             f"{FIRST_ROUTER - FIRST_BACKEND} backends, got {routers} routers and {backends} backends")
+        self.routers: list[str] = [f"r{i}" for i in range(1, routers + 1)]
         self.clients: list[str] = [f"c{i}" for i in range(1, clients + 1)]
         self.backends: list[str] = [f"h{i}" for i in range(1, backends + 1)]
         self._dpids: dict[str, int] = {}
         self._attach: dict[str, tuple[str, int]] = {}
         self.mgmt = mgmt
+        self.trunk_mtu = trunk_mtu
         super().__init__()
         if mgmt:
             self._add_mgmt_network()
 
     def _add_mgmt_network(self) -> None:
-        """A management switch m0 (plain L2 bridge, no controller) joining every backend's eth1 and the root namespace.
+        """A management switch m0 (plain L2 bridge, no controller) joining the root namespace and the eth1 of every
+        backend and router.
 
         Agents reach the controller over it, never over the data path. The root namespace side is ``mgmt0-eth0``
         with 10.99.0.254/24; backend hN gets 10.99.0.<its data octet>.
@@ -63,7 +80,7 @@ class LabTopo(Topo):
         self.addSwitch(MGMT_SWITCH, cls=OVSBridge, datapath="user", dpid="99")
         self.addHost(MGMT_ROOT, inNamespace=False, ip=f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}/24")
         self.addLink(MGMT_ROOT, MGMT_SWITCH, port1=0, port2=1)
-        for index, name in enumerate(self.backends):
+        for index, name in enumerate(self.backends + self.routers):
             octet = int(self.host_ip(name).rsplit(".", 1)[1])
             self.addLink(name, MGMT_SWITCH, port1=1, port2=index + 2,
                          params1={"ip": f"{MGMT_PREFIX}{octet}/24"})
@@ -96,8 +113,9 @@ class LabTopo(Topo):
         return name
 
     def add_trunk(self, a: str, a_port: int, b: str, b_port: int) -> None:
-        """Add a switch-to-switch link with explicit ports on both ends."""
-        self.addLink(a, b, port1=a_port, port2=b_port)
+        """Add a switch-to-switch link with explicit ports on both ends (with ``trunk_mtu`` on both when set)."""
+        mtu = {"ifconfig": f"mtu {self.trunk_mtu}"} if self.trunk_mtu else {}
+        self.addLink(a, b, port1=a_port, port2=b_port, **mtu)
 
     def host_ip(self, name: str) -> str:
         """The IPv4 address of host ``name`` (without prefix length)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from topologies.base import FIRST_BACKEND, FIRST_CLIENT, LabTopo
+from topologies.base import FIRST_BACKEND, FIRST_CLIENT, FIRST_ROUTER, LabTopo
 
 HOST_BASE_PORT = 3
+ROUTER_BASE_PORT = HOST_BASE_PORT + FIRST_BACKEND - FIRST_CLIENT
+"""Routers take s1 ports 13.. (after the ports of at most 10 clients)."""
 
 
 class FabricTopo(LabTopo):
@@ -30,7 +32,8 @@ class FabricTopo(LabTopo):
         c2 10.0.0.2 --- s1:4                    s2:4 --- h2 10.0.0.12
         c3 10.0.0.3 --- s1:5                    s2:5 --- h3 10.0.0.13
 
-    Clients take s1 ports 3.., backends s2 ports 3..; MACs spell the last address byte in decimal
+    With ``routers=N``, request routers r1.. (10.0.0.91..) sit on the client edge s1, ports 13.. (FIG. 9A: the router
+    beside its forwarder). Clients take s1 ports 3.., backends s2 ports 3..; MACs spell the last address byte in decimal
     (10.0.0.12 is 00:00:00:00:00:12).
     """
 
@@ -45,3 +48,5 @@ class FabricTopo(LabTopo):
             self.add_lab_host(name, FIRST_CLIENT + index, "s1", HOST_BASE_PORT + index)
         for index, name in enumerate(self.backends):
             self.add_lab_host(name, FIRST_BACKEND + index, "s2", HOST_BASE_PORT + index)
+        for index, name in enumerate(self.routers):
+            self.add_lab_host(name, FIRST_ROUTER + index, "s1", ROUTER_BASE_PORT + index)

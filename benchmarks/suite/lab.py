@@ -40,7 +40,9 @@ MEMBERS = ("h1", "h2", "h3")
 VIPS = {"vip_controller": {"name": "web-ctl", "address": "10.0.0.100", "port": 80, "member_port": 80,
                            "dispatch": "controller"},
         "vip_switch": {"name": "web-sw", "address": "10.0.0.101", "port": 80, "member_port": 8080,
-                       "dispatch": "switch"}}
+                       "dispatch": "switch", "switch_pinning": "conntrack"},
+        "vip_switch_learn": {"name": "web-learn", "address": "10.0.0.102", "port": 80, "member_port": 8081,
+                             "dispatch": "switch", "switch_pinning": "learn"}}
 DIRECT_PORT = 8000
 HAPROXY_PORT = 80
 HAPROXY_MEMBER_PORT = 80  # the same backend servers as the controller-dispatched VIP
@@ -84,6 +86,7 @@ def vip_entry(topo: BenchTopo, subject: str) -> dict[str, Any]:
     """The config entry of a subject's VIP over h1..h3."""
     vip = VIPS[subject]
     return {"name": vip["name"], "address": vip["address"], "port": vip["port"], "dispatch": vip["dispatch"],
+            **({"switch_pinning": vip["switch_pinning"]} if "switch_pinning" in vip else {}),
             "idle_timeout": IDLE_TIMEOUT, "members": topo.members(vip["member_port"], list(MEMBERS))}
 
 

@@ -12,8 +12,8 @@ from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SUBJECTS
 
 Figures = Mapping[str, float | None]
 
-SCENARIO_LABELS = {"vip_controller": "VIP, dispatch controller", "vip_switch": "VIP, dispatch switch",
-                   "direct": "direct (no LB)", "haproxy": "HAProxy"}
+SCENARIO_LABELS = {"vip_controller": "VIP, dispatch controller", "vip_switch": "VIP, dispatch switch (conntrack)",
+                   "vip_switch_learn": "VIP, dispatch switch (learn)", "direct": "direct (no LB)", "haproxy": "HAProxy"}
 CONNECTION_ROWS: list[tuple[str, str, str]] = [
     ("rate", "new connections/s ({clients} clients x {concurrency} in flight)", "{:.0f}"),
     ("connect_p50_ms", "connect p50 ms, loaded", "{:.2f}"),
@@ -155,7 +155,8 @@ def _cell(value: Any, fmt: str) -> str:
 def _scenario_table(section: Mapping[str, Any], rows: list[tuple[str, str, str]], names: Mapping[str, Any]) -> str:
     """Figures of every scenario and the ratios of both dispatch modes to both baselines, as a Markdown table."""
     pairs = [f"{s}/{b}" for s in SUBJECTS for b in BASELINES]
-    short = {"vip_controller": "ctl", "vip_switch": "sw", "direct": "direct", "haproxy": "HAProxy"}
+    short = {"vip_controller": "ctl", "vip_switch": "sw", "vip_switch_learn": "sw-learn", "direct": "direct",
+             "haproxy": "HAProxy"}
     header = ["figure", *(SCENARIO_LABELS[s] for s in SCENARIOS),
               *(f"{short[p.split('/')[0]]}/{short[p.split('/')[1]]}" for p in pairs)]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]

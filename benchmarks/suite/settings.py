@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 SECTIONS = ("connections", "throughput", "disruption", "scale")
 
-SCENARIOS = ("vip_controller", "vip_switch", "direct", "haproxy")
-SUBJECTS = ("vip_controller", "vip_switch")
+SCENARIOS = ("vip_controller", "vip_switch", "vip_switch_learn", "direct", "haproxy")
+SUBJECTS = ("vip_controller", "vip_switch", "vip_switch_learn")
 BASELINES = ("direct", "haproxy")
 CHANGES = ("add", "weight", "drain", "remove")
 

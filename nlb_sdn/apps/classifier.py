@@ -15,10 +15,13 @@ from typing import Any, Callable
 
 from nlb_sdn.config import Config, load_config
 from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.dam import make_dam
 from nlb_sdn.flows.builders import bind, flow_stats_request
+from nlb_sdn.flows.dispatch import switch_flow_stats_request
+from nlb_sdn.flows.templates import Prepared
 from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
-                               ofproto_v1_3, set_ev_cls)
+                               ofproto_v1_3, set_ev_cls, use_fast_packet_in_path)
 from nlb_sdn.rest.app import make_app
 from nlb_sdn.rest.server import listen, serve_on
 
@@ -26,6 +29,8 @@ CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
 DAM_PERIOD = 0.05
 DAM_MAINTAIN_PERIOD = 1.0
+BARRIER_TIMEOUT = 1.0
+"""Seconds a REST handler waits for a switch to confirm a flow change (migration commits)."""
 LOG = logging.getLogger("nlb_sdn.classifier")
 
 
@@ -76,6 +81,7 @@ class Classifier(RyuApp):
         self.errors: Counter[str] = Counter()
         self.flow_stats: dict[int, list[tuple[int, int, dict[str, Any], int]]] = {}
         self.started_at = time.time()
+        self.barriers: dict[tuple[int, int], Any] = {}
         health = config.controller.health
         if health.enabled:
             self.hl_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -87,11 +93,13 @@ class Classifier(RyuApp):
         self.load_from_dam()
         hub.spawn(self.tick_loop)
         hub.spawn(self.dam_loop)
+        hub.spawn(self.switch_sync_loop)
         rest = self.lb.config.controller.rest
         if rest.enabled:
             sock = listen(rest.host, rest.port)
             hub.spawn(serve_on, sock, make_app(self))
             LOG.info("REST listening on http://%s:%d/v1/", rest.host, rest.port)
+        use_fast_packet_in_path(self)
 
     def hl_receive_loop(self) -> None:
         """Receive agent datagrams for ever; verify, apply, answer (a green thread; never raises)."""
@@ -108,15 +116,33 @@ class Classifier(RyuApp):
         while True:
             hub.sleep(TICK_PERIOD)
             try:
-                datagrams, probes = self.lb.tick(time.time())
+                now = time.time()
+                datagrams, probes = self.lb.tick(now)
                 self.send_datagrams(datagrams)
-                for dpid, msgs in probes.items():
-                    datapath = self.datapaths.get(dpid)
-                    if datapath is not None:
-                        self.send(datapath, msgs)
+                self.send_per_dpid(probes)
+                self.send_per_dpid(self.lb.dispatch_updates(now, list(self.datapaths)))
             except Exception:  # noqa: BLE001 - the timer must keep running
                 self.errors["handler:tick"] += 1
                 LOG.exception("periodic H&L work failed")
+
+    def switch_sync_loop(self) -> None:
+        """Ask the switches for the connections they dispatched themselves (own green thread; replies reconcile)."""
+        while True:
+            hub.sleep(self.lb.config.controller.switch_sync_period)
+            try:
+                if any(vip.dispatch == "switch" for vip in self.lb.config.vips):
+                    for datapath in list(self.datapaths.values()):
+                        self.send(datapath, [switch_flow_stats_request()])
+            except Exception:  # noqa: BLE001 - the timer must keep running
+                self.errors["handler:switch_sync"] += 1
+                LOG.exception("switch connection sync failed")
+
+    def send_per_dpid(self, per_dpid: dict[int, list[Any]]) -> None:
+        """Send each connected datapath its messages (those of datapaths gone meanwhile are dropped)."""
+        for dpid, msgs in per_dpid.items():
+            datapath = self.datapaths.get(dpid)
+            if datapath is not None and msgs:
+                self.send(datapath, msgs)
 
     def load_from_dam(self) -> None:
         """At start: every route and session atom the DAM holds (the Redis backend survives our restarts)."""
@@ -185,10 +211,25 @@ class Classifier(RyuApp):
                 LOG.warning("H&L send to %s:%d failed: %s", addr[0], addr[1], exc)
 
     def send(self, datapath: Any, msgs: list[Any]) -> None:
-        """Bind and send messages in order, counting flow-mods and packet-outs."""
+        """Bind and send messages in order, counting flow-mods and packet-outs.
+
+        Consecutive prepared messages (``templates``: a new connection's flow-mods and packet-out) go out as one
+        buffer, so one queue entry and one socket write; the switch reads them in the same order either way.
+        """
+        batch: list[bytes] = []
         for msg in bind(msgs, datapath):
-            datapath.send_msg(msg)
             self.sent[type(msg).__name__] += 1
+            if isinstance(msg, Prepared):
+                datapath.set_xid(msg)
+                msg.serialize()
+                batch.append(msg.buf)
+                continue
+            if batch:
+                datapath.send(b"".join(batch))
+                batch = []
+            datapath.send_msg(msg)
+        if batch:
+            datapath.send(b"".join(batch))
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     @guarded
@@ -237,7 +278,7 @@ class Classifier(RyuApp):
         """Classify a punted packet and plumb its connection."""
         msg = ev.msg
         msgs = self.lb.handle_packet_in(msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len,
-                                        msg.table_id, time.time())
+                                        msg.table_id, time.time(), msg.cookie)
         if msgs:
             self.send(msg.datapath, msgs)
 
@@ -253,6 +294,14 @@ class Classifier(RyuApp):
         if msgs:
             self.send(msg.datapath, msgs)
 
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    @guarded
+    def barrier_reply(self, ev: Any) -> None:
+        """Wake the REST green thread waiting for this barrier (``send_confirmed``), if any."""
+        waiting = self.barriers.get((ev.msg.datapath.id, ev.msg.xid))
+        if waiting is not None:
+            waiting.set()
+
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error_msg(self, ev: Any) -> None:
         """Count and log OpenFlow errors reported by switches."""
@@ -266,11 +315,7 @@ class Classifier(RyuApp):
 
     def apply_config(self, new: Config) -> None:
         """REST backend: switch to a new model through the one flow-diff path, on every connected switch."""
-        changes = self.lb.apply_config(new, dpids=list(self.datapaths), now=time.time())
-        for dpid, msgs in changes.items():
-            datapath = self.datapaths.get(dpid)
-            if datapath is not None and msgs:
-                self.send(datapath, msgs)
+        self.send_per_dpid(self.lb.apply_config(new, dpids=list(self.datapaths), now=time.time()))
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """REST backend: target and current state of a member."""
@@ -292,6 +337,46 @@ class Classifier(RyuApp):
     def delete_session(self, session_id: str) -> bool:
         """REST backend: forget one session (here and in the DAM)."""
         return self.lb.delete_session(session_id)
+
+    def send_confirmed(self, dpid: int, msgs: list[Any], timeout: float = BARRIER_TIMEOUT) -> bool:
+        """Send ``msgs`` and a barrier to ``dpid``; wait (in the caller's green thread) for the switch to confirm.
+
+        False when no barrier reply came within ``timeout``; ConnectionError when the switch is not connected. Only for
+        REST handlers and timers: an OpenFlow event handler must never wait.
+        """
+        datapath = self.datapaths.get(dpid)
+        if datapath is None:
+            raise ConnectionError(f"switch {dpid:016x} is not connected")
+        barrier = datapath.ofproto_parser.OFPBarrierRequest(datapath)
+        datapath.set_xid(barrier)
+        confirmed = hub.Event()
+        self.barriers[(dpid, barrier.xid)] = confirmed
+        try:
+            self.send(datapath, [*msgs, barrier])
+            return confirmed.wait(timeout)
+        finally:
+            self.barriers.pop((dpid, barrier.xid), None)
+
+    def migrations(self, limit: int | None = None) -> dict[str, Any]:
+        """REST backend: the recent migrations of l7 connections and their counters."""
+        return self.lb.migrations.view(limit)
+
+    def migrate(self, request: MigrationRequest) -> tuple[dict[str, Any], bool]:
+        """REST backend: a router's commit (move the connection, wait for the barrier) or outcome report.
+
+        Returns the migration and whether the switch confirmed the flow change (True when nothing had to change).
+        """
+        client_ip, client_port = request.client_address
+        now = time.time()
+        if request.phase == "commit":
+            dpid, msgs, migration = self.lb.commit_migration(request.id, request.vip, client_ip, client_port,
+                                                             request.member, now)
+        else:
+            dpid, msgs, migration = self.lb.report_migration(
+                request.id, request.vip, client_ip, client_port, request.router, request.member,
+                request.outcome or "", request.reason, request.duration_ms, now)
+        confirmed = self.send_confirmed(dpid, msgs) if dpid is not None and msgs else True
+        return migration.as_dict(), confirmed
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """REST backend: tracked connections."""

@@ -99,6 +99,28 @@ class Allotment(Strict):
     duration_ms: int = Field(default=2000, ge=100, le=600_000)
 
 
+class MigrationSettings(Strict):
+    """How the request routers of an ``l7`` VIP service hand connections to members (SPEC §2.6)."""
+
+    timeout_ms: int = Field(default=1000, ge=50, le=30_000)
+    fallback: Literal["proxy", "reset"] = "proxy"
+
+
+def _check_l7(vip: "Vip") -> None:
+    """The checks of an ``l7`` VIP service that need only the VIP (routers are checked against the fabric later)."""
+    if vip.mode != "l7":
+        if vip.routers:
+            raise ValueError("routers: only a VIP service in mode l7 has request routers")
+        return
+    if not vip.routers:
+        raise ValueError("mode l7 needs routers (the fabric hosts whose request router takes the connections)")
+    if len(set(vip.routers)) != len(vip.routers):
+        raise ValueError("routers: a router is listed twice")
+    if vip.dispatch == "switch" or vip.granularity == "session" or vip.affinity != "none":
+        raise ValueError("mode l7 needs dispatch controller, granularity connection and affinity none (the request "
+                         "router decides, sessions included)")
+
+
 class Vip(Strict):
     """A VIP service: (address, port, protocol) with its forwarding mode, timers and member pool."""
 
@@ -106,8 +128,9 @@ class Vip(Strict):
     address: IPv4
     port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp"] = "tcp"
-    mode: Literal["nat"] = "nat"
+    mode: Literal["nat", "tunnel", "l7"] = "nat"
     dispatch: Literal["controller", "switch"] = "controller"
+    switch_pinning: Literal["conntrack", "learn"] | None = None
     idle_timeout: int = Field(default=15, ge=1, le=65535)
     hard_timeout: int = Field(default=0, ge=0, le=65535)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
@@ -121,9 +144,12 @@ class Vip(Strict):
     members: list[Member] = Field(default_factory=list)
     pools: list[Pool] = Field(default_factory=list)
     rules: list[RouteRule] = Field(default_factory=list)
+    routers: list[str] = Field(default_factory=list)
+    migration: MigrationSettings = Field(default_factory=MigrationSettings)
 
     @model_validator(mode="after")
     def _check(self) -> "Vip":
+        _check_l7(self)
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
         if self.dispatch == "switch" and self.affinity == "app":
@@ -132,6 +158,19 @@ class Vip(Strict):
         if self.dispatch == "switch" and self.granularity == "session":
             raise ValueError("dispatch switch with affinity client_ip already pins whole clients in the switch; "
                              "leave granularity at connection")
+        if self.switch_pinning is None:
+            object.__setattr__(self, "switch_pinning", "learn" if self.affinity == "client_ip" else "conntrack")
+        elif self.switch_pinning == "conntrack" and self.affinity == "client_ip":
+            raise ValueError("switch_pinning conntrack cannot pin whole clients: affinity client_ip needs "
+                             "switch_pinning learn")
+        if self.mode == "tunnel" and (self.dispatch == "switch" or self.granularity == "session"):
+            raise ValueError("mode tunnel needs dispatch controller and granularity connection")
+        if self.mode in ("tunnel", "l7") and any(member.port != self.port for member in self.members):
+            raise ValueError(f"mode {self.mode} does not rewrite ports: members must listen on the VIP's port "
+                             f"{self.port}")
+        if self.mode in ("tunnel", "l7") and any(member.health == "probe" for member in self.members):
+            raise ValueError(f"mode {self.mode} members hold the VIP themselves, so probe replies (to the VIP) never "
+                             "leave them: use health agent or static")
         if self.port >= PROBE_PORT_BASE:
             raise ValueError(f"port {self.port}: ports {PROBE_PORT_BASE}-65535 are reserved for health probes")
         if not self.mac:
@@ -217,6 +256,11 @@ class Fabric(Strict):
             ports.add((host.switch, host.port))
         return self
 
+    def host(self, ident: str) -> Host | None:
+        """The host called ``ident``, or with address ``ident``, if any."""
+        return next((h for h in self.hosts if h.name == ident), None) or next(
+            (h for h in self.hosts if h.ip == ident), None)
+
 
 class Rest(Strict):
     """Where the REST API listens."""
@@ -260,6 +304,7 @@ class Controller(Strict):
     lbu_id: int = Field(default=1, ge=0, le=255)
     max_connections: int = Field(default=100_000, ge=1)
     packet_in_max_len: int = Field(default=128, ge=64, le=65535)
+    switch_sync_period: float = Field(default=2.0, ge=0.1, le=3600)
     rest: Rest = Field(default_factory=Rest)
     health: Health = Field(default_factory=Health)
     dam: DamConfig = Field(default_factory=DamConfig)
@@ -285,9 +330,15 @@ class Config(Strict):
                 if member.health == "agent" and not self.controller.health.enabled:
                     raise ValueError(f"vip {vip.name!r} member {member.name!r} has agent health, but "
                                      "controller.health.enabled is false")
+                if vip.mode in ("tunnel", "l7") and member.address not in host_ips:
+                    raise ValueError(f"vip {vip.name!r} member {member.name!r}: mode {vip.mode} reaches members by "
+                                     f"their fabric host's label, and {member.address} is not a host of the fabric")
                 if host_ips and not member.mac and member.address not in host_ips:
                     raise ValueError(f"vip {vip.name!r} member {member.name!r}: {member.address} is not a host of "
                                      "the fabric (list it under fabric.hosts, or give the member a mac)")
+            for router in vip.routers:
+                if self.fabric.host(router) is None:
+                    raise ValueError(f"vip {vip.name!r} router {router!r}: not a host of the fabric (name or address)")
         return self
 
     def vip(self, name: str) -> Vip | None:

@@ -13,13 +13,19 @@ from typing import Any
 from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import ArpRequest, FrameError, TcpSegment, parse_frame
+from nlb_sdn.core import l7
 from nlb_sdn.affinity.sessions import (APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_of_match,
                                       client_prefix)
-from nlb_sdn.flows import builders
+from nlb_sdn.flows import builders, dispatch, tunnel
+from nlb_sdn.flows import templates
+from nlb_sdn.health.allotment import largest_remainder
 from nlb_sdn.health.handler import Attachment, Datagram, HealthHandler
 from nlb_sdn.flows.pipeline import KIND_MASK, MAX_VIP_ID, Cookie, CookieKind, Table, make_cookie
 
 ConnKey = tuple[str, int, str, int]
+REINJECT_WINDOW = 1.0
+"""Seconds within which a second miss of the same segment's connection in the switch-learned table drops it."""
+MAX_REINJECTED = 100_000
 DamOp = tuple[Any, ...]
 """A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
 
@@ -39,12 +45,13 @@ class Connection:
     member: str
     route: builders.NatRoute
     installed_at: float
+    dispatch: str = "controller"
 
     def atom_data(self) -> dict[str, Any]:
         """The route atom's data: enough for any LBU to re-plumb the connection to the same endpoint."""
         route = self.route
         return {"vip": self.vip, "member": self.member, "pip": route.member_ip, "pport": route.member_port,
-                "mac": route.member_mac, "mode": "nat", "flow_id": 0, "dpid": self.dpid}
+                "mac": route.member_mac, "mode": self.mode, "flow_id": 0, "dpid": self.dpid, "dispatch": self.dispatch}
 
     def as_dict(self, key: ConnKey) -> dict[str, Any]:
         """A JSON-friendly view for REST."""
@@ -52,9 +59,19 @@ class Connection:
         return {
             "client": f"{client_ip}:{client_port}", "vip": self.vip, "vip_address": f"{vip_ip}:{vip_port}",
             "member": self.member, "member_address": f"{self.route.member_ip}:{self.route.member_port}",
-            "dpid": self.dpid, "mode": "nat", "cookie": f"0x{self.route.cookie:016x}",
+            "dpid": self.dpid, "mode": self.mode, **self._tunnel_fields(), "dispatch": self.dispatch,
+            "cookie": f"0x{self.route.cookie:016x}",
             "installed_at": self.installed_at,
         }
+
+    @property
+    def mode(self) -> str:
+        """The forwarding mode the connection is plumbed in: ``nat`` or ``tunnel``."""
+        return tunnel.route_mode(self.route)
+
+    def _tunnel_fields(self) -> dict[str, int]:
+        """The MPLS label of a tunnel connection's host, for REST (nothing for nat)."""
+        return {"label": self.route.label} if isinstance(self.route, tunnel.TunnelRoute) else {}
 
 
 class VipState:
@@ -94,12 +111,19 @@ class LoadBalancer:
         self._hosts_by_ip: dict[str, Any] = {}
         self._dpids: dict[str, int] = {}
         self._forwarding: dict[int, dict[str, int]] = {}
+        self._labels: dict[str, int] = {}
         self.connections_by_key: dict[ConnKey, Connection] = {}
+        self.dispatch_slots: dict[str, list[int]] = {}
+        self.switch_dispatch: Counter[str] = Counter()
+        self.reinjected: dict[ConnKey, float] = {}
+        self.ct_index: dict[ConnKey, ConnKey] = {}
         self.member_connections: Counter[tuple[str, str]] = Counter()
         self.packet_in: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self.selections: Counter[tuple[str, str]] = Counter()
+        self.migrations = l7.MigrationLog()
+        self.router_picker = l7.RouterPicker()
         self.apply_config(config, dpids=(), now=now)
 
     @property
@@ -119,7 +143,73 @@ class LoadBalancer:
         for state in self._vips.values():
             msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
         msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
+        msgs += self._tunnel_flows(dpid)
+        msgs += dispatch.dispatch_base_flows(self.lbu_id, controller.packet_in_max_len)
+        msgs += dispatch.ct_base_flows(self.lbu_id)
+        msgs += self._ct_shared_flows()
+        for state in self._switch_states():
+            msgs += dispatch.group_add(state.vip_id, self.dispatch_slots.get(state.vip.name, []))
+            msgs += dispatch.switch_vip_flows(self._switch_vip(state.vip, state.vip_id),
+                                              self._switch_targets(state.vip))
         return msgs
+
+    def _switch_states(self) -> list[VipState]:
+        """The VIP services the switches dispatch themselves."""
+        return [state for state in self._vips.values() if state.vip.dispatch == "switch"]
+
+    def _switch_vip(self, vip: Vip, vip_id: int) -> dispatch.SwitchVip:
+        """A VIP service as the switch-dispatch flows need it (client_ip affinity also pins whole clients)."""
+        prefix = vip.affinity_prefix if vip.affinity == CLIENT_IP else None
+        return dispatch.SwitchVip(self.lbu_id, vip_id, vip.address, vip.port, vip.mac, vip.idle_timeout,
+                                  vip.hard_timeout, prefix, vip.session_flow_idle, vip.switch_pinning or "learn")
+
+    def _ct_shared_flows(self) -> list[Any]:
+        """The per-member conntrack entries every conntrack-pinned VIP service shares."""
+        targets = [target for state in self._switch_states() if state.vip.switch_pinning == "conntrack"
+                   for target in self._switch_targets(state.vip)]
+        return dispatch.ct_shared_flows(self.lbu_id, targets)
+
+    def _ct_shared_changes(self, before: list[Any]) -> tuple[list[Any], list[Any]]:
+        """(adds, deletes) that take the shared conntrack entries from ``before`` to what the model wants now."""
+        def keyed(msgs: list[Any]) -> dict[Any, Any]:
+            return {_flow_key(m.table_id, m.priority, dict(m.match.items())): m for m in msgs}
+
+        old, new = keyed(before), keyed(self._ct_shared_flows())
+        adds = [msg for key, msg in new.items() if key not in old]
+        deletes = [builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
+                   for key, msg in old.items() if key not in new]
+        return adds, deletes
+
+    def _switch_targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
+        """The members the switch can rewrite toward (those with a known MAC)."""
+        return [dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, self._member_mac(m.address, m.mac))
+                for m in vip.members if self._has_mac(m)]
+
+    def _slots(self, vip: Vip, now: float) -> list[int]:
+        """The VIP's group buckets: each slot names a member's endpoint id, as many as its allotment share."""
+        if self.health.needs_warm_cache(vip) and not self.health.cache.warm(now):
+            return []
+        shares = self.health.allotment_for(vip, self._has_mac, now).values
+        counts = largest_remainder({name: float(value) for name, value in shares.items()}, dispatch.SLOTS)
+        ids = {member.name: member.endpoint_id for member in vip.members}
+        return [ids[name] for name in sorted(counts) for _ in range(counts[name])]
+
+    def dispatch_updates(self, now: float, dpids: Any) -> dict[int, list[Any]]:
+        """Group changes for switch-dispatched VIPs whose allotment moved (health, load, drain, weights)."""
+        msgs: list[Any] = []
+        for state in self._switch_states():
+            slots = self._slots(state.vip, now)
+            if slots != self.dispatch_slots.get(state.vip.name):
+                self.dispatch_slots[state.vip.name] = slots
+                self.switch_dispatch["group_updates"] += 1
+                msgs.append(dispatch.group_modify(state.vip_id, slots))
+        return {dpid: list(msgs) for dpid in dpids} if msgs else {}
+
+    def dispatch_shares(self, vip: str) -> dict[str, int]:
+        """How many of the group's slots each member holds (switch-dispatched VIPs)."""
+        service = self._config.vip(vip)
+        slots = self.dispatch_slots.get(vip, [])
+        return {m.name: slots.count(m.endpoint_id) for m in service.members} if service else {}
 
     def reconcile(self, dpid: int, entries: list[tuple[int, int, dict[str, Any], int]],
                   now: float = 0.0) -> list[Any]:
@@ -130,30 +220,39 @@ class LoadBalancer:
         exist. Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services
         that the tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
         """
-        wanted = {_flow_key(msg.table_id, msg.priority, dict(msg.match.items())) for msg in self.switch_flows(dpid)}
+        wanted = {_flow_key(msg.table_id, msg.priority, dict(msg.match.items())) for msg in self.switch_flows(dpid)
+                  if isinstance(msg, builders.parser.OFPFlowMod)}
         msgs: list[Any] = []
         for table_id, priority, match, cookie in entries:
             kind = Cookie.decode(cookie).kind
             if kind in (CookieKind.BASE, CookieKind.FABRIC):
                 stale = _flow_key(table_id, priority, match) not in wanted
+            elif kind == CookieKind.TUNNEL:
+                stale = self._reconcile_tunnel(dpid, table_id, Cookie.decode(cookie), match, now)
             elif kind in (CookieKind.NAT, CookieKind.SESSION):
                 stale = Cookie.decode(cookie).vip_id not in self._by_id
-                if not stale and table_id == Table.CONNECTIONS:
-                    self._adopt(dpid, Cookie.decode(cookie), match, now)
+                if not stale and table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
+                    self._adopt(dpid, Cookie.decode(cookie), match, now, table_id == Table.SWITCH_CONNECTIONS)
             else:
                 stale = False
             if stale:
                 msgs.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
         return msgs
 
-    def _adopt(self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float) -> None:
-        """Take a connection or session flow found in a switch into the tables (rebuild after a restart)."""
+    def _adopt(self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float, learned: bool = False) -> None:
+        """Take a connection or session flow found in a switch into the tables.
+
+        After a restart that rebuilds the tables; for switch-dispatched VIPs (``learned``: the switch made the entry
+        itself) it is how the controller hears about their connections and sessions.
+        """
         state = self._by_id[cookie.vip_id]
         member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None)
         if member is None:
             return
         if cookie.kind == CookieKind.SESSION:
             self._session_flow_adopt(dpid, state, member, match)
+            if learned:
+                self._learned_session(state, member, match, now)
             return
         try:
             key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
@@ -161,12 +260,30 @@ class LoadBalancer:
             return
         if key in self.connections_by_key:
             return
-        conn = Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now)
+        conn = Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now,
+                          "switch" if learned else "controller")
         self.connections_by_key[key] = conn
         self.member_connections[(conn.vip, conn.member)] += 1
         self.lingering.pop(key, None)
         self.rebuilt_connections += 1
         self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+
+    def _learned_session(self, state: VipState, member: Member, match: dict[str, Any], now: float) -> None:
+        """A client the switch pinned to a member (client_ip affinity): record its session here and in the DAM."""
+        value = match.get("ipv4_src")
+        vip = state.vip
+        if value is None:
+            return
+        client = client_of_match(value)
+        sid = client_ip_sid(vip.name, client.split("/")[0], vip.affinity_prefix)
+        session = self.sessions.lookup(CLIENT_IP, vip.name, client, now)
+        if session is not None and session.member == member.name:
+            return
+        session = Session(sid, CLIENT_IP, vip.name, member.name, member.address, member.port, client, "",
+                          now + vip.session_ttl, self.origin)
+        self.sessions.upsert(session)
+        self.affinity["learned"] += 1
+        self.dam_ops.append(("put", session.key, session.to_data(), vip.session_ttl))
 
     def _session_flow_adopt(self, dpid: int, state: VipState, member: Member, match: dict[str, Any]) -> None:
         """Take a per-session flow found in a switch into the session-flow table."""
@@ -206,6 +323,9 @@ class LoadBalancer:
             if key not in self.connections_by_key:
                 self.connections_by_key[key] = conn
                 self.member_connections[(conn.vip, conn.member)] += 1
+            if atom.data.get("dispatch") == "switch":
+                conn.dispatch = "switch"
+                self.ct_index[(key[0], key[1], conn.route.member_ip, conn.route.member_port)] = key
         else:
             self.lingering[key] = (conn, atom.expires_at)
 
@@ -235,12 +355,14 @@ class LoadBalancer:
         Directive changes of agent members are queued in ``relays`` (datagrams for the shell to send).
         """
         old = self._config
+        ct_before = self._ct_shared_flows()
         fabric_changed = new.fabric != old.fabric
         if fabric_changed or not self._host_macs:
             self._host_macs = {host.ip: host.mac for host in new.fabric.hosts}
             self._hosts_by_ip = {host.ip: host for host in new.fabric.hosts}
             self._dpids = {switch.name: switch.dpid for switch in new.fabric.switches}
             self._forwarding = forwarding_tables(new.fabric)
+            self._labels = tunnel.host_labels(new.fabric)
         common: list[tuple[str, Any]] = []
         new_names = {vip.name: vip for vip in new.vips}
         for name in list(self._vips):
@@ -260,8 +382,19 @@ class LoadBalancer:
                 self._by_id[state.vip_id] = state
                 common.append(("add", state))
             else:
+                common.append(("update", (state, state.vip)))
                 state.vip = vip
         self.relays += self.health.set_config(new, self._attachment, now)
+        ct_adds, ct_deletes = self._ct_shared_changes(ct_before)
+        switch_msgs: list[Any] = list(ct_adds)
+        for action, item in common:
+            if action == "delete":
+                switch_msgs += self._switch_dispatch_removal(item)
+            elif action == "add":
+                switch_msgs += self._switch_dispatch_change(item, None, now)
+            else:
+                switch_msgs += self._switch_dispatch_change(item[0], item[1], now)
+        switch_msgs += ct_deletes
         changes: dict[int, list[Any]] = {}
         for dpid in dpids:
             msgs: list[Any] = []
@@ -269,13 +402,42 @@ class LoadBalancer:
                 if action == "delete":
                     msgs += builders.vip_flow_deletes(self.lbu_id, state.vip_id, state.vip.address, state.vip.port,
                                                       remaining_ips)
-                else:
+                elif action == "add":
                     msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+            msgs += switch_msgs
+            msgs += self._tunnel_changes(dpid, old, common, fabric_changed)
             if fabric_changed:
                 msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
                 msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
             changes[dpid] = msgs
         return changes
+
+    def _switch_dispatch_removal(self, state: VipState) -> list[Any]:
+        """A removed VIP service: its switch-dispatch entries and group, and every connection the switch learned."""
+        self.dispatch_slots.pop(state.vip.name, None)
+        msgs = dispatch.learned_flow_deletes(self.lbu_id, state.vip_id)
+        if state.vip.dispatch == "switch":
+            msgs = dispatch.switch_vip_deletes(self._switch_vip(state.vip, state.vip_id)) + msgs
+        return msgs
+
+    def _switch_dispatch_change(self, state: VipState, old: Vip | None, now: float) -> list[Any]:
+        """Switch-dispatch changes for an added (``old`` None) or changed VIP service; learned connections stay."""
+        new = state.vip
+        was_switch = old is not None and old.dispatch == "switch"
+        if new.dispatch != "switch":
+            self.dispatch_slots.pop(new.name, None)
+            return dispatch.switch_vip_deletes(self._switch_vip(old, state.vip_id)) if was_switch else []
+        switch_vip, targets = self._switch_vip(new, state.vip_id), self._switch_targets(new)
+        slots = self._slots(new, now)
+        self.dispatch_slots[new.name] = slots
+        if not was_switch or old.switch_pinning != new.switch_pinning:
+            removal = dispatch.switch_vip_deletes(self._switch_vip(old, state.vip_id)) if was_switch else []
+            return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
+        kept = {target.endpoint_id for target in targets}
+        gone = [target for target in self._switch_targets(old) if target.endpoint_id not in kept]
+        return ([dispatch.group_modify(state.vip_id, slots)]
+                + dispatch.switch_vip_flows(switch_vip, targets)
+                + dispatch.select_flow_strict_deletes(self._switch_vip(old, state.vip_id), gone))
 
     def _has_mac(self, member: Member) -> bool:
         """Whether packets can be rewritten toward the member (its MAC is configured or a fabric host's)."""
@@ -319,8 +481,11 @@ class LoadBalancer:
         return conn
 
     def handle_packet_in(self, dpid: int, in_port: int, data: bytes, total_len: int, table_id: int,
-                         now: float) -> list[Any]:
-        """Classify one punted frame; return the messages to send to that datapath (flows first)."""
+                         now: float, cookie: int = 0) -> list[Any]:
+        """Classify one punted frame; return the messages to send to that datapath (flows first).
+
+        ``cookie`` is the cookie of the entry that sent it (it names VIP and member in conntrack copies).
+        """
         self.packet_in["total"] += 1
         try:
             frame = parse_frame(data, total_len)
@@ -331,10 +496,76 @@ class LoadBalancer:
             return self._answer_arp(frame, in_port)
         if table_id == Table.CLASSIFY:
             return self._probe_reply(frame)
-        if table_id != Table.CONNECTIONS:
+        if table_id in (Table.SWITCH_SELECT, Table.CT_FORWARD, Table.CT_REVERSE):
+            self._ct_copy(dpid, table_id, frame, Cookie.decode(cookie), now)
+            return []
+        if table_id not in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
             self.dropped["unexpected_table"] += 1
             return []
+        if table_id == Table.SWITCH_CONNECTIONS and self._switch_dispatched(frame):
+            return self._switch_punt(frame, in_port, data, total_len, now)
         return self._classify(dpid, in_port, frame, data, total_len, now)
+
+    def _ct_copy(self, dpid: int, table_id: int, segment: TcpSegment, cookie: Cookie, now: float) -> None:
+        """A copy of a conntrack-pinned connection's SYN (it started) or of its FIN or RST (it ends).
+
+        The switch already forwarded the original: this only keeps the connection table, drain and the DAM right.
+        """
+        self.packet_in["conntrack_copy"] += 1
+        if table_id == Table.SWITCH_SELECT:
+            self._ct_started(dpid, segment, cookie, now)
+            return
+        if table_id == Table.CT_FORWARD:
+            key = self.ct_index.pop((segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port), None)
+        else:
+            key = (segment.dst_ip, segment.dst_port, segment.src_ip, segment.src_port)
+        conn = self._forget(key) if key is not None else None
+        if conn is None:
+            return
+        self.ct_index.pop((key[0], key[1], conn.route.member_ip, conn.route.member_port), None)
+        self.switch_dispatch["conntrack_ended"] += 1
+        self.dam_ops.append(("delete", route_key(key)))
+
+    def _ct_started(self, dpid: int, segment: TcpSegment, cookie: Cookie, now: float) -> None:
+        """The switch committed a new connection to the member its cookie names: track it (asynchronously)."""
+        state = self._by_id.get(cookie.vip_id)
+        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None) if state else None
+        key = (segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port)
+        if state is None or member is None or key in self.connections_by_key:
+            return
+        conn = Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now,
+                          "switch")
+        self.connections_by_key[key] = conn
+        self.member_connections[(conn.vip, conn.member)] += 1
+        self.ct_index[(key[0], key[1], member.address, member.port)] = key
+        self.selections[(conn.vip, conn.member)] += 1
+        self.switch_dispatch["conntrack_started"] += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+
+    def _switch_dispatched(self, segment: TcpSegment) -> bool:
+        """Whether the segment is for a VIP service the switches dispatch themselves."""
+        state = self._services.get((segment.dst_ip, segment.dst_port))
+        return state is not None and state.vip.dispatch == "switch"
+
+    def _switch_punt(self, segment: TcpSegment, in_port: int, data: bytes, total_len: int, now: float) -> list[Any]:
+        """A segment of a switch-dispatched VIP that met no learned entry: released once more, dropped after that.
+
+        Open vSwitch makes the entries a SYN learned visible a little after the SYN has gone on, so a fast client's
+        next segment can miss them; going round once through the controller is enough for it to find them. A
+        segment that misses twice within ``REINJECT_WINDOW`` belongs to no connection the switch knows (its entries
+        idled out): it is dropped, and nothing is re-plumbed from memory, because a new connection may reuse the
+        port and the switch, not the controller, chose its member.
+        """
+        key = (segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port)
+        first = self.reinjected.get(key)
+        if (first is None or now - first > REINJECT_WINDOW) and len(data) >= total_len and not segment.is_pure_syn:
+            if len(self.reinjected) >= MAX_REINJECTED:
+                self.reinjected.clear()
+            self.reinjected[key] = now
+            self.switch_dispatch["reinjected"] += 1
+            return [builders.packet_out_table(in_port, data)]
+        self.switch_dispatch["orphan"] += 1
+        return []
 
     def _probe_reply(self, segment: TcpSegment) -> list[Any]:
         """A member's answer to a controller health probe: record it and reset the half-open connection."""
@@ -432,6 +663,8 @@ class LoadBalancer:
             self.refused["cap"] += 1
             return []
         vip = state.vip
+        if vip.mode == "l7":
+            return self._classify_l7(dpid, in_port, state, seg, data, total_len, now)
         member = self._session_member(vip, seg.src_ip, now)
         if member is None:
             member_name = self.health.pick(vip, self._has_mac, now)
@@ -455,6 +688,8 @@ class LoadBalancer:
     def _route(self, state: VipState, member: Member, client_ip: str, client_port: int,
                kind: CookieKind = CookieKind.NAT) -> builders.NatRoute:
         """The rewrite toward ``member`` for one client connection (or, with kind SESSION, a client's session)."""
+        if kind == CookieKind.NAT and state.vip.mode in ("tunnel", "l7"):
+            return self._tunnel_route(state, member, client_ip, client_port)
         vip = state.vip
         session = kind == CookieKind.SESSION
         return builders.NatRoute(
@@ -462,6 +697,70 @@ class LoadBalancer:
             member_ip=member.address, member_port=member.port, member_mac=self._member_mac(member.address, member.mac),
             cookie=make_cookie(kind, self.lbu_id, state.vip_id, member.endpoint_id),
             idle_timeout=vip.session_flow_idle if session else vip.idle_timeout, hard_timeout=vip.hard_timeout)
+
+    def _tunnel_route(self, state: VipState, member: Member, client_ip: str, client_port: int) -> tunnel.TunnelRoute:
+        """The label toward the host of ``member`` for one client connection of a tunnel-mode VIP service."""
+        vip = state.vip
+        host_mac = self._hosts_by_ip[member.address].mac
+        return tunnel.TunnelRoute(
+            client_ip=client_ip, client_port=client_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
+            member_ip=member.address, member_port=member.port, member_mac=host_mac,
+            cookie=make_cookie(CookieKind.TUNNEL, self.lbu_id, state.vip_id, member.endpoint_id),
+            idle_timeout=vip.idle_timeout, hard_timeout=vip.hard_timeout, label=self._labels[host_mac])
+
+    def _tunnel_flows(self, dpid: int) -> list[Any]:
+        """A switch's tunnel skeleton and label entries, while any VIP service is in tunnel mode."""
+        if not tunnel.uses_tunnels(self._config):
+            return []
+        hops = tunnel.label_hops(self._config.fabric, dpid, self._forwarding.get(dpid, {}), self._labels)
+        return tunnel.tunnel_base_flows(self.lbu_id) + tunnel.label_flows(self.lbu_id, hops)
+
+    def _tunnel_changes(self, dpid: int, old: Config, common: list[tuple[str, Any]], fabric_changed: bool) -> list[Any]:
+        """Tunnel flow changes for one switch after a config change.
+
+        Removed VIP services, and those that leave tunnel mode, lose their tunnel connections (nat cannot take over a
+        connection whose host answers from the VIP); the label entries come with the first tunnel-mode VIP service,
+        follow fabric changes and go with the last one.
+        """
+        left = [self._vips[vip.name] for vip in old.vips if vip.mode == "tunnel" and vip.name in self._vips
+                and self._vips[vip.name].vip.mode != "tunnel"]
+        gone = [state for action, state in common if action == "delete"] + left
+        msgs = [msg for state in gone for msg in tunnel.tunnel_vip_deletes(self.lbu_id, state.vip_id)]
+        had, has = tunnel.uses_tunnels(old), tunnel.uses_tunnels(self._config)
+        if had and not has:
+            msgs += tunnel.label_deletes() + tunnel.tunnel_base_deletes()
+        elif has and (fabric_changed or not had):
+            msgs += tunnel.label_deletes() + self._tunnel_flows(dpid)
+        return msgs
+
+    def _reconcile_tunnel(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float) -> bool:
+        """Whether a tunnel connection entry found in a switch is stale (its VIP is gone or left tunnel mode).
+
+        Live ones are adopted.
+        """
+        state = self._by_id.get(cookie.vip_id)
+        if state is None or state.vip.mode != "tunnel":
+            return True
+        if table_id == Table.CONNECTIONS:
+            self._adopt(dpid, cookie, match, now)
+        return False
+
+    def _tunnel_flow_removed(self, dpid: int, table_id: int, match: dict[str, Any], idle: bool,
+                             now: float) -> list[Any]:
+        """A tunnel connection's only entry is gone: forget the connection (its route lingers after an idle end)."""
+        if table_id != Table.CONNECTIONS:
+            return []
+        try:
+            key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+        except KeyError:
+            self.dropped["flow_removed_bad_match"] += 1
+            return []
+        conn = self.connections_by_key.get(key)
+        if conn is None or conn.dpid != dpid:
+            return []
+        self._forget(key)
+        self._route_ended(key, conn, idle, now)
+        return []
 
     def _session_member(self, vip: Vip, client_ip: str, now: float) -> Member | None:
         """The member a live session pins this client to, if the member may still take it (else the session goes)."""
@@ -537,10 +836,16 @@ class LoadBalancer:
         return self._plumb(conn.route, in_port, data, total_len)
 
     def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int) -> list[Any]:
-        """Flows for both directions, then the punted packet released through them when it arrived whole."""
-        msgs = builders.nat_connection_flows(route)
+        """Flows for both directions, then the punted packet released through them when it arrived whole.
+
+        Nat flow-mods and the packet-out are prepared messages (``templates``): packed from bytes, not serialised.
+        """
+        if tunnel.route_mode(route) == "nat":
+            msgs = templates.nat_connection_flows(route)
+        else:
+            msgs = tunnel.connection_flows(route)
         if len(data) >= total_len:
-            msgs.append(builders.packet_out_table(in_port, data))
+            msgs.append(templates.packet_out_table(in_port, data))
         else:
             self.packet_in["held_truncated"] += 1
         return msgs
@@ -550,17 +855,22 @@ class LoadBalancer:
         """Keep the connection table exact: forget the connection and remove its other direction.
 
         A connection whose flows idled out is remembered for the route linger time (locally and in its route atom),
-        so a late segment re-plumbs it to the same member; one deleted on purpose is forgotten.
+        so a late segment re-plumbs it to the same member; one deleted on purpose is forgotten. A connection the
+        switch learned (``dispatch: switch``) is forgotten either way: the switch, not the controller, picks the
+        member of a new connection that reuses its ports.
         """
         decoded = Cookie.decode(cookie)
         if decoded.kind == CookieKind.SESSION:
             return self._session_flow_removed(dpid, table_id, decoded, match)
+        if decoded.kind == CookieKind.TUNNEL:
+            return self._tunnel_flow_removed(dpid, table_id, match, idle, now)
         if decoded.kind != CookieKind.NAT:
             return []
+        learned = table_id in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
         try:
-            if table_id == Table.CONNECTIONS:
+            if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
                 key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
-            elif table_id == Table.REVERSE:
+            elif table_id in (Table.REVERSE, Table.SWITCH_REVERSE):
                 state = self._by_id.get(decoded.vip_id)
                 if state is None:
                     return []
@@ -571,21 +881,44 @@ class LoadBalancer:
             self.dropped["flow_removed_bad_match"] += 1
             return []
         conn = self.connections_by_key.get(key)
-        if conn is None or conn.dpid != dpid:
+        if conn is not None and conn.dpid == dpid:
+            self._forget(key)
+            if learned:
+                self.dam_ops.append(("delete", route_key(key)))
+        elif learned and idle:
+            conn = self._learned_connection(dpid, decoded, key, now)
+            if conn is None:
+                return []
+        else:
             return []
-        self._forget(key)
+        if learned:
+            self.switch_dispatch["connections_ended"] += 1
+            return builders.nat_connection_deletes(conn.route, learned)
+        self._route_ended(key, conn, idle, now)
+        return builders.nat_connection_deletes(conn.route, learned)
+
+    def _route_ended(self, key: ConnKey, conn: Connection, idle: bool, now: float) -> None:
+        """A connection's flows are gone: after an idle end its route lingers (a late segment re-plumbs it), else goes."""
         if idle:
             linger = self._config.controller.dam.route_linger
             self.lingering[key] = (conn, now + linger)
             self.dam_ops.append(("touch", route_key(key), linger))
         else:
             self.dam_ops.append(("delete", route_key(key)))
-        return builders.nat_connection_deletes(conn.route)
+
+    def _learned_connection(self, dpid: int, cookie: Cookie, key: ConnKey, now: float) -> Connection | None:
+        """A connection the switch dispatched and the controller had not heard of yet (its entry idled out first)."""
+        state = self._by_id.get(cookie.vip_id)
+        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None) if state else None
+        if state is None or member is None:
+            return None
+        return Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now,
+                          "switch")
 
     def _session_flow_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any]) -> list[Any]:
         """A per-session flow expired: forget it (the session itself lives on until its TTL)."""
         state = self._by_id.get(cookie.vip_id)
-        field = "ipv4_src" if table_id == Table.CONNECTIONS else "ipv4_dst"
+        field = "ipv4_src" if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS) else "ipv4_dst"
         value = match.get(field)
         if state is None or value is None:
             return []
@@ -596,7 +929,96 @@ class LoadBalancer:
         """Drop lingering routes and sessions whose time is up."""
         for key in [k for k, (_conn, until) in self.lingering.items() if until <= now]:
             del self.lingering[key]
+        for key in [k for k, first in self.reinjected.items() if now - first > REINJECT_WINDOW]:
+            del self.reinjected[key]
+        for key in [k for k, conn_key in self.ct_index.items() if conn_key not in self.connections_by_key]:
+            del self.ct_index[key]
         self.sessions.expire(now)
+
+    def _classify_l7(self, dpid: int, in_port: int, state: VipState, seg: TcpSegment, data: bytes, total_len: int,
+                     now: float) -> list[Any]:
+        """A new connection to an l7 VIP service: tunnel it to a request router (FIG. 33, 3302)."""
+        vip = state.vip
+        switch = next((name for name, value in self._dpids.items() if value == dpid), None)
+        statuses = {host_id: entry.status for host_id, entry in self.health.cache.hosts.items()}
+        routers = l7.live_routers(l7.vip_routers(vip, self._config.fabric), statuses)
+        router = self.router_picker.pick(vip.name, routers, switch)
+        if router is None:
+            self.refused["no_router"] += 1
+            return []
+        target = l7.router_member(vip, router)
+        route = self._tunnel_route(state, target, seg.src_ip, seg.src_port)
+        self.selections[(vip.name, target.name)] += 1
+        self.packet_in["new_connection"] += 1
+        msgs = self._plumb(route, in_port, data, total_len)
+        key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
+        conn = Connection(dpid, vip.name, target.name, route, now)
+        self.connections_by_key[key] = conn
+        self.member_connections[(vip.name, target.name)] += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+        return msgs
+
+    def move_connection(self, vip_name: str, client_ip: str, client_port: int, target: str) -> tuple[int, list[Any]]:
+        """Re-plumb an l7 connection to ``target`` (a member, or one of the VIP's routers): its dpid and flow-mods.
+
+        The connection's table-1 entry is replaced (OFPFC_ADD with the same match and priority) by one that carries
+        the label of the target's host; the connection table, the per-member counts and the route atom follow.
+        Raises LookupError naming what is unknown, ValueError when the VIP is not in mode l7.
+        """
+        state = self._vips.get(vip_name)
+        if state is None:
+            raise LookupError(f"vip {vip_name!r} does not exist")
+        vip = state.vip
+        if vip.mode != "l7":
+            raise ValueError(f"vip {vip_name!r} is in mode {vip.mode}, not l7")
+        key = (client_ip, client_port, vip.address, vip.port)
+        conn = self.connections_by_key.get(key)
+        if conn is None:
+            raise LookupError(f"no connection from {client_ip}:{client_port} to vip {vip_name!r}")
+        routers = [l7.router_member(vip, r) for r in l7.vip_routers(vip, self._config.fabric)]
+        member = vip.member(target) or next((r for r in routers if target in (r.name, r.address)), None)
+        if member is None:
+            raise LookupError(f"vip {vip_name!r} has no member or router {target!r}")
+        route = self._tunnel_route(state, member, client_ip, client_port)
+        self._forget(key)
+        conn.member, conn.route = member.name, route
+        self.connections_by_key[key] = conn
+        self.member_connections[(vip.name, member.name)] += 1
+        self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
+        return conn.dpid, tunnel.connection_flows(route)
+
+    def commit_migration(self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str,
+                         now: float) -> tuple[int, list[Any], l7.Migration]:
+        """The migration commit (SPEC §2.6): move the connection from its router to ``member`` and record it."""
+        key = self._l7_key(vip, client_ip, client_port)
+        conn = self.connections_by_key.get(key)
+        router = conn.member if conn is not None else ""
+        dpid, msgs = self.move_connection(vip, client_ip, client_port, member)
+        migration = self.migrations.committed(migration_id, f"{client_ip}:{client_port}", vip, router,
+                                              self.connections_by_key[key].member, now)
+        return dpid, msgs, migration
+
+    def report_migration(self, migration_id: str, vip: str, client_ip: str, client_port: int, router: str,
+                         member: str, outcome: str, reason: str, duration_ms: float | None,
+                         now: float) -> tuple[int | None, list[Any], l7.Migration]:
+        """A router's report of how a migration ended; a committed one that did not migrate goes back to its router."""
+        migration, was_committed = self.migrations.reported(migration_id, f"{client_ip}:{client_port}", vip, router,
+                                                            member, outcome, reason, duration_ms, now)
+        if not was_committed or outcome == "migrated" or not migration.router:
+            return None, [], migration
+        try:
+            dpid, msgs = self.move_connection(vip, client_ip, client_port, migration.router)
+        except LookupError:
+            return None, [], migration
+        self.migrations.counters["returned_to_router"] += 1
+        return dpid, msgs, migration
+
+    def _l7_key(self, vip: str, client_ip: str, client_port: int) -> ConnKey:
+        """The connection key of a client's connection to the VIP service called ``vip`` (LookupError if unknown)."""
+        state = self._vips.get(vip)
+        if state is None:
+            raise LookupError(f"vip {vip!r} does not exist")
+        return client_ip, client_port, state.vip.address, state.vip.port
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """Tracked connections, optionally only those of one VIP and/or member."""
@@ -622,5 +1044,8 @@ class LoadBalancer:
             "sessions": {"total": len(self.sessions), "session_flows": len(self.session_flows),
                          "affinity": dict(self.affinity)},
             "lingering_routes": len(self.lingering),
+            "switch_dispatch": {"counters": dict(self.switch_dispatch),
+                                "slots": {name: self.dispatch_shares(name) for name in self.dispatch_slots}},
             "rebuilt_connections": self.rebuilt_connections,
+            "migrations": dict(self.migrations.counters),
         }

@@ -19,6 +19,8 @@ TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
 PROBE_MAX_LEN = 128
+NX_IN_PORT = 0xFFF8
+"""Resubmit's 16-bit port meaning "the packet's own in_port" (OpenFlow 1.0 numbering, as the Nicira action uses)."""
 ETH_TYPE_IP = ether_types.ETH_TYPE_IP
 ETH_TYPE_ARP = ether_types.ETH_TYPE_ARP
 
@@ -91,13 +93,23 @@ def goto(table: Table) -> Any:
     return parser.OFPInstructionGotoTable(int(table))
 
 
+def resubmit(table: Table) -> Any:
+    """Open vSwitch's resubmit: look the packet up in ``table`` and come back (tables may go backwards)."""
+    return parser.NXActionResubmitTable(in_port=NX_IN_PORT, table_id=int(table))
+
+
 def to_controller(max_len: int) -> Any:
     """Output to the controller, truncated to ``max_len`` bytes."""
     return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, max_len)
 
 
 def base_flows(lbu_id: int, max_len: int) -> list[Any]:
-    """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses."""
+    """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses.
+
+    VIP packets that miss the controller's connection entries (table 1) are looked up in the switch-learned ones
+    (table 4), whose miss punts them; replies that miss the controller's reverse entries (table 2) are looked up in
+    the switch-learned ones (table 5). So connections a switch learned keep running whichever way the VIP dispatches.
+    """
     cookie = make_cookie(CookieKind.BASE, lbu_id)
     return [
         flow_add(Table.CLASSIFY, Priority.ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP),
@@ -106,8 +118,10 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
         flow_add(Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(),
                  [apply(to_controller(max_len))], cookie),
-        flow_add(Table.CONNECTIONS, Priority.MISS, parser.OFPMatch(), [apply(to_controller(max_len))], cookie),
-        flow_add(Table.REVERSE, Priority.MISS, parser.OFPMatch(), [goto(Table.FORWARD)], cookie),
+        flow_add(Table.CONNECTIONS, Priority.MISS, parser.OFPMatch(),
+                 [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)], cookie),
+        flow_add(Table.REVERSE, Priority.MISS, parser.OFPMatch(),
+                 [apply(resubmit(Table.SWITCH_REVERSE)), goto(Table.FORWARD)], cookie),
         flow_add(Table.FORWARD, Priority.MISS, parser.OFPMatch(), [], cookie),
     ]
 
@@ -214,10 +228,12 @@ def nat_connection_flows(route: NatRoute) -> list[Any]:
     return _nat_pair(route, Priority.CONNECTION, forward_match(route), reverse_match(route))
 
 
-def nat_connection_deletes(route: NatRoute) -> list[Any]:
-    """Strict deletes of both directions of one connection."""
-    return [flow_delete_strict(Table.CONNECTIONS, Priority.CONNECTION, forward_match(route)),
-            flow_delete_strict(Table.REVERSE, Priority.CONNECTION, reverse_match(route))]
+def nat_connection_deletes(route: NatRoute, learned: bool = False) -> list[Any]:
+    """Strict deletes of both directions of one connection (``learned``: the entries the switch learned itself)."""
+    forward, reverse = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE) if learned else (Table.CONNECTIONS,
+                                                                                         Table.REVERSE)
+    return [flow_delete_strict(forward, Priority.CONNECTION, forward_match(route)),
+            flow_delete_strict(reverse, Priority.CONNECTION, reverse_match(route))]
 
 
 def _client_field(client: str) -> Any:

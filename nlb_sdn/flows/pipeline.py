@@ -17,6 +17,8 @@ class Table(IntEnum):
     SWITCH_REVERSE = 5
     SWITCH_SELECT = 6
     TUNNEL = 7
+    CT_FORWARD = 8
+    CT_REVERSE = 9
 
 
 class Priority(IntEnum):
@@ -26,8 +28,11 @@ class Priority(IntEnum):
     NEW_CONNECTION = 1
     IPV4 = 10
     FORWARD = 10
+    TUNNEL_LABEL = 10
     SWITCH_SYN = 2
     SWITCH_DISPATCH = 100
+    CT_REPLY = 190
+    CT_END = 210
     VIP_OTHER = 150
     SESSION = 150
     VIP_SERVICE = 200

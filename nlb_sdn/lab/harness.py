@@ -241,6 +241,8 @@ class Lab:
         self._record_nodes()
         for host in self.net.hosts:
             self._configure_host(host)
+        self._configure_tunnel_members()
+        self._configure_l7_hosts()
         if self.static_arp:
             self._set_static_arp()
         for name in self.topo.backends:
@@ -446,6 +448,40 @@ class Lab:
         if self.disable_ipv6 and host.inNamespace:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
 
+    def _configure_tunnel_members(self) -> None:
+        """Put every tunnel-mode VIP on the loopback of each of its members' hosts (direct server return)."""
+        for vip in self.model.vips:
+            if vip.mode != "tunnel":
+                continue
+            for member in vip.members:
+                host = next((h.name for h in self.model.fabric.hosts if h.ip == member.address), None)
+                if host is not None:
+                    self.add_loopback_vip(host, vip.address)
+
+    def _configure_l7_hosts(self) -> None:
+        """Put every l7 VIP on the loopback of its routers' and its members' hosts (FIG. 33: both ends hold it)."""
+        for vip in self.model.vips:
+            if vip.mode != "l7":
+                continue
+            for ident in [*vip.routers, *(member.address for member in vip.members)]:
+                host = self.model.fabric.host(ident)
+                if host is not None:
+                    self.add_loopback_vip(host.name, vip.address)
+
+    def add_loopback_vip(self, name: str, address: str) -> None:
+        """Let host ``name`` accept packets to ``address`` (on ``lo``) without ever answering ARP for it.
+
+        ``arp_ignore=1`` answers ARP only for addresses of the asking interface and ``arp_announce=2`` never uses
+        the VIP as the source of the host's own ARP requests, so the controller stays the only one answering for it.
+        """
+        node = self.host(name)
+        intf = node.defaultIntf().name
+        out = node.cmd(f"sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
+                       f"net.ipv4.conf.{intf}.arp_ignore=1 net.ipv4.conf.{intf}.arp_announce=2 && "
+                       f"ip addr replace {address}/32 dev lo; echo rc=$?")
+        if "rc=0" not in out:
+            raise LabError(f"{name}: cannot put {address} on lo: {out.strip()}")
+
     def _set_static_arp(self) -> None:
         """Permanent neighbour entries on every host for every other host and every VIP."""
         assert self.net is not None
@@ -562,8 +598,12 @@ class Lab:
             raise LabError(f"{name!r} is not a client of this topology ({', '.join(self.topo.clients)})")
         return self.host(name)
 
-    def start_backend(self, name: str, port: int = 80, timeout: float = 15.0) -> None:
-        """Start ``nlb-sdn-backend`` on backend host ``name`` and wait until it listens on ``port``."""
+    def start_backend(self, name: str, port: int = 80, timeout: float = 15.0,
+                      handoff_socket: str | None = None) -> None:
+        """Start ``nlb-sdn-backend`` on backend host ``name`` and wait until it listens on ``port``.
+
+        With ``handoff_socket`` it also takes migrated connections on that Unix socket (``handoff_socket(name)``).
+        """
         self._require_running()
         if name not in self.topo.backends:
             raise LabError(f"{name!r} is not a backend of this topology ({', '.join(self.topo.backends)})")
@@ -573,8 +613,9 @@ class Lab:
         node = self.host(name)
         log_path = self.workdir / f"backend-{name}-{port}.log"
         with open(log_path, "ab") as log:
-            proc = node.popen([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            handoff = ["--handoff-socket", handoff_socket] if handoff_socket else []
+            proc = node.popen([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", str(port),
+                               *handoff], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.backend_procs[(name, port)] = proc
         self._record()
 
@@ -593,6 +634,34 @@ class Lab:
             raise LabError(f"no backend {name}:{port} was started")
         _terminate(proc)
 
+    def handoff_socket(self, name: str) -> str:
+        """The Unix socket on which host ``name``'s backend takes migrated connections from its agent."""
+        return str(self.workdir / f"handoff-{name}.sock")
+
+    def start_router(self, name: str, args: Sequence[str] = (), status_port: int = 9180,
+                     timeout: float = 15.0) -> subprocess.Popen[bytes]:
+        """Start ``nlb-sdn-router run`` on router host ``name`` with the lab's config and ``args``.
+
+        Waits until its status port (``127.0.0.1:status_port`` in the router's namespace) listens; the router is
+        stopped by PID at teardown, or earlier with ``stop_process``.
+        """
+        self._require_running()
+        if name not in self.topo.routers:
+            raise LabError(f"{name!r} is not a router of this topology ({', '.join(self.topo.routers) or 'none'})")
+        log_name = f"router-{name}.log"
+        proc = self.start_process(name, [sys.executable, "-m", "nlb_sdn.router.cli", "run", "--config",
+                                         str(self.config_path), "--status", f"127.0.0.1:{status_port}", *args],
+                                  log_name)
+
+        def listening() -> bool:
+            """One poll of the status port (failing fast if the router died)."""
+            if proc.poll() is not None:
+                raise LabError(f"router {name} exited with {proc.returncode}:\n{_tail(self.workdir / log_name)}")
+            return bool(self.host_run(name, ["ss", "-ltnH", f"sport = :{status_port}"], timeout=5.0).stdout.strip())
+
+        wait_for(listening, timeout, 0.05, f"router {name} status port {status_port}")
+        return proc
+
     def agent_config_path(self, name: str) -> Path:
         """Where the agent config of host ``name`` is written."""
         return self.workdir / f"agent-{name}.yaml"
@@ -603,10 +672,14 @@ class Lab:
 
     def start_agent(self, name: str, config: dict[str, Any], timeout: float = 15.0,
                     extra_args: Sequence[str] = ()) -> None:
-        """Start ``nlb-sdn-agent`` on backend ``name`` with ``config`` (dict) and wait until it answers its CLI."""
+        """Start ``nlb-sdn-agent`` on backend or router ``name`` with ``config`` (dict); wait until it answers its CLI.
+
+        A router's agent has no apps: its heartbeats tell the controller that the router node lives (SPEC §2.3).
+        """
         self._require_running()
-        if name not in self.topo.backends:
-            raise LabError(f"{name!r} is not a backend of this topology ({', '.join(self.topo.backends)})")
+        hosts = [*self.topo.backends, *self.topo.routers]
+        if name not in hosts:
+            raise LabError(f"{name!r} is not a backend or router of this topology ({', '.join(hosts)})")
         old = self.agent_procs.get(name)
         if old is not None and old.poll() is None:
             raise LabError(f"the agent of {name} is already running")

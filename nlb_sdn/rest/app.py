@@ -16,7 +16,8 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 from webob import Request, Response
 
-from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config
+from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
+from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
 
 LOG = logging.getLogger(__name__)
 
@@ -69,6 +70,14 @@ class RestBackend(Protocol):
 
     def dam_page(self, kind: str, cursor: str | None, count: int) -> dict:
         """One page of DAM atoms (FIG. 23B rows: key, data, metadata) of a kind, and the next cursor."""
+        ...
+
+    def migrations(self, limit: int | None = None) -> dict:
+        """Recent migrations of l7 connections (newest last) and their counters."""
+        ...
+
+    def migrate(self, request: MigrationRequest) -> tuple[dict, bool]:
+        """A router's commit or report: the migration, and whether the switch confirmed the flow change."""
         ...
 
 
@@ -212,6 +221,7 @@ class RestApp:
             (r"/v1/sessions/(?P<session>.+)", {"DELETE": self.delete_session}),
             (r"/v1/dam", {"GET": self.get_dam}),
             (r"/v1/connections", {"GET": self.get_connections}),
+            (r"/v1/migrations", {"GET": self.get_migrations, "POST": self.post_migration}),
             (r"/v1/stats", {"GET": self.get_stats}),
             (r"/v1/config", {"GET": self.get_config}),
         ]
@@ -429,6 +439,34 @@ class RestApp:
         if not 1 <= count <= 1000:
             raise HttpError(400, "invalid", "count: must be 1..1000")
         return json_response(self.backend.dam_page(kind, request.GET.get("cursor") or None, count))
+
+    # --- l7 migrations ---------------------------------------------------------------------------------------
+
+    def get_migrations(self, request: Request) -> Response:
+        """GET /v1/migrations?limit=: recent migrations of l7 connections (newest last) and their counters."""
+        _known_params(request, ("limit",))
+        text = request.GET.get("limit") or ""
+        if text and not (text.isdigit() and 1 <= int(text) <= RECENT_MIGRATIONS):
+            raise HttpError(400, "invalid", f"limit: must be 1..{RECENT_MIGRATIONS}")
+        return json_response(self.backend.migrations(int(text) if text else None))
+
+    def post_migration(self, request: Request) -> Response:
+        """POST /v1/migrations: a router's commit (answered once the switch confirmed the move) or outcome report."""
+        try:
+            body = validate_model(MigrationRequest, _read_json_object(request), SOURCE)
+        except ConfigError as exc:
+            raise _invalid(exc) from None
+        try:
+            migration, confirmed = self.backend.migrate(body)
+        except LookupError as exc:
+            raise HttpError(404, "not_found", str(exc)) from None
+        except ConnectionError as exc:
+            raise HttpError(503, "unavailable", str(exc)) from None
+        except ValueError as exc:
+            raise HttpError(409, "conflict", str(exc)) from None
+        if not confirmed:
+            raise HttpError(504, "timeout", "the switch did not confirm the flow change in time")
+        return json_response({"migration": migration, "confirmed": confirmed})
 
     # --- read-only views --------------------------------------------------------------------------------------
 

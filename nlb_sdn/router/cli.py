@@ -10,7 +10,10 @@ import sys
 import urllib.request
 
 from nlb_sdn.config import ConfigError, load_config
+from nlb_sdn.health import load_key
+from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
+from nlb_sdn.router.migrator import ControllerClient, RepairMigrator
 
 STATS_TIMEOUT = 5.0
 
@@ -50,11 +53,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(Router(services, settings).run())
+        router = Router(services, settings)
+        if args.controller:
+            router.migrator = repair_migrator(args, router)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(router.run())
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def repair_migrator(args: argparse.Namespace, router: Router) -> RepairMigrator:
+    """The TCP_REPAIR migrator the run flags ask for, falling back to the router's own proxy."""
+    if not args.key_file:
+        raise ValueError("--controller needs --key-file (the H&L key the agents verify migrations with)")
+    config = load_config(args.config)
+    settings = {vip.name: vip.migration for vip in config.vips}
+    return RepairMigrator(load_key(args.key_file), ControllerClient(args.controller), router.proxy, settings,
+                          args.migration_port, args.router_name)
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -101,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                             help=f"largest request head in bytes (default {defaults.max_head})")
     run_parser.add_argument("--head-timeout", type=float, default=defaults.head_timeout,
                             help=f"seconds a client has to send its head (default {defaults.head_timeout:g})")
+    run_parser.add_argument("--controller", metavar="URL",
+                            help="the controller's REST base URL (e.g. http://10.99.0.254:8080): migrate connections "
+                                 "with TCP_REPAIR and commit them there (default: proxy every connection)")
+    run_parser.add_argument("--key-file", help="the deployment's H&L key file (signs the migration messages)")
+    run_parser.add_argument("--migration-port", type=int, default=MIGRATION_PORT,
+                            help=f"the agents' migration port (default {MIGRATION_PORT})")
+    run_parser.add_argument("--router-name", default="", help="this router's name in reports to the controller")
     run_parser.add_argument("--verbose", action="store_true")
     stats_parser = sub.add_parser("stats", help="print a running router's counters")
     stats_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT")

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -54,12 +54,17 @@ class Outcome(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """The member a connection goes to: VIP service name, member name, address and port."""
+    """The member a connection goes to: VIP service name, member name, address and port.
+
+    ``alternatives`` are the other candidates of the decision's pool (none for a pinned member), in the order a
+    migrator that the chosen member declines may try them.
+    """
 
     vip: str
     member: str
     address: str
     port: int
+    alternatives: tuple["Endpoint", ...] = ()
 
 
 class Migrator(Protocol):
@@ -71,6 +76,14 @@ class Migrator(Protocol):
 
     async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
         """Hand ``sock`` over to ``member``; what happened."""
+
+
+@runtime_checkable
+class MigratorWithStats(Migrator, Protocol):
+    """A migrator that keeps counters of its own (served under ``migration`` in the router's stats)."""
+
+    def stats(self) -> dict[str, Any]:
+        """The migrator's counters."""
 
 
 class _Activity:
@@ -368,6 +381,7 @@ class Router:
             "services": {s.name: {"rules": list(self.rule_hits[s.name]), "members": dict(self.member_hits[s.name])}
                          for s in self.services},
             "uptime_s": round(time.monotonic() - self._started, 3),
+            **({"migration": self.migrator.stats()} if isinstance(self.migrator, MigratorWithStats) else {}),
         }
 
     async def start(self) -> None:
@@ -448,7 +462,8 @@ class Router:
                 return
             self._count_decision(service, decision, member.name)
             handed_off = True
-            await self._hand_off(conn, Endpoint(service.name, member.name, member.address, member.port))
+            await self._hand_off(conn, Endpoint(service.name, member.name, member.address, member.port,
+                                                self._alternatives(service, decision, member.name)))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -459,6 +474,14 @@ class Router:
             self._active -= 1
             if not handed_off:
                 conn.close()
+
+    @staticmethod
+    def _alternatives(service: Service, decision: Decision, chosen: str) -> tuple[Endpoint, ...]:
+        """The other candidates of an unpinned decision's pool, for a migrator the chosen member declines."""
+        if decision.member:
+            return ()
+        return tuple(Endpoint(service.name, m.name, m.address, m.port) for m in service.candidates(decision.pool)
+                     if m.name != chosen)
 
     def _count_decision(self, service: Service, decision: Decision, member: str) -> None:
         """Count a decision by reason, rule and member."""

@@ -174,7 +174,8 @@ class FakeFabric:
         result = Delivery()
         for dpid, pi in delivery.packet_ins:
             msg = pi.to_msg(self.dps[dpid])
-            msgs = lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now)
+            msgs = lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now,
+                                       msg.cookie)
             result.extend(self.send(dpid, msgs))
         return result
 

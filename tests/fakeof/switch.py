@@ -7,27 +7,37 @@ A packet is a dict keyed by os-ken OXM field names (``in_port``, ``eth_src``, ``
   ethertype after the tags, as OpenFlow matches it, and ``vlan_vid``/``vlan_pcp`` read the outermost tag;
 - ``mpls``: list of labels, outermost first, each ``{"label": 16, "tc": 0, "ttl": 64}``; ``mpls_label``/``mpls_tc``/
   ``mpls_bos`` read the outermost label and ``mpls_payload_type`` is the ethertype under the bottom label;
-- ``nw_ttl`` (IPv4 TTL), ``tcp_flags`` and ``payload`` (bytes after the last parsed header).
+- ``nw_ttl`` (IPv4 TTL), ``tcp_flags`` and ``payload`` (bytes after the last parsed header);
+- ``ct_state``/``ct_zone``/``ct_mark`` (absent reads as 0) and ``ct_tuple``, which ct actions set (see the
+  connection tracking section).
 
 The switch behaves like Open vSwitch where OpenFlow leaves room: no packet buffering (packet-ins carry the frame cut to
 ``max_len`` and ``OFP_NO_BUFFER``), an output to the packet's own in_port is skipped unless it is ``OFPP_IN_PORT``,
 and a delete's ``out_port``/``out_group`` filter unless they are ``OFPP_ANY``/``OFPG_ANY`` (os-ken's defaults are 0,
 so a delete that does not set them removes nothing). Flow-mods OVS would reject (bad table, goto backwards, missing
 match prerequisites, set-field without its prerequisites, ``OFPP_TABLE`` in a flow, a buffer id) raise ``SwitchError``.
-Groups, meters, flooding and other unsupported features raise ``NotImplementedError``.
+Select groups (a stable hash of the 5-tuple picks the bucket, in proportion to the weights), and Open vSwitch's
+``resubmit`` and ``learn`` actions are modelled, for switch-resident dispatch; a group bucket acts on a copy of the
+packet, as in Open vSwitch. So is ``ct`` (IPv4, destination NAT), with ``FakeSwitch.conntrack`` as the tracker's
+table. Meters, flooding and other unsupported features raise ``NotImplementedError``.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import ipaddress
 import itertools
+import struct
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from nlb_sdn import framework
-from nlb_sdn.framework import arp, ethernet, ipv4, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp, udp
+from nlb_sdn.framework import (arp, ethernet, ipv4, nicira_ext, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp,
+                               udp)
+from nlb_sdn.flows import templates
 
 _vlan = importlib.import_module(f"{framework.NAME}.lib.packet.vlan")
 _mpls = importlib.import_module(f"{framework.NAME}.lib.packet.mpls")
@@ -109,8 +119,8 @@ class PacketIn:
     in_port: int
 
     def to_msg(self, datapath: Any) -> Any:
-        """The os-ken OFPPacketIn a real switch would send (match carries in_port, and metadata/tunnel_id if set)."""
-        pipeline = {k: self.packet[k] for k in ("metadata", "tunnel_id") if self.packet.get(k)}
+        """The os-ken OFPPacketIn a real switch would send (match: in_port, and metadata/tunnel_id/ct_* if set)."""
+        pipeline = {k: self.packet[k] for k in ("metadata", "tunnel_id", *CT_FIELDS) if self.packet.get(k)}
         match = parser.OFPMatch(in_port=self.in_port, **pipeline)
         return parser.OFPPacketIn(
             datapath, buffer_id=ofp.OFP_NO_BUFFER, total_len=self.total_len, reason=self.reason,
@@ -149,6 +159,9 @@ _FIELD_GETTERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "mpls_bos": lambda p: int(len(p["mpls"]) == 1) if p.get("mpls") else None,
     "metadata": lambda p: p.get("metadata", 0),
     "tunnel_id": lambda p: p.get("tunnel_id", 0),
+    "ct_state": lambda p: p.get("ct_state", 0),
+    "ct_zone": lambda p: p.get("ct_zone", 0),
+    "ct_mark": lambda p: p.get("ct_mark", 0),
 }
 
 _FIELD_SETTERS: dict[str, Callable[[dict[str, Any], Any], None]] = {
@@ -319,6 +332,8 @@ def _apply_output(action: Any, run: _Run) -> None:
 
 def _check_set_field(action: Any, view: View) -> None:
     """Require the field's prerequisites, then record the new value in the view."""
+    if action.key == "ct_mark":
+        raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_SET_ARGUMENT", "set_field ct_mark outside a ct action")
     if action.key == "vlan_vid":
         _require(view, "vlan_vid", _VLAN_PRESENT, "set_field vlan_vid")
     problem = _unmet_prereq(view, action.key, _PREREQS)
@@ -419,6 +434,204 @@ def _apply_dec_nw_ttl(action: Any, run: _Run) -> None:
     run.packet["nw_ttl"] = ttl - 1
 
 
+def _no_check(action: Any, view: View) -> None:
+    """Actions the switch accepts in any entry."""
+
+
+@action_kind(parser.NXActionResubmitTable, ORDER_OUTPUT, _no_check)
+def _apply_resubmit(action: Any, run: _Run) -> None:
+    """Look the packet up in another table, run that entry's actions on it, and carry on here."""
+    run.switch.resubmit(run, action.table_id)
+
+
+def _nxm_field(name: str) -> str:
+    """The OXM name of a Nicira learn field name (``ipv4_src_nxm`` -> ``ipv4_src``)."""
+    return name[:-4] if name.endswith("_nxm") else name
+
+
+def _check_learn(action: Any, view: View) -> None:
+    """Fields a learn reads from the packet need their prerequisites in the match (OVS: MATCH_INCONSISTENT)."""
+    for spec in action.specs:
+        if isinstance(spec.src, tuple):
+            problem = _unmet_prereq(view, _nxm_field(spec.src[0]), _PREREQS)
+            if problem:
+                raise _inconsistent(f"learn {problem}")
+
+
+def _user_value(name: str, value: int) -> Any:
+    """An integer field value in os-ken's user form (dotted IPv4, colon MAC, or the integer)."""
+    if name.startswith("ipv4_"):
+        return str(ipaddress.IPv4Address(value))
+    if name.startswith("eth_") and name != "eth_type":
+        raw = f"{value:012x}"
+        return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+    return value
+
+
+@action_kind(parser.NXActionLearn, ORDER_OUTPUT, _check_learn)
+def _apply_learn(action: Any, run: _Run) -> None:
+    """Add (or replace) the flow entry the learn specs describe, from this packet's field values."""
+    fields: dict[str, Any] = {}
+    loads: list[Any] = []
+    for spec in action.specs:
+        name = _nxm_field(spec.dst[0])
+        width = 8 * len(ofp.oxm_from_user(name, 0)[1])
+        if isinstance(spec.src, tuple):
+            raw = _oxm_int(_nxm_field(spec.src[0]), field_value(run.packet, _nxm_field(spec.src[0])))[0]
+        else:
+            raw = spec.src << spec.dst[1]
+        mask = ((1 << spec.n_bits) - 1) << spec.dst[1]
+        value = _user_value(name, raw & mask)
+        if isinstance(spec, parser.NXFlowSpecLoad):
+            loads.append(parser.OFPActionSetField(**{name: value}))
+        elif mask == (1 << width) - 1:
+            fields[name] = value
+        else:
+            fields[name] = (value, _user_value(name, mask))
+    instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, loads)] if loads else []
+    flags = ofp.OFPFF_SEND_FLOW_REM if action.flags & 1 else 0
+    run.switch.flow_mod(parser.OFPFlowMod(
+        None, cookie=action.cookie, table_id=action.table_id, command=ofp.OFPFC_ADD,
+        idle_timeout=action.idle_timeout, hard_timeout=action.hard_timeout, priority=action.priority,
+        buffer_id=ofp.OFP_NO_BUFFER, flags=flags, match=parser.OFPMatch(**fields), instructions=instructions))
+    run.result.log.append(f"learn table={action.table_id} {fields}")
+
+
+@action_kind(parser.OFPActionGroup, ORDER_OUTPUT, _no_check)
+def _apply_group(action: Any, run: _Run) -> None:
+    """Run the group: a select group runs one bucket, chosen by a stable hash of the 5-tuple, on a copy."""
+    group = run.switch.groups.get(action.group_id)
+    if group is None:
+        raise _Dropped(f"group {action.group_id} does not exist")
+    run.switch.run_group(group, run)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Connection tracking: Open vSwitch's ct action (IPv4 only) and the ct_state/ct_zone/ct_mark fields.
+#
+# A ct action looks the packet up in its zone: trk plus new (untracked, or no reply seen yet: Linux's rule) or est,
+# plus rpl for replies, plus dnat/snat when its nat rewrote the packet; ct_mark is the connection's (0 untracked). A
+# commit creates the connection with the nested nat's destination (range minimum) and takes a nested ct_mark. The
+# packet keeps the tuple it was looked up with (``ct_tuple``), so a later ct in the zone finds the same connection after
+# NAT, as the kernel does. As in Open vSwitch, the packet then goes on with the rest of its actions untracked (ct fields
+# cleared) and, with ``recirc_table`` set, a copy with the ct fields set (and the action set) runs from that table once
+# the current pass is over.
+
+NX_CT_F_COMMIT = nicira_ext.NX_CT_F_COMMIT
+NX_CT_RECIRC_NONE = nicira_ext.NX_CT_RECIRC_NONE
+NX_NAT_F_SRC, NX_NAT_F_DST = 1, 2
+"""Open vSwitch's nat flags (os-ken's nicira_ext does not define them)."""
+CT_NEW, CT_EST, CT_REL, CT_RPL, CT_INV, CT_TRK, CT_SNAT, CT_DNAT = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+"""The ct_state bits."""
+CT_FIELDS = ("ct_state", "ct_zone", "ct_mark")
+_L4_PORTS = {IPPROTO_TCP: ("tcp_src", "tcp_dst"), IPPROTO_UDP: ("udp_src", "udp_dst")}
+
+
+class CtTuple(NamedTuple):
+    """A connection's tuple in one direction, within its zone (ports 0 for protocols other than TCP and UDP)."""
+
+    zone: int
+    ip_proto: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+
+
+@dataclass
+class Connection:
+    """A tracked connection: its original-direction tuple, its destination NAT, its mark, and whether a reply passed."""
+
+    orig: CtTuple
+    nat_ip: str | None = None
+    nat_port: int | None = None
+    mark: int = 0
+    replied: bool = False
+
+    @property
+    def nats(self) -> bool:
+        """True when the connection has a destination NAT."""
+        return self.nat_ip is not None or self.nat_port is not None
+
+    @property
+    def reply(self) -> CtTuple:
+        """The tuple replies carry: from the NAT target (or the original destination) back to the client."""
+        o = self.orig
+        dport = o.dport if self.nat_port is None else self.nat_port
+        return CtTuple(o.zone, o.ip_proto, self.nat_ip or o.dst, o.src, dport, o.sport)
+
+
+def _ct_tuple(pkt: dict[str, Any], zone: int) -> CtTuple:
+    """The packet's tuple in ``zone``; the fake tracker handles IPv4 only."""
+    if pkt.get("eth_type") != ETH_IPV4:
+        raise NotImplementedError("fake switch: ct on a packet that is not IPv4")
+    ports = _L4_PORTS.get(pkt.get("ip_proto", 0))
+    sport, dport = (pkt[ports[0]], pkt[ports[1]]) if ports else (0, 0)
+    return CtTuple(zone, pkt.get("ip_proto", 0), pkt["ipv4_src"], pkt["ipv4_dst"], sport, dport)
+
+
+def _rewrite(pkt: dict[str, Any], end: str, ip: str, port: int) -> None:
+    """Set the packet's source (``end`` "src") or destination ("dst") address and, for TCP/UDP, port."""
+    pkt[f"ipv4_{end}"] = ip
+    ports = _L4_PORTS.get(pkt.get("ip_proto", 0))
+    if ports:
+        pkt[ports[0] if end == "src" else ports[1]] = port
+
+
+def _wire_check(action: Any) -> None:
+    """Refuse a ct action whose os-ken serialisation does not parse back (os-ken does not pad a nested nat action)."""
+    buf = bytearray()
+    action.serialize(buf, 0)
+    buf += bytes(action.len - len(buf))
+    try:
+        parsed = parser.OFPAction.parser(bytes(buf), 0)
+        ok = [type(a) for a in parsed.actions] == [type(a) for a in action.actions]
+    except Exception:  # any failure to parse back means the wire form is broken
+        ok = False
+    if not ok:
+        raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_LEN",
+                          "ct's nested actions do not survive serialisation (os-ken leaves a nat action unpadded "
+                          "when another action follows it: put the nat last, or make its length a multiple of 8)")
+
+
+def _check_ct(action: Any, view: View) -> None:
+    """Open vSwitch's checks: an IP match (IPv4 for a nat range), nested nat and ct_mark only, arguments need commit."""
+    _require(view, "eth_type", _IP_TYPES, "ct")
+    if action.zone_src or action.alg:
+        raise NotImplementedError("fake switch: ct with a zone from a field or an alg is not supported")
+    commit = action.flags & NX_CT_F_COMMIT
+    for nested in action.actions:
+        if isinstance(nested, parser.NXActionNAT):
+            if nested.flags & NX_NAT_F_SRC or (nested.range_ipv4_min and not nested.flags & NX_NAT_F_DST):
+                raise NotImplementedError("fake switch: only destination NAT is modelled")
+            if nested.range_ipv4_min:
+                _require(view, "eth_type", frozenset({ETH_IPV4}), "nat to an IPv4 range")
+            plain = not nested.flags and not nested.range_ipv4_min and nested.range_proto_min is None
+        elif isinstance(nested, parser.OFPActionSetField) and nested.key == "ct_mark":
+            plain = False
+        else:
+            raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_ARGUMENT", f"ct cannot nest {type(nested).__name__}")
+        if not plain and not commit:
+            raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_ARGUMENT",
+                              "ct needs commit for actions other than nat without arguments")
+    _wire_check(action)
+
+
+@action_kind(parser.NXActionCT, ORDER_OUTPUT, _check_ct)
+def _apply_ct(action: Any, run: _Run) -> None:
+    """Track the packet, queue its copy for ``recirc_table`` if set, and go on with the packet untracked."""
+    pkt = run.packet
+    run.switch.track(action, pkt, run.result)
+    if action.recirc_table != NX_CT_RECIRC_NONE:
+        run.recirculated.append((copy.deepcopy(pkt), action.recirc_table, dict(run.action_set)))
+    for name in CT_FIELDS:
+        pkt.pop(name, None)
+
+
+_BUCKET_ENDS = (parser.OFPActionOutput, parser.OFPActionGroup, parser.NXActionResubmitTable)
+"""A bucket runs as an action set in Open vSwitch: with one of these in it, its ct actions are dropped."""
+
+
 def _action_kind(action: Any) -> ActionKind:
     """The registered behaviour of an action, or NotImplementedError."""
     kind = ACTIONS.get(type(action))
@@ -454,6 +667,8 @@ class _Run:
         self.result = result
         self.action_set: dict[Any, Any] = {}
         self.entry: FlowEntry | None = None
+        self.recirculated: list[tuple[dict[str, Any], int, dict[Any, Any]]] = []
+        """Copies ct actions sent on, as (packet, table, action set), to run once this pass is over."""
 
     def apply(self, actions: Iterable[Any]) -> None:
         """Execute actions in order on the packet."""
@@ -497,7 +712,11 @@ class FakeSwitch:
         self.flow_removed: list[Any] = []
         self.packet_outs: list[TraceResult] = []
         self.stats_requests: list[Any] = []
+        self.groups: dict[int, Any] = {}
         self._seq = itertools.count()
+        self.conntrack: dict[CtTuple, Connection] = {}
+        """Tracked connections by original-direction tuple; they never expire (tests delete them, or ct_flush)."""
+        self._ct_replies: dict[CtTuple, Connection] = {}
 
     # -- messages -----------------------------------------------------------------------------------------------------
 
@@ -508,11 +727,63 @@ class FakeSwitch:
         elif isinstance(msg, parser.OFPPacketOut):
             self.packet_out(msg)
         elif isinstance(msg, parser.OFPGroupMod):
-            raise NotImplementedError("fake switch: group-mod is not supported (no group table)")
+            self.group_mod(msg)
         elif isinstance(msg, parser.OFPFlowStatsRequest):
             self.stats_requests.append(msg)
         elif not isinstance(msg, parser.OFPBarrierRequest):
             raise NotImplementedError(f"fake switch: {type(msg).__name__} is not supported")
+
+    def group_mod(self, msg: Any) -> None:
+        """Apply an OFPGroupMod (select groups only); deleting a group removes the entries that use it."""
+        if msg.command == ofp.OFPGC_DELETE:
+            self.groups.pop(msg.group_id, None)
+            for table in self.tables:
+                table[:] = [e for e in table if msg.group_id not in _groups_of(e)]
+            return
+        if msg.type != ofp.OFPGT_SELECT:
+            raise NotImplementedError("fake switch: only select groups are supported")
+        exists = msg.group_id in self.groups
+        if msg.command == ofp.OFPGC_ADD and exists:
+            raise SwitchError("OFPET_GROUP_MOD_FAILED", "OFPGMFC_GROUP_EXISTS", f"group {msg.group_id}")
+        if msg.command == ofp.OFPGC_MODIFY and not exists:
+            raise SwitchError("OFPET_GROUP_MOD_FAILED", "OFPGMFC_UNKNOWN_GROUP", f"group {msg.group_id}")
+        self.groups[msg.group_id] = msg
+
+    def run_group(self, group: Any, run: _Run) -> None:
+        """Run one bucket of a select group on a copy of the packet (weights honoured, 5-tuple hash)."""
+        buckets = [b for b in group.buckets for _ in range(b.weight)]
+        if not buckets:
+            run.result.log.append(f"group {group.group_id}: no bucket, drop")
+            return
+        pkt = run.packet
+        key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"))
+        bucket = buckets[zlib.crc32(key.encode()) % len(buckets)]
+        branch = _Run(self, copy.deepcopy(pkt), run.result)
+        branch.entry = run.entry
+        branch.recirculated = run.recirculated
+        run.result.log.append(f"group {group.group_id}: bucket {group.buckets.index(bucket)}")
+        actions = bucket.actions
+        if any(isinstance(a, _BUCKET_ENDS) for a in actions):
+            kept = [a for a in actions if not isinstance(a, parser.NXActionCT)]
+            if len(kept) < len(actions):
+                run.result.log.append(f"group {group.group_id}: ct skipped (the bucket outputs, groups or resubmits)")
+            actions = kept
+        branch.apply(actions)
+
+    def resubmit(self, run: _Run, table_id: int) -> None:
+        """Look ``run``'s packet up in ``table_id`` and run the entry's apply actions (and goto chain) on it."""
+        entry = self.lookup(table_id, run.packet)
+        caller = run.entry
+        while entry is not None:
+            entry.n_packets += 1
+            entry.last_hit = self.now
+            run.result.hits.append(entry)
+            run.result.log.append(f"resubmit table {table_id}: priority={entry.priority} {entry.match}")
+            run.entry = entry
+            goto = self._run_instructions(entry, run)
+            entry = self.lookup(goto, run.packet) if goto is not None else None
+            table_id = goto if goto is not None else table_id
+        run.entry = caller
 
     def flow_stats(self) -> list[tuple[int, int, dict[str, Any], int]]:
         """Every entry as (table_id, priority, match fields, cookie), the way a flow-stats reply lists them."""
@@ -555,6 +826,7 @@ class FakeSwitch:
             run.apply(msg.actions)
         except _Dropped as drop:
             result.log.append(f"dropped: {drop}")
+        self._recirculate(run)
         self.packet_outs.append(result)
         return result
 
@@ -569,11 +841,26 @@ class FakeSwitch:
         return result
 
     def pipeline(self, pkt: dict[str, Any], table_id: int, result: TraceResult) -> None:
-        """Run ``pkt`` (already carrying in_port) from ``table_id`` to the end, appending to ``result``."""
+        """Run ``pkt`` (carrying in_port) from ``table_id`` to the end, then the copies its ct actions recirculated."""
         run = _Run(self, pkt, result)
+        self._walk(run, table_id)
+        self._recirculate(run)
+
+    def _recirculate(self, run: _Run) -> None:
+        """Run the copies ``run``'s ct actions recirculated, in order, each from its table with its action set."""
+        for pkt, table_id, action_set in run.recirculated:
+            again = _Run(self, pkt, run.result)
+            again.action_set = action_set
+            run.result.log.append(f"recirculation to table {table_id}")
+            self._walk(again, table_id)
+            self._recirculate(again)
+
+    def _walk(self, run: _Run, table_id: int) -> None:
+        """Run ``run``'s packet from ``table_id`` to the end of the pipeline, the action set last."""
+        result = run.result
         try:
             while True:
-                entry = self.lookup(table_id, pkt)
+                entry = self.lookup(table_id, run.packet)
                 if entry is None:
                     result.log.append(f"table {table_id}: no match, drop")
                     return
@@ -614,6 +901,50 @@ class FakeSwitch:
                 goto = inst.table_id
         return goto
 
+    # -- connection tracking -------------------------------------------------------------------------------------------
+
+    def track(self, action: Any, pkt: dict[str, Any], result: TraceResult) -> None:
+        """Look ``pkt`` up in the ct action's zone, commit and NAT it if asked, and set its ct fields."""
+        zone = action.zone_ofs_nbits
+        cached = pkt.get("ct_tuple")
+        key = cached if cached is not None and cached.zone == zone else _ct_tuple(pkt, zone)
+        pkt["ct_tuple"] = key
+        conn = self.conntrack.get(key)
+        reply = None if conn is not None else self._ct_replies.get(key)
+        if reply is not None and self.conntrack.get(reply.orig) is reply:
+            conn = reply
+            conn.replied = True
+            state = CT_TRK | CT_EST | CT_RPL
+        else:
+            state = CT_TRK | (CT_EST if conn is not None and conn.replied else CT_NEW)
+        nat = next((a for a in action.actions if isinstance(a, parser.NXActionNAT)), None)
+        if action.flags & NX_CT_F_COMMIT:
+            if conn is None:
+                conn = Connection(key)
+                if nat is not None and nat.flags & NX_NAT_F_DST:
+                    conn.nat_ip, conn.nat_port = nat.range_ipv4_min or None, nat.range_proto_min
+                self.conntrack[key] = conn
+                self._ct_replies[conn.reply] = conn
+            for nested in action.actions:
+                if isinstance(nested, parser.OFPActionSetField):
+                    conn.mark = nested.value
+        if nat is not None and conn is not None and conn.nats:
+            if state & CT_RPL:
+                _rewrite(pkt, "src", conn.orig.dst, conn.orig.dport)
+                state |= CT_SNAT
+            else:
+                _rewrite(pkt, "dst", conn.reply.src, conn.reply.sport)
+                state |= CT_DNAT
+        pkt.update(ct_state=state, ct_zone=zone, ct_mark=conn.mark if conn is not None else 0)
+        commit = "commit," if action.flags & NX_CT_F_COMMIT else ""
+        result.log.append(f"ct({commit}zone={zone}): ct_state={state:#x} ct_mark={pkt['ct_mark']:#x}")
+
+    def ct_flush(self, zone: int | None = None) -> None:
+        """Forget every tracked connection, or those of one zone (``ovs-appctl dpctl/flush-conntrack``)."""
+        for key in [k for k in self.conntrack if zone is None or k.zone == zone]:
+            del self.conntrack[key]
+        self._ct_replies = {c.reply: c for c in self.conntrack.values()}
+
     # -- inspection and time -------------------------------------------------------------------------------------------
 
     def dump_flows(self, table: int | None = None) -> list[FlowEntry]:
@@ -653,6 +984,9 @@ class FakeSwitch:
         """Validate instructions and actions the way Open vSwitch does when the flow is installed."""
         view = dict(norm)
         written: list[Any] = []
+        for group_id in _groups_in(instructions):
+            if group_id not in self.groups:
+                raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_OUT_GROUP", f"group {group_id} does not exist")
         for inst in instructions:
             if isinstance(inst, parser.OFPInstructionGotoTable):
                 if not table_id < inst.table_id < self.n_tables:
@@ -732,6 +1066,17 @@ class FakeSwitch:
         )
 
 
+def _groups_in(instructions: list[Any]) -> set[int]:
+    """The groups the instructions' actions send to."""
+    return {a.group_id for inst in instructions if isinstance(inst, parser.OFPInstructionActions)
+            for a in inst.actions if isinstance(a, parser.OFPActionGroup)}
+
+
+def _groups_of(entry: FlowEntry) -> set[int]:
+    """The groups an entry sends to."""
+    return _groups_in(entry.instructions)
+
+
 def _outputs_to(entry: FlowEntry, port: int) -> bool:
     """True when ``port`` is OFPP_ANY or one of the entry's apply/write actions outputs to it."""
     if port == ofp.OFPP_ANY:
@@ -752,13 +1097,45 @@ class FakeDatapath:
         self.ofproto = ofproto_v1_3
         self.ofproto_parser = ofproto_v1_3_parser
         self.sent: list[Any] = []
+        self.xid = 0
         self.switch = FakeSwitch(n_tables, datapath=self)
+
+    def set_xid(self, msg: Any) -> int:
+        """Give ``msg`` the next xid, as a Datapath does before serialising it."""
+        self.xid += 1
+        msg.set_xid(self.xid)
+        return self.xid
 
     def send_msg(self, msg: Any) -> bool:
         """Record the message in ``sent``, then apply it to the switch (errors raise SwitchError)."""
         self.sent.append(msg)
         self.switch.receive(msg)
         return True
+
+    def send(self, buf: bytes) -> bool:
+        """Raw bytes, as the shell sends prepared messages: each message is parsed back, then sent as by send_msg."""
+        for msg in parse_messages(buf):
+            self.send_msg(msg)
+        return True
+
+
+OFP_HEADER = struct.Struct(ofp.OFP_HEADER_PACK_STR)
+
+
+def parse_messages(buf: bytes) -> list[Any]:
+    """The controller-to-switch messages in ``buf``, parsed with the framework's parsers (packet-outs by ours)."""
+    msgs, offset = [], 0
+    while offset < len(buf):
+        version, msg_type, length, xid = OFP_HEADER.unpack_from(buf, offset)
+        wire = bytes(buf[offset:offset + length])
+        if msg_type == ofp.OFPT_PACKET_OUT:
+            msgs.append(templates.parse_packet_out(wire))
+        elif msg_type == ofp.OFPT_FLOW_MOD:
+            msgs.append(parser.OFPFlowMod.parser(None, version, msg_type, length, xid, wire))
+        else:
+            raise NotImplementedError(f"fake switch: raw message type {msg_type} is not supported")
+        offset += length
+    return msgs
 
 
 # ---------------------------------------------------------------------------------------------------------------------

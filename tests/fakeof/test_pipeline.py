@@ -104,10 +104,13 @@ def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None
         assert switch.flow_count(Table.CONNECTIONS) == 2  # SYN punt and miss punt
         assert switch.flow_count(Table.REVERSE) == 1
         assert switch.flow_count(Table.FORWARD) == 1 + 6  # miss + one path per host
+        for table in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE, Table.SWITCH_SELECT, Table.CT_FORWARD,
+                      Table.CT_REVERSE):
+            assert switch.flow_count(table) == 1  # misses of the switch-dispatch and conntrack tables
         assert not net.fab.connection_flows(dpid, Table.CONNECTIONS)
     # Reinstalling (a reconnect) replaces identical entries instead of piling up.
     net.fab.install(net.lb)
-    assert all(dp.switch.flow_count() == 9 + 2 + 1 + 7 for dp in net.fab.dps.values())
+    assert all(dp.switch.flow_count() == 9 + 2 + 1 + 7 + 5 for dp in net.fab.dps.values())
 
 
 # -- ARP --------------------------------------------------------------------------------------------------------------
@@ -224,7 +227,8 @@ def test_member_reply_is_rewritten_back_to_the_vip_at_the_client_edge(net: Net) 
         assert reverse.n_packets == n
     # The rewrite happened only at the client's edge: s2 and s3 passed the reply on untouched.
     for dpid, trace in back.traces[:2]:
-        assert [e.table_id for e in trace.hits] == [Table.CLASSIFY, Table.REVERSE, Table.FORWARD]
+        assert [e.table_id for e in trace.hits] == [Table.CLASSIFY, Table.REVERSE, Table.SWITCH_REVERSE,
+                                                    Table.FORWARD]
         assert trace.outputs[0][1]["ipv4_src"] == net.ip(member)
 
 
@@ -337,9 +341,9 @@ def test_idle_connection_expires_in_both_directions_and_the_table_empties(net: N
     for dpid in net.fab.dps:
         assert not net.fab.connection_flows(dpid, Table.CONNECTIONS)
         assert not net.fab.connection_flows(dpid, Table.REVERSE)
-    # A late segment is now an orphan: punted once (table-1 miss), dropped by the core, not plumbed.
+    # A late segment is now an orphan: punted once (table-1 miss, then table-4 miss), dropped by the core.
     late = net.fab.inject("c1", net.to_vip("c1", 47000, TCP_ACK))
-    assert [pi.table_id for _, pi in late.packet_ins] == [Table.CONNECTIONS]
+    assert [pi.table_id for _, pi in late.packet_ins] == [Table.SWITCH_CONNECTIONS]
     assert net.fab.to_controller(net.lb, late, now=121.0).nothing
     assert net.lb.stats()["dropped"]["orphan"] == 1
     assert not net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
@@ -442,7 +446,7 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
         flows = capped.fab.connection_flows(CLIENT_EDGE, table)
         assert len(flows) == 2
         assert all(e.match.get("ipv4_src", e.match.get("ipv4_dst")) != capped.ip("c3") for e in flows)
-    assert edge.flow_count() == 9 + 2 + 1 + 7 + 4
+    assert edge.flow_count() == 9 + 2 + 1 + 7 + 5 + 4
     # Once a connection expires, there is room again.
     removed = capped.fab.expire(100.0)
     capped.fab.flow_removed_to(capped.lb, removed)
@@ -478,9 +482,9 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
         change.state = MAIN_DISPATCHER
         app.state_change(change)
         assert dp.miss_send_len == 128 and isinstance(dp.sent[-1], parser.OFPFlowStatsRequest)
-        assert dp.switch.flow_count() == 6 + 2 + 1 + 7
+        assert dp.switch.flow_count() == 6 + 2 + 1 + 7 + 5
         app.flow_stats_reply(ofp_event.EventOFPFlowStatsReply(flow_stats_reply(dp)))
-        assert dp.switch.flow_count() == 6 + 2 + 1 + 7, "reconciling a fresh switch removes nothing"
+        assert dp.switch.flow_count() == 6 + 2 + 1 + 7 + 5, "reconciling a fresh switch removes nothing"
     assert sorted(app.datapaths) == sorted(fab.dps)
 
     first = fab.inject("c1", tcp_packet("00:00:00:00:00:01", VIP_MAC, "10.0.0.1", VIP, 40000, 80))
@@ -489,7 +493,7 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
     released = fab.collect()
     [conn] = app.connections()
     assert released.hosts == [conn["member"]] and released.to(conn["member"])[0]["tcp_dst"] == MEMBER_PORT
-    assert app.stats()["flow_mod"] == 4 * 16 + 2 and app.stats()["packet_out"] == 1
+    assert app.stats()["flow_mod"] == 4 * (16 + 5) + 2 and app.stats()["packet_out"] == 1
 
     removed = fab.expire(1e9)
     assert len(removed) == 2

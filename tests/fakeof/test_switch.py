@@ -9,13 +9,23 @@ from nlb_sdn.framework import ofproto_v1_3_parser as parser
 from nlb_sdn.framework import packet, tcp
 from tests.fakeof.switch import (
     ACTIONS,
+    CT_DNAT,
+    CT_EST,
+    CT_NEW,
+    CT_RPL,
+    CT_SNAT,
+    CT_TRK,
     ETH_ARP,
     ETH_IPV4,
     ETH_MPLS,
     ETH_VLAN,
     NO_FLOW_COOKIE,
+    NX_CT_F_COMMIT,
+    NX_CT_RECIRC_NONE,
+    NX_NAT_F_DST,
     TCP_ACK,
     TCP_SYN,
+    CtTuple,
     FakeDatapath,
     SwitchError,
     TraceResult,
@@ -83,8 +93,8 @@ def test_datapath_quacks_like_os_ken_and_records_sent_messages(fake_dp: FakeData
 
 
 def test_unsupported_messages_raise_not_implemented(fake_dp: FakeDatapath) -> None:
-    with pytest.raises(NotImplementedError, match="group-mod"):
-        fake_dp.send_msg(parser.OFPGroupMod(fake_dp, group_id=1, buckets=[]))
+    with pytest.raises(NotImplementedError, match="select groups"):
+        fake_dp.send_msg(parser.OFPGroupMod(fake_dp, type_=ofp.OFPGT_ALL, group_id=1, buckets=[]))
     with pytest.raises(NotImplementedError, match="OFPEchoRequest"):
         fake_dp.send_msg(parser.OFPEchoRequest(fake_dp))
 
@@ -524,7 +534,6 @@ def test_delete_of_a_missing_table_and_modify_of_all_tables_raise(fake_dp: FakeD
     "instructions",
     [
         [parser.OFPInstructionMeter(1)],
-        apply(parser.OFPActionGroup(1)),
         apply(out(ofp.OFPP_FLOOD)),
         apply(out(ofp.OFPP_NORMAL)),
     ],
@@ -584,3 +593,232 @@ def test_make_packet_infers_types() -> None:
 def test_trace_result_dropped_and_ports() -> None:
     assert TraceResult().dropped
     assert TraceResult(outputs=[(1, {}), (3, {})]).ports == [1, 3]
+
+
+# -- groups, resubmit and learn (switch-resident dispatch) ------------------------------------------------------------
+
+
+def select_group(fake_dp: FakeDatapath, group_id: int, bucket_ports: list[int], command: int = ofp.OFPGC_ADD) -> None:
+    """A select group whose equal buckets output to the given ports."""
+    buckets = [parser.OFPBucket(weight=1, actions=[out(port)]) for port in bucket_ports]
+    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, command, ofp.OFPGT_SELECT, group_id, buckets))
+
+
+def test_a_flow_may_only_use_an_existing_group_and_loses_it_with_the_group(fake_dp: FakeDatapath) -> None:
+    with pytest.raises(SwitchError, match="OFPBAC_BAD_OUT_GROUP"):
+        add(fake_dp, instructions=apply(parser.OFPActionGroup(7)))
+    select_group(fake_dp, 7, [1, 2])
+    add(fake_dp, instructions=apply(parser.OFPActionGroup(7)))
+    with pytest.raises(SwitchError, match="GROUP_EXISTS"):
+        select_group(fake_dp, 7, [1])
+    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, 7, []))
+    assert fake_dp.switch.flow_count() == 0
+    with pytest.raises(SwitchError, match="UNKNOWN_GROUP"):
+        select_group(fake_dp, 7, [1], ofp.OFPGC_MODIFY)
+
+
+def test_a_select_group_spreads_connections_by_5_tuple_and_keeps_each_on_one_bucket(fake_dp: FakeDatapath) -> None:
+    select_group(fake_dp, 1, [1, 2, 2, 2])
+    add(fake_dp, instructions=apply(parser.OFPActionGroup(1)))
+    ports = [fake_dp.switch.trace(syn(sport=40000 + n), in_port=9).ports for n in range(400)]
+    assert all(len(p) == 1 for p in ports)
+    share = sum(p == [2] for p in ports) / len(ports)
+    assert 0.65 < share < 0.85
+    again = [fake_dp.switch.trace(syn(sport=40000 + n), in_port=9).ports for n in range(400)]
+    assert again == ports
+
+
+def test_a_bucket_acts_on_a_copy_and_resubmit_comes_back(fake_dp: FakeDatapath) -> None:
+    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [
+        parser.OFPBucket(weight=1, actions=[parser.OFPActionSetField(eth_dst=MAC2), out(1)])]))
+    add(fake_dp, table=1, match=parser.OFPMatch(eth_dst=MAC2), instructions=apply(out(2)))
+    add(fake_dp, instructions=apply(parser.OFPActionGroup(1), parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1),
+                                    out(3)))
+    result = fake_dp.switch.trace(tcp_packet(MAC1, MAC1, "10.0.0.1", VIP, 40000, 80), in_port=9)
+    assert result.ports == [1, 3]
+    assert result.outputs[0][1]["eth_dst"] == MAC2 and result.outputs[1][1]["eth_dst"] == MAC1
+
+
+def test_learn_installs_the_entry_its_specs_describe(fake_dp: FakeDatapath) -> None:
+    learn = parser.NXActionLearn(
+        table_id=2, priority=200, idle_timeout=10, cookie=0x42, flags=1, specs=[
+            parser.NXFlowSpecMatch(src=ETH_IPV4, dst=("eth_type_nxm", 0), n_bits=16),
+            parser.NXFlowSpecMatch(src=6, dst=("ip_proto_nxm", 0), n_bits=8),
+            parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 8), dst=("ipv4_src_nxm", 8), n_bits=24),
+            parser.NXFlowSpecMatch(src=("tcp_src_nxm", 0), dst=("tcp_dst_nxm", 0), n_bits=16),
+            parser.NXFlowSpecLoad(src=0x0A000063, dst=("ipv4_dst_nxm", 0), n_bits=32)])
+    with pytest.raises(SwitchError, match="MATCH_INCONSISTENT"):
+        add(fake_dp, instructions=apply(learn))
+    add(fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6), instructions=apply(learn))
+    fake_dp.switch.trace(syn(src="10.1.2.3", sport=40001), in_port=9)
+    [entry] = fake_dp.switch.dump_flows(2)
+    assert entry.match == {"eth_type": ETH_IPV4, "ip_proto": 6, "ipv4_src": ("10.1.2.0", "255.255.255.0"),
+                           "tcp_dst": 40001}
+    assert (entry.priority, entry.cookie, entry.idle_timeout, entry.flags) == (200, 0x42, 10, ofp.OFPFF_SEND_FLOW_REM)
+    assert entry.instructions[0].actions[0].value == "10.0.0.99"
+
+
+# -- conntrack ---------------------------------------------------------------------------------------------------------
+
+ZONE = 7
+MEMBER = "10.0.0.12"
+CLIENT = "10.0.0.1"
+EST, RPL_EST = CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL
+
+
+def ct_lookup(table: int, zone: int = ZONE) -> Any:
+    """``ct(zone=Z,nat,table=T)``."""
+    return parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=zone, recirc_table=table, alg=0,
+                             actions=[parser.NXActionNAT(flags=0)])
+
+
+def ct_commit(mark: int = 5, zone: int = ZONE) -> Any:
+    """``ct(commit,zone=Z,nat(dst=MEMBER:8080),exec(set_field:mark->ct_mark))``, without recirculation."""
+    nat = parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=MEMBER, range_proto_min=8080, range_proto_max=8080)
+    return parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=zone, recirc_table=NX_CT_RECIRC_NONE,
+                             alg=0, actions=[nat, parser.OFPActionSetField(ct_mark=mark)])
+
+
+def ct_match(state: int, mask: int | None = None, **fields: Any) -> Any:
+    """TCP/IPv4 with the ``state`` bits (under ``mask``, default the same bits)."""
+    return parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ct_state=(state, state if mask is None else mask), **fields)
+
+
+def nat_switch(dp: FakeDatapath) -> None:
+    """Tracker to table 1, which commits new connections (out 4, commit, out 2), est with mark 5 to 3, replies to 1."""
+    add(dp, match=tcp_to_vip(), instructions=apply(ct_lookup(1)))
+    add(dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER, tcp_src=8080),
+        instructions=apply(ct_lookup(1)))
+    add(dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(4), ct_commit(), out(2)))
+    add(dp, table=1, match=ct_match(EST, RPL_EST, ct_mark=5), instructions=apply(out(3)))
+    add(dp, table=1, match=ct_match(RPL_EST), instructions=apply(out(1)))
+
+
+def member_reply(flags: int = TCP_SYN | TCP_ACK) -> dict[str, Any]:
+    """What the member answers the client from its service port."""
+    return tcp_packet(MAC2, MAC1, MEMBER, CLIENT, 8080, 40000, flags)
+
+
+def test_a_committed_syn_is_natted_and_its_reply_un_natted(fake_dp: FakeDatapath) -> None:
+    nat_switch(fake_dp)
+    sw = fake_dp.switch
+    first = sw.trace(syn(), in_port=9)
+    assert first.ports == [4, 2]
+    seen, sent = first.outputs[0][1], first.outputs[1][1]
+    assert (seen["ct_state"], seen["ct_zone"], seen["ct_mark"], seen["ipv4_dst"]) == (CT_TRK | CT_NEW, ZONE, 0, VIP)
+    assert (sent["ipv4_dst"], sent["tcp_dst"]) == (MEMBER, 8080) and "ct_state" not in sent  # cleared after ct
+    [conn] = sw.conntrack.values()
+    assert conn.orig == CtTuple(ZONE, 6, CLIENT, VIP, 40000, 80) and sw.conntrack[conn.orig] is conn
+    assert (conn.nat_ip, conn.nat_port, conn.mark, conn.replied) == (MEMBER, 8080, 5, False)
+    assert conn.reply == CtTuple(ZONE, 6, MEMBER, CLIENT, 8080, 40000)
+    back = sw.trace(member_reply(), in_port=2)
+    assert back.ports == [1]
+    got = back.outputs[0][1]
+    assert (got["ipv4_src"], got["tcp_src"], got["ipv4_dst"]) == (VIP, 80, CLIENT)
+    assert (got["ct_state"], got["ct_mark"]) == (RPL_EST | CT_SNAT, 5) and conn.replied
+
+
+def test_a_connection_is_established_with_its_mark_once_a_reply_passed(fake_dp: FakeDatapath) -> None:
+    nat_switch(fake_dp)
+    sw = fake_dp.switch
+    sw.trace(syn(), in_port=9)
+    again = sw.trace(syn(), in_port=9)  # a retransmitted SYN: still new, but the NAT and mark are the connection's
+    assert again.ports == [4, 2] and len(sw.conntrack) == 1
+    seen = again.outputs[0][1]
+    assert (seen["ct_state"], seen["ct_mark"], seen["ipv4_dst"]) == (CT_TRK | CT_NEW | CT_DNAT, 5, MEMBER)
+    sw.trace(member_reply(), in_port=2)
+    ack = sw.trace(tcp_packet(MAC1, MAC2, CLIENT, VIP, 40000, 80, TCP_ACK), in_port=9)
+    assert ack.ports == [3]
+    got = ack.outputs[0][1]
+    assert (got["ct_state"], got["ct_mark"], got["ipv4_dst"], got["tcp_dst"]) == (EST | CT_DNAT, 5, MEMBER, 8080)
+
+
+def test_an_untracked_packet_is_new_unmarked_and_not_rewritten(fake_dp: FakeDatapath) -> None:
+    add(fake_dp, match=tcp_to_vip(ct_state=(0, CT_TRK)), instructions=apply(ct_lookup(1)))
+    add(fake_dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(1)))
+    result = fake_dp.switch.trace(syn(), in_port=9)
+    assert result.ports == [1] and not fake_dp.switch.conntrack
+    got = result.outputs[0][1]
+    assert (got["ct_state"], got["ct_zone"], got["ct_mark"], got["ipv4_dst"], got["tcp_dst"]) == (
+        CT_TRK | CT_NEW, ZONE, 0, VIP, 80)
+
+
+def test_recirculation_forks_the_copy_to_its_table_after_the_pass(fake_dp: FakeDatapath) -> None:
+    add(fake_dp, match=tcp_to_vip(), instructions=apply(ct_lookup(1), out(5)))
+    add(fake_dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(6), out(ofp.OFPP_CONTROLLER)))
+    result = fake_dp.switch.trace(syn(), in_port=9)
+    assert result.ports == [5, 6]  # the rest of the list runs first, on the untracked packet (as in Open vSwitch)
+    assert "ct_state" not in result.outputs[0][1] and result.outputs[1][1]["ct_state"] == CT_TRK | CT_NEW
+    assert "recirculation to table 1" in result.log
+    match = result.packet_ins[0].to_msg(fake_dp).match
+    assert (match["ct_state"], match["ct_zone"]) == (CT_TRK | CT_NEW, ZONE) and result.packet_ins[0].table_id == 1
+
+
+def test_without_recirculation_the_packet_goes_on_natted_and_untracked(fake_dp: FakeDatapath) -> None:
+    add(fake_dp, match=tcp_to_vip(), instructions=apply(ct_commit(), out(2),
+                                                        parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)))
+    add(fake_dp, table=1, match=ct_match(0, CT_TRK), instructions=apply(out(3)))
+    result = fake_dp.switch.trace(syn(), in_port=9)
+    assert result.ports == [2, 3] and "recirculation to table 1" not in result.log
+    assert all(pkt["ipv4_dst"] == MEMBER and pkt["tcp_dst"] == 8080 for _, pkt in result.outputs)
+    assert len(fake_dp.switch.conntrack) == 1
+
+
+def test_zones_keep_connections_apart_and_ct_flush_forgets_them(fake_dp: FakeDatapath) -> None:
+    add(fake_dp, match=tcp_to_vip(tcp_src=40000), instructions=apply(ct_commit(zone=7), out(2)))
+    add(fake_dp, match=tcp_to_vip(tcp_src=40001), instructions=apply(ct_commit(zone=8), out(2)))
+    sw = fake_dp.switch
+    sw.trace(syn(sport=40000), in_port=9)
+    sw.trace(syn(sport=40001), in_port=9)
+    assert sorted(key.zone for key in sw.conntrack) == [7, 8]
+    sw.ct_flush(7)
+    assert [key.zone for key in sw.conntrack] == [8]
+    sw.ct_flush()
+    assert sw.conntrack == {}
+    add(fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER),
+        instructions=apply(ct_lookup(1)))
+    add(fake_dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(1)))
+    back = sw.trace(member_reply(), in_port=2)
+    assert back.ports == [1] and back.outputs[0][1]["ipv4_src"] == MEMBER  # forgotten: no un-NAT
+
+
+def _misaligned_commit() -> Any:
+    """A commit whose nat (both range ends and ports: 28 bytes) os-ken serialises without its padding."""
+    nat = parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=MEMBER, range_ipv4_max=MEMBER, range_proto_min=8080,
+                             range_proto_max=8080)
+    return parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=ZONE, recirc_table=NX_CT_RECIRC_NONE,
+                             alg=0, actions=[nat, parser.OFPActionSetField(ct_mark=1)])
+
+
+@pytest.mark.parametrize(
+    ("match", "action", "code"),
+    [
+        (parser.OFPMatch(), ct_lookup(1), "OFPBAC_MATCH_INCONSISTENT"),
+        (parser.OFPMatch(eth_type=0x86DD), ct_commit(), "OFPBAC_MATCH_INCONSISTENT"),
+        (tcp_to_vip(), parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=ZONE, recirc_table=1, alg=0,
+                                         actions=[parser.OFPActionSetField(ct_mark=1)]), "OFPBAC_BAD_ARGUMENT"),
+        (tcp_to_vip(), parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=ZONE, recirc_table=1,
+                                         alg=0, actions=[out(1)]), "OFPBAC_BAD_ARGUMENT"),
+        (tcp_to_vip(), parser.OFPActionSetField(ct_mark=1), "OFPBAC_BAD_SET_ARGUMENT"),
+        (tcp_to_vip(), _misaligned_commit(), "OFPBAC_BAD_LEN"),
+    ],
+)
+def test_ct_flow_mods_open_vswitch_refuses_raise(fake_dp: FakeDatapath, match: Any, action: Any, code: str) -> None:
+    with pytest.raises(SwitchError, match=code):
+        add(fake_dp, match=match, instructions=apply(action))
+
+
+def test_a_bucket_drops_its_ct_when_it_outputs_but_a_resubmitted_table_tracks(fake_dp: FakeDatapath) -> None:
+    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [
+        parser.OFPBucket(weight=1, actions=[ct_commit(), out(1)])]))
+    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 2, [
+        parser.OFPBucket(weight=1, actions=[parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)])]))
+    add(fake_dp, match=tcp_to_vip(tcp_src=40000), instructions=apply(parser.OFPActionGroup(1)))
+    add(fake_dp, match=tcp_to_vip(tcp_src=40001), instructions=apply(parser.OFPActionGroup(2)))
+    add(fake_dp, table=1, match=tcp_to_vip(), instructions=apply(ct_commit(), out(2)))
+    sw = fake_dp.switch
+    skipped = sw.trace(syn(sport=40000), in_port=9)
+    assert skipped.ports == [1] and skipped.outputs[0][1]["ipv4_dst"] == VIP and not sw.conntrack
+    assert any("ct skipped" in line for line in skipped.log)
+    tracked = sw.trace(syn(sport=40001), in_port=9)
+    assert tracked.ports == [2] and tracked.outputs[0][1]["ipv4_dst"] == MEMBER and len(sw.conntrack) == 1

@@ -21,7 +21,8 @@ from benchmarks.suite.lab import DOWNLOADS_SCRIPT, haproxy_config, pattern_sha25
 from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, SMOKE, SUBJECTS
 from tests.unit.test_lab_tools import _start_backend, _stop
 
-RATES = {"vip_controller": 1000.0, "vip_switch": 4000.0, "direct": 5000.0, "haproxy": 2000.0}
+RATES = {"vip_controller": 1000.0, "vip_switch": 4000.0, "vip_switch_learn": 1800.0, "direct": 5000.0,
+         "haproxy": 2000.0}
 
 
 def sample_report() -> dict[str, Any]:
@@ -100,7 +101,7 @@ def test_targets_flag_a_miss_and_leave_unmeasured_open():
     report["sections"]["disruption"]["totals"]["vip_switch"]["broken_share"] = 0.25
     del report["sections"]["scale"]
     verdicts = {t["target"]: t for t in results.targets(report)}
-    assert verdicts["VIP, dispatch switch: established connections broken by changes"]["met"] is False
+    assert verdicts["VIP, dispatch switch (conntrack): established connections broken by changes"]["met"] is False
     assert verdicts["controller memory per tracked connection (bytes)"]["met"] is None
 
 
@@ -139,9 +140,9 @@ def test_markdown_has_targets_every_section_and_the_ratios():
         assert heading in text
     rate_row = next(line for line in text.splitlines() if line.startswith("| new connections/s (3 clients x 8"))
     cells = [cell.strip() for cell in rate_row.strip("|").split("|")]
-    assert cells[1:] == ["1000", "4000", "5000", "2000", "0.20", "0.50", "0.80", "2.00"]
+    assert cells[1:] == ["1000", "4000", "1800", "5000", "2000", "0.20", "0.50", "0.80", "2.00", "0.36", "0.90"]
     assert "| download Mbit/s (2 MB, 1 connection) |" in text
-    assert "| all | 0 of 24 (0.0 %) | 0 of 24 (0.0 %) |" in text
+    assert "| all | 0 of 24 (0.0 %) | 0 of 24 (0.0 %) | 0 of 24 (0.0 %) |" in text
     assert "| controller memory per tracked connection (bytes, slope between the two counts) | 800 | 1024" in text
     assert "| 240; 2.0 | 40 | 6.0 |" in text
     assert "### Problems" not in text
@@ -155,7 +156,7 @@ def test_markdown_renders_missing_figures_as_dashes():
     report["problems"] = ["haproxy round 1 loaded: 3 failed connections"]
     text = results.markdown(report)
     rate_row = next(line for line in text.splitlines() if line.startswith("| new connections/s"))
-    assert rate_row.split("|")[5].strip() == "-"
+    assert rate_row.split("|")[SCENARIOS.index("haproxy") + 2].strip() == "-"
     assert "- haproxy round 1 loaded: 3 failed connections" in text
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nlb_sdn.config import parse_config
+from nlb_sdn.config import parse_config, vip_mac
 from nlb_sdn.core.frames import TcpSegment, parse_frame
 from nlb_sdn.framework import ofproto_v1_3 as ofp
 from nlb_sdn.framework import ofproto_v1_3_parser as parser
@@ -63,8 +63,9 @@ def test_frames_are_distinct_syns_to_the_vip_the_classifier_accepts():
     settings = args(switches=2)
     frames = set()
     for index in range(2):
+        syns = ofload.SynFrames(settings, index)
         for k in (0, 1, 2, 65533, 65534, 65535, 200_000):
-            frame, in_port = ofload.connection_frame(settings, index, k)
+            frame, in_port = syns.frame(k)
             assert len(frame) == 74
             assert 1 <= in_port <= settings.hosts
             segment = parse_frame(frame, len(frame))
@@ -72,6 +73,18 @@ def test_frames_are_distinct_syns_to_the_vip_the_classifier_accepts():
             assert (segment.dst_ip, segment.dst_port) == ("10.0.0.100", 80)
             frames.add((segment.src_ip, segment.src_port))
     assert len(frames) == 14
+
+
+def test_packed_frames_are_the_packet_library_frames():
+    settings = args(switches=3, hosts=3)
+    for index in range(3):
+        syns = ofload.SynFrames(settings, index)
+        for k in (0, 1, 5, 65533, 65534, 65535, 200_000, 10**7, 4 * 10**9):
+            port, mac, _ip = ofload.gateway_hosts(index, settings.hosts)[k % settings.hosts]
+            client_ip, client_port = ofload.client_address(index, k)
+            expected = ofload.syn_frame(mac, vip_mac(settings.vip), client_ip, settings.vip, client_port,
+                                        settings.vport, (k * 2654435761) & 0xFFFFFFFF)
+            assert syns.frame(k) == (expected, port)
 
 
 @pytest.mark.parametrize("mp_type,reply_cls", [(ofp.OFPMP_PORT_DESC, parser.OFPPortDescStatsReply),
@@ -128,3 +141,24 @@ def test_short_run_against_the_learning_switch(tmp_path):
     pid = results["controller"]["pid"]
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # stopped and reaped
+
+
+def test_short_run_against_nlb_takes_the_fast_path_and_keeps_its_counters(tmp_path):
+    out = tmp_path / "ofload.json"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--launch", "nlb", "--switches", "2", "--duration", "2",
+                           "--warmup", "0.5", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())["results"]
+    assert results["measured_responses"] > 0 and results["timeouts"] == 0
+    assert results["unmatched_packet_outs"] == 0
+    stats = results["controller"]["stats"]
+    assert stats["errors"] == {} and stats["refused"] == {}
+    assert stats["dropped"] == {"not_vip_service": 2}, "the two priming frames, nothing else"
+    connections = stats["packet_in"]["new_connection"]
+    assert stats["packet_in"]["total"] == connections + 2 == stats["packet_out"] + 2
+    assert stats["connections"]["total"] == connections
+    for switch in results["per_switch"]:
+        by_table = switch["flow_mods_by_table"]
+        assert by_table["1"] >= switch["responses"] and by_table["2"] >= switch["responses"]
+        assert switch["sample_packet_out_actions"] == ["output:TABLE"]

@@ -1,0 +1,176 @@
+"""The router's ``TCP_REPAIR`` migrator for ``l7`` VIP services (FIG. 33, 3306-3314), with the controller's commit.
+
+For each connection the router hands over, :class:`RepairMigrator` runs :func:`nlb_sdn.migration.sender.migrate`
+in a worker thread toward the member host's agent (its migration port). Once the host has restored the connection,
+the commit asks the controller (``POST /v1/migrations``, phase ``commit``) to re-plumb the connection's forwarder
+entry to the member's host; the controller answers after the switch confirmed it, and only then does the router let
+go of its socket. A migration the host or the controller declines leaves the socket live here: the migrator tries the
+next endpoint of the pool, then falls back as the VIP's ``migration.fallback`` says (proxy, or reset the client).
+Every outcome is reported to the controller (phase ``report``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from nlb_sdn.config import MigrationSettings
+from nlb_sdn.migration.sender import MigrationResult, migrate
+from nlb_sdn.migration.tcprepair import drop_silently
+from nlb_sdn.migration.wire import MIGRATION_PORT
+from nlb_sdn.router.daemon import Endpoint, Migrator, Outcome
+
+log = logging.getLogger("nlb_sdn.router.migrator")
+
+FROZEN_LINGER = 1.0
+"""Seconds the router keeps a migrated connection's socket frozen (repair mode, drop filter) after letting go.
+
+The switch confirms the commit (barrier) once its flow table changed, but a userspace datapath may forward from its
+flow cache for a moment longer; a client segment that still reaches the router then meets the frozen socket and is
+dropped in silence, where the bare listening socket would have answered it with a RST."""
+CONTROLLER_TIMEOUT = 2.0
+"""Seconds a commit or report may take at the controller (its barrier wait included)."""
+HOST_BOUND_REASONS = frozenset({"unreachable", "timeout", "connection_lost", "bad_reply", "refused", "commit_failed"})
+"""Reasons that belong to the chosen host (or its commit), so another endpoint may still take the connection."""
+_LINGER_RESET = struct.Struct("ii").pack(1, 0)
+
+
+class ControllerError(RuntimeError):
+    """The controller did not accept a commit or report (unreachable, or an HTTP error status)."""
+
+
+class Controller(Protocol):
+    """Where a migrator sends its commits and reports."""
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``/v1/migrations``; the decoded answer, or ControllerError."""
+
+
+class ControllerClient:
+    """Posts commits and reports to the controller's ``/v1/migrations`` (blocking; call it from a worker thread)."""
+
+    def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
+        self.url = url.rstrip("/") + "/v1/migrations"
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body``; the decoded answer, or ControllerError."""
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            raise ControllerError(f"{self.url}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") from None
+        except (OSError, ValueError) as exc:
+            raise ControllerError(f"{self.url}: {exc}") from None
+
+
+class RepairMigrator:
+    """Moves connections to members with ``TCP_REPAIR``; the controller repoints the forwarder at commit."""
+
+    def __init__(self, key: bytes, controller: Controller, proxy: Migrator,
+                 settings: Mapping[str, MigrationSettings] | None = None, migration_port: int = MIGRATION_PORT,
+                 router: str = "") -> None:
+        """A migrator signing with the H&L ``key``; ``settings`` per VIP service name (timeout, fallback)."""
+        self.key = key
+        self.controller = controller
+        self.proxy = proxy
+        self.settings = dict(settings or {})
+        self.migration_port = migration_port
+        self.router = router
+        self.counters: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of migration attempts, outcomes and decline reasons."""
+        return {"counters": dict(self.counters), "reasons": dict(sorted(self.reasons.items()))}
+
+    async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
+        """Migrate ``sock`` to ``member`` (or the next endpoint of its pool), else proxy or reset; report it all."""
+        settings = self.settings.get(member.vip, MigrationSettings())
+        try:
+            client = "%s:%d" % sock.getpeername()[:2]
+        except OSError:
+            sock.close()
+            self.counters["client_gone"] += 1
+            return Outcome.FAILED
+        for endpoint in (member, *member.alternatives):
+            migration_id = uuid.uuid4().hex
+            started = time.monotonic()
+            self.counters["attempted"] += 1
+            frozen = sock.dup()
+            result = await asyncio.to_thread(self._migrate, sock, endpoint, client, migration_id,
+                                             settings.timeout_ms / 1000)
+            duration_ms = (time.monotonic() - started) * 1000
+            if result.migrated:
+                asyncio.get_running_loop().call_later(FROZEN_LINGER, drop_silently, frozen)
+                self.counters["migrated"] += 1
+                await self._report(migration_id, endpoint, client, "migrated", "", duration_ms)
+                return Outcome.MIGRATED
+            frozen.close()
+            self.counters["declined"] += 1
+            self.reasons[result.reason] += 1
+            log.info("%s: migration %s of %s to %s declined: %s %s", endpoint.vip, migration_id, client,
+                     endpoint.member, result.reason, result.detail)
+            await self._report(migration_id, endpoint, client, "declined", result.reason, duration_ms)
+            if result.reason not in HOST_BOUND_REASONS:
+                break
+        return await self._fall_back(sock, member, settings, migration_id, endpoint, client, result.reason)
+
+    async def _fall_back(self, sock: socket.socket, member: Endpoint, settings: MigrationSettings, migration_id: str,
+                         endpoint: Endpoint, client: str, reason: str) -> Outcome:
+        """No endpoint took the connection: proxy it or reset the client, as the VIP says; report it under the last
+        attempt's id."""
+        if settings.fallback == "reset":
+            reset(sock)
+            outcome, reported = Outcome.FAILED, "reset"
+        else:
+            outcome = await self.proxy.migrate(sock, member)
+            reported = outcome.value
+        self.counters[reported] += 1
+        await self._report(migration_id, endpoint, client, reported, reason, None)
+        return outcome
+
+    def _migrate(self, sock: socket.socket, endpoint: Endpoint, client: str, migration_id: str,
+                 timeout: float) -> MigrationResult:
+        """One blocking migration to ``endpoint``'s agent, committed at the controller (a worker thread)."""
+
+        def commit() -> None:
+            self.controller.post({"phase": "commit", "id": migration_id, "vip": endpoint.vip, "client": client,
+                                  "member": endpoint.member, "router": self.router})
+
+        return migrate(sock, (endpoint.address, self.migration_port), self.key, timeout, src=self.router or "router",
+                       migration_id=migration_id, commit=commit)
+
+    async def _report(self, migration_id: str, endpoint: Endpoint, client: str, outcome: str, reason: str,
+                      duration_ms: float | None) -> None:
+        """Tell the controller how a migration ended (a failure to do so is logged and counted, not raised)."""
+        body = {"phase": "report", "id": migration_id, "vip": endpoint.vip, "client": client,
+                "member": endpoint.member, "router": self.router, "outcome": outcome, "reason": reason,
+                "duration_ms": None if duration_ms is None else round(duration_ms, 3)}
+        try:
+            await asyncio.to_thread(self.controller.post, body)
+        except ControllerError as exc:
+            self.counters["report_failed"] += 1
+            log.warning("report of migration %s: %s", migration_id, exc)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close ``sock`` with a RST (``SO_LINGER`` 0): the ``reset`` fallback."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    except OSError:
+        pass
+    sock.close()

@@ -1,0 +1,316 @@
+"""L7 VIP services end to end (FIG. 33): router r1 takes the connection, migrates it, the host answers directly.
+
+The fabric lab gets request routers r1 and r2 on the client edge s1 (each with an agent whose heartbeats say it
+lives) and a management network. VIP web 10.0.0.100:80 is ``mode: l7`` with routers r1 and r2: the controller
+tunnels every new connection to the first live router on the client's edge (r1 while it lives), which peeks at the
+request head, decides (``NLBSESS=h2`` cookie pins to h2, ``/api/`` goes to h1/h2, ``/static/`` to h3), moves
+the established connection to the member's agent with ``TCP_REPAIR``, and commits at the controller, which
+re-plumbs the connection's table-1 entry to the member host's label before the router lets go. The backend serves
+the request on the very same client connection, and answers the client directly from the VIP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+import pytest
+
+from nlb_sdn.flows.tunnel import host_labels
+from nlb_sdn.lab.backend import CHUNK, pattern
+from nlb_sdn.lab.harness import Lab, wait_for
+from tests.mininet.conftest import free_port, needs_lab
+from topologies import FabricTopo, lab_config
+
+pytestmark = [pytest.mark.mininet, needs_lab]
+
+VIP = "10.0.0.100"
+MGMT_CONTROLLER = "10.99.0.254"
+DOWNLOAD = 50_000_000
+ROUTER_STATUS = 9180
+REQUEST = r"""
+import hashlib, json, socket, sys, time
+path, cookie, expect = sys.argv[2], sys.argv[3], int(sys.argv[4])
+started = time.monotonic()
+sock = socket.create_connection((sys.argv[1], 80), timeout=30)
+local_port = sock.getsockname()[1]
+head = f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n"
+if cookie:
+    head += f"Cookie: NLBSESS={cookie}\r\n"
+sock.sendall((head + "\r\n").encode())
+data = b""
+while b"\r\n\r\n" not in data:
+    chunk = sock.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+raw_head, _, body = data.partition(b"\r\n\r\n")
+lines = raw_head.decode("latin-1").split("\r\n")
+headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+digest = hashlib.sha256(body)
+size = len(body)
+error = ""
+try:
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        digest.update(chunk)
+        size += len(chunk)
+except OSError as exc:
+    error = repr(exc)
+print(json.dumps({"local_port": local_port, "status": lines[0], "served_by": headers.get("x-served-by"),
+                  "bytes": size, "sha256": digest.hexdigest(), "error": error,
+                  "seconds": round(time.monotonic() - started, 3), "complete": size == expect}))
+"""
+
+BAD_HEAD = r"""
+import socket, sys
+sock = socket.create_connection((sys.argv[1], 80), timeout=10)
+sock.sendall(bytes.fromhex(sys.argv[2]))
+data = b""
+try:
+    while chunk := sock.recv(4096):
+        data += chunk
+except ConnectionResetError:
+    data = data or b"reset"
+print(data.decode(errors="replace").splitlines()[0] if data else "closed")
+"""
+
+
+@dataclass
+class L7Lab:
+    """The running lab, its routers' processes and its backends' agent configs (to restart them)."""
+
+    lab: Lab
+    routers: dict[str, subprocess.Popen[bytes]]
+    agent_configs: dict[str, dict]
+
+
+def pattern_sha256(size: int) -> str:
+    """The checksum of the backend's first ``size`` pattern bytes."""
+    digest = hashlib.sha256()
+    for offset in range(0, size, CHUNK):
+        digest.update(pattern(offset, min(CHUNK, size - offset)))
+    return digest.hexdigest()
+
+
+def l7_vip(topo: FabricTopo) -> dict:
+    """VIP web in mode l7 via routers r1 and r2 (r1 first): a cookie pin to h2, /api/ to h1 and h2, /static/ to h3."""
+    return {"name": "web", "address": VIP, "port": 80, "mode": "l7", "routers": ["r1", "r2"],
+            "members": topo.members(),
+            "pools": [{"name": "api", "members": ["h1", "h2"]}, {"name": "static", "members": ["h3"]},
+                      {"name": "pinned", "members": ["h2"]}],
+            "rules": [{"match": {"cookie": {"name": "NLBSESS", "value": "h2"}}, "pool": "pinned"},
+                      {"match": {"path_prefix": "/api/"}, "pool": "api"},
+                      {"match": {"path_prefix": "/static/"}, "pool": "static"}]}
+
+
+@pytest.fixture(scope="module")
+def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
+    """The fabric lab: backends taking hand-offs and agents taking migrations on h1..h3, routers r1 and r2 running
+    (each with an agent that tells the controller it lives)."""
+    workdir = tmp_path_factory.mktemp("l7-lab")
+    key_file = workdir / "hl.key"
+    key_file.write_text(secrets.token_hex(32))
+    hl_port, rest_port = free_port(), free_port()
+    topo = FabricTopo(clients=2, backends=3, mgmt=True, trunk_mtu=1504, routers=2)
+    config = lab_config(topo, [l7_vip(topo)], rest={"host": "0.0.0.0"},
+                        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
+                                "key_file": str(key_file)})
+    with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=rest_port) as lab:
+        setup = L7Lab(lab, {}, {})
+        lab.wait_switches_connected()
+        for name in topo.backends:
+            lab.stop_backend(name, 80)
+            lab.start_backend(name, 80, handoff_socket=lab.handoff_socket(name))
+            setup.agent_configs[name] = {
+                "host_id": name, "key_file": str(key_file), "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+                "listen": f"{topo.mgmt_ip(name)}:9101",
+                "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)}}
+            lab.start_agent(name, setup.agent_configs[name])
+        for name in topo.routers:
+            lab.start_agent(name, {"host_id": name, "key_file": str(key_file),
+                                   "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+                                   "listen": f"{topo.mgmt_ip(name)}:9101"})
+            setup.routers[name] = lab.start_router(
+                name, ["--vip", "web", "--controller", f"http://{MGMT_CONTROLLER}:{rest_port}", "--key-file",
+                       str(key_file), "--router-name", name], status_port=ROUTER_STATUS)
+        wait_for(lambda: {h["host_id"] for h in hosts(lab) if h["status"] == "alive"} >= {"r1", "r2"}, 10,
+                 what="both routers' agents alive")
+        yield setup
+
+
+def hosts(lab: Lab) -> list[dict]:
+    """The hosts of the controller's H&L cache."""
+    return lab.rest("GET", "/v1/hl/cache")["hosts"]
+
+
+def request(lab: Lab, path: str, cookie: str = "", expect: int = 0, client: str = "c1",
+            timeout: float = 120.0) -> dict:
+    """One request through the VIP from ``client``; its summary (status, served_by, bytes, sha256, local port)."""
+    result = lab.host_run(client, [sys.executable, "-c", REQUEST, VIP, path, cookie, str(expect)], timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def router_stats(lab: Lab) -> dict:
+    """The router's counters from its status port (inside r1)."""
+    out = lab.host_run("r1", [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status",
+                              f"127.0.0.1:{ROUTER_STATUS}"])
+    return json.loads(out.stdout)
+
+
+def migrations_of(lab: Lab, client_port: int) -> list[dict]:
+    """The controller's migration records of c1's connection from ``client_port``."""
+    return [m for m in lab.rest("GET", "/v1/migrations")["migrations"] if m["client"] == f"10.0.0.1:{client_port}"]
+
+
+def label_of(lab: Lab, host: str) -> int:
+    """The MPLS label of a fabric host."""
+    return host_labels(lab.model.fabric)[next(h.mac for h in lab.model.fabric.hosts if h.name == host)]
+
+
+def counters(flow: str) -> tuple[int, int]:
+    """(n_packets, n_bytes) of one dump-flows line."""
+    found = re.search(r"n_packets=(\d+), n_bytes=(\d+)", flow)
+    assert found, flow
+    return int(found.group(1)), int(found.group(2))
+
+
+def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
+    for path, cookie, allowed in (("/api/x", "", {"h1", "h2"}), ("/api/y", "", {"h1", "h2"}),
+                                  ("/static/z", "", {"h3"}), ("/static/z", "h2", {"h2"}), ("/", "h2", {"h2"})):
+        result = request(l7.lab, path, cookie)
+        assert result["served_by"] in allowed, (path, cookie, result)
+        [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, result["local_port"])
+                                        if m["outcome"] != "committed"], 5, what="the router's report")
+        assert migration["outcome"] == "migrated" and migration["router"] == "r1", migration
+        assert migration["member"] == result["served_by"] and migration["duration_ms"] > 0
+    stats = wait_for(lambda: (found := router_stats(l7.lab))["migrated"] >= 5 and found, 5,
+                     what="the router counting five migrations")
+    assert stats["proxied"] == 0 and stats["failed"] == 0, stats
+    assert stats["migration"]["counters"]["migrated"] >= 5
+
+
+def test_a_large_download_arrives_complete_on_the_same_connection_without_the_router(l7: L7Lab):
+    before = l7.lab.rest("GET", "/v1/stats")["packet_in"]
+    capture_file = l7.lab.workdir / "c1-l7.pcap"
+    capture = l7.lab.start_process("c1", ["tcpdump", "-i", "c1-eth0", "-nn", "-s", "96", "-U", "-w",
+                                          str(capture_file), f"tcp and host {VIP}"], "tcpdump-c1.log")
+    try:
+        wait_for(lambda: capture_file.exists() and capture_file.stat().st_size > 0, 10, what="tcpdump started")
+        result = request(l7.lab, f"/bytes/{DOWNLOAD}", cookie="h2", expect=DOWNLOAD, timeout=300)
+    finally:
+        time.sleep(0.5)
+        l7.lab.stop_process(capture)
+    assert result["complete"] and not result["error"], result
+    assert result["sha256"] == pattern_sha256(DOWNLOAD) and result["served_by"] == "h2"
+    port = result["local_port"]
+
+    # One handshake, no RST on the client's side.
+    def packets(expression: str) -> list[str]:
+        out = subprocess.run(["tcpdump", "-nn", "-r", str(capture_file), f"tcp port {port} and ({expression})"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.splitlines()
+
+    assert len(packets("tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0")) == 1
+    assert len(packets("tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack != 0")) == 1
+    assert packets("tcp[tcpflags] & tcp-rst != 0") == []
+    assert len(packets(f"src host {VIP} and src port 80 and greater 1000")) > DOWNLOAD // 1500 // 2
+
+    # The router holds no socket for it; the controller saw one packet-in for it (ARP aside).
+    def router_sockets() -> str:
+        found = l7.lab.host_run("r1", ["ss", "-tanH", f"( dport = :{port} or sport = :{port} )"])
+        assert found.returncode == 0, found
+        return found.stdout.strip()
+
+    wait_for(lambda: router_sockets() == "", 5, what="no socket of the migrated connection left on r1")
+    after = l7.lab.rest("GET", "/v1/stats")["packet_in"]
+    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    assert delta.get("new_connection") == 1 and delta["total"] - delta.get("arp", 0) == 1, delta
+    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] != "committed"], 5,
+                           what="the router's report")
+    assert migration["outcome"] == "migrated" and migration["member"] == "h2"
+
+    # Tunnel mode: the connection's only entry (s1 table 1) now pushes h2's label and counted client packets only;
+    # the host's replies (source VIP) met no VIP entry on its edge.
+    [entry] = [f for f in l7.lab.dump_flows("s1", table=1) if f"tp_src={port}," in f]
+    assert f"set_field:{label_of(l7.lab, 'h2')}->mpls_label" in entry, entry
+    assert counters(entry)[1] < DOWNLOAD / 10, entry
+    [conn] = [c for c in l7.lab.rest("GET", "/v1/connections?vip=web")["connections"]
+              if c["client"] == f"10.0.0.1:{port}"]
+    assert conn["member"] == "h2" and conn["mode"] == "tunnel" and conn["label"] == label_of(l7.lab, "h2")
+    vip_entries = [f for f in l7.lab.dump_flows("s2", table=0) if f"nw_dst={VIP}" in f and "tp_dst=80" in f]
+    assert vip_entries and all(counters(f)[0] == 0 for f in vip_entries), vip_entries
+
+
+def test_malformed_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):
+    before = router_stats(l7.lab)
+    for head in ("GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                 "GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n"):
+        out = l7.lab.host_run("c1", [sys.executable, "-c", BAD_HEAD, VIP, head.encode().hex()], timeout=20)
+        expected = ("closed", "reset") if "\x00" in head else ("HTTP/1.1 400 Bad Request",)
+        assert out.returncode == 0 and out.stdout.strip() in expected, (head, out)
+    after = router_stats(l7.lab)
+    assert after["bad_request"] + after["closed"] - before["bad_request"] - before["closed"] == 4, after
+    assert l7.routers["r1"].poll() is None
+    assert request(l7.lab, "/api/ok")["served_by"] in ("h1", "h2")
+
+
+def test_twenty_of_twenty_concurrent_connections_are_migrated(l7: L7Lab):
+    before = l7.lab.rest("GET", "/v1/migrations")["counters"]
+    summary = l7.lab.run_client("c2", ["connections", VIP, "--count", 20, "--concurrency", 4, "--timeout", 60])
+    assert summary["ok"] == 20 and summary["errors"] == 0 and set(summary["served_by"]) <= {"h1", "h2", "h3"}
+    after = wait_for(lambda: (found := l7.lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0)
+                     - before.get("migrated", 0) >= 20 and found, 10, what="twenty migrated reports")
+    assert after.get("migrated", 0) - before.get("migrated", 0) == 20
+    assert after.get("declined", 0) == before.get("declined", 0), after
+
+
+def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
+    l7.lab.stop_agent("h3")
+    try:
+        result = request(l7.lab, "/static/proxied")
+        assert result["served_by"] == "h3" and result["status"].startswith("HTTP/1.1 404"), result
+        outcomes = wait_for(lambda: [(m["outcome"], m["reason"]) for m in migrations_of(l7.lab, result["local_port"])
+                                     if m["outcome"] == "proxied"], 5, what="the router's proxied report")
+        assert outcomes == [("proxied", "unreachable")]
+        [conn] = [c for c in l7.lab.rest("GET", "/v1/connections?vip=web")["connections"]
+                  if c["client"] == f"10.0.0.1:{result['local_port']}"]
+        assert conn["member"] == "r1", conn
+        assert router_stats(l7.lab)["migration"]["reasons"].get("unreachable", 0) >= 1
+    finally:
+        l7.lab.start_agent("h3", l7.agent_configs["h3"])
+
+
+def test_migrated_downloads_run_on_when_the_router_is_killed_and_r2_takes_new_connections(l7: L7Lab):
+    size, rate = 6_000_000, 1_500_000
+    downloads = [l7.lab.start_process(client, [sys.executable, "-c", REQUEST, VIP, f"/bytes/{size}?rate={rate}", "",
+                                               str(size)], f"download-{client}-{index}.log")
+                 for index, client in enumerate(("c1", "c2", "c1"))]
+    logs = [l7.lab.workdir / f"download-{client}-{index}.log" for index, client in enumerate(("c1", "c2", "c1"))]
+    counters_of = lambda: l7.lab.rest("GET", "/v1/migrations")["counters"]  # noqa: E731
+    before = counters_of().get("migrated", 0)
+    wait_for(lambda: counters_of().get("migrated", 0) - before >= 3, 15, what="three migrations")
+    l7.lab.stop_process(l7.routers["r1"])
+    l7.lab.stop_agent("r1")
+    wait_for(lambda: any(h["host_id"] == "r1" and h["status"] != "alive" for h in hosts(l7.lab)), 5,
+             what="r1's agent gone from the H&L cache")
+    after = request(l7.lab, "/static/new")
+    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, after["local_port"])
+                                    if m["outcome"] != "committed"], 5, what="r2's report")
+    assert after["served_by"] == "h3" and migration["router"] == "r2" and migration["outcome"] == "migrated"
+    for proc in downloads:
+        proc.wait(timeout=60)
+    for log in logs:
+        result = json.loads(log.read_text().strip().splitlines()[-1])
+        assert result["complete"] and not result["error"], result
+        assert result["sha256"] == pattern_sha256(size) and result["seconds"] > 2.0, result
