@@ -26,6 +26,9 @@ ConnKey = tuple[str, int, str, int]
 REINJECT_WINDOW = 1.0
 """Seconds within which a second miss of the same segment's connection in the switch-learned table drops it."""
 MAX_REINJECTED = 100_000
+CT_RETIRE_MAX = 3600.0
+"""Seconds a member removed from every conntrack pool keeps its entries at most (its connections' end copies may
+have been lost)."""
 DamOp = tuple[Any, ...]
 """A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
 
@@ -117,6 +120,7 @@ class LoadBalancer:
         self.switch_dispatch: Counter[str] = Counter()
         self.reinjected: dict[ConnKey, float] = {}
         self.ct_index: dict[ConnKey, ConnKey] = {}
+        self.ct_retired: dict[int, tuple[dispatch.SwitchTarget, float]] = {}
         self.member_connections: Counter[tuple[str, str]] = Counter()
         self.packet_in: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
@@ -163,11 +167,37 @@ class LoadBalancer:
         return dispatch.SwitchVip(self.lbu_id, vip_id, vip.address, vip.port, vip.mac, vip.idle_timeout,
                                   vip.hard_timeout, prefix, vip.session_flow_idle, vip.switch_pinning or "learn")
 
+    def _ct_targets(self) -> dict[int, dispatch.SwitchTarget]:
+        """The members of every conntrack-pinned VIP service, by endpoint id."""
+        return {target.endpoint_id: target for state in self._switch_states()
+                if state.vip.switch_pinning == "conntrack" for target in self._switch_targets(state.vip)}
+
     def _ct_shared_flows(self) -> list[Any]:
-        """The per-member conntrack entries every conntrack-pinned VIP service shares."""
-        targets = [target for state in self._switch_states() if state.vip.switch_pinning == "conntrack"
-                   for target in self._switch_targets(state.vip)]
-        return dispatch.ct_shared_flows(self.lbu_id, targets)
+        """The per-member conntrack entries, shared by the VIP services; retired members keep theirs for a while."""
+        targets = {endpoint: target for endpoint, (target, _since) in self.ct_retired.items()}
+        targets.update(self._ct_targets())
+        return dispatch.ct_shared_flows(self.lbu_id, list(targets.values()))
+
+    def _retire_ct_targets(self, before: dict[int, dispatch.SwitchTarget], now: float) -> None:
+        """Members that left every conntrack pool keep their entries while their tracked connections run on."""
+        current = self._ct_targets()
+        for endpoint, target in before.items():
+            if endpoint not in current:
+                self.ct_retired.setdefault(endpoint, (target, now))
+        for endpoint in current:
+            self.ct_retired.pop(endpoint, None)
+
+    def _expire_ct_targets(self, now: float) -> list[Any]:
+        """Deletes of retired members' entries once none of their connections is left (or after CT_RETIRE_MAX)."""
+        if not self.ct_retired:
+            return []
+        before = self._ct_shared_flows()
+        live = {(conn.route.member_ip, conn.route.member_port) for conn in self.connections_by_key.values()
+                if conn.dispatch == "switch"}
+        for endpoint, (target, since) in list(self.ct_retired.items()):
+            if (target.member_ip, target.member_port) not in live or now - since > CT_RETIRE_MAX:
+                del self.ct_retired[endpoint]
+        return self._ct_shared_changes(before)[1]
 
     def _ct_shared_changes(self, before: list[Any]) -> tuple[list[Any], list[Any]]:
         """(adds, deletes) that take the shared conntrack entries from ``before`` to what the model wants now."""
@@ -195,8 +225,8 @@ class LoadBalancer:
         return [ids[name] for name in sorted(counts) for _ in range(counts[name])]
 
     def dispatch_updates(self, now: float, dpids: Any) -> dict[int, list[Any]]:
-        """Group changes for switch-dispatched VIPs whose allotment moved (health, load, drain, weights)."""
-        msgs: list[Any] = []
+        """Group changes for switch-dispatched VIPs whose allotment moved, and retired conntrack members' deletes."""
+        msgs: list[Any] = self._expire_ct_targets(now)
         for state in self._switch_states():
             slots = self._slots(state.vip, now)
             if slots != self.dispatch_slots.get(state.vip.name):
@@ -356,6 +386,7 @@ class LoadBalancer:
         """
         old = self._config
         ct_before = self._ct_shared_flows()
+        ct_targets_before = self._ct_targets()
         fabric_changed = new.fabric != old.fabric
         if fabric_changed or not self._host_macs:
             self._host_macs = {host.ip: host.mac for host in new.fabric.hosts}
@@ -385,6 +416,7 @@ class LoadBalancer:
                 common.append(("update", (state, state.vip)))
                 state.vip = vip
         self.relays += self.health.set_config(new, self._attachment, now)
+        self._retire_ct_targets(ct_targets_before, now)
         ct_adds, ct_deletes = self._ct_shared_changes(ct_before)
         switch_msgs: list[Any] = list(ct_adds)
         for action, item in common:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from nlb_sdn.config import Config, parse_config, vip_mac
+from nlb_sdn.config import Config, endpoint_id, parse_config, vip_mac
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.dispatch import SLOTS
 from nlb_sdn.flows.pipeline import CookieKind, Table
@@ -290,3 +290,28 @@ def test_moving_a_vip_from_learn_to_conntrack_keeps_the_learned_connections(net:
     assert all(net.syn("c1", sport, TCP_ACK).hosts == [host] for sport, host in pinned.items())
     fresh = net.syn("c2", 45001)
     assert fresh.hosts and [pi.table_id for _, pi in fresh.packet_ins] == [Table.SWITCH_SELECT]
+
+
+def test_a_member_removed_from_a_conntrack_pool_keeps_its_connections_until_they_end(ct_net: Net) -> None:
+    net = ct_net
+    syns = {sport: net.syn("c1", sport) for sport in range(40000, 40030)}
+    for syn in syns.values():
+        copies_to_controller(net, syn)
+    on_h1 = [sport for sport, syn in syns.items() if syn.hosts == ["h1"]]
+    assert on_h1
+    net.apply(make_config(members=("h2", "h3"), pinning="conntrack"))
+    assert net.lb.dispatch_updates(2.0, net.fab.dps) == {}, "h1 still has connections: its entries stay"
+    for sport in on_h1:
+        assert net.syn("c1", sport, TCP_ACK).hosts == ["h1"]
+        member_reply = tcp_packet(net.mac("h1"), net.mac("c1"), net.ip("h1"), net.ip("c1"), MEMBER_PORT, sport,
+                                  TCP_ACK)
+        [(host, got)] = net.fab.inject("h1", member_reply).delivered
+        assert host == "c1" and got["ipv4_src"] == VIP
+    for sport in on_h1:
+        copies_to_controller(net, net.syn("c1", sport, TCP_ACK | 0x01))
+    updates = net.lb.dispatch_updates(3.0, net.fab.dps)
+    net.fab.send_all(updates)
+    edge = net.fab.dps[CLIENT_EDGE].switch
+    assert all(len(msgs) == 4 for msgs in updates.values()), "h1's four shared entries go"
+    h1 = endpoint_id(net.ip("h1"), MEMBER_PORT)
+    assert not [e for e in edge.dump_flows(Table.CT_FORWARD) if e.match.get("ct_mark") == h1]
