@@ -272,6 +272,19 @@ def switch_flow_stats_request() -> Any:
                                       parser.OFPMatch())
 
 
+def copy_to_controller(clear_register: bool = False) -> list[Any]:
+    """Actions sending the controller a header copy whose packet-in carries only in_port (cheap to parse there).
+
+    Open vSwitch puts non-zero pipeline fields (registers, tracker state) into a packet-in's match; clearing them
+    first lets the controller's lean packet-in parser take the copy. What follows needs neither: ``reg0`` has
+    already selected the table 6 entry, a commit tracks the packet itself, and a tracked packet is already NATed.
+    """
+    clear = [parser.NXActionCTClear()]
+    if clear_register:
+        clear.append(parser.OFPActionSetField(reg0=0))
+    return [*clear, to_controller(COPY_MAX_LEN)]
+
+
 def ct_lookup(table: Table) -> Any:
     """``ct(zone=CT_ZONE, nat, table=T)``: find the packet's tracked connection, apply its NAT, go on at ``table``."""
     return parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=CT_ZONE, recirc_table=int(table), alg=0,
@@ -316,13 +329,13 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
         flow_add(Table.CT_REVERSE, Priority.CT_END,
                  _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port,
                            tcp_flags=(TCP_RST, TCP_RST)),
-                 [apply(to_controller(COPY_MAX_LEN), parser.OFPActionSetField(eth_src=vip.vip_mac),
+                 [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac),
                         resubmit(Table.FORWARD))], cookie),
     ]
     for target in targets:
         msgs.append(flow_add(
             Table.SWITCH_SELECT, Priority.CONNECTION, select_match(vip, target),
-            [apply(to_controller(COPY_MAX_LEN), ct_commit(target),
+            [apply(*copy_to_controller(clear_register=True), ct_commit(target),
                    parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD))],
             make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id, target.endpoint_id)))
     return msgs
@@ -358,7 +371,7 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
         for flag in (TCP_FIN, TCP_RST):
             msgs.append(flow_add(Table.CT_FORWARD, Priority.CT_END,
                                  _ct_match(committed, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
-                                 [apply(to_controller(COPY_MAX_LEN), *to_member)], cookie))
+                                 [apply(*copy_to_controller(), *to_member)], cookie))
     return msgs
 
 

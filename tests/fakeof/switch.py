@@ -628,6 +628,13 @@ def _apply_ct(action: Any, run: _Run) -> None:
         pkt.pop(name, None)
 
 
+@action_kind(parser.NXActionCTClear, ORDER_SET, _no_check)
+def _apply_ct_clear(action: Any, run: _Run) -> None:
+    """Forget the packet's tracker state (its headers stay as the tracker left them)."""
+    for name in CT_FIELDS:
+        run.packet.pop(name, None)
+
+
 _BUCKET_ENDS = (parser.OFPActionOutput, parser.OFPActionGroup, parser.NXActionResubmitTable)
 """A bucket runs as an action set in Open vSwitch: with one of these in it, its ct actions are dropped."""
 
