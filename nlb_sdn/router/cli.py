@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import sys
+import time
 import urllib.request
 
 from nlb_sdn.config import ConfigError, load_config
@@ -14,6 +15,7 @@ from nlb_sdn.health import load_key
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
 from nlb_sdn.router.migrator import ControllerClient, RepairMigrator
+from nlb_sdn.router.sessions import follow_sessions
 
 STATS_TIMEOUT = 5.0
 
@@ -60,11 +62,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(router.run())
+        asyncio.run(serve(router, ControllerClient(args.controller) if args.controller else None))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def serve(router: Router, controller: ControllerClient | None) -> None:
+    """Run the router; with a controller, keep its session table in step with the controller's (pin rules)."""
+    if controller is None:
+        await router.run()
+        return
+    names = [service.name for service in router.services]
+    feed = asyncio.create_task(follow_sessions(router.sessions, names, controller.sessions, time.time))
+    try:
+        await router.run()
+    finally:
+        feed.cancel()
 
 
 def repair_migrator(args: argparse.Namespace, router: Router) -> RepairMigrator:

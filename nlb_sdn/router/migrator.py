@@ -18,6 +18,7 @@ import socket
 import struct
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -57,12 +58,22 @@ class Controller(Protocol):
 
 
 class ControllerClient:
-    """Posts commits and reports to the controller's ``/v1/migrations`` (blocking; call it from a worker thread)."""
+    """Talks to the controller's REST: migration commits and reports, and session rows (blocking; use a worker thread)."""
 
     def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
-        self.url = url.rstrip("/") + "/v1/migrations"
+        self.base = url.rstrip("/")
+        self.url = self.base + "/v1/migrations"
         self.timeout = timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def sessions(self, vip: str) -> list[dict[str, Any]]:
+        """The controller's session table rows of one VIP service (``GET /v1/sessions?vip=``), or ControllerError."""
+        url = f"{self.base}/v1/sessions?{urllib.parse.urlencode({'vip': vip})}"
+        try:
+            with self._opener.open(url, timeout=self.timeout) as response:
+                return list(json.loads(response.read())["sessions"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise ControllerError(f"{url}: {exc}") from None
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body``; the decoded answer, or ControllerError."""

@@ -107,8 +107,9 @@ def l7_vip(topo: FabricTopo) -> dict:
     return {"name": "web", "address": VIP, "port": 80, "mode": "l7", "routers": ["r1", "r2"],
             "members": topo.members(),
             "pools": [{"name": "api", "members": ["h1", "h2"]}, {"name": "static", "members": ["h3"]},
-                      {"name": "pinned", "members": ["h2"]}],
+                      {"name": "pinned", "members": ["h2"]}, {"name": "all", "members": ["h1", "h2", "h3"]}],
             "rules": [{"match": {"cookie": {"name": "NLBSESS", "value": "h2"}}, "pool": "pinned"},
+                      {"match": {"cookie": {"name": "NLBSESS"}}, "pool": "all", "pin": "cookie"},
                       {"match": {"path_prefix": "/api/"}, "pool": "api"},
                       {"match": {"path_prefix": "/static/"}, "pool": "static"}]}
 
@@ -134,7 +135,8 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
             setup.agent_configs[name] = {
                 "host_id": name, "key_file": str(key_file), "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
                 "listen": f"{topo.mgmt_ip(name)}:9101",
-                "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)}}
+                "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)},
+                "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": 100}]}
             lab.start_agent(name, setup.agent_configs[name])
         for name in topo.routers:
             lab.start_agent(name, {"host_id": name, "key_file": str(key_file),
@@ -314,3 +316,19 @@ def test_migrated_downloads_run_on_when_the_router_is_killed_and_r2_takes_new_co
         result = json.loads(log.read_text().strip().splitlines()[-1])
         assert result["complete"] and not result["error"], result
         assert result["sha256"] == pattern_sha256(size) and result["seconds"] > 2.0, result
+
+
+def test_a_session_cookie_pins_the_client_to_the_host_its_app_reported(l7: L7Lab):
+    """The app on h3 reports session s-77 through its agent; the router's pin rule sends NLBSESS=s-77 to h3."""
+    lab = l7.lab
+    app_id = f"{VIP}:80/tcp/{lab.topo.host_ip('h3')}:80"
+    assert request(lab, "/api/a", cookie="s-77")["served_by"] in {"h1", "h2"}, "no session yet: the path decides"
+    up = lab.agent_cli("h3", ["session-up", app_id, "--sid", "s-77", "--client", lab.topo.host_ip("c1")])
+    assert up.returncode == 0, up.stderr
+    wait_for(lambda: request(lab, "/api/a", cookie="s-77")["served_by"] == "h3", timeout=10,
+             what="the router to pin s-77 to h3")
+    assert {request(lab, "/api/b", cookie="s-77")["served_by"] for _ in range(5)} == {"h3"}
+    down = lab.agent_cli("h3", ["session-down", app_id, "--sid", "s-77"])
+    assert down.returncode == 0, down.stderr
+    wait_for(lambda: request(lab, "/api/c", cookie="s-77")["served_by"] in {"h1", "h2"}, timeout=10,
+             what="the session to end")
