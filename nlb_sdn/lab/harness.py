@@ -190,6 +190,7 @@ class Lab:
         self.client_procs: list[subprocess.Popen[bytes]] = []
         self.agent_procs: dict[str, subprocess.Popen[bytes]] = {}
         self.host_procs: list[subprocess.Popen[bytes]] = []
+        self._lossy: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         self._node_shells: list[subprocess.Popen[bytes]] = []
         self._lock_fd: int | None = None
         self._old_handlers: dict[int, Any] = {}
@@ -728,6 +729,47 @@ class Lab:
             _terminate(proc)
             raise LabError(f"{name}: {' '.join(cmd)}: no answer within {timeout:g}s") from None
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def make_lossy(self, name: str, loss: float, seconds: float = 300.0) -> subprocess.Popen[bytes]:
+        """Put a lossy link in front of host ``name`` (the kernel has no netem): see ``nlb_sdn.lab.lossy``.
+
+        The host's address and MAC move to a new veth ``<name>-in``; a relay process drops each frame between its
+        peer ``<name>-out`` and the host's old interface with probability ``loss``. ``restore_link`` undoes it.
+        """
+        node = self.host(name)
+        intf = node.defaultIntf().name
+        inner, outer = f"{name}-in", f"{name}-out"
+        address = node.cmd(f"ip -o -4 addr show dev {intf} | awk '{{print $4}}'").strip()
+        neighbours = node.cmd(f"ip neigh show dev {intf} nud permanent").strip().splitlines()
+        offloads = "tx off tso off gso off gro off"
+        script = [f"ip link add {inner} type veth peer name {outer}", f"ip link set {inner} address {node.MAC()}",
+                  f"ethtool -K {inner} {offloads}", f"ethtool -K {outer} {offloads}", f"ethtool -K {intf} {offloads}",
+                  f"ip addr del {address} dev {intf}", f"ip addr add {address} dev {inner}",
+                  f"sysctl -qw net.ipv4.conf.{inner}.arp_ignore=1 net.ipv4.conf.{inner}.arp_announce=2",
+                  f"ip link set {inner} up", f"ip link set {outer} up promisc on", f"ip link set {intf} promisc on",
+                  *(f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {inner} nud permanent"
+                    for line in neighbours if "lladdr" in line)]
+        out = node.cmd(" && ".join(script) + "; echo rc=$?")
+        if "rc=0" not in out:
+            raise LabError(f"{name}: cannot make its link lossy: {out.strip()}")
+        proc = self.start_process(name, [sys.executable, "-m", "nlb_sdn.lab.lossy", "--a", intf, "--b", outer,
+                                          "--loss", str(loss), "--seconds", str(seconds)], f"lossy-{name}.log")
+        self._lossy[name] = (proc, address)
+        return proc
+
+    def restore_link(self, name: str) -> None:
+        """Undo ``make_lossy``: the address back on the host's interface, the relay stopped by PID."""
+        proc, address = self._lossy.pop(name)
+        self.stop_process(proc)
+        node = self.host(name)
+        intf = node.defaultIntf().name
+        neighbours = node.cmd(f"ip neigh show dev {name}-in nud permanent").strip().splitlines()
+        script = [f"ip link del {name}-in", f"ip addr add {address} dev {intf}", f"ip link set {intf} promisc off",
+                  *(f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {intf} nud permanent"
+                    for line in neighbours if "lladdr" in line)]
+        out = node.cmd(" && ".join(script) + "; echo rc=$?")
+        if "rc=0" not in out:
+            raise LabError(f"{name}: cannot restore its link: {out.strip()}")
 
     def start_process(self, name: str, cmd: Sequence[str], log_name: str) -> subprocess.Popen[bytes]:
         """Start ``cmd`` in host ``name`` (output to ``<workdir>/<log_name>``); stopped by PID at teardown."""

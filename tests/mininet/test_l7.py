@@ -277,6 +277,24 @@ def test_twenty_of_twenty_concurrent_connections_are_migrated(l7: L7Lab):
     assert after.get("declined", 0) == before.get("declined", 0), after
 
 
+def test_with_5_percent_loss_on_the_routers_link_twenty_of_twenty_migrations_succeed(l7: L7Lab):
+    """The kernel has no netem: ``Lab.make_lossy`` relays r1's link through a process that drops 5 % of frames."""
+    lab = l7.lab
+    before = lab.rest("GET", "/v1/migrations")["counters"]
+    lab.make_lossy("r1", 0.05)
+    try:
+        results = [request(lab, f"/api/loss-{n}", timeout=60) for n in range(20)]
+        assert all(r["status"].startswith("HTTP/1.1 ") and r["served_by"] in {"h1", "h2"} for r in results), results
+        after = wait_for(lambda: (found := lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0)
+                         - before.get("migrated", 0) >= 20 and found, 15, what="twenty migrated reports")
+        assert after.get("migrated", 0) - before.get("migrated", 0) == 20, after
+        assert after.get("proxied", 0) == before.get("proxied", 0), after
+    finally:
+        lab.restore_link("r1")
+    relay_log = (lab.workdir / "lossy-r1.log").read_text()
+    assert "dropped_from" in relay_log, relay_log
+
+
 def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
     l7.lab.stop_agent("h3")
     try:
