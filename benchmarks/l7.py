@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import importlib.metadata
 import json
+import math
 import os
 import secrets
 import socket
@@ -240,6 +241,20 @@ def settled_delta(lab: Lab, before: dict[str, int], expected: int, timeout: floa
         time.sleep(0.1)
 
 
+def rank(values: list[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile of ``values`` (None when empty)."""
+    ordered = sorted(values)
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 3) if ordered else None
+
+
+def migration_durations(lab: Lab, last: int) -> list[float]:
+    """``duration_ms`` of the last ``last`` migrated reports in the controller's log (dump to the host's hand-off
+    reply and the report, commit and barrier included; the log keeps the newest 512 records, commits included)."""
+    records = lab.rest("GET", "/v1/migrations")["migrations"]
+    return [m["duration_ms"] for m in records if m.get("outcome") == "migrated"
+            and is_number(m.get("duration_ms"))][-last:]
+
+
 def router_stats(lab: Lab) -> dict[str, Any]:
     """r1's counters from its status port."""
     out = lab.host_run(ROUTER, [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status",
@@ -283,6 +298,10 @@ def measure(lab: Lab, scenario: str, settings: Settings, cpu: CpuMeter, expected
         found["problems"].append(f"{scenario} TTFB: {ttfb['ok']} of {settings.ttfb_count} ok, {ttfb['error_kinds']}")
     if scenario == "vip":
         found["ttfb_migrations"] = delta = settled_delta(lab, before, ttfb["ok"])
+        durations = migration_durations(lab, ttfb["ok"])
+        found["ttfb_migration_ms"] = {"samples": len(durations), "p50": rank(durations, 0.5),
+                                      "p99": rank(durations, 0.99)}
+        figures.update(migration_p50_ms=rank(durations, 0.5), migration_p99_ms=rank(durations, 0.99))
         if delta.get("migrated", 0) != ttfb["ok"]:
             found["problems"].append(f"vip TTFB: {delta.get('migrated', 0)} of {ttfb['ok']} migrated ({delta})")
 
@@ -335,7 +354,8 @@ def medians(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, fl
 
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Median figures per scenario, and the ratios of each pair (migrations/s against the baselines' requests/s)."""
-    figures = {scenario: medians(runs[scenario], FIGURES + (("migrations_per_s",) if scenario == "vip" else ()))
+    extra = ("migrations_per_s", "migration_p50_ms", "migration_p99_ms")
+    figures = {scenario: medians(runs[scenario], FIGURES + (extra if scenario == "vip" else ()))
                for scenario in SCENARIOS}
     ratios: dict[str, Any] = {}
     for top, bottom in PAIRS:
@@ -411,6 +431,9 @@ def markdown(report: dict[str, Any]) -> str:
     figures, ratios = report.get("figures", {}), report.get("ratios", {})
     rows = [("ttfb_p50_ms", f"TTFB p50 ms, GET / ({settings['ttfb_count']} sequential, 1 connection each)", "{:.2f}"),
             ("ttfb_p99_ms", "TTFB p99 ms, same requests", "{:.2f}"),
+            ("migration_p50_ms", "of which migration p50 ms (router's reports: dump to hand-off, commit included)",
+             "{:.2f}"),
+            ("migration_p99_ms", "of which migration p99 ms, same reports", "{:.2f}"),
             ("requests_per_s", f"requests/s, {settings['clients']} clients x {settings['concurrency']} in flight",
              "{:.0f}"),
             ("migrations_per_s", "migrations/s per router, same load (baselines: their requests/s)", "{:.0f}"),
@@ -423,7 +446,9 @@ def markdown(report: dict[str, Any]) -> str:
              f"{env.get('loadavg_at_start', [0])[0]:.2f} at start, {report.get('loadavg_at_end', [0])[0]:.2f} at end",
              "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for key, label, fmt in rows:
-        if key == "migrations_per_s":
+        if key.startswith("migration_"):
+            cells = [_cell(figures.get("vip", {}).get(key), fmt), "-", "-"]
+        elif key == "migrations_per_s":
             cells = [_cell(figures.get("vip", {}).get(key), fmt),
                      _cell(figures.get("direct", {}).get("requests_per_s"), fmt),
                      _cell(figures.get("haproxy", {}).get("requests_per_s"), fmt)]
