@@ -14,6 +14,7 @@ from nlb_sdn.config import ConfigError, load_config
 from nlb_sdn.health import load_key
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
+from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.migrator import ControllerClient, RepairMigrator
 from nlb_sdn.router.sessions import follow_sessions
 
@@ -70,16 +71,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def serve(router: Router, controller: ControllerClient | None) -> None:
-    """Run the router; with a controller, keep its session table in step with the controller's (pin rules)."""
+    """Run the router; with a controller, follow its session table (pin rules) and allotments (default choice)."""
     if controller is None:
         await router.run()
         return
     names = [service.name for service in router.services]
-    feed = asyncio.create_task(follow_sessions(router.sessions, names, controller.sessions, time.time))
+    chooser = AllotmentChooser()
+    router.chooser = chooser
+    feeds = [asyncio.create_task(follow_sessions(router.sessions, names, controller.sessions, time.time)),
+             asyncio.create_task(follow_allotments(chooser, names, controller.allotment))]
     try:
         await router.run()
     finally:
-        feed.cancel()
+        for feed in feeds:
+            feed.cancel()
 
 
 def repair_migrator(args: argparse.Namespace, router: Router) -> RepairMigrator:

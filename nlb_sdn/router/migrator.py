@@ -66,6 +66,15 @@ class ControllerClient:
         self.timeout = timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
+    def allotment(self, vip: str) -> dict[str, Any]:
+        """The VIP service's allotment in use (``GET /v1/vips/{vip}/allotment``), or ControllerError."""
+        url = f"{self.base}/v1/vips/{urllib.parse.quote(vip, safe='')}/allotment"
+        try:
+            with self._opener.open(url, timeout=self.timeout) as response:
+                return dict(json.loads(response.read()))
+        except (OSError, ValueError) as exc:
+            raise ControllerError(f"{url}: {exc}") from None
+
     def sessions(self, vip: str) -> list[dict[str, Any]]:
         """The controller's session table rows of one VIP service (``GET /v1/sessions?vip=``), or ControllerError."""
         url = f"{self.base}/v1/sessions?{urllib.parse.urlencode({'vip': vip})}"

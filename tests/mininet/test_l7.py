@@ -277,6 +277,21 @@ def test_twenty_of_twenty_concurrent_connections_are_migrated(l7: L7Lab):
     assert after.get("declined", 0) == before.get("declined", 0), after
 
 
+def test_with_no_rule_deciding_the_controllers_allotment_does(l7: L7Lab):
+    """``/`` matches no rule: the router follows the allotment, so draining h1 through REST takes it out."""
+    lab = l7.lab
+    assert {request(lab, f"/?n={n}")["served_by"] for n in range(12)} == {"h1", "h2", "h3"}
+    lab.rest("PUT", "/v1/vips/web/members/h1/state", {"state": "draining"})
+    try:
+        wait_for(lambda: "h1" not in lab.rest("GET", "/v1/vips/web/allotment")["values"], 10,
+                 what="the allotment without h1")
+        wait_for(lambda: all(request(lab, f"/?m={n}")["served_by"] != "h1" for n in range(6)), 10,
+                 what="the router to follow the allotment")
+        assert {request(lab, f"/?k={n}")["served_by"] for n in range(12)} == {"h2", "h3"}
+    finally:
+        lab.rest("PUT", "/v1/vips/web/members/h1/state", {"state": "active"})
+
+
 def test_with_5_percent_loss_on_the_routers_link_twenty_of_twenty_migrations_succeed(l7: L7Lab):
     """The kernel has no netem: ``Lab.make_lossy`` relays r1's link through a process that drops 5 % of frames."""
     lab = l7.lab
