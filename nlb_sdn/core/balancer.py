@@ -930,7 +930,7 @@ class LoadBalancer:
         return builders.nat_connection_deletes(conn.route, learned)
 
     def _route_ended(self, key: ConnKey, conn: Connection, idle: bool, now: float) -> None:
-        """A connection's flows are gone: after an idle end its route lingers (a late segment re-plumbs it), else goes."""
+        """Flows gone: after an idle end the route lingers (a late segment re-plumbs it); otherwise it is forgotten."""
         if idle:
             linger = self._config.controller.dam.route_linger
             self.lingering[key] = (conn, now + linger)

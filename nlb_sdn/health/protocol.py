@@ -85,7 +85,7 @@ def _positive(value: Any) -> bool:
     return type(value) is int and 0 < value < 2**32
 
 
-def _ipv4(value: Any) -> bool:
+def is_ipv4(value: Any) -> bool:
     """An IPv4 address in canonical dotted form."""
     if not isinstance(value, str):
         return False
@@ -95,7 +95,8 @@ def _ipv4(value: Any) -> bool:
         return False
 
 
-def _port(value: Any) -> bool:
+def is_port(value: Any) -> bool:
+    """A TCP/UDP port number (1-65535, an int and not a bool)."""
     return type(value) is int and 1 <= value <= 65535
 
 
@@ -158,11 +159,11 @@ SCHEMAS: dict[str, tuple[dict[str, FieldCheck], dict[str, FieldCheck], Callable[
     "postulate": ({"from": _ident, "host_id": _ident, "checksum": _u32}, {"current": _current}, None),
     "postulate_wrong": ({"from": _ident, "host_id": _ident, "checksum_actual": _u32}, {}, None),
     "set_target_state": ({"lbu_id": _lbu_id, "app_id": _app_id, "target": _one_of(*TARGET_STATES)}, {}, None),
-    "session_up": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": _ipv4, "vport": _port,
-                    "proto": _one_of(*PROTOCOLS), "pip": _ipv4, "pport": _port, "client": _ipv4, "ttl_s": _ttl},
+    "session_up": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": is_ipv4, "vport": is_port,
+                    "proto": _one_of(*PROTOCOLS), "pip": is_ipv4, "pport": is_port, "client": is_ipv4, "ttl_s": _ttl},
                    {}, None),
-    "session_down": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": _ipv4, "vport": _port,
-                      "client": _ipv4}, {}, None),
+    "session_down": ({"host_id": _ident, "stype": _stype, "sid": _sid, "vip": is_ipv4, "vport": is_port,
+                      "client": is_ipv4}, {}, None),
 }
 """Per message type: required body fields, optional body fields (each with its check) and a whole-body check.
 Other body fields are ignored."""

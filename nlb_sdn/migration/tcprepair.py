@@ -18,7 +18,7 @@ import termios
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.health.protocol import Verifier
+from nlb_sdn.health.protocol import Verifier, is_ipv4, is_port
 from nlb_sdn.migration.wire import MIGRATE, WireError, sign, verify
 
 TCP_REPAIR = 19
@@ -148,19 +148,6 @@ class ConnectionState:
         return message.body["id"], cls.from_dict(message.body["state"])
 
 
-def _ipv4(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        return str(ipaddress.IPv4Address(value)) == value
-    except ValueError:
-        return False
-
-
-def _port(value: Any) -> bool:
-    return type(value) is int and 1 <= value <= 65535
-
-
 def _u32(value: Any) -> bool:
     return type(value) is int and 0 <= value <= _U32
 
@@ -174,7 +161,7 @@ def _flag(value: Any) -> bool:
 
 
 _FIELD_CHECKS = {
-    "local_ip": _ipv4, "local_port": _port, "remote_ip": _ipv4, "remote_port": _port,
+    "local_ip": is_ipv4, "local_port": is_port, "remote_ip": is_ipv4, "remote_port": is_port,
     "snd_seq": _u32, "rcv_seq": _u32,
     "send_queue": lambda value: isinstance(value, bytes), "recv_queue": lambda value: isinstance(value, bytes),
     "mss": lambda value: type(value) is int and 1 <= value <= 65535,

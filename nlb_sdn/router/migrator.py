@@ -58,7 +58,7 @@ class Controller(Protocol):
 
 
 class ControllerClient:
-    """Talks to the controller's REST: migration commits and reports, and session rows (blocking; use a worker thread)."""
+    """The controller's REST for routers: migration commits and reports, sessions, allotments (blocking calls)."""
 
     def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
         self.base = url.rstrip("/")
