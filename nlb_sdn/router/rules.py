@@ -60,28 +60,24 @@ def host_matches(pattern: str, host: str) -> bool:
     return host == pattern
 
 
-class HeaderMatch(_Strict):
+class _NamedValue(_Strict):
+    """Something of the request named ``name`` that must be present, with exactly ``value`` if given."""
+
+    name: str = Field(pattern=TOKEN_PATTERN)
+    value: str | None = None
+
+    @field_validator("value")
+    @classmethod
+    def _check_value(cls, value: str | None) -> str | None:
+        return _printable(value)
+
+
+class HeaderMatch(_NamedValue):
     """A request header that must be present, with exactly ``value`` if given (any of its values)."""
 
-    name: str = Field(pattern=TOKEN_PATTERN)
-    value: str | None = None
 
-    @field_validator("value")
-    @classmethod
-    def _check_value(cls, value: str | None) -> str | None:
-        return _printable(value)
-
-
-class CookieMatch(_Strict):
+class CookieMatch(_NamedValue):
     """A cookie that must be present, with exactly ``value`` if given."""
-
-    name: str = Field(pattern=TOKEN_PATTERN)
-    value: str | None = None
-
-    @field_validator("value")
-    @classmethod
-    def _check_value(cls, value: str | None) -> str | None:
-        return _printable(value)
 
 
 class Match(_Strict):

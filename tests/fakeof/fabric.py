@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from nlb_sdn.config import Config
+from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.switch import FakeDatapath, PacketIn, TraceResult
@@ -207,6 +208,28 @@ class FakeFabric:
         switch = self.dps[dpid].switch
         taken, switch.flow_removed = switch.flow_removed, []
         return [(dpid, msg) for msg in taken]
+
+
+class CoreNet:
+    """A LoadBalancer core and the fake fabric it drives, installed at time 0, with host shortcuts."""
+
+    def __init__(self, config: Config) -> None:
+        self.lb = LoadBalancer(config)
+        self.fab = FakeFabric(config)
+        self.fab.clock(0.0)
+        self.fab.install(self.lb)
+
+    def ip(self, host: str) -> str:
+        """A host's address."""
+        return self.fab.hosts[host].ip
+
+    def mac(self, host: str) -> str:
+        """A host's MAC."""
+        return self.fab.hosts[host].mac
+
+    def port(self, host: str) -> int:
+        """The switch port a host is attached to."""
+        return self.fab.host_at[host][1]
 
 
 def reason_name(reason: int) -> str:

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, endpoint_id, parse_config, vip_mac
-from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.dispatch import SLOTS
 from nlb_sdn.flows.pipeline import CookieKind, Table
-from tests.fakeof.fabric import FakeFabric
+from tests.fakeof.fabric import CoreNet
 from tests.fakeof.switch import TCP_ACK, TCP_SYN, tcp_packet
 from topologies import FabricTopo, lab_config
 
@@ -41,20 +40,8 @@ def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none",
     return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
 
 
-class Net:
+class Net(CoreNet):
     """The core and the fake fabric it drives."""
-
-    def __init__(self, config: Config) -> None:
-        self.lb = LoadBalancer(config)
-        self.fab = FakeFabric(config)
-        self.fab.clock(0.0)
-        self.fab.install(self.lb)
-
-    def ip(self, host: str) -> str:
-        return self.fab.hosts[host].ip
-
-    def mac(self, host: str) -> str:
-        return self.fab.hosts[host].mac
 
     def syn(self, client: str, sport: int, flags: int = TCP_SYN) -> Any:
         """Send a segment from ``client`` to the VIP through the fabric."""

@@ -17,7 +17,7 @@ from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.pipeline import KIND_MASK, LBU_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import MAIN_DISPATCHER, ofp_event, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
-from tests.fakeof.fabric import FakeFabric, reason_name
+from tests.fakeof.fabric import CoreNet, FakeFabric, reason_name
 from tests.fakeof.switch import BROADCAST_MAC, TCP_ACK, TCP_SYN, arp_packet, make_packet, tcp_packet
 from topologies import FabricTopo, lab_config
 
@@ -47,23 +47,8 @@ def make_config(weights: tuple[int, ...] = (1, 1, 2), max_connections: int = 100
     return parse_config(data)
 
 
-class Net:
+class Net(CoreNet):
     """The core, the fabric it drives, and shortcuts for hosts and frames."""
-
-    def __init__(self, config: Config) -> None:
-        self.lb = LoadBalancer(config)
-        self.fab = FakeFabric(config)
-        self.fab.clock(0.0)
-        self.fab.install(self.lb)
-
-    def ip(self, host: str) -> str:
-        return self.fab.hosts[host].ip
-
-    def mac(self, host: str) -> str:
-        return self.fab.hosts[host].mac
-
-    def port(self, host: str) -> int:
-        return self.fab.host_at[host][1]
 
     def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, vip: str = VIP, vport: int = 80,
                payload: bytes = b"") -> dict[str, Any]:

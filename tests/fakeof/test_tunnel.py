@@ -15,7 +15,7 @@ from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.flows.tunnel import ETH_TYPE_MPLS, host_labels
-from tests.fakeof.fabric import FakeFabric, reason_name
+from tests.fakeof.fabric import CoreNet, reason_name
 from tests.fakeof.switch import ETH_IPV4, TCP_ACK, TCP_SYN, tcp_packet
 from topologies import FabricTopo, SingleTopo, lab_config
 from topologies.base import LabTopo
@@ -34,24 +34,12 @@ def tunnel_config(topo: LabTopo | None = None, mode: str = "tunnel") -> Config:
     return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
 
 
-class Net:
+class Net(CoreNet):
     """The core and the fake fabric it drives, with frame shortcuts."""
 
     def __init__(self, config: Config) -> None:
-        self.lb = LoadBalancer(config)
-        self.fab = FakeFabric(config)
-        self.fab.clock(0.0)
-        self.fab.install(self.lb)
+        super().__init__(config)
         self.labels = host_labels(config.fabric)
-
-    def ip(self, host: str) -> str:
-        return self.fab.hosts[host].ip
-
-    def mac(self, host: str) -> str:
-        return self.fab.hosts[host].mac
-
-    def port(self, host: str) -> int:
-        return self.fab.host_at[host][1]
 
     def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, payload: bytes = b"") -> dict[str, Any]:
         """A segment from ``client`` to the VIP (sent to the VIP's MAC, as after ARP)."""
