@@ -23,6 +23,9 @@ FAILURE_REASONS = ("dump_failed", "too_large", "unreachable", "timeout", "connec
 answer, no reply in time, the agent closed the connection, its reply did not verify, it refused (restore error,
 no application, rejected state), the caller's commit raised."""
 _SEQUENCE = SequenceCounter()
+CONNECT_ATTEMPT = 0.25
+"""Seconds one connect to the agent may take before a fresh one (a new SYN) is tried, within the deadline: the
+kernel would retransmit a lost SYN only after a second, the whole default budget of a migration."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,8 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
         return fallback("too_large", str(exc))
     deadline = time.monotonic() + timeout
     try:
-        agent = socket.create_connection(agent_addr, timeout)
+        agent = connect(agent_addr, deadline)
+        agent.settimeout(timeout)
     except OSError as exc:
         return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
     with agent:
@@ -93,6 +97,22 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
             return fallback("connection_lost", f"go not sent: {exc}")
         drop_silently(sock)
         return MigrationResult(migration_id, True, delivered=_delivered(channel, migration_id, timeout))
+
+
+def connect(address: tuple[str, int], deadline: float, attempt: float = CONNECT_ATTEMPT,
+            clock: Callable[[], float] = time.monotonic) -> socket.socket:
+    """A TCP connection to ``address`` before ``deadline``, a new attempt every ``attempt`` seconds (TimeoutError).
+
+    A refused or unreachable address raises at once (OSError): only silence is worth another SYN.
+    """
+    while True:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise TimeoutError(f"no connection to {address[0]}:{address[1]} in time")
+        try:
+            return socket.create_connection(address, min(attempt, remaining))
+        except TimeoutError:
+            continue
 
 
 def _abort(channel: Channel, migration_id: str, reason: str) -> None:

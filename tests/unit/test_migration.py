@@ -28,6 +28,7 @@ from nlb_sdn.health.protocol import MAC_SIZE, SequenceCounter, encode, frame
 from nlb_sdn.lab.backend import CHUNK, pattern
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
+from nlb_sdn.migration import sender
 from nlb_sdn.migration.sender import migrate
 from nlb_sdn.migration.tcprepair import (
     ConnectionState,
@@ -182,6 +183,45 @@ def test_receiver_answers_bad_state_wrong_key_and_replays_with_an_error(tmp_path
     outcome, replies = _talk_to_receiver(receiver, [good])
     assert outcome == "rejected" and replies[0]["error"] == "rejected: replayed"
     assert receiver.outcomes == {"no_state": 1, "rejected": 3, "no_application": 1}
+
+
+class SilentAgent:
+    """A stand-in for ``socket.create_connection`` on a fake clock: silent ``silent`` times, then connected."""
+
+    def __init__(self, silent: int) -> None:
+        self.silent = silent
+        self.now = 0.0
+        self.attempts: list[float] = []
+
+    def create_connection(self, _address: tuple[str, int], timeout: float) -> str:
+        self.attempts.append(timeout)
+        self.now += timeout
+        if len(self.attempts) <= self.silent:
+            raise TimeoutError("timed out")
+        return "connected"
+
+
+def test_connect_sends_a_fresh_syn_after_each_silent_attempt(monkeypatch):
+    agent = SilentAgent(silent=2)
+    monkeypatch.setattr(sender.socket, "create_connection", agent.create_connection)
+    assert sender.connect(("10.0.0.1", 7001), deadline=1.0, attempt=0.25, clock=lambda: agent.now) == "connected"
+    assert agent.attempts == [0.25, 0.25, 0.25]
+
+
+def test_connect_stops_at_the_deadline(monkeypatch):
+    agent = SilentAgent(silent=99)
+    monkeypatch.setattr(sender.socket, "create_connection", agent.create_connection)
+    with pytest.raises(TimeoutError, match="no connection to 10.0.0.1:7001 in time"):
+        sender.connect(("10.0.0.1", 7001), deadline=0.6, attempt=0.25, clock=lambda: agent.now)
+    assert agent.attempts == [0.25, 0.25, pytest.approx(0.1)]
+
+
+def test_connect_gives_up_at_once_on_a_refused_port():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError):  # a retry would have ended in TimeoutError
+        sender.connect(("127.0.0.1", port), deadline=time.monotonic() + 5.0)
 
 
 def test_handoff_passes_a_descriptor_with_its_header(tmp_path):
