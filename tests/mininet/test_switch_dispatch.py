@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 WEIGHTS = {"h1": 40, "h2": 35, "h3": 25}
 STICKY = "10.0.0.101"
 CLIENTS = ("c1", "c2", "c3")
+WEIGHT_SLOTS = {"h1": 26, "h2": 22, "h3": 16}  # 40/35/25 of 64 buckets, largest remainder
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,8 @@ def switch_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
               rest_port=free_port())
     with lab:
         lab.wait_switches_connected()
-        wait_for(lambda: sum(lab.rest("GET", "/v1/stats")["switch_dispatch"]["slots"].get("web", {}).values()) == 64,
-                 timeout=10, what="the VIP's group to be filled")
+        wait_for(lambda: lab.rest("GET", "/v1/stats")["switch_dispatch"]["slots"].get("web") == WEIGHT_SLOTS,
+                 timeout=20, what="every member healthy and in the VIP's group at its weight")
         yield lab
 
 
