@@ -360,7 +360,9 @@ def test_a_session_cookie_pins_the_client_to_the_host_its_app_reported(l7: L7Lab
     assert up.returncode == 0, up.stderr
     wait_for(lambda: request(lab, "/api/a", cookie="s-77")["served_by"] == "h3", timeout=10,
              what="the router to pin s-77 to h3")
-    assert {request(lab, "/api/b", cookie="s-77")["served_by"] for _ in range(5)} == {"h3"}
+    pinned = [request(lab, "/api/b", cookie="s-77") for _ in range(5)]
+    assert {r["served_by"] for r in pinned} == {"h3"}, (pinned, lab.rest("GET", "/v1/sessions?vip=web"),
+                                                        lab.rest("GET", "/v1/migrations")["migrations"][-5:])
     down = lab.agent_cli("h3", ["session-down", app_id, "--sid", "s-77"])
     assert down.returncode == 0, down.stderr
     wait_for(lambda: request(lab, "/api/c", cookie="s-77")["served_by"] in {"h1", "h2"}, timeout=10,
