@@ -121,6 +121,7 @@ class Classifier(RyuApp):
                 self.send_datagrams(datagrams)
                 self.send_per_dpid(probes)
                 self.send_per_dpid(self.lb.dispatch_updates(now, list(self.datapaths)))
+                self.send_per_dpid(self.lb.conntrack_audits(now))
             except Exception:  # noqa: BLE001 - the timer must keep running
                 self.errors["handler:tick"] += 1
                 LOG.exception("periodic H&L work failed")

@@ -6,6 +6,7 @@ the OpenFlow messages it returns; REST reads it and changes its config through `
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ CT_RETIRE_MAX = 3600.0
 have been lost)."""
 DamOp = tuple[Any, ...]
 """A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
+MAX_AUDITS = 2000
+"""Conntrack audit entries installed per tick at most (each one is a flow-table change in the switch)."""
 
 
 def route_key(key: ConnKey) -> str:
@@ -120,6 +123,10 @@ class LoadBalancer:
         self.switch_dispatch: Counter[str] = Counter()
         self.reinjected: dict[ConnKey, float] = {}
         self.ct_index: dict[ConnKey, ConnKey] = {}
+        self.ct_audit_due: list[tuple[float, ConnKey, float]] = []
+        """Heap of (due, connection key, installed_at): conntrack-pinned connections to audit once they are due."""
+        self.ct_audited: dict[ConnKey, float] = {}
+        """Audited connections, by their NATed key (as table 8 sees them): the installed_at their audit entry is for."""
         self.ct_retired: dict[int, tuple[dispatch.SwitchTarget, float]] = {}
         self.member_connections: Counter[tuple[str, str]] = Counter()
         self.packet_in: Counter[str] = Counter()
@@ -234,6 +241,58 @@ class LoadBalancer:
                 self.switch_dispatch["group_updates"] += 1
                 msgs.append(dispatch.group_modify(state.vip_id, slots))
         return {dpid: list(msgs) for dpid in dpids} if msgs else {}
+
+    def _schedule_audit(self, key: ConnKey, conn: Connection) -> None:
+        """Audit a conntrack-pinned connection once it has lived its VIP's ``idle_timeout``."""
+        state = self._services.get((key[2], key[3]))
+        if state is not None:
+            heapq.heappush(self.ct_audit_due, (conn.installed_at + state.vip.idle_timeout, key, conn.installed_at))
+
+    def conntrack_audits(self, now: float) -> dict[int, list[Any]]:
+        """Exact table 8 entries for conntrack-pinned connections that are due (at most ``MAX_AUDITS`` per call).
+
+        The controller hears of a conntrack-pinned connection's end only from the copy of its FIN or RST. A copy the
+        switch dropped, or that came while the controller was away, would leave the connection listed (and its member
+        never ``drained``). Each connection that lives ``idle_timeout`` gets its own entry with that idle timeout;
+        its flow-removed ends the connection here. Short connections end (by their copies) before they are due.
+        """
+        per_dpid: dict[int, list[Any]] = {}
+        count = 0
+        while self.ct_audit_due and self.ct_audit_due[0][0] <= now and count < MAX_AUDITS:
+            _due, key, installed_at = heapq.heappop(self.ct_audit_due)
+            conn = self.connections_by_key.get(key)
+            state = self._services.get((key[2], key[3]))
+            if conn is None or conn.installed_at != installed_at or state is None:
+                continue
+            member = state.vip.member(conn.member)
+            if member is None or state.vip.dispatch != "switch" or state.vip.switch_pinning != "conntrack":
+                continue
+            route = conn.route
+            target = dispatch.SwitchTarget(member.endpoint_id, route.member_ip, route.member_port, route.member_mac)
+            per_dpid.setdefault(conn.dpid, []).append(
+                dispatch.ct_audit_flow(self._switch_vip(state.vip, state.vip_id), target, key[0], key[1]))
+            self.ct_audited[(key[0], key[1], route.member_ip, route.member_port)] = installed_at
+            self.switch_dispatch["conntrack_audits"] += 1
+            count += 1
+        return per_dpid
+
+    def _ct_audit_removed(self, match: dict[str, Any], idle: bool) -> list[Any]:
+        """An audit entry idled out: its connection ended unseen (or has been idle ``idle_timeout``); forget it."""
+        try:
+            nat_key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+        except KeyError:
+            self.dropped["flow_removed_bad_match"] += 1
+            return []
+        audited_at = self.ct_audited.pop(nat_key, None)
+        key = self.ct_index.get(nat_key)
+        conn = self.connections_by_key.get(key) if key is not None else None
+        if not idle or conn is None or conn.installed_at != audited_at:
+            return []
+        del self.ct_index[nat_key]
+        self._forget(key)
+        self.switch_dispatch["conntrack_audit_ended"] += 1
+        self.dam_ops.append(("delete", route_key(key)))
+        return []
 
     def dispatch_shares(self, vip: str) -> dict[str, int]:
         """How many of the group's slots each member holds (switch-dispatched VIPs)."""
@@ -356,6 +415,7 @@ class LoadBalancer:
             if atom.data.get("dispatch") == "switch":
                 conn.dispatch = "switch"
                 self.ct_index[(key[0], key[1], conn.route.member_ip, conn.route.member_port)] = key
+                self._schedule_audit(key, conn)
         else:
             self.lingering[key] = (conn, atom.expires_at)
 
@@ -570,6 +630,7 @@ class LoadBalancer:
         self.connections_by_key[key] = conn
         self.member_connections[(conn.vip, conn.member)] += 1
         self.ct_index[(key[0], key[1], member.address, member.port)] = key
+        self._schedule_audit(key, conn)
         self.selections[(conn.vip, conn.member)] += 1
         self.switch_dispatch["conntrack_started"] += 1
         self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
@@ -898,6 +959,8 @@ class LoadBalancer:
             return self._tunnel_flow_removed(dpid, table_id, match, idle, now)
         if decoded.kind != CookieKind.NAT:
             return []
+        if table_id == Table.CT_FORWARD:
+            return self._ct_audit_removed(match, idle)
         learned = table_id in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
         try:
             if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
@@ -965,6 +1028,8 @@ class LoadBalancer:
             del self.reinjected[key]
         for key in [k for k, conn_key in self.ct_index.items() if conn_key not in self.connections_by_key]:
             del self.ct_index[key]
+        for key in [k for k in self.ct_audited if k not in self.ct_index]:
+            del self.ct_audited[key]
         self.sessions.expire(now)
 
     def _classify_l7(self, dpid: int, in_port: int, state: VipState, seg: TcpSegment, data: bytes, total_len: int,

@@ -375,6 +375,21 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
     return msgs
 
 
+def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_port: int) -> Any:
+    """An exact table 8 entry for one conntrack-pinned connection that has lived ``idle_timeout`` seconds.
+
+    It forwards as the member's shared entry does, and tells the controller (flow-removed) when the connection has
+    been idle for ``idle_timeout``: the backstop for a connection whose FIN and RST copies never arrived. FIN and
+    RST segments still meet the copying entries above it. Table 8 sees the connection already NATed to the member.
+    """
+    match = _ct_match(CT_TRACKED, ct_mark=target.endpoint_id, ipv4_src=client_ip, tcp_src=client_port,
+                      ipv4_dst=target.member_ip, tcp_dst=target.member_port)
+    return flow_add(Table.CT_FORWARD, Priority.CT_AUDIT, match,
+                    [apply(parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD))],
+                    make_cookie(CookieKind.NAT, vip.lbu_id, vip.vip_id, target.endpoint_id),
+                    idle_timeout=vip.idle_timeout, flags=ofp.OFPFF_SEND_FLOW_REM)
+
+
 def member_reply_match(target: SwitchTarget) -> Any:
     """Match what a member sends from its service port (its replies)."""
     return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_ip,

@@ -32,6 +32,7 @@ class Priority(IntEnum):
     SWITCH_SYN = 2
     SWITCH_DISPATCH = 100
     CT_REPLY = 190
+    CT_AUDIT = 205
     CT_END = 210
     VIP_OTHER = 150
     SESSION = 150

@@ -14,7 +14,7 @@ import pytest
 
 from nlb_sdn.config import Config, endpoint_id, parse_config, vip_mac
 from nlb_sdn.flows.dispatch import SLOTS
-from nlb_sdn.flows.pipeline import CookieKind, Table
+from nlb_sdn.flows.pipeline import CookieKind, Priority, Table
 from tests.fakeof.fabric import CoreNet
 from tests.fakeof.switch import TCP_ACK, TCP_SYN, tcp_packet
 from topologies import FabricTopo, lab_config
@@ -302,3 +302,53 @@ def test_a_member_removed_from_a_conntrack_pool_keeps_its_connections_until_they
     assert all(len(msgs) == 4 for msgs in updates.values()), "h1's four shared entries go"
     h1 = endpoint_id(net.ip("h1"), MEMBER_PORT)
     assert not [e for e in edge.dump_flows(Table.CT_FORWARD) if e.match.get("ct_mark") == h1]
+
+
+def audit_entries(net: Net) -> list[Any]:
+    """The conntrack audit entries of the client edge (table 8, priority CT_AUDIT)."""
+    return [e for e in net.fab.dps[CLIENT_EDGE].switch.dump_flows(Table.CT_FORWARD) if e.priority == Priority.CT_AUDIT]
+
+
+def test_a_conntrack_connection_whose_end_copy_was_lost_leaves_when_its_audit_entry_idles_out(ct_net: Net) -> None:
+    net = ct_net
+    idle = net.lb.config.vip("web").idle_timeout
+    for sport in (42010, 42011):
+        copies_to_controller(net, net.syn("c1", sport), now=1.0)
+    assert net.lb.conntrack_audits(1.0 + idle - 0.5) == {}, "not due before the VIP's idle timeout"
+    net.fab.clock(1.0 + idle)
+    audits = net.lb.conntrack_audits(1.0 + idle)
+    assert list(audits) == [CLIENT_EDGE] and len(audits[CLIENT_EDGE]) == 2
+    net.fab.send_all(audits)
+    assert len(audit_entries(net)) == 2
+    assert net.lb.conntrack_audits(1.0 + idle + 1) == {}, "audited once"
+
+    lost = net.syn("c1", 42010, TCP_ACK | 0x01)  # its FIN's copy never reaches the controller
+    assert lost.packet_ins
+    member = net.syn("c1", 42011, TCP_ACK).hosts
+    for now in (1.0 + idle + 5, 1.0 + idle + 10):
+        net.fab.clock(now)
+        assert net.syn("c1", 42011, TCP_ACK).hosts == member, "the audit entry forwards as the member's entry"
+    removed = net.fab.expire(1.0 + 2 * idle + 1)
+    assert len(removed) == 1
+    net.fab.flow_removed_to(net.lb, removed)
+    assert [row["client"] for row in net.lb.connections()] == [f"{net.ip('c1')}:42011"]
+    counters = net.lb.stats()["switch_dispatch"]["counters"]
+    assert (counters["conntrack_audits"], counters["conntrack_audit_ended"]) == (2, 1)
+
+
+def test_an_audit_entry_that_idles_out_leaves_a_newer_connection_on_the_same_ports_alone(ct_net: Net) -> None:
+    net = ct_net
+    idle = net.lb.config.vip("web").idle_timeout
+    copies_to_controller(net, net.syn("c1", 42020), now=1.0)
+    net.fab.clock(1.0 + idle)
+    net.fab.send_all(net.lb.conntrack_audits(1.0 + idle))
+    copies_to_controller(net, net.syn("c1", 42020, TCP_ACK | 0x01), now=1.0 + idle)
+    assert net.lb.connections() == []
+    net.fab.dps[CLIENT_EDGE].switch.conntrack.clear()  # the tracker forgot the old connection; the port is reused
+    net.fab.clock(2.0 + idle)
+    reused = net.syn("c1", 42020)
+    copies_to_controller(net, reused, now=2.0 + idle)
+    [row] = net.lb.connections()
+    removed = net.fab.expire(2.0 + 3 * idle)
+    net.fab.flow_removed_to(net.lb, [(dpid, msg) for dpid, msg in removed if msg.priority == Priority.CT_AUDIT])
+    assert net.lb.connections() == [row], "the idled-out entry was the old connection's"

@@ -6,7 +6,8 @@ from typing import Iterator
 
 import pytest
 
-from nlb_sdn.lab.harness import Lab, wait_for
+from nlb_sdn.config import endpoint_id
+from nlb_sdn.lab.harness import Lab, run, wait_for
 from tests.mininet.conftest import VIP, free_port, needs_lab, web_vip
 from topologies import FabricTopo, lab_config
 
@@ -14,6 +15,8 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 
 WEIGHTS = {"h1": 40, "h2": 35, "h3": 25}
 STICKY = "10.0.0.101"
+AUDITED = "10.0.0.102"
+AUDITED_PORT = 8081
 CLIENTS = ("c1", "c2", "c3")
 WEIGHT_SLOTS = {"h1": 26, "h2": 22, "h3": 16}  # 40/35/25 of 64 buckets, largest remainder
 
@@ -27,7 +30,9 @@ def switch_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                                                             "dispatch": "switch", "affinity": "client_ip"}
     for member in sticky["members"]:
         member["port"] = 8080  # its own endpoints: see the conntrack notes in docs/pipeline.md
-    config = lab_config(topo, [vip, sticky], switch_sync_period=0.5)
+    audited = {"name": "audited", "address": AUDITED, "port": 80, "idle_timeout": 2, "dispatch": "switch",
+               "members": topo.members(port=AUDITED_PORT)}
+    config = lab_config(topo, [vip, sticky, audited], switch_sync_period=0.5)
     lab = Lab(topo, config, workdir=str(tmp_path_factory.mktemp("switch-lab")), ofp_port=free_port(),
               rest_port=free_port())
     with lab:
@@ -133,3 +138,26 @@ def test_client_ip_affinity_in_the_switch_keeps_each_client_on_one_member(switch
 
     rows = wait_for(lambda: len(learned()) == len(CLIENTS) and learned(), timeout=10, what="the learned sessions")
     assert sorted(rows.values()) == sorted(members.values()), (rows, members)
+
+
+def test_conntrack_connections_whose_end_copies_are_lost_leave_after_their_audit_entries_idle_out(switch_lab: Lab):
+    """The switches send no FIN/RST copies for the audited VIP's members (their entries deleted), as if every copy
+    were lost: the audit entries (one per connection that lived ``idle_timeout``) still end the connections."""
+    marks = {f"ct_mark={endpoint_id(member['address'], AUDITED_PORT):#x}"
+             for member in switch_lab.topo.members(port=AUDITED_PORT)}
+    for switch in switch_lab.topo.data_switches():
+        for flow in switch_lab.dump_flows(switch, table=8):
+            match = flow[flow.index("priority="):flow.index(" actions=")]
+            if "priority=210" in match and any(f"{mark}," in match for mark in marks):
+                run(["ovs-ofctl", "-O", "OpenFlow13", "--strict", "del-flows", switch, f"table=8,{match}"],
+                    check=True)
+    before = switch_lab.rest("GET", "/v1/stats")["switch_dispatch"]["counters"]
+    summary = switch_lab.run_client("c1", ["connections", AUDITED, "--count", 20, "--concurrency", 4,
+                                           "--timeout", 60])
+    assert summary["errors"] == 0 and summary["ok"] == 20, summary
+    assert switch_lab.rest("GET", "/v1/connections?vip=audited")["count"] == 20, "no end copy: still listed"
+    wait_for(lambda: switch_lab.rest("GET", "/v1/connections?vip=audited")["count"] == 0, timeout=20,
+             what="the audit entries to idle out and end the connections")
+    after = switch_lab.rest("GET", "/v1/stats")["switch_dispatch"]["counters"]
+    assert after.get("conntrack_ended", 0) == before.get("conntrack_ended", 0), "no copy ended them"
+    assert after["conntrack_audit_ended"] - before.get("conntrack_audit_ended", 0) == 20, after
