@@ -254,15 +254,23 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
     assert vip_entries and all(counters(f)[0] == 0 for f in vip_entries), vip_entries
 
 
-def test_malformed_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):
+def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):
     before = router_stats(l7.lab)
-    for head in ("GARBAGE\r\n\r\n", "GET / HTTP/1.1\r\n\r\n", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-                 "GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n"):
-        out = l7.lab.host_run("c1", [sys.executable, "-c", BAD_HEAD, VIP, head.encode().hex()], timeout=20)
-        expected = ("closed", "reset") if "\x00" in head else ("HTTP/1.1 400 Bad Request",)
-        assert out.returncode == 0 and out.stdout.strip() in expected, (head, out)
+    closed = ("closed", "reset")
+    bad_request = ("HTTP/1.1 400 Bad Request",)
+    cases = [("GARBAGE\r\n\r\n", bad_request), ("GET / HTTP/1.1\r\n\r\n", bad_request),
+             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", bad_request),
+             ("GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", closed),
+             ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + "x" * 5000 + "\r\n\r\n", bad_request),  # line > 4 KiB
+             ("GET / HTTP/1.1\r\nHost: a\r\n" + ("X-Long: " + "y" * 3000 + "\r\n") * 3 + "\r\n", bad_request),  # head > 8 KiB
+             ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-Many: z\r\n" * 100 + "\r\n", bad_request),  # > 64 headers
+             (bytes(range(256)).decode("latin-1") * 4, closed)]  # binary garbage
+    for head, expected in cases:
+        out = l7.lab.host_run("c1", [sys.executable, "-c", BAD_HEAD, VIP, head.encode("latin-1").hex()], timeout=20)
+        assert out.returncode == 0 and out.stdout.strip() in expected, (head[:80], out)
     after = router_stats(l7.lab)
-    assert after["bad_request"] + after["closed"] - before["bad_request"] - before["closed"] == 4, after
+    assert after["bad_request"] + after["closed"] - before["bad_request"] - before["closed"] == len(cases), after
+    assert {"header_too_large", "head_too_large", "too_many_headers"} <= set(after["reasons"]), after["reasons"]
     assert l7.routers["r1"].poll() is None
     assert request(l7.lab, "/api/ok")["served_by"] in ("h1", "h2")
 
