@@ -81,13 +81,27 @@ class Connection:
 
 
 class VipState:
-    """Runtime state of one VIP service: its id in cookies and its model."""
+    """Runtime state of one VIP service: its id in cookies and its model (members also by endpoint id)."""
 
-    __slots__ = ("vip", "vip_id")
+    __slots__ = ("_vip", "vip_id", "_by_endpoint")
 
     def __init__(self, vip: Vip, vip_id: int) -> None:
-        self.vip = vip
         self.vip_id = vip_id
+        self.vip = vip
+
+    @property
+    def vip(self) -> Vip:
+        """The VIP service's model."""
+        return self._vip
+
+    @vip.setter
+    def vip(self, vip: Vip) -> None:
+        self._vip = vip
+        self._by_endpoint = {member.endpoint_id: member for member in vip.members}
+
+    def member_by_endpoint(self, endpoint_id: int) -> Member | None:
+        """The member whose endpoint id a cookie carries, if it is still one."""
+        return self._by_endpoint.get(endpoint_id)
 
 
 def _flow_key(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
@@ -335,7 +349,7 @@ class LoadBalancer:
         itself) it is how the controller hears about their connections and sessions.
         """
         state = self._by_id[cookie.vip_id]
-        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None)
+        member = state.member_by_endpoint(cookie.endpoint_id)
         if member is None:
             return
         if cookie.kind == CookieKind.SESSION:
@@ -621,7 +635,7 @@ class LoadBalancer:
     def _ct_started(self, dpid: int, segment: TcpSegment, cookie: Cookie, now: float) -> None:
         """The switch committed a new connection to the member its cookie names: track it (asynchronously)."""
         state = self._by_id.get(cookie.vip_id)
-        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None) if state else None
+        member = state.member_by_endpoint(cookie.endpoint_id) if state else None
         key = (segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port)
         if state is None or member is None or key in self.connections_by_key:
             return
@@ -1004,7 +1018,7 @@ class LoadBalancer:
     def _learned_connection(self, dpid: int, cookie: Cookie, key: ConnKey, now: float) -> Connection | None:
         """A connection the switch dispatched and the controller had not heard of yet (its entry idled out first)."""
         state = self._by_id.get(cookie.vip_id)
-        member = next((m for m in state.vip.members if m.endpoint_id == cookie.endpoint_id), None) if state else None
+        member = state.member_by_endpoint(cookie.endpoint_id) if state else None
         if state is None or member is None:
             return None
         return Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now,
