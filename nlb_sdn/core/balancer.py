@@ -639,6 +639,9 @@ class LoadBalancer:
         key = (segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port)
         if state is None or member is None or key in self.connections_by_key:
             return
+        if len(self.connections_by_key) >= self._config.controller.max_connections:
+            self.switch_dispatch["untracked_over_cap"] += 1  # the switch carries it; the table stays bounded
+            return
         conn = Connection(dpid, state.vip.name, member.name, self._route(state, member, key[0], key[1]), now,
                           "switch")
         self.connections_by_key[key] = conn

@@ -28,7 +28,7 @@ BACKENDS = ("h1", "h2", "h3")
 
 def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none", dispatch: str = "switch",
                 members: tuple[str, ...] = BACKENDS, states: dict[str, str] | None = None,
-                pinning: str = "learn") -> Config:
+                pinning: str = "learn", max_connections: int | None = None) -> Config:
     """VIP web (10.0.0.100:80 -> h1..h3:8080) dispatched by the switches, on FabricTopo."""
     topo = FabricTopo()
     states = states or {}
@@ -37,7 +37,10 @@ def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none",
            "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight,
                         "state": states.get(name, "active")}
                        for name, weight in zip(BACKENDS, weights) if name in members]}
-    return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
+    raw = lab_config(topo, [vip], rest={"enabled": False})
+    if max_connections is not None:
+        raw["controller"]["max_connections"] = max_connections
+    return parse_config(raw)
 
 
 class Net(CoreNet):
@@ -352,3 +355,15 @@ def test_an_audit_entry_that_idles_out_leaves_a_newer_connection_on_the_same_por
     removed = net.fab.expire(2.0 + 3 * idle)
     net.fab.flow_removed_to(net.lb, [(dpid, msg) for dpid, msg in removed if msg.priority == Priority.CT_AUDIT])
     assert net.lb.connections() == [row], "the idled-out entry was the old connection's"
+
+
+def test_past_max_connections_the_switch_still_carries_conntrack_connections_the_controller_does_not_list() -> None:
+    net = Net(make_config(pinning="conntrack", max_connections=2))
+    syns = {sport: net.syn("c1", sport) for sport in (42030, 42031, 42032)}
+    for syn in syns.values():
+        copies_to_controller(net, syn)
+    assert all(syn.hosts for syn in syns.values()), "the switch admits every SYN"
+    assert len(net.lb.connections()) == 2
+    assert net.lb.stats()["switch_dispatch"]["counters"]["untracked_over_cap"] == 1
+    copies_to_controller(net, net.syn("c1", 42032, TCP_ACK | 0x01))
+    assert len(net.lb.connections()) == 2, "the end copy of an unlisted connection changes nothing"
