@@ -176,9 +176,15 @@ def test_drain_during_a_long_transfer(hl_lab: Lab):
     earlier = client_conns("10.0.0.1")
     transfer = hl_lab.start_client("c1", ["download", VIP, "--bytes", 6_000_000, "--rate", 1_500_000,
                                           "--timeout", 60])
-    conn = wait_for(lambda: [c for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
-                             if c["client"].startswith("10.0.0.1:") and c["client"] not in earlier],
-                    timeout=10, what="the transfer's connection")[0]
+    try:
+        conn = wait_for(lambda: [c for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+                                 if c["client"].startswith("10.0.0.1:") and c["client"] not in earlier],
+                        timeout=10, what="the transfer's connection")[0]
+    except TimeoutError:
+        stats = hl_lab.rest("GET", "/v1/stats")
+        raise AssertionError(("the transfer's connection was never listed", earlier, stats["packet_in"],
+                              stats["dropped"], stats["refused"], allotted(hl_lab),
+                              hl_lab.collect_client(transfer, timeout=60))) from None
     member = conn["member"]
     state = hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "draining"})
     assert state["target"] == "draining" and state["current"] == "draining"
