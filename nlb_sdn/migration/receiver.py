@@ -1,9 +1,10 @@
 """The host half of a migration (FIG. 33, 3310-3312): receive the state, restore the connection, hand it over.
 
-Per migration connection: read one signed ``migrate`` message, check that the application's hand-off socket answers,
-restore the connection in repair mode and reply ``ok`` (or an error, so that the router tries elsewhere); then wait
-for ``migrate_go`` (leave repair mode, pass the descriptor to the application, reply again) or ``migrate_abort``,
-end of stream or timeout (close the restored socket without a packet to the client).
+Per migration: read one signed ``migrate`` message, check that the application's hand-off socket answers, restore
+the connection in repair mode and reply ``ok`` (or an error, so that the router tries elsewhere); then wait for
+``migrate_go`` (leave repair mode, pass the descriptor to the application, reply again) or ``migrate_abort``, end of
+stream or timeout (close the restored socket without a packet to the client). A migration that ended cleanly leaves
+the connection open for the router's next one (up to ``KEEPALIVE_TIMEOUT`` idle), which saves a TCP handshake each.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ LOG = logging.getLogger(__name__)
 IO_TIMEOUT = 5.0
 GO_TIMEOUT = 5.0
 """How long a restored connection waits for ``migrate_go``; longer than the router's ack timeout plus its commit."""
+KEEPALIVE_TIMEOUT = 60.0
+"""How long a migration connection waits idle for the router's next migration before it is closed."""
+REUSABLE_OUTCOMES = frozenset({"handed_off", "aborted", "no_application", "restore_failed", "handoff_failed"})
+"""Outcomes after which both ends agree where the conversation stands, so the connection can carry the next one."""
 _LINGER_RESET = struct.Struct("ii").pack(1, 0)
 
 
@@ -51,8 +56,18 @@ class Receiver:
         self._lock = threading.Lock()
 
     def serve_connection(self, conn: socket.socket) -> str:
-        """Run one migration over the connected ``conn``; return and count its outcome."""
-        outcome = self._serve(Channel(conn, self.key, self.src, self.sequence, self.clock))
+        """Run migrations over the connected ``conn`` until it ends; count each, return the last one's outcome."""
+        channel = Channel(conn, self.key, self.src, self.sequence, self.clock)
+        outcome = self._count(self._serve(channel, self.io_timeout))
+        while outcome in REUSABLE_OUTCOMES:
+            following = self._serve(channel, KEEPALIVE_TIMEOUT)
+            if following == "no_state":  # the router closed it, or let it idle: not a migration
+                break
+            outcome = self._count(following)
+        return outcome
+
+    def _count(self, outcome: str) -> str:
+        """Count one migration's outcome."""
         with self._lock:
             self.outcomes[outcome] += 1
         return outcome
@@ -76,10 +91,10 @@ class Receiver:
         except OSError as exc:
             LOG.info("migration %s: reply not sent: %s", migration_id, exc)
 
-    def _serve(self, channel: Channel) -> str:
-        """The migration protocol on one channel; returns the outcome."""
+    def _serve(self, channel: Channel, wait: float) -> str:
+        """One migration on the channel, whose state must arrive within ``wait`` seconds; returns the outcome."""
         try:
-            data = channel.receive_frame(time.monotonic() + self.io_timeout)
+            data = channel.receive_frame(time.monotonic() + wait)
         except (OSError, WireError) as exc:
             LOG.info("migration connection without a state message: %s", exc)
             return "no_state"

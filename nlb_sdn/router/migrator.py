@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from nlb_sdn.config import MigrationSettings
-from nlb_sdn.migration.sender import MigrationResult, migrate
+from nlb_sdn.migration.sender import AgentChannels, MigrationResult, migrate
 from nlb_sdn.migration.tcprepair import drop_silently
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.daemon import Endpoint, Migrator, Outcome
@@ -61,6 +61,7 @@ class ControllerClient:
     """The controller's REST for routers: migration commits and reports, sessions, allotments (blocking calls)."""
 
     def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
+        """A client of the controller at ``url`` (``http://host:port``) with a per-request ``timeout``."""
         self.base = url.rstrip("/")
         self.url = self.base + "/v1/migrations"
         self.timeout = timeout
@@ -112,10 +113,12 @@ class RepairMigrator:
         self.router = router
         self.counters: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.channels = AgentChannels()
 
     def stats(self) -> dict[str, Any]:
-        """Counters of migration attempts, outcomes and decline reasons."""
-        return {"counters": dict(self.counters), "reasons": dict(sorted(self.reasons.items()))}
+        """Counters of migration attempts, outcomes and decline reasons, and of connections to agents."""
+        return {"counters": dict(self.counters), "reasons": dict(sorted(self.reasons.items())),
+                "agent_connections": dict(self.channels.counters)}
 
     async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
         """Migrate ``sock`` to ``member`` (or the next endpoint of its pool), else proxy or reset; report it all."""
@@ -172,7 +175,7 @@ class RepairMigrator:
                                   "member": endpoint.member, "router": self.router})
 
         return migrate(sock, (endpoint.address, self.migration_port), self.key, timeout, src=self.router or "router",
-                       migration_id=migration_id, commit=commit)
+                       migration_id=migration_id, commit=commit, channels=self.channels)
 
     async def _report(self, migration_id: str, endpoint: Endpoint, client: str, outcome: str, reason: str,
                       duration_ms: float | None) -> None:

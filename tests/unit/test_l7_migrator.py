@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import MigrationSettings
-from nlb_sdn.migration.sender import MigrationResult
+from nlb_sdn.migration.sender import AgentChannels, MigrationResult
 from nlb_sdn.router import migrator as module
 from nlb_sdn.router.daemon import Endpoint, Outcome, Router, Service, ServiceMember
 from nlb_sdn.router.migrator import ControllerClient, ControllerError, RepairMigrator
@@ -63,7 +63,7 @@ def fake_migrate(results: dict[str, MigrationResult], calls: list[str]) -> Calla
     """A stand-in for sender.migrate: runs the commit for migrated results, answers per agent address."""
 
     def migrate(sock: socket.socket, agent: tuple[str, int], key: bytes, timeout: float, *, src: str,
-                migration_id: str, commit: Callable[[], None]) -> MigrationResult:
+                migration_id: str, commit: Callable[[], None], channels: AgentChannels) -> MigrationResult:
         calls.append(f"{agent[0]}:{agent[1]}")
         result = results[agent[0]]
         if result.migrated:
@@ -181,4 +181,6 @@ def test_the_router_offers_the_other_pool_members_as_alternatives_and_shows_migr
     router = Router([service])
     assert "migration" not in router.stats()
     router.migrator = RepairMigrator(b"k" * 32, FakeController(), router.proxy)
-    assert router.stats()["migration"] == {"counters": {}, "reasons": {}}
+    assert router.stats()["migration"] == {"counters": {}, "reasons": {},
+                                           "agent_connections": {"connected": 0, "reused": 0}}
+

@@ -27,6 +27,7 @@ import pytest
 from nlb_sdn.health.protocol import MAC_SIZE, SequenceCounter, encode, frame
 from nlb_sdn.lab.backend import CHUNK, pattern
 from nlb_sdn.migration import handoff
+from nlb_sdn.migration import receiver as receiver_module
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
 from nlb_sdn.migration import sender
 from nlb_sdn.migration.sender import migrate
@@ -527,6 +528,46 @@ def test_failed_migrations_give_the_socket_back_live_and_say_why(loopback_pair, 
         assert "application unreachable" in result.detail
     assert elapsed < 2.0
     assert not in_repair(router)
+    _assert_usable(client, router)
+
+
+@needs_repair
+def test_a_kept_connection_to_the_agent_carries_the_next_migration(loopback_pair, tmp_path):
+    _, client, router = loopback_pair
+    channels = sender.AgentChannels()
+    with receiver_server(str(tmp_path / "nobody.sock")) as server:
+        for _ in range(2):
+            result = migrate(router, server.server_address, KEY, timeout=2.0, channels=channels)
+            assert (result.migrated, result.reason) == (False, "refused") and "application unreachable" in result.detail
+        assert channels.counters == {"connected": 1, "reused": 1}
+        assert _wait(lambda: server.receiver.outcomes == {"no_application": 2})
+        channels.close()
+    _assert_usable(client, router)
+
+
+@needs_repair
+def test_a_connection_the_agent_closed_while_idle_is_not_reused(loopback_pair, tmp_path, monkeypatch):
+    _, client, router = loopback_pair
+    monkeypatch.setattr(receiver_module, "KEEPALIVE_TIMEOUT", 0.1)
+    channels = sender.AgentChannels()
+    with receiver_server(str(tmp_path / "nobody.sock")) as server:
+        assert migrate(router, server.server_address, KEY, timeout=2.0, channels=channels).reason == "refused"
+        [(kept, _since)] = channels._idle[server.server_address]
+        assert _wait(lambda: not sender._still_open(kept.sock)), "the agent closes an idle connection"
+        assert migrate(router, server.server_address, KEY, timeout=2.0, channels=channels).reason == "refused"
+        assert channels.counters == {"connected": 2, "reused": 0}
+        channels.close()
+    _assert_usable(client, router)
+
+
+@needs_repair
+def test_a_migration_left_in_doubt_never_leaves_its_connection_for_another(loopback_pair):
+    _, client, router = loopback_pair
+    channels = sender.AgentChannels()
+    with silent_agent() as address:
+        result = migrate(router, address, KEY, timeout=0.3, channels=channels)
+    assert (result.migrated, result.reason) == (False, "timeout")
+    assert channels._idle.get(address, []) == [] and channels.counters == {"connected": 1, "reused": 0}
     _assert_usable(client, router)
 
 
