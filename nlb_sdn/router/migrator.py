@@ -12,12 +12,13 @@ Every outcome is reported to the controller (phase ``report``).
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import socket
 import struct
+import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -66,6 +67,8 @@ class ControllerClient:
         self.url = self.base + "/v1/migrations"
         self.timeout = timeout
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._address = urllib.parse.urlsplit(self.base)
+        self._kept = threading.local()
 
     def allotment(self, vip: str) -> dict[str, Any]:
         """The VIP service's allotment in use (``GET /v1/vips/{vip}/allotment``), or ControllerError."""
@@ -86,16 +89,50 @@ class ControllerClient:
             raise ControllerError(f"{url}: {exc}") from None
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body``; the decoded answer, or ControllerError."""
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                return json.loads(response.read() or b"{}")
-        except urllib.error.HTTPError as exc:
-            raise ControllerError(f"{self.url}: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}") from None
-        except (OSError, ValueError) as exc:
-            raise ControllerError(f"{self.url}: {exc}") from None
+        """POST ``body``; the decoded answer, or ControllerError.
+
+        Commits and reports go over one kept-alive connection per worker thread (a handshake less on the migration
+        path). A kept connection the controller closed while it was idle is replaced once, at once.
+        """
+        payload = json.dumps(body).encode()
+        while True:
+            connection, kept = self._connection()
+            try:
+                connection.request("POST", self._address.path + "/v1/migrations", payload,
+                                   {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+                self._drop()
+                if kept:
+                    continue
+                raise ControllerError(f"{self.url}: {exc}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise ControllerError(f"{self.url}: {exc}") from None
+            if response.status >= 400:
+                raise ControllerError(f"{self.url}: HTTP {response.status}: {data[:300].decode(errors='replace')}")
+            try:
+                return dict(json.loads(data or b"{}"))
+            except ValueError as exc:
+                raise ControllerError(f"{self.url}: {exc}") from None
+
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to the controller, and whether it was kept from an earlier request."""
+        connection = getattr(self._kept, "connection", None)
+        if connection is not None:
+            return connection, True
+        connection = http.client.HTTPConnection(self._address.hostname or "", self._address.port or 80,
+                                                timeout=self.timeout)
+        self._kept.connection = connection
+        return connection, False
+
+    def _drop(self) -> None:
+        """Close and forget this thread's connection."""
+        connection = getattr(self._kept, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._kept.connection = None
 
 
 class RepairMigrator:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -184,3 +186,44 @@ def test_the_router_offers_the_other_pool_members_as_alternatives_and_shows_migr
     assert router.stats()["migration"] == {"counters": {}, "reasons": {},
                                            "agent_connections": {"connected": 0, "reused": 0}}
 
+
+class _MigrationsEndpoint(http.server.BaseHTTPRequestHandler):
+    """``POST /v1/migrations`` answering ``{}``, HTTP/1.1 kept alive; it closes a connection idle for 0.2 s."""
+
+    protocol_version = "HTTP/1.1"
+    timeout = 0.2
+    connections: list[tuple[str, int]] = []
+    closed = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.connections.append(self.client_address)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def finish(self) -> None:
+        super().finish()
+        type(self).closed.set()
+
+    def log_message(self, *_args: Any) -> None:
+        """Quiet."""
+
+
+def test_the_controller_client_keeps_its_connection_and_replaces_one_the_controller_closed() -> None:
+    _MigrationsEndpoint.connections = []
+    _MigrationsEndpoint.closed = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _MigrationsEndpoint)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        client = ControllerClient(f"http://127.0.0.1:{server.server_address[1]}", timeout=2.0)
+        assert [client.post({"phase": "report"}) for _ in range(3)] == [{}, {}, {}]
+        assert len(set(_MigrationsEndpoint.connections)) == 1, "one connection for three posts"
+        assert _MigrationsEndpoint.closed.wait(5), "the server closes the idle connection"
+        assert client.post({"phase": "report"}) == {}
+        assert len(set(_MigrationsEndpoint.connections)) == 2, "the closed connection was replaced"
+    finally:
+        server.shutdown()
+        server.server_close()
