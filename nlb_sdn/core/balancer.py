@@ -167,6 +167,7 @@ class LoadBalancer:
         msgs = builders.base_flows(self.lbu_id, controller.packet_in_max_len)
         for state in self._vips.values():
             msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+            msgs += self._l7_syn_flows(state, state.vip)
         msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
         msgs += self._tunnel_flows(dpid)
         msgs += dispatch.dispatch_base_flows(self.lbu_id, controller.packet_in_max_len)
@@ -177,6 +178,16 @@ class LoadBalancer:
             msgs += dispatch.switch_vip_flows(self._switch_vip(state.vip, state.vip_id),
                                               self._switch_targets(state.vip))
         return msgs
+
+    def _l7_syn_flows(self, state: VipState, new: Vip | None, old: Vip | None = None) -> list[Any]:
+        """The SYN entry of an ``l7`` VIP service: added when it becomes l7, deleted when it stops being l7."""
+        was_l7 = old is not None and old.mode == "l7"
+        if new is not None and new.mode == "l7" and not was_l7:
+            return [builders.l7_syn_flow(self.lbu_id, state.vip_id, new.address, new.port,
+                                         self._config.controller.packet_in_max_len)]
+        if old is not None and was_l7 and (new is None or new.mode != "l7"):
+            return [builders.l7_syn_delete(old.address, old.port)]
+        return []
 
     def _switch_states(self) -> list[VipState]:
         """The VIP services the switches dispatch themselves."""
@@ -504,12 +515,16 @@ class LoadBalancer:
         changes: dict[int, list[Any]] = {}
         for dpid in dpids:
             msgs: list[Any] = []
-            for action, state in common:
+            for action, item in common:
                 if action == "delete":
-                    msgs += builders.vip_flow_deletes(self.lbu_id, state.vip_id, state.vip.address, state.vip.port,
+                    msgs += builders.vip_flow_deletes(self.lbu_id, item.vip_id, item.vip.address, item.vip.port,
                                                       remaining_ips)
+                    msgs += self._l7_syn_flows(item, None, item.vip)
                 elif action == "add":
-                    msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+                    msgs += builders.vip_flows(self.lbu_id, item.vip_id, item.vip.address, item.vip.port)
+                    msgs += self._l7_syn_flows(item, item.vip)
+                else:
+                    msgs += self._l7_syn_flows(item[0], item[0].vip, item[1])
             msgs += switch_msgs
             msgs += self._tunnel_changes(dpid, old, common, fabric_changed)
             if fabric_changed:
@@ -763,10 +778,14 @@ class LoadBalancer:
             return []
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
         conn = self.connections_by_key.get(key)
+        if conn is not None and seg.is_pure_syn and state.vip.mode == "l7" and conn.member not in state.vip.routers:
+            self.packet_in["l7_port_reuse"] += 1  # a connection on a host is long past its SYN: this one is new
+            self._forget(key)
+            conn = None
         if conn is not None:
             self.packet_in["syn_retransmit" if seg.is_pure_syn else "existing_connection"] += 1
             conn.dpid = dpid
-            return self._plumb(conn.route, in_port, data, total_len)
+            return self._plumb(conn.route, in_port, data, total_len, seg.is_pure_syn and state.vip.mode == "l7")
         if not seg.is_pure_syn:
             return self._replumb(dpid, key, in_port, data, total_len, now)
         if len(self.connections_by_key) >= self._config.controller.max_connections:
@@ -945,17 +964,23 @@ class LoadBalancer:
         self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
         return self._plumb(conn.route, in_port, data, total_len)
 
-    def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int) -> list[Any]:
+    def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int,
+               l7_syn: bool = False) -> list[Any]:
         """Flows for both directions, then the punted packet released through them when it arrived whole.
 
         Nat flow-mods and the packet-out are prepared messages (``templates``): packed from bytes, not serialised.
+        The SYN of an ``l7`` VIP service (``l7_syn``) is released with its entry's own actions: through table 0 it
+        would meet the VIP's SYN entry again.
         """
-        if tunnel.route_mode(route) == "nat":
-            msgs = templates.nat_connection_flows(route)
+        if isinstance(route, tunnel.TunnelRoute):
+            msgs = tunnel.tunnel_connection_flows(route)
+            release = (tunnel.tunnel_packet_out(route, in_port, data) if l7_syn
+                       else templates.packet_out_table(in_port, data))
         else:
-            msgs = tunnel.connection_flows(route)
+            msgs = templates.nat_connection_flows(route)
+            release = templates.packet_out_table(in_port, data)
         if len(data) >= total_len:
-            msgs.append(templates.packet_out_table(in_port, data))
+            msgs.append(release)
         else:
             self.packet_in["held_truncated"] += 1
         return msgs
@@ -1064,7 +1089,7 @@ class LoadBalancer:
         route = self._tunnel_route(state, target, seg.src_ip, seg.src_port)
         self.selections[(vip.name, target.name)] += 1
         self.packet_in["new_connection"] += 1
-        msgs = self._plumb(route, in_port, data, total_len)
+        msgs = self._plumb(route, in_port, data, total_len, l7_syn=True)
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
         conn = Connection(dpid, vip.name, target.name, route, now)
         self.connections_by_key[key] = conn

@@ -160,6 +160,27 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
     ]
 
 
+def l7_syn_match(vip_ip: str, vip_port: int) -> Any:
+    """Match a pure SYN to one VIP service."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=vip_port,
+                           tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
+
+
+def l7_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, max_len: int) -> Any:
+    """Table 1 entry of an ``l7`` VIP service: every pure SYN goes to the controller, above the connection entries.
+
+    A migrated connection's entry leads to its member's host. A client that opens a new connection from the same
+    port while that entry lives must still meet a router (its request decides), so its SYN may not ride the entry.
+    """
+    return flow_add(Table.CONNECTIONS, Priority.L7_SYN, l7_syn_match(vip_ip, vip_port), [apply(to_controller(max_len))],
+                    make_cookie(CookieKind.BASE, lbu_id, vip_id))
+
+
+def l7_syn_delete(vip_ip: str, vip_port: int) -> Any:
+    """Remove an ``l7`` VIP service's SYN entry (the VIP is gone or left mode l7)."""
+    return flow_delete_strict(Table.CONNECTIONS, Priority.L7_SYN, l7_syn_match(vip_ip, vip_port))
+
+
 def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still_used_ips: set[str]) -> list[Any]:
     """Remove one VIP service's table 0 entries and every connection flow that carries its VIP id."""
     msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port))]

@@ -15,7 +15,7 @@ from typing import Any
 
 from nlb_sdn.config import Config, Fabric
 from nlb_sdn.flows.builders import (ETH_TYPE_IP, NatRoute, apply, flow_add, flow_delete, flow_delete_strict,
-                                    forward_match, goto, nat_connection_flows)
+                                    forward_match, goto, nat_connection_flows, resubmit)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -114,6 +114,18 @@ def tunnel_connection_flows(route: TunnelRoute) -> list[Any]:
                      [apply(parser.OFPActionPushMpls(ETH_TYPE_MPLS), parser.OFPActionSetField(mpls_label=route.label)),
                       goto(Table.TUNNEL)],
                      route.cookie, route.idle_timeout, route.hard_timeout, ofp.OFPFF_SEND_FLOW_REM)]
+
+
+def tunnel_packet_out(route: TunnelRoute, in_port: int, data: bytes) -> Any:
+    """Release a punted packet with its connection entry's own actions: the host's label, then the label table.
+
+    For ``l7`` VIP services, whose SYN entry outranks the connection entries: released through table 0 a SYN would
+    meet that entry again and go back to the controller.
+    """
+    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[parser.OFPActionPushMpls(ETH_TYPE_MPLS),
+                                        parser.OFPActionSetField(mpls_label=route.label), resubmit(Table.TUNNEL)],
+                               data=data)
 
 
 def tunnel_connection_deletes(route: TunnelRoute) -> list[Any]:

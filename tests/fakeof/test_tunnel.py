@@ -247,3 +247,49 @@ def test_on_one_switch_the_label_is_pushed_and_popped_in_the_same_pipeline() -> 
     assert (got["eth_dst"], got["mpls"], got["ipv4_dst"]) == (net.mac(member), [], VIP)
     back = net.fab.inject(member, net.dsr_reply(member, "c1", 48000, TCP_ACK))
     assert back.hosts == ["c1"] and not back.packet_ins
+
+
+# -- l7: a migrated connection's entry leads to its host; a new SYN on its ports still meets a router -------------
+
+
+def l7_config(mode: str = "l7") -> Config:
+    """VIP web in ``mode`` on FabricTopo with routers r1 and r2 (mode l7 routes through them)."""
+    topo = FabricTopo(routers=2)
+    vip = {"name": "web", "address": VIP, "port": 80, "mode": mode, "members": topo.members()}
+    if mode == "l7":
+        vip["routers"] = ["r1", "r2"]
+    return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
+
+
+def test_a_new_syn_on_the_ports_of_a_migrated_connection_goes_to_a_router_not_to_the_old_host() -> None:
+    net = Net(l7_config())
+    router = net.open("c1", 41000)
+    assert router in ("r1", "r2")
+    dpid, msgs = net.lb.move_connection("web", net.ip("c1"), 41000, "h2")
+    net.fab.send(dpid, msgs)
+    assert net.fab.inject("c1", net.to_vip("c1", 41000, TCP_ACK)).hosts == ["h2"], "the migrated connection"
+    assert net.fab.inject("c1", net.to_vip("c1", 41000)).hosts == [], "a SYN never rides the host's entry"
+    assert net.open("c1", 41000) in ("r1", "r2")
+    [row] = net.lb.connections()
+    assert row["member"] in ("r1", "r2") and net.lb.stats()["packet_in"]["l7_port_reuse"] >= 1
+
+
+def test_a_retransmitted_syn_of_a_connection_still_at_its_router_stays_there() -> None:
+    net = Net(l7_config())
+    router = net.open("c1", 41001)
+    assert net.open("c1", 41001) == router
+    assert net.lb.stats()["packet_in"]["syn_retransmit"] == 1
+
+
+def test_the_l7_syn_entry_comes_and_goes_with_mode_l7() -> None:
+    net = Net(l7_config("tunnel"))
+    edge = net.fab.dps[CLIENT_EDGE].switch
+
+    def syn_entries() -> list[Any]:
+        return [e for e in edge.dump_flows(Table.CONNECTIONS) if e.priority == Priority.L7_SYN]
+
+    assert syn_entries() == []
+    net.fab.send_all(net.lb.apply_config(l7_config(), net.fab.dps, 1.0))
+    assert len(syn_entries()) == 1
+    net.fab.send_all(net.lb.apply_config(l7_config("tunnel"), net.fab.dps, 2.0))
+    assert syn_entries() == []

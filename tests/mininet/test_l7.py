@@ -38,8 +38,9 @@ ROUTER_STATUS = 9180
 REQUEST = r"""
 import hashlib, json, socket, sys, time
 path, cookie, expect = sys.argv[2], sys.argv[3], int(sys.argv[4])
+source_port = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 started = time.monotonic()
-sock = socket.create_connection((sys.argv[1], 80), timeout=30)
+sock = socket.create_connection((sys.argv[1], 80), timeout=30, source_address=("", source_port))
 local_port = sock.getsockname()[1]
 head = f"GET {path} HTTP/1.1\r\nHost: web\r\nConnection: close\r\n"
 if cookie:
@@ -156,9 +157,11 @@ def hosts(lab: Lab) -> list[dict]:
 
 
 def request(lab: Lab, path: str, cookie: str = "", expect: int = 0, client: str = "c1",
-            timeout: float = 120.0) -> dict:
-    """One request through the VIP from ``client``; its summary (status, served_by, bytes, sha256, local port)."""
-    result = lab.host_run(client, [sys.executable, "-c", REQUEST, VIP, path, cookie, str(expect)], timeout=timeout)
+            timeout: float = 120.0, source_port: int = 0) -> dict:
+    """One request through the VIP from ``client`` (from ``source_port``, 0: any); its summary (status, served_by,
+    bytes, sha256, local port)."""
+    result = lab.host_run(client, [sys.executable, "-c", REQUEST, VIP, path, cookie, str(expect), str(source_port)],
+                          timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -252,6 +255,21 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
     assert conn["member"] == "h2" and conn["mode"] == "tunnel" and conn["label"] == label_of(l7.lab, "h2")
     vip_entries = [f for f in l7.lab.dump_flows("s2", table=0) if f"nw_dst={VIP}" in f and "tp_dst=80" in f]
     assert vip_entries and all(counters(f)[0] == 0 for f in vip_entries), vip_entries
+
+
+def test_a_new_connection_from_the_ports_of_a_migrated_one_is_routed_by_its_own_request(l7: L7Lab):
+    """The member closes first, so the client may reuse its port at once, while the migrated connection's entry
+    (to h3) still lives: the new connection's SYN must meet a router, and its /api/ request go to h1 or h2."""
+    port = free_port()
+    first = request(l7.lab, "/static/one", source_port=port)
+    assert first["served_by"] == "h3" and first["local_port"] == port
+    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] == "migrated"], 5,
+                           what="the first connection's migration")
+    assert migration["member"] == "h3"
+    before = l7.lab.rest("GET", "/v1/stats")["packet_in"].get("l7_port_reuse", 0)
+    second = request(l7.lab, "/api/two", source_port=port)
+    assert second["served_by"] in ("h1", "h2") and second["local_port"] == port, second
+    assert l7.lab.rest("GET", "/v1/stats")["packet_in"]["l7_port_reuse"] == before + 1
 
 
 def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):
