@@ -34,6 +34,9 @@ DamOp = tuple[Any, ...]
 """A write for the shell's DAM writer: ("put", key, data, ttl), ("touch", key, ttl) or ("delete", key)."""
 MAX_AUDITS = 2000
 """Conntrack audit entries installed per tick at most (each one is a flow-table change in the switch)."""
+SYN_TAG_MASK = 0xFF
+"""The bits of a SYN's sequence number kept per connection (1 new connection in 256 on a reused port is taken for a
+retransmitted SYN and goes where the old one went)."""
 
 
 def route_key(key: ConnKey) -> str:
@@ -52,6 +55,9 @@ class Connection:
     route: builders.NatRoute
     installed_at: float
     dispatch: str = "controller"
+    syn_tag: int | None = None
+    """The low byte of its SYN's sequence number (a small int: no allocation): a SYN with another one is a new
+    connection from the same client port. None when not known (adopted, or dispatched by the switch)."""
 
     def atom_data(self) -> dict[str, Any]:
         """The route atom's data: enough for any LBU to re-plumb the connection to the same endpoint."""
@@ -102,6 +108,11 @@ class VipState:
     def member_by_endpoint(self, endpoint_id: int) -> Member | None:
         """The member whose endpoint id a cookie carries, if it is still one."""
         return self._by_endpoint.get(endpoint_id)
+
+
+def _syn_punted(vip: Vip) -> bool:
+    """Whether every SYN to the VIP service goes to the controller: it dispatches it, and per connection."""
+    return vip.dispatch == "controller" and vip.granularity == "connection"
 
 
 def _flow_key(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
@@ -167,7 +178,7 @@ class LoadBalancer:
         msgs = builders.base_flows(self.lbu_id, controller.packet_in_max_len)
         for state in self._vips.values():
             msgs += builders.vip_flows(self.lbu_id, state.vip_id, state.vip.address, state.vip.port)
-            msgs += self._l7_syn_flows(state, state.vip)
+            msgs += self._vip_syn_flows(state, state.vip)
         msgs += builders.forward_flows(self.lbu_id, self._forwarding.get(dpid, {}))
         msgs += self._tunnel_flows(dpid)
         msgs += dispatch.dispatch_base_flows(self.lbu_id, controller.packet_in_max_len)
@@ -179,14 +190,14 @@ class LoadBalancer:
                                               self._switch_targets(state.vip))
         return msgs
 
-    def _l7_syn_flows(self, state: VipState, new: Vip | None, old: Vip | None = None) -> list[Any]:
-        """The SYN entry of an ``l7`` VIP service: added when it becomes l7, deleted when it stops being l7."""
-        was_l7 = old is not None and old.mode == "l7"
-        if new is not None and new.mode == "l7" and not was_l7:
-            return [builders.l7_syn_flow(self.lbu_id, state.vip_id, new.address, new.port,
-                                         self._config.controller.packet_in_max_len)]
-        if old is not None and was_l7 and (new is None or new.mode != "l7"):
-            return [builders.l7_syn_delete(old.address, old.port)]
+    def _vip_syn_flows(self, state: VipState, new: Vip | None, old: Vip | None = None) -> list[Any]:
+        """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,
+        deleted when it stops (it is removed, or dispatched by the switch, or pinned per session)."""
+        had = old is not None and _syn_punted(old)
+        if new is not None and _syn_punted(new) and not had:
+            return [builders.vip_syn_flow(self.lbu_id, state.vip_id, new.address, new.port)]
+        if old is not None and had and (new is None or not _syn_punted(new)):
+            return [builders.vip_syn_delete(old.address, old.port)]
         return []
 
     def _switch_states(self) -> list[VipState]:
@@ -515,17 +526,19 @@ class LoadBalancer:
         changes: dict[int, list[Any]] = {}
         for dpid in dpids:
             msgs: list[Any] = []
+            syn_entries: list[Any] = []  # after switch_msgs: leaving switch dispatch deletes by the VIP's cookie
             for action, item in common:
                 if action == "delete":
                     msgs += builders.vip_flow_deletes(self.lbu_id, item.vip_id, item.vip.address, item.vip.port,
                                                       remaining_ips)
-                    msgs += self._l7_syn_flows(item, None, item.vip)
+                    syn_entries += self._vip_syn_flows(item, None, item.vip)
                 elif action == "add":
                     msgs += builders.vip_flows(self.lbu_id, item.vip_id, item.vip.address, item.vip.port)
-                    msgs += self._l7_syn_flows(item, item.vip)
+                    syn_entries += self._vip_syn_flows(item, item.vip)
                 else:
-                    msgs += self._l7_syn_flows(item[0], item[0].vip, item[1])
+                    syn_entries += self._vip_syn_flows(item[0], item[0].vip, item[1])
             msgs += switch_msgs
+            msgs += syn_entries
             msgs += self._tunnel_changes(dpid, old, common, fabric_changed)
             if fabric_changed:
                 msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
@@ -778,14 +791,14 @@ class LoadBalancer:
             return []
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
         conn = self.connections_by_key.get(key)
-        if conn is not None and seg.is_pure_syn and state.vip.mode == "l7" and conn.member not in state.vip.routers:
-            self.packet_in["l7_port_reuse"] += 1  # a connection on a host is long past its SYN: this one is new
+        if conn is not None and seg.is_pure_syn and self._reused_ports(state.vip, conn, seg):
+            self.packet_in["port_reuse"] += 1
             self._forget(key)
             conn = None
         if conn is not None:
             self.packet_in["syn_retransmit" if seg.is_pure_syn else "existing_connection"] += 1
             conn.dpid = dpid
-            return self._plumb(conn.route, in_port, data, total_len, seg.is_pure_syn and state.vip.mode == "l7")
+            return self._plumb(conn.route, in_port, data, total_len, seg.is_pure_syn)
         if not seg.is_pure_syn:
             return self._replumb(dpid, key, in_port, data, total_len, now)
         if len(self.connections_by_key) >= self._config.controller.max_connections:
@@ -807,12 +820,21 @@ class LoadBalancer:
         route = self._route(state, member, seg.src_ip, seg.src_port)
         self.selections[(vip.name, member.name)] += 1
         self.packet_in["new_connection"] += 1
-        msgs = self._plumb(route, in_port, data, total_len)
-        conn = Connection(dpid, vip.name, member.name, route, now)
+        msgs = self._plumb(route, in_port, data, total_len, syn=True)
+        conn = Connection(dpid, vip.name, member.name, route, now, syn_tag=seg.seq & SYN_TAG_MASK)
         self.connections_by_key[key] = conn
         self.member_connections[(vip.name, member.name)] += 1
         self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))
         return msgs
+
+    @staticmethod
+    def _reused_ports(vip: Vip, conn: Connection, seg: TcpSegment) -> bool:
+        """Whether a SYN for a known connection opens a new one from the same client port (rather than repeating
+        the first SYN): its sequence number differs, or (l7) the known one has already moved to a host, which only
+        happens after its handshake."""
+        if vip.mode == "l7" and conn.member not in vip.routers:
+            return True
+        return conn.syn_tag is not None and conn.syn_tag != seg.seq & SYN_TAG_MASK
 
     def _route(self, state: VipState, member: Member, client_ip: str, client_port: int,
                kind: CookieKind = CookieKind.NAT) -> builders.NatRoute:
@@ -965,20 +987,20 @@ class LoadBalancer:
         return self._plumb(conn.route, in_port, data, total_len)
 
     def _plumb(self, route: builders.NatRoute, in_port: int, data: bytes, total_len: int,
-               l7_syn: bool = False) -> list[Any]:
+               syn: bool = False) -> list[Any]:
         """Flows for both directions, then the punted packet released through them when it arrived whole.
 
         Nat flow-mods and the packet-out are prepared messages (``templates``): packed from bytes, not serialised.
-        The SYN of an ``l7`` VIP service (``l7_syn``) is released with its entry's own actions: through table 0 it
-        would meet the VIP's SYN entry again.
+        A SYN is released with its entry's own actions: through table 0 it would meet the VIP's SYN entry again.
         """
         if isinstance(route, tunnel.TunnelRoute):
             msgs = tunnel.tunnel_connection_flows(route)
-            release = (tunnel.tunnel_packet_out(route, in_port, data) if l7_syn
+            release = (tunnel.tunnel_packet_out(route, in_port, data) if syn
                        else templates.packet_out_table(in_port, data))
         else:
             msgs = templates.nat_connection_flows(route)
-            release = templates.packet_out_table(in_port, data)
+            release = (templates.nat_packet_out(route, in_port, data) if syn
+                       else templates.packet_out_table(in_port, data))
         if len(data) >= total_len:
             msgs.append(release)
         else:
@@ -1089,9 +1111,9 @@ class LoadBalancer:
         route = self._tunnel_route(state, target, seg.src_ip, seg.src_port)
         self.selections[(vip.name, target.name)] += 1
         self.packet_in["new_connection"] += 1
-        msgs = self._plumb(route, in_port, data, total_len, l7_syn=True)
+        msgs = self._plumb(route, in_port, data, total_len, syn=True)
         key = (seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port)
-        conn = Connection(dpid, vip.name, target.name, route, now)
+        conn = Connection(dpid, vip.name, target.name, route, now, syn_tag=seg.seq & SYN_TAG_MASK)
         self.connections_by_key[key] = conn
         self.member_connections[(vip.name, target.name)] += 1
         self.dam_ops.append(("put", route_key(key), conn.atom_data(), None))

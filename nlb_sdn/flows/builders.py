@@ -160,25 +160,28 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
     ]
 
 
-def l7_syn_match(vip_ip: str, vip_port: int) -> Any:
+def vip_syn_match(vip_ip: str, vip_port: int) -> Any:
     """Match a pure SYN to one VIP service."""
     return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=vip_port,
                            tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
 
 
-def l7_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, max_len: int) -> Any:
-    """Table 1 entry of an ``l7`` VIP service: every pure SYN goes to the controller, above the connection entries.
+def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
+    """Table 1 entry of a VIP service the controller dispatches per connection: every pure SYN goes to the controller,
+    above the connection entries.
 
-    A migrated connection's entry leads to its member's host. A client that opens a new connection from the same
-    port while that entry lives must still meet a router (its request decides), so its SYN may not ride the entry.
+    A client may open a new connection from the port of one that ended while that connection's entry still lives
+    (until it idles out). Riding the entry, its SYN would reach the old member even if that member was drained or
+    removed meanwhile, and for an ``l7`` service it would reach a host without any rule deciding. The SYN goes up
+    whole (a SYN with data, TCP Fast Open, may be longer than ``packet_in_max_len``): it can always be released.
     """
-    return flow_add(Table.CONNECTIONS, Priority.L7_SYN, l7_syn_match(vip_ip, vip_port), [apply(to_controller(max_len))],
-                    make_cookie(CookieKind.BASE, lbu_id, vip_id))
+    return flow_add(Table.CONNECTIONS, Priority.VIP_SYN, vip_syn_match(vip_ip, vip_port),
+                    [apply(to_controller(ofp.OFPCML_NO_BUFFER))], make_cookie(CookieKind.BASE, lbu_id, vip_id))
 
 
-def l7_syn_delete(vip_ip: str, vip_port: int) -> Any:
-    """Remove an ``l7`` VIP service's SYN entry (the VIP is gone or left mode l7)."""
-    return flow_delete_strict(Table.CONNECTIONS, Priority.L7_SYN, l7_syn_match(vip_ip, vip_port))
+def vip_syn_delete(vip_ip: str, vip_port: int) -> Any:
+    """Remove a VIP service's SYN entry."""
+    return flow_delete_strict(Table.CONNECTIONS, Priority.VIP_SYN, vip_syn_match(vip_ip, vip_port))
 
 
 def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still_used_ips: set[str]) -> list[Any]:
@@ -229,11 +232,7 @@ def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> lis
     """Flows for the two directions: matches of ``forward`` rewritten to the member, of ``reverse`` back to the VIP."""
     flags = ofp.OFPFF_SEND_FLOW_REM
     return [
-        flow_add(Table.CONNECTIONS, priority, forward,
-                 [apply(parser.OFPActionSetField(eth_dst=route.member_mac),
-                        parser.OFPActionSetField(ipv4_dst=route.member_ip),
-                        parser.OFPActionSetField(tcp_dst=route.member_port)),
-                  goto(Table.FORWARD)],
+        flow_add(Table.CONNECTIONS, priority, forward, [apply(*to_member_actions(route)), goto(Table.FORWARD)],
                  route.cookie, route.idle_timeout, route.hard_timeout, flags),
         flow_add(Table.REVERSE, priority, reverse,
                  [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
@@ -242,6 +241,21 @@ def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> lis
                   goto(Table.FORWARD)],
                  route.cookie, route.idle_timeout, route.hard_timeout, flags),
     ]
+
+
+def to_member_actions(route: NatRoute) -> list[Any]:
+    """The rewrite of a client's packet to the VIP toward the route's member."""
+    return [parser.OFPActionSetField(eth_dst=route.member_mac), parser.OFPActionSetField(ipv4_dst=route.member_ip),
+            parser.OFPActionSetField(tcp_dst=route.member_port)]
+
+
+def nat_packet_out(route: NatRoute, in_port: int, data: bytes) -> Any:
+    """Release a punted client packet as the connection's entry would forward it (rewrite, then table 3).
+
+    A SYN released through table 0 instead would meet the VIP's SYN entry again (``vip_syn_flow``).
+    """
+    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
+                               actions=[*to_member_actions(route), resubmit(Table.FORWARD)], data=data)
 
 
 def nat_connection_flows(route: NatRoute) -> list[Any]:

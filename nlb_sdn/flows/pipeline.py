@@ -33,7 +33,7 @@ class Priority(IntEnum):
     SWITCH_DISPATCH = 100
     CT_REPLY = 190
     CT_AUDIT = 205
-    L7_SYN = 210
+    VIP_SYN = 210
     CT_END = 210
     VIP_OTHER = 150
     SESSION = 150

@@ -89,11 +89,12 @@ class OFPFlowMod(Prepared, parser.OFPFlowMod):
 
 
 class OFPPacketOut(Prepared, parser.OFPPacketOut):
-    """An OFPPacketOut of a frame with ``output:TABLE``, packed at once (the same class name on purpose)."""
+    """An OFPPacketOut of a frame with prepared actions (``output:TABLE`` by default), packed at once (the same class
+    name on purpose)."""
 
     decoded_fields = ("actions", "actions_len")
 
-    def __init__(self, in_port: int, data: bytes) -> None:  # no super().__init__(): fields come from wire
+    def __init__(self, in_port: int, data: bytes, actions: bytes = OUTPUT_TO_TABLE) -> None:  # fields come from wire
         self.datapath = None
         self.version = ofp.OFP_VERSION
         self.msg_type = ofp.OFPT_PACKET_OUT
@@ -102,9 +103,9 @@ class OFPPacketOut(Prepared, parser.OFPPacketOut):
         self.buffer_id = ofp.OFP_NO_BUFFER
         self.in_port = in_port
         self.data = data
-        self.msg_len = PACKET_OUT_HEAD.size + len(OUTPUT_TO_TABLE) + len(data)
+        self.msg_len = PACKET_OUT_HEAD.size + len(actions) + len(data)
         self.wire = PACKET_OUT_HEAD.pack(ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT, self.msg_len, 0, ofp.OFP_NO_BUFFER,
-                                         in_port, len(OUTPUT_TO_TABLE)) + OUTPUT_TO_TABLE + data
+                                         in_port, len(actions)) + actions + data
 
     def decode(self) -> Any:
         """The packet-out's actions as the framework's action parser reads them (os-ken parses no packet-outs)."""
@@ -198,3 +199,17 @@ def nat_connection_flows(route: builders.NatRoute) -> list[Any]:
 def packet_out_table(in_port: int, data: bytes) -> Any:
     """``builders.packet_out_table(in_port, data)``, prepared."""
     return OFPPacketOut(in_port, data)
+
+
+@functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
+def _to_member_actions(member_mac: str, member_ip: str, member_port: int) -> bytes:
+    """The serialised actions of ``builders.nat_packet_out`` toward one member (no client field in them)."""
+    route = builders.NatRoute("0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_ip, member_port, member_mac, 0,
+                              0, 0)
+    wire = serialised(builders.nat_packet_out(route, 0, b""))
+    return wire[PACKET_OUT_HEAD.size:]
+
+
+def nat_packet_out(route: builders.NatRoute, in_port: int, data: bytes) -> Any:
+    """``builders.nat_packet_out(route, in_port, data)``, prepared."""
+    return OFPPacketOut(in_port, data, _to_member_actions(route.member_mac, route.member_ip, route.member_port))

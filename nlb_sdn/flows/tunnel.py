@@ -119,8 +119,7 @@ def tunnel_connection_flows(route: TunnelRoute) -> list[Any]:
 def tunnel_packet_out(route: TunnelRoute, in_port: int, data: bytes) -> Any:
     """Release a punted packet with its connection entry's own actions: the host's label, then the label table.
 
-    For ``l7`` VIP services, whose SYN entry outranks the connection entries: released through table 0 a SYN would
-    meet that entry again and go back to the controller.
+    Released through table 0 a SYN would meet the VIP's SYN entry (``builders.vip_syn_flow``) again.
     """
     return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
                                actions=[parser.OFPActionPushMpls(ETH_TYPE_MPLS),

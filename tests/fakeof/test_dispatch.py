@@ -367,3 +367,17 @@ def test_past_max_connections_the_switch_still_carries_conntrack_connections_the
     assert net.lb.stats()["switch_dispatch"]["counters"]["untracked_over_cap"] == 1
     copies_to_controller(net, net.syn("c1", 42032, TCP_ACK | 0x01))
     assert len(net.lb.connections()) == 2, "the end copy of an unlisted connection changes nothing"
+
+
+def test_the_vips_syn_entry_is_there_while_the_controller_dispatches_it() -> None:
+    net = Net(make_config(dispatch="controller"))
+    edge = net.fab.dps[CLIENT_EDGE].switch
+
+    def syn_entries() -> list[Any]:
+        return [e for e in edge.dump_flows(Table.CONNECTIONS) if e.priority == Priority.VIP_SYN]
+
+    assert len(syn_entries()) == 1
+    net.apply(make_config())  # dispatch: switch
+    assert syn_entries() == []
+    net.apply(make_config(dispatch="controller"), now=2.0)
+    assert len(syn_entries()) == 1

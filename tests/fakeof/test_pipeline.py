@@ -86,7 +86,7 @@ def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None
     for dpid, dp in net.fab.dps.items():
         switch = dp.switch
         assert switch.flow_count(Table.CLASSIFY) == 3 + 3 * 2  # ARP, IPv4, miss + service, drop, probe punt per VIP
-        assert switch.flow_count(Table.CONNECTIONS) == 2  # SYN punt and miss punt
+        assert switch.flow_count(Table.CONNECTIONS) == 2 + 2  # SYN punt and miss punt + each VIP service's SYN entry
         assert switch.flow_count(Table.REVERSE) == 1
         assert switch.flow_count(Table.FORWARD) == 1 + 6  # miss + one path per host
         for table in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE, Table.SWITCH_SELECT, Table.CT_FORWARD,
@@ -95,7 +95,7 @@ def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None
         assert not net.fab.connection_flows(dpid, Table.CONNECTIONS)
     # Reinstalling (a reconnect) replaces identical entries instead of piling up.
     net.fab.install(net.lb)
-    assert all(dp.switch.flow_count() == 9 + 2 + 1 + 7 + 5 for dp in net.fab.dps.values())
+    assert all(dp.switch.flow_count() == 9 + 4 + 1 + 7 + 5 for dp in net.fab.dps.values())
 
 
 # -- ARP --------------------------------------------------------------------------------------------------------------
@@ -143,11 +143,11 @@ def test_syn_is_punted_at_the_edge_then_plumbed_and_delivered_to_exactly_one_bac
     assert first.hops == [(CLIENT_EDGE, net.port("c1"))], "the SYN must not leave the client's edge before plumbing"
     [(dpid, pi)] = first.packet_ins
     assert dpid == CLIENT_EDGE
-    assert (pi.table_id, pi.reason, pi.max_len) == (Table.CONNECTIONS, ofp.OFPR_ACTION, 128)
-    assert pi.cookie == make_cookie(CookieKind.BASE, net.lb.lbu_id)
-    assert len(pi.data) == min(pi.total_len, 128) and pi.in_port == net.port("c1")
+    assert (pi.table_id, pi.reason, pi.max_len) == (Table.CONNECTIONS, ofp.OFPR_ACTION, ofp.OFPCML_NO_BUFFER)
+    assert pi.cookie == make_cookie(CookieKind.BASE, net.lb.lbu_id, vip_id_of(net.lb, "web"))
+    assert len(pi.data) == pi.total_len and pi.in_port == net.port("c1")
     entry = first.traces[0][1].hits[-1]
-    assert (entry.table_id, entry.priority) == (Table.CONNECTIONS, Priority.NEW_CONNECTION)
+    assert (entry.table_id, entry.priority) == (Table.CONNECTIONS, Priority.VIP_SYN)
 
     msg = pi.to_msg(net.fab.dps[dpid])
     msgs = net.lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, 0.0)
@@ -176,13 +176,13 @@ def test_syn_is_punted_at_the_edge_then_plumbed_and_delivered_to_exactly_one_bac
 def test_next_segments_bypass_the_controller_and_count_on_the_connection_entry(net: Net) -> None:
     member = net.open("c2", 41000)
     [forward] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
-    assert forward.n_packets == 1  # the released SYN
+    assert forward.n_packets == 0  # the SYN was released with the entry's actions, not through it
     packets_in = net.lb.stats()["packet_in"]["total"]
     segments = [net.to_vip("c2", 41000, TCP_ACK),
                 net.to_vip("c2", 41000, TCP_ACK | TCP_PSH, payload=b"GET / HTTP/1.0\r\n\r\n" + b"x" * 1400),
                 net.to_vip("c2", 41000, TCP_ACK | TCP_FIN)]
     last_bytes = forward.n_bytes
-    for n, segment in enumerate(segments, start=2):
+    for n, segment in enumerate(segments, start=1):
         went = net.fab.inject("c2", segment)
         assert not went.packet_ins and not went.stray
         assert went.hosts == [member]
@@ -192,10 +192,13 @@ def test_next_segments_bypass_the_controller_and_count_on_the_connection_entry(n
         assert went.hops == [(CLIENT_EDGE, net.port("c2")), (CORE_A, 1), (BACKEND_EDGE, 1)]
         assert forward.n_packets == n and forward.n_bytes > last_bytes
         last_bytes = forward.n_bytes
-    # A SYN retransmission after plumbing also passes the connection entry (priority 200 beats the SYN punt).
-    again = net.fab.inject("c2", net.to_vip("c2", 41000))
-    assert again.hosts == [member] and not again.packet_ins
     assert net.lb.stats()["packet_in"]["total"] == packets_in
+    # A SYN never rides a connection entry (the VIP's SYN entry outranks them): a retransmission of the first SYN
+    # (same sequence number) goes to the controller, which sends it where the connection went.
+    first_syn = net.to_vip("c2", 41000)
+    again, after = net.fab.run(net.lb, "c2", first_syn, now=1.0)
+    assert len(again.packet_ins) == 1 and after.hosts == [member]
+    assert net.lb.stats()["packet_in"]["syn_retransmit"] >= 1
 
 
 def test_member_reply_is_rewritten_back_to_the_vip_at_the_client_edge(net: Net) -> None:
@@ -295,17 +298,30 @@ def test_duplicate_syn_punted_twice_before_plumbing_gets_the_same_member(net: Ne
     assert sum(net.lb.stats()["selections"]["web"].values()) == 5
 
 
-def test_truncated_punt_installs_flows_without_release_and_the_retransmission_passes(net: Net) -> None:
+def test_a_syn_with_data_goes_up_whole_and_is_released_with_its_data(net: Net) -> None:
     syn = net.to_vip("c1", 46000, payload=b"T" * 400)  # a SYN with data (TCP Fast Open) is longer than max_len
     first = net.fab.inject("c1", syn)
     [(dpid, pi)] = first.packet_ins
-    assert len(pi.data) == 128 < pi.total_len
-    held = net.fab.to_controller(net.lb, first, now=1.0)
-    assert held.nothing and net.lb.stats()["packet_in"]["held_truncated"] == 1
-    again = net.fab.inject("c1", syn)
+    assert len(pi.data) == pi.total_len > 128
+    released = net.fab.to_controller(net.lb, first, now=1.0)
     [member] = [c["member"] for c in net.lb.connections()]
-    assert again.hosts == [member] and not again.packet_ins
-    assert again.to(member)[0]["payload"] == b"T" * 400
+    assert released.hosts == [member] and released.to(member)[0]["payload"] == b"T" * 400
+    assert "held_truncated" not in net.lb.stats()["packet_in"]
+
+
+def test_a_truncated_late_segment_replumbs_its_connection_without_release_and_the_retransmission_passes(
+        net: Net) -> None:
+    member = net.open("c1", 46001)
+    net.fab.flow_removed_to(net.lb, net.fab.expire(100.0))  # its entries idled out; the route lingers
+    segment = net.to_vip("c1", 46001, TCP_ACK, payload=b"U" * 400)
+    net.fab.clock(101.0)
+    first = net.fab.inject("c1", segment)
+    [(dpid, pi)] = first.packet_ins
+    assert len(pi.data) == 128 < pi.total_len
+    assert net.fab.to_controller(net.lb, first, now=101.0).nothing
+    assert net.lb.stats()["packet_in"]["held_truncated"] == 1
+    again = net.fab.inject("c1", segment)
+    assert again.hosts == [member] and not again.packet_ins and again.to(member)[0]["payload"] == b"U" * 400
 
 
 # -- expiry -----------------------------------------------------------------------------------------------------------
@@ -431,7 +447,7 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
         flows = capped.fab.connection_flows(CLIENT_EDGE, table)
         assert len(flows) == 2
         assert all(e.match.get("ipv4_src", e.match.get("ipv4_dst")) != capped.ip("c3") for e in flows)
-    assert edge.flow_count() == 9 + 2 + 1 + 7 + 5 + 4
+    assert edge.flow_count() == 9 + 4 + 1 + 7 + 5 + 4
     # Once a connection expires, there is room again.
     removed = capped.fab.expire(100.0)
     capped.fab.flow_removed_to(capped.lb, removed)
@@ -467,9 +483,9 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
         change.state = MAIN_DISPATCHER
         app.state_change(change)
         assert dp.miss_send_len == 128 and isinstance(dp.sent[-1], parser.OFPFlowStatsRequest)
-        assert dp.switch.flow_count() == 6 + 2 + 1 + 7 + 5
+        assert dp.switch.flow_count() == 6 + 3 + 1 + 7 + 5
         app.flow_stats_reply(ofp_event.EventOFPFlowStatsReply(flow_stats_reply(dp)))
-        assert dp.switch.flow_count() == 6 + 2 + 1 + 7 + 5, "reconciling a fresh switch removes nothing"
+        assert dp.switch.flow_count() == 6 + 3 + 1 + 7 + 5, "reconciling a fresh switch removes nothing"
     assert sorted(app.datapaths) == sorted(fab.dps)
 
     first = fab.inject("c1", tcp_packet("00:00:00:00:00:01", VIP_MAC, "10.0.0.1", VIP, 40000, 80))
@@ -478,7 +494,7 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
     released = fab.collect()
     [conn] = app.connections()
     assert released.hosts == [conn["member"]] and released.to(conn["member"])[0]["tcp_dst"] == MEMBER_PORT
-    assert app.stats()["flow_mod"] == 4 * (16 + 5) + 2 and app.stats()["packet_out"] == 1
+    assert app.stats()["flow_mod"] == 4 * (17 + 5) + 2 and app.stats()["packet_out"] == 1
 
     removed = fab.expire(1e9)
     assert len(removed) == 2

@@ -266,10 +266,10 @@ def test_a_new_connection_from_the_ports_of_a_migrated_one_is_routed_by_its_own_
     [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] == "migrated"], 5,
                            what="the first connection's migration")
     assert migration["member"] == "h3"
-    before = l7.lab.rest("GET", "/v1/stats")["packet_in"].get("l7_port_reuse", 0)
+    before = l7.lab.rest("GET", "/v1/stats")["packet_in"].get("port_reuse", 0)
     second = request(l7.lab, "/api/two", source_port=port)
     assert second["served_by"] in ("h1", "h2") and second["local_port"] == port, second
-    assert l7.lab.rest("GET", "/v1/stats")["packet_in"]["l7_port_reuse"] == before + 1
+    assert l7.lab.rest("GET", "/v1/stats")["packet_in"]["port_reuse"] == before + 1
 
 
 def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):

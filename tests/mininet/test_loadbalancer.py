@@ -10,11 +10,21 @@ import urllib.request
 import pytest
 
 from nlb_sdn.lab.harness import Lab, RestError, wait_for
-from tests.mininet.conftest import VIP, WEIGHTS, needs_lab
+from tests.mininet.conftest import VIP, WEIGHTS, free_port, needs_lab
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
 CLIENTS = ("c1", "c2", "c3")
+FROM_PORT = r"""
+import json, socket, sys
+sock = socket.create_connection((sys.argv[1], 80), timeout=10, source_address=("", int(sys.argv[2])))
+sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+data = b""
+while chunk := sock.recv(65536):
+    data += chunk
+head = data.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+print(json.dumps({k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:])}))
+"""
 
 
 def punts(lab: Lab) -> dict[str, int]:
@@ -91,6 +101,26 @@ def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
     finally:
         fabric_lab.rest("POST", "/v1/vips/web/members", removed)
     assert member in connections_to(fabric_lab, "c1", 8)["served_by"]
+
+
+def test_a_new_connection_from_a_reused_client_port_is_balanced_again_not_sent_to_a_drained_member(fabric_lab: Lab):
+    """The member closes first, so the client may reuse its port at once, while the ended connection's entries
+    still live (idle_timeout): the new connection's SYN must reach the classifier, not ride them to the old member."""
+    port = free_port()
+
+    def served_by() -> str:
+        out = fabric_lab.host_run("c1", ["python3", "-c", FROM_PORT, VIP, str(port)], timeout=20)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["x-served-by"]
+
+    member = served_by()
+    before = punts(fabric_lab).get("port_reuse", 0)
+    fabric_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "draining"})
+    try:
+        assert served_by() != member
+        assert punts(fabric_lab)["port_reuse"] == before + 1
+    finally:
+        fabric_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
 
 
 @pytest.mark.parametrize("method, path, body, status", [
