@@ -66,21 +66,22 @@ class AgentChannels:
         self._lock = threading.Lock()
 
     def take(self, address: tuple[str, int], deadline: float, key: bytes, src: str, sequence: SequenceCounter,
-             clock: Callable[[], float]) -> Channel:
-        """A kept connection to the agent at ``address`` that is still open, or a new one (OSError if none)."""
+             clock: Callable[[], float], fresh: bool = False) -> tuple[Channel, bool]:
+        """A kept connection to the agent at ``address`` that is still open (unless ``fresh``), or a new one; and
+        whether it was kept (OSError when there is none)."""
         now = self.clock()
         with self._lock:
-            idle = self._idle.get(address, [])
+            idle = [] if fresh else self._idle.get(address, [])
             while idle:
                 channel, since = idle.pop()
                 if now - since < self.idle_reuse and _still_open(channel.sock):
                     self.counters["reused"] += 1
-                    return channel
+                    return channel, True
                 channel.sock.close()
         channel = Channel(connect(address, deadline), key, src, sequence, clock)
         with self._lock:
             self.counters["connected"] += 1
-        return channel
+        return channel, False
 
     def give_back(self, address: tuple[str, int], channel: Channel) -> None:
         """Keep a connection whose migration ended cleanly for the next migration to that agent."""
@@ -139,12 +140,21 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
         return fallback("too_large", str(exc))
     deadline = time.monotonic() + timeout
     try:
-        channel = (channels.take(agent_addr, deadline, key, src, sequence, clock) if channels is not None
-                   else Channel(connect(agent_addr, deadline), key, src, sequence, clock))
+        channel, kept = (channels.take(agent_addr, deadline, key, src, sequence, clock) if channels is not None
+                         else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False))
         channel.sock.settimeout(timeout)
     except OSError as exc:
         return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
-    result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback)
+    result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback, kept)
+    if result is None and channels is not None:  # the agent had closed the kept connection: a fresh one decides
+        channel.sock.close()
+        try:
+            channel, _ = channels.take(agent_addr, deadline, key, src, sequence, clock, fresh=True)
+            channel.sock.settimeout(timeout)
+        except OSError as exc:
+            return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
+        result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback)
+    assert result is not None
     if clean and channels is not None:
         channels.give_back(agent_addr, channel)
     else:
@@ -153,9 +163,13 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
 
 
 def _migrate_over(channel: Channel, sock: socket.socket, migration_id: str, blob: bytes, deadline: float,
-                  timeout: float, commit: Callable[[], None] | None,
-                  fallback: Callable[[str, str], MigrationResult]) -> tuple[MigrationResult, bool]:
-    """The conversation with the agent; the result, and whether it ended cleanly (the channel may carry another)."""
+                  timeout: float, commit: Callable[[], None] | None, fallback: Callable[[str, str], MigrationResult],
+                  kept: bool = False) -> tuple[MigrationResult | None, bool]:
+    """The conversation with the agent; the result, and whether it ended cleanly (the channel may carry another).
+
+    None (the socket still frozen) when a ``kept`` connection turns out closed before the agent said anything: the
+    agent went away or restarted since, and the caller asks again over a fresh connection.
+    """
     try:
         channel.send_signed(blob)
         reply = channel.receive(deadline, REPLY)
@@ -164,6 +178,8 @@ def _migrate_over(channel: Channel, sock: socket.socket, migration_id: str, blob
     except WireError as exc:
         return fallback("bad_reply", str(exc)), False
     except OSError as exc:
+        if kept:
+            return None, False
         return fallback("connection_lost", str(exc)), False
     if not reply.body["ok"]:
         return fallback("refused", reply.body["error"]), True
