@@ -26,6 +26,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def plumbed_since(lab: Lab, started: float, client_ip: str = "", vip: str = "web") -> list[dict]:
+    """The VIP's connections the controller plumbed at or after ``started`` (``time.time()``), of one client address
+    when given. Not "the keys that were not there before": a new connection may reuse the client port of a listed one.
+    """
+    return [c for c in lab.rest("GET", f"/v1/connections?vip={vip}")["connections"]
+            if c["installed_at"] >= started and c["client"].startswith(f"{client_ip}:" if client_ip else "")]
+
+
 def web_vip(topo: FabricTopo, weights: dict[str, int] = WEIGHTS, idle_timeout: int = 15) -> dict:
     """The lab's VIP service on port 80 over every backend, with the given weights."""
     members = topo.members()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import urllib.request
 from typing import Any, Iterator
 from urllib.parse import quote
@@ -12,7 +13,7 @@ import pytest
 import yaml
 
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab
+from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from tests.redis_server import RedisServer
 from topologies import FabricTopo, lab_config
 
@@ -122,12 +123,11 @@ def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, seco
 
 def test_restart_with_redis_rebuilds_from_the_dam_and_breaks_no_transfer(redis_lab: Lab):
     clients = redis_lab.topo.clients
-    earlier = {c["client"] for c in redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
+    started = time.time()
     transfers = [redis_lab.start_client(clients[i % len(clients)],
                                         ["download", VIP, "--bytes", 2_500_000, "--rate", 500_000, "--timeout", 60])
                  for i in range(10)]
-    wait_for(lambda: len({c["client"] for c in redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
-                         - earlier) >= 10, timeout=15, what="ten transfers plumbed")
+    wait_for(lambda: len(plumbed_since(redis_lab, started)) >= 10, timeout=15, what="ten transfers plumbed")
     redis_lab.stop_controller()
     redis_lab.start_controller()
     redis_lab.wait_switches_connected()

@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab
+from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -169,20 +169,15 @@ def test_killing_the_app_stops_new_connections_within_3_5_s(hl_lab: Lab):
 
 
 def test_drain_during_a_long_transfer(hl_lab: Lab):
-    def client_conns(client_ip: str) -> set[str]:
-        return {c["client"] for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
-                if c["client"].startswith(client_ip + ":")}
-
-    earlier = client_conns("10.0.0.1")
+    started = time.time()
     transfer = hl_lab.start_client("c1", ["download", VIP, "--bytes", 6_000_000, "--rate", 1_500_000,
                                           "--timeout", 60])
     try:
-        conn = wait_for(lambda: [c for c in hl_lab.rest("GET", "/v1/connections?vip=web")["connections"]
-                                 if c["client"].startswith("10.0.0.1:") and c["client"] not in earlier],
-                        timeout=10, what="the transfer's connection")[0]
+        conn = wait_for(lambda: plumbed_since(hl_lab, started, "10.0.0.1"), timeout=10,
+                        what="the transfer's connection")[0]
     except TimeoutError:
         stats = hl_lab.rest("GET", "/v1/stats")
-        raise AssertionError(("the transfer's connection was never listed", earlier, stats["packet_in"],
+        raise AssertionError(("the transfer's connection was never listed", stats["packet_in"],
                               stats["dropped"], stats["refused"], allotted(hl_lab),
                               hl_lab.collect_client(transfer, timeout=60))) from None
     member = conn["member"]

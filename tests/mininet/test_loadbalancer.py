@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
 from nlb_sdn.lab.harness import Lab, RestError, wait_for
-from tests.mininet.conftest import VIP, WEIGHTS, free_port, needs_lab
+from tests.mininet.conftest import VIP, WEIGHTS, free_port, needs_lab, plumbed_since
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
@@ -81,14 +82,10 @@ def test_arp_for_the_vip_is_answered_by_the_controller(fabric_lab: Lab):
 
 
 def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
-    def c2_connections() -> list[dict]:
-        return [c for c in fabric_lab.rest("GET", "/v1/connections?vip=web")["connections"]
-                if c["client"].startswith("10.0.0.2:")]
-
-    earlier = {c["client"] for c in c2_connections()}
+    started = time.time()
     transfer = fabric_lab.start_client("c2", ["download", VIP, "--bytes", 8_000_000, "--rate", 2_000_000,
                                               "--timeout", 60])
-    conns = wait_for(lambda: [c for c in c2_connections() if c["client"] not in earlier], timeout=10,
+    conns = wait_for(lambda: plumbed_since(fabric_lab, started, "10.0.0.2"), timeout=10,
                      what="the transfer's connection")
     member = conns[0]["member"]
     removed = fabric_lab.rest("GET", f"/v1/vips/web/members/{member}")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Iterator
 
 import pytest
 
 from nlb_sdn.lab.harness import Lab, run, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab
+from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -87,12 +88,11 @@ def test_per_session_flows_give_at_most_one_packet_in_per_client(session_lab: La
 
 def test_controller_restart_during_ten_long_transfers_breaks_none(session_lab: Lab):
     clients = session_lab.topo.clients
-    earlier = {c["client"] for c in session_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
+    started = time.time()
     transfers = [session_lab.start_client(clients[i % len(clients)],
                                           ["download", VIP, "--bytes", 3_000_000, "--rate", 600_000, "--timeout", 60])
                  for i in range(10)]
-    wait_for(lambda: len({c["client"] for c in session_lab.rest("GET", "/v1/connections?vip=web")["connections"]}
-                         - earlier) >= 10, timeout=15, what="ten transfers plumbed")
+    wait_for(lambda: len(plumbed_since(session_lab, started)) >= 10, timeout=15, what="ten transfers plumbed")
     session_lab.stop_controller()
     session_lab.start_controller()
     session_lab.wait_switches_connected()
