@@ -14,7 +14,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.router.daemon import Service, ServiceMember, WeightedRoundRobinChooser
 
 log = logging.getLogger("nlb_sdn.router.allotment")
@@ -27,7 +26,7 @@ class AllotmentChooser:
     def __init__(self) -> None:
         self.values: dict[str, dict[str, int]] = {}
         self._configured = WeightedRoundRobinChooser()
-        self._selectors: dict[tuple[str, str | None], SmoothWeightedRoundRobin] = {}
+        self._allotted = WeightedRoundRobinChooser()
 
     def update(self, vip: str, allotment: dict[str, Any]) -> None:
         """Take a ``GET /v1/vips/{vip}/allotment`` answer: its values by member name (absent members get 0)."""
@@ -38,14 +37,8 @@ class AllotmentChooser:
         values = self.values.get(service.name)
         if values is None:
             return self._configured.pick(service, pool)
-        weights = {m.name: values.get(m.name, 0) for m in service.candidates(pool)}
-        selector = self._selectors.get((service.name, pool))
-        if selector is None:
-            selector = self._selectors[(service.name, pool)] = SmoothWeightedRoundRobin(weights)
-        else:
-            selector.update(weights)
-        name = selector.pick()
-        return None if name is None else service.member(name)
+        return self._allotted.pick_weighted(service, pool,
+                                            {m.name: values.get(m.name, 0) for m in service.candidates(pool)})
 
 
 async def follow_allotments(chooser: AllotmentChooser, vips: list[str], fetch: Callable[[str], dict[str, Any]],

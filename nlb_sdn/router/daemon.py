@@ -238,7 +238,10 @@ class WeightedRoundRobinChooser:
 
     def pick(self, service: Service, pool: str | None) -> ServiceMember | None:
         """The next member of ``pool`` of ``service``, or None if no member is active with a positive weight."""
-        weights = {m.name: m.weight for m in service.candidates(pool)}
+        return self.pick_weighted(service, pool, {m.name: m.weight for m in service.candidates(pool)})
+
+    def pick_weighted(self, service: Service, pool: str | None, weights: dict[str, int]) -> ServiceMember | None:
+        """The next member of ``pool`` of ``service`` by ``weights`` (member name to weight), or None."""
         selector = self._selectors.get((service.name, pool))
         if selector is None:
             selector = self._selectors[(service.name, pool)] = SmoothWeightedRoundRobin(weights)
