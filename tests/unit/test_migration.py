@@ -632,6 +632,25 @@ def three_namespaces() -> Iterator[dict[str, str]]:
             subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=20)
 
 
+@contextlib.contextmanager
+def connected_at_router(names: dict[str, str]) -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(client, router): a client connection to VIP:80 accepted in the router's namespace, its REQUEST queued there."""
+    with netns(names["router"]):
+        listener = socket.socket()
+        listener.bind((VIP, 80))
+        listener.listen(8)
+    with netns(names["client"]):
+        client = socket.socket()
+    with listener, client:
+        client.settimeout(5)
+        client.connect((VIP, 80))
+        router, _ = listener.accept()
+        with router:
+            client.sendall(REQUEST)
+            _peek_head(router)
+            yield client, router
+
+
 @needs_repair
 @needs_netns
 def test_migration_across_namespaces_continues_the_connection_at_the_host(three_namespaces, tmp_path):
@@ -642,19 +661,8 @@ def test_migration_across_namespaces_continues_the_connection_at_the_host(three_
         stack.enter_context(lab_backend("h2", VIP, 80, path, names["host"]))
         server = stack.enter_context(receiver_server(path, namespace=names["host"], bind="10.77.3.2"))
         stack.enter_context(packet_capture(names["client"], capture))
-        with netns(names["router"]):
-            listener = socket.socket()
-            listener.bind((VIP, 80))
-            listener.listen(8)
-        with netns(names["client"]):
-            client = socket.socket()
-        with listener, client:
-            client.settimeout(5)
-            client.connect((VIP, 80))
+        with connected_at_router(names) as (client, router):
             client_address = client.getsockname()
-            router, _ = listener.accept()
-            client.sendall(REQUEST)
-            _peek_head(router)
             committed = []
 
             def commit() -> None:
@@ -685,25 +693,13 @@ def test_a_failed_commit_aborts_and_the_host_discards_its_copy(three_namespaces,
     path = str(tmp_path / "h2.sock")
     app = handoff.listen(path)
     with app, receiver_server(path, namespace=names["host"], bind="10.77.3.2") as server:
-        with netns(names["router"]):
-            listener = socket.socket()
-            listener.bind((VIP, 80))
-            listener.listen(8)
-        with netns(names["client"]):
-            client = socket.socket()
-        with listener, client:
-            client.settimeout(5)
-            client.connect((VIP, 80))
-            router, _ = listener.accept()
-            with router:
-                client.sendall(REQUEST)
-                _peek_head(router)
+        with connected_at_router(names) as (client, router):
 
-                def commit() -> None:
-                    raise RuntimeError("forwarder master unreachable")
+            def commit() -> None:
+                raise RuntimeError("forwarder master unreachable")
 
-                with netns(names["router"]):
-                    result = migrate(router, server.server_address, KEY, timeout=2.0, commit=commit)
-                assert (result.migrated, result.reason) == (False, "commit_failed")
-                assert _wait(lambda: server.receiver.outcomes["aborted"] == 1)
-                _assert_usable(client, router)
+            with netns(names["router"]):
+                result = migrate(router, server.server_address, KEY, timeout=2.0, commit=commit)
+            assert (result.migrated, result.reason) == (False, "commit_failed")
+            assert _wait(lambda: server.receiver.outcomes["aborted"] == 1)
+            _assert_usable(client, router)
