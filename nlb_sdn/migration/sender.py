@@ -139,22 +139,20 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
     except WireError as exc:
         return fallback("too_large", str(exc))
     deadline = time.monotonic() + timeout
-    try:
-        channel, kept = (channels.take(agent_addr, deadline, key, src, sequence, clock) if channels is not None
-                         else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False))
-        channel.sock.settimeout(timeout)
-    except OSError as exc:
-        return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
-    result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback, kept)
-    if result is None and channels is not None:  # the agent had closed the kept connection: a fresh one decides
-        channel.sock.close()
+    fresh = False
+    while True:
         try:
-            channel, _ = channels.take(agent_addr, deadline, key, src, sequence, clock, fresh=True)
+            channel, kept = (channels.take(agent_addr, deadline, key, src, sequence, clock, fresh)
+                             if channels is not None
+                             else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False))
             channel.sock.settimeout(timeout)
         except OSError as exc:
             return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
-        result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback)
-    assert result is not None
+        result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback, kept)
+        if result is not None:
+            break
+        channel.sock.close()  # the agent had closed the kept connection: a fresh one (never kept) decides
+        fresh = True
     if clean and channels is not None:
         channels.give_back(agent_addr, channel)
     else:
