@@ -324,10 +324,7 @@ class LoadBalancer:
         conn = self.connections_by_key.get(key) if key is not None else None
         if not idle or conn is None or conn.installed_at != audited_at:
             return []
-        del self.ct_index[nat_key]
-        self._forget(key)
-        self.switch_dispatch["conntrack_audit_ended"] += 1
-        self.dam_ops.append(("delete", route_key(key)))
+        self._ct_ended(key, "conntrack_audit_ended")
         return []
 
     def dispatch_shares(self, vip: str) -> dict[str, int]:
@@ -653,11 +650,16 @@ class LoadBalancer:
             key = self.ct_index.pop((segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port), None)
         else:
             key = (segment.dst_ip, segment.dst_port, segment.src_ip, segment.src_port)
-        conn = self._forget(key) if key is not None else None
+        if key is not None:
+            self._ct_ended(key, "conntrack_ended")
+
+    def _ct_ended(self, key: ConnKey, counter: str) -> None:
+        """A conntrack-pinned connection ended (a copy said so, or its audit entry idled out): forget it everywhere."""
+        conn = self._forget(key)
         if conn is None:
             return
         self.ct_index.pop((key[0], key[1], conn.route.member_ip, conn.route.member_port), None)
-        self.switch_dispatch["conntrack_ended"] += 1
+        self.switch_dispatch[counter] += 1
         self.dam_ops.append(("delete", route_key(key)))
 
     def _ct_started(self, dpid: int, segment: TcpSegment, cookie: Cookie, now: float) -> None:
