@@ -12,6 +12,10 @@ import msgpack
 
 KINDS = {"conn": "route", "sess": "session"}
 """Key prefix (before the first ``:``) to atom kind; any other key is of kind ``other``."""
+ROUTE_PREFIX = "conn:"
+"""Every route atom's key starts with this."""
+SESSION_PREFIX = "sess:"
+"""Every session atom's key starts with this."""
 SESSION_TYPES = ("http_cookie", "tls_session_id", "client_ip", "app")
 ChangeOp = Literal["put", "delete", "expire"]
 
@@ -19,6 +23,14 @@ ChangeOp = Literal["put", "delete", "expire"]
 def route_key(cip: str, cport: int, vip: str, vport: int) -> str:
     """The key of a route atom: ``conn:tcp:<cip>:<cport>:<vip>:<vport>``."""
     return f"conn:tcp:{cip}:{cport}:{vip}:{vport}"
+
+
+def parse_route_key(key: str) -> tuple[str, int, str, int]:
+    """The connection a route atom's key names: (client ip, client port, VIP ip, VIP port); ValueError if malformed."""
+    prefix, proto, cip, cport, vip, vport = key.split(":")
+    if prefix + ":" != ROUTE_PREFIX or proto != "tcp":
+        raise ValueError(f"not a route atom key: {key!r}")
+    return cip, int(cport), vip, int(vport)
 
 
 def session_key(stype: str, sid: str) -> str:
