@@ -204,12 +204,12 @@ def sync_datagrams(agents: list[Agent], ts: float) -> Datagrams:
 
 def sync(lb: LoadBalancer, datagrams: Datagrams, now: float) -> int:
     """Feed the first datagrams through ``handle_datagram``; the number of replies."""
-    return sum(len(lb.handle_datagram(data, addr, now)) for addr, data in datagrams)
+    return sum(len(lb.handle_datagram(data, addr, now).datagrams) for addr, data in datagrams)
 
 
 def has_mac_of(lb: LoadBalancer) -> Callable[[Any], bool]:
     """The core's own MAC predicate, the one the classifier hands to the H&L handler."""
-    return lb._has_mac  # noqa: SLF001 - the predicate the core passes to HealthHandler.pick
+    return lb.ctx.fabric.has_mac
 
 
 # Statistics.
@@ -376,7 +376,7 @@ def bench_rates_once(config: Config, first: Datagrams, phases: dict[str, Datagra
         accepted, dropped = sum(verifier.accepted.values()), verifier.dropped["bad_mac"]
         resyncs, revocations = sum(cache.resyncs.values()), _revocations(lb)
         before = (lambda: health.pick(vip, has_mac, READY_AT)) if phase == "row_change_health" else None
-        samples, replies = timed_each(datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT), before)
+        samples, replies = timed_each(datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT).datagrams, before)
         forged = phase == "forged"
         problems.check(replies == 0, f"rates repetition {rep} {phase}: {replies} replies, expected none")
         problems.check(sum(cache.resyncs.values()) == resyncs, f"rates repetition {rep} {phase}: snapshots requested")

@@ -191,7 +191,7 @@ class Flows:
     def __init__(self, topo: SingleTopo) -> None:
         self.topo = topo
         lb = LoadBalancer(parse_config(lab_vip_config(topo), "<pinning>"))
-        state = next(iter(lb._vips.values()))
+        state = next(iter(lb.ctx.vips))
         self.vip_id = state.vip_id
         self.endpoints = {m.name: m.endpoint_id for m in state.vip.members}
         self.ports = {name: topo._attach[name][1] for name in topo.data_hosts()}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import networkx as nx
 
-from nlb_sdn.config import Fabric
+from nlb_sdn.config import Config, Fabric, Host, Member
+from nlb_sdn.flows import tunnel
+from nlb_sdn.health.handler import Attachment
 
 
 def fabric_graph(fabric: Fabric) -> nx.Graph:
@@ -48,3 +52,59 @@ def host_ports(fabric: Fabric) -> dict[tuple[int, int], str]:
     """(dpid, port) of every host attachment point, mapped to the host name."""
     dpids = {s.name: s.dpid for s in fabric.switches}
     return {(dpids[h.switch], h.port): h.name for h in fabric.hosts}
+
+
+class FabricView:
+    """The static fabric as the core uses it: host MACs and attachments, switch dpids, paths and tunnel labels."""
+
+    def __init__(self) -> None:
+        self.fabric = Fabric()
+        self.host_macs: dict[str, str] = {}
+        self.hosts_by_ip: dict[str, Host] = {}
+        self.dpids: dict[str, int] = {}
+        self.forwarding: dict[int, dict[str, int]] = {}
+        self.labels: dict[str, int] = {}
+
+    def update(self, fabric: Fabric) -> bool:
+        """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
+        if fabric == self.fabric and self.host_macs:
+            return False
+        changed = fabric != self.fabric
+        self.fabric = fabric
+        self.host_macs = {host.ip: host.mac for host in fabric.hosts}
+        self.hosts_by_ip = {host.ip: host for host in fabric.hosts}
+        self.dpids = {switch.name: switch.dpid for switch in fabric.switches}
+        self.forwarding = forwarding_tables(fabric)
+        self.labels = tunnel.host_labels(fabric)
+        return changed
+
+    def known_switch(self, dpid: int) -> bool:
+        """Whether the fabric lists this dpid."""
+        return dpid in self.forwarding
+
+    def switch_name(self, dpid: int) -> str | None:
+        """The fabric's name of a switch, if it lists the dpid."""
+        return next((name for name, value in self.dpids.items() if value == dpid), None)
+
+    def member_mac(self, address: str, configured: str) -> str:
+        """The MAC to rewrite toward a member: configured, or the fabric host's."""
+        return configured or self.host_macs.get(address, "")
+
+    def has_mac(self, member: Member) -> bool:
+        """Whether packets can be rewritten toward the member (its MAC is configured or a fabric host's)."""
+        return bool(self.member_mac(member.address, member.mac))
+
+    def attachment(self, member: Member) -> Attachment | None:
+        """Where the member is attached (for controller probes), if the fabric lists it."""
+        host = self.hosts_by_ip.get(member.address)
+        dpid = self.dpids.get(host.switch) if host else None
+        if host is None or dpid is None:
+            return None
+        return Attachment(dpid, host.port, self.member_mac(member.address, member.mac))
+
+    def tunnel_flows(self, config: Config, lbu_id: int, dpid: int) -> list[Any]:
+        """A switch's tunnel skeleton and label entries, while any VIP service is in tunnel mode."""
+        if not tunnel.uses_tunnels(config):
+            return []
+        hops = tunnel.label_hops(self.fabric, dpid, self.forwarding.get(dpid, {}), self.labels)
+        return tunnel.tunnel_base_flows(lbu_id) + tunnel.label_flows(lbu_id, hops)

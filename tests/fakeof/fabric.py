@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from nlb_sdn.config import Config
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.switch import FakeDatapath, PacketIn, TraceResult
@@ -113,7 +113,7 @@ class FakeFabric:
         return self.collect()
 
     def send_all(self, changes: dict[int, list[Any]]) -> Delivery:
-        """Send per-dpid message lists (what ``LoadBalancer.apply_config`` returns)."""
+        """Send per-dpid message lists (what ``ShellDouble.apply_config`` returns, as the shell sends them)."""
         for dpid, msgs in changes.items():
             self.send(dpid, msgs)
         return self.collect()
@@ -211,10 +211,10 @@ class FakeFabric:
 
 
 class CoreNet:
-    """A LoadBalancer core and the fake fabric it drives, installed at time 0, with host shortcuts."""
+    """A LoadBalancer core (driven through a ShellDouble) and the fake fabric it drives, installed at time 0, with host shortcuts."""
 
     def __init__(self, config: Config) -> None:
-        self.lb = LoadBalancer(config)
+        self.lb = ShellDouble(config)
         self.fab = FakeFabric(config)
         self.fab.clock(0.0)
         self.fab.install(self.lb)

@@ -129,11 +129,11 @@ def test_the_controller_learns_connections_from_flow_stats_and_flow_removed(net:
     assert {key: c["member"] for key, c in listed.items()} == {
         f"{net.ip('c1')}:{sport}": host for sport, host in members.items()}
     assert all(c["dispatch"] == "switch" for c in listed.values())
-    assert [op[0] for op in net.lb.dam_ops] == ["put", "put"]
+    assert [op.verb for op in net.lb.dam_ops] == ["put", "put"]
     removed = net.fab.expire(100.0)
     net.fab.flow_removed_to(net.lb, removed)
     assert net.lb.connections() == [] and not net.lb.lingering
-    assert [op[0] for op in net.lb.dam_ops[2:]] == ["delete", "delete"]
+    assert [op.verb for op in net.lb.dam_ops[2:]] == ["delete", "delete"]
     assert not net.fab.connection_flows(CLIENT_EDGE, Table.SWITCH_REVERSE)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, LBU_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import MAIN_DISPATCHER, ofp_event, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.fabric import CoreNet, FakeFabric, reason_name
@@ -75,8 +75,8 @@ def net() -> Net:
     return Net(make_config())
 
 
-def vip_id_of(lb: LoadBalancer, name: str) -> int:
-    return lb._vips[name].vip_id  # noqa: SLF001 - the id is what the cookies carry
+def vip_id_of(lb: ShellDouble, name: str) -> int:
+    return lb.vip_id(name)
 
 
 # -- the pipeline as installed ------------------------------------------------------------------------------------------
@@ -492,20 +492,20 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
     [(dpid, pi)] = first.packet_ins
     app.packet_in(ofp_event.EventOFPPacketIn(pi.to_msg(fab.dps[dpid])))
     released = fab.collect()
-    [conn] = app.connections()
+    [conn] = app.api.connections()
     assert released.hosts == [conn["member"]] and released.to(conn["member"])[0]["tcp_dst"] == MEMBER_PORT
-    assert app.stats()["flow_mod"] == 4 * (17 + 5) + 2 and app.stats()["packet_out"] == 1
+    assert app.api.stats()["flow_mod"] == 4 * (17 + 5) + 2 and app.api.stats()["packet_out"] == 1
 
     removed = fab.expire(1e9)
     assert len(removed) == 2
     for _, msg in removed:
         app.flow_removed(ofp_event.EventOFPFlowRemoved(msg))
-    assert app.connections() == [] and app.errors == {}
+    assert app.api.connections() == [] and app.errors == {}
 
     # A runtime change through the REST backend path reaches every connected switch.
     data = dump_config(config)
     data["vips"] = []
-    app.apply_config(parse_config(data))
+    app.api.apply_config(parse_config(data))
     for dp in fab.dps.values():
         assert dp.switch.flow_count(Table.CLASSIFY) == 3
     assert fab.inject("c1", tcp_packet("00:00:00:00:00:01", VIP_MAC, "10.0.0.1", VIP, 40001, 80)).nothing

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.flows.tunnel import ETH_TYPE_MPLS, host_labels
 from tests.fakeof.fabric import CoreNet, reason_name
@@ -153,7 +153,7 @@ def test_idle_end_forgets_the_connection_and_a_late_segment_replumbs_to_the_same
         (CLIENT_EDGE, Table.CONNECTIONS, "idle")]
     assert net.fab.flow_removed_to(net.lb, removed).nothing  # nothing else to delete: one direction only
     assert net.lb.connections() == [] and net.lb.stats()["lingering_routes"] == 1
-    assert net.lb.dam_ops[-1][:2] == ("touch", f"conn:tcp:{net.ip('c1')}:43000:{VIP}:80")
+    assert (net.lb.dam_ops[-1].verb, net.lb.dam_ops[-1].key) == ("touch", f"conn:tcp:{net.ip('c1')}:43000:{VIP}:80")
     net.fab.clock(116.0)
     late, after = net.fab.run(net.lb, "c1", net.to_vip("c1", 43000, TCP_ACK), now=116.0)
     assert len(late.packet_ins) == 1 and after.hosts == [member]
@@ -164,7 +164,7 @@ def test_idle_end_forgets_the_connection_and_a_late_segment_replumbs_to_the_same
 def test_a_restarted_controller_adopts_tunnel_entries_and_keeps_them(net: Net) -> None:
     member = net.open("c2", 44000)
     edge = net.fab.dps[CLIENT_EDGE].switch
-    fresh = LoadBalancer(net.lb.config)
+    fresh = ShellDouble(net.lb.config)
     assert net.fab.send(CLIENT_EDGE, fresh.reconcile(CLIENT_EDGE, edge.flow_stats())).nothing
     assert len(net.entries(CLIENT_EDGE, Table.CONNECTIONS, CookieKind.TUNNEL)) == 1
     [conn] = fresh.connections()
@@ -222,7 +222,7 @@ def test_a_restarted_controller_drops_tunnel_entries_of_a_vip_no_longer_in_tunne
     edge = net.fab.dps[CLIENT_EDGE].switch
     data = dump_config(net.lb.config)
     data["vips"][0]["mode"] = "nat"
-    fresh = LoadBalancer(parse_config(data))
+    fresh = ShellDouble(parse_config(data))
     net.fab.send(CLIENT_EDGE, fresh.reconcile(CLIENT_EDGE, edge.flow_stats()))
     assert not net.entries(CLIENT_EDGE, Table.CONNECTIONS, CookieKind.TUNNEL)
     assert fresh.connections() == [] and edge.flow_count(Table.TUNNEL) == 0

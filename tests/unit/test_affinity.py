@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 from nlb_sdn.config import parse_config
-from nlb_sdn.core.balancer import LoadBalancer, route_key
+from nlb_sdn.core.connections import atom_key as route_key
+from nlb_sdn.core.effects import DamOp
+from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.protocol import encode
 from tests.frames import syn_frame, tcp_frame
@@ -26,17 +28,17 @@ def config(affinity: str = "client_ip", granularity: str = "connection", prefix:
     })
 
 
-def syn(lb: LoadBalancer, client: str, port: int, now: float = 1.0) -> list:
+def syn(lb: ShellDouble, client: str, port: int, now: float = 1.0) -> list:
     frame = syn_frame(client, port, "10.0.0.100", 80)
     return lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=now)
 
 
-def member_of(lb: LoadBalancer, client: str, port: int) -> str:
+def member_of(lb: ShellDouble, client: str, port: int) -> str:
     return lb.connections_by_key[(client, port, "10.0.0.100", 80)].member
 
 
 def test_client_ip_affinity_pins_a_client_while_clients_follow_the_allotment():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     for port in range(40000, 40100):
         syn(lb, "10.0.0.1", port)
     assert len({member_of(lb, "10.0.0.1", p) for p in range(40000, 40100)}) == 1
@@ -51,12 +53,12 @@ def test_client_ip_affinity_pins_a_client_while_clients_follow_the_allotment():
     assert sum(selections.values()) == 400
     sessions = lb.stats()["sessions"]
     assert sessions["total"] == 31 and sessions["affinity"]["created"] == 31
-    assert ("put", "sess:client_ip:web@10.0.0.1", lb.sessions.sessions["sess:client_ip:web@10.0.0.1"].to_data(),
-            600.0) in lb.dam_ops
+    assert DamOp.put("sess:client_ip:web@10.0.0.1", lb.sessions.sessions["sess:client_ip:web@10.0.0.1"].to_data(),
+                    600.0) in lb.dam_ops
 
 
 def test_prefix_affinity_groups_a_subnet():
-    lb = LoadBalancer(config(prefix=24))
+    lb = ShellDouble(config(prefix=24))
     syn(lb, "10.0.5.1", 40000)
     syn(lb, "10.0.5.200", 40000)
     assert member_of(lb, "10.0.5.1", 40000) == member_of(lb, "10.0.5.200", 40000)
@@ -64,7 +66,7 @@ def test_prefix_affinity_groups_a_subnet():
 
 
 def test_session_on_an_inactive_member_is_dropped_but_draining_keeps_it():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     syn(lb, "10.0.0.1", 40000)
     owner = member_of(lb, "10.0.0.1", 40000)
     data = lb.config.model_dump()
@@ -84,7 +86,7 @@ def test_session_on_an_inactive_member_is_dropped_but_draining_keeps_it():
 
 
 def test_per_session_flows_cover_every_connection_of_the_client():
-    lb = LoadBalancer(config(granularity="session"))
+    lb = ShellDouble(config(granularity="session"))
     msgs = syn(lb, "10.0.0.1", 40000)
     flows = [m for m in msgs if type(m).__name__ == "OFPFlowMod"]
     assert len(flows) == 2 and all(Cookie.decode(m.cookie).kind == CookieKind.SESSION for m in flows)
@@ -98,7 +100,7 @@ def test_per_session_flows_cover_every_connection_of_the_client():
 
 
 def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(tmp_path):
-    lb = LoadBalancer(config(affinity="app", health=True), hl_key=KEY, now=time.time())
+    lb = ShellDouble(config(affinity="app", health=True), hl_key=KEY, now=time.time())
     now = time.time()
     body = {"host_id": "h2", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
             "pip": "10.0.0.12", "pport": 80, "client": "10.0.0.1", "ttl_s": 600}
@@ -115,18 +117,18 @@ def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(tmp
 
 
 def test_route_atoms_linger_after_idle_and_replumb_a_late_segment():
-    lb = LoadBalancer(config(affinity="none"))
+    lb = ShellDouble(config(affinity="none"))
     msgs = syn(lb, "10.0.0.1", 40000)
     key = ("10.0.0.1", 40000, "10.0.0.100", 80)
-    assert lb.dam_ops[-1][:2] == ("put", route_key(key))
+    assert (lb.dam_ops[-1].verb, lb.dam_ops[-1].key) == ("put", route_key(key))
     member = member_of(lb, "10.0.0.1", 40000)
     lb.handle_flow_removed(1, Table.CONNECTIONS, msgs[0].cookie, dict(msgs[0].match.items()), idle=True, now=5.0)
-    assert lb.dam_ops[-1] == ("touch", route_key(key), 120.0)
+    assert lb.dam_ops[-1] == DamOp.touch(route_key(key), 120.0)
     late = tcp_frame("10.0.0.1", 40000, "10.0.0.100", 80, flags=0x10)
     replumbed = lb.handle_packet_in(2, 1, late, len(late), Table.CONNECTIONS, now=10.0)
     assert [type(m).__name__ for m in replumbed] == ["OFPFlowMod", "OFPFlowMod", "OFPPacketOut"]
     assert member_of(lb, "10.0.0.1", 40000) == member and lb.stats()["packet_in"]["replumb"] == 1
     lb.handle_flow_removed(2, Table.CONNECTIONS, msgs[0].cookie, dict(msgs[0].match.items()), idle=False, now=11.0)
-    assert lb.dam_ops[-1] == ("delete", route_key(key))
+    assert lb.dam_ops[-1] == DamOp.delete(route_key(key))
     assert lb.handle_packet_in(2, 1, late, len(late), Table.CONNECTIONS, now=12.0) == []
     assert lb.stats()["dropped"] == {"orphan": 1}

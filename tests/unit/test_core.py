@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from nlb_sdn.config import parse_config
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import FrameError, TcpSegment, parse_frame
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
@@ -89,7 +89,7 @@ def test_forwarding_tables_follow_shortest_paths():
 
 
 def test_new_connection_plumbs_both_directions_then_releases_the_syn():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     msgs = lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
     names = [type(m).__name__ for m in msgs]
@@ -103,7 +103,7 @@ def test_new_connection_plumbs_both_directions_then_releases_the_syn():
 
 
 def test_duplicate_syn_gets_the_same_member():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     first = lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
     second = lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.1)
@@ -113,7 +113,7 @@ def test_duplicate_syn_gets_the_same_member():
 
 
 def test_weights_are_followed():
-    lb = LoadBalancer(config(weights=(1, 1, 2)))
+    lb = ShellDouble(config(weights=(1, 1, 2)))
     for port in range(40000, 40400):
         frame = syn_frame("10.0.0.1", port, "10.0.0.100", 80)
         lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
@@ -121,7 +121,7 @@ def test_weights_are_followed():
 
 
 def test_cap_refuses_and_counts():
-    lb = LoadBalancer(config(max_connections=2))
+    lb = ShellDouble(config(max_connections=2))
     for port in range(3):
         frame = syn_frame("10.0.0.1", 40000 + port, "10.0.0.100", 80)
         lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
@@ -130,21 +130,21 @@ def test_cap_refuses_and_counts():
 
 
 def test_non_syn_without_connection_is_an_orphan():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = tcp_frame("10.0.0.1", 40000, "10.0.0.100", 80, flags=0x10)
     assert lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0) == []
     assert lb.stats()["dropped"] == {"orphan": 1}
 
 
 def test_truncated_packet_is_plumbed_but_not_released():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     msgs = lb.handle_packet_in(1, 1, frame, len(frame) + 100, Table.CONNECTIONS, now=1.0)
     assert [type(m).__name__ for m in msgs] == ["OFPFlowMod", "OFPFlowMod"]
 
 
 def test_flow_removed_keeps_table_exact_and_removes_the_other_direction():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     msgs = lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
     forward = msgs[0]
@@ -156,7 +156,7 @@ def test_flow_removed_keeps_table_exact_and_removes_the_other_direction():
 
 
 def test_removed_member_gets_no_new_connections_but_keeps_existing():
-    lb = LoadBalancer(config(weights=(1, 1, 1)))
+    lb = ShellDouble(config(weights=(1, 1, 1)))
     for port in range(3):
         frame = syn_frame("10.0.0.1", 40000 + port, "10.0.0.100", 80)
         lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=1.0)
@@ -172,7 +172,7 @@ def test_removed_member_gets_no_new_connections_but_keeps_existing():
 
 
 def test_vip_delete_and_add_produce_flow_diff():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     data = lb.config.model_dump()
     vip = dict(data["vips"][0], name="web2", port=8080)
     data["vips"] = [vip]
@@ -184,7 +184,7 @@ def test_vip_delete_and_add_produce_flow_diff():
 
 
 def test_arp_for_vip_and_hosts_is_answered():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     frame = arp_request_frame("00:00:00:00:00:01", "10.0.0.1", "10.0.0.100")
     msgs = lb.handle_packet_in(1, 1, frame, len(frame), Table.CLASSIFY, now=1.0)
     assert len(msgs) == 1 and type(msgs[0]).__name__ == "OFPPacketOut"

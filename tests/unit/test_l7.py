@@ -10,7 +10,7 @@ from webob import Request
 
 from nlb_sdn.config import Config, ConfigError, parse_config
 from nlb_sdn.core import l7
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import TunnelRoute, host_labels
@@ -35,18 +35,18 @@ def l7_data(routers: list[str] | None = None, **vip: Any) -> dict[str, Any]:
                       rest={"enabled": False})
 
 
-def balancer(**vip: Any) -> LoadBalancer:
+def balancer(**vip: Any) -> ShellDouble:
     """A core over the l7 config."""
-    return LoadBalancer(parse_config(l7_data(**vip)))
+    return ShellDouble(parse_config(l7_data(**vip)))
 
 
-def open_connection(lb: LoadBalancer, dpid: int = 1, port: int = 40000, client: str = "10.0.0.1") -> list[Any]:
+def open_connection(lb: ShellDouble, dpid: int = 1, port: int = 40000, client: str = "10.0.0.1") -> list[Any]:
     """A client SYN punted by switch ``dpid``; the messages the core answers with."""
     frame = syn_frame(client, port, VIP, 80)
     return lb.handle_packet_in(dpid, 3, frame, len(frame), Table.CONNECTIONS, 1.0)
 
 
-def label_of(lb: LoadBalancer, host: str) -> int:
+def label_of(lb: ShellDouble, host: str) -> int:
     """The MPLS label of a fabric host."""
     return host_labels(lb.config.fabric)[next(h.mac for h in lb.config.fabric.hosts if h.name == host)]
 
@@ -153,9 +153,9 @@ def test_move_replaces_the_connection_entry_with_the_member_hosts_label() -> Non
     [conn] = lb.connections()
     assert conn["member"] == "h2" and conn["label"] == label_of(lb, "h2")
     assert lb.stats()["connections"]["per_member"] == {"web": {"h2": 1}}
-    put = [op for op in lb.dam_ops if op[0] == "put"][-1]
-    assert put[1] == "conn:tcp:10.0.0.1:40000:10.0.0.100:80" and put[2]["member"] == "h2"
-    assert put[2]["mode"] == "tunnel"
+    put = [op for op in lb.dam_ops if op.verb == "put"][-1]
+    assert put.key == "conn:tcp:10.0.0.1:40000:10.0.0.100:80" and put.data["member"] == "h2"
+    assert put.data["mode"] == "tunnel"
 
 
 @pytest.mark.parametrize("vip, client_port, target, error", [
@@ -223,7 +223,7 @@ def test_the_migration_log_is_bounded() -> None:
 class CoreBackend:
     """The classifier's migration backend over the pure core (no switch: flow changes count as confirmed)."""
 
-    def __init__(self, lb: LoadBalancer, confirm: bool = True) -> None:
+    def __init__(self, lb: ShellDouble, confirm: bool = True) -> None:
         self.lb = lb
         self.confirm = confirm
         self.sent: list[tuple[int, list[Any]]] = []

@@ -9,7 +9,7 @@ import pytest
 from webob import Request
 
 from nlb_sdn.config import Config
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.rest import make_app
 from tests.unit.test_health_handler import config, open_connections
 
@@ -17,7 +17,7 @@ from tests.unit.test_health_handler import config, open_connections
 class CoreBackend:
     """The REST backend the classifier app provides, over the pure core and a fixed clock."""
 
-    def __init__(self, lb: LoadBalancer) -> None:
+    def __init__(self, lb: ShellDouble) -> None:
         self.lb = lb
 
     def current_config(self) -> Config:
@@ -51,13 +51,13 @@ def call(app: Any, method: str, path: str, body: Any = None) -> Any:
 
 
 @pytest.fixture
-def lb() -> LoadBalancer:
-    balancer = LoadBalancer(config())
+def lb() -> ShellDouble:
+    balancer = ShellDouble(config())
     open_connections(balancer, 12)
     return balancer
 
 
-def test_member_state_reads_and_sets_the_directive(lb: LoadBalancer):
+def test_member_state_reads_and_sets_the_directive(lb: ShellDouble):
     app = make_app(CoreBackend(lb))
     response = call(app, "GET", "/v1/vips/web/members/h1/state")
     assert response.status_int == 200
@@ -73,14 +73,14 @@ def test_member_state_reads_and_sets_the_directive(lb: LoadBalancer):
 @pytest.mark.parametrize("body, status", [
     ({"state": "sleeping"}, 400), ({"weight": 2}, 400), ({}, 400),
 ])
-def test_bad_state_changes_are_refused(lb: LoadBalancer, body: dict, status: int):
+def test_bad_state_changes_are_refused(lb: ShellDouble, body: dict, status: int):
     app = make_app(CoreBackend(lb))
     response = call(app, "PUT", "/v1/vips/web/members/h1/state", body)
     assert response.status_int == status and response.json["detail"]
     assert lb.config.vip("web").member("h1").state == "active"
 
 
-def test_allotment_and_cache_views(lb: LoadBalancer):
+def test_allotment_and_cache_views(lb: ShellDouble):
     app = make_app(CoreBackend(lb))
     allotment = call(app, "GET", "/v1/vips/web/allotment").json
     assert allotment["scheme"] == "percent" and sum(allotment["values"].values()) == 100

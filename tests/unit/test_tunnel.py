@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import ConfigError, Fabric, parse_config
-from nlb_sdn.core.balancer import LoadBalancer
+from tests.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import (ETH_TYPE_MPLS, LABEL_BASE, LABEL_OVERFLOW, LabelHop, TunnelRoute, connection_flows,
@@ -156,7 +156,7 @@ def test_tunnel_members_listen_on_the_vip_port_and_are_fabric_hosts() -> None:
 
 
 def test_the_core_plumbs_one_tunnel_entry_and_shows_mode_and_label() -> None:
-    lb = LoadBalancer(parse_config(fabric_data()))
+    lb = ShellDouble(parse_config(fabric_data()))
     frame = syn_frame("10.0.0.1", 40000, VIP, 80)
     msgs = lb.handle_packet_in(1, 3, frame, len(frame), Table.CONNECTIONS, 1.0)
     assert [type(m).__name__ for m in msgs] == ["OFPFlowMod", "OFPPacketOut"]
@@ -164,11 +164,11 @@ def test_the_core_plumbs_one_tunnel_entry_and_shows_mode_and_label() -> None:
     assert conn["mode"] == "tunnel" and conn["cookie"].startswith("0x03")
     assert conn["label"] == LABEL_BASE | int(conn["member_address"].split(":")[0].rsplit(".", 1)[1])
     put = lb.dam_ops[-1]
-    assert put[0] == "put" and put[2]["mode"] == "tunnel"
+    assert put.verb == "put" and put.data["mode"] == "tunnel"
 
 
 def test_nat_connections_have_no_label() -> None:
-    lb = LoadBalancer(parse_config(fabric_data(mode="nat")))
+    lb = ShellDouble(parse_config(fabric_data(mode="nat")))
     frame = syn_frame("10.0.0.1", 40000, VIP, 80)
     lb.handle_packet_in(1, 3, frame, len(frame), Table.CONNECTIONS, 1.0)
     [conn] = lb.connections()

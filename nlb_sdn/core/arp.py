@@ -1,0 +1,26 @@
+"""The ARP responder: the controller answers for VIPs and fabric hosts, so nothing is ever flooded."""
+
+from __future__ import annotations
+
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.frames import ArpRequest
+from nlb_sdn.flows import builders
+
+
+class ArpResponder:
+    """Answers ARP requests for VIP addresses and fabric hosts from the model."""
+
+    def __init__(self, ctx: CoreContext) -> None:
+        self.ctx = ctx
+
+    def packet_in(self, request: ArpRequest, dpid: int, in_port: int, out: Out) -> None:
+        """Answer one request out of the port it came in on (unknown targets are counted and dropped)."""
+        ctx = self.ctx
+        mac = ctx.vips.vip_mac(request.target_ip) or ctx.fabric.host_macs.get(request.target_ip)
+        if mac is None:
+            ctx.counters.dropped["arp_unknown_target"] += 1
+            return
+        ctx.counters.packet_in["arp"] += 1
+        frame = builders.arp_reply_frame(mac, request.target_ip, request.sender_mac, request.sender_ip)
+        out.send(dpid, [builders.packet_out_port(in_port, frame)])

@@ -1,0 +1,105 @@
+"""The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.model import ConnKey, Connection, Dispatch
+from nlb_sdn.dam.atoms import route_key
+
+
+def atom_key(key: ConnKey) -> str:
+    """The DAM key of a connection's route atom."""
+    return route_key(*key)
+
+
+class ConnectionTable:
+    """Every connection this LBU instance tracks, by key, with per-member counts and lingering routes."""
+
+    def __init__(self, max_connections: int) -> None:
+        self.max_connections = max_connections
+        self.by_key: dict[ConnKey, Connection] = {}
+        self.per_member: Counter[tuple[str, str]] = Counter()
+        self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
+        """Routes whose flows idled out, until when a late segment may re-plumb them."""
+        self.rebuilt = 0
+        """Connections adopted from switches' flows or the DAM after a start."""
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def get(self, key: ConnKey) -> Connection | None:
+        """The tracked connection under ``key``."""
+        return self.by_key.get(key)
+
+    def full(self) -> bool:
+        """Whether the table holds ``max_connections``: new ones are refused (or, switch-dispatched, unlisted)."""
+        return len(self.by_key) >= self.max_connections
+
+    def add(self, key: ConnKey, conn: Connection, out: Out | None = None) -> None:
+        """Track a connection (and publish its route atom when ``out`` is given)."""
+        self.by_key[key] = conn
+        self.per_member[(conn.vip, conn.member)] += 1
+        if out is not None:
+            out.put(atom_key(key), conn.atom_data())
+
+    def forget(self, key: ConnKey) -> Connection | None:
+        """Remove a connection from the table and the per-member counts."""
+        conn = self.by_key.pop(key, None)
+        if conn is not None:
+            pair = (conn.vip, conn.member)
+            self.per_member[pair] -= 1
+            if self.per_member[pair] <= 0:
+                del self.per_member[pair]
+        return conn
+
+    def forget_vip(self, vip: str) -> None:
+        """Forget every connection of a VIP service (its flows are deleted by cookie)."""
+        for key in [k for k, conn in self.by_key.items() if conn.vip == vip]:
+            self.forget(key)
+
+    def ended(self, key: ConnKey, conn: Connection, idle: bool, now: float, linger: float, out: Out) -> None:
+        """Flows gone: after an idle end the route lingers (a late segment re-plumbs it); otherwise it is forgotten."""
+        if idle:
+            self.lingering[key] = (conn, now + linger)
+            out.touch(atom_key(key), linger)
+        else:
+            out.delete(atom_key(key))
+
+    def revive(self, key: ConnKey, dpid: int, now: float, out: Out) -> Connection | None:
+        """A lingering route of a connection whose late segment came back: tracked again on ``dpid``."""
+        remembered = self.lingering.pop(key, None)
+        if remembered is None or remembered[1] <= now:
+            return None
+        conn = remembered[0]
+        conn.dpid = dpid
+        self.add(key, conn, out)
+        return conn
+
+    def expire(self, now: float) -> None:
+        """Drop lingering routes whose time is up."""
+        for key in [k for k, (_conn, until) in self.lingering.items() if until <= now]:
+            del self.lingering[key]
+
+    def live(self, vip: str, member: str) -> int:
+        """Tracked connections of one member of one VIP service."""
+        return self.per_member.get((vip, member), 0)
+
+    def switch_endpoints(self) -> set[tuple[str, int]]:
+        """The member endpoints that switch-dispatched connections still use."""
+        return {(conn.route.member_ip, conn.route.member_port) for conn in self.by_key.values()
+                if conn.dispatch == Dispatch.SWITCH}
+
+    def view(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
+        """Tracked connections for REST, optionally only those of one VIP and/or member."""
+        return [conn.as_dict(key) for key, conn in self.by_key.items()
+                if (vip is None or conn.vip == vip) and (member is None or conn.member == member)]
+
+    def per_member_view(self) -> dict[str, dict[str, int]]:
+        """Connections per VIP service and member, for stats."""
+        view: dict[str, dict[str, int]] = {}
+        for (vip, member), count in sorted(self.per_member.items()):
+            view.setdefault(vip, {})[member] = count
+        return view

@@ -1,0 +1,197 @@
+"""Conntrack pinning: the per-member conntrack entries, the SYN/FIN/RST copies and the audit entries (table 8).
+
+The switch picks and pins a conntrack-pinned connection itself; the controller hears of it asynchronously, from a
+copy of its SYN (it started) and of its FIN or RST (it ended), and, as a backstop for lost copies, from the
+idle-out of an exact audit entry each connection gets once it has lived its VIP's ``idle_timeout``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+from nlb_sdn.core.connections import atom_key
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Pinning
+from nlb_sdn.core.switching import SwitchDispatchManager
+from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.pipeline import Cookie, Table
+
+CT_RETIRE_MAX = 3600.0
+"""Seconds a member removed from every conntrack pool keeps its entries at most (its connections' end copies may
+have been lost)."""
+MAX_AUDITS = 2000
+"""Conntrack audit entries installed per tick at most (each one is a flow-table change in the switch)."""
+
+
+def _flow_key(msg: Any) -> tuple[int, int, frozenset[tuple[str, Any]]]:
+    """A hashable identity of a built flow entry: table, priority and match fields."""
+    return flow_identity(msg.table_id, msg.priority, dict(msg.match.items()))
+
+
+def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
+    """A hashable identity of a flow entry: table, priority and match fields."""
+    return table_id, priority, frozenset((name, tuple(value) if isinstance(value, list) else value)
+                                         for name, value in match.items())
+
+
+class ConntrackManager:
+    """Owns the conntrack-pinned connections' index by NATed key, their audits and the retired members' entries."""
+
+    def __init__(self, ctx: CoreContext, switching: SwitchDispatchManager) -> None:
+        self.ctx = ctx
+        self.switching = switching
+        self.index: dict[ConnKey, ConnKey] = {}
+        """Connection keys by their NATed key (client to member), as tables 8 and 9 see them."""
+        self.audit_due: list[tuple[float, ConnKey, float]] = []
+        """Heap of (due, connection key, installed_at): connections to audit once they are due."""
+        self.audited: dict[ConnKey, float] = {}
+        """Audited connections, by their NATed key: the installed_at their audit entry is for."""
+        self.retired: dict[int, tuple[dispatch.SwitchTarget, float]] = {}
+
+    def targets(self) -> dict[int, dispatch.SwitchTarget]:
+        """The members of every conntrack-pinned VIP service, by endpoint id."""
+        return {target.endpoint_id: target for state in self.switching.states()
+                if state.vip.switch_pinning == Pinning.CONNTRACK for target in self.switching.targets(state.vip)}
+
+    def shared_flows(self) -> list[Any]:
+        """The per-member conntrack entries, shared by the VIP services; retired members keep theirs for a while."""
+        targets = {endpoint: target for endpoint, (target, _since) in self.retired.items()}
+        targets.update(self.targets())
+        return dispatch.ct_shared_flows(self.ctx.lbu_id, list(targets.values()))
+
+    def retire(self, before: dict[int, dispatch.SwitchTarget], now: float) -> None:
+        """Members that left every conntrack pool keep their entries while their tracked connections run on."""
+        current = self.targets()
+        for endpoint, target in before.items():
+            if endpoint not in current:
+                self.retired.setdefault(endpoint, (target, now))
+        for endpoint in current:
+            self.retired.pop(endpoint, None)
+
+    def expire_retired(self, now: float) -> list[Any]:
+        """Deletes of retired members' entries once none of their connections is left (or after CT_RETIRE_MAX)."""
+        if not self.retired:
+            return []
+        before = self.shared_flows()
+        live = self.ctx.table.switch_endpoints()
+        for endpoint, (target, since) in list(self.retired.items()):
+            if (target.member_ip, target.member_port) not in live or now - since > CT_RETIRE_MAX:
+                del self.retired[endpoint]
+        return self.shared_changes(before)[1]
+
+    def shared_changes(self, before: list[Any]) -> tuple[list[Any], list[Any]]:
+        """(adds, deletes) that take the shared conntrack entries from ``before`` to what the model wants now."""
+        old = {_flow_key(msg): msg for msg in before}
+        new = {_flow_key(msg): msg for msg in self.shared_flows()}
+        adds = [msg for key, msg in new.items() if key not in old]
+        deletes = [builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
+                   for key, msg in old.items() if key not in new]
+        return adds, deletes
+
+    def schedule(self, key: ConnKey, conn: Connection) -> None:
+        """Audit a conntrack-pinned connection once it has lived its VIP's ``idle_timeout``."""
+        state = self.ctx.vips.by_service(key[2], key[3])
+        if state is not None:
+            heapq.heappush(self.audit_due, (conn.installed_at + state.vip.idle_timeout, key, conn.installed_at))
+
+    def audits(self, now: float, out: Out) -> None:
+        """Exact table 8 entries for conntrack-pinned connections that are due (at most ``MAX_AUDITS`` per call).
+
+        The controller hears of a conntrack-pinned connection's end only from the copy of its FIN or RST. A copy the
+        switch dropped, or that came while the controller was away, would leave the connection listed (and its member
+        never ``drained``). Each connection that lives ``idle_timeout`` gets its own entry with that idle timeout;
+        its flow-removed ends the connection here. Short connections end (by their copies) before they are due.
+        """
+        count = 0
+        while self.audit_due and self.audit_due[0][0] <= now and count < MAX_AUDITS:
+            _due, key, installed_at = heapq.heappop(self.audit_due)
+            conn = self.ctx.table.get(key)
+            state = self.ctx.vips.by_service(key[2], key[3])
+            if conn is None or conn.installed_at != installed_at or state is None:
+                continue
+            member = state.vip.member(conn.member)
+            if (member is None or state.vip.dispatch != Dispatch.SWITCH
+                    or state.vip.switch_pinning != Pinning.CONNTRACK):
+                continue
+            route = conn.route
+            target = dispatch.SwitchTarget(member.endpoint_id, route.member_ip, route.member_port, route.member_mac)
+            out.send(conn.dpid, [dispatch.ct_audit_flow(self.switching.switch_vip(state.vip, state.vip_id), target,
+                                                        key[0], key[1])])
+            self.audited[(key[0], key[1], route.member_ip, route.member_port)] = installed_at
+            self.ctx.counters.switch_dispatch["conntrack_audits"] += 1
+            count += 1
+
+    def audit_removed(self, match: dict[str, Any], idle: bool, out: Out) -> None:
+        """An audit entry idled out: its connection ended unseen (or has been idle ``idle_timeout``); forget it."""
+        try:
+            nat_key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+        except KeyError:
+            self.ctx.counters.dropped["flow_removed_bad_match"] += 1
+            return
+        audited_at = self.audited.pop(nat_key, None)
+        key = self.index.get(nat_key)
+        conn = self.ctx.table.get(key) if key is not None else None
+        if idle and key is not None and conn is not None and conn.installed_at == audited_at:
+            self.ended(key, "conntrack_audit_ended", out)
+
+    def copy(self, dpid: int, table_id: int, segment: TcpSegment, cookie: Cookie, now: float, out: Out) -> None:
+        """A copy of a conntrack-pinned connection's SYN (it started) or of its FIN or RST (it ends).
+
+        The switch already forwarded the original: this only keeps the connection table, drain and the DAM right.
+        """
+        self.ctx.counters.packet_in["conntrack_copy"] += 1
+        if table_id == Table.SWITCH_SELECT:
+            self._started(dpid, segment, cookie, now, out)
+            return
+        key: ConnKey | None
+        if table_id == Table.CT_FORWARD:
+            key = self.index.pop((segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port), None)
+        else:
+            key = (segment.dst_ip, segment.dst_port, segment.src_ip, segment.src_port)
+        if key is not None:
+            self.ended(key, "conntrack_ended", out)
+
+    def ended(self, key: ConnKey, counter: str, out: Out) -> None:
+        """A conntrack-pinned connection ended (a copy said so, or its audit entry idled out): forget it everywhere."""
+        conn = self.ctx.table.forget(key)
+        if conn is None:
+            return
+        self.index.pop((key[0], key[1], conn.route.member_ip, conn.route.member_port), None)
+        self.ctx.counters.switch_dispatch[counter] += 1
+        out.delete(atom_key(key))
+
+    def _started(self, dpid: int, segment: TcpSegment, cookie: Cookie, now: float, out: Out) -> None:
+        """The switch committed a new connection to the member its cookie names: track it (asynchronously)."""
+        ctx = self.ctx
+        state = ctx.vips.by_id(cookie.vip_id)
+        member = state.member_by_endpoint(cookie.endpoint_id) if state else None
+        key = (segment.src_ip, segment.src_port, segment.dst_ip, segment.dst_port)
+        if state is None or member is None or state.service is None or key in ctx.table.by_key:
+            return
+        if ctx.table.full():
+            ctx.counters.switch_dispatch["untracked_over_cap"] += 1  # the switch carries it; the table stays bounded
+            return
+        conn = Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
+                          Dispatch.SWITCH)
+        ctx.table.add(key, conn)
+        self.index[(key[0], key[1], member.address, member.port)] = key
+        self.schedule(key, conn)
+        ctx.counters.selected(conn.vip, conn.member)
+        ctx.counters.switch_dispatch["conntrack_started"] += 1
+        out.put(atom_key(key), conn.atom_data())
+
+    def loaded(self, key: ConnKey, conn: Connection) -> None:
+        """A switch-dispatched connection rebuilt from its route atom: indexed and audited again."""
+        conn.dispatch = Dispatch.SWITCH
+        self.index[(key[0], key[1], conn.route.member_ip, conn.route.member_port)] = key
+        self.schedule(key, conn)
+
+    def expire(self) -> None:
+        """Forget index and audit records of connections no longer tracked."""
+        for nat_key in [k for k, conn_key in self.index.items() if conn_key not in self.ctx.table.by_key]:
+            del self.index[nat_key]
+        for nat_key in [k for k in self.audited if k not in self.index]:
+            del self.audited[nat_key]

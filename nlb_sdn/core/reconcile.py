@@ -1,0 +1,146 @@
+"""Rebuilding after a restart or reconnect: switches' flows are audited against the model, atoms are reloaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlb_sdn.core.conntrack import ConntrackManager, flow_identity
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Mode
+from nlb_sdn.core.tracking import forward_key
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, parse_route_key
+from nlb_sdn.flows import builders
+from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
+
+FlowEntry = tuple[int, int, dict[str, Any], int]
+"""A switch's flow as flow stats report it: (table id, priority, match fields, cookie)."""
+SESSION_TTL_UNKNOWN = 600.0
+"""Seconds a session atom without an expiry is kept after a reload."""
+
+
+class Reconciler:
+    """Audits a switch's flows against the model (stale ones go, live connections are adopted) and reloads atoms."""
+
+    def __init__(self, ctx: CoreContext, conntrack: ConntrackManager) -> None:
+        self.ctx = ctx
+        self.conntrack = conntrack
+
+    def reconcile(self, dpid: int, entries: list[FlowEntry], wanted: list[Any], now: float, out: Out) -> None:
+        """Delete what a switch holds that the model does not want (``wanted``: its switch flows), adopt the rest.
+
+        Our base and fabric entries not wanted go, and so do connection flows of VIP services that no longer exist.
+        Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services that the
+        tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
+        """
+        wanted_keys = {flow_identity(msg.table_id, msg.priority, dict(msg.match.items())) for msg in wanted
+                       if isinstance(msg, builders.parser.OFPFlowMod)}
+        deletes: list[Any] = []
+        for table_id, priority, match, raw_cookie in entries:
+            cookie = Cookie.decode(raw_cookie)
+            if cookie.kind in (CookieKind.BASE, CookieKind.FABRIC):
+                stale = flow_identity(table_id, priority, match) not in wanted_keys
+            elif cookie.kind == CookieKind.TUNNEL:
+                stale = self._tunnel_stale(dpid, table_id, cookie, match, now, out)
+            elif cookie.kind in (CookieKind.NAT, CookieKind.SESSION):
+                stale = self.ctx.vips.by_id(cookie.vip_id) is None
+                if not stale and table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
+                    self.adopt(dpid, cookie, match, now, out, table_id == Table.SWITCH_CONNECTIONS)
+            else:
+                stale = False
+            if stale:
+                deletes.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
+        out.send(dpid, deletes)
+
+    def _tunnel_stale(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float,
+                      out: Out) -> bool:
+        """Whether a tunnel connection entry found in a switch is stale (its VIP is gone or left tunnel mode).
+
+        Live ones are adopted.
+        """
+        state = self.ctx.vips.by_id(cookie.vip_id)
+        if state is None or state.vip.mode != Mode.TUNNEL:
+            return True
+        if table_id == Table.CONNECTIONS:
+            self.adopt(dpid, cookie, match, now, out)
+        return False
+
+    def adopt(self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out,
+              learned: bool = False) -> None:
+        """Take a connection or session flow found in a switch into the tables.
+
+        After a restart that rebuilds the tables; for switch-dispatched VIPs (``learned``: the switch made the entry
+        itself) it is how the controller hears about their connections and sessions.
+        """
+        ctx = self.ctx
+        state = ctx.vips.by_id(cookie.vip_id)
+        member = state.member_by_endpoint(cookie.endpoint_id) if state else None
+        if state is None or member is None or state.service is None:
+            return
+        if cookie.kind == CookieKind.SESSION:
+            ctx.affinity.adopt_session_flow(dpid, state, member, match)
+            if learned:
+                ctx.affinity.learned(state, member, match, now, out)
+            return
+        try:
+            key = forward_key(match)
+        except KeyError:
+            return
+        if key in ctx.table.by_key:
+            return
+        conn = Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
+                          Dispatch.SWITCH if learned else Dispatch.CONTROLLER)
+        ctx.table.add(key, conn, out)
+        ctx.table.lingering.pop(key, None)
+        ctx.table.rebuilt += 1
+
+    def load_atoms(self, atoms: list[Any], now: float) -> None:
+        """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
+        for atom in atoms:
+            try:
+                if atom.key.startswith(SESSION_PREFIX):
+                    self.ctx.affinity.load(atom.data, atom.expires_at or now + SESSION_TTL_UNKNOWN, atom.origin)
+                elif atom.key.startswith(ROUTE_PREFIX):
+                    self._load_route(atom, now)
+            except (KeyError, TypeError, ValueError):
+                self.ctx.counters.dropped["dam_bad_atom"] += 1
+
+    def _route_atom(self, key: str, data: dict[str, Any], now: float) -> tuple[ConnKey, Connection] | None:
+        """The connection a route atom describes, if its VIP service and member still exist."""
+        conn_key = parse_route_key(key)
+        state = self.ctx.vips.by_service(conn_key[2], conn_key[3])
+        member = state.vip.member(data.get("member", "")) if state else None
+        if state is None or member is None or state.service is None:
+            return None
+        route = state.service.route(member, conn_key[0], conn_key[1])
+        return conn_key, Connection(int(data.get("dpid", 0)), state.vip.name, member.name, route, now)
+
+    def _load_route(self, atom: Any, now: float) -> None:
+        """One route atom into the connection table (no expiry: live) or the lingering routes."""
+        found = self._route_atom(atom.key, atom.data, now)
+        if found is None:
+            return
+        key, conn = found
+        if atom.expires_at is None:
+            if key not in self.ctx.table.by_key:
+                self.ctx.table.add(key, conn)
+            if atom.data.get("dispatch") == Dispatch.SWITCH:
+                self.conntrack.loaded(key, conn)
+        else:
+            self.ctx.table.lingering[key] = (conn, atom.expires_at)
+
+    def dam_change(self, op: str, key: str, atom: Any | None, now: float) -> None:
+        """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
+        if atom is not None and atom.origin == self.ctx.origin:
+            return
+        if key.startswith(SESSION_PREFIX):
+            if op == "put" and atom is not None:
+                self.load_atoms([atom], now)
+            else:
+                self.ctx.affinity.sessions.remove(key)
+        elif key.startswith(ROUTE_PREFIX) and op == "put" and atom is not None:
+            found = self._route_atom(key, atom.data, now)
+            if found is not None and found[0] not in self.ctx.table.by_key:
+                until = atom.expires_at if atom.expires_at is not None else (
+                    now + self.ctx.config.controller.dam.route_linger)
+                self.ctx.table.lingering[found[0]] = (found[1], until)

@@ -1,0 +1,144 @@
+"""Switch dispatch: the select groups whose buckets follow the allotment, and segments that missed learned entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlb_sdn.config import Vip
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.model import Affinity, ConnKey, Connection, Dispatch, PacketIn, Pinning, VipState
+from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.pipeline import Cookie
+from nlb_sdn.health.allotment import largest_remainder
+
+REINJECT_WINDOW = 1.0
+"""Seconds within which a second miss of the same segment's connection in the switch-learned table drops it."""
+MAX_REINJECTED = 100_000
+
+
+class SwitchDispatchManager:
+    """Owns the select groups of switch-dispatched VIP services and the segments re-injected once."""
+
+    def __init__(self, ctx: CoreContext) -> None:
+        self.ctx = ctx
+        self.slots: dict[str, list[int]] = {}
+        """Each switch-dispatched VIP service's group buckets: the endpoint id each slot names."""
+        self.reinjected: dict[ConnKey, float] = {}
+
+    def states(self) -> list[VipState]:
+        """The VIP services the switches dispatch themselves."""
+        return [state for state in self.ctx.vips if state.vip.dispatch == Dispatch.SWITCH]
+
+    def switch_vip(self, vip: Vip, vip_id: int) -> dispatch.SwitchVip:
+        """A VIP service as the switch-dispatch flows need it (client_ip affinity also pins whole clients)."""
+        prefix = vip.affinity_prefix if vip.affinity == Affinity.CLIENT_IP else None
+        return dispatch.SwitchVip(self.ctx.lbu_id, vip_id, vip.address, vip.port, vip.mac, vip.idle_timeout,
+                                  vip.hard_timeout, prefix, vip.session_flow_idle, vip.switch_pinning or Pinning.LEARN)
+
+    def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
+        """The members the switch can rewrite toward (those with a known MAC)."""
+        fabric = self.ctx.fabric
+        return [dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
+                for m in vip.members if fabric.has_mac(m)]
+
+    def flows(self) -> list[Any]:
+        """Every switch-dispatched VIP service's group and entries, for a (re)connecting switch."""
+        msgs: list[Any] = []
+        for state in self.states():
+            msgs += dispatch.group_add(state.vip_id, self.slots.get(state.vip.name, []))
+            msgs += dispatch.switch_vip_flows(self.switch_vip(state.vip, state.vip_id), self.targets(state.vip))
+        return msgs
+
+    def _slots(self, vip: Vip, now: float) -> list[int]:
+        """The VIP's group buckets: each slot names a member's endpoint id, as many as its allotment share."""
+        health = self.ctx.health
+        if health.needs_warm_cache(vip) and not health.cache.warm(now):
+            return []
+        shares = health.allotment_for(vip, self.ctx.fabric.has_mac, now).values
+        counts = largest_remainder({name: float(value) for name, value in shares.items()}, dispatch.SLOTS)
+        ids = {member.name: member.endpoint_id for member in vip.members}
+        return [ids[name] for name in sorted(counts) for _ in range(counts[name])]
+
+    def group_updates(self, now: float) -> list[Any]:
+        """Group changes for switch-dispatched VIP services whose allotment moved."""
+        msgs: list[Any] = []
+        for state in self.states():
+            slots = self._slots(state.vip, now)
+            if slots != self.slots.get(state.vip.name):
+                self.slots[state.vip.name] = slots
+                self.ctx.counters.switch_dispatch["group_updates"] += 1
+                msgs.append(dispatch.group_modify(state.vip_id, slots))
+        return msgs
+
+    def removed(self, state: VipState) -> list[Any]:
+        """A removed VIP service: its switch-dispatch entries and group, and every connection the switch learned."""
+        self.slots.pop(state.vip.name, None)
+        msgs = dispatch.learned_flow_deletes(self.ctx.lbu_id, state.vip_id)
+        if state.vip.dispatch == Dispatch.SWITCH:
+            msgs = dispatch.switch_vip_deletes(self.switch_vip(state.vip, state.vip_id)) + msgs
+        return msgs
+
+    def changed(self, state: VipState, old: Vip | None, now: float) -> list[Any]:
+        """Switch-dispatch changes for an added (``old`` None) or changed VIP service; learned connections stay."""
+        new = state.vip
+        was_switch = old is not None and old.dispatch == Dispatch.SWITCH
+        if new.dispatch != Dispatch.SWITCH:
+            self.slots.pop(new.name, None)
+            return dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
+        switch_vip, targets = self.switch_vip(new, state.vip_id), self.targets(new)
+        slots = self._slots(new, now)
+        self.slots[new.name] = slots
+        if old is None or not was_switch or old.switch_pinning != new.switch_pinning:
+            removal = dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
+            return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
+        kept = {target.endpoint_id for target in targets}
+        gone = [target for target in self.targets(old) if target.endpoint_id not in kept]
+        return ([dispatch.group_modify(state.vip_id, slots)]
+                + dispatch.switch_vip_flows(switch_vip, targets)
+                + dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone))
+
+    def punt(self, pkt: PacketIn, out: Out) -> None:
+        """A segment of a switch-dispatched VIP that met no learned entry: released once more, dropped after that.
+
+        Open vSwitch makes the entries a SYN learned visible a little after the SYN has gone on, so a fast client's
+        next segment can miss them; going round once through the controller is enough for it to find them. A
+        segment that misses twice within ``REINJECT_WINDOW`` belongs to no connection the switch knows (its entries
+        idled out): it is dropped, and nothing is re-plumbed from memory, because a new connection may reuse the
+        port and the switch, not the controller, chose its member.
+        """
+        key, now = pkt.key, pkt.now
+        first = self.reinjected.get(key)
+        if (first is None or now - first > REINJECT_WINDOW) and pkt.whole and not pkt.segment.is_pure_syn:
+            if len(self.reinjected) >= MAX_REINJECTED:
+                self.reinjected.clear()
+            self.reinjected[key] = now
+            self.ctx.counters.switch_dispatch["reinjected"] += 1
+            out.send(pkt.dpid, [builders.packet_out_table(pkt.in_port, pkt.data)])
+            return
+        self.ctx.counters.switch_dispatch["orphan"] += 1
+
+    def learned_connection(self, dpid: int, cookie: Cookie, key: ConnKey, now: float) -> Connection | None:
+        """A connection the switch dispatched and the controller had not heard of yet (its entry idled out first)."""
+        state = self.ctx.vips.by_id(cookie.vip_id)
+        member = state.member_by_endpoint(cookie.endpoint_id) if state else None
+        if state is None or member is None or state.service is None:
+            return None
+        return Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
+                          Dispatch.SWITCH)
+
+    def expire(self, now: float) -> None:
+        """Forget re-injections older than the window."""
+        for key in [k for k, first in self.reinjected.items() if now - first > REINJECT_WINDOW]:
+            del self.reinjected[key]
+
+    def shares(self, vip: str) -> dict[str, int]:
+        """How many of the group's slots each member holds (switch-dispatched VIPs)."""
+        service = self.ctx.config.vip(vip)
+        slots = self.slots.get(vip, [])
+        return {m.name: slots.count(m.endpoint_id) for m in service.members} if service else {}
+
+    def stats(self) -> dict[str, Any]:
+        """Switch-dispatch counters and every group's slots per member."""
+        return {"counters": dict(self.ctx.counters.switch_dispatch),
+                "slots": {name: self.shares(name) for name in self.slots}}

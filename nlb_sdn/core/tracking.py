@@ -1,0 +1,98 @@
+"""Flow-removed messages of connection entries: they keep the connection table exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlb_sdn.core.connections import atom_key
+from nlb_sdn.core.conntrack import ConntrackManager
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
+from nlb_sdn.core.model import ConnKey
+from nlb_sdn.core.switching import SwitchDispatchManager
+from nlb_sdn.flows import builders
+from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
+
+LEARNED_TABLES = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
+"""Tables whose connection entries the switch made itself (``dispatch: switch``)."""
+
+
+def forward_key(match: dict[str, Any]) -> ConnKey:
+    """The connection of a client-to-VIP entry's match (KeyError when the match is not exact)."""
+    return match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"]
+
+
+class ConnectionTracker:
+    """Forgets connections whose entries are gone and removes their other direction."""
+
+    def __init__(self, ctx: CoreContext, switching: SwitchDispatchManager, conntrack: ConntrackManager) -> None:
+        self.ctx = ctx
+        self.switching = switching
+        self.conntrack = conntrack
+
+    def flow_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float,
+                     out: Out) -> None:
+        """Keep the connection table exact: forget the connection and remove its other direction.
+
+        A connection whose flows idled out is remembered for the route linger time (locally and in its route atom),
+        so a late segment re-plumbs it to the same member; one deleted on purpose is forgotten. A connection the
+        switch learned (``dispatch: switch``) is forgotten either way: the switch, not the controller, picks the
+        member of a new connection that reuses its ports.
+        """
+        if cookie.kind == CookieKind.TUNNEL:
+            self._tunnel_removed(dpid, table_id, match, idle, now, out)
+        elif table_id == Table.CT_FORWARD:
+            self.conntrack.audit_removed(match, idle, out)
+        else:
+            self._nat_removed(dpid, table_id, cookie, match, idle, now, out)
+
+    def _nat_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float,
+                     out: Out) -> None:
+        """One direction of a nat connection (plumbed by the controller or learned by the switch) is gone."""
+        ctx = self.ctx
+        learned = table_id in LEARNED_TABLES
+        try:
+            if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS):
+                key = forward_key(match)
+            elif table_id in (Table.REVERSE, Table.SWITCH_REVERSE):
+                state = ctx.vips.by_id(cookie.vip_id)
+                if state is None:
+                    return
+                key = (match["ipv4_dst"], match["tcp_dst"], state.vip.address, state.vip.port)
+            else:
+                return
+        except KeyError:
+            ctx.counters.dropped["flow_removed_bad_match"] += 1
+            return
+        conn = ctx.table.get(key)
+        if conn is not None and conn.dpid == dpid:
+            ctx.table.forget(key)
+            if learned:
+                out.delete(atom_key(key))
+        elif learned and idle:
+            conn = self.switching.learned_connection(dpid, cookie, key, now)
+            if conn is None:
+                return
+        else:
+            return
+        if learned:
+            ctx.counters.switch_dispatch["connections_ended"] += 1
+        else:
+            ctx.table.ended(key, conn, idle, now, ctx.config.controller.dam.route_linger, out)
+        out.send(dpid, builders.nat_connection_deletes(conn.route, learned))
+
+    def _tunnel_removed(self, dpid: int, table_id: int, match: dict[str, Any], idle: bool, now: float,
+                        out: Out) -> None:
+        """A tunnel connection's only entry is gone: forget the connection (its route lingers after an idle end)."""
+        if table_id != Table.CONNECTIONS:
+            return
+        try:
+            key = forward_key(match)
+        except KeyError:
+            self.ctx.counters.dropped["flow_removed_bad_match"] += 1
+            return
+        conn = self.ctx.table.get(key)
+        if conn is None or conn.dpid != dpid:
+            return
+        self.ctx.table.forget(key)
+        self.ctx.table.ended(key, conn, idle, now, self.ctx.config.controller.dam.route_linger, out)

@@ -1,0 +1,92 @@
+"""The VIP services in use: their ids in cookies, lookups by name, service address and id, and the config diff."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+from nlb_sdn.config import Vip
+from nlb_sdn.core.model import VipState
+from nlb_sdn.flows.pipeline import MAX_VIP_ID
+
+
+class Change(Enum):
+    """What a config change did to one VIP service."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    REMOVED = "removed"
+
+
+@dataclass(frozen=True, slots=True)
+class VipChange:
+    """One VIP service's part of a config change: its state, and its model before (None when added)."""
+
+    change: Change
+    state: VipState
+    old: Vip | None
+
+
+class VipRegistry:
+    """Every configured VIP service's runtime state, found by name, by (address, port) or by cookie id."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, VipState] = {}
+        self._by_service: dict[tuple[str, int], VipState] = {}
+        self._by_id: dict[int, VipState] = {}
+
+    def __iter__(self) -> Iterator[VipState]:
+        return iter(list(self._by_name.values()))
+
+    def by_name(self, name: str) -> VipState | None:
+        """The VIP service called ``name``."""
+        return self._by_name.get(name)
+
+    def by_service(self, address: str, port: int) -> VipState | None:
+        """The VIP service at ``address``:``port``."""
+        return self._by_service.get((address, port))
+
+    def by_id(self, vip_id: int) -> VipState | None:
+        """The VIP service whose id a cookie carries."""
+        return self._by_id.get(vip_id)
+
+    def vip_mac(self, address: str) -> str | None:
+        """The MAC of the VIP address (any of its services), if one is configured."""
+        return next((state.vip.mac for state in self._by_name.values() if state.vip.address == address), None)
+
+    def apply(self, vips: list[Vip], on_remove: Callable[[VipState], None]) -> list[VipChange]:
+        """Take the configured VIP services: removed ones (or moved to another address) go first, then the rest.
+
+        A VIP service keeps its id while it keeps its name and address; ``on_remove`` is called for each one that
+        goes, before it is forgotten.
+        """
+        changes: list[VipChange] = []
+        wanted = {vip.name: vip for vip in vips}
+        for state in list(self._by_name.values()):
+            replacement = wanted.get(state.vip.name)
+            if replacement is None or (replacement.address, replacement.port) != (state.vip.address, state.vip.port):
+                changes.append(VipChange(Change.REMOVED, state, state.vip))
+                on_remove(state)
+                del self._by_name[state.vip.name]
+                del self._by_service[(state.vip.address, state.vip.port)]
+                del self._by_id[state.vip_id]
+        for vip in vips:
+            state = self._by_name.get(vip.name)
+            if state is None:
+                state = VipState(vip, self._free_id())
+                self._by_name[vip.name] = state
+                self._by_service[(vip.address, vip.port)] = state
+                self._by_id[state.vip_id] = state
+                changes.append(VipChange(Change.ADDED, state, None))
+            else:
+                changes.append(VipChange(Change.UPDATED, state, state.vip))
+                state.vip = vip
+        return changes
+
+    def _free_id(self) -> int:
+        """The lowest VIP service id not in use (ids appear in cookies)."""
+        for vip_id in range(1, MAX_VIP_ID + 1):
+            if vip_id not in self._by_id:
+                return vip_id
+        raise RuntimeError("no free VIP service id")
