@@ -114,7 +114,8 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
     return [
         flow_add(Table.CLASSIFY, Priority.ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP),
                  [apply(to_controller(max_len))], cookie),
-        flow_add(Table.CLASSIFY, Priority.IPV4, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)], cookie),
+        flow_add(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)],
+                 cookie),
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
         flow_add(Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(),
                  [apply(to_controller(max_len))], cookie),

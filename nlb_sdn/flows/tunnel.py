@@ -75,14 +75,14 @@ def label_hops(fabric: Fabric, dpid: int, ports: dict[str, int], labels: dict[st
 def tunnel_base_flows(lbu_id: int) -> list[Any]:
     """Table 0 sends labelled packets to the label table; table 7 drops labels it does not know."""
     cookie = make_cookie(CookieKind.BASE, lbu_id)
-    return [flow_add(Table.CLASSIFY, Priority.TUNNEL_LABEL, parser.OFPMatch(eth_type=ETH_TYPE_MPLS),
+    return [flow_add(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS),
                      [goto(Table.TUNNEL)], cookie),
             flow_add(Table.TUNNEL, Priority.MISS, parser.OFPMatch(), [], cookie)]
 
 
 def tunnel_base_deletes() -> list[Any]:
     """Remove what ``tunnel_base_flows`` installs (the last tunnel-mode VIP service is gone)."""
-    return [flow_delete_strict(Table.CLASSIFY, Priority.TUNNEL_LABEL, parser.OFPMatch(eth_type=ETH_TYPE_MPLS)),
+    return [flow_delete_strict(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS)),
             flow_delete_strict(Table.TUNNEL, Priority.MISS, parser.OFPMatch())]
 
 

@@ -20,6 +20,11 @@ Select groups (a stable hash of the 5-tuple picks the bucket, in proportion to t
 ``resubmit`` and ``learn`` actions are modelled, for switch-resident dispatch; a group bucket acts on a copy of the
 packet, as in Open vSwitch. So is ``ct`` (IPv4, destination NAT), with ``FakeSwitch.conntrack`` as the tracker's
 table. Meters, flooding and other unsupported features raise ``NotImplementedError``.
+
+Every flow-mod, group-mod and packet-out the switch applies (the learned entries of its ``learn`` actions included) is
+checked against the declared forwarder pipeline (``nlb_sdn.flows.pipeline.check_message``); a violation raises
+``PipelineViolation``, so a test whose controller builds a flow the declaration does not allow fails loudly. Tests of
+the switch model itself, with flows of no particular pipeline, turn that off (``check_pipeline=False``).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from nlb_sdn import framework
 from nlb_sdn.framework import (arp, ethernet, ipv4, nicira_ext, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp,
                                udp)
 from nlb_sdn.flows import templates
+from nlb_sdn.flows.pipeline import check_message
 
 _vlan = importlib.import_module(f"{framework.NAME}.lib.packet.vlan")
 _mpls = importlib.import_module(f"{framework.NAME}.lib.packet.mpls")
@@ -74,6 +80,10 @@ class SwitchError(Exception):
         self.code_name = code_name
         self.type = getattr(ofp, type_name)
         self.code = getattr(ofp, code_name)
+
+
+class PipelineViolation(AssertionError):
+    """A message sent to the switch breaks the declared forwarder pipeline (``nlb_sdn.flows.pipeline.PIPELINE``)."""
 
 
 class _Dropped(Exception):
@@ -711,9 +721,11 @@ class _Run:
 class FakeSwitch:
     """Flow tables 0..n_tables-1 with OpenFlow 1.3 flow-mod semantics and a packet tracer."""
 
-    def __init__(self, n_tables: int = 255, datapath: Any = None) -> None:
+    def __init__(self, n_tables: int = 255, datapath: Any = None, check_pipeline: bool = True) -> None:
         self.n_tables = n_tables
         self.datapath = datapath
+        self.check_pipeline = check_pipeline
+        """Whether every flow-mod, group-mod and packet-out must keep to the declared pipeline."""
         self.tables: list[list[FlowEntry]] = [[] for _ in range(n_tables)]
         self.now = 0.0
         self.flow_removed: list[Any] = []
@@ -740,8 +752,16 @@ class FakeSwitch:
         elif not isinstance(msg, parser.OFPBarrierRequest):
             raise NotImplementedError(f"fake switch: {type(msg).__name__} is not supported")
 
+    def keeps_to_pipeline(self, msg: Any) -> None:
+        """Raise PipelineViolation when ``msg`` breaks the declared pipeline (unless ``check_pipeline`` is off)."""
+        violations = check_message(msg) if self.check_pipeline else []
+        if violations:
+            raise PipelineViolation(f"{type(msg).__name__} breaks the pipeline declared in nlb_sdn/flows/pipeline.py:\n"
+                                    + "".join(f"  {violation}\n" for violation in violations) + str(msg))
+
     def group_mod(self, msg: Any) -> None:
         """Apply an OFPGroupMod (select groups only); deleting a group removes the entries that use it."""
+        self.keeps_to_pipeline(msg)
         if msg.command == ofp.OFPGC_DELETE:
             self.groups.pop(msg.group_id, None)
             for table in self.tables:
@@ -798,6 +818,7 @@ class FakeSwitch:
 
     def flow_mod(self, fm: Any) -> None:
         """Apply an OFPFlowMod: add, modify(-strict) or delete(-strict)."""
+        self.keeps_to_pipeline(fm)
         if fm.buffer_id != ofp.OFP_NO_BUFFER:
             raise SwitchError("OFPET_BAD_REQUEST", "OFPBRC_BUFFER_UNKNOWN", "the fake switch buffers no packets")
         norm = normalize_match(fm.match)
@@ -821,6 +842,7 @@ class FakeSwitch:
 
     def packet_out(self, msg: Any) -> TraceResult:
         """Apply an OFPPacketOut: run its actions on its data (OFPP_TABLE enters table 0); also kept in packet_outs."""
+        self.keeps_to_pipeline(msg)
         if msg.buffer_id != ofp.OFP_NO_BUFFER:
             raise SwitchError("OFPET_BAD_REQUEST", "OFPBRC_BUFFER_UNKNOWN", "the fake switch buffers no packets")
         data = msg.data
@@ -1099,13 +1121,13 @@ def _outputs_to(entry: FlowEntry, port: int) -> bool:
 class FakeDatapath:
     """Stands in for an os-ken Datapath: builds messages with the real parser, applies what is sent to a FakeSwitch."""
 
-    def __init__(self, dpid: int, n_tables: int = 255) -> None:
+    def __init__(self, dpid: int, n_tables: int = 255, check_pipeline: bool = True) -> None:
         self.id = dpid
         self.ofproto = ofproto_v1_3
         self.ofproto_parser = ofproto_v1_3_parser
         self.sent: list[Any] = []
         self.xid = 0
-        self.switch = FakeSwitch(n_tables, datapath=self)
+        self.switch = FakeSwitch(n_tables, datapath=self, check_pipeline=check_pipeline)
 
     def set_xid(self, msg: Any) -> int:
         """Give ``msg`` the next xid, as a Datapath does before serialising it."""

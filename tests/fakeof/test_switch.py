@@ -523,7 +523,7 @@ def test_check_overlap(fake_dp: FakeDatapath) -> None:
 
 
 def test_delete_of_a_missing_table_and_modify_of_all_tables_raise(fake_dp: FakeDatapath) -> None:
-    small = FakeDatapath(2, n_tables=4)
+    small = FakeDatapath(2, n_tables=4, check_pipeline=False)
     with pytest.raises(SwitchError, match="OFPFMFC_BAD_TABLE_ID"):
         delete(small, table=4)
     with pytest.raises(SwitchError, match="OFPFMFC_BAD_TABLE_ID"):

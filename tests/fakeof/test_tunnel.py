@@ -72,7 +72,7 @@ def test_every_switch_gets_the_label_entries_and_no_vip_state_beyond_table_0(net
     for dpid, dp in net.fab.dps.items():
         switch = dp.switch
         [mpls] = [e for e in switch.dump_flows(Table.CLASSIFY) if e.match.get("eth_type") == ETH_TYPE_MPLS]
-        assert mpls.priority == Priority.TUNNEL_LABEL
+        assert mpls.priority == Priority.ETH_TYPE
         labels = net.entries(dpid, Table.TUNNEL, CookieKind.FABRIC)
         assert sorted(e.match["mpls_label"] for e in labels) == sorted(net.labels.values())
         assert switch.flow_count(Table.TUNNEL) == len(net.fab.hosts) + 1  # one per host and the miss
