@@ -115,7 +115,7 @@ def test_every_switch_flow_of_every_config_keeps_to_the_pipeline(name: str) -> N
 def test_a_new_connection_of_every_controller_dispatched_config_keeps_to_the_pipeline(name: str) -> None:
     lb = LoadBalancer(make_config(**CONFIGS[name]))
     syn = syn_frame("10.0.0.1", 40000, VIP, 80)
-    msgs = lb.handle_packet_in(CLIENT_EDGE, CLIENT_PORT, syn, len(syn), Table.CONNECTIONS, 0.0)
+    msgs = lb.handle_packet_in(CLIENT_EDGE, CLIENT_PORT, syn, len(syn), Table.CONNECTIONS, 0.0).to(CLIENT_EDGE)
     assert any(isinstance(msg, parser.OFPFlowMod) for msg in msgs) and violations_of(msgs) == []
 
 
@@ -124,9 +124,9 @@ def test_config_changes_between_every_mode_keep_to_the_pipeline() -> None:
     topo = FabricTopo(routers=2)
     for name in [*CONFIGS, "nat"]:
         changes = lb.apply_config(make_config(**CONFIGS[name]), DPIDS)
-        assert violations_of([msg for msgs in changes.values() for msg in msgs]) == [], name
+        assert violations_of([msg for msgs in changes.messages.values() for msg in msgs]) == [], name
     removed = lb.apply_config(parse_config(lab_config(topo, [], rest={"enabled": False})), DPIDS)
-    assert violations_of([msg for msgs in removed.values() for msg in msgs]) == []
+    assert violations_of([msg for msgs in removed.messages.values() for msg in msgs]) == []
 
 
 LBU = 1
