@@ -25,9 +25,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nlb_sdn.affinity.sessions import SessionTable, session_key
 from nlb_sdn.config import Config, Vip
+from nlb_sdn.config.routing import Pool, RouteRule
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.router.parse import ClientHello, HttpRequest, Limits, NeedMore, ParseError, parse_http_head, parse_request
-from nlb_sdn.router.rules import Decision, Pool, RouteRule, SessionLookup, choose
+from nlb_sdn.router.rules import Decision, SessionLookup, choose
 
 log = logging.getLogger("nlb_sdn.router")
 

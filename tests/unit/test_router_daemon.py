@@ -24,10 +24,10 @@ import pytest
 
 from nlb_sdn.affinity.sessions import APP, Session, SessionTable
 from nlb_sdn.config import ConfigError, Vip
+from nlb_sdn.config.routing import Pool, RouteRule
 from nlb_sdn.router.cli import load_services, main as cli_main
 from nlb_sdn.router.daemon import (Endpoint, Outcome, Router, RouterSettings, Service, ServiceMember, http_reply,
                                    listen_socket)
-from nlb_sdn.router.rules import Pool, RouteRule
 from tests.unit.test_router_parse import client_hello
 
 T = TypeVar("T")
