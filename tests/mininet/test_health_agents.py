@@ -143,7 +143,7 @@ def test_raising_reported_load_lowers_the_share(hl_lab: Lab):
 
 def test_forged_message_changes_nothing(hl_lab: Lab):
     dropped = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0)
-    forge = ("import time; from nlb_sdn.health.protocol import encode; import socket; "
+    forge = ("import time; from nlb_sdn.signed import encode; import socket; "
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
              f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
              f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))")

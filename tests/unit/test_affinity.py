@@ -7,7 +7,7 @@ import time
 from nlb_sdn.config import parse_config
 from nlb_sdn.core.balancer import LoadBalancer, route_key
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
-from nlb_sdn.health.protocol import encode
+from nlb_sdn.signed import encode
 from tests.frames import syn_frame, tcp_frame
 from tests.unit.test_core import FABRIC
 

@@ -12,8 +12,9 @@ from nlb_sdn.agent.cli import check_config, format_sessions, format_table
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import AgentCore, Outgoing
 from nlb_sdn.config import ConfigError
-from nlb_sdn.health.protocol import TCP_MAX_SIZE, Message, Verifier, encode
+from nlb_sdn.health.protocol import Verifier
 from nlb_sdn.health.table import HLTable, Row
+from nlb_sdn.signed import TCP_MAX_SIZE, Message, encode
 
 KEY = b"0123456789abcdef"
 CONTROLLERS = (("10.0.0.254", 9100), ("10.0.0.253", 9200))

@@ -12,9 +12,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from nlb_sdn.health.protocol import (DROP_REASONS, MAC_SIZE, MESSAGE_TYPES, SCHEMAS, TCP_MAX_SIZE, UDP_MAX_SIZE,
-                                     Message, SequenceCounter, Verifier, encode, frame, read_frame)
+from nlb_sdn.health.protocol import MESSAGE_TYPES, SCHEMAS, UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row
+from nlb_sdn.signed import DROP_REASONS, MAC_SIZE, TCP_MAX_SIZE, Message, SequenceCounter, encode, frame, read_frame
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
