@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import ipaddress
 import socket
 import struct
 import termios
