@@ -25,7 +25,7 @@ import redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.redis_server, the same private server the tests use
 
-from nlb_sdn.dam import Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
+from nlb_sdn.dam import ROUTE_PREFIX, Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
 from tests.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 from nlb_sdn.lab import report as lab_report
 from nlb_sdn.lab.report import command_output
@@ -97,7 +97,7 @@ def latency(dam: Dam, settings: Settings, now: float) -> dict[str, Any]:
     cursor: str | None = None
     listed = pages = 0
     while True:
-        page, cursor = dam.scan("conn:", cursor, settings.scan_page, now)
+        page, cursor = dam.scan(ROUTE_PREFIX, cursor, settings.scan_page, now)
         listed += len(page)
         pages += 1
         if cursor is None:

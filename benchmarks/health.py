@@ -34,9 +34,10 @@ import msgpack
 from nlb_sdn.config import Config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.health.allotment import compute_allotment
-from nlb_sdn.health.protocol import MAC_SIZE, UDP_MAX_SIZE, Verifier, encode
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import HLTable, Row
 from nlb_sdn.lab import report as lab_report
+from nlb_sdn.signed import MAC_SIZE, encode
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "health.json"

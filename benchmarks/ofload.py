@@ -5,7 +5,7 @@ BARRIER, ECHO, GET_CONFIG, ROLE and multipart requests, the latter with empty bo
 flow-mods, and sends table-miss packet-ins whose data is a real 74-byte Ethernet/IPv4/TCP SYN to the VIP, from a
 distinct client address and port per connection. A "response" is the packet-out that releases that very frame
 (matched by its data). Messages are built and parsed with the framework's OpenFlow 1.3 classes and constants; frames
-with its packet library (a template per attachment port, packed per connection). It runs as a separate process on
+with ``nlb_sdn.core.frames`` (a template per attachment port, packed per connection). It runs as a separate process on
 asyncio, never inside eventlet.
 
 Modes:
@@ -54,8 +54,9 @@ if str(REPO) not in sys.path:  # `python benchmarks/ofload.py` from anywhere
 
 from nlb_sdn import framework  # noqa: E402 - after the path fix
 from nlb_sdn.config import parse_config, vip_mac  # noqa: E402
+from nlb_sdn.core import frames  # noqa: E402
 from nlb_sdn.flows.pipeline import CookieKind, Table, make_cookie  # noqa: E402
-from nlb_sdn.framework import ethernet, ipv4, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp  # noqa: E402
+from nlb_sdn.framework import ofproto_v1_3, ofproto_v1_3_parser  # noqa: E402
 from nlb_sdn.lab import report as lab_report  # noqa: E402
 
 ofp = ofproto_v1_3
@@ -72,9 +73,6 @@ PORT_NAMES = {value: name[len("OFPP_"):] for name, value in vars(ofp).items()
 MSG_NAMES = {value: name[len("OFPT_"):].lower() for name, value in vars(ofp).items()
              if name.startswith("OFPT_") and isinstance(value, int)}
 
-ETH_TYPE_IP = 0x0800
-IPPROTO_TCP = 6
-IP_DF = 0b010
 CLIENT_PORT_BASE = 1024
 CLIENT_PORTS = 65536 - CLIENT_PORT_BASE
 CLIENT_HOSTS = 65534  # client addresses per switch: 10.(100+i).0.1 .. 10.(100+i).255.254
@@ -84,7 +82,7 @@ MEMBERS = [("m1", "10.0.0.11", "00:00:00:00:00:11"), ("m2", "10.0.0.12", "00:00:
            ("m3", "10.0.0.13", "00:00:00:00:00:13")]
 MEMBER_PORT_BASE = 2000
 LINK_PORTS = (3000, 3001)  # the fabric config chains s1 - s2 - ... - sN through these ports
-ETH_LEN = 14  # where things are in the 74-byte SYN (SynFrames)
+ETH_LEN = frames.ETH_HEADER.size  # where things are in the 74-byte SYN (SynFrames)
 IP_CHECKSUM_AT = ETH_LEN + 10
 IP_SRC_AT = ETH_LEN + 12
 TCP_AT = ETH_LEN + 20
@@ -97,6 +95,7 @@ TCP_WORDS = struct.Struct(f"!{SYN_TCP_LEN // 2}H")
 WORD_PAIR = struct.Struct("!HH")
 WORD16 = struct.Struct("!H")
 WORD32 = struct.Struct("!I")
+LINUX_SYN_OPTIONS = struct.Struct("!BBHBBBBIIBBBB")
 SWEEP_PERIOD = 0.05
 PROBE_PERIOD = 0.1
 LISTEN_TIMEOUT = 30.0
@@ -212,28 +211,21 @@ def multipart_body(mp_type: int) -> bytes:
     return b""
 
 
+def linux_syn_options(ts_val: int) -> bytes:
+    """The options of a Linux SYN: MSS 1460, SACK permitted, timestamps (``ts_val``, 0), NOP, window scale 7."""
+    return LINUX_SYN_OPTIONS.pack(2, 4, 1460, 4, 2, 8, 10, ts_val, 0, 1, 3, 3, 7)
+
+
 def syn_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int, seq: int) -> bytes:
     """A 74-byte TCP SYN as Linux sends it (MSS, SACK permitted, timestamps, NOP, window scale)."""
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=dst_mac, src=src_mac, ethertype=ETH_TYPE_IP))
-    pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=IPPROTO_TCP, ttl=64, flags=IP_DF))
-    pkt.add_protocol(tcp.tcp(src_port=sport, dst_port=dport, seq=seq, bits=tcp.TCP_SYN, window_size=64240,
-                             option=[tcp.TCPOptionMaximumSegmentSize(max_seg_size=1460), tcp.TCPOptionSACKPermitted(),
-                                     tcp.TCPOptionTimestamps(ts_val=seq, ts_ecr=0), tcp.TCPOptionNoOperation(),
-                                     tcp.TCPOptionWindowScale(shift_cnt=7)]))
-    pkt.serialize()
-    return bytes(pkt.data)
+    return frames.tcp_frame(src_mac, dst_mac, src_ip, dst_ip, sport, dport, frames.TCP_SYN, seq=seq, window=64240,
+                            options=linux_syn_options(seq), dont_fragment=True)
 
 
 def prime_frame(vip: str, vport: int, client_mac: str, client_ip: str) -> bytes:
     """A SYN-ACK from the VIP's MAC: lets a learning switch learn where the VIP is (the nlb controller drops it)."""
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=client_mac, src=vip_mac(vip), ethertype=ETH_TYPE_IP))
-    pkt.add_protocol(ipv4.ipv4(src=vip, dst=client_ip, proto=IPPROTO_TCP, ttl=64, flags=IP_DF))
-    pkt.add_protocol(tcp.tcp(src_port=vport, dst_port=CLIENT_PORT_BASE, seq=1, ack=1, bits=tcp.TCP_SYN | tcp.TCP_ACK,
-                             window_size=65160))
-    pkt.serialize()
-    return bytes(pkt.data)
+    return frames.tcp_frame(vip_mac(vip), client_mac, vip, client_ip, vport, CLIENT_PORT_BASE,
+                            frames.TCP_SYN | frames.TCP_ACK, seq=1, ack=1, window=65160, dont_fragment=True)
 
 
 # --- addressing shared by the generator and the nlb config it launches with ----------------------------------------
@@ -254,7 +246,7 @@ class SynFrames:
     """The SYN of each connection of one switch, as :func:`syn_frame` builds it, at a fraction of the cost.
 
     Connection ``k`` comes from :func:`client_address` and enters through gateway host ``k mod --hosts``; its SYN is
-    that host's template (built once with the packet library) with the client address, source port, sequence number
+    that host's template (built once by :func:`syn_frame`) with the client address, source port, sequence number
     and timestamp packed in and both checksums recomputed (the unit test checks the bytes are the same).
     """
 
@@ -267,7 +259,7 @@ class SynFrames:
         for _port, template in self.hosts:
             WORD16.pack_into(template, IP_CHECKSUM_AT, 0)
             WORD16.pack_into(template, TCP_CHECKSUM_AT, 0)
-        self.pseudo_header = sum(WORD_PAIR.unpack(self.vip)) + IPPROTO_TCP + SYN_TCP_LEN
+        self.pseudo_header = sum(WORD_PAIR.unpack(self.vip)) + frames.IPPROTO_TCP + SYN_TCP_LEN
 
     def frame(self, k: int) -> tuple[bytes, int]:
         """Frame and in_port of connection ``k``."""
@@ -280,17 +272,10 @@ class SynFrames:
         WORD16.pack_into(frame, TCP_AT, client_port)
         WORD32.pack_into(frame, TCP_SEQ_AT, seq)
         WORD32.pack_into(frame, TS_VAL_AT, seq)
-        WORD16.pack_into(frame, IP_CHECKSUM_AT, checksum(sum(IP_WORDS.unpack_from(frame, ETH_LEN))))
+        WORD16.pack_into(frame, IP_CHECKSUM_AT, frames.checksum_fold(sum(IP_WORDS.unpack_from(frame, ETH_LEN))))
         tcp_sum = self.pseudo_header + sum(WORD_PAIR.unpack(client)) + sum(TCP_WORDS.unpack_from(frame, TCP_AT))
-        WORD16.pack_into(frame, TCP_CHECKSUM_AT, checksum(tcp_sum))
+        WORD16.pack_into(frame, TCP_CHECKSUM_AT, frames.checksum_fold(tcp_sum))
         return bytes(frame), in_port
-
-
-def checksum(total: int) -> int:
-    """The Internet checksum of 16-bit words that add up to ``total``."""
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def nlb_config(args: argparse.Namespace, rest_port: int) -> dict[str, Any]:

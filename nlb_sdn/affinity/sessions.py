@@ -1,7 +1,8 @@
 """The session tracker's table 2014 (FIG. 23A): sessions by identifier and type, indexed by VIP and client.
 
 Pure and local: the classifier decides from this table without waiting on the network, and every change is also
-written to the DAM (``sess:<type>:<id>`` atoms) so that other LBU instances and a restarted one see the sessions.
+written to the DAM (session atoms, keyed by ``nlb_sdn.dam.atoms``) so that other LBU instances and a restarted one
+see the sessions.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Any
+
+from nlb_sdn.dam.atoms import any_type_session_key
 
 CLIENT_IP = "client_ip"
 APP = "app"
@@ -32,7 +35,7 @@ class Session:
     @property
     def key(self) -> str:
         """The DAM key of this session."""
-        return session_key(self.stype, self.sid)
+        return any_type_session_key(self.stype, self.sid)
 
     def to_data(self) -> dict[str, Any]:
         """The DAM atom data."""
@@ -50,11 +53,6 @@ class Session:
         return {"id": self.key, "identifier": self.sid, "type": self.stype, "vip": self.vip, "member": self.member,
                 "endpoint": f"{self.pip}:{self.pport}", "client": self.client, "host_id": self.host_id,
                 "expires_at": self.expires_at, "expires_in": round(self.expires_at - now, 3), "origin": self.origin}
-
-
-def session_key(stype: str, sid: str) -> str:
-    """``sess:<type>:<id>``."""
-    return f"sess:{stype}:{sid}"
 
 
 def client_prefix(client_ip: str, prefix_len: int) -> str:

@@ -13,8 +13,8 @@ from typing import Any
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL
 from nlb_sdn.config import ConfigError
-from nlb_sdn.health import load_key
 from nlb_sdn.health.table import TARGET_STATES
+from nlb_sdn.signed import load_key
 
 CONTROL_TIMEOUT = 5.0
 COLUMNS = ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT")

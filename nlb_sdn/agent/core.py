@@ -9,8 +9,9 @@ from typing import Any
 
 from nlb_sdn.agent.checks import CheckState
 from nlb_sdn.agent.config import AgentConfig
-from nlb_sdn.health.protocol import MAX_SID, MAX_STYPE, SESSION_TYPE_PATTERN, Message, body_ok
+from nlb_sdn.health.protocol import MAX_SID, MAX_STYPE, SESSION_TYPE_PATTERN, body_ok
 from nlb_sdn.health.table import Change, HLTable
+from nlb_sdn.signed import Message
 
 Address = tuple[str, int]
 GOODBYE_COUNT = 3

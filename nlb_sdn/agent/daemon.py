@@ -25,9 +25,10 @@ from typing import Any
 from nlb_sdn.agent.checks import run_check, sample_load
 from nlb_sdn.agent.config import AgentConfig, App, StaticLoad
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL, AgentCore, Outgoing
-from nlb_sdn.health.protocol import UDP_MAX_SIZE, SequenceCounter, Verifier, encode
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import TARGET_STATES
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
+from nlb_sdn.signed import SequenceCounter, encode
 
 log = logging.getLogger("nlb_sdn.agent")
 

@@ -30,6 +30,7 @@ from nlb_sdn.flows.templates import Prepared
 from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
                                ofproto_v1_3, set_ev_cls, use_fast_packet_in_path)
 from nlb_sdn.rest.app import make_app
+from nlb_sdn.signed import load_key
 from nlb_sdn.rest.server import listen, serve_on
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
@@ -44,14 +45,13 @@ LOG = logging.getLogger("nlb_sdn.classifier")
 
 
 def read_key(path: str) -> bytes:
-    """The shared H&L deployment key (empty when health is disabled); at least 16 bytes."""
+    """The shared H&L deployment key (empty when health is disabled); a short key stops the start, naming the file."""
     if not path:
         return b""
-    with open(path, "rb") as handle:
-        key = handle.read().strip()
-    if len(key) < 16:
-        raise RuntimeError(f"{path}: the H&L key must be at least 16 bytes")
-    return key
+    try:
+        return load_key(path)
+    except ValueError as exc:
+        raise RuntimeError(f"{path}: the H&L {exc}") from exc
 
 
 def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:

@@ -14,9 +14,11 @@ import zlib
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
+
+from nlb_sdn.config.base import Strict
+from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.dam import DamConfig
-from nlb_sdn.router.rules import Pool, RouteRule, check_routing
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -34,12 +36,6 @@ class ConfigError(ValueError):
     def as_dict(self) -> dict[str, str]:
         """The error as a JSON-friendly mapping."""
         return {"source": self.source, "key": self.key, "reason": self.reason}
-
-
-class Strict(BaseModel):
-    """Base model: unknown keys are rejected, values are validated on assignment too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
 def _ipv4(value: str) -> str:

@@ -10,7 +10,7 @@ from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.fabric import FabricView
 from nlb_sdn.core.model import Affinity, Counters, VipState
-from nlb_sdn.dam.atoms import session_key
+from nlb_sdn.dam.atoms import any_type_session_key
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.health.handler import HealthHandler
 
@@ -107,10 +107,7 @@ class AffinityManager:
         """Record a host's ``session_up`` or forget its ``session_down`` (idempotent; refreshed by the agent)."""
         if kind == "session_down":
             self.counters.affinity["app_down"] += 1
-            try:
-                self.drop(session_key(str(body.get("stype", APP)), str(body.get("sid", ""))), out)
-            except ValueError:  # no such session can exist
-                pass
+            self.drop(any_type_session_key(str(body.get("stype", APP)), str(body.get("sid"))), out)
             return
         member = next((m for m in state.vip.members if (m.address, m.port) == (body.get("pip"), body.get("pport"))),
                       None) if state else None

@@ -6,13 +6,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nlb_sdn.dam.atoms import (KINDS, SESSION_TYPES, Atom, Change, Dam, VersionConflict, expiry, kind_of, route_key,
-                               session_key)
+from nlb_sdn.dam.atoms import (KINDS, ROUTE_PREFIX, SESSION_PREFIX, SESSION_TYPES, Atom, Change, Dam, VersionConflict,
+                               any_type_session_key, expiry, kind_of, parse_route_key, route_key, session_key)
 from nlb_sdn.dam.memory import MemoryDam
 from nlb_sdn.dam.redis_backend import RedisDam
 
-__all__ = ["KINDS", "SESSION_TYPES", "Atom", "Change", "Dam", "DamConfig", "MemoryDam", "RedisDam", "VersionConflict",
-           "expiry", "kind_of", "make_dam", "route_key", "session_key"]
+__all__ = ["KINDS", "ROUTE_PREFIX", "SESSION_PREFIX", "SESSION_TYPES", "Atom", "Change", "Dam", "DamConfig",
+           "MemoryDam", "RedisDam", "VersionConflict", "any_type_session_key", "expiry", "kind_of", "make_dam",
+           "parse_route_key", "route_key", "session_key"]
 
 
 class DamConfig(BaseModel):

@@ -22,7 +22,7 @@ ChangeOp = Literal["put", "delete", "expire"]
 
 def route_key(cip: str, cport: int, vip: str, vport: int) -> str:
     """The key of a route atom: ``conn:tcp:<cip>:<cport>:<vip>:<vport>``."""
-    return f"conn:tcp:{cip}:{cport}:{vip}:{vport}"
+    return f"{ROUTE_PREFIX}tcp:{cip}:{cport}:{vip}:{vport}"
 
 
 def parse_route_key(key: str) -> tuple[str, int, str, int]:
@@ -39,7 +39,16 @@ def session_key(stype: str, sid: str) -> str:
         raise ValueError(f"session type {stype!r}: expected one of {', '.join(SESSION_TYPES)}")
     if not sid:
         raise ValueError("session id must not be empty")
-    return f"sess:{stype}:{sid}"
+    return any_type_session_key(stype, sid)
+
+
+def any_type_session_key(stype: str, sid: str) -> str:
+    """The key of a session atom of any type, an application's own included: ``sess:<type>:<id>``, unchecked.
+
+    Agents may report session types beyond :data:`SESSION_TYPES` (H&L accepts ``[a-z][a-z0-9_]*``), and the session
+    table and the request router name those sessions by this key too.
+    """
+    return f"{SESSION_PREFIX}{stype}:{sid}"
 
 
 def kind_of(key: str) -> str:

@@ -9,20 +9,15 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from nlb_sdn.framework import (arp, ether_types, ethernet, ipv4, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser,
-                               packet, tcp)
+from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from nlb_sdn.config import PROBE_PORT_BASE, PROBE_PORT_MASK
+from nlb_sdn.core.frames import ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_SYN
+from nlb_sdn.core.frames import arp_reply_frame as arp_reply_frame  # the frame module's, re-exported for the core
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 
-IPPROTO_TCP = 6
-TCP_SYN = 0x02
-TCP_RST = 0x04
-TCP_ACK = 0x10
 PROBE_MAX_LEN = 128
 NX_IN_PORT = 0xFFF8
 """Resubmit's 16-bit port meaning "the packet's own in_port" (OpenFlow 1.0 numbering, as the Nicira action uses)."""
-ETH_TYPE_IP = ether_types.ETH_TYPE_IP
-ETH_TYPE_ARP = ether_types.ETH_TYPE_ARP
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,29 +303,6 @@ def packet_out_port(out_port: int, data: bytes) -> Any:
     """Send a controller-made packet out of one port."""
     return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                                actions=[parser.OFPActionOutput(out_port)], data=data)
-
-
-def arp_reply_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: str) -> bytes:
-    """An ARP reply telling ``asker`` that ``target_ip`` is at ``target_mac``."""
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=asker_mac, src=target_mac, ethertype=ETH_TYPE_ARP))
-    pkt.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=target_mac, src_ip=target_ip,
-                             dst_mac=asker_mac, dst_ip=asker_ip))
-    pkt.serialize()
-    return bytes(pkt.data)
-
-
-def tcp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, src_port: int, dst_port: int, flags: int,
-              seq: int = 0, ack: int = 0) -> bytes:
-    """A controller-made TCP segment without payload (health probes: SYN, RST)."""
-    pkt = packet.Packet()
-    pkt.add_protocol(ethernet.ethernet(dst=dst_mac, src=src_mac, ethertype=ETH_TYPE_IP))
-    pkt.add_protocol(ipv4.ipv4(src=src_ip, dst=dst_ip, proto=IPPROTO_TCP, ttl=64))
-    options = [tcp.TCPOptionMaximumSegmentSize(max_seg_size=1460)] if flags == TCP_SYN else None
-    pkt.add_protocol(tcp.tcp(src_port=src_port, dst_port=dst_port, seq=seq, ack=ack, bits=flags, window_size=1024,
-                             option=options))
-    pkt.serialize()
-    return bytes(pkt.data)
 
 
 def probe_reply_match(vip_ip: str, probe_base: int, probe_mask: int) -> Any:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.flows.builders import (ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_SYN, apply, flow_add, flow_delete,
-                                    flow_delete_strict, goto, resubmit,
-                                    to_controller, vip_match)
+from nlb_sdn.core.frames import ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from nlb_sdn.flows.builders import (apply, flow_add, flow_delete, flow_delete_strict, goto, resubmit, to_controller,
+                                    vip_match)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -38,7 +38,6 @@ CT_ZONE = 0x4E
 CT_TRACKED, CT_NEW, CT_REPLY = 0x20, 0x01, 0x08
 COPY_MAX_LEN = 128
 """Bytes of the SYN (and FIN/RST) copies sent to the controller: the headers, options included."""
-TCP_FIN, TCP_RST = 0x01, 0x04
 FIN_IDLE_TIMEOUT = 1
 """Seconds a connection's learned entries live without packets once a FIN or RST passed them: a new connection that
 reuses the client port right after goes through the group again instead of riding the old connection's member."""

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from nlb_sdn.health.protocol import Message
 from nlb_sdn.health.table import TARGET_STATES, Row, table_checksum
+from nlb_sdn.signed import Message
 
 Address = tuple[str, int]
 Endpoint = tuple[str, int]

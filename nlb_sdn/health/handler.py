@@ -16,8 +16,9 @@ from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
 from nlb_sdn.health.cache import HLCache, agent_eligibility
 from nlb_sdn.health.probes import Prober, ProbeSend, ProbeTarget
-from nlb_sdn.health.protocol import UDP_MAX_SIZE, Message, SequenceCounter, Verifier, encode
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import app_id_of
+from nlb_sdn.signed import Message, SequenceCounter, encode
 
 TARGET_ORDER = {"active": 0, "draining": 1, "inactive": 2}
 Datagram = tuple[tuple[str, int], bytes]

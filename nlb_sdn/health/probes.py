@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nlb_sdn.config import PROBE_PORT_BASE, Probe
-from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
-from nlb_sdn.flows.builders import tcp_frame
+from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment, tcp_frame
 
 PROBE_PORTS = 0x10000 - PROBE_PORT_BASE
+PROBE_WINDOW = 1024
+"""The TCP window of the controller's probe segments."""
 ProbeKey = tuple[str, str]
 
 
@@ -100,7 +101,7 @@ class Prober:
                 target = state.target
                 sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
                     target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, port, target.member_port,
-                    TCP_SYN, seq=port)))
+                    TCP_SYN, seq=port, window=PROBE_WINDOW)))
         return sends, changed
 
     def on_reply(self, segment: TcpSegment) -> tuple[list[ProbeSend], list[ProbeKey]] | None:
@@ -118,7 +119,7 @@ class Prober:
         if alive:
             sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
                 target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, segment.dst_port,
-                target.member_port, TCP_RST, seq=segment.dst_port + 1)))
+                target.member_port, TCP_RST, seq=segment.dst_port + 1, window=PROBE_WINDOW)))
         changed = [key] if self._observe(state, alive, "syn_ack" if alive else "refused") else []
         return sends, changed
 

@@ -21,11 +21,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from nlb_sdn.health import load_key
-from nlb_sdn.health.protocol import MAX_SKEW, SequenceCounter
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration.tcprepair import ConnectionState, RepairError, drop_silently, restore, resume
 from nlb_sdn.migration.wire import ABORT, GO, MIGRATION_PORT, REPLY, Channel, WireError
+from nlb_sdn.signed import MAX_SKEW, SequenceCounter, load_key
 
 LOG = logging.getLogger(__name__)
 IO_TIMEOUT = 5.0

@@ -14,9 +14,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nlb_sdn.health.protocol import SequenceCounter
 from nlb_sdn.migration.tcprepair import RepairError, drop_silently, dump, resume
 from nlb_sdn.migration.wire import ABORT, GO, REPLY, Channel, WireError
+from nlb_sdn.signed import SequenceCounter
 
 FAILURE_REASONS = ("dump_failed", "too_large", "unreachable", "timeout", "connection_lost", "bad_reply", "refused",
                    "commit_failed")

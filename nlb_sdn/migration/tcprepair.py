@@ -11,15 +11,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import ipaddress
 import socket
 import struct
 import termios
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.health.protocol import Verifier, is_ipv4, is_port
+from nlb_sdn.health.protocol import is_ipv4, is_port
 from nlb_sdn.migration.wire import MIGRATE, WireError, sign, verify
+from nlb_sdn.signed import SignedVerifier
 
 TCP_REPAIR = 19
 TCP_REPAIR_QUEUE = 20
@@ -140,7 +140,7 @@ class ConnectionState:
         return sign(key, MIGRATE, src, seq, now, {"id": migration_id, "state": self.to_dict()})
 
     @classmethod
-    def from_wire(cls, data: bytes, verifier: Verifier, now: float) -> tuple[str, ConnectionState]:
+    def from_wire(cls, data: bytes, verifier: SignedVerifier, now: float) -> tuple[str, ConnectionState]:
         """``(migration_id, state)`` from a signed ``migrate`` message, or WireError with the reason."""
         message = verify(verifier, data, now)
         if message.type != MIGRATE:

@@ -1,4 +1,4 @@
-"""The migration messages: H&L-signed envelopes (``protocol.encode``) in H&L TCP frames, and their verification.
+"""The migration messages: signed envelopes in TCP frames (:mod:`nlb_sdn.signed`, as H&L), and their verification.
 
 A migration runs over one TCP connection from the router to the host's migration port (7001):
 ``migrate`` (router → host, the connection state), ``migrate_reply`` (host → router, after the restore and again after
@@ -13,23 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
-from nlb_sdn.health.protocol import (
-    MAC_SIZE,
-    MAX_SKEW,
-    TCP_MAX_SIZE,
-    Message,
-    SequenceCounter,
-    Verifier,
-    encode,
-    frame,
-    read_frame,
-)
+from nlb_sdn.signed import MAX_SKEW, TCP_MAX_SIZE, Message, SequenceCounter, SignedVerifier, encode, frame, read_frame
 
 MIGRATION_PORT = 7001
 MAX_MESSAGE_SIZE = TCP_MAX_SIZE
-"""Largest signed message, state blob included (the H&L TCP frame limit, 64 KiB)."""
+"""Largest signed message, state blob included (the TCP frame limit of signed messages, 64 KiB)."""
 MIGRATE = "migrate"
 REPLY = "migrate_reply"
 GO = "migrate_go"
@@ -67,40 +55,24 @@ BODY_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
 ``ConnectionState.from_dict``)."""
 
 
-class MigrationVerifier(Verifier):
-    """The H&L :class:`Verifier` (size, HMAC, envelope, sequence, freshness) for the migration message types.
+def _body_check(checks: dict[str, Callable[[Any], bool]]) -> Callable[[dict[str, Any]], bool]:
+    """The check of a body that must hold every field of ``checks``, each passing its check."""
+    return lambda body: all(name in body and check(body[name]) for name, check in checks.items())
 
-    The parent checks size, MAC and envelope and then stops at ``unknown_type``, because its schemas hold only the
-    H&L types; this class carries on from there with :data:`BODY_CHECKS`. H&L messages are refused here.
+
+class MigrationVerifier(SignedVerifier):
+    """The :class:`~nlb_sdn.signed.SignedVerifier` of migration messages: the types of :data:`BODY_CHECKS` only.
+
+    H&L messages, signed with the same key, are refused here as ``unknown_type``.
     """
 
     def __init__(self, key: bytes, max_size: int = MAX_MESSAGE_SIZE, max_skew: float = MAX_SKEW) -> None:
         """A verifier for migration messages signed with ``key``."""
-        super().__init__(key, max_size, max_skew)
-
-    def _check(self, data: bytes, now: float) -> Message | str:
-        """The message, or the reason to drop it."""
-        outcome = super()._check(data, now)
-        if isinstance(outcome, Message):
-            return "unknown_type"
-        if outcome != "unknown_type":
-            return outcome
-        envelope = msgpack.unpackb(bytes(data[MAC_SIZE:]), raw=False, strict_map_key=True)
-        checks = BODY_CHECKS.get(envelope["type"])
-        if checks is None:
-            return "unknown_type"
-        body = envelope["body"]
-        if not all(name in body and check(body[name]) for name, check in checks.items()):
-            return "malformed"
-        last = self._last_seq.get(envelope["src"])
-        if last is not None and envelope["seq"] <= last:
-            return "replayed"
-        if abs(now - envelope["ts"]) > self.max_skew:
-            return "stale"
-        return Message(envelope["type"], envelope["src"], envelope["seq"], float(envelope["ts"]), body)
+        super().__init__(key, max_size, {type: _body_check(checks) for type, checks in BODY_CHECKS.items()},
+                         max_skew)
 
 
-def verify(verifier: Verifier, data: bytes, now: float) -> Message:
+def verify(verifier: SignedVerifier, data: bytes, now: float) -> Message:
     """The verified message in ``data``, or WireError with the reason the verifier counted."""
     before = verifier.dropped.copy()
     message = verifier.verify(data, now)

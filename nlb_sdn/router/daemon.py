@@ -23,11 +23,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nlb_sdn.affinity.sessions import SessionTable, session_key
+from nlb_sdn.affinity.sessions import SessionTable
 from nlb_sdn.config import Config, Vip
+from nlb_sdn.config.routing import Pool, RouteRule
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
+from nlb_sdn.dam.atoms import any_type_session_key
 from nlb_sdn.router.parse import ClientHello, HttpRequest, Limits, NeedMore, ParseError, parse_http_head, parse_request
-from nlb_sdn.router.rules import Decision, Pool, RouteRule, SessionLookup, choose
+from nlb_sdn.router.rules import Decision, SessionLookup, choose
 
 log = logging.getLogger("nlb_sdn.router")
 
@@ -255,7 +257,7 @@ def table_lookup(table: SessionTable, service: Service, clock: Callable[[], floa
     """A session lookup for ``service`` over a session table: live sessions of the service on eligible members."""
 
     def lookup(stype: str, sid: str) -> str | None:
-        session = table.sessions.get(session_key(stype, sid))
+        session = table.sessions.get(any_type_session_key(stype, sid))
         if session is None or session.vip != service.name:
             return None
         if session.expires_at <= clock():

@@ -10,6 +10,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from nlb_sdn.config.routing import DNS_LABEL
+
 HTTP_ERRORS = frozenset({
     "not_http", "bad_request_line", "bad_target", "bad_version", "bad_header", "header_injection", "head_too_large",
     "header_too_large", "too_many_headers", "missing_host", "duplicate_host", "bad_host", "bad_content_length",
@@ -31,7 +33,6 @@ TLS_CLIENT_HELLO = 1
 TLS_MAX_RECORD = 16384
 TLS_EXT_SERVER_NAME = 0
 HOST_PATTERN = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]*)(?::[0-9]{1,5})?")
-DNS_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 DNS_NAME_PATTERN = re.compile(rf"(?=.{{1,253}}$){DNS_LABEL}(\.{DNS_LABEL})*")
 VERSION_PATTERN = re.compile(rb"HTTP/[0-9]\.[0-9]")
 PERCENT_PATTERN = re.compile(r"%(?![0-9A-Fa-f]{2})")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
+from nlb_sdn.dam.atoms import route_key
 from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.flows.tunnel import ETH_TYPE_MPLS, host_labels
@@ -153,7 +154,7 @@ def test_idle_end_forgets_the_connection_and_a_late_segment_replumbs_to_the_same
         (CLIENT_EDGE, Table.CONNECTIONS, "idle")]
     assert net.fab.flow_removed_to(net.lb, removed).nothing  # nothing else to delete: one direction only
     assert net.lb.connections() == [] and net.lb.stats()["lingering_routes"] == 1
-    assert (net.lb.dam_ops[-1].verb, net.lb.dam_ops[-1].key) == ("touch", f"conn:tcp:{net.ip('c1')}:43000:{VIP}:80")
+    assert (net.lb.dam_ops[-1].verb, net.lb.dam_ops[-1].key) == ("touch", route_key(net.ip("c1"), 43000, VIP, 80))
     net.fab.clock(116.0)
     late, after = net.fab.run(net.lb, "c1", net.to_vip("c1", 43000, TCP_ACK), now=116.0)
     assert len(late.packet_ins) == 1 and after.hosts == [member]

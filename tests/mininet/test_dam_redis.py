@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
+from nlb_sdn.dam.atoms import parse_route_key, route_key, session_key
 from nlb_sdn.lab.harness import Lab, wait_for
 from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from tests.redis_server import RedisServer
@@ -49,6 +50,12 @@ def rest(port: int, path: str) -> dict:
         import json
 
         return json.loads(response.read())
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    """``(ip, port)`` of an ``ip:port`` as REST shows a connection's client and VIP."""
+    ip, _, port = text.rpartition(":")
+    return ip, int(port)
 
 
 def dam_atoms(get: Any, kind: str) -> list[dict]:
@@ -105,15 +112,16 @@ def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, seco
                                        for s in rest(second_lbu, "/v1/sessions?vip=web")["sessions"]}.items(),
              timeout=5, what="LBU 2 to hold LBU 1's sessions")
     connect(redis_lab, "c2", 5)
-    wait_for(lambda: "sess:client_ip:web@10.0.0.2" in {s["id"] for s in rest(second_lbu, "/v1/sessions")["sessions"]},
+    second = session_key("client_ip", "web@10.0.0.2")
+    wait_for(lambda: second in {s["id"] for s in rest(second_lbu, "/v1/sessions")["sessions"]},
              timeout=5, what="LBU 2 to follow a new session through the change feed")
     atoms = rest(second_lbu, "/v1/dam?kind=session")["atoms"]
-    session = next(a for a in atoms if a["key"] == "sess:client_ip:web@10.0.0.2")
+    session = next(a for a in atoms if a["key"] == second)
     assert session["metadata"]["origin"] == "lbu:1" and session["metadata"]["expires_at"] is not None
     def every_connection_has_its_route_atom() -> bool:
         routes = {a["key"]: a for a in dam_atoms(redis_lab.rest, "route")}
         live = redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]
-        keys = {f"conn:tcp:{c['client']}:{c['vip_address']}" for c in live}
+        keys = {route_key(*endpoint(c["client"]), *endpoint(c["vip_address"])) for c in live}
         return bool(keys) and keys <= set(routes) and all(routes[k]["data"]["member"] in ("h1", "h2", "h3")
                                                           for k in keys)
 
@@ -137,7 +145,7 @@ def test_restart_with_redis_rebuilds_from_the_dam_and_breaks_no_transfer(redis_l
     results = [redis_lab.collect_client(proc, timeout=90) for proc in transfers]
     assert [r for r in results if not r["ok"] or r["bytes"] != 2_500_000] == []
     sessions_after = {s["id"] for s in redis_lab.rest("GET", "/v1/sessions")["sessions"]}
-    assert "sess:client_ip:web@10.0.0.1" in sessions_after
+    assert session_key("client_ip", "web@10.0.0.1") in sessions_after
 
 
 def test_redis_outage_degrades_to_local_decisions_and_replays(redis_lab: Lab, redis: RedisServer):
@@ -152,5 +160,5 @@ def test_redis_outage_degrades_to_local_decisions_and_replays(redis_lab: Lab, re
         redis.start()
     wait_for(lambda: not redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=10,
              what="the DAM to reconnect and replay")
-    wait_for(lambda: any(a["key"].startswith("conn:tcp:10.0.0.3:") for a in dam_atoms(redis_lab.rest, "route")),
+    wait_for(lambda: any(parse_route_key(a["key"])[0] == "10.0.0.3" for a in dam_atoms(redis_lab.rest, "route")),
              timeout=5, what="the replayed route atoms in Redis")

@@ -10,6 +10,7 @@ from typing import Iterator
 
 import pytest
 
+from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.lab.harness import Lab, wait_for
 from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from topologies import FabricTopo, lab_config
@@ -143,7 +144,7 @@ def test_raising_reported_load_lowers_the_share(hl_lab: Lab):
 
 def test_forged_message_changes_nothing(hl_lab: Lab):
     dropped = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0)
-    forge = ("import time; from nlb_sdn.health.protocol import encode; import socket; "
+    forge = ("import time; from nlb_sdn.signed import encode; import socket; "
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
              f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
              f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))")
@@ -202,15 +203,16 @@ def test_drain_during_a_long_transfer(hl_lab: Lab):
 
 def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(hl_lab: Lab):
     app = app_id(hl_lab.topo, "h3")
+    cart = session_key("app", "cart-42")
     up = hl_lab.agent_cli("h3", ["session-up", app, "--sid", "cart-42", "--client", "10.0.0.3", "--ttl", "300"])
     assert up.returncode == 0, up.stderr
-    wait_for(lambda: "sess:app:cart-42" in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+    wait_for(lambda: cart in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
              timeout=5, what="the controller to record the app session")
-    row = next(s for s in hl_lab.rest("GET", "/v1/sessions?vip=web")["sessions"] if s["id"] == "sess:app:cart-42")
+    row = next(s for s in hl_lab.rest("GET", "/v1/sessions?vip=web")["sessions"] if s["id"] == cart)
     assert row["identifier"] == "cart-42" and row["type"] == "app" and row["member"] == "h3"
     assert connect(hl_lab, "c3", 50)["served_by"] == {"h3": 50}
     assert hl_lab.agent_cli("h3", ["session-down", app, "--sid", "cart-42"]).returncode == 0
-    wait_for(lambda: "sess:app:cart-42" not in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+    wait_for(lambda: cart not in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
              timeout=5, what="the session to be gone")
     assert set(connect(hl_lab, "c3", 60)["served_by"]) == {"h1", "h2", "h3"}
 

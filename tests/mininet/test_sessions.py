@@ -7,6 +7,7 @@ from typing import Iterator
 
 import pytest
 
+from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.lab.harness import Lab, run, wait_for
 from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
 from topologies import FabricTopo, lab_config
@@ -61,7 +62,7 @@ def test_client_ip_affinity_pins_one_client_while_many_clients_spread(session_la
 
 
 def test_deleting_a_session_lets_the_allotment_decide_again(session_lab: Lab):
-    session_id = "sess:client_ip:web@10.0.0.1"
+    session_id = session_key("client_ip", "web@10.0.0.1")
     owner = next(s["member"] for s in session_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]
                  if s["id"] == session_id)
     session_lab.rest("DELETE", f"/v1/sessions/{session_id}")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from nlb_sdn.config import parse_config
-from nlb_sdn.core.connections import atom_key as route_key
 from nlb_sdn.core.effects import DamOp
+from nlb_sdn.dam.atoms import route_key, session_key
 from tests.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
-from nlb_sdn.health.protocol import encode
+from nlb_sdn.signed import encode
 from tests.frames import syn_frame, tcp_frame
 from tests.unit.test_core import FABRIC
 
@@ -53,8 +53,8 @@ def test_client_ip_affinity_pins_a_client_while_clients_follow_the_allotment():
     assert sum(selections.values()) == 400
     sessions = lb.stats()["sessions"]
     assert sessions["total"] == 31 and sessions["affinity"]["created"] == 31
-    assert DamOp.put("sess:client_ip:web@10.0.0.1", lb.sessions.sessions["sess:client_ip:web@10.0.0.1"].to_data(),
-                    600.0) in lb.dam_ops
+    key = session_key("client_ip", "web@10.0.0.1")
+    assert DamOp.put(key, lb.sessions.sessions[key].to_data(), 600.0) in lb.dam_ops
 
 
 def test_prefix_affinity_groups_a_subnet():
@@ -62,7 +62,7 @@ def test_prefix_affinity_groups_a_subnet():
     syn(lb, "10.0.5.1", 40000)
     syn(lb, "10.0.5.200", 40000)
     assert member_of(lb, "10.0.5.1", 40000) == member_of(lb, "10.0.5.200", 40000)
-    assert "sess:client_ip:web@10.0.5.0_24" in lb.sessions.sessions
+    assert session_key("client_ip", "web@10.0.5.0_24") in lb.sessions.sessions
 
 
 def test_session_on_an_inactive_member_is_dropped_but_draining_keeps_it():
@@ -120,15 +120,15 @@ def test_route_atoms_linger_after_idle_and_replumb_a_late_segment():
     lb = ShellDouble(config(affinity="none"))
     msgs = syn(lb, "10.0.0.1", 40000)
     key = ("10.0.0.1", 40000, "10.0.0.100", 80)
-    assert (lb.dam_ops[-1].verb, lb.dam_ops[-1].key) == ("put", route_key(key))
+    assert (lb.dam_ops[-1].verb, lb.dam_ops[-1].key) == ("put", route_key(*key))
     member = member_of(lb, "10.0.0.1", 40000)
     lb.handle_flow_removed(1, Table.CONNECTIONS, msgs[0].cookie, dict(msgs[0].match.items()), idle=True, now=5.0)
-    assert lb.dam_ops[-1] == DamOp.touch(route_key(key), 120.0)
+    assert lb.dam_ops[-1] == DamOp.touch(route_key(*key), 120.0)
     late = tcp_frame("10.0.0.1", 40000, "10.0.0.100", 80, flags=0x10)
     replumbed = lb.handle_packet_in(2, 1, late, len(late), Table.CONNECTIONS, now=10.0)
     assert [type(m).__name__ for m in replumbed] == ["OFPFlowMod", "OFPFlowMod", "OFPPacketOut"]
     assert member_of(lb, "10.0.0.1", 40000) == member and lb.stats()["packet_in"]["replumb"] == 1
     lb.handle_flow_removed(2, Table.CONNECTIONS, msgs[0].cookie, dict(msgs[0].match.items()), idle=False, now=11.0)
-    assert lb.dam_ops[-1] == DamOp.delete(route_key(key))
+    assert lb.dam_ops[-1] == DamOp.delete(route_key(*key))
     assert lb.handle_packet_in(2, 1, late, len(late), Table.CONNECTIONS, now=12.0) == []
     assert lb.stats()["dropped"] == {"orphan": 1}

@@ -12,8 +12,10 @@ from nlb_sdn.agent.cli import check_config, format_sessions, format_table
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import AgentCore, Outgoing
 from nlb_sdn.config import ConfigError
-from nlb_sdn.health.protocol import TCP_MAX_SIZE, Message, Verifier, encode
+from nlb_sdn.dam.atoms import SESSION_PREFIX
+from nlb_sdn.health.protocol import Verifier
 from nlb_sdn.health.table import HLTable, Row
+from nlb_sdn.signed import TCP_MAX_SIZE, Message, encode
 
 KEY = b"0123456789abcdef"
 CONTROLLERS = (("10.0.0.254", 9100), ("10.0.0.253", 9200))
@@ -431,7 +433,7 @@ def test_session_up_defaults_and_client_normalisation():
     ({"sid": "\u00e9" * 129}, ValueError), ({"sid": "a\nb"}, ValueError), ({"client": "client"}, ValueError),
     ({"client": "10.0.0.256"}, ValueError), ({"ttl_s": 0}, ValueError), ({"ttl_s": -1}, ValueError),
     ({"ttl_s": float("inf")}, ValueError), ({"ttl_s": 86401}, ValueError), ({"ttl_s": True}, ValueError),
-    ({"stype": "App"}, ValueError), ({"stype": "sess:x"}, ValueError), ({"stype": ""}, ValueError),
+    ({"stype": "App"}, ValueError), ({"stype": SESSION_PREFIX + "x"}, ValueError), ({"stype": ""}, ValueError),
 ])
 def test_bad_session_up_is_refused_without_sending(args, error):
     core, _ = started()

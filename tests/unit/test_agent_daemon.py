@@ -28,9 +28,10 @@ import pytest
 from nlb_sdn.agent.checks import probe_command, probe_http, probe_tcp, sample_load
 from nlb_sdn.agent.cli import control, main as cli_main
 from nlb_sdn.agent.config import CommandLoad, ConnectionsLoad, FileLoad
-from nlb_sdn.health.protocol import UDP_MAX_SIZE, Message, SequenceCounter, Verifier, encode
+from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row, table_checksum
 from nlb_sdn.migration.sender import migrate
+from nlb_sdn.signed import Message, SequenceCounter, encode
 
 KEY = b"test-deployment-key-0123456789"
 HB_PERIOD = 0.3

@@ -10,10 +10,10 @@ from hypothesis import given, strategies as st
 from nlb_sdn.config import parse_config
 from tests.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
-from nlb_sdn.core.frames import FrameError, TcpSegment, parse_frame
+from nlb_sdn.core.frames import FrameError, TcpSegment, arp_request_frame, parse_frame
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table, make_cookie
-from tests.frames import syn_frame, tcp_frame, arp_request_frame
+from tests.frames import syn_frame, tcp_frame
 
 FABRIC = {
     "switches": [{"name": "s1", "dpid": 1}, {"name": "s2", "dpid": 2}, {"name": "s3", "dpid": 3}],

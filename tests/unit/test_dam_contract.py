@@ -10,8 +10,9 @@ import pydantic
 import pytest
 import redis
 
-from nlb_sdn.dam import (Atom, Change, Dam, DamConfig, MemoryDam, RedisDam, VersionConflict, kind_of, make_dam,
-                         route_key, session_key)
+from nlb_sdn.dam import (ROUTE_PREFIX, SESSION_PREFIX, Atom, Change, Dam, DamConfig, MemoryDam, RedisDam,
+                         VersionConflict, any_type_session_key, kind_of, make_dam, parse_route_key, route_key,
+                         session_key)
 from tests.redis_server import RedisServer, free_port
 
 ROUTE = route_key("10.0.0.1", 40000, "10.0.0.100", 80)
@@ -91,6 +92,16 @@ def test_keys_and_kinds():
         session_key("jwt", "x")
     with pytest.raises(ValueError, match="empty"):
         session_key("app", "")
+
+
+def test_route_keys_parse_back_and_application_session_types_have_keys_too():
+    assert parse_route_key(ROUTE) == ("10.0.0.1", 40000, "10.0.0.100", 80)
+    with pytest.raises(ValueError, match="not a route atom key"):
+        parse_route_key(SESSION.replace("http_cookie", "a:b:c:d"))
+    assert ROUTE.startswith(ROUTE_PREFIX) and SESSION.startswith(SESSION_PREFIX)
+    assert any_type_session_key("http_cookie", "abc123") == SESSION
+    cart = any_type_session_key("cart", "x")
+    assert cart == "sess:cart:x" and kind_of(cart) == "session"
 
 
 def test_config_defaults_and_validation(redis_server):

@@ -12,9 +12,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from nlb_sdn.health.protocol import (DROP_REASONS, MAC_SIZE, MESSAGE_TYPES, SCHEMAS, TCP_MAX_SIZE, UDP_MAX_SIZE,
-                                     Message, SequenceCounter, Verifier, encode, frame, read_frame)
+from nlb_sdn.dam.atoms import SESSION_PREFIX
+from nlb_sdn.health.protocol import MESSAGE_TYPES, SCHEMAS, UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row
+from nlb_sdn.signed import DROP_REASONS, MAC_SIZE, TCP_MAX_SIZE, Message, SequenceCounter, encode, frame, read_frame
 
 KEY = b"k" * 32
 NOW = 1_800_000_000.0
@@ -175,7 +176,7 @@ def test_missing_body_field_is_malformed(type, field):
     ("postulate", {"current": {ROW["app_id"]: "failed"}}), ("postulate", {"current": [ROW["app_id"]]}),
     ("postulate", {"current": {ROW["app_id"]: ["active"]}}), ("postulate_wrong", {"checksum_actual": 1.0}),
     ("set_target_state", {"target": "drained"}), ("set_target_state", {"app_id": 5}),
-    ("session_up", {"stype": ""}), ("session_up", {"stype": "App"}), ("session_up", {"stype": "sess:app"}),
+    ("session_up", {"stype": ""}), ("session_up", {"stype": "App"}), ("session_up", {"stype": SESSION_PREFIX + "app"}),
     ("session_up", {"stype": "a" * 33}), ("session_up", {"stype": 1}), ("session_up", {"sid": ""}),
     ("session_up", {"sid": "s" * 257}), ("session_up", {"sid": "\u00e9" * 129}), ("session_up", {"sid": 7}),
     ("session_up", {"vip": "10.0.0.300"}), ("session_up", {"vip": "010.0.0.1"}), ("session_up", {"pip": "::1"}),

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from nlb_sdn.health.cache import HLCache, HostEvent, Outgoing, agent_eligibility
-from nlb_sdn.health.protocol import Message, body_ok
+from nlb_sdn.health.protocol import body_ok
 from nlb_sdn.health.table import FIELDS, HLTable, Row, table_checksum
+from nlb_sdn.signed import Message
 
 ADDR = ("10.0.1.1", 40000)
 VIP = "10.0.0.100"

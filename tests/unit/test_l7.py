@@ -10,10 +10,11 @@ from webob import Request
 
 from nlb_sdn.config import Config, ConfigError, parse_config
 from nlb_sdn.core import l7
-from tests.shell_double import ShellDouble
 from nlb_sdn.core.l7 import MigrationRequest
+from nlb_sdn.dam.atoms import route_key
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import TunnelRoute, host_labels
+from tests.shell_double import ShellDouble
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from nlb_sdn.health.cache import HostEntry
 from nlb_sdn.rest import make_app
@@ -154,7 +155,7 @@ def test_move_replaces_the_connection_entry_with_the_member_hosts_label() -> Non
     assert conn["member"] == "h2" and conn["label"] == label_of(lb, "h2")
     assert lb.stats()["connections"]["per_member"] == {"web": {"h2": 1}}
     put = [op for op in lb.dam_ops if op.verb == "put"][-1]
-    assert put.key == "conn:tcp:10.0.0.1:40000:10.0.0.100:80" and put.data["member"] == "h2"
+    assert put.key == route_key("10.0.0.1", 40000, "10.0.0.100", 80) and put.data["member"] == "h2"
     assert put.data["mode"] == "tunnel"
 
 

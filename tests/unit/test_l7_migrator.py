@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import MigrationSettings
+from nlb_sdn.config.routing import Pool
 from nlb_sdn.migration.sender import AgentChannels, MigrationResult
 from nlb_sdn.router import migrator as module
 from nlb_sdn.router.daemon import Endpoint, Outcome, Router, Service, ServiceMember
 from nlb_sdn.router.migrator import ControllerClient, ControllerError, RepairMigrator
-from nlb_sdn.router.rules import Decision, Pool
+from nlb_sdn.router.rules import Decision
 
 H1 = Endpoint("web", "h1", "10.0.0.11", 80)
 H2 = Endpoint("web", "h2", "10.0.0.12", 80)

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 
-from nlb_sdn.health.protocol import MAC_SIZE, SequenceCounter, encode, frame
 from nlb_sdn.lab.backend import CHUNK, pattern
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration import receiver as receiver_module
@@ -41,6 +40,7 @@ from nlb_sdn.migration.tcprepair import (
     resume,
 )
 from nlb_sdn.migration.wire import GO, MIGRATE, REPLY, Channel, MigrationVerifier, WireError
+from nlb_sdn.signed import MAC_SIZE, SequenceCounter, encode, frame
 
 KEY = b"migration-test-key-0123456789abc"
 REQUEST = b"GET /bytes/1000000 HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from nlb_sdn.config.routing import Pool
 from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.daemon import Service, ServiceMember
-from nlb_sdn.router.rules import Pool
 
 SERVICE = Service("web", "10.0.0.100", 80, (ServiceMember("h1", "10.0.0.11", 80, weight=1),
                                             ServiceMember("h2", "10.0.0.12", 80, weight=1),

@@ -24,10 +24,11 @@ import pytest
 
 from nlb_sdn.affinity.sessions import APP, Session, SessionTable
 from nlb_sdn.config import ConfigError, Vip
+from nlb_sdn.config.routing import Pool, RouteRule
+from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.router.cli import load_services, main as cli_main
 from nlb_sdn.router.daemon import (Endpoint, Outcome, Router, RouterSettings, Service, ServiceMember, http_reply,
                                    listen_socket)
-from nlb_sdn.router.rules import Pool, RouteRule
 from tests.unit.test_router_parse import client_hello
 
 T = TypeVar("T")
@@ -285,7 +286,7 @@ def test_cookie_pins_a_client(lab: Lab) -> None:
     stats = lab.stats(router)
     assert stats["decided"]["cookie"] == 5 and stats["decided"]["rule"] == 2
     assert stats["services"]["web"]["rules"][0] == 5
-    assert "sess:app:s-old" not in lab.sessions.sessions
+    assert session_key(APP, "s-old") not in lab.sessions.sessions
 
 
 def test_tls_routed_by_sni_and_bytes_pass_intact(lab: Lab) -> None:

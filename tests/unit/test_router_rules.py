@@ -8,8 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from nlb_sdn.config import ConfigError, validate_model
+from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.router.parse import ClientHello, HttpRequest, parse_request
-from nlb_sdn.router.rules import (DEFAULT, Decision, Pool, RouteRule, check_routing, choose, host_matches)
+from nlb_sdn.router.rules import DEFAULT, Decision, choose, host_matches
 from tests.unit.test_router_parse import client_hello
 
 POOLS = [Pool(name="api", members=["h1", "h2"]), Pool(name="static", members=["h3"]),

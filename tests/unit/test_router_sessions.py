@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from nlb_sdn.affinity.sessions import Session, SessionTable
+from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.router.sessions import follow_sessions, replace_sessions, session_from_row
 
 
@@ -17,19 +18,19 @@ def row(sid: str, member: str, vip: str = "web", expires_in: float = 60.0) -> di
 def test_a_row_becomes_the_same_session_with_its_expiry_on_our_clock():
     session = session_from_row(row("abc", "h3", expires_in=30.0), now=50.0)
     assert (session.key, session.member, session.pip, session.pport, session.expires_at) == (
-        "sess:app:abc", "h3", "10.0.0.13", 80, 80.0)
+        session_key("app", "abc"), "h3", "10.0.0.13", 80, 80.0)
 
 
 def test_replacing_keeps_exactly_the_controllers_live_rows_of_the_vip():
     table = SessionTable()
     assert replace_sessions(table, "web", [row("a", "h1"), row("b", "h2"), row("x", "h1", vip="api")], 0.0) == 0
-    assert sorted(table.sessions) == ["sess:app:a", "sess:app:b"]
+    assert sorted(table.sessions) == [session_key("app", "a"), session_key("app", "b")]
     table.upsert(session_from_row(row("keep", "h1", vip="api"), 0.0))
     bad = replace_sessions(table, "web", [row("b", "h3"), row("gone", "h1", expires_in=-1.0), {"identifier": "z"}],
                            0.0)
     assert bad == 1
-    assert sorted(table.sessions) == ["sess:app:b", "sess:app:keep"]
-    assert table.sessions["sess:app:b"].member == "h3"
+    assert sorted(table.sessions) == [session_key("app", "b"), session_key("app", "keep")]
+    assert table.sessions[session_key("app", "b")].member == "h3"
 
 
 def test_following_survives_a_controller_that_is_away():
@@ -51,4 +52,4 @@ def test_following_survives_a_controller_that_is_away():
         task.cancel()
 
     asyncio.run(scenario())
-    assert len(calls) >= 2 and list(table.sessions) == ["sess:app:s1"]
+    assert len(calls) >= 2 and list(table.sessions) == [session_key("app", "s1")]
