@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nlb_sdn import framework
+from nlb_sdn.framework import ryu_compat
 
 ROOT = Path(__file__).resolve().parents[2]
 RYU_PYTHON = ROOT / ".venv-ryu" / "bin" / "python"
@@ -173,7 +174,7 @@ def test_apply_eventlet_fix_restores_collections_aliases():
 def test_apply_eventlet_fix_adds_ssl_wrap_socket_only_when_missing(monkeypatch):
     original = getattr(ssl, "wrap_socket", None)
     framework.apply_eventlet_fix()
-    assert getattr(ssl, "wrap_socket", None) in (original, framework._ssl_wrap_socket)
+    assert getattr(ssl, "wrap_socket", None) in (original, ryu_compat._ssl_wrap_socket)
     if original is not None:
         assert ssl.wrap_socket is original  # Python < 3.12: untouched
 
