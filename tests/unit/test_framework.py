@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import collections.abc
 import importlib.util
@@ -40,6 +41,15 @@ def run_python(code: str, framework_env: str | None, python: str | Path = sys.ex
 def test_every_export_is_present():
     missing = [name for name in EXPORTS if not hasattr(framework, name)]
     assert missing == []
+
+
+def test_every_name_the_repository_imports_from_the_package_is_exported():
+    imported = {(str(path.relative_to(ROOT)), alias.name)
+                for folder in ("nlb_sdn", "tests", "benchmarks") for path in (ROOT / folder).rglob("*.py")
+                for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                if isinstance(node, ast.ImportFrom) and node.module == "nlb_sdn.framework" for alias in node.names}
+    assert {name for _, name in imported} >= {"RyuApp", "ofproto_v1_3", "use_fast_packet_in_path"}
+    assert [(path, name) for path, name in sorted(imported) if not hasattr(framework, name)] == []
 
 
 @on_os_ken
@@ -124,6 +134,29 @@ def test_ryu_selected_by_env_fails_cleanly_without_ryu():
     result = run_python("import nlb_sdn.framework", "ryu")
     assert result.returncode != 0
     assert "No module named 'ryu'" in result.stderr
+
+
+def run_as_program(tmp_path: Path, program: str, framework_env: str | None):
+    """Import nlb_sdn.framework in a script called ``program`` (as a manager's console script is) and print NAME."""
+    script = tmp_path / program
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "from nlb_sdn import framework\nprint(framework.NAME)\n")
+    return run_python("", framework_env, sys.executable, str(script))
+
+
+@on_os_ken
+def test_the_running_manager_chooses_the_framework(tmp_path):
+    assert run_as_program(tmp_path, "osken-manager", None).stdout.split() == ["os_ken"]
+    assert run_as_program(tmp_path, "some-tool", None).stdout.split() == ["os_ken"]
+    under_ryu_manager = run_as_program(tmp_path, "ryu-manager", None)  # this venv has no ryu: proves it chose ryu
+    assert "No module named 'ryu'" in under_ryu_manager.stderr
+
+
+def test_a_framework_env_that_contradicts_the_manager_is_an_import_error(tmp_path):
+    result = run_as_program(tmp_path, "ryu-manager", "os_ken")
+    assert result.returncode != 0
+    assert ("ImportError: NLB_SDN_FRAMEWORK='os_ken', but this is ryu-manager, which runs ryu: unset "
+            "NLB_SDN_FRAMEWORK") in result.stderr
 
 
 @on_os_ken
