@@ -59,7 +59,7 @@ if NAME == "ryu":
 
 
 def import_framework_module(relative_name: str) -> ModuleType:
-    """The selected framework's module ``relative_name``, e.g. 'controller.controller' (os_ken.controller.controller)."""
+    """The selected framework's module ``relative_name``: 'controller.controller' is os_ken.controller.controller."""
     return importlib.import_module(f"{NAME}.{relative_name}")
 
 

@@ -52,12 +52,17 @@ PACKET_IN_FIXED = struct.Struct("!IHBBQ")
 IN_PORT_MATCH = struct.Struct("!HHII")
 """An ofp_match of in_port alone: type, length, one OXM header and its 32-bit value (4 bytes of padding follow)."""
 IN_PORT_MATCH_LEN = 12
+"""The length field of an in_port-only match (without its padding)."""
 PACKET_IN_MATCH_AT = OFP_HEADER.size + PACKET_IN_FIXED.size
+"""Where a packet-in's match starts."""
 PACKET_IN_DATA_AT = PACKET_IN_MATCH_AT + 16 + 2
 """Where the frame starts after an in_port match: the match padded to 8 bytes, then 2 bytes of padding."""
 OFPT_PACKET_IN = 10
+"""The message type of a packet-in."""
 OFPMT_OXM = 1
+"""The match type of an OpenFlow Extensible Match."""
 OXM_OF_IN_PORT = 0x80000004
+"""The OXM header of in_port: class OPENFLOW_BASIC, field 0, no mask, 4 bytes."""
 _LAYOUT_CONSTANTS = {
     "OFP_HEADER_PACK_STR": OFP_HEADER.format, "OFP_HEADER_SIZE": OFP_HEADER.size,
     "OFP_PACKET_IN_PACK_STR": PACKET_IN_FIXED.format, "OFP_MATCH_SIZE": 8,
@@ -286,7 +291,7 @@ def _layout_problems() -> list[str]:
 
 
 def fast_path_problems(app: Any) -> list[str]:
-    """Why the fast path must not patch this framework for ``app``: version, internals, packet-in layout (empty: safe)."""
+    """Why the fast path must not patch this framework for ``app``: version, internals, packet-in layout; [] if none."""
     problems = []
     if TESTED_VERSIONS.get(NAME) != VERSION:
         tested = ", ".join(f"{DISTRIBUTIONS[name]} {version}" for name, version in TESTED_VERSIONS.items())
@@ -347,6 +352,7 @@ def _direct_packet_ins(app: Any) -> Callable[[Any, Any], None]:
     events = app.events
 
     def send_event(ev: Any, state: Any) -> None:
+        """Run ``app``'s handlers for a packet-in now if the app is idle; queue any other event as before."""
         if type(ev) is not packet_in or not events.empty() or not events.getting():
             queue_event(ev, state)
             return

@@ -96,7 +96,8 @@ CHANGES = {
                                                   "the lean parser reads a sample packet-in as"),
     "the packet-in parsers table is gone": (without(parser, "_MSG_PARSERS"), "_MSG_PARSERS has no packet-in parser"),
     "Datapath keeps its send queue elsewhere": (
-        replaced(controller.Datapath, "__init__", lambda self, socket, address: None), "Datapath.__init__ sets no send_q"),
+        replaced(controller.Datapath, "__init__", lambda self, socket, address: None),
+        "Datapath.__init__ sets no send_q"),
 }
 
 
