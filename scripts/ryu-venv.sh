@@ -6,7 +6,9 @@
 # without build isolation. It runs with the same current eventlet as the main venv:
 # nlb_sdn.framework.apply_eventlet_fix() patches what ryu 4.34 needs from eventlet and Python 3.11.
 # nlb_sdn is installed editable without its dependencies (os-ken would come along otherwise), followed by its
-# other runtime dependencies.
+# other runtime dependencies. Last, the start-up hook (nlb_sdn/framework/ryu_compat.py, copied into site-packages
+# with a .pth file) applies that fix before any import of ryu, so a bare `ryu-manager nlb_sdn.apps.classifier` runs
+# too (docs/framework.md).
 #
 # Usage: scripts/ryu-venv.sh            (env: PYTHON=python3.11, RYU_VENV=<repo>/.venv-ryu)
 # Idempotent: a venv that already has everything is only checked. Quiet unless something fails.
@@ -54,8 +56,11 @@ fi
 
 PIP=("$PY" -m pip --quiet --disable-pip-version-check --no-input)
 
-# Everything already in place? Then only verify it imports through our framework module.
-check() {
+SITE="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+COMPAT="$ROOT/nlb_sdn/framework/ryu_compat.py"
+
+# The packages in place, and importing ryu through our framework module?
+check_packages() {
     NLB_SDN_FRAMEWORK=ryu "$PY" - <<EOF >/dev/null 2>&1
 import importlib.metadata as md
 assert md.version("ryu") == "$RYU_VERSION"
@@ -72,18 +77,34 @@ import ryu.cmd.manager, ryu.controller.controller, ryu.app.wsgi
 EOF
 }
 
-if check; then
+# The start-up hook current, and a bare ryu-manager (no NLB_SDN_FRAMEWORK, nlb_sdn not imported) importing?
+check_hook() {
+    "$PY" "$COMPAT" --check "$SITE" && (cd / && env -u NLB_SDN_FRAMEWORK "$VENV/bin/ryu-manager" --version) \
+        >/dev/null 2>&1
+}
+
+if check_packages && check_hook; then
     exit 0
 fi
 
-log "installing ryu $RYU_VERSION and dependencies into $VENV"
-quiet "${PIP[@]}" install 'setuptools>=64,<68' pbr wheel
-quiet "${PIP[@]}" install --no-build-isolation "ryu==$RYU_VERSION" "eventlet==$EVENTLET_VERSION" 'dnspython>=2'
-quiet "${PIP[@]}" install "${DEPS[@]}"
-quiet "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
+if ! check_packages; then
+    log "installing ryu $RYU_VERSION and dependencies into $VENV"
+    quiet "${PIP[@]}" install 'setuptools>=64,<68' pbr wheel
+    quiet "${PIP[@]}" install --no-build-isolation "ryu==$RYU_VERSION" "eventlet==$EVENTLET_VERSION" 'dnspython>=2'
+    quiet "${PIP[@]}" install "${DEPS[@]}"
+    quiet "${PIP[@]}" install --no-build-isolation --no-deps -e "$ROOT"
+    if ! check_packages; then
+        NLB_SDN_FRAMEWORK=ryu "$PY" -c 'from nlb_sdn import framework; import ryu.cmd.manager' >&2 || true
+        die "$VENV was built but does not import ryu through nlb_sdn.framework"
+    fi
+fi
 
-if ! check; then
-    NLB_SDN_FRAMEWORK=ryu "$PY" -c 'from nlb_sdn import framework; import ryu.cmd.manager' >&2 || true
-    die "$VENV was built but does not import ryu through nlb_sdn.framework"
+if ! check_hook; then
+    log "installing the ryu start-up hook into $SITE"
+    quiet "$PY" "$COMPAT" "$SITE"
+    if ! check_hook; then
+        (cd / && env -u NLB_SDN_FRAMEWORK "$VENV/bin/ryu-manager" --version) >&2 || true
+        die "a bare ryu-manager in $VENV does not start with the hook installed"
+    fi
 fi
 log "ready: $VENV"

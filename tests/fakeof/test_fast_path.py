@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn import framework
+from nlb_sdn.framework import fast_path
 from nlb_sdn.framework import MAIN_DISPATCHER, RyuApp, hub, ofp_event, set_ev_cls
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -140,7 +141,7 @@ def test_the_fast_path_installs_the_lean_loops_and_parser() -> None:
     framework.use_fast_packet_in_path(Recorder())
     controller = __import__(f"{framework.NAME}.controller.controller", fromlist=["Datapath"])
     assert parser._MSG_PARSERS[ofp.OFPT_PACKET_IN] is framework.parse_packet_in
-    assert controller.Datapath._send_loop is framework._send_loop
+    assert controller.Datapath._send_loop is fast_path._send_loop
     assert controller.Datapath._recv_loop.__name__ == "deactivate"
 
 
@@ -148,13 +149,14 @@ def test_the_fast_path_installs_the_lean_loops_and_parser() -> None:
 def test_the_fast_path_under_ryu() -> None:
     code = (
         "from nlb_sdn import framework as f\n"
+        "from nlb_sdn.framework import fast_path\n"
         "from ryu.controller import controller\n"
         "from ryu.ofproto import ofproto_v1_3 as ofp, ofproto_v1_3_parser as p\n"
         "class App(f.RyuApp):\n"
         "    pass\n"
         "f.use_fast_packet_in_path(App())\n"
         "assert p._MSG_PARSERS[ofp.OFPT_PACKET_IN] is f.parse_packet_in\n"
-        "assert controller.Datapath._send_loop is f._send_loop\n"
+        "assert controller.Datapath._send_loop is fast_path._send_loop\n"
         "m = p.OFPPacketIn(None, buffer_id=ofp.OFP_NO_BUFFER, total_len=74, reason=0, table_id=1, cookie=7,\n"
         "                  match=p.OFPMatch(in_port=3), data=bytes(range(74)))\n"
         "raw = bytearray(8) + bytearray(p.struct.pack(ofp.OFP_PACKET_IN_PACK_STR, m.buffer_id, 74, 0, 1, 7))\n"

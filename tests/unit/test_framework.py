@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import collections.abc
 import importlib.util
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nlb_sdn import framework
+from nlb_sdn.framework import ryu_compat
 
 ROOT = Path(__file__).resolve().parents[2]
 RYU_PYTHON = ROOT / ".venv-ryu" / "bin" / "python"
@@ -39,6 +41,15 @@ def run_python(code: str, framework_env: str | None, python: str | Path = sys.ex
 def test_every_export_is_present():
     missing = [name for name in EXPORTS if not hasattr(framework, name)]
     assert missing == []
+
+
+def test_every_name_the_repository_imports_from_the_package_is_exported():
+    imported = {(str(path.relative_to(ROOT)), alias.name)
+                for folder in ("nlb_sdn", "tests", "benchmarks") for path in (ROOT / folder).rglob("*.py")
+                for node in ast.walk(ast.parse(path.read_text(), str(path)))
+                if isinstance(node, ast.ImportFrom) and node.module == "nlb_sdn.framework" for alias in node.names}
+    assert {name for _, name in imported} >= {"RyuApp", "ofproto_v1_3", "use_fast_packet_in_path"}
+    assert [(path, name) for path, name in sorted(imported) if not hasattr(framework, name)] == []
 
 
 @on_os_ken
@@ -125,6 +136,29 @@ def test_ryu_selected_by_env_fails_cleanly_without_ryu():
     assert "No module named 'ryu'" in result.stderr
 
 
+def run_as_program(tmp_path: Path, program: str, framework_env: str | None):
+    """Import nlb_sdn.framework in a script called ``program`` (as a manager's console script is) and print NAME."""
+    script = tmp_path / program
+    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
+                      "from nlb_sdn import framework\nprint(framework.NAME)\n")
+    return run_python("", framework_env, sys.executable, str(script))
+
+
+@on_os_ken
+def test_the_running_manager_chooses_the_framework(tmp_path):
+    assert run_as_program(tmp_path, "osken-manager", None).stdout.split() == ["os_ken"]
+    assert run_as_program(tmp_path, "some-tool", None).stdout.split() == ["os_ken"]
+    under_ryu_manager = run_as_program(tmp_path, "ryu-manager", None)  # this venv has no ryu: proves it chose ryu
+    assert "No module named 'ryu'" in under_ryu_manager.stderr
+
+
+def test_a_framework_env_that_contradicts_the_manager_is_an_import_error(tmp_path):
+    result = run_as_program(tmp_path, "ryu-manager", "os_ken")
+    assert result.returncode != 0
+    assert ("ImportError: NLB_SDN_FRAMEWORK='os_ken', but this is ryu-manager, which runs ryu: unset "
+            "NLB_SDN_FRAMEWORK") in result.stderr
+
+
 @on_os_ken
 def test_manager_main_runs_osken_manager():
     result = run_python("", "os_ken", sys.executable, "-m", "nlb_sdn.framework", "--version")
@@ -173,7 +207,7 @@ def test_apply_eventlet_fix_restores_collections_aliases():
 def test_apply_eventlet_fix_adds_ssl_wrap_socket_only_when_missing(monkeypatch):
     original = getattr(ssl, "wrap_socket", None)
     framework.apply_eventlet_fix()
-    assert getattr(ssl, "wrap_socket", None) in (original, framework._ssl_wrap_socket)
+    assert getattr(ssl, "wrap_socket", None) in (original, ryu_compat._ssl_wrap_socket)
     if original is not None:
         assert ssl.wrap_socket is original  # Python < 3.12: untouched
 
