@@ -1,6 +1,7 @@
 """The classifier app (one LBU instance): a thin os-ken shell around the LoadBalancer core, plus REST.
 
-Run it with ``nlb-sdn controller --config FILE``, or ``NLB_SDN_CONFIG=FILE osken-manager nlb_sdn.apps.classifier``.
+Run it with ``nlb-sdn controller --config FILE``, or ``NLB_SDN_CONFIG=FILE osken-manager nlb_sdn.apps.classifier``
+(``ryu-manager`` in the ryu 4.34 environment that scripts/ryu-venv.sh builds: docs/framework.md).
 
 One loop: the core is entered only from the app's event loop. OpenFlow events arrive there from os-ken; timers,
 the H&L socket, the DAM follower and REST calls post their own events into the same queue. The shell carries out the
@@ -27,7 +28,7 @@ from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.templates import Prepared
-from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
+from nlb_sdn.framework import (CONFIG_DISPATCHER, EventBase, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
                                ofproto_v1_3, set_ev_cls, use_fast_packet_in_path)
 from nlb_sdn.rest.app import make_app
 from nlb_sdn.signed import load_key
@@ -69,15 +70,15 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     return wrapper
 
 
-class EventTick(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventTick(EventBase):  # type: ignore[misc]
     """Timer: periodic H&L work, switch-dispatch group changes and conntrack audits."""
 
 
-class EventSwitchSync(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventSwitchSync(EventBase):  # type: ignore[misc]
     """Timer: ask the switches for the connections they dispatched themselves."""
 
 
-class EventDatagram(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventDatagram(EventBase):  # type: ignore[misc]
     """An H&L datagram from an agent."""
 
     def __init__(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -86,7 +87,7 @@ class EventDatagram(ofp_event.event.EventBase):  # type: ignore[misc]
         self.addr = addr
 
 
-class EventDamChanges(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventDamChanges(EventBase):  # type: ignore[misc]
     """Other LBUs' atom changes the DAM reported, and whether expiry is due."""
 
     def __init__(self, changes: list[Any], expire: bool) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from nlb_sdn.config import Config
 from nlb_sdn.core.l7 import MigrationRequest
-from nlb_sdn.framework import hub, ofp_event
+from nlb_sdn.framework import EventBase, hub
 
 if TYPE_CHECKING:
     from nlb_sdn.apps.classifier import Classifier
@@ -23,7 +23,7 @@ CALL_TIMEOUT = 10.0
 """Seconds a REST call waits for the event loop before it fails (the loop is stuck or gone)."""
 
 
-class EventCall(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventCall(EventBase):  # type: ignore[misc]
     """A REST call for the app's event loop: run ``work`` there and hand its result (or exception) back."""
 
     def __init__(self, work: Callable[[], Any]) -> None:

@@ -13,7 +13,7 @@ Three parts, all importable from here (``from nlb_sdn.framework import RyuApp, s
 """
 
 from nlb_sdn.framework.api import (CONFIG_DISPATCHER, DEAD_DISPATCHER, FRAMEWORK_ENV, MAIN_DISPATCHER, NAME, VERSION,
-                                   RyuApp, app_manager, arp, controller_dpset, ether_types, ethernet, handler, hub,
+                                   EventBase, RyuApp, app_manager, arp, controller_dpset, ether_types, ethernet, handler, hub,
                                    icmp, import_framework_module, ipv4, manager_main, nicira_ext, ofp_event,
                                    ofproto_parser, ofproto_v1_3, ofproto_v1_3_parser, packet, set_ev_cls, tcp, udp)
 from nlb_sdn.framework.fast_path import (FAST_PATH_ENV, GC_YOUNG_THRESHOLD, RECEIVE_SIZE, TESTED_VERSIONS,
@@ -24,7 +24,7 @@ from nlb_sdn.framework.ryu_compat import ALREADY_HANDLED_STANDIN, apply_eventlet
 __all__ = [
     "ALREADY_HANDLED_STANDIN", "CONFIG_DISPATCHER", "DEAD_DISPATCHER", "FAST_PATH_ENV", "FRAMEWORK_ENV",
     "GC_YOUNG_THRESHOLD", "MAIN_DISPATCHER", "NAME", "RECEIVE_SIZE", "TESTED_VERSIONS", "VERSION", "FastPathSetting",
-    "FastPathUnsupported", "RyuApp", "app_manager", "apply_eventlet_fix", "arp", "controller_dpset", "ether_types",
+    "EventBase", "FastPathUnsupported", "RyuApp", "app_manager", "apply_eventlet_fix", "arp", "controller_dpset", "ether_types",
     "ethernet", "fast_path_problems", "handler", "hub", "icmp", "import_framework_module", "ipv4", "manager_main",
     "nicira_ext", "ofp_event", "ofproto_parser", "ofproto_v1_3", "ofproto_v1_3_parser", "packet", "parse_packet_in",
     "require_fast_path_support", "set_ev_cls", "tcp", "udp", "use_fast_packet_in_path",

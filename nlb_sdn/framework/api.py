@@ -64,6 +64,7 @@ def import_framework_module(relative_name: str) -> ModuleType:
 
 
 app_manager = import_framework_module("base.app_manager")
+event = import_framework_module("controller.event")
 ofp_event = import_framework_module("controller.ofp_event")
 handler = import_framework_module("controller.handler")
 controller_dpset = import_framework_module("controller.dpset")
@@ -82,6 +83,8 @@ icmp = import_framework_module("lib.packet.icmp")
 hub = import_framework_module("lib.hub")
 
 RyuApp = getattr(app_manager, "OSKenApp", None) or app_manager.RyuApp
+EventBase = event.EventBase
+"""The base of an app's own events (the classifier's timers and REST calls post them into its queue)."""
 set_ev_cls = handler.set_ev_cls
 CONFIG_DISPATCHER = handler.CONFIG_DISPATCHER
 MAIN_DISPATCHER = handler.MAIN_DISPATCHER

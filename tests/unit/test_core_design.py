@@ -11,7 +11,7 @@ from nlb_sdn.config import dump_config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import NO_EFFECTS, DamOp, DamVerb, Effects, Out
 from nlb_sdn.core.services import L7Service, NatService, SessionService, SwitchService, TunnelService
-from nlb_sdn.dam.atoms import route_key
+from nlb_sdn.dam.atoms import route_key, session_key
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.framework import hub
 from tests.frames import syn_frame
@@ -68,7 +68,7 @@ def test_every_event_entry_point_returns_effects() -> None:
         lb.handle_flow_removed(1, Table.CONNECTIONS, 0, {}, True, 2.0),
         lb.switch_connected(1), lb.reconcile(1, [], 2.0), lb.tick(2.0, [1]), lb.dispatch_updates(2.0, [1]),
         lb.conntrack_audits(2.0), lb.handle_datagram(b"junk", ("127.0.0.1", 9), 2.0), lb.expire(2.0),
-        lb.load_atoms([], 2.0), lb.apply_dam_change("delete", "sess:app:x", None, 2.0),
+        lb.load_atoms([], 2.0), lb.apply_dam_change("delete", session_key("app", "x"), None, 2.0),
         lb.apply_config(config(weights=(1, 1, 1)), [1], 3.0),
     ]
     assert all(isinstance(result, Effects) for result in results)
