@@ -8,7 +8,7 @@ import struct
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows.pipeline import Table
 from tests.frames import syn_frame
-from tests.unit.test_core import config
+from tests.lib.configs import weighted_web_config as config
 
 FRAMES = 2000
 
