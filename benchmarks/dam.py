@@ -1,7 +1,7 @@
 """Benchmark: DAM put/get latency (memory vs Redis), memory per 100,000 route atoms, and the cost of listing them.
 
 Run from the repository root: ``.venv/bin/python benchmarks/dam.py [--quick] [--out benchmarks/results/dam.json]``.
-Redis is a private redis-server (``tests/redis_server.py``) on loopback, reached through redis-py without eventlet.
+Redis is a private redis-server (``tests/lib/redis_server.py``) on loopback, reached through redis-py without eventlet.
 ``docs/dam.md`` explains each figure.
 """
 
@@ -23,10 +23,10 @@ from typing import Any
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # for tests.redis_server, the same private server the tests use
+sys.path.insert(0, str(REPO))  # for tests.lib.redis_server, the same private server the tests use
 
 from nlb_sdn.dam import ROUTE_PREFIX, Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
-from tests.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
+from tests.lib.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 from nlb_sdn.lab import report as lab_report
 from nlb_sdn.lab.report import command_output
 

@@ -41,9 +41,10 @@ if str(REPO) not in sys.path:  # `python benchmarks/l7.py` from anywhere
     sys.path.insert(0, str(REPO))
 
 from benchmarks.connections import pool  # noqa: E402 - after the path fix
-from benchmarks.suite.lab import OVS_PID_FILE, CpuMeter, pattern_sha256  # noqa: E402
+from benchmarks.suite.lab import OVS_PID_FILE, CpuMeter  # noqa: E402
 from benchmarks.suite.results import is_number, ratio  # noqa: E402
 from nlb_sdn.lab import report as lab_report  # noqa: E402
+from nlb_sdn.lab.backend import pattern_sha256  # noqa: E402
 from nlb_sdn.lab.harness import Lab, LabError, run, wait_for  # noqa: E402
 from nlb_sdn.lab.report import command_output  # noqa: E402
 from topologies import SWITCH_OPTS, FabricTopo, lab_config  # noqa: E402

@@ -415,7 +415,7 @@ class Bench:
 
     # -- lab ----------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.net = Mininet(topo=self.topo, controller=None, build=True, waitConnected=False)
+        self.net = Mininet(topo=self.topo.mininet_topo(), controller=None, build=True, waitConnected=False)
         self.net.start()
         hosts = [self.net[name] for name in self.topo.data_hosts()]
         for host in hosts:

@@ -1,4 +1,5 @@
-"""Mininet lab topologies that also emit the static ``fabric`` section of the config (pure: no root needed)."""
+"""Lab topologies that emit the static ``fabric`` section of the config (pure: no root, no Mininet needed) and
+become Mininet topologies for the lab (``LabTopo.mininet_topo``, the ``lab`` extra)."""
 
 from __future__ import annotations
 

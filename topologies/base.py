@@ -1,14 +1,21 @@
-"""Common base of the lab topologies: explicit ports, addresses and dpids, and the static ``fabric`` config section."""
+"""Common base of the lab topologies: explicit ports, addresses and dpids, and the static ``fabric`` config section.
+
+A LabTopo is a plain description (no Mininet needed): the fabric section, addresses and ports come from it on any
+machine. Only :meth:`LabTopo.mininet_topo`, which the lab harness calls to build the network, imports Mininet (the
+``lab`` extra).
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
-
-from mininet.node import OVSBridge, OVSSwitch
-from mininet.topo import Topo
+import enum
+import re
+from typing import TYPE_CHECKING, Any
 
 from nlb_sdn.config import parse_config
+
+if TYPE_CHECKING:
+    from mininet.topo import Topo
 
 PREFIX = "10.0.0."
 PREFIX_LEN = 24
@@ -24,12 +31,26 @@ MGMT_ROOT = "mgmt0"
 MGMT_ROOT_OCTET = 254
 
 SWITCH_OPTS: dict[str, Any] = {
-    "cls": OVSSwitch,
     "datapath": "user",
     "protocols": "OpenFlow13",
     "failMode": "secure",
 }
-"""Mininet switch options every lab switch is created with (userspace OVS, OpenFlow 1.3, no standalone fallback)."""
+"""Mininet switch options every lab switch is created with (an OVSSwitch: userspace OVS, OpenFlow 1.3, no standalone
+fallback)."""
+
+
+class SwitchKind(enum.Enum):
+    """Which Mininet switch class a lab switch becomes."""
+
+    OPENFLOW = "openflow"
+    """An OVSSwitch of the data path, with SWITCH_OPTS, driven by the controller."""
+    BRIDGE = "bridge"
+    """A plain OVS learning bridge (OVSBridge) without a controller: the management network."""
+
+
+def natural_key(text: str) -> list[int | str]:
+    """Sort key that orders names as Mininet does (``c2`` before ``c10``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 def host_address(octet: int) -> tuple[str, str]:
@@ -39,8 +60,12 @@ def host_address(octet: int) -> tuple[str, str]:
     return f"{PREFIX}{octet}", f"00:00:00:00:00:{octet:02d}"
 
 
-class LabTopo(Topo):
-    """A Topo whose every port, address and dpid is explicit, so it can emit its static fabric config without root."""
+class LabTopo:
+    """A lab topology whose every port, address and dpid is explicit, so it emits its static fabric config without
+    root or Mininet; :meth:`mininet_topo` turns it into the Mininet Topo the lab is built from.
+
+    The read side (``hosts``, ``switches``, ``links``, ``nodeInfo``) answers as a Mininet Topo of it would.
+    """
 
     def __init__(self, clients: int = 3, backends: int = 3, mgmt: bool = False, trunk_mtu: int | None = None,
                  routers: int = 0) -> None:
@@ -64,11 +89,18 @@ class LabTopo(Topo):
         self.backends: list[str] = [f"h{i}" for i in range(1, backends + 1)]
         self._dpids: dict[str, int] = {}
         self._attach: dict[str, tuple[str, int]] = {}
+        self._hosts: dict[str, dict[str, Any]] = {}
+        self._switches: dict[str, tuple[SwitchKind, dict[str, Any]]] = {}
+        self._links: list[dict[str, Any]] = []
         self.mgmt = mgmt
         self.trunk_mtu = trunk_mtu
-        super().__init__()
+        self.build()
         if mgmt:
             self._add_mgmt_network()
+
+    def build(self) -> None:
+        """Add the switches, hosts and links (every topology defines its own)."""
+        raise NotImplementedError
 
     def _add_mgmt_network(self) -> None:
         """A management switch m0 (plain L2 bridge, no controller) joining the root namespace and the eth1 of every
@@ -77,19 +109,45 @@ class LabTopo(Topo):
         Agents reach the controller over it, never over the data path. The root namespace side is ``mgmt0-eth0``
         with 10.99.0.254/24; backend hN gets 10.99.0.<its data octet>.
         """
-        self.addSwitch(MGMT_SWITCH, cls=OVSBridge, datapath="user", dpid="99")
-        self.addHost(MGMT_ROOT, inNamespace=False, ip=f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}/24")
-        self.addLink(MGMT_ROOT, MGMT_SWITCH, port1=0, port2=1)
+        self._switches[MGMT_SWITCH] = (SwitchKind.BRIDGE, {"datapath": "user", "dpid": "99"})
+        self._hosts[MGMT_ROOT] = {"inNamespace": False, "ip": f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}/24"}
+        self._add_link(MGMT_ROOT, 0, MGMT_SWITCH, 1)
         for index, name in enumerate(self.backends + self.routers):
             octet = int(self.host_ip(name).rsplit(".", 1)[1])
-            self.addLink(name, MGMT_SWITCH, port1=1, port2=index + 2,
-                         params1={"ip": f"{MGMT_PREFIX}{octet}/24"})
+            self._add_link(name, 1, MGMT_SWITCH, index + 2, params1={"ip": f"{MGMT_PREFIX}{octet}/24"})
+
+    def _add_link(self, node1: str, port1: int, node2: str, port2: int, **params: Any) -> None:
+        """Record a link with explicit ports and Mininet link parameters."""
+        self._links.append({**params, "node1": node1, "node2": node2, "port1": port1, "port2": port2})
 
     def mgmt_ip(self, name: str) -> str:
         """The management-network address of a backend, or of the root namespace for ``mgmt0``."""
         if name == MGMT_ROOT:
             return f"{MGMT_PREFIX}{MGMT_ROOT_OCTET}"
         return f"{MGMT_PREFIX}{self.host_ip(name).rsplit('.', 1)[1]}"
+
+    def hosts(self) -> list[str]:
+        """Every host, data path and management, in Mininet's (natural) order."""
+        return sorted(self._hosts, key=natural_key)
+
+    def switches(self) -> list[str]:
+        """Every switch, data path and management, in Mininet's (natural) order."""
+        return sorted(self._switches, key=natural_key)
+
+    def links(self, sort: bool = False, withInfo: bool = False) -> list[tuple[Any, ...]]:  # noqa: N803 - Mininet's name
+        """The links as ``(node1, node2)``, or ``(node1, node2, info)`` with ``withInfo``; ``sort`` orders them by
+        name as Mininet's ``Topo.links`` does, else they come in the order they were added."""
+        links = [(link["node1"], link["node2"], link) if withInfo else (link["node1"], link["node2"])
+                 for link in self._links]
+        if sort:
+            links.sort(key=lambda link: (natural_key(link[0]), natural_key(link[1])))
+        return links
+
+    def nodeInfo(self, name: str) -> dict[str, Any]:  # noqa: N802 - Mininet's name
+        """The Mininet parameters of a host or switch (a switch's without its class, see :meth:`mininet_topo`)."""
+        if name in self._switches:
+            return {"isSwitch": True, **self._switches[name][1]}
+        return self._hosts[name]
 
     def data_hosts(self) -> list[str]:
         """The hosts attached to the data-path fabric (clients and backends), sorted."""
@@ -102,28 +160,29 @@ class LabTopo(Topo):
     def add_lab_switch(self, name: str, dpid: int) -> str:
         """Add an OVS userspace switch with an explicit dpid."""
         self._dpids[name] = dpid
-        return self.addSwitch(name, dpid=f"{dpid:x}", **SWITCH_OPTS)
+        self._switches[name] = (SwitchKind.OPENFLOW, {"dpid": f"{dpid:x}", **SWITCH_OPTS})
+        return name
 
     def add_lab_host(self, name: str, octet: int, switch: str, port: int) -> str:
         """Add a host with explicit IP and MAC on ``switch`` port ``port`` (the host side is always eth0)."""
         ip, mac = host_address(octet)
-        self.addHost(name, ip=f"{ip}/{PREFIX_LEN}", mac=mac, defaultRoute=f"dev {name}-eth0")
-        self.addLink(name, switch, port1=0, port2=port)
+        self._hosts[name] = {"ip": f"{ip}/{PREFIX_LEN}", "mac": mac, "defaultRoute": f"dev {name}-eth0"}
+        self._add_link(name, 0, switch, port)
         self._attach[name] = (switch, port)
         return name
 
     def add_trunk(self, a: str, a_port: int, b: str, b_port: int) -> None:
         """Add a switch-to-switch link with explicit ports on both ends (with ``trunk_mtu`` on both when set)."""
         mtu = {"ifconfig": f"mtu {self.trunk_mtu}"} if self.trunk_mtu else {}
-        self.addLink(a, b, port1=a_port, port2=b_port, **mtu)
+        self._add_link(a, a_port, b, b_port, **mtu)
 
     def host_ip(self, name: str) -> str:
         """The IPv4 address of host ``name`` (without prefix length)."""
-        return str(self.nodeInfo(name)["ip"]).split("/")[0]
+        return str(self._hosts[name]["ip"]).split("/")[0]
 
     def host_mac(self, name: str) -> str:
         """The MAC address of host ``name``."""
-        return str(self.nodeInfo(name)["mac"])
+        return str(self._hosts[name]["mac"])
 
     def dpids(self) -> dict[str, int]:
         """Switch name to dpid."""
@@ -147,6 +206,22 @@ class LabTopo(Topo):
             hosts.append({"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch,
                           "port": port})
         return {"switches": switches, "links": links, "hosts": hosts}
+
+    def mininet_topo(self) -> Topo:
+        """This topology as a Mininet Topo: the same nodes, parameters and ports (imports Mininet, the ``lab``
+        extra)."""
+        from mininet.node import OVSBridge, OVSSwitch
+        from mininet.topo import Topo
+
+        switch_classes = {SwitchKind.OPENFLOW: OVSSwitch, SwitchKind.BRIDGE: OVSBridge}
+        topo = Topo()
+        for name, (kind, params) in self._switches.items():
+            topo.addSwitch(name, cls=switch_classes[kind], **params)
+        for name, params in self._hosts.items():
+            topo.addHost(name, **params)
+        for link in self._links:
+            topo.addLink(**link)
+        return topo
 
 
 def lab_config(topo: LabTopo, vips: list[dict[str, Any]], **controller_overrides: Any) -> dict[str, Any]:

@@ -15,7 +15,6 @@ connection entry left by one scenario can capture another's replies (see benchma
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -29,7 +28,7 @@ from benchmarks.ofload import cpu_seconds, machine_busy_seconds
 from benchmarks.suite.results import broken_share, median_figures, ratios
 from benchmarks.suite.settings import CHANGES, SCENARIOS, SUBJECTS, Settings
 from nlb_sdn.flows.pipeline import KIND_SHIFT, CookieKind
-from nlb_sdn.lab.backend import CHUNK, pattern
+from nlb_sdn.lab.backend import pattern_sha256
 from nlb_sdn.lab.harness import Lab, LabError, run, wait_for
 from topologies import SingleTopo, lab_config
 
@@ -216,14 +215,6 @@ def scenario_problems(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
                 found.append(f"{scenario} round {number} download: {result['download']['bytes']} bytes, "
                              f"{result['download']['error']}")
     return found
-
-
-def pattern_sha256(size: int) -> str:
-    """The SHA-256 of the backend's first ``size`` pattern bytes (what a complete download hashes to)."""
-    digest = hashlib.sha256()
-    for offset in range(0, size, CHUNK):
-        digest.update(pattern(offset, min(CHUNK, size - offset)))
-    return digest.hexdigest()
 
 
 def complete(download: dict[str, Any], expected_sha: str) -> bool:

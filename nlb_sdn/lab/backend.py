@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import os
 import signal
@@ -38,6 +39,14 @@ def pattern(offset: int, size: int) -> memoryview:
         raise ValueError(f"pattern slice size {size} outside 0..{CHUNK}")
     start = offset % PATTERN_PERIOD
     return memoryview(_BLOCK)[start:start + size]
+
+
+def pattern_sha256(size: int) -> str:
+    """The SHA-256 (hex) of the first ``size`` pattern bytes: what a complete ``/bytes/<size>`` download hashes to."""
+    digest = hashlib.sha256()
+    for offset in range(0, size, CHUNK):
+        digest.update(pattern(offset, min(CHUNK, size - offset)))
+    return digest.hexdigest()
 
 
 class HttpError(Exception):

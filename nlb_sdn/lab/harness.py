@@ -18,6 +18,8 @@ one machine, since they share switch names and ports.
 from __future__ import annotations
 
 import fcntl
+import functools
+import importlib.util
 import json
 import os
 import re
@@ -32,14 +34,16 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
-from mininet.net import Mininet
-from mininet.node import Host, Node, OVSSwitch, RemoteController
 
 from nlb_sdn.config import parse_config
 from topologies import SWITCH_OPTS, TOPOLOGIES, LabTopo
+
+if TYPE_CHECKING:
+    from mininet.net import Mininet
+    from mininet.node import Host, Node
 
 T = TypeVar("T")
 
@@ -133,15 +137,29 @@ def _terminate(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> No
             continue
 
 
-class _LabController(RemoteController):
-    """The controller as Mininet sees it: the process is ours (a Lab subprocess); only its idle shell is Mininet's."""
+def _require_mininet() -> None:
+    """Raise a LabError naming the ``lab`` extra when Mininet is not installed."""
+    if importlib.util.find_spec("mininet") is None:
+        raise LabError("the Mininet lab needs Mininet: install the lab extra (pip install 'nlb_sdn[lab]')")
 
-    def checkListening(self) -> None:
-        """Skip Mininet's telnet probe: the lab polls the controller itself."""
 
-    def stop(self, *_args: Any, **_kwargs: Any) -> None:
-        """Close the shell Mininet spawned for this node (RemoteController would leave it running)."""
-        self.terminate()
+@functools.cache
+def _lab_controller_class() -> type:
+    """The controller node class the lab gives Mininet (made on first use: Mininet is imported only for a lab)."""
+    from mininet.node import RemoteController
+
+    class LabController(RemoteController):
+        """The controller as Mininet sees it: the process is ours (a Lab subprocess); only its idle shell is
+        Mininet's."""
+
+        def checkListening(self) -> None:
+            """Skip Mininet's telnet probe: the lab polls the controller itself."""
+
+        def stop(self, *_args: Any, **_kwargs: Any) -> None:
+            """Close the shell Mininet spawned for this node (RemoteController would leave it running)."""
+            self.terminate()
+
+    return LabController
 
 
 class Lab:
@@ -220,6 +238,7 @@ class Lab:
         """Every bring-up step, in order."""
         if os.geteuid() != 0:
             raise LabError("the Mininet lab needs root")
+        _require_mininet()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._acquire_lock()
         self._ensure_ovs()
@@ -230,10 +249,7 @@ class Lab:
                 raise LabError(f"something already listens on 127.0.0.1:{port}; is another controller running?")
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.start_controller()
-        switch_opts = {k: v for k, v in SWITCH_OPTS.items() if k != "cls"}
-        self.net = Mininet(topo=self.topo, switch=partial(OVSSwitch, **switch_opts), host=Host,
-                           controller=partial(_LabController, ip="127.0.0.1", port=self.ofp_port),
-                           build=False, autoSetMacs=False, waitConnected=False)
+        self.net = self._make_net()
         try:
             self.net.build()
         finally:
@@ -251,6 +267,15 @@ class Lab:
                 self.start_backend(name, port)
         self._record()
         self.check_controller()
+
+    def _make_net(self) -> Mininet:
+        """The Mininet network of the topology, not built yet, with our controller node."""
+        from mininet.net import Mininet
+        from mininet.node import Host, OVSSwitch
+
+        return Mininet(topo=self.topo.mininet_topo(), switch=partial(OVSSwitch, **SWITCH_OPTS), host=Host,
+                       controller=partial(_lab_controller_class(), ip="127.0.0.1", port=self.ofp_port),
+                       build=False, autoSetMacs=False, waitConnected=False)
 
     def close(self, raise_leftovers: bool = False) -> int | None:
         """Stop everything by PID, stop Mininet, remove our bridges and links, verify; return a deferred signal.

@@ -11,14 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from nlb_sdn.config import Config
-from tests.shell_double import ShellDouble
+from nlb_sdn.config import Config, vip_mac
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
-from tests.fakeof.switch import FakeDatapath, PacketIn, TraceResult
+from tests.fakeof.switch import TCP_SYN, FakeDatapath, PacketIn, TraceResult, tcp_packet
 
 MAX_HOPS = 16
 """A packet crossing more switches than this is looping: the fabric raises instead of recursing forever."""
+WEB_VIP = "10.0.0.100"
 
 
 @dataclass
@@ -211,7 +212,8 @@ class FakeFabric:
 
 
 class CoreNet:
-    """A LoadBalancer core (driven through a ShellDouble) and the fake fabric it drives, installed at time 0, with host shortcuts."""
+    """A LoadBalancer core (driven through a ShellDouble) and the fake fabric it drives, installed at time 0, with host
+    and segment shortcuts."""
 
     def __init__(self, config: Config) -> None:
         self.lb = ShellDouble(config)
@@ -230,6 +232,19 @@ class CoreNet:
     def port(self, host: str) -> int:
         """The switch port a host is attached to."""
         return self.fab.host_at[host][1]
+
+    def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, vip: str = WEB_VIP, vport: int = 80,
+               payload: bytes = b"") -> dict[str, Any]:
+        """A segment from ``client`` to a VIP (sent to the VIP's MAC, as after ARP)."""
+        return tcp_packet(self.mac(client), vip_mac(vip), self.ip(client), vip, sport, vport, flags, payload=payload)
+
+    def open(self, client: str, sport: int, now: float = 0.0) -> str:
+        """Open one connection to VIP web through the controller; the member (host) the SYN reached."""
+        self.fab.clock(now)
+        first, after = self.fab.run(self.lb, client, self.to_vip(client, sport), now)
+        assert len(first.packet_ins) == 1 and not first.delivered
+        assert len(after.delivered) == 1 and not after.packet_ins and not after.stray
+        return after.hosts[0]
 
 
 def reason_name(reason: int) -> str:

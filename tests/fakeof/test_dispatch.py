@@ -17,6 +17,7 @@ from nlb_sdn.flows.dispatch import SLOTS
 from nlb_sdn.flows.pipeline import CookieKind, Priority, Table
 from tests.fakeof.fabric import CoreNet
 from tests.fakeof.switch import TCP_ACK, TCP_SYN, tcp_packet
+from tests.lib.configs import topo_config
 from topologies import FabricTopo, lab_config
 
 VIP = "10.0.0.100"
@@ -37,10 +38,8 @@ def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none",
            "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight,
                         "state": states.get(name, "active")}
                        for name, weight in zip(BACKENDS, weights) if name in members]}
-    raw = lab_config(topo, [vip], rest={"enabled": False})
-    if max_connections is not None:
-        raw["controller"]["max_connections"] = max_connections
-    return parse_config(raw)
+    limit = {} if max_connections is None else {"max_connections": max_connections}
+    return topo_config(topo, [vip], **limit)
 
 
 class Net(CoreNet):
@@ -48,7 +47,7 @@ class Net(CoreNet):
 
     def syn(self, client: str, sport: int, flags: int = TCP_SYN) -> Any:
         """Send a segment from ``client`` to the VIP through the fabric."""
-        return self.fab.inject(client, tcp_packet(self.mac(client), VIP_MAC, self.ip(client), VIP, sport, 80, flags))
+        return self.fab.inject(client, self.to_vip(client, sport, flags))
 
     def apply(self, config: Config, now: float = 1.0) -> None:
         """A config change, sent to every switch."""

@@ -3,7 +3,6 @@ the framework's messages, packet-ins skip the app's queue only while it is idle,
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks import ofload
 from nlb_sdn import framework
 from nlb_sdn.framework import fast_path
 from nlb_sdn.framework import MAIN_DISPATCHER, RyuApp, hub, ofp_event, set_ev_cls
@@ -21,16 +21,8 @@ RYU_PYTHON = ROOT / ".venv-ryu" / "bin" / "python"
 FRAME = bytes(range(74))
 
 
-def load_ofload() -> Any:
-    spec = importlib.util.spec_from_file_location("ofload", ROOT / "benchmarks" / "ofload.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def packet_in_bytes(match: Any, data: bytes, total_len: int, xid: int = 5) -> bytes:
     """A switch's OFPT_PACKET_IN with ``match``, serialised as the benchmark's fake switch does."""
-    ofload = load_ofload()
     msg = ofload.PacketIn(ofload.Datapath(), buffer_id=ofp.OFP_NO_BUFFER, total_len=total_len,
                           reason=ofp.OFPR_NO_MATCH, table_id=1, cookie=0x0101000000000000, match=match, data=data)
     return ofload.encode(msg, xid)

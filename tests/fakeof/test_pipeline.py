@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, LBU_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import MAIN_DISPATCHER, ofp_event, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.fabric import CoreNet, FakeFabric, reason_name
 from tests.fakeof.switch import BROADCAST_MAC, TCP_ACK, TCP_SYN, arp_packet, make_packet, tcp_packet
-from topologies import FabricTopo, lab_config
+from tests.lib.configs import topo_config
+from topologies import FabricTopo
 
 TCP_PSH = 0x08
 TCP_FIN = 0x01
@@ -43,31 +44,17 @@ def make_config(weights: tuple[int, ...] = (1, 1, 2), max_connections: int = 100
     if api:
         vips.append({"name": "api", "address": API, "port": 443,
                      "members": [{"name": "h1", "address": topo.host_ip("h1"), "port": 8443}]})
-    data = lab_config(topo, vips, rest={"enabled": False}, max_connections=max_connections)
-    return parse_config(data)
+    return topo_config(topo, vips, max_connections=max_connections)
 
 
 class Net(CoreNet):
-    """The core, the fabric it drives, and shortcuts for hosts and frames."""
-
-    def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, vip: str = VIP, vport: int = 80,
-               payload: bytes = b"") -> dict[str, Any]:
-        """A segment from ``client`` to the VIP (sent to the VIP's MAC, as after ARP)."""
-        return tcp_packet(self.mac(client), vip_mac(vip), self.ip(client), vip, sport, vport, flags, payload=payload)
+    """The core, the fabric it drives, and a member's reply segments."""
 
     def reply(self, member: str, client: str, cport: int, flags: int = TCP_SYN | TCP_ACK, mport: int = MEMBER_PORT,
               payload: bytes = b"") -> dict[str, Any]:
         """A segment a member sends back to a client (straight to the client's MAC and address)."""
         return tcp_packet(self.mac(member), self.mac(client), self.ip(member), self.ip(client), mport, cport, flags,
                           payload=payload)
-
-    def open(self, client: str, sport: int, now: float = 0.0) -> str:
-        """Open one connection through the controller; the member (host) the SYN reached."""
-        self.fab.clock(now)
-        first, after = self.fab.run(self.lb, client, self.to_vip(client, sport), now)
-        assert len(first.packet_ins) == 1 and not first.delivered
-        assert len(after.delivered) == 1 and not after.packet_ins and not after.stray
-        return after.hosts[0]
 
 
 @pytest.fixture

@@ -13,12 +13,13 @@ import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
 from nlb_sdn.dam.atoms import route_key
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.flows.tunnel import ETH_TYPE_MPLS, host_labels
 from tests.fakeof.fabric import CoreNet, reason_name
 from tests.fakeof.switch import ETH_IPV4, TCP_ACK, TCP_SYN, tcp_packet
-from topologies import FabricTopo, SingleTopo, lab_config
+from tests.lib.configs import topo_config
+from topologies import FabricTopo, SingleTopo
 from topologies.base import LabTopo
 
 TCP_PSH = 0x08
@@ -32,7 +33,7 @@ def tunnel_config(topo: LabTopo | None = None, mode: str = "tunnel") -> Config:
     """VIP web (10.0.0.100:80 over h1..h3:80) in ``mode`` on ``topo`` (FabricTopo by default)."""
     topo = topo or FabricTopo()
     vip = {"name": "web", "address": VIP, "port": 80, "mode": mode, "members": topo.members()}
-    return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
+    return topo_config(topo, [vip])
 
 
 class Net(CoreNet):
@@ -42,22 +43,10 @@ class Net(CoreNet):
         super().__init__(config)
         self.labels = host_labels(config.fabric)
 
-    def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, payload: bytes = b"") -> dict[str, Any]:
-        """A segment from ``client`` to the VIP (sent to the VIP's MAC, as after ARP)."""
-        return tcp_packet(self.mac(client), VIP_MAC, self.ip(client), VIP, sport, 80, flags, payload=payload)
-
     def dsr_reply(self, member: str, client: str, cport: int, flags: int = TCP_SYN | TCP_ACK,
                   payload: bytes = b"") -> dict[str, Any]:
         """What a member sends back in direct server return: from its MAC, with the VIP as source, to the client."""
         return tcp_packet(self.mac(member), self.mac(client), VIP, self.ip(client), 80, cport, flags, payload=payload)
-
-    def open(self, client: str, sport: int, now: float = 0.0) -> str:
-        """Open one connection through the controller; the member (host) the SYN reached."""
-        self.fab.clock(now)
-        first, after = self.fab.run(self.lb, client, self.to_vip(client, sport), now)
-        assert len(first.packet_ins) == 1 and not first.delivered
-        assert len(after.delivered) == 1 and not after.packet_ins and not after.stray
-        return after.hosts[0]
 
     def entries(self, dpid: int, table: int, kind: CookieKind) -> list[Any]:
         """The entries of one table of one switch whose cookie is of ``kind``."""
@@ -259,7 +248,7 @@ def l7_config(mode: str = "l7") -> Config:
     vip = {"name": "web", "address": VIP, "port": 80, "mode": mode, "members": topo.members()}
     if mode == "l7":
         vip["routers"] = ["r1", "r2"]
-    return parse_config(lab_config(topo, [vip], rest={"enabled": False}))
+    return topo_config(topo, [vip])
 
 
 def test_a_new_syn_on_the_ports_of_a_migrated_connection_goes_to_a_router_not_to_the_old_host() -> None:

@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from benchmarks.suite.results import sanity_problems
 from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, SUBJECTS
-from tests.mininet.conftest import needs_lab
+from tests.lib.bench import positive, run_smoke
+from tests.lib.lab import needs_lab
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
-REPO = Path(__file__).resolve().parents[2]
 TIME_LIMIT_S = 50.0
-
-
-def positive(value: object) -> bool:
-    """A positive, finite number."""
-    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
 def test_smoke_run_completes_with_every_section_sane(tmp_path: Path) -> None:
     out = tmp_path / "suite.json"
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run.py"), "--smoke", "--out", str(out),
-                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=180,
-                            stdin=subprocess.DEVNULL)
-    elapsed = time.monotonic() - started
+    result, elapsed = run_smoke("run.py", out, tmp_path / "work", timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert elapsed < TIME_LIMIT_S, f"smoke run took {elapsed:.1f} s"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 import urllib.request
+from functools import partial
 from typing import Any, Iterator
 from urllib.parse import quote
 
@@ -14,8 +14,10 @@ import yaml
 
 from nlb_sdn.dam.atoms import parse_route_key, route_key, session_key
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
-from tests.redis_server import RedisServer
+from tests.lib.lab import VIP, connections_of, needs_lab, open_connections, restart_controller, start_downloads
+from tests.lib.net import free_port
+from tests.lib.processes import stop_process
+from tests.lib.redis_server import RedisServer
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -71,10 +73,7 @@ def dam_atoms(get: Any, kind: str) -> list[dict]:
     raise AssertionError("DAM paging did not end")
 
 
-def connect(lab: Lab, client: str, count: int) -> dict:
-    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", 2, "--timeout", 60])
-    assert summary["errors"] == 0 and summary["ok"] == count, summary
-    return summary
+connect = partial(open_connections, concurrency=2)
 
 
 @pytest.fixture
@@ -93,8 +92,7 @@ def second_lbu(redis_lab: Lab, tmp_path) -> Iterator[int]:
         wait_for(lambda: _answers(rest_port), timeout=20, what="LBU 2's REST API")
         yield rest_port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc, timeout=10)
 
 
 def _answers(port: int) -> bool:
@@ -120,7 +118,7 @@ def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, seco
     assert session["metadata"]["origin"] == "lbu:1" and session["metadata"]["expires_at"] is not None
     def every_connection_has_its_route_atom() -> bool:
         routes = {a["key"]: a for a in dam_atoms(redis_lab.rest, "route")}
-        live = redis_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+        live = connections_of(redis_lab)
         keys = {route_key(*endpoint(c["client"]), *endpoint(c["vip_address"])) for c in live}
         return bool(keys) and keys <= set(routes) and all(routes[k]["data"]["member"] in ("h1", "h2", "h3")
                                                           for k in keys)
@@ -130,15 +128,8 @@ def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, seco
 
 
 def test_restart_with_redis_rebuilds_from_the_dam_and_breaks_no_transfer(redis_lab: Lab):
-    clients = redis_lab.topo.clients
-    started = time.time()
-    transfers = [redis_lab.start_client(clients[i % len(clients)],
-                                        ["download", VIP, "--bytes", 2_500_000, "--rate", 500_000, "--timeout", 60])
-                 for i in range(10)]
-    wait_for(lambda: len(plumbed_since(redis_lab, started)) >= 10, timeout=15, what="ten transfers plumbed")
-    redis_lab.stop_controller()
-    redis_lab.start_controller()
-    redis_lab.wait_switches_connected()
+    transfers = start_downloads(redis_lab, 10, 2_500_000, 500_000)
+    restart_controller(redis_lab)
     log = redis_lab.controller_log.read_text()
     loaded = [line for line in log.splitlines() if "atoms from the DAM (redis)" in line][-1]
     assert int(loaded.split("loaded ")[1].split()[0]) >= 10, loaded

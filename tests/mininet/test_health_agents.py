@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -12,7 +13,8 @@ import pytest
 
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
+from tests.lib.lab import VIP, host_python, needs_lab, open_connections, plumbed_since
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -86,11 +88,7 @@ def shares(summary: dict) -> dict[str, float]:
     return {name: 100.0 * count / total for name, count in summary["served_by"].items()}
 
 
-def connect(lab: Lab, client: str, count: int, concurrency: int = 8) -> dict:
-    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", concurrency,
-                                      "--timeout", 90])
-    assert summary["errors"] == 0 and summary["ok"] == count, summary
-    return summary
+connect = partial(open_connections, concurrency=8, timeout=90)
 
 
 def allotted(lab: Lab) -> set[str]:
@@ -148,8 +146,7 @@ def test_forged_message_changes_nothing(hl_lab: Lab):
              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
              f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
              f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))")
-    assert hl_lab.host_run("h2", [".venv/bin/python" if Path(".venv/bin/python").exists() else "python3", "-c",
-                                  forge]).returncode == 0
+    assert host_python(hl_lab, "h2", forge).returncode == 0
     wait_for(lambda: hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0) > dropped,
              timeout=5, what="the forged goodbye to be dropped")
     assert hosts(hl_lab)["h2"]["status"] == "alive"

@@ -7,7 +7,8 @@ import time
 import pytest
 
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab
+from tests.lib.lab import VIP, needs_lab
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]

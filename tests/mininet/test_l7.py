@@ -11,9 +11,7 @@ the request on the very same client connection, and answers the client directly 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 import secrets
 import subprocess
 import sys
@@ -24,9 +22,10 @@ from typing import Iterator
 import pytest
 
 from nlb_sdn.flows.tunnel import host_labels
-from nlb_sdn.lab.backend import CHUNK, pattern
+from nlb_sdn.lab.backend import pattern_sha256
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import free_port, needs_lab
+from tests.lib.lab import connections_of, counter_delta, flow_counters, host_python, needs_lab, packet_ins
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -95,14 +94,6 @@ class L7Lab:
     agent_configs: dict[str, dict]
 
 
-def pattern_sha256(size: int) -> str:
-    """The checksum of the backend's first ``size`` pattern bytes."""
-    digest = hashlib.sha256()
-    for offset in range(0, size, CHUNK):
-        digest.update(pattern(offset, min(CHUNK, size - offset)))
-    return digest.hexdigest()
-
-
 def l7_vip(topo: FabricTopo) -> dict:
     """VIP web in mode l7 via routers r1 and r2 (r1 first): a cookie pin to h2, /api/ to h1 and h2, /static/ to h3."""
     return {"name": "web", "address": VIP, "port": 80, "mode": "l7", "routers": ["r1", "r2"],
@@ -160,8 +151,7 @@ def request(lab: Lab, path: str, cookie: str = "", expect: int = 0, client: str 
             timeout: float = 120.0, source_port: int = 0) -> dict:
     """One request through the VIP from ``client`` (from ``source_port``, 0: any); its summary (status, served_by,
     bytes, sha256, local port)."""
-    result = lab.host_run(client, [sys.executable, "-c", REQUEST, VIP, path, cookie, str(expect), str(source_port)],
-                          timeout=timeout)
+    result = host_python(lab, client, REQUEST, VIP, path, cookie, expect, source_port, timeout=timeout)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -183,13 +173,6 @@ def label_of(lab: Lab, host: str) -> int:
     return host_labels(lab.model.fabric)[next(h.mac for h in lab.model.fabric.hosts if h.name == host)]
 
 
-def counters(flow: str) -> tuple[int, int]:
-    """(n_packets, n_bytes) of one dump-flows line."""
-    found = re.search(r"n_packets=(\d+), n_bytes=(\d+)", flow)
-    assert found, flow
-    return int(found.group(1)), int(found.group(2))
-
-
 def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
     for path, cookie, allowed in (("/api/x", "", {"h1", "h2"}), ("/api/y", "", {"h1", "h2"}),
                                   ("/static/z", "", {"h3"}), ("/static/z", "h2", {"h2"}), ("/", "h2", {"h2"})):
@@ -206,7 +189,7 @@ def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
 
 
 def test_a_large_download_arrives_complete_on_the_same_connection_without_the_router(l7: L7Lab):
-    before = l7.lab.rest("GET", "/v1/stats")["packet_in"]
+    before = packet_ins(l7.lab)
     capture_file = l7.lab.workdir / "c1-l7.pcap"
     capture = l7.lab.start_process("c1", ["tcpdump", "-i", "c1-eth0", "-nn", "-s", "96", "-U", "-w",
                                           str(capture_file), f"tcp and host {VIP}"], "tcpdump-c1.log")
@@ -238,8 +221,8 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
         return found.stdout.strip()
 
     wait_for(lambda: router_sockets() == "", 5, what="no socket of the migrated connection left on r1")
-    after = l7.lab.rest("GET", "/v1/stats")["packet_in"]
-    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    after = packet_ins(l7.lab)
+    delta = counter_delta(before, after)
     assert delta.get("new_connection") == 1 and delta["total"] - delta.get("arp", 0) == 1, delta
     [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] != "committed"], 5,
                            what="the router's report")
@@ -249,12 +232,12 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
     # the host's replies (source VIP) met no VIP entry on its edge.
     [entry] = [f for f in l7.lab.dump_flows("s1", table=1) if f"tp_src={port}," in f]
     assert f"set_field:{label_of(l7.lab, 'h2')}->mpls_label" in entry, entry
-    assert counters(entry)[1] < DOWNLOAD / 10, entry
-    [conn] = [c for c in l7.lab.rest("GET", "/v1/connections?vip=web")["connections"]
+    assert flow_counters(entry)[1] < DOWNLOAD / 10, entry
+    [conn] = [c for c in connections_of(l7.lab)
               if c["client"] == f"10.0.0.1:{port}"]
     assert conn["member"] == "h2" and conn["mode"] == "tunnel" and conn["label"] == label_of(l7.lab, "h2")
     vip_entries = [f for f in l7.lab.dump_flows("s2", table=0) if f"nw_dst={VIP}" in f and "tp_dst=80" in f]
-    assert vip_entries and all(counters(f)[0] == 0 for f in vip_entries), vip_entries
+    assert vip_entries and all(flow_counters(f)[0] == 0 for f in vip_entries), vip_entries
 
 
 def test_a_new_connection_from_the_ports_of_a_migrated_one_is_routed_by_its_own_request(l7: L7Lab):
@@ -266,10 +249,10 @@ def test_a_new_connection_from_the_ports_of_a_migrated_one_is_routed_by_its_own_
     [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] == "migrated"], 5,
                            what="the first connection's migration")
     assert migration["member"] == "h3"
-    before = l7.lab.rest("GET", "/v1/stats")["packet_in"].get("port_reuse", 0)
+    before = packet_ins(l7.lab).get("port_reuse", 0)
     second = request(l7.lab, "/api/two", source_port=port)
     assert second["served_by"] in ("h1", "h2") and second["local_port"] == port, second
-    assert l7.lab.rest("GET", "/v1/stats")["packet_in"]["port_reuse"] == before + 1
+    assert packet_ins(l7.lab)["port_reuse"] == before + 1
 
 
 def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_router_lives_on(l7: L7Lab):
@@ -284,7 +267,7 @@ def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_rou
              ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-Many: z\r\n" * 100 + "\r\n", bad_request),  # > 64 headers
              (bytes(range(256)).decode("latin-1") * 4, closed)]  # binary garbage
     for head, expected in cases:
-        out = l7.lab.host_run("c1", [sys.executable, "-c", BAD_HEAD, VIP, head.encode("latin-1").hex()], timeout=20)
+        out = host_python(l7.lab, "c1", BAD_HEAD, VIP, head.encode("latin-1").hex())
         assert out.returncode == 0 and out.stdout.strip() in expected, (head[:80], out)
     after = router_stats(l7.lab)
     assert after["bad_request"] + after["closed"] - before["bad_request"] - before["closed"] == len(cases), after
@@ -344,7 +327,7 @@ def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
         outcomes = wait_for(lambda: [(m["outcome"], m["reason"]) for m in migrations_of(l7.lab, result["local_port"])
                                      if m["outcome"] == "proxied"], 5, what="the router's proxied report")
         assert outcomes == [("proxied", "unreachable")]
-        [conn] = [c for c in l7.lab.rest("GET", "/v1/connections?vip=web")["connections"]
+        [conn] = [c for c in connections_of(l7.lab)
                   if c["client"] == f"10.0.0.1:{result['local_port']}"]
         assert conn["member"] == "r1", conn
         assert router_stats(l7.lab)["migration"]["reasons"].get("unreachable", 0) >= 1

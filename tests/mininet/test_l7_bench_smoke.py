@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import json
-import math
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.mininet.conftest import needs_lab
+from tests.lib.bench import positive, run_smoke
+from tests.lib.lab import needs_lab
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
-REPO = Path(__file__).resolve().parents[2]
 TIME_LIMIT_S = 55.0
 SCENARIOS = ("vip", "direct", "haproxy")
 FIGURES = ("ttfb_p50_ms", "ttfb_p99_ms", "requests_per_s", "download_mbps")
 PAIRS = ("vip/direct", "vip/haproxy", "haproxy/direct")
 
 
-def positive(value: object) -> bool:
-    """A positive, finite number (not a bool)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-
-
 def test_l7_smoke_run_completes_with_every_figure_positive(tmp_path: Path) -> None:
     out = tmp_path / "l7.json"
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "l7.py"), "--smoke", "--out", str(out),
-                             "--workdir", str(tmp_path / "work")], capture_output=True, text=True, timeout=120,
-                            stdin=subprocess.DEVNULL)
-    elapsed = time.monotonic() - started
+    result, elapsed = run_smoke("l7.py", out, tmp_path / "work", timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert elapsed < TIME_LIMIT_S, f"smoke run took {elapsed:.1f} s"
 

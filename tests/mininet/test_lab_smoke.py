@@ -5,33 +5,23 @@ The controller is a placeholder process (nothing connects), so this checks the h
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from nlb_sdn.lab.harness import Lab
+from tests.lib.lab import needs_lab
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
-pytestmark = [
-    pytest.mark.mininet,
-    pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mnexec") is None, reason="needs root and Mininet"),
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+pytestmark = [pytest.mark.mininet, needs_lab]
 
 
 def test_fabric_lab_comes_up_and_leaves_nothing_behind(tmp_path):
     topo = FabricTopo(clients=2, backends=2)
     placeholder = [sys.executable, "-c", "import time; time.sleep(600)"]
-    lab = Lab(topo, lab_config(topo, []), controller_cmd=placeholder, ofp_port=_free_port(), rest_port=_free_port(),
+    lab = Lab(topo, lab_config(topo, []), controller_cmd=placeholder, ofp_port=free_port(), rest_port=free_port(),
               workdir=str(tmp_path), static_arp=True)
     with lab:
         bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True, timeout=10).stdout.split()

@@ -11,7 +11,9 @@ import urllib.request
 import pytest
 
 from nlb_sdn.lab.harness import Lab, RestError, wait_for
-from tests.mininet.conftest import VIP, WEIGHTS, free_port, needs_lab, plumbed_since
+from tests.lib.lab import (VIP, WEIGHTS, counter_delta, host_python, needs_lab, open_connections, packet_ins,
+                           plumbed_since)
+from tests.lib.net import free_port
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
@@ -28,29 +30,16 @@ print(json.dumps({k.strip().lower(): v.strip() for k, _, v in (line.partition(":
 """
 
 
-def punts(lab: Lab) -> dict[str, int]:
-    """Packet-in counters of the controller."""
-    return lab.rest("GET", "/v1/stats")["packet_in"]
-
-
-def connections_to(lab: Lab, client: str, count: int, concurrency: int = 4) -> dict:
-    """Open ``count`` new connections to the VIP from one client; every one must succeed."""
-    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", concurrency,
-                                      "--timeout", 60])
-    assert summary["errors"] == 0 and summary["ok"] == count, summary
-    return summary
-
-
 def test_vip_is_reachable_from_every_client(fabric_lab: Lab):
     for client in CLIENTS:
-        summary = connections_to(fabric_lab, client, 20)
+        summary = open_connections(fabric_lab, client, 20)
         assert set(summary["served_by"]) <= set(WEIGHTS)
 
 
 def test_distribution_follows_weights_1_1_2(fabric_lab: Lab):
     served: dict[str, int] = {}
     for client, count in zip(CLIENTS, (134, 133, 133)):
-        for name, hits in connections_to(fabric_lab, client, count, concurrency=8)["served_by"].items():
+        for name, hits in open_connections(fabric_lab, client, count, concurrency=8)["served_by"].items():
             served[name] = served.get(name, 0) + hits
     total = sum(served.values())
     assert total == 400
@@ -61,24 +50,24 @@ def test_distribution_follows_weights_1_1_2(fabric_lab: Lab):
 
 
 def test_exactly_one_packet_in_per_connection_also_across_a_20mb_transfer(fabric_lab: Lab):
-    before = punts(fabric_lab)
+    before = packet_ins(fabric_lab)
     download = fabric_lab.run_client("c1", ["download", VIP, "--bytes", 20_000_000, "--timeout", 120])
     assert download["ok"] and download["bytes"] == 20_000_000, download
-    connections_to(fabric_lab, "c2", 100)
-    after = punts(fabric_lab)
-    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    open_connections(fabric_lab, "c2", 100)
+    after = packet_ins(fabric_lab)
+    delta = counter_delta(before, after)
     assert delta["new_connection"] == 101, delta
     assert delta["total"] - delta.get("arp", 0) == 101, delta
 
 
 def test_arp_for_the_vip_is_answered_by_the_controller(fabric_lab: Lab):
     fabric_lab.host_run("c3", ["ip", "neigh", "flush", "dev", "c3-eth0"])
-    arp_before = punts(fabric_lab).get("arp", 0)
-    connections_to(fabric_lab, "c3", 1)
+    arp_before = packet_ins(fabric_lab).get("arp", 0)
+    open_connections(fabric_lab, "c3", 1)
     neigh = fabric_lab.host_run("c3", ["ip", "neigh", "show", VIP]).stdout
     vip_mac = fabric_lab.rest("GET", "/v1/vips/web")["mac"]
     assert f"lladdr {vip_mac}" in neigh, neigh
-    assert punts(fabric_lab).get("arp", 0) > arp_before
+    assert packet_ins(fabric_lab).get("arp", 0) > arp_before
 
 
 def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
@@ -91,13 +80,13 @@ def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
     removed = fabric_lab.rest("GET", f"/v1/vips/web/members/{member}")
     fabric_lab.rest("DELETE", f"/v1/vips/web/members/{member}")
     try:
-        summary = connections_to(fabric_lab, "c1", 60)
+        summary = open_connections(fabric_lab, "c1", 60)
         assert member not in summary["served_by"], summary
         result = fabric_lab.collect_client(transfer, timeout=90)
         assert result["ok"] and result["bytes"] == 8_000_000 and result["served_by"] == member, result
     finally:
         fabric_lab.rest("POST", "/v1/vips/web/members", removed)
-    assert member in connections_to(fabric_lab, "c1", 8)["served_by"]
+    assert member in open_connections(fabric_lab, "c1", 8)["served_by"]
 
 
 def test_a_new_connection_from_a_reused_client_port_is_balanced_again_not_sent_to_a_drained_member(fabric_lab: Lab):
@@ -106,16 +95,16 @@ def test_a_new_connection_from_a_reused_client_port_is_balanced_again_not_sent_t
     port = free_port()
 
     def served_by() -> str:
-        out = fabric_lab.host_run("c1", ["python3", "-c", FROM_PORT, VIP, str(port)], timeout=20)
+        out = host_python(fabric_lab, "c1", FROM_PORT, VIP, port)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)["x-served-by"]
 
     member = served_by()
-    before = punts(fabric_lab).get("port_reuse", 0)
+    before = packet_ins(fabric_lab).get("port_reuse", 0)
     fabric_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "draining"})
     try:
         assert served_by() != member
-        assert punts(fabric_lab)["port_reuse"] == before + 1
+        assert packet_ins(fabric_lab)["port_reuse"] == before + 1
     finally:
         fabric_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
 
@@ -142,7 +131,7 @@ def test_bad_rest_input_gets_a_4xx_with_a_reason(fabric_lab: Lab, method, path, 
 
 
 def test_connection_table_follows_flow_removal(fabric_lab: Lab):
-    connections_to(fabric_lab, "c1", 10)
+    open_connections(fabric_lab, "c1", 10)
     assert fabric_lab.rest("GET", "/v1/connections")["count"] >= 10
     wait_for(lambda: fabric_lab.rest("GET", "/v1/connections")["count"] == 0, timeout=30,
              what="every connection flow to idle out")
@@ -169,4 +158,4 @@ def test_restarted_controller_removes_flows_the_model_no_longer_wants(fabric_lab
     wait_for(lambda: not any("10.0.0.200" in flow for flow in fabric_lab.dump_flows("s1", table=0)), timeout=10,
              what="the stale VIP entry to be removed")
     assert any("nw_dst=10.0.0.100" in flow for flow in fabric_lab.dump_flows("s1", table=0))
-    connections_to(fabric_lab, "c1", 10)
+    open_connections(fabric_lab, "c1", 10)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nlb_sdn.lab.harness import Lab
-from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since, web_vip
+from tests.lib.lab import VIP, needs_lab, packet_ins, plumbed_since, web_vip
+from tests.lib.net import free_port
 from topologies import SingleTopo, lab_config
 
 RYU_PYTHON = Path(__file__).resolve().parents[2] / ".venv-ryu" / "bin" / "python"
@@ -32,7 +33,7 @@ def test_classifier_runs_under_ryu_4_34(tmp_path):
         summary = lab.run_client("c1", ["connections", VIP, "--count", 40, "--concurrency", 4, "--timeout", 60])
         assert summary["ok"] == 40 and summary["errors"] == 0, summary
         assert set(summary["served_by"]) == {"h1", "h2", "h3"}
-        assert lab.rest("GET", "/v1/stats")["packet_in"]["new_connection"] == 40
+        assert packet_ins(lab)["new_connection"] == 40
     log = (tmp_path / "controller.log").read_text()
     assert "loading app ryu.controller.ofp_handler" in log and "loading app nlb_sdn.apps.classifier" in log
 

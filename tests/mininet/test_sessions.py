@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Iterator
 
 import pytest
 
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.lab.harness import Lab, run, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab, plumbed_since
+from tests.lib.lab import (VIP, connection_count, needs_lab, open_connections, packet_ins, restart_controller,
+                           start_downloads)
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -39,18 +40,11 @@ def wait_for_revalidators() -> None:
     run(["ovs-appctl", "revalidator/wait"], check=True)
 
 
-def connect(lab: Lab, client: str, count: int, port: int = 80, concurrency: int = 4) -> dict:
-    summary = lab.run_client(client, ["connections", VIP, "--port", port, "--count", count, "--concurrency", concurrency,
-                                      "--timeout", 60])
-    assert summary["errors"] == 0 and summary["ok"] == count, summary
-    return summary
-
-
 def test_client_ip_affinity_pins_one_client_while_many_clients_spread(session_lab: Lab):
-    assert len(connect(session_lab, "c1", 100)["served_by"]) == 1
+    assert len(open_connections(session_lab, "c1", 100)["served_by"]) == 1
     served: dict[str, int] = {}
     for client in session_lab.topo.clients[1:]:
-        summary = connect(session_lab, client, 33)
+        summary = open_connections(session_lab, client, 33)
         assert len(summary["served_by"]) == 1, summary
         for name, count in summary["served_by"].items():
             served[name] = served.get(name, 0) + count
@@ -67,20 +61,20 @@ def test_deleting_a_session_lets_the_allotment_decide_again(session_lab: Lab):
                  if s["id"] == session_id)
     session_lab.rest("DELETE", f"/v1/sessions/{session_id}")
     assert session_id not in {s["id"] for s in session_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]}
-    assert connect(session_lab, "c1", 5)["served_by"]  # a new session is made for c1
+    assert open_connections(session_lab, "c1", 5)["served_by"]  # a new session is made for c1
     assert owner
 
 
 def test_per_session_flows_give_at_most_one_packet_in_per_client(session_lab: Lab):
-    before = session_lab.rest("GET", "/v1/stats")["packet_in"]
+    before = packet_ins(session_lab)
     for client in ("c2", "c3"):
-        first = connect(session_lab, client, 1, port=SESSION_PORT)
+        first = open_connections(session_lab, client, 1, port=SESSION_PORT)
         # The flows are in the tables before the first SYN is released, but OVS revalidates the datapath's cached
         # punt for that SYN asynchronously; a next SYN racing it would reach the controller once more.
         wait_for_revalidators()
-        summary = connect(session_lab, client, 19, port=SESSION_PORT, concurrency=1)
+        summary = open_connections(session_lab, client, 19, port=SESSION_PORT, concurrency=1)
         assert summary["served_by"].keys() == first["served_by"].keys(), (first, summary)
-    after = session_lab.rest("GET", "/v1/stats")["packet_in"]
+    after = packet_ins(session_lab)
     punts = {k: after.get(k, 0) - before.get(k, 0) for k in ("new_session", "session_flow_pending", "new_connection")}
     assert punts == {"new_session": 2, "session_flow_pending": 0, "new_connection": 0}, punts
     flows = [f for f in session_lab.dump_flows("s1", table=1) if "priority=150" in f]
@@ -88,20 +82,13 @@ def test_per_session_flows_give_at_most_one_packet_in_per_client(session_lab: La
 
 
 def test_controller_restart_during_ten_long_transfers_breaks_none(session_lab: Lab):
-    clients = session_lab.topo.clients
-    started = time.time()
-    transfers = [session_lab.start_client(clients[i % len(clients)],
-                                          ["download", VIP, "--bytes", 3_000_000, "--rate", 600_000, "--timeout", 60])
-                 for i in range(10)]
-    wait_for(lambda: len(plumbed_since(session_lab, started)) >= 10, timeout=15, what="ten transfers plumbed")
-    session_lab.stop_controller()
-    session_lab.start_controller()
-    session_lab.wait_switches_connected()
-    wait_for(lambda: session_lab.rest("GET", "/v1/connections?vip=web")["count"] >= 10, timeout=15,
+    transfers = start_downloads(session_lab, 10, 3_000_000, 600_000)
+    restart_controller(session_lab)
+    wait_for(lambda: connection_count(session_lab) >= 10, timeout=15,
              what="the connection table rebuilt from the switches' flows")
     results = [session_lab.collect_client(proc, timeout=90) for proc in transfers]
     broken = [r for r in results if not r["ok"] or r["bytes"] != 3_000_000]
     assert broken == [], broken
     stats = session_lab.rest("GET", "/v1/stats")
     assert stats["rebuilt_connections"] >= 10
-    connect(session_lab, "c4", 10)
+    open_connections(session_lab, "c4", 10)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Iterator
 
 import pytest
 
 from nlb_sdn.config import endpoint_id
 from nlb_sdn.lab.harness import Lab, run, wait_for
-from tests.mininet.conftest import VIP, free_port, needs_lab, web_vip
+from tests.lib.lab import (VIP, connection_count, connections_of, counter_delta, needs_lab, open_connections,
+                           packet_ins, web_vip)
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -42,12 +45,7 @@ def switch_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def connections_from(lab: Lab, client: str, count: int, concurrency: int = 8) -> dict:
-    """Open ``count`` new connections to the VIP from one client; every one must succeed."""
-    summary = lab.run_client(client, ["connections", VIP, "--count", count, "--concurrency", concurrency,
-                                      "--timeout", 60])
-    assert summary["errors"] == 0 and summary["ok"] == count, summary
-    return summary
+connections_from = partial(open_connections, concurrency=8)
 
 
 def set_weights(lab: Lab, weights: dict[str, int]) -> None:
@@ -61,7 +59,7 @@ def set_weights(lab: Lab, weights: dict[str, int]) -> None:
 
 
 def test_switch_dispatch_follows_40_35_25_without_the_controller(switch_lab: Lab):
-    before = switch_lab.rest("GET", "/v1/stats")["packet_in"]
+    before = packet_ins(switch_lab)
     served: dict[str, int] = {}
     for client in CLIENTS:  # 3 x 1000: the hash's own noise over 1,000 would be about 1.5 points (one sigma)
         for name, hits in connections_from(switch_lab, client, 1000)["served_by"].items():
@@ -69,14 +67,14 @@ def test_switch_dispatch_follows_40_35_25_without_the_controller(switch_lab: Lab
     assert sum(served.values()) == 3000
     for name, weight in WEIGHTS.items():
         assert abs(100.0 * served.get(name, 0) / 3000 - weight) <= 3.0, served
-    after = switch_lab.rest("GET", "/v1/stats")["packet_in"]
-    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    after = packet_ins(switch_lab)
+    delta = counter_delta(before, after)
     assert delta.get("new_connection", 0) == 0, delta
     assert delta["total"] == delta.get("arp", 0) + delta["conntrack_copy"], "only copies reach the controller"
     assert 6000 <= delta["conntrack_copy"] <= 6300, delta  # a copy of each SYN and of each client's FIN
     # Their end copies end them at once; a copy the switch dropped under load is made up by the connection's audit
     # entry (after idle_timeout, then idle for idle_timeout: 2 x 10 s).
-    wait_for(lambda: switch_lab.rest("GET", "/v1/connections?vip=web")["count"] == 0, timeout=25,
+    wait_for(lambda: connection_count(switch_lab) == 0, timeout=25,
              what="every ended connection to leave the controller's table")
     assert switch_lab.rest("GET", "/v1/stats")["errors"] == {}
 
@@ -84,7 +82,7 @@ def test_switch_dispatch_follows_40_35_25_without_the_controller(switch_lab: Lab
 def test_the_controller_learns_switch_dispatched_connections(switch_lab: Lab):
     download = switch_lab.start_client("c1", ["download", VIP, "--bytes", 4_000_000, "--rate", 1_000_000,
                                               "--timeout", 60])
-    rows = wait_for(lambda: [c for c in switch_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+    rows = wait_for(lambda: [c for c in connections_of(switch_lab)
                              if c["client"].startswith("10.0.0.1:") and c["dispatch"] == "switch"],
                     timeout=10, what="the download in the connection table")
     result = switch_lab.collect_client(download, timeout=60)
@@ -95,7 +93,7 @@ def test_changing_weights_under_load_breaks_no_established_connection(switch_lab
     downloads = [switch_lab.start_client(client, ["download", VIP, "--bytes", 6_000_000, "--rate", 2_000_000,
                                                   "--timeout", 60])
                  for client in CLIENTS for _ in range(2)]
-    wait_for(lambda: len(switch_lab.rest("GET", "/v1/connections?vip=web")["connections"]) >= len(downloads),
+    wait_for(lambda: len(connections_of(switch_lab)) >= len(downloads),
              timeout=10, what="the downloads to be established")
     try:
         set_weights(switch_lab, {"h1": 0, "h2": 0, "h3": 1})
@@ -112,7 +110,7 @@ def test_changing_weights_under_load_breaks_no_established_connection(switch_lab
 def test_a_drained_member_gets_no_new_connection_and_finishes_its_own(switch_lab: Lab):
     downloads = [switch_lab.start_client(client, ["download", VIP, "--bytes", 4_000_000, "--rate", 1_500_000,
                                                   "--timeout", 60]) for client in CLIENTS for _ in range(2)]
-    wait_for(lambda: len(switch_lab.rest("GET", "/v1/connections?vip=web")["connections"]) >= len(downloads),
+    wait_for(lambda: len(connections_of(switch_lab)) >= len(downloads),
              timeout=10, what="the downloads to be established")
     switch_lab.rest("PUT", "/v1/vips/web/members/h1/state", {"state": "draining"})
     try:
@@ -157,8 +155,8 @@ def test_conntrack_connections_whose_end_copies_are_lost_leave_after_their_audit
     summary = switch_lab.run_client("c1", ["connections", AUDITED, "--count", 20, "--concurrency", 4,
                                            "--timeout", 60])
     assert summary["errors"] == 0 and summary["ok"] == 20, summary
-    assert switch_lab.rest("GET", "/v1/connections?vip=audited")["count"] == 20, "no end copy: still listed"
-    wait_for(lambda: switch_lab.rest("GET", "/v1/connections?vip=audited")["count"] == 0, timeout=20,
+    assert connection_count(switch_lab, "audited") == 20, "no end copy: still listed"
+    wait_for(lambda: connection_count(switch_lab, "audited") == 0, timeout=20,
              what="the audit entries to idle out and end the connections")
     after = switch_lab.rest("GET", "/v1/stats")["switch_dispatch"]["counters"]
     assert after.get("conntrack_ended", 0) == before.get("conntrack_ended", 0), "no copy ended them"

@@ -7,20 +7,19 @@ Switch-to-switch links have MTU 1504 so a full-size client segment (1500 bytes o
 
 from __future__ import annotations
 
-import hashlib
 import re
 import signal
 import subprocess
-import sys
 import time
 from typing import Iterator
 
 import pytest
 
 from nlb_sdn.flows.tunnel import host_labels
-from nlb_sdn.lab.backend import pattern
+from nlb_sdn.lab.backend import pattern_sha256
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.mininet.conftest import free_port, needs_lab
+from tests.lib.lab import connections_of, counter_delta, flow_counters, host_python, needs_lab, packet_ins
+from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -55,26 +54,11 @@ def tunnel_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def stats(lab: Lab) -> dict:
-    """The controller's counters."""
-    return lab.rest("GET", "/v1/stats")
-
-
-def counters(flow: str) -> tuple[int, int]:
-    """(n_packets, n_bytes) of one dump-flows line."""
-    found = re.search(r"n_packets=(\d+), n_bytes=(\d+)", flow)
-    assert found, flow
-    return int(found.group(1)), int(found.group(2))
-
-
 def download(lab: Lab, client: str, size: int) -> dict:
     """One verified pattern download through the VIP; its checksum must be the pattern's."""
     result = lab.run_client(client, ["download", VIP, "--bytes", size, "--timeout", 120], timeout=150)
     assert result["ok"] and result["bytes"] == size, result
-    expected = hashlib.sha256()
-    for offset in range(0, size, 65511):
-        expected.update(pattern(offset, min(65511, size - offset)))
-    assert result["sha256"] == expected.hexdigest()
+    assert result["sha256"] == pattern_sha256(size)
     return result
 
 
@@ -89,7 +73,7 @@ def test_connections_show_tunnel_mode_and_the_host_label(tunnel_lab: Lab):
     transfer = tunnel_lab.start_client("c2", ["download", VIP, "--bytes", 4_000_000, "--rate", 2_000_000,
                                               "--timeout", 60])
     try:
-        conns = wait_for(lambda: [c for c in tunnel_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+        conns = wait_for(lambda: [c for c in connections_of(tunnel_lab)
                                   if c["client"].startswith("10.0.0.2:")], timeout=10, what="c2's connection")
     finally:
         result = tunnel_lab.collect_client(transfer, timeout=90)
@@ -102,7 +86,7 @@ def test_connections_show_tunnel_mode_and_the_host_label(tunnel_lab: Lab):
 
 
 def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(tunnel_lab: Lab):
-    before = stats(tunnel_lab)["packet_in"]
+    before = packet_ins(tunnel_lab)
     client_tx_before = int(tunnel_lab.host_run("c3", ["cat", "/sys/class/net/c3-eth0/statistics/tx_packets"]).stdout)
     captures = [subprocess.Popen(["tcpdump", "-i", trunk, "-nn", "-l", "tcp port 80 or mpls"], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, text=True, start_new_session=True)
@@ -117,8 +101,8 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
         for capture in captures:
             capture.send_signal(signal.SIGINT)
             lines += capture.communicate(timeout=10)[0].splitlines()
-    after = stats(tunnel_lab)["packet_in"]
-    delta = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    after = packet_ins(tunnel_lab)
+    delta = counter_delta(before, after)
     assert delta.get("new_connection") == 1 and delta["total"] - delta.get("arp", 0) == 1, delta
 
     member = result["served_by"]
@@ -133,12 +117,12 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
     assert labelled and all(f"label {label}," in line and "> 10.0.0.100.80" in line for line in labelled), labelled[:5]
 
     # Flow counters: one table-1 entry at the client edge counting client->VIP packets only; no reverse entries.
-    newest = max((c for c in tunnel_lab.rest("GET", "/v1/connections?vip=web")["connections"]
+    newest = max((c for c in connections_of(tunnel_lab)
                   if c["client"].startswith("10.0.0.3:")), key=lambda c: c["installed_at"])
     client_port = newest["client"].split(":")[1]
     [entry] = [f for f in tunnel_lab.dump_flows("s1", table=1)
                if TUNNEL_COOKIE.search(f) and "nw_src=10.0.0.3," in f and f"tp_src={client_port}," in f]
-    packets, byte_count = counters(entry)
+    packets, byte_count = flow_counters(entry)
     client_tx = int(tunnel_lab.host_run("c3", ["cat", "/sys/class/net/c3-eth0/statistics/tx_packets"]).stdout)
     assert 0 < packets <= client_tx - client_tx_before
     assert byte_count < size / 10, "the connection entry must not see the download's data"
@@ -148,12 +132,12 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
             assert not [f for f in tunnel_lab.dump_flows(switch, table=1) if "priority=200" in f]
     # The member's replies never matched a VIP entry of its edge's table 0.
     vip_entries = [f for f in tunnel_lab.dump_flows("s2", table=0) if "nw_dst=10.0.0.100" in f and "tp_dst=80" in f]
-    assert vip_entries and all(counters(f)[0] == 0 for f in vip_entries), vip_entries
+    assert vip_entries and all(flow_counters(f)[0] == 0 for f in vip_entries), vip_entries
 
 
 def test_full_size_client_segments_fit_the_trunks_and_a_large_download_works(tunnel_lab: Lab):
     for trunk in TRUNKS:
         assert "mtu 1504" in subprocess.run(["ip", "link", "show", trunk], capture_output=True, text=True).stdout
-    reply = tunnel_lab.host_run("c1", [sys.executable, "-c", BIG_REQUEST, VIP], timeout=30)
+    reply = host_python(tunnel_lab, "c1", BIG_REQUEST, VIP, timeout=30)
     assert reply.returncode == 0 and "200 OK" in reply.stdout and "X-Served-By: h" in reply.stdout, reply
     download(tunnel_lab, "c1", 30_000_000)

@@ -7,11 +7,12 @@ import time
 from nlb_sdn.config import parse_config
 from nlb_sdn.core.effects import DamOp
 from nlb_sdn.dam.atoms import route_key, session_key
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.signed import encode
-from tests.frames import syn_frame, tcp_frame
-from tests.unit.test_core import FABRIC
+from tests.frames import tcp_frame
+from tests.lib.configs import web_config, web_member
+from tests.lib.core import punt_syn as syn
 
 KEY = b"k" * 32
 
@@ -19,18 +20,8 @@ KEY = b"k" * 32
 def config(affinity: str = "client_ip", granularity: str = "connection", prefix: int = 32,
            health: bool = False) -> object:
     controller = {"health": {"enabled": True, "key_file": "/dev/null"}} if health else {}
-    return parse_config({
-        "controller": controller,
-        "vips": [{"name": "web", "address": "10.0.0.100", "port": 80, "affinity": affinity,
-                  "affinity_prefix": prefix, "granularity": granularity, "members": [
-                      {"name": f"h{i}", "address": f"10.0.0.1{i}", "port": 80} for i in (1, 2, 3)]}],
-        "fabric": FABRIC,
-    })
-
-
-def syn(lb: ShellDouble, client: str, port: int, now: float = 1.0) -> list:
-    frame = syn_frame(client, port, "10.0.0.100", 80)
-    return lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=now)
+    return web_config([web_member(i) for i in (1, 2, 3)], controller, affinity=affinity, affinity_prefix=prefix,
+                      granularity=granularity)
 
 
 def member_of(lb: ShellDouble, client: str, port: int) -> str:

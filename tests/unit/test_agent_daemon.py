@@ -32,6 +32,9 @@ from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row, table_checksum
 from nlb_sdn.migration.sender import migrate
 from nlb_sdn.signed import Message, SequenceCounter, encode
+from tests.lib.net import free_port
+from tests.lib.polling import poll_until
+from tests.lib.processes import stop_process
 
 KEY = b"test-deployment-key-0123456789"
 HB_PERIOD = 0.3
@@ -45,7 +48,7 @@ class Agent:
         (directory / "key").write_bytes(KEY + b"\n")
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.app_port = self.listener.getsockname()[1]
-        self.closed_port = _free_port()
+        self.closed_port = free_port()
         self.ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.ctl.bind(("127.0.0.1", 0))
         self.control_socket = str(directory / "agent.sock")
@@ -120,25 +123,12 @@ apps:
 
     def stop(self) -> None:
         """Stop the agent this test started, by PID, and close the sockets."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         self.stderr.close()
         self.listener.close()
         self.ctl.close()
-
-
-def _free_port() -> int:
-    """A loopback TCP port with nothing listening on it (bound and released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -331,9 +321,7 @@ def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent
                 agent.ctl.sendto(datagram, ("127.0.0.1", agent.port))
             sent += len(batch)
             batch = []
-            deadline = time.monotonic() + 5
-            while sum(agent.table()["dropped"].values()) < sent and time.monotonic() < deadline:
-                time.sleep(0.01)
+            poll_until(lambda: sum(agent.table()["dropped"].values()) >= sent)
     dropped = agent.table()["dropped"]
     assert sum(dropped.values()) == 2000, dropped
     assert {"bad_mac", "malformed", "oversized"} <= set(dropped)
@@ -363,11 +351,11 @@ def test_tcp_and_http_probes():
         silent = socket.create_server(("127.0.0.1", 0))
         try:
             assert await probe_tcp("127.0.0.1", port, 1.0)
-            assert not await probe_tcp("127.0.0.1", _free_port(), 1.0)
+            assert not await probe_tcp("127.0.0.1", free_port(), 1.0)
             assert await probe_http("127.0.0.1", port, "/", 200, "ready", 1.0)
             assert not await probe_http("127.0.0.1", port, "/", 200, "h2", 1.0)
             assert not await probe_http("127.0.0.1", port, "/", 204, "", 1.0)
-            assert not await probe_http("127.0.0.1", _free_port(), "/", 200, "", 1.0)
+            assert not await probe_http("127.0.0.1", free_port(), "/", 200, "", 1.0)
             started = time.monotonic()
             assert not await probe_http("127.0.0.1", silent.getsockname()[1], "/", 200, "", 0.3)
             assert time.monotonic() - started < 1.0
@@ -414,7 +402,7 @@ def test_connections_load_counts_established_connections_to_the_port():
 @pytest.mark.skipif(os.geteuid() != 0, reason="TCP_REPAIR needs root")
 def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
     """With a ``migration`` section the agent listens for connection state and answers a router (here: no app)."""
-    port = _free_port()
+    port = free_port()
     agent = Agent(short_dir, [], f"migration: {{listen: '127.0.0.1:{port}', handoff_socket: {short_dir / 'app.sock'}}}")
     try:
         assert agent.proc.stdout is not None

@@ -17,9 +17,10 @@ import pytest
 
 from benchmarks.run import parse_args
 from benchmarks.suite import results, scale
-from benchmarks.suite.lab import DOWNLOADS_SCRIPT, haproxy_config, pattern_sha256
+from benchmarks.suite.lab import DOWNLOADS_SCRIPT, haproxy_config
 from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, SMOKE, SUBJECTS
-from tests.unit.test_lab_tools import _start_backend, _stop
+from nlb_sdn.lab.backend import pattern_sha256
+from tests.lib.processes import start_backend, stop_process
 
 RATES = {"vip_controller": 1000.0, "vip_switch": 4000.0, "vip_switch_learn": 1800.0, "direct": 5000.0,
          "haproxy": 2000.0}
@@ -189,13 +190,13 @@ def test_pattern_checksum_matches_the_backend_pattern():
 
 
 def test_downloads_helper_times_and_verifies_every_download():
-    proc, port = _start_backend("h9")
+    proc, port = start_backend("h9")
     try:
         run = subprocess.run([sys.executable, str(DOWNLOADS_SCRIPT), "--target", f"127.0.0.1:{port}", "--count", "3",
                               "--bytes", "20000", "--rate", "100000", "--timeout", "10"],
                              capture_output=True, text=True, timeout=60)
     finally:
-        _stop(proc)
+        stop_process(proc)
     assert run.returncode == 0, run.stderr
     downloads = json.loads(run.stdout.strip().splitlines()[-1])["downloads"]
     assert len(downloads) == 3

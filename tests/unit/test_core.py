@@ -8,34 +8,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from nlb_sdn.config import parse_config
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import FrameError, TcpSegment, arp_request_frame, parse_frame
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table, make_cookie
 from tests.frames import syn_frame, tcp_frame
-
-FABRIC = {
-    "switches": [{"name": "s1", "dpid": 1}, {"name": "s2", "dpid": 2}, {"name": "s3", "dpid": 3}],
-    "links": [{"a": "s1", "a_port": 10, "b": "s3", "b_port": 1}, {"a": "s2", "a_port": 10, "b": "s3", "b_port": 2}],
-    "hosts": [
-        {"name": "c1", "ip": "10.0.0.1", "mac": "00:00:00:00:00:01", "switch": "s1", "port": 1},
-        {"name": "h1", "ip": "10.0.0.11", "mac": "00:00:00:00:00:11", "switch": "s2", "port": 1},
-        {"name": "h2", "ip": "10.0.0.12", "mac": "00:00:00:00:00:12", "switch": "s2", "port": 2},
-        {"name": "h3", "ip": "10.0.0.13", "mac": "00:00:00:00:00:13", "switch": "s2", "port": 3},
-    ],
-}
-
-
-def config(weights=(1, 1, 2), max_connections=100_000):
-    """A three-member VIP on a three-switch fabric."""
-    return parse_config({
-        "controller": {"max_connections": max_connections},
-        "vips": [{"name": "web", "address": "10.0.0.100", "port": 80, "members": [
-            {"name": f"h{i + 1}", "address": f"10.0.0.1{i + 1}", "port": 80, "weight": w}
-            for i, w in enumerate(weights)]}],
-        "fabric": FABRIC,
-    })
+from tests.lib.configs import FABRIC, weighted_web_config as config
 
 
 def test_cookie_round_trip():

@@ -13,7 +13,9 @@ import redis
 from nlb_sdn.dam import (ROUTE_PREFIX, SESSION_PREFIX, Atom, Change, Dam, DamConfig, MemoryDam, RedisDam,
                          VersionConflict, any_type_session_key, kind_of, make_dam, parse_route_key, route_key,
                          session_key)
-from tests.redis_server import RedisServer, free_port
+from tests.lib.net import free_port
+from tests.lib.polling import poll_until
+from tests.lib.redis_server import RedisServer
 
 ROUTE = route_key("10.0.0.1", 40000, "10.0.0.100", 80)
 SESSION = session_key("http_cookie", "abc123")
@@ -34,11 +36,14 @@ class Harness:
 
 def collect(dam: Dam, until: Callable[[list[Change]], bool]) -> list[Change]:
     """Changes from the feed until ``until`` holds (Redis delivers asynchronously: poll, bounded by WAIT)."""
-    changes = dam.poll_changes()
-    deadline = time.monotonic() + WAIT
-    while not until(changes) and time.monotonic() < deadline:
-        time.sleep(0.01)
-        changes += dam.poll_changes()
+    changes: list[Change] = []
+
+    def enough() -> bool:
+        """Take what the feed has now; whether ``until`` holds."""
+        changes.extend(dam.poll_changes())
+        return until(changes)
+
+    poll_until(enough, WAIT)
     return changes
 
 
@@ -193,10 +198,14 @@ def test_ttl_expiry_and_expire_changes(harness):
     assert dam.get(ROUTE, now + 0.29) is not None
     assert dam.get(ROUTE, now + 0.3) is None  # expired at expires_at, by the caller's now
     harness.advance(0.35)
-    deadline = time.monotonic() + WAIT
-    while dam.stats()["atoms"]["route"] and time.monotonic() < deadline:  # Redis's own TTL removes the key
+    def route_gone() -> bool:
+        """Whether the route atom is gone (Redis's own TTL removes the key); if not, let the DAM maintain itself."""
+        if not dam.stats()["atoms"]["route"]:
+            return True
         dam.maintain(harness.now())
-        time.sleep(0.02)
+        return False
+
+    poll_until(route_gone, WAIT, 0.02)
     assert dam.stats()["atoms"] == {"route": 0, "session": 1, "other": 0, "total": 1}
     expired = Change("expire", ROUTE, None)
     assert [c for c in collect(dam, lambda seen: expired in seen) if c.op == "expire"] == [expired]

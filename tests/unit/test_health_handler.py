@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 from nlb_sdn.config import parse_config
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.health.handler import current_state, effective_target
-from tests.frames import syn_frame
-from tests.unit.test_core import FABRIC
-
-
-def config(health: str = "static", states: tuple[str, str, str] = ("active", "active", "active")) -> object:
-    """Three members with one health source."""
-    return parse_config({
-        "vips": [{"name": "web", "address": "10.0.0.100", "port": 80, "members": [
-            {"name": f"h{i + 1}", "address": f"10.0.0.1{i + 1}", "port": 80, "health": health, "state": state}
-            for i, state in enumerate(states)]}],
-        "fabric": FABRIC,
-    })
-
-
-def open_connections(lb: ShellDouble, count: int, first_port: int = 40000, now: float = 1.0) -> None:
-    for port in range(first_port, first_port + count):
-        frame = syn_frame("10.0.0.1", port, "10.0.0.100", 80)
-        lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, now=now)
+from tests.lib.configs import health_web_config as config
+from tests.lib.core import punt_syns as open_connections
 
 
 def test_target_and_current_state_rules():

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
+from functools import partial
 from typing import Any
 
 import pytest
-from webob import Request
 
 from nlb_sdn.config import Config, ConfigError, parse_config
 from nlb_sdn.core import l7
@@ -14,11 +13,12 @@ from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.dam.atoms import route_key
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import TunnelRoute, host_labels
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from nlb_sdn.health.cache import HostEntry
 from nlb_sdn.rest import make_app
-from tests.frames import syn_frame
+from tests.lib.core import punt_syn
+from tests.lib.rest import call
 from topologies import FabricTopo, lab_config
 
 VIP = "10.0.0.100"
@@ -41,10 +41,8 @@ def balancer(**vip: Any) -> ShellDouble:
     return ShellDouble(parse_config(l7_data(**vip)))
 
 
-def open_connection(lb: ShellDouble, dpid: int = 1, port: int = 40000, client: str = "10.0.0.1") -> list[Any]:
-    """A client SYN punted by switch ``dpid``; the messages the core answers with."""
-    frame = syn_frame(client, port, VIP, 80)
-    return lb.handle_packet_in(dpid, 3, frame, len(frame), Table.CONNECTIONS, 1.0)
+open_connection = partial(punt_syn, in_port=3)
+"""A client SYN punted by switch ``dpid`` (host port 3); the messages the core answers with."""
 
 
 def label_of(lb: ShellDouble, host: str) -> int:
@@ -247,14 +245,6 @@ class CoreBackend:
         if dpid is not None:
             self.sent.append((dpid, msgs))
         return migration.as_dict(), self.confirm
-
-
-def call(app: Any, method: str, path: str, body: Any = None) -> Any:
-    request = Request.blank(path, method=method)
-    if body is not None:
-        request.body = json.dumps(body).encode()
-        request.content_type = "application/json"
-    return request.get_response(app)
 
 
 COMMIT = {"phase": "commit", "id": "m1", "vip": "web", "client": "10.0.0.1:40000", "member": "h2", "router": "r1"}

@@ -18,6 +18,7 @@ from nlb_sdn.router import migrator as module
 from nlb_sdn.router.daemon import Endpoint, Outcome, Router, Service, ServiceMember
 from nlb_sdn.router.migrator import ControllerClient, ControllerError, RepairMigrator
 from nlb_sdn.router.rules import Decision
+from tests.lib.net import free_port, loopback_connection
 
 H1 = Endpoint("web", "h1", "10.0.0.11", 80)
 H2 = Endpoint("web", "h2", "10.0.0.12", 80)
@@ -52,14 +53,8 @@ class FakeProxy:
 @pytest.fixture
 def accepted() -> Iterator[socket.socket]:
     """The server side of an established loopback connection (what the router hands to the migrator)."""
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
+    with loopback_connection(client_timeout=None) as (_, _, server):
         yield server
-        server.close()
-        client.close()
 
 
 def fake_migrate(results: dict[str, MigrationResult], calls: list[str]) -> Callable[..., MigrationResult]:
@@ -169,9 +164,7 @@ def test_a_report_the_controller_does_not_take_is_counted_not_raised(monkeypatch
 
 
 def test_the_controller_client_names_an_unreachable_controller() -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     with pytest.raises(ControllerError, match=f"127.0.0.1:{port}/v1/migrations"):
         ControllerClient(f"http://127.0.0.1:{port}", timeout=1.0).post({"phase": "report"})
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import select
-import signal
 import socket
 import subprocess
 import sys
@@ -15,58 +12,19 @@ from collections.abc import Iterator
 
 import pytest
 
-from nlb_sdn.lab.backend import CHUNK, PATTERN_PERIOD, pattern
+from nlb_sdn.lab.backend import CHUNK, PATTERN_PERIOD, pattern, pattern_sha256
 from nlb_sdn.lab.client import download, percentiles, run_connections
-
-
-def _start_backend(name: str) -> tuple[subprocess.Popen[str], int]:
-    """Start a backend on 127.0.0.1 with an ephemeral port; return the process and the port it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", "0",
-                             "--bind", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], 15.0)
-    line = proc.stdout.readline() if ready else ""
-    if "listening on" not in line:
-        proc.kill()
-        proc.wait(5)
-        pytest.fail(f"backend did not start: {line!r}")
-    return proc, int(line.rsplit(":", 1)[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop a process this test started, by PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+from tests.lib.net import exchange, free_port
+from tests.lib.processes import start_backend, stop_process
 
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[int]:
     """Port of a backend named h1 on loopback, shared by the module."""
-    proc, port = _start_backend("h1")
+    proc, port = start_backend("h1")
     yield port
-    _stop(proc)
+    stop_process(proc)
     assert proc.returncode == 0
-
-
-def _expected_sha256(size: int) -> str:
-    digest = hashlib.sha256()
-    for offset in range(0, size, CHUNK):
-        digest.update(pattern(offset, min(CHUNK, size - offset)))
-    return digest.hexdigest()
-
-
-def _exchange(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    return data
 
 
 def _serve_once(response: bytes) -> int:
@@ -88,12 +46,6 @@ def _serve_once(response: bytes) -> int:
     return listener.getsockname()[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_pattern_is_periodic_and_chains():
     assert bytes(pattern(0, 5)) == bytes([0, 1, 2, 3, 4])
     assert bytes(pattern(PATTERN_PERIOD - 1, 3)) == bytes([250, 0, 1])
@@ -105,7 +57,7 @@ def test_pattern_is_periodic_and_chains():
 
 
 def test_root_names_the_backend_and_closes_on_request(backend):
-    reply = _exchange(backend, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = exchange(backend, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert b"\r\nX-Served-By: h1" in head and b"\r\nConnection: close" in head
@@ -115,11 +67,7 @@ def test_root_names_the_backend_and_closes_on_request(backend):
 
 def test_keep_alive_serves_several_requests_on_one_connection(backend):
     request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", backend), timeout=5) as sock:
-        sock.sendall(request + request + b"GET /bytes/3 HTTP/1.1\r\nConnection: close\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
+    data = exchange(backend, request + request + b"GET /bytes/3 HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert data.count(b"X-Served-By: h1") == 3
     assert data.count(b"Connection: keep-alive") == 2
     assert data.endswith(b"Connection: close\r\n\r\n\x00\x01\x02")
@@ -133,7 +81,7 @@ def test_keep_alive_serves_several_requests_on_one_connection(backend):
     (b"nonsense\r\n\r\n", b"400"),
 ])
 def test_bad_requests_get_an_error_and_a_close(backend, request_bytes, status):
-    reply = _exchange(backend, request_bytes)
+    reply = exchange(backend, request_bytes)
     assert reply.startswith(b"HTTP/1.1 " + status)
     assert b"X-Served-By: h1" in reply and b"Connection: close" in reply
 
@@ -156,7 +104,7 @@ def test_connections_mode_is_bounded_by_time(backend):
 
 
 def test_connections_mode_reports_refused():
-    summary = run_connections("127.0.0.1", _free_port(), count=5, timeout=10)
+    summary = run_connections("127.0.0.1", free_port(), count=5, timeout=10)
     assert summary["ok"] == 0 and summary["errors"] == 5
     assert summary["error_kinds"] == {"refused": 5}
     assert summary["connect_ms"]["p50"] is None
@@ -167,13 +115,13 @@ def test_download_verifies_length_and_checksum(backend):
     result = download("127.0.0.1", backend, size, timeout=30)
     assert result["ok"] is True and result["error"] is None
     assert result["bytes"] == size and result["served_by"] == "h1"
-    assert result["sha256"] == _expected_sha256(size)
+    assert result["sha256"] == pattern_sha256(size)
     assert result["mbps"] > 0
 
 
 def test_rate_limited_download_takes_its_time(backend):
     result = download("127.0.0.1", backend, 60_000, rate=100_000, timeout=30)
-    assert result["ok"] is True and result["sha256"] == _expected_sha256(60_000)
+    assert result["ok"] is True and result["sha256"] == pattern_sha256(60_000)
     assert 0.4 <= result["elapsed_s"] < 5
 
 
@@ -199,9 +147,9 @@ def test_client_cli_prints_json_and_sets_the_exit_status(backend):
     assert json.loads(ok.stdout)["served_by"] == {"h1": 20}
     down = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "download", "127.0.0.1", "--port",
                            str(backend), "--bytes", "100000"], capture_output=True, text=True, timeout=60)
-    assert down.returncode == 0 and json.loads(down.stdout)["sha256"] == _expected_sha256(100_000)
+    assert down.returncode == 0 and json.loads(down.stdout)["sha256"] == pattern_sha256(100_000)
     bad = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "connections", "127.0.0.1", "--port",
-                          str(_free_port()), "-n", "2"], capture_output=True, text=True, timeout=60)
+                          str(free_port()), "-n", "2"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and json.loads(bad.stdout)["errors"] == 2
 
 
@@ -222,13 +170,13 @@ def test_backend_refuses_a_name_as_bind_address():
 
 
 def test_two_backends_are_told_apart():
-    procs = [_start_backend(name) for name in ("h1", "h2")]
+    procs = [start_backend(name) for name in ("h1", "h2")]
     try:
         for (_, port), name in zip(procs, ("h1", "h2")):
             assert run_connections("127.0.0.1", port, count=3)["served_by"] == {name: 3}
     finally:
         for proc, _ in procs:
-            _stop(proc)
+            stop_process(proc)
 
 
 def test_percentiles_use_nearest_rank():

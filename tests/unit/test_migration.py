@@ -10,7 +10,6 @@ import hashlib
 import os
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -18,13 +17,13 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from nlb_sdn.lab.backend import CHUNK, pattern
+from nlb_sdn.lab.backend import CHUNK, pattern, pattern_sha256
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration import receiver as receiver_module
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
@@ -41,6 +40,9 @@ from nlb_sdn.migration.tcprepair import (
 )
 from nlb_sdn.migration.wire import GO, MIGRATE, REPLY, Channel, MigrationVerifier, WireError
 from nlb_sdn.signed import MAC_SIZE, SequenceCounter, encode, frame
+from tests.lib.net import free_port, loopback_connection
+from tests.lib.polling import poll_until
+from tests.lib.processes import stop_process
 
 KEY = b"migration-test-key-0123456789abc"
 REQUEST = b"GET /bytes/1000000 HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n"
@@ -218,9 +220,7 @@ def test_connect_stops_at_the_deadline(monkeypatch):
 
 
 def test_connect_gives_up_at_once_on_a_refused_port():
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
+    port = free_port()
     with pytest.raises(ConnectionRefusedError):  # a retry would have ended in TimeoutError
         sender.connect(("127.0.0.1", port), deadline=time.monotonic() + 5.0)
 
@@ -276,17 +276,6 @@ def _run(*command: str) -> None:
     subprocess.run(command, check=True, capture_output=True, timeout=20)
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    """Stop a process this test started, by PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @contextlib.contextmanager
 def packet_capture(namespace: str, path: Path) -> Iterator[None]:
     """tcpdump of TCP port 80 on every interface of ``namespace`` into ``path`` for the block."""
@@ -302,7 +291,7 @@ def packet_capture(namespace: str, path: Path) -> Iterator[None]:
             pytest.fail("tcpdump did not start")
         yield
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 def _outq(sock: socket.socket) -> int:
@@ -311,22 +300,6 @@ def _outq(sock: socket.socket) -> int:
 
 def _inq(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, bytes(4)))[0]
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
-def _expected_digest(size: int) -> bytes:
-    digest = hashlib.sha256()
-    for offset in range(0, size, CHUNK):
-        digest.update(pattern(offset, min(CHUNK, size - offset)))
-    return digest.digest()
 
 
 def _read_response(sock: socket.socket, timeout: float = 30.0) -> tuple[bytes, int, bytes]:
@@ -356,7 +329,7 @@ def _read_response(sock: socket.socket, timeout: float = 30.0) -> tuple[bytes, i
 def _peek_head(conn: socket.socket) -> bytes:
     """Wait for a complete request head in ``conn`` and return it, leaving it queued (MSG_PEEK)."""
     conn.settimeout(5)
-    assert _wait(lambda: b"\r\n\r\n" in conn.recv(16384, socket.MSG_PEEK))
+    assert poll_until(lambda: b"\r\n\r\n" in conn.recv(16384, socket.MSG_PEEK))
     return conn.recv(16384, socket.MSG_PEEK)
 
 
@@ -376,20 +349,15 @@ def lab_backend(name: str, bind: str, port: int, handoff_path: str, namespace: s
         assert lines and "taking connections on" in lines[-1], lines
         yield proc
     finally:
-        _stop(proc)
+        stop_process(proc)
 
 
 @pytest.fixture
 def loopback_pair() -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
     """(listener, client, accepted) over 127.0.0.1; the client has sent REQUEST and it is queued at the server."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    client = socket.create_connection(listener.getsockname(), timeout=5)
-    accepted, _ = listener.accept()
-    client.sendall(REQUEST)
-    _peek_head(accepted)
-    with listener, client, accepted:
+    with loopback_connection() as (listener, client, accepted):
+        client.sendall(REQUEST)
+        _peek_head(accepted)
         yield listener, client, accepted
 
 
@@ -415,7 +383,7 @@ def test_dump_drop_restore_hands_the_connection_to_the_backend_which_serves_it(l
         head, received, digest = _read_response(client)
     assert head.startswith(b"HTTP/1.1 200 OK") and b"X-Served-By: h2" in head
     assert f"X-Client: 127.0.0.1:{client.getsockname()[1]}".encode() in head
-    assert received == SIZE and digest == _expected_digest(SIZE)
+    assert received == SIZE and digest == bytes.fromhex(pattern_sha256(SIZE))
     assert client.recv(1) == b""
 
 
@@ -429,7 +397,7 @@ def test_a_frozen_socket_neither_acknowledges_nor_takes_data_and_resume_gets_it_
     assert _inq(router) == len(REQUEST)
     assert state.recv_queue == REQUEST
     resume(router)
-    assert _wait(lambda: _inq(router) == len(REQUEST) + len(b"sent while frozen"))
+    assert poll_until(lambda: _inq(router) == len(REQUEST) + len(b"sent while frozen"))
     assert router.recv(4096) == REQUEST + b"sent while frozen"
     router.sendall(b"answer")
     assert client.recv(100) == b"answer"
@@ -458,7 +426,7 @@ def test_restore_refuses_a_duplicate_connection_and_sends_nothing(loopback_pair)
 def _assert_usable(client: socket.socket, router: socket.socket) -> None:
     """The router's socket is live again: it reads what the client sends and the client gets its answer."""
     client.sendall(b"ping")
-    assert _wait(lambda: _inq(router) >= len(REQUEST) + 4)
+    assert poll_until(lambda: _inq(router) >= len(REQUEST) + 4)
     assert router.recv(4096) == REQUEST + b"ping"
     router.sendall(b"pong")
     client.settimeout(5)
@@ -508,9 +476,7 @@ def test_failed_migrations_give_the_socket_back_live_and_say_why(loopback_pair, 
         if case == "timeout":
             address = stack.enter_context(silent_agent())
         elif case == "unreachable":
-            with socket.socket() as closed:
-                closed.bind(("127.0.0.1", 0))
-                address = closed.getsockname()
+            address = ("127.0.0.1", free_port())
         else:
             server = stack.enter_context(receiver_server(str(tmp_path / "nobody.sock") if case == "no_application"
                                                          else path))
@@ -540,7 +506,7 @@ def test_a_kept_connection_to_the_agent_carries_the_next_migration(loopback_pair
             result = migrate(router, server.server_address, KEY, timeout=2.0, channels=channels)
             assert (result.migrated, result.reason) == (False, "refused") and "application unreachable" in result.detail
         assert channels.counters == {"connected": 1, "reused": 1}
-        assert _wait(lambda: server.receiver.outcomes == {"no_application": 2})
+        assert poll_until(lambda: server.receiver.outcomes == {"no_application": 2})
         channels.close()
     _assert_usable(client, router)
 
@@ -556,7 +522,7 @@ def test_a_kept_connection_the_agent_closed_is_replaced_whether_the_close_is_see
     with receiver_server(str(tmp_path / "nobody.sock")) as server:
         assert migrate(router, server.server_address, KEY, timeout=2.0, channels=channels).reason == "refused"
         [(kept, _since)] = channels._idle[server.server_address]
-        assert _wait(lambda: not sender._still_open(kept.sock)), "the agent closes an idle connection"
+        assert poll_until(lambda: not sender._still_open(kept.sock)), "the agent closes an idle connection"
         if not seen_closed:
             monkeypatch.setattr(sender, "_still_open", lambda _sock: True)  # its end arrives only after the check
         result = migrate(router, server.server_address, KEY, timeout=2.0, channels=channels)
@@ -585,7 +551,7 @@ def test_states_too_large_for_one_message_fall_back(tmp_path):
             router, _ = listener.accept()
             with router:
                 client.sendall(bytes(100_000))
-                assert _wait(lambda: _inq(router) > 66_000)
+                assert poll_until(lambda: _inq(router) > 66_000)
                 result = migrate(router, ("127.0.0.1", 9), KEY)
                 assert (result.migrated, result.reason) == (False, "too_large")
                 assert not in_repair(router)
@@ -678,7 +644,7 @@ def test_migration_across_namespaces_continues_the_connection_at_the_host(three_
             assert client.recv(1) == b""
     assert b"X-Served-By: h2" in head
     assert f"X-Client: {client_address[0]}:{client_address[1]}".encode() in head
-    assert received == SIZE and digest == _expected_digest(SIZE)
+    assert received == SIZE and digest == bytes.fromhex(pattern_sha256(SIZE))
     assert server.receiver.outcomes == {"handed_off": 1}
     flags = subprocess.run(["tcpdump", "-nr", str(capture), "tcp[tcpflags] & (tcp-syn|tcp-rst) != 0"],
                            capture_output=True, text=True, timeout=20).stdout.splitlines()
@@ -701,5 +667,5 @@ def test_a_failed_commit_aborts_and_the_host_discards_its_copy(three_namespaces,
             with netns(names["router"]):
                 result = migrate(router, server.server_address, KEY, timeout=2.0, commit=commit)
             assert (result.migrated, result.reason) == (False, "commit_failed")
-            assert _wait(lambda: server.receiver.outcomes["aborted"] == 1)
+            assert poll_until(lambda: server.receiver.outcomes["aborted"] == 1)
             _assert_usable(client, router)

@@ -4,7 +4,6 @@ SYNs the classifier takes, and a short run against the learning switch gets answ
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import ofload
 from nlb_sdn.config import parse_config, vip_mac
 from nlb_sdn.core.frames import TcpSegment, parse_frame
 from nlb_sdn.framework import ofproto_v1_3 as ofp
@@ -20,16 +20,6 @@ from nlb_sdn.framework import ofproto_v1_3_parser as parser
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "ofload.py"
-
-
-def load_ofload():
-    spec = importlib.util.spec_from_file_location("ofload", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-ofload = load_ofload()
 
 
 def parse(raw: bytes):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import json
-import socket
 from typing import Any
 
 import pytest
@@ -13,6 +12,8 @@ from webob import Request
 
 from nlb_sdn.config import Config, ConfigError, dump_config, parse_config
 from nlb_sdn.rest import MAX_BODY, RestBackend, listen, make_app, serve
+from tests.lib.net import free_port
+from tests.lib.rest import call
 
 BASE: dict[str, Any] = {
     "vips": [
@@ -82,17 +83,6 @@ def backend() -> FakeBackend:
 @pytest.fixture
 def app(backend: FakeBackend):
     return make_app(backend)
-
-
-def call(app, method: str, path: str, body: Any = None, raw: bytes | None = None):
-    """Send one request through the WSGI app; ``body`` is sent as JSON, ``raw`` as is."""
-    request = Request.blank(path, method=method)
-    if body is not None:
-        raw = json.dumps(body).encode()
-    if raw is not None:
-        request.body = raw
-        request.content_type = "application/json"
-    return request.get_response(app)
 
 
 def vip_of(backend: FakeBackend, name: str) -> dict[str, Any]:
@@ -545,13 +535,6 @@ def test_unserialisable_stats_is_internal(backend: FakeBackend) -> None:
 
 
 # --- the eventlet server ------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """An ephemeral port that was free a moment ago."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_over_http(backend: FakeBackend) -> None:

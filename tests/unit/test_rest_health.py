@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import pytest
-from webob import Request
 
 from nlb_sdn.config import Config
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.rest import make_app
-from tests.unit.test_health_handler import config, open_connections
+from tests.lib.rest import call
+from tests.lib.configs import health_web_config as config
+from tests.lib.core import punt_syns as open_connections
 
 
 class CoreBackend:
@@ -40,14 +38,6 @@ class CoreBackend:
 
     def hl_cache(self) -> dict:
         return self.lb.health.cache.as_dict(5.0)
-
-
-def call(app: Any, method: str, path: str, body: Any = None) -> Any:
-    request = Request.blank(path, method=method)
-    if body is not None:
-        request.body = json.dumps(body).encode()
-        request.content_type = "application/json"
-    return request.get_response(app)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections import Counter
 from nlb_sdn.config.routing import Pool
 from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.daemon import Service, ServiceMember
+from tests.lib.polling import poll_until_async
 
 SERVICE = Service("web", "10.0.0.100", 80, (ServiceMember("h1", "10.0.0.11", 80, weight=1),
                                             ServiceMember("h2", "10.0.0.12", 80, weight=1),
@@ -45,10 +46,7 @@ def test_following_polls_every_vip_and_keeps_the_last_allotment_when_the_control
 
     async def scenario() -> None:
         task = asyncio.create_task(follow_allotments(chooser, ["web"], fetch, period=0.01))
-        for _ in range(200):
-            if chooser.values:
-                break
-            await asyncio.sleep(0.01)
+        await poll_until_async(lambda: chooser.values, timeout=2.0)
         task.cancel()
 
     asyncio.run(scenario())

@@ -29,7 +29,9 @@ from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.router.cli import load_services, main as cli_main
 from nlb_sdn.router.daemon import (Endpoint, Outcome, Router, RouterSettings, Service, ServiceMember, http_reply,
                                    listen_socket)
-from tests.unit.test_router_parse import client_hello
+from tests.lib.net import exchange, free_port
+from tests.lib.polling import poll_until
+from tests.lib.router import client_hello, http_head, route_rules as rules
 
 T = TypeVar("T")
 TIMEOUT = 5.0
@@ -121,18 +123,6 @@ class Backends:
             server.close()
 
 
-def free_port(address: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``address`` right now."""
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
-
-
-def rules(*data: dict[str, Any]) -> tuple[RouteRule, ...]:
-    """Rules from plain config data."""
-    return tuple(RouteRule.model_validate(item) for item in data)
-
-
 class Lab:
     """Backends a1, a2 (pool A), b1 (pool B) behind the ``web`` service, t1 behind the ``tls`` service."""
 
@@ -164,13 +154,15 @@ class Lab:
         return router
 
     def stats(self, router: Router, accepted: int = 0) -> dict[str, Any]:
-        """The router's counters once it has accepted ``accepted`` connections and is deciding none."""
-        deadline = time.monotonic() + TIMEOUT
-        while True:
+        """The router's counters once it has accepted ``accepted`` connections and is deciding none (or after
+        TIMEOUT)."""
+
+        def settled() -> dict[str, Any] | None:
+            """The counters if the router has settled, else None."""
             stats = self.loop.call(router.stats)
-            if stats["active"] == 0 and stats["accepted"] >= accepted or time.monotonic() > deadline:
-                return stats
-            time.sleep(0.02)
+            return stats if stats["active"] == 0 and stats["accepted"] >= accepted else None
+
+        return poll_until(settled, TIMEOUT, 0.02) or self.loop.call(router.stats)
 
     def close(self) -> None:
         """Stop the routers and the backends."""
@@ -191,27 +183,9 @@ def lab() -> Iterator[Lab]:
         loop.close()
 
 
-def exchange(port: int, data: bytes, address: str = "127.0.0.1", chunks: int = 1, pause: float = 0.0) -> bytes:
-    """Send ``data`` (in ``chunks``, ``pause`` apart) and read until the peer closes or resets the connection."""
-    reply = b""
-    with socket.create_connection((address, port), timeout=TIMEOUT) as sock:
-        size = -(-len(data) // chunks)
-        try:
-            for start in range(0, len(data), size):
-                sock.sendall(data[start:start + size])
-                if pause:
-                    time.sleep(pause)
-            while chunk := sock.recv(65536):
-                reply += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-    return reply
-
-
 def get(port: int, path: str, *headers: str) -> tuple[int, str, bytes]:
     """GET ``path`` through the router: (status, X-Served-By, body)."""
-    head = f"GET {path} HTTP/1.1\r\nHost: www.example.com\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
-    reply = exchange(port, head.encode())
+    reply = exchange(port, http_head(path, "www.example.com", *headers))
     status_line, _, rest = reply.partition(b"\r\n")
     fields, _, body = rest.partition(b"\r\n\r\n")
     served_by = next((line.split(b":", 1)[1].strip().decode() for line in fields.split(b"\r\n")
@@ -347,9 +321,7 @@ def test_connections_over_the_cap_are_closed(lab: Lab) -> None:
     router = lab.router(settings=RouterSettings(max_connections=1, head_timeout=1.0, status_port=0))
     with socket.create_connection(("127.0.0.1", lab.web.port), timeout=TIMEOUT) as held:
         held.sendall(b"GET / HTTP/1.1\r\n")
-        deadline = time.monotonic() + TIMEOUT
-        while lab.loop.call(router.stats)["active"] != 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        poll_until(lambda: lab.loop.call(router.stats)["active"] == 1, TIMEOUT)
         with socket.create_connection(("127.0.0.1", lab.web.port), timeout=TIMEOUT) as refused:
             assert closed_without_reply(refused)
         assert closed_without_reply(held)

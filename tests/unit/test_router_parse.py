@@ -12,29 +12,10 @@ import pytest
 from nlb_sdn.router.parse import (HTTP_ERRORS, NEED_MORE, TLS_ERRORS, ClientHello, Headers, HttpRequest, Limits,
                                   ParseError, normalise_path, parse_client_hello, parse_cookies, parse_http_head,
                                   parse_request)
+from tests.lib.router import client_hello
 
 GOOD_HEAD = (b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nUser-Agent: test\r\n"
              b"Cookie: NLBSESS=abc123; theme=\"dark\"\r\nX-Tag: one\r\nx-tag: two\r\nCookie: late=1\r\n\r\n")
-
-
-def client_hello(sni: str | None = "www.example.com", session_id: bytes = b"", extra_extensions: bytes = b"",
-                 record_split: int | None = None) -> bytes:
-    """A TLS 1.2-style ClientHello record (or two records when ``record_split`` cuts the handshake)."""
-    extensions = b""
-    if sni is not None:
-        name = sni.encode()
-        entry = b"\x00" + struct.pack("!H", len(name)) + name
-        server_name = struct.pack("!H", len(entry)) + entry
-        extensions += struct.pack("!HH", 0, len(server_name)) + server_name
-    extensions += extra_extensions
-    body = (b"\x03\x03" + bytes(range(32)) + bytes([len(session_id)]) + session_id + b"\x00\x04\x13\x01\xc0\x2f"
-            + b"\x01\x00" + struct.pack("!H", len(extensions)) + extensions)
-    handshake = b"\x01" + len(body).to_bytes(3, "big") + body
-    if record_split is None:
-        return b"\x16\x03\x01" + struct.pack("!H", len(handshake)) + handshake
-    first, second = handshake[:record_split], handshake[record_split:]
-    return (b"\x16\x03\x01" + struct.pack("!H", len(first)) + first
-            + b"\x16\x03\x01" + struct.pack("!H", len(second)) + second)
 
 
 class TestHttp:

@@ -11,21 +11,15 @@ from nlb_sdn.config import ConfigError, validate_model
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.router.parse import ClientHello, HttpRequest, parse_request
 from nlb_sdn.router.rules import DEFAULT, Decision, choose, host_matches
-from tests.unit.test_router_parse import client_hello
+from tests.lib.router import client_hello, http_head, route_rules as rules
 
 POOLS = [Pool(name="api", members=["h1", "h2"]), Pool(name="static", members=["h3"]),
          Pool(name="web", members=["h1", "h2", "h3"])]
 
 
-def rules(*data: dict[str, Any]) -> list[RouteRule]:
-    """Rules from plain config data."""
-    return [RouteRule.model_validate(item) for item in data]
-
-
 def http(target: str = "/", host: str = "www.example.com", *headers: str) -> HttpRequest:
     """A parsed GET request."""
-    head = f"GET {target} HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
-    request = parse_request(head.encode())
+    request = parse_request(http_head(target, host, *headers))
     assert isinstance(request, HttpRequest), request
     return request
 

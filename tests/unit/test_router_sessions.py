@@ -7,6 +7,7 @@ import asyncio
 from nlb_sdn.affinity.sessions import Session, SessionTable
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.router.sessions import follow_sessions, replace_sessions, session_from_row
+from tests.lib.polling import poll_until_async
 
 
 def row(sid: str, member: str, vip: str = "web", expires_in: float = 60.0) -> dict:
@@ -45,10 +46,7 @@ def test_following_survives_a_controller_that_is_away():
 
     async def scenario() -> None:
         task = asyncio.create_task(follow_sessions(table, ["web"], fetch, lambda: 0.0, period=0.01))
-        for _ in range(200):
-            if table.sessions:
-                break
-            await asyncio.sleep(0.01)
+        await poll_until_async(lambda: table.sessions, timeout=2.0)
         task.cancel()
 
     asyncio.run(scenario())

@@ -1,11 +1,11 @@
-"""Lab topologies: they build without root and emit a valid fabric section, unique explicit ports and a diagram."""
+"""Lab topologies: they build without root and emit a valid fabric section, unique explicit ports and a diagram;
+their Mininet topologies (the lab extra) carry the same nodes, ports and parameters."""
 
 from __future__ import annotations
 
 import re
 import networkx as nx
 import pytest
-from mininet.node import OVSSwitch
 
 from nlb_sdn.config import parse_config
 from topologies import SWITCH_OPTS, TOPOLOGIES, FabricTopo, SingleTopo, lab_config
@@ -27,7 +27,9 @@ def test_topology_builds_and_fabric_validates(name, clients, backends):
 
 @pytest.mark.parametrize("name", sorted(TOPOLOGIES))
 def test_ports_are_explicit_unique_and_match_the_mininet_links(name):
-    topo = TOPOLOGIES[name]()
+    pytest.importorskip("mininet")
+    lab_topo = TOPOLOGIES[name]()
+    topo = lab_topo.mininet_topo()
     seen: set[tuple[str, int]] = set()
     for node1, node2, info in topo.links(withInfo=True):
         for node, port in ((node1, info["port1"]), (node2, info["port2"])):
@@ -36,7 +38,7 @@ def test_ports_are_explicit_unique_and_match_the_mininet_links(name):
             seen.add((node, port))
             if not topo.isSwitch(node):
                 assert port == 0
-    fabric = topo.fabric_config()
+    fabric = lab_topo.fabric_config()
     for host in fabric["hosts"]:
         assert (host["switch"], host["port"]) in seen
         assert topo.port(host["name"], host["switch"]) == (0, host["port"])
@@ -46,6 +48,7 @@ def test_ports_are_explicit_unique_and_match_the_mininet_links(name):
 
 @pytest.mark.parametrize("name", sorted(TOPOLOGIES))
 def test_addresses_and_switch_options(name):
+    mininet_node = pytest.importorskip("mininet.node")
     topo = TOPOLOGIES[name]()
     fabric = topo.fabric_config()
     for host in fabric["hosts"]:
@@ -55,11 +58,23 @@ def test_addresses_and_switch_options(name):
         assert (octet < 11) == host["name"].startswith("c")
         assert topo.nodeInfo(host["name"])["ip"] == host["ip"] + "/24"
     for switch in topo.switches():
-        info = topo.nodeInfo(switch)
-        assert info["cls"] is OVSSwitch
+        info = topo.mininet_topo().nodeInfo(switch)
+        assert info["cls"] is mininet_node.OVSSwitch
         assert (info["datapath"], info["protocols"], info["failMode"]) == ("user", "OpenFlow13", "secure")
         assert int(info["dpid"], 16) == topo.dpids()[switch]
     assert SWITCH_OPTS["datapath"] == "user"
+
+
+@pytest.mark.parametrize("name", sorted(TOPOLOGIES))
+def test_the_mininet_topo_has_the_same_nodes_links_and_parameters(name):
+    mininet_node = pytest.importorskip("mininet.node")
+    lab_topo = TOPOLOGIES[name](mgmt=True, trunk_mtu=1504)
+    topo = lab_topo.mininet_topo()
+    assert (topo.hosts(), topo.switches()) == (lab_topo.hosts(), lab_topo.switches())
+    assert topo.links(sort=True, withInfo=True) == lab_topo.links(sort=True, withInfo=True)
+    for node in topo.nodes():
+        assert {key: value for key, value in topo.nodeInfo(node).items() if key != "cls"} == lab_topo.nodeInfo(node)
+    assert topo.nodeInfo("m0")["cls"] is mininet_node.OVSBridge and "cls" not in lab_topo.nodeInfo("s1")
 
 
 @pytest.mark.parametrize("name", sorted(TOPOLOGIES))

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import ConfigError, Fabric, parse_config
-from tests.shell_double import ShellDouble
+from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import (ETH_TYPE_MPLS, LABEL_BASE, LABEL_OVERFLOW, LabelHop, TunnelRoute, connection_flows,

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
-import time
+
+from tests.lib.net import free_port
+from tests.lib.polling import poll_until
+from tests.lib.processes import stop_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 START_TIMEOUT = 5.0
-STOP_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _answers_ping(port: int) -> bool:
@@ -50,27 +44,18 @@ class RedisServer:
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
                 "--appendonly", "no", "--notify-keyspace-events", "Ex", "--daemonize", "no", "--logfile",
                 os.path.join(self.dir, "redis.log")]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port} (see {self.dir}/redis.log)")
-            time.sleep(0.02)
+        process = self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL)
+        poll_until(lambda: process.poll() is not None or _answers_ping(self.port), START_TIMEOUT, 0.02)
+        if process.poll() is not None or not _answers_ping(self.port):
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port} (see {self.dir}/redis.log)")
 
     def stop(self) -> None:
         """Stop the server by its PID (SIGTERM, then SIGKILL after a bound) and reap it."""
-        if self.process is None:
-            return
-        process, self.process = self.process, None
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(STOP_TIMEOUT)
+        if self.process is not None:
+            process, self.process = self.process, None
+            stop_process(process)
 
     def cleanup(self) -> None:
         """Stop the server and remove its directory."""

@@ -1,0 +1,25 @@
+"""Benchmark scripts in tests: a smoke run and checks of its report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.suite.results import is_number
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def positive(value: object) -> bool:
+    """A positive, finite number (not a bool)."""
+    return is_number(value) and value > 0  # type: ignore[operator]
+
+
+def run_smoke(script: str, out: Path, workdir: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``benchmarks/<script> --smoke`` writing its report to ``out``; its result and how long it took (s)."""
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), "--workdir",
+                             str(workdir)], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return result, time.monotonic() - started
