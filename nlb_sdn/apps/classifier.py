@@ -237,6 +237,18 @@ class Classifier(RyuApp):
         self.dam_writes.extend(effects.dam)
         self.send_datagrams(effects.datagrams)
 
+    def carry_out_confirmed(self, effects: Effects) -> list[Barrier]:
+        """Carry out ``effects`` with a barrier after each switch's messages; the barriers to wait for.
+
+        ConnectionError, before anything is sent, when one of the switches is not connected.
+        """
+        for dpid in effects.messages:
+            if dpid not in self.datapaths:
+                raise ConnectionError(f"switch {dpid:016x} is not connected")
+        barriers = [self.send_with_barrier(dpid, list(msgs)) for dpid, msgs in effects.messages.items()]
+        self.carry_out(Effects(dam=effects.dam, datagrams=effects.datagrams))
+        return barriers
+
     def send_datagrams(self, datagrams: Any) -> None:
         """Send H&L messages to agents (UDP, best effort: the protocol resyncs what is lost)."""
         if self.hl_socket is None:

@@ -123,8 +123,7 @@ class ControllerFacade:
                 effects, migration = lb.report_migration(request.id, request.vip, client_ip, client_port,
                                                          request.router, request.member, request.outcome or "",
                                                          request.reason, request.duration_ms, now)
-            barriers = [self.app.send_with_barrier(dpid, list(msgs)) for dpid, msgs in effects.messages.items()]
-            return migration, barriers
+            return migration, self.app.carry_out_confirmed(effects)
 
         migration, barriers = self._call(move)
         return migration.as_dict(), all(self.app.barrier_confirmed(barrier) for barrier in barriers)

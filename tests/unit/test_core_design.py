@@ -180,3 +180,11 @@ def test_a_failed_dam_write_fails_alone(app: Any) -> None:
     for op in (DamOp.put("a", {}), DamOp.put("bad", {}), DamOp.delete("c")):
         app.apply_dam_op(op, 1.0)
     assert app.dam.done == ["a", "c"] and app.errors["dam_put"] == 1
+
+
+def test_a_confirmed_change_also_writes_its_atoms(app: Any) -> None:
+    put = DamOp.put(route_key("10.0.0.1", 40000, VIP, 80), {"member": "h2"})
+    assert app.carry_out_confirmed(Effects(dam=(put,))) == [] and list(app.dam_writes) == [put]
+    with pytest.raises(ConnectionError):
+        app.carry_out_confirmed(Effects({7: ("flow-mod",)}, (put,)))
+    assert list(app.dam_writes) == [put], "nothing of a change that cannot be confirmed is carried out"
