@@ -45,8 +45,9 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/ofload.py` from anywhere
@@ -887,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["controller"] = {"kind": controller.kind,
                                          "pid": controller.proc.pid if controller.proc else None,
                                          "stats": controller.stats()}
-    except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, RuntimeError) as exc:
         log(f"ofload: error: {type(exc).__name__}: {exc}")
         return 2
     report["results"] = results

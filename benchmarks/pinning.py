@@ -377,7 +377,7 @@ class FlowSampler:
                 self.peak = max(self.peak, int(m.group(1)))
                 self.samples += 1
 
-    def __enter__(self) -> "FlowSampler":
+    def __enter__(self) -> FlowSampler:
         self._thread.start()
         return self
 

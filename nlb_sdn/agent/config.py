@@ -58,7 +58,7 @@ class _Probe(Strict):
     fall: int = Field(default=2, ge=1, le=100)
 
     @model_validator(mode="after")
-    def _timeout_fits(self) -> "_Probe":
+    def _timeout_fits(self) -> _Probe:
         if self.timeout > self.interval:
             raise ValueError(f"timeout {self.timeout} is longer than interval {self.interval}")
         return self
@@ -175,7 +175,7 @@ class AgentConfig(Strict):
     migration: Migration | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "AgentConfig":
+    def _check(self) -> AgentConfig:
         if not self.control_socket:
             object.__setattr__(self, "control_socket", f"/run/nlb-sdn-agent.{self.host_id}.sock")
         seen: set[str] = set()

@@ -16,22 +16,32 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from nlb_sdn.config import Config, load_config
+from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.config import load_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
-from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.templates import Prepared
-from nlb_sdn.framework import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
-                               ofproto_v1_3, set_ev_cls, use_fast_packet_in_path)
+from nlb_sdn.framework import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    RyuApp,
+    hub,
+    ofp_event,
+    ofproto_v1_3,
+    set_ev_cls,
+    use_fast_packet_in_path,
+)
 from nlb_sdn.rest.app import make_app
-from nlb_sdn.signed import load_key
 from nlb_sdn.rest.server import listen, serve_on
+from nlb_sdn.signed import load_key
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
@@ -58,10 +68,10 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """Log and count any exception a handler raises, naming the datapath, instead of killing the event loop."""
 
     @functools.wraps(handler)
-    def wrapper(self: "Classifier", ev: Any) -> None:
+    def wrapper(self: Classifier, ev: Any) -> None:
         try:
             handler(self, ev)
-        except Exception:  # noqa: BLE001 - a handler must never take the controller down
+        except Exception:  # a handler must never take the controller down
             dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
             self.errors[f"handler:{handler.__name__}"] += 1
             LOG.exception("dpid=%s: %s failed", f"{dpid:016x}" if isinstance(dpid, int) else dpid, handler.__name__)
@@ -162,7 +172,7 @@ class Classifier(RyuApp):
             try:
                 data, addr = self.hl_socket.recvfrom(65535)
                 self.post(EventDatagram(data, addr))
-            except Exception:  # noqa: BLE001 - one bad datagram must not stop the H&L receiver
+            except Exception:  # one bad datagram must not stop the H&L receiver
                 self.errors["handler:hl_receive"] += 1
                 LOG.exception("H&L datagram receive failed")
 
@@ -183,7 +193,7 @@ class Classifier(RyuApp):
                     next_maintain = now + DAM_MAINTAIN_PERIOD
                 if changes or maintain:
                     self.post(EventDamChanges(changes, maintain))
-            except Exception:  # noqa: BLE001 - the follower must keep running
+            except Exception:  # the follower must keep running
                 self.errors["handler:dam"] += 1
                 LOG.exception("DAM work failed")
 
@@ -197,7 +207,7 @@ class Classifier(RyuApp):
                 self.dam.touch(op.key, op.ttl or 0.0, now)
             else:
                 self.dam.delete(op.key, now)
-        except Exception:  # noqa: BLE001 - the other writes of the batch go on
+        except Exception:  # the other writes of the batch go on
             self.errors[f"dam_{op.verb}"] += 1
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
 

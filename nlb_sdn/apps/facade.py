@@ -45,7 +45,7 @@ class EventCall(ofp_event.event.EventBase):  # type: ignore[misc]
 class ControllerFacade:
     """What REST may ask of the controller (``rest.app.RestBackend``), each call run in the app's event loop."""
 
-    def __init__(self, app: "Classifier") -> None:
+    def __init__(self, app: Classifier) -> None:
         self.app = app
 
     def _call(self, work: Callable[[], T]) -> T:

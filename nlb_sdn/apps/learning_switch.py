@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.framework import MAIN_DISPATCHER, CONFIG_DISPATCHER, RyuApp, ofp_event, ofproto_v1_3, set_ev_cls
 from nlb_sdn.core.frames import ETH_HEADER, mac_text
+from nlb_sdn.framework import CONFIG_DISPATCHER, MAIN_DISPATCHER, RyuApp, ofp_event, ofproto_v1_3, set_ev_cls
 
 IDLE_TIMEOUT = 30
 

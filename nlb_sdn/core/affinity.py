@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.affinity.sessions import (APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_of_match,
-                                      client_prefix)
+from nlb_sdn.affinity.sessions import (
+    APP,
+    CLIENT_IP,
+    Session,
+    SessionTable,
+    client_ip_sid,
+    client_of_match,
+    client_prefix,
+)
 from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.fabric import FabricView

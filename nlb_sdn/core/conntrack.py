@@ -14,7 +14,7 @@ from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
-from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Pinning
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie, Table

@@ -147,7 +147,7 @@ class MigrationRequest(Strict):
     duration_ms: float | None = Field(default=None, ge=0, le=3_600_000)
 
     @model_validator(mode="after")
-    def _check(self) -> "MigrationRequest":
+    def _check(self) -> MigrationRequest:
         ip, _, port = self.client.rpartition(":")
         try:
             ipaddress.IPv4Address(ip)

@@ -120,7 +120,7 @@ class Connection:
 class VipState:
     """Runtime state of one VIP service: its id in cookies, its model and the service kind that handles it."""
 
-    __slots__ = ("_vip", "vip_id", "_by_endpoint", "service")
+    __slots__ = ("_by_endpoint", "_vip", "service", "vip_id")
 
     def __init__(self, vip: Vip, vip_id: int) -> None:
         self.vip_id = vip_id

@@ -7,7 +7,7 @@ from typing import Any
 from nlb_sdn.core.conntrack import ConntrackManager, flow_identity
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Mode
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, parse_route_key
 from nlb_sdn.flows import builders

@@ -7,7 +7,7 @@ from typing import Any
 from nlb_sdn.config import Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.model import Affinity, ConnKey, Connection, Dispatch, PacketIn, Pinning, VipState
+from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.health.allotment import largest_remainder

@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlb_sdn.core.frames import ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
-from nlb_sdn.flows.builders import (apply, flow_add, flow_delete, flow_delete_strict, goto, resubmit, to_controller,
-                                    vip_match)
+from nlb_sdn.flows.builders import (
+    apply,
+    flow_add,
+    flow_delete,
+    flow_delete_strict,
+    goto,
+    resubmit,
+    to_controller,
+    vip_match,
+)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 

@@ -158,7 +158,7 @@ class _Protocol:
 class NatTemplate:
     """A connection's two flow-mods (``builders.nat_connection_flows``) serialised once, with the client left open."""
 
-    __slots__ = ("forward", "reverse", "forward_ip", "forward_port", "reverse_ip", "reverse_port")
+    __slots__ = ("forward", "forward_ip", "forward_port", "reverse", "reverse_ip", "reverse_port")
 
     def __init__(self, route: builders.NatRoute) -> None:
         forward, reverse = (bytearray(serialised(msg)) for msg in builders.nat_connection_flows(route))

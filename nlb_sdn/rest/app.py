@@ -237,7 +237,7 @@ class RestApp:
             return self._dispatch(request)
         except HttpError as error:
             return error_response(error)
-        except Exception as exc:  # noqa: BLE001 - the server must survive any handler failure
+        except Exception as exc:  # the server must survive any handler failure
             LOG.exception("REST %s %s failed", request.method, request.path_info)
             return error_response(HttpError(500, "internal", str(exc) or type(exc).__name__))
 

@@ -66,7 +66,7 @@ class Endpoint:
     member: str
     address: str
     port: int
-    alternatives: tuple["Endpoint", ...] = ()
+    alternatives: tuple[Endpoint, ...] = ()
 
 
 class Migrator(Protocol):
@@ -193,7 +193,7 @@ class Service:
     draining_keeps_sessions: bool = True
 
     @classmethod
-    def from_vip(cls, vip: Vip) -> "Service":
+    def from_vip(cls, vip: Vip) -> Service:
         """The service of a configured VIP."""
         members = tuple(ServiceMember(m.name, m.address, m.port, m.weight, m.state) for m in vip.members)
         return cls(vip.name, vip.address, vip.port, members, tuple(vip.pools), tuple(vip.rules),
@@ -213,7 +213,7 @@ class Service:
         """Whether a session on member ``name`` may still take the client's new connections."""
         member = self.member(name)
         return member is not None and (member.state == "active"
-                                       or member.state == "draining" and self.draining_keeps_sessions)
+                                       or (member.state == "draining" and self.draining_keeps_sessions))
 
 
 def services_from_config(config: Config, names: Sequence[str] = ()) -> list[Service]:
