@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.redis_server, the same private server the tests use
 
 from nlb_sdn.dam import ROUTE_PREFIX, Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
-from nlb_sdn.lab import report as lab_report
-from nlb_sdn.lab.report import command_output
+from nlb_sdn.lab import report as lab_report  # noqa: E402
+from nlb_sdn.lab.report import command_output  # noqa: E402
 from tests.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dam.json"

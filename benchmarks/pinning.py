@@ -280,8 +280,8 @@ class Flows:
 
 def install(flows: list[str], groups: list[str]) -> None:
     """Replace everything on s1: flows, groups, conntrack entries and datapath flows."""
-    run(OFCTL + ["del-flows", SWITCH])
-    run(OFCTL + ["del-groups", SWITCH])
+    run([*OFCTL, "del-flows", SWITCH])
+    run([*OFCTL, "del-groups", SWITCH])
     run(["ovs-appctl", "dpctl/flush-conntrack"])
     run(["ovs-appctl", "dpctl/del-flows"])
     with tempfile.NamedTemporaryFile("w", suffix=".groups", delete=False) as gf:
@@ -290,15 +290,15 @@ def install(flows: list[str], groups: list[str]) -> None:
         ff.write("\n".join(flows) + "\n")
     try:
         if groups:
-            run(OFCTL + ["add-groups", SWITCH, gf.name])
-        run(OFCTL + ["add-flows", SWITCH, ff.name])
+            run([*OFCTL, "add-groups", SWITCH, gf.name])
+        run([*OFCTL, "add-flows", SWITCH, ff.name])
     finally:
         os.unlink(gf.name)
         os.unlink(ff.name)
 
 
 def modify_group(group: str) -> None:
-    run(OFCTL + ["mod-group", SWITCH, group])
+    run([*OFCTL, "mod-group", SWITCH, group])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def coverage() -> dict[str, int]:
 
 
 def of_flow_count() -> int:
-    out = run(OFCTL + ["dump-flows", SWITCH], timeout=60)
+    out = run([*OFCTL, "dump-flows", SWITCH], timeout=60)
     return len([line for line in out.splitlines() if "actions=" in line])
 
 
@@ -775,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
         "ovs_version": run(["ovs-vswitchd", "--version"]).splitlines()[0],
         "loadavg": Path("/proc/loadavg").read_text().strip(),
         "settings": settings, "weights": WEIGHTS, "summary": summary, "group_change": changes, **extra,
-        "flows": {v: dict(zip(("flows", "groups"), bench.flows.variant(v, WEIGHTS))) for v in variants},
+        "flows": {v: dict(zip(("flows", "groups"), bench.flows.variant(v, WEIGHTS), strict=True)) for v in variants},
         "results": results, "markdown": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,12 +38,14 @@ def parse_address(text: str, default_port: int | None = None, allow_zero: bool =
 
 def _controller(value: str) -> str:
     """Normalise a controller address to ``"ip:port"`` (default port 9100)."""
-    return "%s:%d" % parse_address(value, CONTROLLER_PORT)
+    address, port = parse_address(value, CONTROLLER_PORT)
+    return f"{address}:{port}"
 
 
 def _listen(value: str) -> str:
     """Normalise the listen address to ``"ip:port"`` (port 0 picks a free one)."""
-    return "%s:%d" % parse_address(value, AGENT_PORT, allow_zero=True)
+    address, port = parse_address(value, AGENT_PORT, allow_zero=True)
+    return f"{address}:{port}"
 
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]

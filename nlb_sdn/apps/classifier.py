@@ -17,7 +17,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.config import load_config
@@ -108,7 +108,7 @@ class EventDamChanges(ofp_event.event.EventBase):  # type: ignore[misc]
 class Classifier(RyuApp):
     """os-ken app: installs the pipeline, classifies punted packets, tracks connections and serves REST."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -281,8 +281,8 @@ class LoadBalancer:
             out.send(dpid, self._vip_changes(changes, remaining_ips, shared)
                      + self._tunnel_changes(dpid, old, changes, fabric_changed))
             if fabric_changed:
-                out.send(dpid, [builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK)]
-                         + builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {})))
+                out.send(dpid, [builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK),
+                                *builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))])
         return out.effects()
 
     def _dispatch_change(self, change: VipChange, now: float) -> list[Any]:

@@ -94,9 +94,9 @@ class SwitchDispatchManager:
             return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
         kept = {target.endpoint_id for target in targets}
         gone = [target for target in self.targets(old) if target.endpoint_id not in kept]
-        return ([dispatch.group_modify(state.vip_id, slots)]
-                + dispatch.switch_vip_flows(switch_vip, targets)
-                + dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone))
+        return [dispatch.group_modify(state.vip_id, slots),
+                *dispatch.switch_vip_flows(switch_vip, targets),
+                *dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone)]
 
     def punt(self, pkt: PacketIn, out: Out) -> None:
         """A segment of a switch-dispatched VIP that met no learned entry: released once more, dropped after that.

@@ -169,5 +169,5 @@ class Dam(ABC):
     def stats(self) -> dict[str, Any]:
         """Atoms by kind, operation counters, and the degraded state with its queue."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default: only backends with connections override it
         """Release connections (nothing to release by default)."""

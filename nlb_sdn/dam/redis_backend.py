@@ -220,7 +220,8 @@ class RedisDam(Dam):
                 blobs = self._client.mget([self._prefix + key for key in keys])
             except UNREACHABLE as exc:
                 self._unreachable_read(exc)
-        found = {key: atom for key, blob in zip(keys, blobs) if (atom := decode(key, blob, now)) is not None}
+        found = {key: atom for key, blob in zip(keys, blobs, strict=True)
+                 if (atom := decode(key, blob, now)) is not None}
         self._ops["hits"] += len(found)
         self._ops["misses"] += len(keys) - len(found)
         return found
@@ -252,7 +253,7 @@ class RedisDam(Dam):
         except UNREACHABLE as exc:
             self._unreachable_read(exc)
             return [], None
-        atoms = [atom for key, blob in zip(keys, blobs) if (atom := decode(key, blob, now)) is not None]
+        atoms = [atom for key, blob in zip(keys, blobs, strict=True) if (atom := decode(key, blob, now)) is not None]
         return atoms, (str(after) if after else None)
 
     def _change(self, message: dict[str, Any]) -> Change | None:

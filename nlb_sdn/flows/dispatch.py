@@ -142,8 +142,8 @@ def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
 
 def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
-    specs = _tcp_ipv4() + [_fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
-                           _fixed(target.member_port, "tcp_src_nxm", 16)]
+    specs = [*_tcp_ipv4(), _fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
+             _fixed(target.member_port, "tcp_src_nxm", 16)]
     specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
     if not per_client:
         specs.append(_copy("tcp_src_nxm", "tcp_dst_nxm", 16))
@@ -219,7 +219,8 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                  [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)], cookie),
         flow_add(Table.SWITCH_CONNECTIONS, Priority.SWITCH_SYN, syn_match(vip),
                  [apply(parser.OFPActionGroup(vip.vip_id))], cookie),
-    ] + select_flows(vip, targets)
+        *select_flows(vip, targets),
+    ]
 
 
 def group_buckets(slots: list[int]) -> list[Any]:

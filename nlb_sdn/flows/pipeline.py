@@ -43,6 +43,7 @@ class NamedPriority(int):
     name: str
 
     def __new__(cls, value: int, name: str = "") -> NamedPriority:
+        """The priority ``value``, named ``name`` (``Priority`` names it when the class is created)."""
         priority = super().__new__(cls, value)
         priority.name = name
         return priority

@@ -41,7 +41,7 @@ STATUS_HEAD_LIMIT = 8192
 DECISION_REASONS = ("rule", "cookie", "tls_session_id", "default")
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What a migrator did with a connection."""
 
     MIGRATED = "migrated"
