@@ -328,7 +328,8 @@ class LoadBalancer:
         follow fabric changes and go with the last one.
         """
         gone = [change.state for change in changes if change.change == Change.REMOVED
-                or (change.old is not None and change.old.mode == Mode.TUNNEL and change.state.vip.mode != Mode.TUNNEL)]
+                or (change.old is not None and Mode(change.old.mode) == Mode.TUNNEL
+                    and change.state.mode != Mode.TUNNEL)]
         msgs = [msg for state in gone for msg in tunnel.tunnel_vip_deletes(self.lbu_id, state.vip_id)]
         had, has = tunnel.uses_tunnels(old), tunnel.uses_tunnels(self.config)
         if had and not has:

@@ -59,7 +59,7 @@ class Reconciler:
         Live ones are adopted.
         """
         state = self.ctx.vips.by_id(cookie.vip_id)
-        if state is None or state.vip.mode != Mode.TUNNEL:
+        if state is None or state.mode != Mode.TUNNEL:
             return True
         if table_id == Table.CONNECTIONS:
             self.adopt(dpid, cookie, match, now, out)
