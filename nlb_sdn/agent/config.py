@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, Strict, read_config_data, validate_model
+from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, read_config_data, validate_model
+from nlb_sdn.config.base import Strict
 from nlb_sdn.health.protocol import UDP_MAX_SIZE
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
 from nlb_sdn.migration.wire import MIGRATION_PORT

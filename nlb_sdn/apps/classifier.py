@@ -19,7 +19,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.apps.facade import ControllerFacade, EventBase, EventCall
 from nlb_sdn.config import load_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
@@ -79,15 +79,15 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     return wrapper
 
 
-class EventTick(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventTick(EventBase):
     """Timer: periodic H&L work, switch-dispatch group changes and conntrack audits."""
 
 
-class EventSwitchSync(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventSwitchSync(EventBase):
     """Timer: ask the switches for the connections they dispatched themselves."""
 
 
-class EventDatagram(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventDatagram(EventBase):
     """An H&L datagram from an agent."""
 
     def __init__(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -96,7 +96,7 @@ class EventDatagram(ofp_event.event.EventBase):  # type: ignore[misc]
         self.addr = addr
 
 
-class EventDamChanges(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventDamChanges(EventBase):
     """Other LBUs' atom changes the DAM reported, and whether expiry is due."""
 
     def __init__(self, changes: list[Any], expire: bool) -> None:
@@ -264,13 +264,12 @@ class Classifier(RyuApp):
         Consecutive prepared messages (``templates``: a new connection's flow-mods and packet-out) go out as one
         buffer, so one queue entry and one socket write; the switch reads them in the same order either way.
         """
-        batch: list[bytes] = []
+        batch: list[bytearray] = []
         for msg in bind(msgs, datapath):
             self.sent[type(msg).__name__] += 1
             if isinstance(msg, Prepared):
                 datapath.set_xid(msg)
-                msg.serialize()
-                batch.append(msg.buf)
+                batch.append(msg.packed())
                 continue
             if batch:
                 datapath.send(b"".join(batch))
@@ -381,13 +380,13 @@ class Classifier(RyuApp):
     @guarded
     def state_change(self, ev: Any) -> None:
         """Track connected datapaths."""
-        datapath = ev.datapath
+        datapath, dpid = ev.datapath, ev.datapath.id
         if ev.state == MAIN_DISPATCHER:
-            self.datapaths[datapath.id] = datapath
-            LOG.info("dpid=%016x connected", datapath.id)
-        elif datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
-            del self.datapaths[datapath.id]
-            LOG.info("dpid=%016x disconnected", datapath.id)
+            self.datapaths[dpid] = datapath
+            LOG.info("dpid=%016x connected", dpid)
+        elif dpid is not None and self.datapaths.get(dpid) is datapath:
+            del self.datapaths[dpid]
+            LOG.info("dpid=%016x disconnected", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nlb_sdn.config import Config
 from nlb_sdn.core.l7 import MigrationRequest
@@ -19,11 +19,13 @@ if TYPE_CHECKING:
     from nlb_sdn.apps.classifier import Classifier
 
 T = TypeVar("T")
+EventBase: Any = ofp_event.event.EventBase
+"""The framework's base class of app events (os-ken is untyped, so to mypy it is Any)."""
 CALL_TIMEOUT = 10.0
 """Seconds a REST call waits for the event loop before it fails (the loop is stuck or gone)."""
 
 
-class EventCall(ofp_event.event.EventBase):  # type: ignore[misc]
+class EventCall(EventBase):
     """A REST call for the app's event loop: run ``work`` there and hand its result (or exception) back."""
 
     def __init__(self, work: Callable[[], Any]) -> None:
@@ -58,7 +60,7 @@ class ControllerFacade:
             raise TimeoutError(f"the controller's event loop did not answer within {CALL_TIMEOUT:.0f} s")
         if call.error is not None:
             raise call.error
-        return call.result  # type: ignore[no-any-return]
+        return cast(T, call.result)
 
     def current_config(self) -> Config:
         """The live model (immutable: safe to read anywhere)."""

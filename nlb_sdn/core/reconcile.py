@@ -12,6 +12,7 @@ from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, parse_route_key
 from nlb_sdn.flows import builders
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
+from nlb_sdn.framework import ofproto_v1_3_parser as parser
 
 FlowEntry = tuple[int, int, dict[str, Any], int]
 """A switch's flow as flow stats report it: (table id, priority, match fields, cookie)."""
@@ -34,7 +35,7 @@ class Reconciler:
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
         """
         wanted_keys = {flow_identity(msg.table_id, msg.priority, dict(msg.match.items())) for msg in wanted
-                       if isinstance(msg, builders.parser.OFPFlowMod)}
+                       if isinstance(msg, parser.OFPFlowMod)}
         deletes: list[Any] = []
         for table_id, priority, match, raw_cookie in entries:
             cookie = Cookie.decode(raw_cookie)

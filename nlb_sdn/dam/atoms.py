@@ -74,7 +74,10 @@ def pack_data(data: dict[str, Any]) -> bytes:
 
 def unpack_data(raw: bytes) -> dict[str, Any]:
     """The data of an atom from its msgpack encoding (a fresh dict; int map keys are kept)."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if not isinstance(data, dict):
+        raise TypeError(f"atom data must be a dict, got {type(data).__name__}")
+    return data
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,7 @@ def json_response(payload: Any, status: int = 200, location: str | None = None) 
 def error_response(error: HttpError) -> Response:
     """The JSON error body ``{"error": code, "detail": reason}`` with the error's status and headers."""
     response = json_response({"error": error.code, "detail": error.detail}, status=error.status)
-    response.headers.update(error.headers)
+    response.headers.update(error.headers.items())
     return response
 
 
