@@ -24,6 +24,7 @@ from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
 from nlb_sdn.core.vips import Change, VipChange
+from nlb_sdn.dam.atoms import Atom, ChangeOp
 from nlb_sdn.flows import builders, dispatch, tunnel
 from nlb_sdn.flows.pipeline import KIND_MASK, Cookie, CookieKind, Table, make_cookie
 from nlb_sdn.health.handler import HealthHandler
@@ -217,12 +218,12 @@ class LoadBalancer:
         self.ctx.affinity.sessions.expire(now)
         return Out().effects()
 
-    def load_atoms(self, atoms: list[Any], now: float) -> Effects:
+    def load_atoms(self, atoms: list[Atom], now: float) -> Effects:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
         self.reconciler.load_atoms(atoms, now)
         return Out().effects()
 
-    def apply_dam_change(self, op: str, key: str, atom: Any | None, now: float) -> Effects:
+    def apply_dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> Effects:
         """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
         self.reconciler.dam_change(op, key, atom, now)
         return Out().effects()

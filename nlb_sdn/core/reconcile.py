@@ -9,7 +9,7 @@ from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
-from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, parse_route_key
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, ChangeOp, parse_route_key
 from nlb_sdn.flows import builders
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.framework import ofproto_v1_3_parser as parser
@@ -95,7 +95,7 @@ class Reconciler:
         ctx.table.lingering.pop(key, None)
         ctx.table.rebuilt += 1
 
-    def load_atoms(self, atoms: list[Any], now: float) -> None:
+    def load_atoms(self, atoms: list[Atom], now: float) -> None:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
         for atom in atoms:
             try:
@@ -116,7 +116,7 @@ class Reconciler:
         route = state.service.route(member, conn_key[0], conn_key[1])
         return conn_key, Connection(int(data.get("dpid", 0)), state.vip.name, member.name, route, now)
 
-    def _load_route(self, atom: Any, now: float) -> None:
+    def _load_route(self, atom: Atom, now: float) -> None:
         """One route atom into the connection table (no expiry: live) or the lingering routes."""
         found = self._route_atom(atom.key, atom.data, now)
         if found is None:
@@ -130,7 +130,7 @@ class Reconciler:
         else:
             self.ctx.table.lingering[key] = (conn, atom.expires_at)
 
-    def dam_change(self, op: str, key: str, atom: Any | None, now: float) -> None:
+    def dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> None:
         """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
         if atom is not None and atom.origin == self.ctx.origin:
             return
