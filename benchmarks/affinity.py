@@ -48,15 +48,15 @@ def main() -> int:
              "members": topo.members(port=port)} for kind, port in PORTS.items()]
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PORTS}
     started = time.time()
-    with tempfile.TemporaryDirectory(prefix="nlb-affinity-") as workdir:
-        with Lab(topo, lab_config(topo, vips), workdir=workdir) as lab:
-            lab.wait_switches_connected()
+    with (tempfile.TemporaryDirectory(prefix="nlb-affinity-") as workdir,
+          Lab(topo, lab_config(topo, vips), workdir=workdir) as lab):
+        lab.wait_switches_connected()
+        for port in PORTS.values():
+            run(lab, port, 20, 4)
+        for _ in range(repeats):
             for kind, port in PORTS.items():
-                run(lab, port, 20, 4)
-            for _ in range(repeats):
-                for kind, port in PORTS.items():
-                    results[kind].append(run(lab, port, count, 32))
-            stats = lab.rest("GET", "/v1/stats")
+                results[kind].append(run(lab, port, count, 32))
+        stats = lab.rest("GET", "/v1/stats")
     medians = {kind: {key: statistics.median(r[key] for r in runs) for key in ("rate", "connect_p50_ms",
                                                                                 "connect_p99_ms")}
                for kind, runs in results.items()}

@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.lib.redis_server, the same private server the tests use
 
 from nlb_sdn.dam import ROUTE_PREFIX, Atom, Dam, MemoryDam, RedisDam, route_key  # noqa: E402
+from nlb_sdn.lab import report as lab_report  # noqa: E402
+from nlb_sdn.lab.report import command_output  # noqa: E402
 from tests.lib.redis_server import REDIS_SERVER, RedisServer  # noqa: E402
-from nlb_sdn.lab import report as lab_report
-from nlb_sdn.lab.report import command_output
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "dam.json"
 FOOTPRINT_ATOMS = 100_000

@@ -377,7 +377,8 @@ def bench_rates_once(config: Config, first: Datagrams, phases: dict[str, Datagra
         accepted, dropped = sum(verifier.accepted.values()), verifier.dropped["bad_mac"]
         resyncs, revocations = sum(cache.resyncs.values()), _revocations(lb)
         before = (lambda: health.pick(vip, has_mac, READY_AT)) if phase == "row_change_health" else None
-        samples, replies = timed_each(datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT).datagrams, before)
+        samples, replies = timed_each(datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT).datagrams,
+                                      before)
         forged = phase == "forged"
         problems.check(replies == 0, f"rates repetition {rep} {phase}: {replies} replies, expected none")
         problems.check(sum(cache.resyncs.values()) == resyncs, f"rates repetition {rep} {phase}: snapshots requested")
@@ -447,7 +448,7 @@ def memory_child(endpoints: int, fabric_hosts: bool, trace: bool) -> dict[str, A
     data = config_data(endpoints, MEMBERS_PER_VIP, fabric_hosts)
     agents = [Agent(i, vip_of(i, MEMBERS_PER_VIP)) for i in range(endpoints)]
     datagrams = sync_datagrams(agents, SYNC_AT)
-    snapshots = [data for (_addr, data), kind in zip(datagrams, [0, 1] * endpoints) if kind == 1]
+    snapshots = [data for (_addr, data), kind in zip(datagrams, [0, 1] * endpoints, strict=True) if kind == 1]
     wire = sum(len(data) for data in snapshots)
     del agents
     gc.collect()

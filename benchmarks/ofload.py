@@ -45,8 +45,9 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/ofload.py` from anywhere
@@ -192,6 +193,7 @@ class PacketInEncoder:
                         data=frame)
 
     def encode(self, in_port: int, frame: bytes, xid: int) -> bytes:
+        """The bytes of one packet-in with this xid: the cached body for (in_port, frame length), then the frame."""
         key = (in_port, len(frame))
         body = self.bodies.get(key)
         if body is None:
@@ -356,6 +358,7 @@ class FakeSwitch(asyncio.Protocol):
     # connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport, turn Nagle off and say hello (the handshake starts here)."""
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -364,6 +367,7 @@ class FakeSwitch(asyncio.Protocol):
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """A connection lost while still sending ends the run with that reason (and fails a pending handshake)."""
         if self.run.sending:
             self.lost = f"connection lost: {exc or 'closed by the controller'}"
             if not self.ready.done():
@@ -371,6 +375,7 @@ class FakeSwitch(asyncio.Protocol):
         self.transport = None
 
     def next_xid(self) -> int:
+        """The next transaction id (32-bit, wrapping)."""
         self.xid = (self.xid + 1) & 0xFFFFFFFF
         return self.xid
 
@@ -388,6 +393,7 @@ class FakeSwitch(asyncio.Protocol):
     # receiving
 
     def data_received(self, data: bytes) -> None:
+        """Take every complete OpenFlow message from the stream and answer or count it."""
         buf = self.buf
         buf += data
         offset, size = 0, len(buf)
@@ -568,6 +574,7 @@ def machine_busy_seconds() -> float | None:
 
 
 def rounded(value: float | None, digits: int = 3) -> float | None:
+    """``value`` rounded to ``digits`` places (None stays None)."""
     return None if value is None else round(value, digits)
 
 
@@ -727,6 +734,7 @@ class Controller:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> list[str]:
+        """The command line that starts this controller kind on its port (nlb: writes the matching config first)."""
         if self.kind == "learning":
             return [sys.executable, "-m", "nlb_sdn.framework", "--ofp-tcp-listen-port", str(self.port),
                     "nlb_sdn.apps.learning_switch"]
@@ -739,6 +747,7 @@ class Controller:
                 str(self.port)]
 
     def start(self) -> None:
+        """Start the controller in its own session; wait until it listens (RuntimeError if it exits or never does)."""
         cmd = self.command()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         with open(self.log_path, "wb") as log_file:
@@ -778,6 +787,7 @@ class Controller:
             return self.proc.wait(STOP_TIMEOUT)
 
     def tail(self, lines: int = 20) -> str:
+        """The last ``lines`` lines of the controller log (empty if it cannot be read)."""
         with contextlib.suppress(OSError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
@@ -811,6 +821,7 @@ def environment() -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line options."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=MODES, default="throughput")
     p.add_argument("--switches", type=int, default=4, help="fake switches (dpids --dpid-base ..)")
@@ -842,6 +853,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse option values out of range, through ``p.error``."""
     if not 1 <= args.switches <= MAX_SWITCHES:
         p.error(f"--switches must be 1..{MAX_SWITCHES}")
     if not 1 <= args.hosts <= 250:
@@ -851,6 +863,7 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def summary_line(report: dict[str, Any]) -> str:
+    """One line of figures from a report, for the terminal."""
     s, r = report["settings"], report["results"]
     target = s["launch"] or f"{s['host']}:{s['port']}"
     lat = r["latency_ms"]
@@ -866,6 +879,7 @@ def summary_line(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark the options describe; the exit status (0 ok, 1 no responses measured, 2 error)."""
     p = build_parser()
     args = p.parse_args(argv)
     check_args(p, args)
@@ -887,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["controller"] = {"kind": controller.kind,
                                          "pid": controller.proc.pid if controller.proc else None,
                                          "stats": controller.stats()}
-    except (OSError, RuntimeError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, RuntimeError) as exc:
         log(f"ofload: error: {type(exc).__name__}: {exc}")
         return 2
     report["results"] = results

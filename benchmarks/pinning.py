@@ -209,6 +209,7 @@ class Flows:
         return [self.endpoints[name] for name in sorted(counts) for _ in range(counts[name])]
 
     def learn_group(self, weights: dict[str, int]) -> str:
+        """The select group of the learn variant, as ovs-ofctl text."""
         add = dispatch.group_mod(0, self.vip_id, self.slots(weights))
         return ofctl_group(add)
 
@@ -218,6 +219,7 @@ class Flows:
                 for h, p in self.ports.items()] + ["table=0,priority=0 actions=drop"]
 
     def member(self, name: str) -> tuple[str, str, int]:
+        """A member's (IP, MAC, endpoint id)."""
         return self.topo.host_ip(name), self.topo.host_mac(name), self.endpoints[name]
 
     def ct_flows(self) -> list[str]:
@@ -280,8 +282,8 @@ class Flows:
 
 def install(flows: list[str], groups: list[str]) -> None:
     """Replace everything on s1: flows, groups, conntrack entries and datapath flows."""
-    run(OFCTL + ["del-flows", SWITCH])
-    run(OFCTL + ["del-groups", SWITCH])
+    run([*OFCTL, "del-flows", SWITCH])
+    run([*OFCTL, "del-groups", SWITCH])
     run(["ovs-appctl", "dpctl/flush-conntrack"])
     run(["ovs-appctl", "dpctl/del-flows"])
     with tempfile.NamedTemporaryFile("w", suffix=".groups", delete=False) as gf:
@@ -290,15 +292,16 @@ def install(flows: list[str], groups: list[str]) -> None:
         ff.write("\n".join(flows) + "\n")
     try:
         if groups:
-            run(OFCTL + ["add-groups", SWITCH, gf.name])
-        run(OFCTL + ["add-flows", SWITCH, ff.name])
+            run([*OFCTL, "add-groups", SWITCH, gf.name])
+        run([*OFCTL, "add-flows", SWITCH, ff.name])
     finally:
         os.unlink(gf.name)
         os.unlink(ff.name)
 
 
 def modify_group(group: str) -> None:
-    run(OFCTL + ["mod-group", SWITCH, group])
+    """Replace a group on s1 (``mod-group``), leaving flows and connections in place."""
+    run([*OFCTL, "mod-group", SWITCH, group])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -306,6 +309,7 @@ def modify_group(group: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 
 def vswitchd_pid() -> int:
+    """ovs-vswitchd's PID."""
     return int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip())
 
 
@@ -347,11 +351,13 @@ def coverage() -> dict[str, int]:
 
 
 def of_flow_count() -> int:
-    out = run(OFCTL + ["dump-flows", SWITCH], timeout=60)
+    """OpenFlow entries on s1."""
+    out = run([*OFCTL, "dump-flows", SWITCH], timeout=60)
     return len([line for line in out.splitlines() if "actions=" in line])
 
 
 def ct_count() -> int:
+    """Entries in the datapath conntrack table."""
     out = run(["ovs-appctl", "dpctl/ct-get-nconns"])
     return int(out.strip() or 0)
 
@@ -377,7 +383,7 @@ class FlowSampler:
                 self.peak = max(self.peak, int(m.group(1)))
                 self.samples += 1
 
-    def __enter__(self) -> "FlowSampler":
+    def __enter__(self) -> FlowSampler:
         self._thread.start()
         return self
 
@@ -396,6 +402,7 @@ def dp_flow_kinds() -> dict[str, int]:
 
 
 def json_line(text: str) -> dict[str, Any] | None:
+    """The last JSON object line of a client's output (None if there is none)."""
     for line in reversed(text.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
@@ -415,6 +422,7 @@ class Bench:
 
     # -- lab ----------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the Mininet lab and a backend on every member host; return once they listen."""
         self.net = Mininet(topo=self.topo.mininet_topo(), controller=None, build=True, waitConnected=False)
         self.net.start()
         hosts = [self.net[name] for name in self.topo.data_hosts()]
@@ -443,6 +451,7 @@ class Bench:
         log("lab up, backends listening")
 
     def stop(self) -> None:
+        """Stop the backends (SIGTERM, then SIGKILL) and the lab."""
         for proc in self.backends:
             if proc.poll() is None:
                 proc.terminate()
@@ -456,6 +465,7 @@ class Bench:
 
     # -- helpers ------------------------------------------------------------------------------------------------
     def target(self, variant: str, client: str) -> str:
+        """The address a client connects to: its paired member when ``direct``, else the VIP."""
         return self.topo.host_ip("h" + client[1:]) if variant == "direct" else VIP
 
     def connections(self, variant: str, count: int, concurrency: int, timeout: float,
@@ -477,6 +487,7 @@ class Bench:
         return results
 
     def download(self, variant: str, size: int, timeout: float) -> dict[str, Any]:
+        """One timed download of ``size`` bytes from c1 through ``variant``."""
         cmd = [CLIENT, "download", self.target(variant, "c1"), "--port", str(VIP_PORT), "--bytes", str(size),
                "--timeout", str(timeout)]
         proc = self.net["c1"].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -489,6 +500,7 @@ class Bench:
 
     # -- one measurement ----------------------------------------------------------------------------------------
     def measure(self, variant: str, rep: int) -> dict[str, Any]:
+        """One repetition of ``variant``: connection rate, CPU, flow and conntrack counts, a download."""
         a = self.args
         install(*self.flows.variant(variant, WEIGHTS))
         self.connections(variant, a.warmup, 4, 15.0, ["c1", "c2", "c3"])
@@ -557,6 +569,7 @@ class Bench:
 
     # -- correctness: group change under established downloads, shares -----------------------------------------
     def group_change(self, variant: str) -> dict[str, Any]:
+        """Shares and breakage when the group drains a member under running downloads."""
         a = self.args
         install(*self.flows.variant(variant, WEIGHTS))
         before = self.connections(variant, a.share_count, 8, 20.0, ["c1", "c2", "c3"])
@@ -622,11 +635,13 @@ class Bench:
 
 
 def median(values: list[float]) -> float | None:
+    """The median of the values that are not None (None if none are)."""
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Medians (and every value) of each variant's repetitions, with its shares of connections."""
     summary: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         rows = [r for r in results if r["variant"] == variant]
@@ -655,10 +670,12 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def fmt(value: Any, spec: str = "{:.0f}") -> str:
+    """``value`` formatted with ``spec``, or "-" for None."""
     return "-" if value is None else spec.format(value)
 
 
 def markdown(summary: dict[str, dict[str, Any]], changes: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The summary and the group change results as a Markdown table."""
     cols = [v for v in VARIANTS if v in summary]
     lines = [f"| figure (median of {settings['repeats']}) | " + " | ".join(cols)
              + " | learn/direct | ct/direct | ct/learn |",
@@ -714,6 +731,7 @@ def markdown(summary: dict[str, dict[str, Any]], changes: list[dict[str, Any]], 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the pinning benchmark and write its JSON report; the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--quick", action="store_true", help="1 repetition, 300 connections per client, 20 MB")
@@ -775,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
         "ovs_version": run(["ovs-vswitchd", "--version"]).splitlines()[0],
         "loadavg": Path("/proc/loadavg").read_text().strip(),
         "settings": settings, "weights": WEIGHTS, "summary": summary, "group_change": changes, **extra,
-        "flows": {v: dict(zip(("flows", "groups"), bench.flows.variant(v, WEIGHTS))) for v in variants},
+        "flows": {v: dict(zip(("flows", "groups"), bench.flows.variant(v, WEIGHTS), strict=True)) for v in variants},
         "results": results, "markdown": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

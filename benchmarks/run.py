@@ -24,8 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/run.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.suite import lab as lab_sections  # noqa: E402 - after the path fix
-from benchmarks.suite import scale  # noqa: E402
+from benchmarks.suite import lab as lab_sections, scale  # noqa: E402 - after the path fix
 from benchmarks.suite.results import markdown, sanity_problems, targets, write_chart  # noqa: E402
 from benchmarks.suite.settings import MODES, SECTIONS  # noqa: E402
 from nlb_sdn.lab import report as lab_report  # noqa: E402

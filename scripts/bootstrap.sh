@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server haproxy)
-VENV_CHECK="import nlb_sdn, os_ken, mininet, pytest, matplotlib"
+VENV_CHECK="import nlb_sdn, os_ken, mininet, pytest, matplotlib, mypy"
 
 need_root() {
   if [ "$(id -u)" -ne 0 ]; then
@@ -26,16 +26,21 @@ install_apt() {
   fi
 }
 
+venv_ready() {
+  # ruff is a binary, not a module: it is checked by running it.
+  .venv/bin/python -c "$VENV_CHECK" 2>/dev/null && .venv/bin/ruff --version >/dev/null 2>&1
+}
+
 install_venv() {
-  if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "$VENV_CHECK" 2>/dev/null \
-      || [ setup.cfg -nt .venv/.installed ]; then
+  if [ ! -x .venv/bin/python ] || ! venv_ready || [ setup.cfg -nt .venv/.installed ]; then
     echo "nlb_sdn: creating .venv"
     python3 -m venv .venv
-    if ! .venv/bin/pip install -q -e '.[test,lab,bench]' >.venv/pip.log 2>&1; then
+    if ! .venv/bin/pip install -q -e '.[test,lab,bench,lint]' >.venv/pip.log 2>&1; then
       cat .venv/pip.log >&2
       exit 1
     fi
     .venv/bin/python -c "$VENV_CHECK"
+    .venv/bin/ruff --version >/dev/null
     touch .venv/.installed
   fi
 }

@@ -120,7 +120,8 @@ def start_haproxy(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
 def scenario_targets(topo: BenchTopo, scenario: str) -> dict[str, Target]:
     """Client host to (address, port) for one scenario (client i goes straight to member i when direct)."""
     if scenario == "direct":
-        return {client: (topo.host_ip(member), DIRECT_PORT) for client, member in zip(topo.clients, MEMBERS)}
+        return {client: (topo.host_ip(member), DIRECT_PORT)
+                for client, member in zip(topo.clients, MEMBERS, strict=False)}
     if scenario == "haproxy":
         return {client: (topo.host_ip(PROXY), HAPROXY_PORT) for client in topo.clients}
     vip = VIPS[scenario]

@@ -43,7 +43,7 @@ class Session:
                 "pport": self.pport, "client": self.client, "host_id": self.host_id}
 
     @classmethod
-    def from_data(cls, data: dict[str, Any], expires_at: float, origin: str) -> "Session":
+    def from_data(cls, data: dict[str, Any], expires_at: float, origin: str) -> Session:
         """Rebuild a session from DAM atom data (KeyError/TypeError when it is not one)."""
         return cls(str(data["sid"]), str(data["stype"]), str(data["vip"]), str(data["member"]), str(data["pip"]),
                    int(data["pport"]), str(data["client"]), str(data.get("host_id", "")), expires_at, origin)

@@ -101,6 +101,7 @@ async def run_command(argv: list[str], timeout: float) -> tuple[int, bytes] | No
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+    assert proc.returncode is not None  # communicate() returned: the process has exited
     return proc.returncode, output
 
 

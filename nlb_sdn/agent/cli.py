@@ -56,7 +56,7 @@ def _aligned(header: str, columns: tuple[str, ...], lines: list[list[str]]) -> s
     """``header``, then ``columns`` and ``lines`` as left-aligned columns."""
     widths = [max(len(cells[i]) for cells in [list(columns), *lines]) for i in range(len(columns))]
     text = [header]
-    text += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+    text += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
              for cells in [list(columns), *lines]]
     return "\n".join(text)
 

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, Strict, read_config_data, validate_model
+from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, read_config_data, validate_model
+from nlb_sdn.config.base import Strict
 from nlb_sdn.health.protocol import UDP_MAX_SIZE
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
 from nlb_sdn.migration.wire import MIGRATION_PORT
@@ -38,12 +39,14 @@ def parse_address(text: str, default_port: int | None = None, allow_zero: bool =
 
 def _controller(value: str) -> str:
     """Normalise a controller address to ``"ip:port"`` (default port 9100)."""
-    return "%s:%d" % parse_address(value, CONTROLLER_PORT)
+    address, port = parse_address(value, CONTROLLER_PORT)
+    return f"{address}:{port}"
 
 
 def _listen(value: str) -> str:
     """Normalise the listen address to ``"ip:port"`` (port 0 picks a free one)."""
-    return "%s:%d" % parse_address(value, AGENT_PORT, allow_zero=True)
+    address, port = parse_address(value, AGENT_PORT, allow_zero=True)
+    return f"{address}:{port}"
 
 
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
@@ -58,7 +61,7 @@ class _Probe(Strict):
     fall: int = Field(default=2, ge=1, le=100)
 
     @model_validator(mode="after")
-    def _timeout_fits(self) -> "_Probe":
+    def _timeout_fits(self) -> _Probe:
         if self.timeout > self.interval:
             raise ValueError(f"timeout {self.timeout} is longer than interval {self.interval}")
         return self
@@ -175,7 +178,7 @@ class AgentConfig(Strict):
     migration: Migration | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "AgentConfig":
+    def _check(self) -> AgentConfig:
         if not self.control_socket:
             object.__setattr__(self, "control_socket", f"/run/nlb-sdn-agent.{self.host_id}.sock")
         seen: set[str] = set()

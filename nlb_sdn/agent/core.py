@@ -142,7 +142,7 @@ class AgentCore:
         if old is not None and old.key != session.key:
             sent.append(Outgoing("session_down", old.down_body(self.host_id), self.controllers))
         self.sessions[sid] = session
-        return sent + [Outgoing("session_up", body, self.controllers)]
+        return [*sent, Outgoing("session_up", body, self.controllers)]
 
     def session_down(self, app_id: str, sid: str) -> list[Outgoing]:
         """End session ``sid`` of ``app_id``: a session_down to every controller.

@@ -110,7 +110,7 @@ class Agent:
             load = request.get("load")
             if not isinstance(app.load, StaticLoad):
                 return {"ok": False, "error": f"load of {app.app_id} comes from {app.load.type}, not static"}
-            if type(load) not in (int, float) or not math.isfinite(load) or load < 0:
+            if isinstance(load, bool) or not isinstance(load, int | float) or not math.isfinite(load) or load < 0:
                 return {"ok": False, "error": "load must be a finite number >= 0"}
             self.send(self.core.on_load(app.app_id, float(load)))
         row = self.core.table.get(app.app_id)
@@ -254,8 +254,7 @@ class Agent:
         self.migrations = Receiver(self.key, settings.handoff_socket, src=self.core.host_id)
         server = MigrationServer(self.migrations, settings.listen_address)
         threading.Thread(target=server.serve_forever, name="migrations", daemon=True).start()
-        host, port = server.server_address[:2]
-        print(f"nlb-sdn-agent {self.core.host_id} takes migrated connections on tcp {host}:{port}, "
+        print(f"nlb-sdn-agent {self.core.host_id} takes migrated connections on tcp {server.listen_address}, "
               f"hands them to {settings.handoff_socket}", flush=True)
         return server
 

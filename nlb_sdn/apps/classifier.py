@@ -17,22 +17,33 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, ClassVar
 
-from nlb_sdn.config import Config, load_config
+from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.config import load_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
-from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.templates import Prepared
-from nlb_sdn.framework import (CONFIG_DISPATCHER, EventBase, DEAD_DISPATCHER, MAIN_DISPATCHER, RyuApp, hub, ofp_event,
-                               ofproto_v1_3, set_ev_cls, use_fast_packet_in_path)
+from nlb_sdn.framework import (
+    CONFIG_DISPATCHER,
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    EventBase,
+    RyuApp,
+    hub,
+    ofp_event,
+    ofproto_v1_3,
+    set_ev_cls,
+    use_fast_packet_in_path,
+)
 from nlb_sdn.rest.app import make_app
-from nlb_sdn.signed import load_key
 from nlb_sdn.rest.server import listen, serve_on
+from nlb_sdn.signed import load_key
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
@@ -59,10 +70,10 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """Log and count any exception a handler raises, naming the datapath, instead of killing the event loop."""
 
     @functools.wraps(handler)
-    def wrapper(self: "Classifier", ev: Any) -> None:
+    def wrapper(self: Classifier, ev: Any) -> None:
         try:
             handler(self, ev)
-        except Exception:  # noqa: BLE001 - a handler must never take the controller down
+        except Exception:  # a handler must never take the controller down
             dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
             self.errors[f"handler:{handler.__name__}"] += 1
             LOG.exception("dpid=%s: %s failed", f"{dpid:016x}" if isinstance(dpid, int) else dpid, handler.__name__)
@@ -70,15 +81,15 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     return wrapper
 
 
-class EventTick(EventBase):  # type: ignore[misc]
+class EventTick(EventBase):
     """Timer: periodic H&L work, switch-dispatch group changes and conntrack audits."""
 
 
-class EventSwitchSync(EventBase):  # type: ignore[misc]
+class EventSwitchSync(EventBase):
     """Timer: ask the switches for the connections they dispatched themselves."""
 
 
-class EventDatagram(EventBase):  # type: ignore[misc]
+class EventDatagram(EventBase):
     """An H&L datagram from an agent."""
 
     def __init__(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -87,7 +98,7 @@ class EventDatagram(EventBase):  # type: ignore[misc]
         self.addr = addr
 
 
-class EventDamChanges(EventBase):  # type: ignore[misc]
+class EventDamChanges(EventBase):
     """Other LBUs' atom changes the DAM reported, and whether expiry is due."""
 
     def __init__(self, changes: list[Any], expire: bool) -> None:
@@ -99,7 +110,7 @@ class EventDamChanges(EventBase):  # type: ignore[misc]
 class Classifier(RyuApp):
     """os-ken app: installs the pipeline, classifies punted packets, tracks connections and serves REST."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -163,7 +174,7 @@ class Classifier(RyuApp):
             try:
                 data, addr = self.hl_socket.recvfrom(65535)
                 self.post(EventDatagram(data, addr))
-            except Exception:  # noqa: BLE001 - one bad datagram must not stop the H&L receiver
+            except Exception:  # one bad datagram must not stop the H&L receiver
                 self.errors["handler:hl_receive"] += 1
                 LOG.exception("H&L datagram receive failed")
 
@@ -184,7 +195,7 @@ class Classifier(RyuApp):
                     next_maintain = now + DAM_MAINTAIN_PERIOD
                 if changes or maintain:
                     self.post(EventDamChanges(changes, maintain))
-            except Exception:  # noqa: BLE001 - the follower must keep running
+            except Exception:  # the follower must keep running
                 self.errors["handler:dam"] += 1
                 LOG.exception("DAM work failed")
 
@@ -198,7 +209,7 @@ class Classifier(RyuApp):
                 self.dam.touch(op.key, op.ttl or 0.0, now)
             else:
                 self.dam.delete(op.key, now)
-        except Exception:  # noqa: BLE001 - the other writes of the batch go on
+        except Exception:  # the other writes of the batch go on
             self.errors[f"dam_{op.verb}"] += 1
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
 
@@ -267,13 +278,12 @@ class Classifier(RyuApp):
         Consecutive prepared messages (``templates``: a new connection's flow-mods and packet-out) go out as one
         buffer, so one queue entry and one socket write; the switch reads them in the same order either way.
         """
-        batch: list[bytes] = []
+        batch: list[bytearray] = []
         for msg in bind(msgs, datapath):
             self.sent[type(msg).__name__] += 1
             if isinstance(msg, Prepared):
                 datapath.set_xid(msg)
-                msg.serialize()
-                batch.append(msg.buf)
+                batch.append(msg.packed())
                 continue
             if batch:
                 datapath.send(b"".join(batch))
@@ -384,13 +394,13 @@ class Classifier(RyuApp):
     @guarded
     def state_change(self, ev: Any) -> None:
         """Track connected datapaths."""
-        datapath = ev.datapath
+        datapath, dpid = ev.datapath, ev.datapath.id
         if ev.state == MAIN_DISPATCHER:
-            self.datapaths[datapath.id] = datapath
-            LOG.info("dpid=%016x connected", datapath.id)
-        elif datapath.id is not None and self.datapaths.get(datapath.id) is datapath:
-            del self.datapaths[datapath.id]
-            LOG.info("dpid=%016x disconnected", datapath.id)
+            self.datapaths[dpid] = datapath
+            LOG.info("dpid=%016x connected", dpid)
+        elif dpid is not None and self.datapaths.get(dpid) is datapath:
+            del self.datapaths[dpid]
+            LOG.info("dpid=%016x disconnected", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded

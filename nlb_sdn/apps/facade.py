@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nlb_sdn.config import Config
 from nlb_sdn.core.l7 import MigrationRequest
@@ -23,7 +23,7 @@ CALL_TIMEOUT = 10.0
 """Seconds a REST call waits for the event loop before it fails (the loop is stuck or gone)."""
 
 
-class EventCall(EventBase):  # type: ignore[misc]
+class EventCall(EventBase):
     """A REST call for the app's event loop: run ``work`` there and hand its result (or exception) back."""
 
     def __init__(self, work: Callable[[], Any]) -> None:
@@ -45,7 +45,7 @@ class EventCall(EventBase):  # type: ignore[misc]
 class ControllerFacade:
     """What REST may ask of the controller (``rest.app.RestBackend``), each call run in the app's event loop."""
 
-    def __init__(self, app: "Classifier") -> None:
+    def __init__(self, app: Classifier) -> None:
         self.app = app
 
     def _call(self, work: Callable[[], T]) -> T:
@@ -58,7 +58,7 @@ class ControllerFacade:
             raise TimeoutError(f"the controller's event loop did not answer within {CALL_TIMEOUT:.0f} s")
         if call.error is not None:
             raise call.error
-        return call.result  # type: ignore[no-any-return]
+        return cast(T, call.result)
 
     def current_config(self) -> Config:
         """The live model (immutable: safe to read anywhere)."""

@@ -6,10 +6,10 @@ floods otherwise. Use it only on loop-free topologies (the `single` lab). Benchm
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-from nlb_sdn.framework import MAIN_DISPATCHER, CONFIG_DISPATCHER, RyuApp, ofp_event, ofproto_v1_3, set_ev_cls
 from nlb_sdn.core.frames import ETH_HEADER, mac_text
+from nlb_sdn.framework import CONFIG_DISPATCHER, MAIN_DISPATCHER, RyuApp, ofp_event, ofproto_v1_3, set_ev_cls
 
 IDLE_TIMEOUT = 30
 
@@ -17,7 +17,7 @@ IDLE_TIMEOUT = 30
 class LearningSwitch(RyuApp):
     """Reactive MAC-learning switch for OpenFlow 1.3."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

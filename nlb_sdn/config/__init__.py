@@ -72,7 +72,7 @@ class Member(Strict):
     state: Literal["active", "draining", "inactive"] = "active"
 
     @model_validator(mode="after")
-    def _default_name(self) -> "Member":
+    def _default_name(self) -> Member:
         if not self.name:
             object.__setattr__(self, "name", f"{self.address}:{self.port}")
         return self
@@ -102,7 +102,7 @@ class MigrationSettings(Strict):
     fallback: Literal["proxy", "reset"] = "proxy"
 
 
-def _check_l7(vip: "Vip") -> None:
+def _check_l7(vip: Vip) -> None:
     """The checks of an ``l7`` VIP service that need only the VIP (routers are checked against the fabric later)."""
     if vip.mode != "l7":
         if vip.routers:
@@ -144,7 +144,7 @@ class Vip(Strict):
     migration: MigrationSettings = Field(default_factory=MigrationSettings)
 
     @model_validator(mode="after")
-    def _check(self) -> "Vip":
+    def _check(self) -> Vip:
         _check_l7(self)
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
@@ -230,7 +230,7 @@ class Fabric(Strict):
     hosts: list[Host] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check(self) -> "Fabric":
+    def _check(self) -> Fabric:
         names = _unique([s.name for s in self.switches], "switch name")
         _unique([s.dpid for s in self.switches], "switch dpid")
         _unique([h.name for h in self.hosts], "host name")
@@ -288,7 +288,7 @@ class Health(Strict):
     probe: Probe = Field(default_factory=Probe)
 
     @model_validator(mode="after")
-    def _check(self) -> "Health":
+    def _check(self) -> Health:
         if self.enabled and not self.key_file:
             raise ValueError("key_file is required when health is enabled")
         return self
@@ -315,7 +315,7 @@ class Config(Strict):
     fabric: Fabric = Field(default_factory=Fabric)
 
     @model_validator(mode="after")
-    def _check(self) -> "Config":
+    def _check(self) -> Config:
         _unique([v.name for v in self.vips], "vip name")
         _unique([(v.address, v.port, v.protocol) for v in self.vips], "vip service (address, port, protocol)")
         host_ips = {h.ip for h in self.fabric.hosts}

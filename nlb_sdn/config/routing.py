@@ -90,7 +90,7 @@ class Match(Strict):
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "Match":
+    def _check(self) -> Match:
         if self.uses("http") and self.uses("tls"):
             raise ValueError("mixes HTTP conditions (host, path_prefix, header, cookie) with TLS ones "
                              "(sni, tls_session_id)")
@@ -125,7 +125,7 @@ class RouteRule(Strict):
     session_type: str | None = Field(default=None, pattern=SESSION_TYPE_PATTERN)
 
     @model_validator(mode="after")
-    def _check(self) -> "RouteRule":
+    def _check(self) -> RouteRule:
         if self.pin is None:
             if self.pool is None:
                 raise ValueError("a rule without pin needs a pool")

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.affinity.sessions import (APP, CLIENT_IP, Session, SessionTable, client_ip_sid, client_of_match,
-                                      client_prefix)
+from nlb_sdn.affinity.sessions import (
+    APP,
+    CLIENT_IP,
+    Session,
+    SessionTable,
+    client_ip_sid,
+    client_of_match,
+    client_prefix,
+)
 from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.fabric import FabricView
@@ -32,9 +39,10 @@ class AffinityManager:
 
     def member_for(self, vip: Vip, client_ip: str, now: float, out: Out) -> Member | None:
         """The member a live session pins this client to, if the member may still take it (else the session goes)."""
-        if vip.affinity == Affinity.NONE:
+        affinity = Affinity(vip.affinity)
+        if affinity == Affinity.NONE:
             return None
-        client = client_prefix(client_ip, vip.affinity_prefix) if vip.affinity == Affinity.CLIENT_IP else client_ip
+        client = client_prefix(client_ip, vip.affinity_prefix) if affinity == Affinity.CLIENT_IP else client_ip
         session = self.sessions.lookup(vip.affinity, vip.name, client, now)
         if session is None:
             self.counters.affinity["miss"] += 1
@@ -45,7 +53,7 @@ class AffinityManager:
             self.drop(session.key, out)
             return None
         self.counters.affinity["hit"] += 1
-        if vip.affinity == Affinity.CLIENT_IP:
+        if affinity == Affinity.CLIENT_IP:
             session.expires_at = now + vip.session_ttl
             out.touch(session.key, vip.session_ttl)
         return member

@@ -24,6 +24,7 @@ from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
 from nlb_sdn.core.vips import Change, VipChange
+from nlb_sdn.dam.atoms import Atom, ChangeOp
 from nlb_sdn.flows import builders, dispatch, tunnel
 from nlb_sdn.flows.pipeline import KIND_MASK, Cookie, CookieKind, Table, make_cookie
 from nlb_sdn.health.handler import HealthHandler
@@ -217,12 +218,12 @@ class LoadBalancer:
         self.ctx.affinity.sessions.expire(now)
         return Out().effects()
 
-    def load_atoms(self, atoms: list[Any], now: float) -> Effects:
+    def load_atoms(self, atoms: list[Atom], now: float) -> Effects:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
         self.reconciler.load_atoms(atoms, now)
         return Out().effects()
 
-    def apply_dam_change(self, op: str, key: str, atom: Any | None, now: float) -> Effects:
+    def apply_dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> Effects:
         """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
         self.reconciler.dam_change(op, key, atom, now)
         return Out().effects()
@@ -281,8 +282,8 @@ class LoadBalancer:
             out.send(dpid, self._vip_changes(changes, remaining_ips, shared)
                      + self._tunnel_changes(dpid, old, changes, fabric_changed))
             if fabric_changed:
-                out.send(dpid, [builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK)]
-                         + builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {})))
+                out.send(dpid, [builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK),
+                                *builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))])
         return out.effects()
 
     def _dispatch_change(self, change: VipChange, now: float) -> list[Any]:
@@ -328,7 +329,8 @@ class LoadBalancer:
         follow fabric changes and go with the last one.
         """
         gone = [change.state for change in changes if change.change == Change.REMOVED
-                or (change.old is not None and change.old.mode == Mode.TUNNEL and change.state.vip.mode != Mode.TUNNEL)]
+                or (change.old is not None and Mode(change.old.mode) == Mode.TUNNEL
+                    and change.state.mode != Mode.TUNNEL)]
         msgs = [msg for state in gone for msg in tunnel.tunnel_vip_deletes(self.lbu_id, state.vip_id)]
         had, has = tunnel.uses_tunnels(old), tunnel.uses_tunnels(self.config)
         if had and not has:

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.model import ConnKey, Connection, Dispatch
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch
 from nlb_sdn.dam.atoms import route_key
 
 

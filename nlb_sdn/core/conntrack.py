@@ -14,7 +14,7 @@ from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
-from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Pinning
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie, Table
@@ -54,7 +54,7 @@ class ConntrackManager:
     def targets(self) -> dict[int, dispatch.SwitchTarget]:
         """The members of every conntrack-pinned VIP service, by endpoint id."""
         return {target.endpoint_id: target for state in self.switching.states()
-                if state.vip.switch_pinning == Pinning.CONNTRACK for target in self.switching.targets(state.vip)}
+                if state.pinning == Pinning.CONNTRACK for target in self.switching.targets(state.vip)}
 
     def shared_flows(self) -> list[Any]:
         """The per-member conntrack entries, shared by the VIP services; retired members keep theirs for a while."""
@@ -113,8 +113,7 @@ class ConntrackManager:
             if conn is None or conn.installed_at != installed_at or state is None:
                 continue
             member = state.vip.member(conn.member)
-            if (member is None or state.vip.dispatch != Dispatch.SWITCH
-                    or state.vip.switch_pinning != Pinning.CONNTRACK):
+            if member is None or state.dispatch != Dispatch.SWITCH or state.pinning != Pinning.CONNTRACK:
                 continue
             route = conn.route
             target = dispatch.SwitchTarget(member.endpoint_id, route.member_ip, route.member_port, route.member_mac)

@@ -26,7 +26,7 @@ class CoreContext:
     affinity: AffinityManager
 
     @classmethod
-    def build(cls, config: Config, health: HealthHandler) -> "CoreContext":
+    def build(cls, config: Config, health: HealthHandler) -> CoreContext:
         """A context for ``config``'s LBU instance, with empty tables (the config is applied afterwards)."""
         counters, fabric = Counters(), FabricView()
         origin = f"lbu:{config.controller.lbu_id}"

@@ -36,17 +36,17 @@ class DamOp:
     ttl: float | None = None
 
     @classmethod
-    def put(cls, key: str, data: dict[str, Any], ttl: float | None = None) -> "DamOp":
+    def put(cls, key: str, data: dict[str, Any], ttl: float | None = None) -> DamOp:
         """Store ``data`` under ``key`` (with no expiry when ``ttl`` is None)."""
         return cls(DamVerb.PUT, key, data, ttl)
 
     @classmethod
-    def touch(cls, key: str, ttl: float) -> "DamOp":
+    def touch(cls, key: str, ttl: float) -> DamOp:
         """Let the atom under ``key`` expire ``ttl`` seconds from now."""
         return cls(DamVerb.TOUCH, key, None, ttl)
 
     @classmethod
-    def delete(cls, key: str) -> "DamOp":
+    def delete(cls, key: str) -> DamOp:
         """Remove the atom under ``key``."""
         return cls(DamVerb.DELETE, key)
 
@@ -77,7 +77,7 @@ NO_EFFECTS = Effects()
 class Out:
     """The effects of one event while it is being handled; :meth:`effects` freezes them."""
 
-    __slots__ = ("messages", "dam", "datagrams")
+    __slots__ = ("dam", "datagrams", "messages")
 
     def __init__(self) -> None:
         self.messages: dict[int, list[Any]] = {}

@@ -10,10 +10,13 @@ from nlb_sdn.config import Config, Fabric, Host, Member
 from nlb_sdn.flows import tunnel
 from nlb_sdn.health.handler import Attachment
 
+Node = tuple[str, str]
+"""A node of the fabric graph: ``("switch", name)`` or ``("host", name)``."""
 
-def fabric_graph(fabric: Fabric) -> nx.Graph:
+
+def fabric_graph(fabric: Fabric) -> nx.Graph[Node]:
     """The fabric as a graph: switch and host nodes, each edge carrying the ports at both ends."""
-    graph = nx.Graph()
+    graph: nx.Graph[Node] = nx.Graph()
     for switch in fabric.switches:
         graph.add_node(("switch", switch.name))
     for link in fabric.links:
@@ -30,9 +33,10 @@ def forwarding_tables(fabric: Fabric) -> dict[int, dict[str, int]]:
     Ties are broken by sorted node order, which makes the result deterministic.
     """
     graph = fabric_graph(fabric)
-    ordered = nx.Graph()
+    ordered: nx.Graph[Node] = nx.Graph()
     ordered.add_nodes_from(sorted(graph.nodes))
-    ordered.add_edges_from(sorted(graph.edges(data=True), key=lambda edge: (min(edge[0], edge[1]), max(edge[0], edge[1]))))
+    ordered.add_edges_from(sorted(graph.edges(data=True),
+                                  key=lambda edge: (min(edge[0], edge[1]), max(edge[0], edge[1]))))
     dpids = {s.name: s.dpid for s in fabric.switches}
     tables: dict[int, dict[str, int]] = {dpid: {} for dpid in dpids.values()}
     for host in fabric.hosts:

@@ -35,7 +35,7 @@ class HealthManager:
         replies, session = self.ctx.health.handle_datagram(data, addr, now, self.ctx.fabric.has_mac)
         out.datagrams.extend(replies)
         if session is not None:
-            state = self.ctx.vips.by_service(session.body.get("vip"), session.body.get("vport"))
+            state = self.ctx.vips.by_service(session.body["vip"], session.body["vport"])  # required by the schema
             self.ctx.affinity.app_session(session.type, session.body, state, now, out)
 
     def tick(self, now: float, out: Out) -> None:

@@ -18,7 +18,8 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from nlb_sdn.config import Fabric, Host, Member, Strict, Vip
+from nlb_sdn.config import Fabric, Host, Member, Vip
+from nlb_sdn.config.base import Strict
 from nlb_sdn.health.cache import ALIVE
 
 MIGRATION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -147,7 +148,7 @@ class MigrationRequest(Strict):
     duration_ms: float | None = Field(default=None, ge=0, le=3_600_000)
 
     @model_validator(mode="after")
-    def _check(self) -> "MigrationRequest":
+    def _check(self) -> MigrationRequest:
         ip, _, port = self.client.rpartition(":")
         try:
             ipaddress.IPv4Address(ip)

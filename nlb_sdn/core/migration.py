@@ -36,7 +36,7 @@ class MigrationManager:
         if state is None:
             raise LookupError(f"vip {vip_name!r} does not exist")
         vip = state.vip
-        if vip.mode != Mode.L7:
+        if state.mode != Mode.L7:
             raise ValueError(f"vip {vip_name!r} is in mode {vip.mode}, not l7")
         key = (client_ip, client_port, vip.address, vip.port)
         conn = ctx.table.get(key)

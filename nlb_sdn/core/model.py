@@ -120,7 +120,16 @@ class Connection:
 class VipState:
     """Runtime state of one VIP service: its id in cookies, its model and the service kind that handles it."""
 
-    __slots__ = ("_vip", "vip_id", "_by_endpoint", "service")
+    __slots__ = ("_by_endpoint", "_vip", "affinity", "dispatch", "mode", "pinning", "service", "vip_id")
+
+    mode: Mode
+    """The model's ``mode`` as the core's enum (the ``vip`` setter keeps these four in step with the model)."""
+    dispatch: Dispatch
+    """The model's ``dispatch``."""
+    pinning: Pinning | None
+    """The model's ``switch_pinning``."""
+    affinity: Affinity
+    """The model's ``affinity``."""
 
     def __init__(self, vip: Vip, vip_id: int) -> None:
         self.vip_id = vip_id
@@ -136,6 +145,10 @@ class VipState:
     def vip(self, vip: Vip) -> None:
         self._vip = vip
         self._by_endpoint = {member.endpoint_id: member for member in vip.members}
+        self.mode = Mode(vip.mode)
+        self.dispatch = Dispatch(vip.dispatch)
+        self.pinning = Pinning(vip.switch_pinning) if vip.switch_pinning else None
+        self.affinity = Affinity(vip.affinity)
 
     def member_by_endpoint(self, endpoint_id: int) -> Member | None:
         """The member whose endpoint id a cookie carries, if it is still one."""

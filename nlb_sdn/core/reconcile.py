@@ -7,11 +7,12 @@ from typing import Any
 from nlb_sdn.core.conntrack import ConntrackManager, flow_identity
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.model import ConnKey, Connection, Dispatch, Mode
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
-from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, parse_route_key
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, ChangeOp, parse_route_key
 from nlb_sdn.flows import builders
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
+from nlb_sdn.framework import ofproto_v1_3_parser as parser
 
 FlowEntry = tuple[int, int, dict[str, Any], int]
 """A switch's flow as flow stats report it: (table id, priority, match fields, cookie)."""
@@ -34,7 +35,7 @@ class Reconciler:
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
         """
         wanted_keys = {flow_identity(msg.table_id, msg.priority, dict(msg.match.items())) for msg in wanted
-                       if isinstance(msg, builders.parser.OFPFlowMod)}
+                       if isinstance(msg, parser.OFPFlowMod)}
         deletes: list[Any] = []
         for table_id, priority, match, raw_cookie in entries:
             cookie = Cookie.decode(raw_cookie)
@@ -59,7 +60,7 @@ class Reconciler:
         Live ones are adopted.
         """
         state = self.ctx.vips.by_id(cookie.vip_id)
-        if state is None or state.vip.mode != Mode.TUNNEL:
+        if state is None or state.mode != Mode.TUNNEL:
             return True
         if table_id == Table.CONNECTIONS:
             self.adopt(dpid, cookie, match, now, out)
@@ -94,7 +95,7 @@ class Reconciler:
         ctx.table.lingering.pop(key, None)
         ctx.table.rebuilt += 1
 
-    def load_atoms(self, atoms: list[Any], now: float) -> None:
+    def load_atoms(self, atoms: list[Atom], now: float) -> None:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
         for atom in atoms:
             try:
@@ -115,7 +116,7 @@ class Reconciler:
         route = state.service.route(member, conn_key[0], conn_key[1])
         return conn_key, Connection(int(data.get("dpid", 0)), state.vip.name, member.name, route, now)
 
-    def _load_route(self, atom: Any, now: float) -> None:
+    def _load_route(self, atom: Atom, now: float) -> None:
         """One route atom into the connection table (no expiry: live) or the lingering routes."""
         found = self._route_atom(atom.key, atom.data, now)
         if found is None:
@@ -129,7 +130,7 @@ class Reconciler:
         else:
             self.ctx.table.lingering[key] = (conn, atom.expires_at)
 
-    def dam_change(self, op: str, key: str, atom: Any | None, now: float) -> None:
+    def dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> None:
         """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
         if atom is not None and atom.origin == self.ctx.origin:
             return

@@ -6,7 +6,7 @@ from __future__ import annotations
 class SmoothWeightedRoundRobin:
     """Nginx-style smooth weighted round-robin over named members; weight 0 members are never picked."""
 
-    __slots__ = ("_weights", "_current")
+    __slots__ = ("_current", "_weights")
 
     def __init__(self, weights: dict[str, int]) -> None:
         self._weights: dict[str, int] = {}

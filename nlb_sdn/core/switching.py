@@ -7,7 +7,7 @@ from typing import Any
 from nlb_sdn.config import Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.model import Affinity, ConnKey, Connection, Dispatch, PacketIn, Pinning, VipState
+from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.health.allotment import largest_remainder
@@ -28,11 +28,11 @@ class SwitchDispatchManager:
 
     def states(self) -> list[VipState]:
         """The VIP services the switches dispatch themselves."""
-        return [state for state in self.ctx.vips if state.vip.dispatch == Dispatch.SWITCH]
+        return [state for state in self.ctx.vips if state.dispatch == Dispatch.SWITCH]
 
     def switch_vip(self, vip: Vip, vip_id: int) -> dispatch.SwitchVip:
         """A VIP service as the switch-dispatch flows need it (client_ip affinity also pins whole clients)."""
-        prefix = vip.affinity_prefix if vip.affinity == Affinity.CLIENT_IP else None
+        prefix = vip.affinity_prefix if Affinity(vip.affinity) == Affinity.CLIENT_IP else None
         return dispatch.SwitchVip(self.ctx.lbu_id, vip_id, vip.address, vip.port, vip.mac, vip.idle_timeout,
                                   vip.hard_timeout, prefix, vip.session_flow_idle, vip.switch_pinning or Pinning.LEARN)
 
@@ -75,15 +75,15 @@ class SwitchDispatchManager:
         """A removed VIP service: its switch-dispatch entries and group, and every connection the switch learned."""
         self.slots.pop(state.vip.name, None)
         msgs = dispatch.learned_flow_deletes(self.ctx.lbu_id, state.vip_id)
-        if state.vip.dispatch == Dispatch.SWITCH:
+        if state.dispatch == Dispatch.SWITCH:
             msgs = dispatch.switch_vip_deletes(self.switch_vip(state.vip, state.vip_id)) + msgs
         return msgs
 
     def changed(self, state: VipState, old: Vip | None, now: float) -> list[Any]:
         """Switch-dispatch changes for an added (``old`` None) or changed VIP service; learned connections stay."""
         new = state.vip
-        was_switch = old is not None and old.dispatch == Dispatch.SWITCH
-        if new.dispatch != Dispatch.SWITCH:
+        was_switch = old is not None and Dispatch(old.dispatch) == Dispatch.SWITCH
+        if state.dispatch != Dispatch.SWITCH:
             self.slots.pop(new.name, None)
             return dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
         switch_vip, targets = self.switch_vip(new, state.vip_id), self.targets(new)
@@ -94,9 +94,9 @@ class SwitchDispatchManager:
             return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
         kept = {target.endpoint_id for target in targets}
         gone = [target for target in self.targets(old) if target.endpoint_id not in kept]
-        return ([dispatch.group_modify(state.vip_id, slots)]
-                + dispatch.switch_vip_flows(switch_vip, targets)
-                + dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone))
+        return [dispatch.group_modify(state.vip_id, slots),
+                *dispatch.switch_vip_flows(switch_vip, targets),
+                *dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone)]
 
     def punt(self, pkt: PacketIn, out: Out) -> None:
         """A segment of a switch-dispatched VIP that met no learned entry: released once more, dropped after that.

@@ -72,16 +72,16 @@ class VipRegistry:
                 del self._by_service[(state.vip.address, state.vip.port)]
                 del self._by_id[state.vip_id]
         for vip in vips:
-            state = self._by_name.get(vip.name)
-            if state is None:
-                state = VipState(vip, self._free_id())
-                self._by_name[vip.name] = state
-                self._by_service[(vip.address, vip.port)] = state
-                self._by_id[state.vip_id] = state
-                changes.append(VipChange(Change.ADDED, state, None))
+            kept = self._by_name.get(vip.name)
+            if kept is None:
+                added = VipState(vip, self._free_id())
+                self._by_name[vip.name] = added
+                self._by_service[(vip.address, vip.port)] = added
+                self._by_id[added.vip_id] = added
+                changes.append(VipChange(Change.ADDED, added, None))
             else:
-                changes.append(VipChange(Change.UPDATED, state, state.vip))
-                state.vip = vip
+                changes.append(VipChange(Change.UPDATED, kept, kept.vip))
+                kept.vip = vip
         return changes
 
     def _free_id(self) -> int:

@@ -6,8 +6,22 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nlb_sdn.dam.atoms import (KINDS, ROUTE_PREFIX, SESSION_PREFIX, SESSION_TYPES, Atom, Change, Dam, VersionConflict,
-                               any_type_session_key, expiry, kind_of, parse_route_key, route_key, session_key)
+from nlb_sdn.dam.atoms import (
+    KINDS,
+    ROUTE_PREFIX,
+    SESSION_PREFIX,
+    SESSION_TYPES,
+    Atom,
+    Change,
+    Dam,
+    VersionConflict,
+    any_type_session_key,
+    expiry,
+    kind_of,
+    parse_route_key,
+    route_key,
+    session_key,
+)
 from nlb_sdn.dam.memory import MemoryDam
 from nlb_sdn.dam.redis_backend import RedisDam
 

@@ -74,7 +74,10 @@ def pack_data(data: dict[str, Any]) -> bytes:
 
 def unpack_data(raw: bytes) -> dict[str, Any]:
     """The data of an atom from its msgpack encoding (a fresh dict; int map keys are kept)."""
-    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    data = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if not isinstance(data, dict):
+        raise TypeError(f"atom data must be a dict, got {type(data).__name__}")
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,5 +172,5 @@ class Dam(ABC):
     def stats(self) -> dict[str, Any]:
         """Atoms by kind, operation counters, and the degraded state with its queue."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default: only backends with connections override it
         """Release connections (nothing to release by default)."""

@@ -11,7 +11,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 import redis
@@ -130,7 +130,7 @@ class RedisDam(Dam):
         try:
             self._client.ping()
             if self._pubsub is None:
-                pubsub = self._client.pubsub()
+                pubsub = self._client.pubsub()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
                 pubsub.subscribe(self._channel, self._expired_channel)
                 # One SUBSCRIBE for both channels: Redis sends both confirmations before any message.
                 for _ in range(2):
@@ -174,7 +174,7 @@ class RedisDam(Dam):
         if not ok:
             self._ops["conflicts"] += 1
             raise VersionConflict(write.key, write.expected_version or 0, version)
-        return version
+        return int(version)
 
     def _write(self, write: Write, now: float) -> int | None:
         """Execute ``write``, or queue it if the store is unreachable (None)."""
@@ -204,6 +204,10 @@ class RedisDam(Dam):
             self._fail(f"{type(exc).__name__}: {exc}")
         self._ops["degraded_reads"] += 1
 
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        """The stored blobs of ``keys``, in order (redis-py types every reply as maybe awaitable; ours is not)."""
+        return cast(list[bytes | None], self._client.mget([self._prefix + key for key in keys]))
+
     def get(self, key: str, now: float) -> Atom | None:
         """The live atom under ``key``; None while degraded."""
         return self.get_many((key,), now).get(key)
@@ -217,10 +221,11 @@ class RedisDam(Dam):
             self._unreachable_read(None)
         elif keys:
             try:
-                blobs = self._client.mget([self._prefix + key for key in keys])
+                blobs = self._mget(keys)
             except UNREACHABLE as exc:
                 self._unreachable_read(exc)
-        found = {key: atom for key, blob in zip(keys, blobs) if (atom := decode(key, blob, now)) is not None}
+        found = {key: atom for key, blob in zip(keys, blobs, strict=True)
+                 if (atom := decode(key, blob, now)) is not None}
         self._ops["hits"] += len(found)
         self._ops["misses"] += len(keys) - len(found)
         return found
@@ -245,14 +250,14 @@ class RedisDam(Dam):
             self._unreachable_read(None)
             return [], None
         try:
-            after, raw_keys = self._client.scan(int(cursor or 0), match=glob_escape(self._prefix + prefix) + "*",
-                                                count=count)
+            after, raw_keys = cast(tuple[int, list[bytes]], self._client.scan(
+                int(cursor or 0), match=glob_escape(self._prefix + prefix) + "*", count=count))
             keys = sorted(raw.decode()[len(self._prefix):] for raw in raw_keys)
-            blobs = self._client.mget([self._prefix + key for key in keys]) if keys else []
+            blobs = self._mget(keys) if keys else []
         except UNREACHABLE as exc:
             self._unreachable_read(exc)
             return [], None
-        atoms = [atom for key, blob in zip(keys, blobs) if (atom := decode(key, blob, now)) is not None]
+        atoms = [atom for key, blob in zip(keys, blobs, strict=True) if (atom := decode(key, blob, now)) is not None]
         return atoms, (str(after) if after else None)
 
     def _change(self, message: dict[str, Any]) -> Change | None:

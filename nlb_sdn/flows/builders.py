@@ -6,14 +6,21 @@ The app shell binds ``msg.datapath`` just before sending (see ``bind``). Nothing
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from nlb_sdn.config import PROBE_PORT_BASE, PROBE_PORT_MASK
-from nlb_sdn.core.frames import ETH_TYPE_ARP, ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_SYN
-from nlb_sdn.core.frames import arp_reply_frame as arp_reply_frame  # the frame module's, re-exported for the core
+from nlb_sdn.core.frames import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    IPPROTO_TCP,
+    TCP_ACK,
+    TCP_SYN,
+    arp_reply_frame as arp_reply_frame,  # the frame module's, re-exported for the core
+)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
+from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 PROBE_MAX_LEN = 128
 NX_IN_PORT = 0xFFF8

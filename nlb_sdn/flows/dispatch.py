@@ -23,8 +23,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlb_sdn.core.frames import ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
-from nlb_sdn.flows.builders import (apply, flow_add, flow_delete, flow_delete_strict, goto, resubmit, to_controller,
-                                    vip_match)
+from nlb_sdn.flows.builders import (
+    apply,
+    flow_add,
+    flow_delete,
+    flow_delete_strict,
+    goto,
+    resubmit,
+    to_controller,
+    vip_match,
+)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -134,8 +142,8 @@ def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
 
 def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
-    specs = _tcp_ipv4() + [_fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
-                           _fixed(target.member_port, "tcp_src_nxm", 16)]
+    specs = [*_tcp_ipv4(), _fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
+             _fixed(target.member_port, "tcp_src_nxm", 16)]
     specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
     if not per_client:
         specs.append(_copy("tcp_src_nxm", "tcp_dst_nxm", 16))
@@ -211,7 +219,8 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                  [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)], cookie),
         flow_add(Table.SWITCH_CONNECTIONS, Priority.SWITCH_SYN, syn_match(vip),
                  [apply(parser.OFPActionGroup(vip.vip_id))], cookie),
-    ] + select_flows(vip, targets)
+        *select_flows(vip, targets),
+    ]
 
 
 def group_buckets(slots: list[int]) -> list[Any]:

@@ -42,7 +42,8 @@ class NamedPriority(int):
 
     name: str
 
-    def __new__(cls, value: int, name: str = "") -> "NamedPriority":
+    def __new__(cls, value: int, name: str = "") -> NamedPriority:
+        """The priority ``value``, named ``name`` (``Priority`` names it when the class is created)."""
         priority = super().__new__(cls, value)
         priority.name = name
         return priority
@@ -110,7 +111,7 @@ class Cookie:
     endpoint_id: int
 
     @classmethod
-    def decode(cls, value: int) -> "Cookie":
+    def decode(cls, value: int) -> Cookie:
         """Split a 64-bit cookie into its fields."""
         return cls(
             kind=(value >> KIND_SHIFT) & 0xFF,

@@ -33,6 +33,8 @@ PACKET_OUT_HEAD = struct.Struct("!" + ofp.OFP_HEADER_PACK_STR[1:] + ofp.OFP_PACK
 OUTPUT_TO_TABLE = struct.pack(ofp.OFP_ACTION_OUTPUT_PACK_STR, ofp.OFPAT_OUTPUT, ofp.OFP_ACTION_OUTPUT_SIZE,
                               ofp.OFPP_TABLE, ofp.OFPCML_MAX)
 TEMPLATE_CACHE_SIZE = 4096
+_FlowModBase: Any = parser.OFPFlowMod
+_PacketOutBase: Any = parser.OFPPacketOut
 FLOW_MOD_FIELDS = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout", "hard_timeout", "priority",
                    "buffer_id", "out_port", "out_group", "flags", "match", "instructions")
 
@@ -41,13 +43,18 @@ class Prepared:
     """Mixin of a message whose bytes are prepared: ``wire`` (xid 0); decoded fields appear on first read."""
 
     wire: bytes | bytearray
+    buf: bytearray | None
     decoded_fields: tuple[str, ...] = ()
 
     def serialize(self) -> None:
         """Pack the prepared bytes with this message's xid into ``buf`` (what ``Datapath.send_msg`` sends)."""
+        self.buf = self.packed()
+
+    def packed(self) -> bytearray:
+        """The prepared bytes with this message's xid: what :meth:`serialize` puts in ``buf``."""
         buf = bytearray(self.wire)
         XID.pack_into(buf, XID_OFFSET, self.xid or 0)
-        self.buf = buf
+        return buf
 
     def decode(self) -> Any:
         """The framework's message object parsed from ``wire``."""
@@ -68,7 +75,7 @@ class Prepared:
         return super().__str__()
 
 
-class OFPFlowMod(Prepared, parser.OFPFlowMod):
+class OFPFlowMod(Prepared, _FlowModBase):  # type: ignore[misc]  # os-ken's classes are untyped (Any)
     """An OFPFlowMod packed from a template (the same class name on purpose, see the module docstring)."""
 
     decoded_fields = FLOW_MOD_FIELDS
@@ -88,7 +95,7 @@ class OFPFlowMod(Prepared, parser.OFPFlowMod):
         return parser.OFPFlowMod.parser(None, ofp.OFP_VERSION, ofp.OFPT_FLOW_MOD, len(wire), 0, wire)
 
 
-class OFPPacketOut(Prepared, parser.OFPPacketOut):
+class OFPPacketOut(Prepared, _PacketOutBase):  # type: ignore[misc]  # os-ken's classes are untyped (Any)
     """An OFPPacketOut of a frame with prepared actions (``output:TABLE`` by default), packed at once (the same class
     name on purpose)."""
 
@@ -158,7 +165,7 @@ class _Protocol:
 class NatTemplate:
     """A connection's two flow-mods (``builders.nat_connection_flows``) serialised once, with the client left open."""
 
-    __slots__ = ("forward", "reverse", "forward_ip", "forward_port", "reverse_ip", "reverse_port")
+    __slots__ = ("forward", "forward_ip", "forward_port", "reverse", "reverse_ip", "reverse_port")
 
     def __init__(self, route: builders.NatRoute) -> None:
         forward, reverse = (bytearray(serialised(msg)) for msg in builders.nat_connection_flows(route))

@@ -15,8 +15,17 @@ from typing import Any
 
 from nlb_sdn.config import Config, Fabric
 from nlb_sdn.core.frames import ETH_TYPE_IP
-from nlb_sdn.flows.builders import (NatRoute, apply, flow_add, flow_delete, flow_delete_strict, forward_match, goto,
-                                    nat_connection_flows, resubmit)
+from nlb_sdn.flows.builders import (
+    NatRoute,
+    apply,
+    flow_add,
+    flow_delete,
+    flow_delete_strict,
+    forward_match,
+    goto,
+    nat_connection_flows,
+    resubmit,
+)
 from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 

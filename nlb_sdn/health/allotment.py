@@ -142,7 +142,7 @@ def compute_allotment(service: Service | tuple[str, int, str, str], candidates: 
 class AllotmentSpender:
     """Spends the current allotment of one VIP service, one pick per new connection; never blocks."""
 
-    __slots__ = ("_allotment", "_selector", "_tokens_left", "_picked", "_stale", "counters")
+    __slots__ = ("_allotment", "_picked", "_selector", "_stale", "_tokens_left", "counters")
 
     def __init__(self, allotment: Allotment | None = None) -> None:
         self._allotment: Allotment | None = None

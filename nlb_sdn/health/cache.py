@@ -10,8 +10,8 @@ re-compute; eligibility itself is always read back with :meth:`HLCache.endpoint_
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nlb_sdn.health.table import TARGET_STATES, Row, table_checksum

@@ -108,7 +108,7 @@ class Prober:
         """Handle a punted probe reply; None if it answers no outstanding probe."""
         key = self._by_port.get(segment.dst_port)
         state = self.states.get(key) if key else None
-        if state is None or state.outstanding is None:
+        if key is None or state is None or state.outstanding is None:
             return None
         target = state.target
         if (segment.src_ip, segment.src_port) != (target.member_ip, target.member_port):

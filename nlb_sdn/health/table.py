@@ -103,7 +103,7 @@ class Row:
         return dict(sorted(data.items()))
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Row":
+    def from_dict(cls, data: Any) -> Row:
         """Validate a wire map (every field required; ``app_id`` optional but checked) into a Row; ValueError if bad."""
         if not isinstance(data, dict):
             raise ValueError(f"row: expected a map, got {type(data).__name__}")

@@ -33,7 +33,7 @@ def cpu_model() -> str:
 def environment(**extra: Any) -> dict[str, Any]:
     """Date, git commit (and whether the tree is dirty), kernel, CPUs, Python, ``extra`` fields, load at start."""
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "git_commit": command_output(["git", "rev-parse", "HEAD"]),
         "git_dirty": bool(command_output(["git", "status", "--porcelain", "--untracked-files=no"])),
         "kernel": platform.release(),

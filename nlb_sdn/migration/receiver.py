@@ -166,6 +166,12 @@ class MigrationServer(socketserver.ThreadingTCPServer):
         self.receiver = receiver
         super().__init__(address, _Handler)
 
+    @property
+    def listen_address(self) -> str:
+        """Where it listens, as ``ip:port`` (with the port the kernel picked when asked for port 0)."""
+        host, port = self.socket.getsockname()[:2]
+        return f"{host}:{port}"
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m nlb_sdn.migration.receiver --key-file F --handoff-socket P [--bind A] [--port 7001]``."""
@@ -184,8 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nlb-sdn-migration-receiver: {exc}", file=sys.stderr)
         return 1
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    host, port = server.server_address[:2]
-    print(f"nlb-sdn-migration-receiver listening on {host}:{port}", flush=True)
+    print(f"nlb-sdn-migration-receiver listening on {server.listen_address}", flush=True)
     with server:
         server.serve_forever()
     return 0

@@ -7,6 +7,7 @@ local socket is closed without a packet), or the socket is back out of repair mo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -186,7 +187,7 @@ def _migrate_over(channel: Channel, sock: socket.socket, migration_id: str, blob
     if commit is not None:
         try:
             commit()
-        except Exception as exc:  # whatever went wrong, the connection stays here
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, the connection stays here
             _abort(channel, migration_id, f"commit failed: {exc}")
             return fallback("commit_failed", str(exc)), False
     try:
@@ -216,10 +217,8 @@ def connect(address: tuple[str, int], deadline: float, attempt: float = CONNECT_
 
 def _abort(channel: Channel, migration_id: str, reason: str) -> None:
     """Tell the host to discard its copy (best effort: it discards it anyway when the connection ends)."""
-    try:
+    with contextlib.suppress(OSError):
         channel.send(ABORT, {"id": migration_id, "reason": reason[:256]})
-    except OSError:
-        pass
 
 
 def _delivered(channel: Channel, migration_id: str, timeout: float) -> bool | None:

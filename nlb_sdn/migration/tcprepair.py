@@ -8,6 +8,7 @@ sends nothing and closes without FIN or RST). :func:`restore` rebuilds the conne
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -205,10 +206,8 @@ def _unfreeze_quietly(sock: socket.socket) -> None:
 
 
 def _detach_filter_quietly(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         _detach_filter(sock)
-    except OSError:
-        pass
 
 
 def _read_queue(sock: socket.socket, queue: int, size: int) -> tuple[int, bytes]:

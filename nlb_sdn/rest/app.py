@@ -104,7 +104,7 @@ def json_response(payload: Any, status: int = 200, location: str | None = None) 
 def error_response(error: HttpError) -> Response:
     """The JSON error body ``{"error": code, "detail": reason}`` with the error's status and headers."""
     response = json_response({"error": error.code, "detail": error.detail}, status=error.status)
-    response.headers.update(error.headers)
+    response.headers.update(error.headers.items())
     return response
 
 
@@ -237,7 +237,7 @@ class RestApp:
             return self._dispatch(request)
         except HttpError as error:
             return error_response(error)
-        except Exception as exc:  # noqa: BLE001 - the server must survive any handler failure
+        except Exception as exc:  # the server must survive any handler failure
             LOG.exception("REST %s %s failed", request.method, request.path_info)
             return error_response(HttpError(500, "internal", str(exc) or type(exc).__name__))
 

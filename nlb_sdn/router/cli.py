@@ -12,8 +12,8 @@ import urllib.request
 
 from nlb_sdn.config import ConfigError, load_config
 from nlb_sdn.migration.wire import MIGRATION_PORT
-from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
 from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
+from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
 from nlb_sdn.router.migrator import ControllerClient, RepairMigrator
 from nlb_sdn.router.sessions import follow_sessions
 from nlb_sdn.signed import load_key

@@ -41,7 +41,7 @@ STATUS_HEAD_LIMIT = 8192
 DECISION_REASONS = ("rule", "cookie", "tls_session_id", "default")
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What a migrator did with a connection."""
 
     MIGRATED = "migrated"
@@ -66,7 +66,7 @@ class Endpoint:
     member: str
     address: str
     port: int
-    alternatives: tuple["Endpoint", ...] = ()
+    alternatives: tuple[Endpoint, ...] = ()
 
 
 class Migrator(Protocol):
@@ -193,7 +193,7 @@ class Service:
     draining_keeps_sessions: bool = True
 
     @classmethod
-    def from_vip(cls, vip: Vip) -> "Service":
+    def from_vip(cls, vip: Vip) -> Service:
         """The service of a configured VIP."""
         members = tuple(ServiceMember(m.name, m.address, m.port, m.weight, m.state) for m in vip.members)
         return cls(vip.name, vip.address, vip.port, members, tuple(vip.pools), tuple(vip.rules),
@@ -213,7 +213,7 @@ class Service:
         """Whether a session on member ``name`` may still take the client's new connections."""
         member = self.member(name)
         return member is not None and (member.state == "active"
-                                       or member.state == "draining" and self.draining_keeps_sessions)
+                                       or (member.state == "draining" and self.draining_keeps_sessions))
 
 
 def services_from_config(config: Config, names: Sequence[str] = ()) -> list[Service]:
@@ -314,7 +314,12 @@ async def _readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
     fd = sock.fileno()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
     try:
         await ready
     finally:

@@ -12,6 +12,7 @@ Every outcome is reported to the controller (phase ``report``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
@@ -161,7 +162,8 @@ class RepairMigrator:
         """Migrate ``sock`` to ``member`` (or the next endpoint of its pool), else proxy or reset; report it all."""
         settings = self.settings.get(member.vip, MigrationSettings())
         try:
-            client = "%s:%d" % sock.getpeername()[:2]
+            host, port = sock.getpeername()[:2]
+            client = f"{host}:{port}"
         except OSError:
             sock.close()
             self.counters["client_gone"] += 1
@@ -229,8 +231,6 @@ class RepairMigrator:
 
 def reset(sock: socket.socket) -> None:
     """Close ``sock`` with a RST (``SO_LINGER`` 0): the ``reset`` fallback."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
     sock.close()

@@ -75,7 +75,7 @@ class ParseError:
 class Headers:
     """Request headers in arrival order with case-insensitive lookup; a repeated header keeps every value."""
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_index", "_items")
 
     def __init__(self, items: list[tuple[str, str]]) -> None:
         self._items = tuple(items)

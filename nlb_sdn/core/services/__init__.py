@@ -21,13 +21,12 @@ __all__ = ["L7Service", "NatService", "PacketIn", "Service", "SessionService", "
 def service_for(ctx: CoreContext, state: VipState, switching: SwitchDispatchManager,
                 picker: RouterPicker) -> Service:
     """The service kind of a VIP service's current model."""
-    vip = state.vip
-    if vip.dispatch == Dispatch.SWITCH:
+    if state.dispatch == Dispatch.SWITCH:
         return SwitchService(ctx, state, switching)
-    if vip.mode == Mode.L7:
+    if state.mode == Mode.L7:
         return L7Service(ctx, state, picker)
-    if vip.mode == Mode.TUNNEL:
+    if state.mode == Mode.TUNNEL:
         return TunnelService(ctx, state)
-    if vip.granularity == "session":
+    if state.vip.granularity == "session":
         return SessionService(ctx, state)
     return NatService(ctx, state)

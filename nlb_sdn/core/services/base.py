@@ -95,7 +95,7 @@ class NatService:
             return member
         name = self.ctx.health.pick(vip, self.ctx.fabric.has_mac, pkt.now)
         member = vip.member(name) if name else None
-        if member is not None and vip.affinity == Affinity.CLIENT_IP:
+        if member is not None and self.state.affinity == Affinity.CLIENT_IP:
             self.ctx.affinity.remember_client(vip, member, client_ip, pkt.now, out)
         return member
 
