@@ -11,9 +11,9 @@ import importlib
 import os
 import sys
 import warnings
+from collections.abc import Sequence
 from importlib import metadata
 from types import ModuleType
-from typing import Optional, Sequence
 
 from nlb_sdn.framework.ryu_compat import EVENTLET_DEPRECATION, apply_eventlet_fix
 
@@ -103,7 +103,7 @@ VERSION = _distribution_version()
 """The selected framework's version, e.g. '3.1.0' (os-ken) or '4.34' (ryu)."""
 
 
-def manager_main(args: Optional[Sequence[str]] = None) -> None:
+def manager_main(args: Sequence[str] | None = None) -> None:
     """Run the framework's manager (osken-manager's or ryu-manager's main) with ``args`` or sys.argv[1:].
 
     Accepts what the manager accepts: ``--ofp-tcp-listen-port N``, ``--ofp-listen-host H``, ``--verbose``,

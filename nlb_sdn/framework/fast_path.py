@@ -13,16 +13,27 @@ import gc
 import inspect
 import logging
 import os
-import socket
 import ssl
 import struct
+from collections.abc import Callable
 from enum import Enum
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
-from nlb_sdn.framework.api import (DEAD_DISPATCHER, DISTRIBUTIONS, NAME, VERSION, RyuApp, handler, hub,
-                                   import_framework_module, ofp_event, ofproto_parser, ofproto_v1_3,
-                                   ofproto_v1_3_parser)
+from nlb_sdn.framework.api import (
+    DEAD_DISPATCHER,
+    DISTRIBUTIONS,
+    NAME,
+    VERSION,
+    RyuApp,
+    handler,
+    hub,
+    import_framework_module,
+    ofp_event,
+    ofproto_parser,
+    ofproto_v1_3,
+    ofproto_v1_3_parser,
+)
 
 _LOG = logging.getLogger("nlb_sdn.framework")
 
@@ -89,9 +100,9 @@ def _receive_loop(datapath: Any) -> None:
     while datapath.state != DEAD_DISPATCHER:
         try:
             data = datapath.socket.recv(RECEIVE_SIZE)
-        except (socket.timeout, ssl.SSLError):
+        except (TimeoutError, ssl.SSLError):
             continue
-        except (EOFError, IOError):
+        except (OSError, EOFError):
             break
         if not data:
             break
@@ -139,9 +150,9 @@ def _send_loop(datapath: Any) -> None:
             datapath.socket.sendall(b"".join(chunks) if len(chunks) > 1 else chunks[0])
             if close_socket:
                 break
-    except socket.timeout:
+    except TimeoutError:
         _LOG.debug("socket timed out while sending to the switch at %s", datapath.address)
-    except IOError as exc:
+    except OSError as exc:
         _LOG.debug("socket error while sending to the switch at %s: [%s] %s", datapath.address, exc.errno,
                    exc.strerror)
     finally:

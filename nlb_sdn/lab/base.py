@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nlb_sdn.config import parse_config
-from nlb_sdn.lab.commands import COMMAND_TIMEOUT, LabError, start_time, terminate
+from nlb_sdn.lab.commands import COMMAND_TIMEOUT, LabError, command_line, start_time, terminate
 from topologies import TOPOLOGIES, LabTopo
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class LabBase:
 
     def _record(self) -> None:
         """Write the PIDs and command lines of everything we started, for the cleanup after a crash."""
-        entries = [{"pid": p.pid, "start_time": start_time(p.pid), "args": " ".join(map(str, p.args))}
+        entries = [{"pid": p.pid, "start_time": start_time(p.pid), "args": command_line(p)}
                    for p in self._all_procs() if p.poll() is None]
         PIDS_FILE.write_text(json.dumps([e for e in entries if e["start_time"] is not None], indent=1))
 

@@ -53,6 +53,14 @@ def run(cmd: Sequence[str], timeout: float = COMMAND_TIMEOUT, check: bool = Fals
     return result
 
 
+def command_line(proc: subprocess.Popen[Any]) -> str:
+    """A started process's command line, for logs and errors."""
+    args = proc.args
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return os.fsdecode(args)
+    return " ".join(os.fsdecode(arg) if isinstance(arg, (bytes, os.PathLike)) else str(arg) for arg in args)
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last lines of a log file (empty if missing)."""
     try:

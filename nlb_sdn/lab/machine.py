@@ -12,7 +12,7 @@ import threading
 from types import FrameType
 
 from nlb_sdn.lab.base import PIDS_FILE, STATE_DIR, LabBase
-from nlb_sdn.lab.commands import run, start_time, wait_for
+from nlb_sdn.lab.commands import command_line, run, start_time, wait_for
 
 LOCK_FILE = STATE_DIR / "lab.lock"
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
@@ -103,7 +103,7 @@ class LabMachine(LabBase):
 
     def leftovers(self) -> list[str]:
         """Anything of ours still present: live processes, OVS bridges, root-namespace interfaces."""
-        found = [f"pid {p.pid} ({' '.join(map(str, p.args))[:60]})" for p in self._all_procs() if p.poll() is None]
+        found = [f"pid {p.pid} ({command_line(p)[:60]})" for p in self._all_procs() if p.poll() is None]
         bridges = set(run(["ovs-vsctl", "--timeout=5", "list-br"]).stdout.split())
         found += [f"bridge {b}" for b in self.topo.switches() if b in bridges]
         found += [f"interface {name}" for name in self._our_link_names()]

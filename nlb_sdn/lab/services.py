@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from nlb_sdn.lab.base import LabBase
-from nlb_sdn.lab.commands import STOP_TIMEOUT, LabError, run, tail, terminate, wait_for
+from nlb_sdn.lab.commands import STOP_TIMEOUT, LabError, command_line, run, tail, terminate, wait_for
 
 
 class LabServices(LabBase):
@@ -177,7 +177,7 @@ class LabServices(LabBase):
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             terminate(proc)
-            raise LabError(f"client {' '.join(map(str, proc.args))} still running after {timeout:g}s") from None
+            raise LabError(f"client {command_line(proc)} still running after {timeout:g}s") from None
         finally:
             if proc in self.client_procs and proc.poll() is not None:
                 self.client_procs.remove(proc)
