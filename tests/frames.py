@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from nlb_sdn.core import frames
-from nlb_sdn.core.frames import TCP_SYN
-from nlb_sdn.core.frames import arp_request_frame as arp_request_frame  # for tests/fakeof/test_switch.py
+from nlb_sdn.core.frames import (
+    TCP_SYN,
+    arp_request_frame as arp_request_frame,  # for tests/fakeof/test_switch.py
+)
 
 CLIENT_MAC = "00:00:00:00:00:01"
 VIP_MAC = "02:4e:0a:00:00:64"

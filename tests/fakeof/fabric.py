@@ -8,14 +8,15 @@ core's messages or by the os-ken shell) are propagated the same way, and everyth
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from nlb_sdn.config import Config, vip_mac
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.switch import TCP_SYN, FakeDatapath, PacketIn, TraceResult, tcp_packet
+from tests.lib.shell_double import ShellDouble
 
 MAX_HOPS = 16
 """A packet crossing more switches than this is looping: the fabric raises instead of recursing forever."""
@@ -46,7 +47,7 @@ class Delivery:
         """True when the packet went nowhere at all: no host, no controller, no stray port."""
         return not self.delivered and not self.packet_ins and not self.stray
 
-    def extend(self, other: "Delivery") -> None:
+    def extend(self, other: Delivery) -> None:
         """Append everything of ``other``."""
         self.delivered += other.delivered
         self.packet_ins += other.packet_ins
@@ -58,7 +59,7 @@ class Delivery:
 class FabricDatapath(FakeDatapath):
     """A FakeDatapath that belongs to a fabric: its packet-outs travel on, and OFPSetConfig is accepted."""
 
-    def __init__(self, dpid: int, fabric: "FakeFabric") -> None:
+    def __init__(self, dpid: int, fabric: FakeFabric) -> None:
         super().__init__(dpid)
         self.fabric = fabric
         self.miss_send_len: int | None = None

@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from nlb_sdn import framework
-from nlb_sdn.framework import (arp, ethernet, ipv4, nicira_ext, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp,
-                               udp)
 from nlb_sdn.flows import templates
 from nlb_sdn.flows.pipeline import check_message
+from nlb_sdn.framework import arp, ethernet, ipv4, nicira_ext, ofproto_v1_3, ofproto_v1_3_parser, packet, tcp, udp
 
 _vlan = importlib.import_module(f"{framework.NAME}.lib.packet.vlan")
 _mpls = importlib.import_module(f"{framework.NAME}.lib.packet.mpls")

@@ -12,9 +12,16 @@ import pytest
 
 from benchmarks import ofload
 from nlb_sdn import framework
-from nlb_sdn.framework import fast_path
-from nlb_sdn.framework import MAIN_DISPATCHER, RyuApp, hub, ofp_event, set_ev_cls
-from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+from nlb_sdn.framework import (
+    MAIN_DISPATCHER,
+    RyuApp,
+    fast_path,
+    hub,
+    ofp_event,
+    ofproto_v1_3 as ofp,
+    ofproto_v1_3_parser as parser,
+    set_ev_cls,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RYU_PYTHON = ROOT / ".venv-ryu" / "bin" / "python"

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, LBU_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import MAIN_DISPATCHER, ofp_event, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.fabric import CoreNet, FakeFabric, reason_name
 from tests.fakeof.switch import BROADCAST_MAC, TCP_ACK, TCP_SYN, arp_packet, make_packet, tcp_packet
 from tests.lib.configs import topo_config
+from tests.lib.shell_double import ShellDouble
 from topologies import FabricTopo
 
 TCP_PSH = 0x08

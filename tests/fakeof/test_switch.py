@@ -4,9 +4,7 @@ from typing import Any
 
 import pytest
 
-from nlb_sdn.framework import ofproto_v1_3 as ofp
-from nlb_sdn.framework import ofproto_v1_3_parser as parser
-from nlb_sdn.framework import packet, tcp
+from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser, packet, tcp
 from tests.fakeof.switch import (
     ACTIONS,
     CT_DNAT,

@@ -13,12 +13,12 @@ import pytest
 
 from nlb_sdn.config import Config, dump_config, parse_config, vip_mac
 from nlb_sdn.dam.atoms import route_key
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.flows.tunnel import ETH_TYPE_MPLS, host_labels
 from tests.fakeof.fabric import CoreNet, reason_name
 from tests.fakeof.switch import ETH_IPV4, TCP_ACK, TCP_SYN, tcp_packet
 from tests.lib.configs import topo_config
+from tests.lib.shell_double import ShellDouble
 from topologies import FabricTopo, SingleTopo
 from topologies.base import LabTopo
 

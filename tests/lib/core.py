@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Table
 from tests.frames import syn_frame
 from tests.lib.configs import WEB_VIP
+from tests.lib.shell_double import ShellDouble
 
 
 def punt_syn(lb: ShellDouble, client: str = "10.0.0.1", port: int = 40000, *, dpid: int = 1, in_port: int = 1,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from functools import partial
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest

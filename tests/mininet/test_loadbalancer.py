@@ -11,8 +11,16 @@ import urllib.request
 import pytest
 
 from nlb_sdn.lab.harness import Lab, RestError, wait_for
-from tests.lib.lab import (VIP, WEIGHTS, counter_delta, host_python, needs_lab, open_connections, packet_ins,
-                           plumbed_since)
+from tests.lib.lab import (
+    VIP,
+    WEIGHTS,
+    counter_delta,
+    host_python,
+    needs_lab,
+    open_connections,
+    packet_ins,
+    plumbed_since,
+)
 from tests.lib.net import free_port
 
 pytestmark = [pytest.mark.mininet, needs_lab]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.lab.harness import Lab, run, wait_for
-from tests.lib.lab import (VIP, connection_count, needs_lab, open_connections, packet_ins, restart_controller,
-                           start_downloads)
+from tests.lib.lab import (
+    VIP,
+    connection_count,
+    needs_lab,
+    open_connections,
+    packet_ins,
+    restart_controller,
+    start_downloads,
+)
 from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
-from typing import Iterator
 
 import pytest
 
 from nlb_sdn.config import endpoint_id
 from nlb_sdn.lab.harness import Lab, run, wait_for
-from tests.lib.lab import (VIP, connection_count, connections_of, counter_delta, needs_lab, open_connections,
-                           packet_ins, web_vip)
+from tests.lib.lab import (
+    VIP,
+    connection_count,
+    connections_of,
+    counter_delta,
+    needs_lab,
+    open_connections,
+    packet_ins,
+    web_vip,
+)
 from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
 

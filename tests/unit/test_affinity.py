@@ -7,12 +7,12 @@ import time
 from nlb_sdn.config import parse_config
 from nlb_sdn.core.effects import DamOp
 from nlb_sdn.dam.atoms import route_key, session_key
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.signed import encode
 from tests.frames import tcp_frame
 from tests.lib.configs import web_config, web_member
 from tests.lib.core import punt_syn as syn
+from tests.lib.shell_double import ShellDouble
 
 KEY = b"k" * 32
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from nlb_sdn.agent.checks import CheckState, count_established, established_connections, http_status_ok, parse_number
 from nlb_sdn.agent import core as agent_core
+from nlb_sdn.agent.checks import CheckState, count_established, established_connections, http_status_ok, parse_number
 from nlb_sdn.agent.cli import check_config, format_sessions, format_table
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import AgentCore, Outgoing

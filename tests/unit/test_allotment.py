@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, strategies as st
 
 from nlb_sdn.health.allotment import (
-    Allotment, AllotmentSpender, Candidate, Service, compute_allotment, largest_remainder,
+    Allotment,
+    AllotmentSpender,
+    Candidate,
+    Service,
+    compute_allotment,
+    largest_remainder,
 )
 
 SERVICE = Service("10.0.0.100", 80, "tcp", "")

@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given, strategies as st
 
 from nlb_sdn.config import parse_config
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
 from nlb_sdn.core.frames import FrameError, TcpSegment, arp_request_frame, parse_frame
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table, make_cookie
 from tests.frames import syn_frame, tcp_frame
 from tests.lib.configs import FABRIC, weighted_web_config as config
+from tests.lib.shell_double import ShellDouble
 
 
 def test_cookie_round_trip():

@@ -10,9 +10,23 @@ import pydantic
 import pytest
 import redis
 
-from nlb_sdn.dam import (ROUTE_PREFIX, SESSION_PREFIX, Atom, Change, Dam, DamConfig, MemoryDam, RedisDam,
-                         VersionConflict, any_type_session_key, kind_of, make_dam, parse_route_key, route_key,
-                         session_key)
+from nlb_sdn.dam import (
+    ROUTE_PREFIX,
+    SESSION_PREFIX,
+    Atom,
+    Change,
+    Dam,
+    DamConfig,
+    MemoryDam,
+    RedisDam,
+    VersionConflict,
+    any_type_session_key,
+    kind_of,
+    make_dam,
+    parse_route_key,
+    route_key,
+    session_key,
+)
 from tests.lib.net import free_port
 from tests.lib.polling import poll_until
 from tests.lib.redis_server import RedisServer

@@ -4,13 +4,13 @@ fails loudly (naming the version and NLB_SDN_FAST_PATH=off) otherwise, and NLB_S
 from __future__ import annotations
 
 import gc
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from nlb_sdn import framework
-from nlb_sdn.framework import fast_path
-from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
+from nlb_sdn.framework import fast_path, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 controller = framework.import_framework_module("controller.controller")
 STOCK_PACKET_IN_PARSER = parser.OFPPacketIn.parser

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 import struct
 
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.flows.pipeline import Table
 from tests.frames import syn_frame
 from tests.lib.configs import weighted_web_config as config
+from tests.lib.shell_double import ShellDouble
 
 FRAMES = 2000
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from nlb_sdn.config import parse_config
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.health.handler import current_state, effective_target
 from tests.lib.configs import health_web_config as config
 from tests.lib.core import punt_syns as open_connections
+from tests.lib.shell_double import ShellDouble
 
 
 def test_target_and_current_state_rules():

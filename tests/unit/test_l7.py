@@ -13,12 +13,12 @@ from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.dam.atoms import route_key
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
 from nlb_sdn.flows.tunnel import TunnelRoute, host_labels
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from nlb_sdn.health.cache import HostEntry
 from nlb_sdn.rest import make_app
 from tests.lib.core import punt_syn
 from tests.lib.rest import call
+from tests.lib.shell_double import ShellDouble
 from topologies import FabricTopo, lab_config
 
 VIP = "10.0.0.100"

@@ -189,7 +189,7 @@ class _MigrationsEndpoint(http.server.BaseHTTPRequestHandler):
     connections: list[tuple[str, int]] = []
     closed = threading.Event()
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.connections.append(self.client_address)
         self.send_response(200)

@@ -23,11 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from nlb_sdn.lab.backend import CHUNK, pattern, pattern_sha256
-from nlb_sdn.migration import handoff
-from nlb_sdn.migration import receiver as receiver_module
+from nlb_sdn.lab.backend import pattern_sha256
+from nlb_sdn.migration import handoff, receiver as receiver_module, sender
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
-from nlb_sdn.migration import sender
 from nlb_sdn.migration.sender import migrate
 from nlb_sdn.migration.tcprepair import (
     ConnectionState,

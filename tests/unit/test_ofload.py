@@ -15,8 +15,7 @@ import pytest
 from benchmarks import ofload
 from nlb_sdn.config import parse_config, vip_mac
 from nlb_sdn.core.frames import TcpSegment, parse_frame
-from nlb_sdn.framework import ofproto_v1_3 as ofp
-from nlb_sdn.framework import ofproto_v1_3_parser as parser
+from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "ofload.py"

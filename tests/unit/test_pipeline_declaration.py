@@ -12,10 +12,31 @@ import pytest
 from nlb_sdn.config import Config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows import builders, dispatch, templates, tunnel
-from nlb_sdn.flows.pipeline import (DOC_BEGIN, DOC_END, KIND_MASK, LBU_MASK, PIPELINE, VIP_MASK, CookieKind, Hop,
-                                    NamedPriority, Priority, Table, TableSpec, Via, ViolationKind, check_message,
-                                    check_messages, declaration_errors, doc_section, instruction_hops, main,
-                                    make_cookie, render_markdown, with_doc_section)
+from nlb_sdn.flows.pipeline import (
+    DOC_BEGIN,
+    DOC_END,
+    KIND_MASK,
+    LBU_MASK,
+    PIPELINE,
+    VIP_MASK,
+    CookieKind,
+    Hop,
+    NamedPriority,
+    Priority,
+    Table,
+    TableSpec,
+    Via,
+    ViolationKind,
+    check_message,
+    check_messages,
+    declaration_errors,
+    doc_section,
+    instruction_hops,
+    main,
+    make_cookie,
+    render_markdown,
+    with_doc_section,
+)
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.fakeof.switch import TCP_SYN, FakeDatapath, PipelineViolation, tcp_packet
 from tests.frames import syn_frame
@@ -87,7 +108,7 @@ def test_a_declaration_that_contradicts_itself_is_refused(pipeline: dict[int, Ta
 
 def test_a_priority_cannot_be_bound_under_a_second_name() -> None:
     with pytest.raises((RuntimeError, TypeError)) as refused:
-        class Aliased:  # noqa: F841 - only its creation matters
+        class Aliased:
             """Two names for one priority."""
 
             CONNECTION = NamedPriority(200)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from nlb_sdn.config import Config
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.rest import make_app
-from tests.lib.rest import call
 from tests.lib.configs import health_web_config as config
 from tests.lib.core import punt_syns as open_connections
+from tests.lib.rest import call
+from tests.lib.shell_double import ShellDouble
 
 
 class CoreBackend:

@@ -24,11 +24,19 @@ import pytest
 
 from nlb_sdn.affinity.sessions import APP, Session, SessionTable
 from nlb_sdn.config import ConfigError, Vip
-from nlb_sdn.config.routing import Pool, RouteRule
+from nlb_sdn.config.routing import Pool
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.router.cli import load_services, main as cli_main
-from nlb_sdn.router.daemon import (Endpoint, Outcome, Router, RouterSettings, Service, ServiceMember, http_reply,
-                                   listen_socket)
+from nlb_sdn.router.daemon import (
+    Endpoint,
+    Outcome,
+    Router,
+    RouterSettings,
+    Service,
+    ServiceMember,
+    http_reply,
+    listen_socket,
+)
 from tests.lib.net import exchange, free_port
 from tests.lib.polling import poll_until
 from tests.lib.router import client_hello, http_head, route_rules as rules

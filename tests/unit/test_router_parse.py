@@ -9,9 +9,21 @@ import struct
 
 import pytest
 
-from nlb_sdn.router.parse import (HTTP_ERRORS, NEED_MORE, TLS_ERRORS, ClientHello, Headers, HttpRequest, Limits,
-                                  ParseError, normalise_path, parse_client_hello, parse_cookies, parse_http_head,
-                                  parse_request)
+from nlb_sdn.router.parse import (
+    HTTP_ERRORS,
+    NEED_MORE,
+    TLS_ERRORS,
+    ClientHello,
+    Headers,
+    HttpRequest,
+    Limits,
+    ParseError,
+    normalise_path,
+    parse_client_hello,
+    parse_cookies,
+    parse_http_head,
+    parse_request,
+)
 from tests.lib.router import client_hello
 
 GOOD_HEAD = (b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nUser-Agent: test\r\n"

@@ -8,7 +8,7 @@ import pytest
 
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.migration.wire import GO, MigrationVerifier
-from nlb_sdn.signed import (MIN_KEY_SIZE, TCP_MAX_SIZE, SignedVerifier, encode, frame, load_key, read_frame)
+from nlb_sdn.signed import MIN_KEY_SIZE, TCP_MAX_SIZE, SignedVerifier, encode, frame, load_key, read_frame
 
 KEY = b"k" * 32
 NOW = 1000.5

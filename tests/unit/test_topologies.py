@@ -4,6 +4,7 @@ their Mininet topologies (the lab extra) carry the same nodes, ports and paramet
 from __future__ import annotations
 
 import re
+
 import networkx as nx
 import pytest
 

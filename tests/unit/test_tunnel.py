@@ -7,16 +7,30 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import ConfigError, Fabric, parse_config
-from tests.lib.shell_double import ShellDouble
 from nlb_sdn.core.fabric import forwarding_tables
-from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
-from nlb_sdn.flows.tunnel import (ETH_TYPE_MPLS, LABEL_BASE, LABEL_OVERFLOW, LabelHop, TunnelRoute, connection_flows,
-                                  host_labels, label_deletes, label_flows, label_hops, route_mode, tunnel_base_deletes,
-                                  tunnel_base_flows, tunnel_connection_deletes, tunnel_vip_deletes)
 from nlb_sdn.core.frames import ETH_TYPE_IP
 from nlb_sdn.flows.builders import NatRoute
+from nlb_sdn.flows.pipeline import Cookie, CookieKind, Priority, Table
+from nlb_sdn.flows.tunnel import (
+    ETH_TYPE_MPLS,
+    LABEL_BASE,
+    LABEL_OVERFLOW,
+    LabelHop,
+    TunnelRoute,
+    connection_flows,
+    host_labels,
+    label_deletes,
+    label_flows,
+    label_hops,
+    route_mode,
+    tunnel_base_deletes,
+    tunnel_base_flows,
+    tunnel_connection_deletes,
+    tunnel_vip_deletes,
+)
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 from tests.frames import syn_frame
+from tests.lib.shell_double import ShellDouble
 from topologies import FabricTopo, lab_config
 
 VIP = "10.0.0.100"
