@@ -134,7 +134,7 @@ class LabTopo:
         """Every switch, data path and management, in Mininet's (natural) order."""
         return sorted(self._switches, key=natural_key)
 
-    def links(self, sort: bool = False, withInfo: bool = False) -> list[tuple[Any, ...]]:  # noqa: N803 - Mininet's name
+    def links(self, sort: bool = False, withInfo: bool = False) -> list[tuple[Any, ...]]:
         """The links as ``(node1, node2)``, or ``(node1, node2, info)`` with ``withInfo``; ``sort`` orders them by
         name as Mininet's ``Topo.links`` does, else they come in the order they were added."""
         links = [(link["node1"], link["node2"], link) if withInfo else (link["node1"], link["node2"])
@@ -143,7 +143,7 @@ class LabTopo:
             links.sort(key=lambda link: (natural_key(link[0]), natural_key(link[1])))
         return links
 
-    def nodeInfo(self, name: str) -> dict[str, Any]:  # noqa: N802 - Mininet's name
+    def nodeInfo(self, name: str) -> dict[str, Any]:
         """The Mininet parameters of a host or switch (a switch's without its class, see :meth:`mininet_topo`)."""
         if name in self._switches:
             return {"isSwitch": True, **self._switches[name][1]}

@@ -16,6 +16,7 @@ from nlb_sdn.affinity.sessions import (
 from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.fabric import FabricView
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Affinity, Counters, VipState
 from nlb_sdn.dam.atoms import any_type_session_key
 from nlb_sdn.flows.pipeline import Table
@@ -25,7 +26,7 @@ SessionFlowKey = tuple[int, str, str]
 """A per-session flow pair in a switch: (dpid, VIP service name, client prefix)."""
 
 
-class AffinityManager:
+class AffinityManager(Manager):
     """Keeps clients on their members: looks sessions up for new connections and keeps the table and DAM in step."""
 
     def __init__(self, origin: str, health: HealthHandler, fabric: FabricView, counters: Counters) -> None:
@@ -128,6 +129,10 @@ class AffinityManager:
         self.sessions.upsert(session)
         self.counters.affinity["app_up"] += 1
         out.put(session.key, session.to_data(), ttl)
+
+    def expire(self, now: float) -> None:
+        """Forget sessions whose time is up."""
+        self.sessions.expire(now)
 
     def load(self, data: dict[str, Any], expires_at: float, origin: str) -> None:
         """A session atom from the DAM into the table."""

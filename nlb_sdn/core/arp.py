@@ -5,10 +5,11 @@ from __future__ import annotations
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import ArpRequest
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.flows import builders
 
 
-class ArpResponder:
+class ArpResponder(Manager):
     """Answers ARP requests for VIP addresses and fabric hosts from the model."""
 
     def __init__(self, ctx: CoreContext) -> None:

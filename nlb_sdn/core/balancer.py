@@ -15,18 +15,20 @@ from nlb_sdn.core.arp import ArpResponder
 from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Effects, Out
+from nlb_sdn.core.entries import VipEntries
 from nlb_sdn.core.frames import ArpRequest, FrameError, parse_frame
 from nlb_sdn.core.health import HealthManager
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.migration import MigrationManager
-from nlb_sdn.core.model import Dispatch, Mode, PacketIn, VipState
+from nlb_sdn.core.model import PacketIn
+from nlb_sdn.core.paths import FabricPaths
 from nlb_sdn.core.reconcile import FlowEntry, Reconciler
 from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.dam.atoms import Atom, ChangeOp
-from nlb_sdn.flows import builders, dispatch, tunnel
-from nlb_sdn.flows.pipeline import KIND_MASK, Cookie, CookieKind, Table, make_cookie
+from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.handler import HealthHandler
 
 CONNECTION_TABLES = frozenset((Table.CONNECTIONS, Table.SWITCH_CONNECTIONS))
@@ -48,6 +50,12 @@ class LoadBalancer:
         self.migration = MigrationManager(self.ctx)
         self.arp = ArpResponder(self.ctx)
         self.hl = HealthManager(self.ctx)
+        self.entries = VipEntries(self.ctx)
+        self.paths = FabricPaths(self.ctx)
+        self.managers: tuple[Manager, ...] = (
+            self.entries, self.paths, self.switching, self.conntrack, self.ctx.table, self.ctx.affinity,
+            self.tracker, self.reconciler, self.migration, self.arp, self.hl)
+        """Every manager, in the order their entries go to a (re)connecting switch."""
         self._startup = self.apply_config(config, dpids=(), now=now).datagrams
         """Datagrams of the first config, sent with the first tick."""
 
@@ -83,19 +91,8 @@ class LoadBalancer:
         return self.ctx.fabric.known_switch(dpid)
 
     def switch_flows(self, dpid: int) -> list[Any]:
-        """Everything a (re)connecting switch needs: the base pipeline, VIP entries and fabric paths."""
-        ctx, lbu_id = self.ctx, self.ctx.lbu_id
-        max_len = ctx.config.controller.packet_in_max_len
-        msgs = builders.base_flows(lbu_id, max_len)
-        for state in ctx.vips:
-            msgs += builders.vip_flows(lbu_id, state.vip_id, state.vip.address, state.vip.port)
-            msgs += self._syn_entry(state, punted=True, was_punted=False)
-        msgs += builders.forward_flows(lbu_id, ctx.fabric.forwarding.get(dpid, {}))
-        msgs += ctx.fabric.tunnel_flows(ctx.config, lbu_id, dpid)
-        msgs += dispatch.dispatch_base_flows(lbu_id, max_len)
-        msgs += dispatch.ct_base_flows(lbu_id)
-        msgs += self.conntrack.shared_flows()
-        return msgs + self.switching.flows()
+        """Everything a (re)connecting switch needs: base pipeline, VIP entries, paths, dispatch and conntrack."""
+        return [msg for manager in self.managers for msg in manager.switch_flows(dpid)]
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """Tracked connections, optionally only those of one VIP and/or member."""
@@ -126,7 +123,7 @@ class LoadBalancer:
                             "cap": ctx.config.controller.max_connections},
             "selections": selections, "health": ctx.health.stats(), "sessions": ctx.affinity.stats(),
             "lingering_routes": len(ctx.table.lingering), "switch_dispatch": self.switching.stats(),
-            "rebuilt_connections": ctx.table.rebuilt, "migrations": dict(self.migration.log.counters),
+            "rebuilt_connections": ctx.table.rebuilt, "migrations": self.migration.stats(),
         }
 
     # -- switch events ----------------------------------------------------------------------------------------------
@@ -211,11 +208,9 @@ class LoadBalancer:
         return out.effects()
 
     def expire(self, now: float) -> Effects:
-        """Drop lingering routes, re-injection records, stale conntrack records and sessions whose time is up."""
-        self.ctx.table.expire(now)
-        self.switching.expire(now)
-        self.conntrack.expire()
-        self.ctx.affinity.sessions.expire(now)
+        """Every manager forgets what has timed out: lingering routes, re-injections, conntrack records, sessions."""
+        for manager in self.managers:
+            manager.expire(now)
         return Out().effects()
 
     def load_atoms(self, atoms: list[Atom], now: float) -> Effects:
@@ -277,13 +272,9 @@ class LoadBalancer:
         self.conntrack.retire(ct_targets_before, now)
         ct_adds, ct_deletes = self.conntrack.shared_changes(ct_before)
         shared = ct_adds + [msg for change in changes for msg in self._dispatch_change(change, now)] + ct_deletes
-        remaining_ips = {vip.address for vip in new.vips}
         for dpid in dpids:
-            out.send(dpid, self._vip_changes(changes, remaining_ips, shared)
-                     + self._tunnel_changes(dpid, old, changes, fabric_changed))
-            if fabric_changed:
-                out.send(dpid, [builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK),
-                                *builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))])
+            out.send(dpid, self.entries.changes(changes, shared)
+                     + self.paths.changes(dpid, old, changes, fabric_changed))
         return out.effects()
 
     def _dispatch_change(self, change: VipChange, now: float) -> list[Any]:
@@ -291,55 +282,3 @@ class LoadBalancer:
         if change.change == Change.REMOVED:
             return self.switching.removed(change.state)
         return self.switching.changed(change.state, change.old, now)
-
-    def _vip_changes(self, changes: list[VipChange], remaining_ips: set[str], shared: list[Any]) -> list[Any]:
-        """Table 0 entries of added and removed VIP services, then ``shared``, then SYN entries that came or went.
-
-        SYN entries come last: a VIP service leaving switch dispatch has its entries deleted by cookie first.
-        """
-        msgs: list[Any] = []
-        syn_entries: list[Any] = []
-        for change in changes:
-            state, vip = change.state, change.state.vip
-            if change.change == Change.REMOVED:
-                msgs += builders.vip_flow_deletes(self.lbu_id, state.vip_id, vip.address, vip.port, remaining_ips)
-                syn_entries += self._syn_entry(state, punted=False, was_punted=_syn_punted(change.old))
-            else:
-                if change.change == Change.ADDED:
-                    msgs += builders.vip_flows(self.lbu_id, state.vip_id, vip.address, vip.port)
-                syn_entries += self._syn_entry(state, punted=True, was_punted=_syn_punted(change.old))
-        return msgs + shared + syn_entries
-
-    def _syn_entry(self, state: VipState, punted: bool, was_punted: bool) -> list[Any]:
-        """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,
-        deleted when it stops (it is removed, or dispatched by the switch, or pinned per session)."""
-        vip = state.vip
-        now_punted = punted and state.service is not None and state.service.punts_syns
-        if now_punted and not was_punted:
-            return [builders.vip_syn_flow(self.lbu_id, state.vip_id, vip.address, vip.port)]
-        if was_punted and not now_punted:
-            return [builders.vip_syn_delete(vip.address, vip.port)]
-        return []
-
-    def _tunnel_changes(self, dpid: int, old: Config, changes: list[VipChange], fabric_changed: bool) -> list[Any]:
-        """Tunnel flow changes for one switch after a config change.
-
-        Removed VIP services, and those that leave tunnel mode, lose their tunnel connections (nat cannot take over a
-        connection whose host answers from the VIP); the label entries come with the first tunnel-mode VIP service,
-        follow fabric changes and go with the last one.
-        """
-        gone = [change.state for change in changes if change.change == Change.REMOVED
-                or (change.old is not None and Mode(change.old.mode) == Mode.TUNNEL
-                    and change.state.mode != Mode.TUNNEL)]
-        msgs = [msg for state in gone for msg in tunnel.tunnel_vip_deletes(self.lbu_id, state.vip_id)]
-        had, has = tunnel.uses_tunnels(old), tunnel.uses_tunnels(self.config)
-        if had and not has:
-            msgs += tunnel.label_deletes() + tunnel.tunnel_base_deletes()
-        elif has and (fabric_changed or not had):
-            msgs += tunnel.label_deletes() + self.ctx.fabric.tunnel_flows(self.config, self.lbu_id, dpid)
-        return msgs
-
-
-def _syn_punted(vip: Any) -> bool:
-    """Whether a VIP model had every SYN go to the controller (dispatched by it, per connection)."""
-    return vip is not None and vip.dispatch == Dispatch.CONTROLLER and vip.granularity == "connection"

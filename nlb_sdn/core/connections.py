@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from nlb_sdn.core.effects import Out
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch
 from nlb_sdn.dam.atoms import route_key
 
@@ -15,7 +16,7 @@ def atom_key(key: ConnKey) -> str:
     return route_key(*key)
 
 
-class ConnectionTable:
+class ConnectionTable(Manager):
     """Every connection this LBU instance tracks, by key, with per-member counts and lingering routes."""
 
     def __init__(self, max_connections: int) -> None:

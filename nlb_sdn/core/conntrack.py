@@ -14,6 +14,7 @@ from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders, dispatch
@@ -37,7 +38,7 @@ def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[
                                          for name, value in match.items())
 
 
-class ConntrackManager:
+class ConntrackManager(Manager):
     """Owns the conntrack-pinned connections' index by NATed key, their audits and the retired members' entries."""
 
     def __init__(self, ctx: CoreContext, switching: SwitchDispatchManager) -> None:
@@ -55,6 +56,10 @@ class ConntrackManager:
         """The members of every conntrack-pinned VIP service, by endpoint id."""
         return {target.endpoint_id: target for state in self.switching.states()
                 if state.pinning == Pinning.CONNTRACK for target in self.switching.targets(state.vip)}
+
+    def switch_flows(self, dpid: int) -> list[Any]:
+        """The conntrack skeleton and the per-member conntrack entries."""
+        return dispatch.ct_base_flows(self.ctx.lbu_id) + self.shared_flows()
 
     def shared_flows(self) -> list[Any]:
         """The per-member conntrack entries, shared by the VIP services; retired members keep theirs for a while."""
@@ -188,7 +193,7 @@ class ConntrackManager:
         self.index[(key[0], key[1], conn.route.member_ip, conn.route.member_port)] = key
         self.schedule(key, conn)
 
-    def expire(self) -> None:
+    def expire(self, now: float) -> None:
         """Forget index and audit records of connections no longer tracked."""
         for nat_key in [k for k, conn_key in self.index.items() if conn_key not in self.ctx.table.by_key]:
             del self.index[nat_key]

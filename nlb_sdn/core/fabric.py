@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import networkx as nx
 
-from nlb_sdn.config import Config, Fabric, Host, Member
+from nlb_sdn.config import Fabric, Host, Member
 from nlb_sdn.flows import tunnel
 from nlb_sdn.health.handler import Attachment
 
@@ -105,10 +103,3 @@ class FabricView:
         if host is None or dpid is None:
             return None
         return Attachment(dpid, host.port, self.member_mac(member.address, member.mac))
-
-    def tunnel_flows(self, config: Config, lbu_id: int, dpid: int) -> list[Any]:
-        """A switch's tunnel skeleton and label entries, while any VIP service is in tunnel mode."""
-        if not tunnel.uses_tunnels(config):
-            return []
-        hops = tunnel.label_hops(self.fabric, dpid, self.forwarding.get(dpid, {}), self.labels)
-        return tunnel.tunnel_base_flows(lbu_id) + tunnel.label_flows(lbu_id, hops)

@@ -8,10 +8,11 @@ from nlb_sdn.config import Config
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.flows import builders
 
 
-class HealthManager:
+class HealthManager(Manager):
     """Feeds the H&L handler (FIG. 12-18) from the core's events and turns what it sends into effects."""
 
     def __init__(self, ctx: CoreContext) -> None:

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from nlb_sdn.core import l7
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import ConnKey, Mode
 from nlb_sdn.core.services.tunnel import tunnel_route
 from nlb_sdn.flows import tunnel
 
 
-class MigrationManager:
+class MigrationManager(Manager):
     """Re-plumbs l7 connections between routers and members, and keeps the record of recent migrations."""
 
     def __init__(self, ctx: CoreContext) -> None:
         self.ctx = ctx
         self.log = l7.MigrationLog()
+
+    def stats(self) -> dict[str, Any]:
+        """Migrations by outcome and reason."""
+        return dict(self.log.counters)
 
     def _key(self, vip: str, client_ip: str, client_port: int) -> ConnKey:
         """The connection key of a client's connection to the VIP service called ``vip`` (LookupError if unknown)."""

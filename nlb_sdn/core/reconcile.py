@@ -7,6 +7,7 @@ from typing import Any
 from nlb_sdn.core.conntrack import ConntrackManager, flow_identity
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, ChangeOp, parse_route_key
@@ -20,7 +21,7 @@ SESSION_TTL_UNKNOWN = 600.0
 """Seconds a session atom without an expiry is kept after a reload."""
 
 
-class Reconciler:
+class Reconciler(Manager):
     """Audits a switch's flows against the model (stale ones go, live connections are adopted) and reloads atoms."""
 
     def __init__(self, ctx: CoreContext, conntrack: ConntrackManager) -> None:

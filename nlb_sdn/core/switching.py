@@ -7,6 +7,7 @@ from typing import Any
 from nlb_sdn.config import Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie
@@ -17,7 +18,7 @@ REINJECT_WINDOW = 1.0
 MAX_REINJECTED = 100_000
 
 
-class SwitchDispatchManager:
+class SwitchDispatchManager(Manager):
     """Owns the select groups of switch-dispatched VIP services and the segments re-injected once."""
 
     def __init__(self, ctx: CoreContext) -> None:
@@ -42,9 +43,10 @@ class SwitchDispatchManager:
         return [dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
                 for m in vip.members if fabric.has_mac(m)]
 
-    def flows(self) -> list[Any]:
-        """Every switch-dispatched VIP service's group and entries, for a (re)connecting switch."""
-        msgs: list[Any] = []
+    def switch_flows(self, dpid: int) -> list[Any]:
+        """The switch-dispatch skeleton, then every switch-dispatched VIP service's group and entries."""
+        ctx = self.ctx
+        msgs = dispatch.dispatch_base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
         for state in self.states():
             msgs += dispatch.group_add(state.vip_id, self.slots.get(state.vip.name, []))
             msgs += dispatch.switch_vip_flows(self.switch_vip(state.vip, state.vip_id), self.targets(state.vip))

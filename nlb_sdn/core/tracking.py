@@ -8,6 +8,7 @@ from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
+from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import ConnKey
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders
@@ -22,7 +23,7 @@ def forward_key(match: dict[str, Any]) -> ConnKey:
     return match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"]
 
 
-class ConnectionTracker:
+class ConnectionTracker(Manager):
     """Forgets connections whose entries are gone and removes their other direction."""
 
     def __init__(self, ctx: CoreContext, switching: SwitchDispatchManager, conntrack: ConntrackManager) -> None:

@@ -1,0 +1,64 @@
+"""Table 0's base pipeline and each VIP service's entries: the service entry and, when punted, the SYN entry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nlb_sdn.config import Vip
+from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.manager import Manager
+from nlb_sdn.core.model import Dispatch, VipState
+from nlb_sdn.core.vips import Change, VipChange
+from nlb_sdn.flows import builders
+
+
+def syn_punted(vip: Vip | None) -> bool:
+    """Whether a VIP model has every SYN go to the controller (dispatched by it, per connection)."""
+    return vip is not None and Dispatch(vip.dispatch) == Dispatch.CONTROLLER and vip.granularity == "connection"
+
+
+class VipEntries(Manager):
+    """Owns the base pipeline (tables 0-3 skeleton) and every VIP service's table 0 and SYN entries."""
+
+    def __init__(self, ctx: CoreContext) -> None:
+        self.ctx = ctx
+
+    def switch_flows(self, dpid: int) -> list[Any]:
+        """The base pipeline, then each VIP service's entries."""
+        ctx = self.ctx
+        msgs = builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
+        for state in ctx.vips:
+            msgs += builders.vip_flows(ctx.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+            msgs += self._syn_entry(state, punted=True, was_punted=False)
+        return msgs
+
+    def changes(self, changes: list[VipChange], shared: list[Any]) -> list[Any]:
+        """Entries of added and removed VIP services, then ``shared``, then SYN entries that came or went.
+
+        SYN entries come last: a VIP service leaving switch dispatch has its entries deleted by cookie first.
+        """
+        lbu_id = self.ctx.lbu_id
+        remaining_ips = {vip.address for vip in self.ctx.config.vips}
+        msgs: list[Any] = []
+        syn_entries: list[Any] = []
+        for change in changes:
+            state, vip = change.state, change.state.vip
+            if change.change == Change.REMOVED:
+                msgs += builders.vip_flow_deletes(lbu_id, state.vip_id, vip.address, vip.port, remaining_ips)
+                syn_entries += self._syn_entry(state, punted=False, was_punted=syn_punted(change.old))
+            else:
+                if change.change == Change.ADDED:
+                    msgs += builders.vip_flows(lbu_id, state.vip_id, vip.address, vip.port)
+                syn_entries += self._syn_entry(state, punted=True, was_punted=syn_punted(change.old))
+        return msgs + shared + syn_entries
+
+    def _syn_entry(self, state: VipState, punted: bool, was_punted: bool) -> list[Any]:
+        """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,
+        deleted when it stops (it is removed, or dispatched by the switch, or pinned per session)."""
+        vip = state.vip
+        now_punted = punted and state.service is not None and state.service.punts_syns
+        if now_punted and not was_punted:
+            return [builders.vip_syn_flow(self.ctx.lbu_id, state.vip_id, vip.address, vip.port)]
+        if was_punted and not now_punted:
+            return [builders.vip_syn_delete(vip.address, vip.port)]
+        return []
