@@ -1,0 +1,1 @@
+"""The test suite: unit tests, tests against a fake OpenFlow switch, Mininet lab tests, and their shared helpers."""

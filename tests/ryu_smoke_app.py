@@ -10,6 +10,8 @@ through nlb_sdn.framework. Run it with either manager, by file path or by module
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from nlb_sdn.framework import CONFIG_DISPATCHER, NAME, RyuApp, ofp_event, ofproto_v1_3, set_ev_cls
 
 SMOKE_COOKIE = 0x5A5A0013
@@ -18,7 +20,7 @@ SMOKE_COOKIE = 0x5A5A0013
 class SmokeApp(RyuApp):
     """Installs a table-miss flow on every OpenFlow 1.3 switch that connects."""
 
-    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev) -> None:

@@ -95,7 +95,7 @@ class FakeFabric:
         self.hosts = {h.name: h for h in fabric.hosts}
         self.pending = Delivery()
 
-    # -- time and flows --------------------------------------------------------------------------------------------------
+    # -- time and flows ------------------------------------------------------------------------------------------------
 
     def clock(self, now: float) -> None:
         """Set every switch's clock (install times and last hits are taken from it)."""
@@ -104,7 +104,7 @@ class FakeFabric:
 
     def install(self, lb: Any) -> None:
         """Install ``lb.switch_flows(dpid)`` into every switch, as the shell does when a switch connects."""
-        for dpid, dp in self.dps.items():
+        for dpid in self.dps:
             self.send(dpid, lb.switch_flows(dpid))
 
     def send(self, dpid: int, msgs: Iterable[Any]) -> Delivery:
@@ -133,7 +133,7 @@ class FakeFabric:
         """The per-connection (NAT cookie kind) entries of one table of one switch."""
         return [e for e in self.dps[dpid].switch.dump_flows(table) if e.cookie >> 56 == 0x02]
 
-    # -- packets ---------------------------------------------------------------------------------------------------------
+    # -- packets -------------------------------------------------------------------------------------------------------
 
     def inject(self, host: str, pkt: dict[str, Any]) -> Delivery:
         """Host ``host`` sends ``pkt``: trace it from the host's attachment point through the fabric."""
@@ -170,7 +170,7 @@ class FakeFabric:
         pending, self.pending = self.pending, Delivery()
         return pending
 
-    # -- a controller in the loop ------------------------------------------------------------------------------------------
+    # -- a controller in the loop --------------------------------------------------------------------------------------
 
     def to_controller(self, lb: Any, delivery: Delivery, now: float) -> Delivery:
         """Feed every packet-in of ``delivery`` to ``lb`` as the shell would, send its answer, return what followed."""

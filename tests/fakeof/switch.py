@@ -254,10 +254,7 @@ def _unmet_prereq(view: Norm, name: str, table: dict[str, tuple[str, frozenset[i
     while name in table:
         need, allowed = table[name]
         value, mask = view.get(need, (0, 0))
-        if allowed is _VLAN_PRESENT:
-            ok = bool(value & mask & ofp.OFPVID_PRESENT)
-        else:
-            ok = mask == -1 and value in allowed
+        ok = bool(value & mask & ofp.OFPVID_PRESENT) if allowed is _VLAN_PRESENT else mask == -1 and value in allowed
         if not ok:
             wanted = "with a VLAN tag" if allowed is _VLAN_PRESENT else f"in {sorted(allowed)}"
             return f"{name} needs {need} {wanted}"
@@ -595,8 +592,8 @@ def _wire_check(action: Any) -> None:
     try:
         parsed = parser.OFPAction.parser(bytes(buf), 0)
         ok = [type(a) for a in parsed.actions] == [type(a) for a in action.actions]
-    except Exception:  # any failure to parse back means the wire form is broken
-        ok = False
+    except Exception:  # noqa: BLE001 - os-ken's parsers raise AssertionError, struct.error, even bare Exception
+        ok = False  # any failure to parse back means the wire form is broken
     if not ok:
         raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_LEN",
                           "ct's nested actions do not survive serialisation (os-ken leaves a nat action unpadded "
@@ -1229,7 +1226,7 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
     types = [tag["tpid"] for tag in tags] + [eth_type]
     frame.add_protocol(ethernet.ethernet(dst=pkt.get("eth_dst", ZERO_MAC), src=pkt.get("eth_src", ZERO_MAC),
                                          ethertype=types[0]))
-    for tag, next_type in zip(tags, types[1:]):
+    for tag, next_type in zip(tags, types[1:], strict=True):
         vlan_cls = _vlan.svlan if tag["tpid"] == ETH_QINQ else _vlan.vlan
         frame.add_protocol(vlan_cls(pcp=tag.get("pcp", 0), cfi=0, vid=tag["vid"], ethertype=next_type))
     for i, label in enumerate(labels):

@@ -37,7 +37,7 @@ def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none",
            "affinity_prefix": 24, "switch_pinning": pinning,
            "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight,
                         "state": states.get(name, "active")}
-                       for name, weight in zip(BACKENDS, weights) if name in members]}
+                       for name, weight in zip(BACKENDS, weights, strict=True) if name in members]}
     limit = {} if max_connections is None else {"max_connections": max_connections}
     return topo_config(topo, [vip], **limit)
 
@@ -69,7 +69,7 @@ def test_the_switch_picks_the_member_and_the_controller_sees_nothing(net: Net) -
         hosts[host] += 1
     shares = {host: hosts[host] / 1000 for host in BACKENDS}
     assert net.lb.dispatch_shares("web") == {"h1": 26, "h2": 22, "h3": 16}
-    for host, weight in zip(BACKENDS, (0.40, 0.35, 0.25)):
+    for host, weight in zip(BACKENDS, (0.40, 0.35, 0.25), strict=True):
         assert abs(shares[host] - weight) < 0.05, shares
     assert net.lb.stats()["packet_in"] == {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -59,7 +59,7 @@ def test_lean_packet_in_parser_makes_the_frameworks_message(case: str) -> None:
 class Recorder(RyuApp):
     """An app that records the packet-ins and flow-removeds it handles, and in which thread."""
 
-    OFP_VERSIONS = [ofp.OFP_VERSION]
+    OFP_VERSIONS: ClassVar[list[int]] = [ofp.OFP_VERSION]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

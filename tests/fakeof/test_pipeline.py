@@ -39,7 +39,7 @@ def make_config(weights: tuple[int, ...] = (1, 1, 2), max_connections: int = 100
     vips: list[dict[str, Any]] = [{
         "name": "web", "address": VIP, "port": 80,
         "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight}
-                    for name, weight in zip(BACKENDS, weights)],
+                    for name, weight in zip(BACKENDS, weights, strict=True)],
     }]
     if api:
         vips.append({"name": "api", "address": API, "port": 443,
@@ -66,7 +66,7 @@ def vip_id_of(lb: ShellDouble, name: str) -> int:
     return lb.vip_id(name)
 
 
-# -- the pipeline as installed ------------------------------------------------------------------------------------------
+# -- the pipeline as installed -----------------------------------------------------------------------------------------
 
 
 def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None:
@@ -201,7 +201,7 @@ def test_member_reply_is_rewritten_back_to_the_vip_at_the_client_edge(net: Net) 
         assert back.hops == [(BACKEND_EDGE, net.port(member)), (CORE_A, 2), (CLIENT_EDGE, 1)]
         assert reverse.n_packets == n
     # The rewrite happened only at the client's edge: s2 and s3 passed the reply on untouched.
-    for dpid, trace in back.traces[:2]:
+    for _dpid, trace in back.traces[:2]:
         assert [e.table_id for e in trace.hits] == [Table.CLASSIFY, Table.REVERSE, Table.SWITCH_REVERSE,
                                                     Table.FORWARD]
         assert trace.outputs[0][1]["ipv4_src"] == net.ip(member)
@@ -288,7 +288,7 @@ def test_duplicate_syn_punted_twice_before_plumbing_gets_the_same_member(net: Ne
 def test_a_syn_with_data_goes_up_whole_and_is_released_with_its_data(net: Net) -> None:
     syn = net.to_vip("c1", 46000, payload=b"T" * 400)  # a SYN with data (TCP Fast Open) is longer than max_len
     first = net.fab.inject("c1", syn)
-    [(dpid, pi)] = first.packet_ins
+    [(_dpid, pi)] = first.packet_ins
     assert len(pi.data) == pi.total_len > 128
     released = net.fab.to_controller(net.lb, first, now=1.0)
     [member] = [c["member"] for c in net.lb.connections()]
@@ -303,7 +303,7 @@ def test_a_truncated_late_segment_replumbs_its_connection_without_release_and_th
     segment = net.to_vip("c1", 46001, TCP_ACK, payload=b"U" * 400)
     net.fab.clock(101.0)
     first = net.fab.inject("c1", segment)
-    [(dpid, pi)] = first.packet_ins
+    [(_dpid, pi)] = first.packet_ins
     assert len(pi.data) == 128 < pi.total_len
     assert net.fab.to_controller(net.lb, first, now=101.0).nothing
     assert net.lb.stats()["packet_in"]["held_truncated"] == 1
@@ -383,7 +383,7 @@ def test_deleting_a_vip_removes_its_entries_and_connections_and_its_traffic_drop
     web_member = net.open("c1", 51000)
     net.open("c2", 51001)
     net.fab.clock(0.0)
-    first, after = net.fab.run(net.lb, "c3", net.to_vip("c3", 51002, vip=API, vport=443), now=0.0)
+    _, after = net.fab.run(net.lb, "c3", net.to_vip("c3", 51002, vip=API, vport=443), now=0.0)
     assert after.hosts == ["h1"] and after.to("h1")[0]["tcp_dst"] == 8443
     web_id, api_id = vip_id_of(net.lb, "web"), vip_id_of(net.lb, "api")
     web_base = make_cookie(CookieKind.BASE, net.lb.lbu_id, web_id)
@@ -391,7 +391,8 @@ def test_deleting_a_vip_removes_its_entries_and_connections_and_its_traffic_drop
     api_nat = make_cookie(CookieKind.NAT, net.lb.lbu_id, api_id)
     mask = KIND_MASK | LBU_MASK | VIP_MASK
     edge = net.fab.dps[CLIENT_EDGE].switch
-    assert edge.flow_count(Table.CLASSIFY, web_base, mask) == 1  # the VIP service entry; the shared drop entry for the address carries no VIP id
+    # The VIP service entry; the shared drop entry for the address carries no VIP id.
+    assert edge.flow_count(Table.CLASSIFY, web_base, mask) == 1
     assert edge.flow_count(None, web_nat, mask) == 4 and edge.flow_count(None, api_nat, mask) == 2
 
     data = dump_config(net.lb.config)
@@ -423,7 +424,7 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
     capped = Net(make_config(max_connections=2))
     capped.open("c1", 53000)
     capped.open("c2", 53000)
-    for attempt in range(2):  # the SYN and its retransmission
+    for _attempt in range(2):  # the SYN and its retransmission
         first, after = capped.fab.run(capped.lb, "c3", capped.to_vip("c3", 53000), now=1.0)
         assert len(first.packet_ins) == 1
         assert after.nothing, "a refused SYN is neither plumbed nor released"
@@ -447,7 +448,8 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
 def flow_stats_reply(dp: Any) -> Any:
     """The OFPFlowStatsReply a switch would send for all its flows."""
     body = [parser.OFPFlowStats(table_id, 0, 0, priority, 0, 0, 0, cookie, 0, 0,
-                                parser.OFPMatch(**{k: tuple(v) if isinstance(v, list) else v for k, v in match.items()}),
+                                parser.OFPMatch(**{k: tuple(v) if isinstance(v, list) else v
+                                                   for k, v in match.items()}),
                                 [])
             for table_id, priority, match, cookie in dp.switch.flow_stats()]
     reply = parser.OFPFlowStatsReply(dp, body=body, flags=0)
@@ -508,7 +510,8 @@ def test_classifier_shell_drives_the_fabric(tmp_path: Any, monkeypatch: pytest.M
 def test_changed_fabric_reinstalls_paths_and_connections_follow_them(net: Net) -> None:
     member = net.open("c1", 54000)
     data = dump_config(net.lb.config)
-    data["fabric"]["links"] = [l for l in data["fabric"]["links"] if {l["a"], l["b"]} != {"s1", "s3"}]  # s1-s3 down
+    # The s1-s3 link goes down.
+    data["fabric"]["links"] = [link for link in data["fabric"]["links"] if {link["a"], link["b"]} != {"s1", "s3"}]
     changes = net.lb.apply_config(parse_config(data), dpids=list(net.fab.dps))
     assert set(changes) == set(net.fab.dps)
     net.fab.send_all(changes)

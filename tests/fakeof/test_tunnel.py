@@ -221,7 +221,7 @@ def test_a_restarted_controller_drops_tunnel_entries_of_a_vip_no_longer_in_tunne
 def test_a_changed_fabric_moves_the_label_paths(net: Net) -> None:
     member = net.open("c1", 47000)
     data = dump_config(net.lb.config)
-    data["fabric"]["links"] = [l for l in data["fabric"]["links"] if {l["a"], l["b"]} != {"s1", "s3"}]
+    data["fabric"]["links"] = [link for link in data["fabric"]["links"] if {link["a"], link["b"]} != {"s1", "s3"}]
     net.fab.send_all(net.lb.apply_config(parse_config(data), dpids=list(net.fab.dps)))
     went = net.fab.inject("c1", net.to_vip("c1", 47000, TCP_ACK))
     assert went.hosts == [member] and [dpid for dpid, _ in went.hops] == [CLIENT_EDGE, CORE_B, BACKEND_EDGE]

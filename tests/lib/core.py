@@ -1,4 +1,4 @@
-"""The pure core in tests: client SYNs to VIP web punted to a LoadBalancer core (through a ShellDouble) as a switch would."""
+"""The pure core in tests: client SYNs to VIP web, punted as a switch would to a LoadBalancer core via a ShellDouble."""
 
 from __future__ import annotations
 

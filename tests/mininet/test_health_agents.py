@@ -104,7 +104,7 @@ def test_cache_holds_every_row_with_the_agents_checksums(hl_lab: Lab):
         return table if settled and checksum["cached"] == table["checksum"] == checksum["reported"] else None
 
     for name in CAPACITY:
-        table = wait_for(lambda: in_sync(name), timeout=8, what=f"{name}'s checksums to match")
+        table = wait_for(lambda name=name: in_sync(name), timeout=8, what=f"{name}'s checksums to match")
         row = table["rows"][0]
         for field in ("vip", "vport", "pip", "pport", "proto", "proto_info", "health", "load", "capacity",
                       "target", "current"):

@@ -16,7 +16,8 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 
 def probe_health(lab: Lab) -> dict[str, str]:
     """Probe health per member."""
-    return {key.split("/")[1]: value["health"] for key, value in lab.rest("GET", "/v1/stats")["health"]["probes"].items()}
+    probes = lab.rest("GET", "/v1/stats")["health"]["probes"]
+    return {key.split("/")[1]: value["health"] for key, value in probes.items()}
 
 
 def test_agentless_backend_fails_over_by_controller_probes(tmp_path):

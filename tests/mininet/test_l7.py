@@ -178,8 +178,8 @@ def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
                                   ("/static/z", "", {"h3"}), ("/static/z", "h2", {"h2"}), ("/", "h2", {"h2"})):
         result = request(l7.lab, path, cookie)
         assert result["served_by"] in allowed, (path, cookie, result)
-        [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, result["local_port"])
-                                        if m["outcome"] != "committed"], 5, what="the router's report")
+        [migration] = wait_for(lambda result=result: [m for m in migrations_of(l7.lab, result["local_port"])
+                                                      if m["outcome"] != "committed"], 5, what="the router's report")
         assert migration["outcome"] == "migrated" and migration["router"] == "r1", migration
         assert migration["member"] == result["served_by"] and migration["duration_ms"] > 0
     stats = wait_for(lambda: (found := router_stats(l7.lab))["migrated"] >= 5 and found, 5,
@@ -263,7 +263,8 @@ def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_rou
              ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", bad_request),
              ("GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", closed),
              ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + "x" * 5000 + "\r\n\r\n", bad_request),  # line > 4 KiB
-             ("GET / HTTP/1.1\r\nHost: a\r\n" + ("X-Long: " + "y" * 3000 + "\r\n") * 3 + "\r\n", bad_request),  # head > 8 KiB
+             # head > 8 KiB
+             ("GET / HTTP/1.1\r\nHost: a\r\n" + ("X-Long: " + "y" * 3000 + "\r\n") * 3 + "\r\n", bad_request),
              ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-Many: z\r\n" * 100 + "\r\n", bad_request),  # > 64 headers
              (bytes(range(256)).decode("latin-1") * 4, closed)]  # binary garbage
     for head, expected in cases:

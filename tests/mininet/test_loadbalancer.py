@@ -46,7 +46,7 @@ def test_vip_is_reachable_from_every_client(fabric_lab: Lab):
 
 def test_distribution_follows_weights_1_1_2(fabric_lab: Lab):
     served: dict[str, int] = {}
-    for client, count in zip(CLIENTS, (134, 133, 133)):
+    for client, count in zip(CLIENTS, (134, 133, 133), strict=True):
         for name, hits in open_connections(fabric_lab, client, count, concurrency=8)["served_by"].items():
             served[name] = served.get(name, 0) + hits
     total = sum(served.values())

@@ -1,4 +1,4 @@
-"""Switch-resident dispatch end to end in the fabric lab: weights, no packet-ins, weight changes and drains under load."""
+"""Switch-resident dispatch end to end in the fabric lab: weights, no packet-ins, weight changes, drains under load."""
 
 from __future__ import annotations
 

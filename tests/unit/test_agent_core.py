@@ -324,7 +324,7 @@ def test_postulate_wrong_checksum_is_answered_then_current_is_recorded():
     assert [out.type for out in sent] == ["postulate_wrong", "row_change"]
     assert sent[0] == Outgoing("postulate_wrong", {"from": "h1", "host_id": "h1", "checksum_actual": before},
                                (OTHER,))
-    assert sent[1].to == CONTROLLERS + (OTHER,) and sent[1].body["row"]["current"] == "active"
+    assert sent[1].to == (*CONTROLLERS, OTHER) and sent[1].body["row"]["current"] == "active"
     ctl.receive(sent)
     assert core.table.get(APP).current == "active"
 
@@ -350,7 +350,7 @@ def test_postulate_wrong_from_a_controller_gets_a_snapshot():
 def test_set_target_state_is_answered_by_a_row_change_even_when_unchanged():
     core, ctl = started()
     [change] = answer(core, msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
-    assert change.to == CONTROLLERS + (OTHER,) and change.body["row"]["target"] == "draining"
+    assert change.to == (*CONTROLLERS, OTHER) and change.body["row"]["target"] == "draining"
     ctl.receive([change])
     [same] = answer(core, msg("set_target_state", {"lbu_id": 1, "app_id": APP, "target": "draining"}), OTHER)
     assert same.to == (OTHER,) and same.body["prev_checksum"] == same.body["checksum"] == core.table.checksum

@@ -80,9 +80,10 @@ apps:
         self.static_app_id = f"10.0.0.100:80/tcp/127.0.0.1:{self.closed_port}"
         self.verifier = Verifier(KEY, UDP_MAX_SIZE)
         self.seq = SequenceCounter()
-        self.stderr = open(directory / "agent.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(self.config),
-                                      *extra_args], stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        with open(directory / "agent.log", "wb") as stderr:  # the agent keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config",
+                                          str(self.config), *extra_args], stdout=subprocess.PIPE, stderr=stderr,
+                                         text=True)
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 15.0)
         line = self.proc.stdout.readline() if ready else ""
@@ -126,7 +127,6 @@ apps:
         stop_process(self.proc)
         assert self.proc.stdout is not None
         self.proc.stdout.close()
-        self.stderr.close()
         self.listener.close()
         self.ctl.close()
 
@@ -321,7 +321,7 @@ def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent
                 agent.ctl.sendto(datagram, ("127.0.0.1", agent.port))
             sent += len(batch)
             batch = []
-            poll_until(lambda: sum(agent.table()["dropped"].values()) >= sent)
+            poll_until(lambda sent=sent: sum(agent.table()["dropped"].values()) >= sent)
     dropped = agent.table()["dropped"]
     assert sum(dropped.values()) == 2000, dropped
     assert {"bad_mac", "malformed", "oversized"} <= set(dropped)

@@ -128,7 +128,8 @@ def test_config_defaults_and_validation(redis_server):
     assert (config.backend, config.prefix, config.queue_limit, config.route_linger, config.session_ttl) == \
         ("memory", "nlb:", 10_000, 120, 600)
     assert isinstance(make_dam(config), MemoryDam)
-    for bad in ({"backend": "etcd"}, {"url": "http://x"}, {"prefix": "a*"}, {"prefix": ""}, {"queue_limit": 0}, {"colour": 1}):
+    for bad in ({"backend": "etcd"}, {"url": "http://x"}, {"prefix": "a*"}, {"prefix": ""}, {"queue_limit": 0},
+                {"colour": 1}):
         with pytest.raises(pydantic.ValidationError):
             DamConfig.model_validate(bad)
     dam = make_dam(DamConfig(backend="redis", url=redis_server.url, queue_limit=5))

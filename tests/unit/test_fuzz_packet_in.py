@@ -1,4 +1,4 @@
-"""Fuzz the packet-in path with 2,000 random and malformed frames: nothing crashes and each one is counted as dropped."""
+"""Fuzz the packet-in path with 2,000 random and malformed frames: nothing crashes, each one is counted as dropped."""
 
 from __future__ import annotations
 

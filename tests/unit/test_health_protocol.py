@@ -271,7 +271,7 @@ def random_object(rng: random.Random, depth: int = 0) -> Any:
     if kind == 4:
         return rng.choice([None, True, False, float("nan"), float("inf")])
     if kind == 5:
-        return rng.choice(sorted(MESSAGE_TYPES) + ["h1", "lbu:1", "ok", "active", ""])
+        return rng.choice([*sorted(MESSAGE_TYPES), "h1", "lbu:1", "ok", "active", ""])
     if kind == 6:
         return [random_object(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == 7:

@@ -7,7 +7,7 @@ import http.server
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -100,7 +100,8 @@ def test_a_migrated_connection_is_committed_then_reported(monkeypatch: pytest.Mo
     assert run(migrator, accepted, H1) is Outcome.MIGRATED
     assert calls == ["10.0.0.11:7001"] and proxy.calls == [] and len(dropped) == 1
     commit, report = controller.posted
-    client = "%s:%d" % accepted.getpeername()
+    client_ip, client_port = accepted.getpeername()
+    client = f"{client_ip}:{client_port}"
     assert commit == {"phase": "commit", "id": commit["id"], "vip": "web", "client": client, "member": "h1",
                       "router": "r1"}
     assert report["phase"] == "report" and report["id"] == commit["id"] and report["outcome"] == "migrated"
@@ -186,8 +187,8 @@ class _MigrationsEndpoint(http.server.BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = 0.2
-    connections: list[tuple[str, int]] = []
-    closed = threading.Event()
+    connections: ClassVar[list[tuple[str, int]]] = []  # shared: each request gets a new handler instance
+    closed: ClassVar[threading.Event] = threading.Event()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))

@@ -172,7 +172,7 @@ def test_backend_refuses_a_name_as_bind_address():
 def test_two_backends_are_told_apart():
     procs = [start_backend(name) for name in ("h1", "h2")]
     try:
-        for (_, port), name in zip(procs, ("h1", "h2")):
+        for (_, port), name in zip(procs, ("h1", "h2"), strict=True):
             assert run_connections("127.0.0.1", port, count=3)["served_by"] == {name: 3}
     finally:
         for proc, _ in procs:

@@ -31,6 +31,8 @@ GOOD_HEAD = (b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\
 
 
 class TestHttp:
+    """HTTP/1.x heads: their fields, normalised paths, errors and size limits."""
+
     def test_full_head(self) -> None:
         request = parse_http_head(GOOD_HEAD + b"body bytes")
         assert isinstance(request, HttpRequest)
@@ -140,6 +142,8 @@ class TestHttp:
 
 
 class TestTls:
+    """TLS ClientHellos: SNI and session id, handshakes split over records, errors and size limits."""
+
     def test_client_hello(self) -> None:
         data = client_hello("WWW.Example.com", session_id=b"\xaa" * 32)
         hello = parse_client_hello(data + b"trailing application data")

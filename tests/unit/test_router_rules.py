@@ -39,6 +39,8 @@ def rule_error(data: dict[str, Any]) -> ConfigError:
 
 
 class TestModels:
+    """The rule and pool config models: YAML shapes, errors naming key and reason, and the routing check."""
+
     def test_yaml_shapes(self) -> None:
         parsed = rules({"match": {"path_prefix": "/api/"}, "pool": "api"},
                        {"match": {"host": "*.Example.COM", "header": {"name": "X-Canary", "value": "1"}},
@@ -100,6 +102,8 @@ class TestModels:
 
 
 class TestChoose:
+    """First-match-wins decisions over one rule list, and the session pins they look up."""
+
     RULES = rules({"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie", "pool": "web"},
                   {"match": {"tls_session_id": True}, "pin": "tls_session_id"},
                   {"match": {"path_prefix": "/api/"}, "pool": "api"},

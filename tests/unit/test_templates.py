@@ -49,7 +49,8 @@ def test_one_template_serves_every_client_of_a_member_route() -> None:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_prepared_flow_mods_decode_to_the_builders_fields(route: builders.NatRoute) -> None:
-    for prepared, built in zip(templates.nat_connection_flows(route), builders.nat_connection_flows(route)):
+    for prepared, built in zip(templates.nat_connection_flows(route), builders.nat_connection_flows(route),
+                               strict=True):
         assert type(prepared).__name__ == "OFPFlowMod" and isinstance(prepared, parser.OFPFlowMod)
         for field in templates.FLOW_MOD_FIELDS:
             if field in ("match", "instructions"):
