@@ -26,14 +26,22 @@ PORTS = {"none": 80, "client_ip": 8080}
 
 def run(lab: Lab, port: int, count: int, concurrency: int) -> dict[str, Any]:
     """All clients in parallel, ``count`` new connections each; pooled rate and latency."""
-    procs = {c: lab.start_client(c, ["connections", VIP, "--port", port, "--count", count, "--concurrency",
-                                     concurrency, "--timeout", 30]) for c in lab.topo.clients}
+    procs = {
+        c: lab.start_client(
+            c, ["connections", VIP, "--port", port, "--count", count, "--concurrency", concurrency, "--timeout", 30]
+        )
+        for c in lab.topo.clients
+    }
     summaries = {c: lab.collect_client(p, timeout=60) for c, p in procs.items()}
     ok = sum(s["ok"] for s in summaries.values())
     elapsed = max(s["elapsed_s"] for s in summaries.values())
-    return {"rate": ok / elapsed if elapsed else 0.0, "ok": ok, "errors": sum(s["errors"] for s in summaries.values()),
-            "connect_p50_ms": statistics.median(s["connect_ms"]["p50"] for s in summaries.values()),
-            "connect_p99_ms": max(s["connect_ms"]["p99"] for s in summaries.values())}
+    return {
+        "rate": ok / elapsed if elapsed else 0.0,
+        "ok": ok,
+        "errors": sum(s["errors"] for s in summaries.values()),
+        "connect_p50_ms": statistics.median(s["connect_ms"]["p50"] for s in summaries.values()),
+        "connect_p99_ms": max(s["connect_ms"]["p99"] for s in summaries.values()),
+    }
 
 
 def main() -> int:
@@ -44,12 +52,16 @@ def main() -> int:
     args = parser.parse_args()
     repeats, count = (1, 300) if args.quick else (5, 2000)
     topo = SingleTopo(clients=3, backends=3)
-    vips = [{"name": kind, "address": VIP, "port": port, "affinity": kind,
-             "members": topo.members(port=port)} for kind, port in PORTS.items()]
+    vips = [
+        {"name": kind, "address": VIP, "port": port, "affinity": kind, "members": topo.members(port=port)}
+        for kind, port in PORTS.items()
+    ]
     results: dict[str, list[dict[str, Any]]] = {kind: [] for kind in PORTS}
     started = time.time()
-    with (tempfile.TemporaryDirectory(prefix="nlb-affinity-") as workdir,
-          Lab(topo, lab_config(topo, vips), workdir=workdir) as lab):
+    with (
+        tempfile.TemporaryDirectory(prefix="nlb-affinity-") as workdir,
+        Lab(topo, lab_config(topo, vips), workdir=workdir) as lab,
+    ):
         lab.wait_switches_connected()
         for port in PORTS.values():
             run(lab, port, 20, 4)
@@ -57,13 +69,21 @@ def main() -> int:
             for kind, port in PORTS.items():
                 results[kind].append(run(lab, port, count, 32))
         stats = lab.rest("GET", "/v1/stats")
-    medians = {kind: {key: statistics.median(r[key] for r in runs) for key in ("rate", "connect_p50_ms",
-                                                                                "connect_p99_ms")}
-               for kind, runs in results.items()}
-    report = {"benchmark": "affinity", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "repeats": repeats,
-              "connections_per_client": count, "elapsed_s": round(time.time() - started, 1), "medians": medians,
-              "ratio_client_ip_to_none": medians["client_ip"]["rate"] / medians["none"]["rate"],
-              "sessions": stats["sessions"], "runs": results}
+    medians = {
+        kind: {key: statistics.median(r[key] for r in runs) for key in ("rate", "connect_p50_ms", "connect_p99_ms")}
+        for kind, runs in results.items()
+    }
+    report = {
+        "benchmark": "affinity",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "repeats": repeats,
+        "connections_per_client": count,
+        "elapsed_s": round(time.time() - started, 1),
+        "medians": medians,
+        "ratio_client_ip_to_none": medians["client_ip"]["rate"] / medians["none"]["rate"],
+        "sessions": stats["sessions"],
+        "runs": results,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print("| affinity | new connections/s | connect p50 ms | connect p99 ms |")

@@ -36,8 +36,14 @@ PORT = 80
 IDLE_TIMEOUT = 15
 WARMUP_CONCURRENCY = 4
 COLLECT_MARGIN = 30.0
-LEARNING_SWITCH_CMD = [sys.executable, "-m", "nlb_sdn.framework", "--ofp-tcp-listen-port", "{ofp_port}",
-                       "nlb_sdn.apps.learning_switch"]
+LEARNING_SWITCH_CMD = [
+    sys.executable,
+    "-m",
+    "nlb_sdn.framework",
+    "--ofp-tcp-listen-port",
+    "{ofp_port}",
+    "nlb_sdn.apps.learning_switch",
+]
 TABLE_MISS = re.compile(r"\bn_packets=(\d+),.*\bpriority=0 actions=CONTROLLER")
 SCENARIOS = ("vip", "direct", "learning_switch")
 BASELINES = ("direct", "learning_switch")
@@ -60,10 +66,28 @@ class Settings:
     download_timeout: float  # bound on the download, in seconds (throughput counts the bytes received)
 
 
-FULL = Settings(repeats=5, clients=3, count=2000, concurrency=32, run_timeout=30.0, warmup_count=10, idle_count=300,
-                download_bytes=200_000_000, download_timeout=20.0)
-QUICK = Settings(repeats=1, clients=3, count=300, concurrency=32, run_timeout=10.0, warmup_count=10, idle_count=100,
-                 download_bytes=20_000_000, download_timeout=5.0)
+FULL = Settings(
+    repeats=5,
+    clients=3,
+    count=2000,
+    concurrency=32,
+    run_timeout=30.0,
+    warmup_count=10,
+    idle_count=300,
+    download_bytes=200_000_000,
+    download_timeout=20.0,
+)
+QUICK = Settings(
+    repeats=1,
+    clients=3,
+    count=300,
+    concurrency=32,
+    run_timeout=10.0,
+    warmup_count=10,
+    idle_count=100,
+    download_bytes=20_000_000,
+    download_timeout=5.0,
+)
 
 ROWS: list[tuple[str, str, str]] = [
     ("rate", "new connections/s ({clients} clients x {concurrency} in flight)", "{:.0f}"),
@@ -88,13 +112,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-
-
 def environment() -> dict[str, Any]:
     """What the figures depend on: OVS, kernel, CPUs, software versions, git commit, date and machine load."""
     return lab_report.environment(
         ovs_version=command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "ovs_version"]).strip('"'),
-        os_ken=importlib.metadata.version("os-ken"), mininet=importlib.metadata.version("mininet"))
+        os_ken=importlib.metadata.version("os-ken"),
+        mininet=importlib.metadata.version("mininet"),
+    )
 
 
 def pool(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -113,18 +137,33 @@ def pool(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "rate": round(ok / elapsed, 1) if elapsed > 0 else None,
         "connect_p50_ms": round(sum(s["connect_ms"]["p50"] * s["ok"] for s in timed) / sum(s["ok"] for s in timed), 3)
-        if timed else None,
+        if timed
+        else None,
         "connect_p99_ms": max((s["connect_ms"]["p99"] for s in timed), default=None),
         "clients": summaries,
     }
 
 
-def connections_run(lab: Lab, targets: dict[str, str], count: int, concurrency: int,
-                    timeout: float) -> dict[str, Any]:
+def connections_run(lab: Lab, targets: dict[str, str], count: int, concurrency: int, timeout: float) -> dict[str, Any]:
     """One ``connections`` client per client host (host to target), all in parallel; their pooled summary."""
-    procs = {name: lab.start_client(name, ["connections", target, "--port", PORT, "--count", count,
-                                           "--concurrency", concurrency, "--timeout", timeout])
-             for name, target in targets.items()}
+    procs = {
+        name: lab.start_client(
+            name,
+            [
+                "connections",
+                target,
+                "--port",
+                PORT,
+                "--count",
+                count,
+                "--concurrency",
+                concurrency,
+                "--timeout",
+                timeout,
+            ],
+        )
+        for name, target in targets.items()
+    }
     return pool({name: lab.collect_client(proc, timeout + COLLECT_MARGIN) for name, proc in procs.items()})
 
 
@@ -132,9 +171,20 @@ def measure(lab: Lab, targets: dict[str, str], settings: Settings, counters: Cou
     """One scenario: warm-up, download and one-at-a-time run from the first client, then the loaded run."""
     connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
     client, target = next(iter(targets.items()))
-    download = lab.run_client(client, ["download", target, "--port", PORT, "--bytes", settings.download_bytes,
-                                       "--timeout", settings.download_timeout],
-                              timeout=settings.download_timeout + COLLECT_MARGIN)
+    download = lab.run_client(
+        client,
+        [
+            "download",
+            target,
+            "--port",
+            PORT,
+            "--bytes",
+            settings.download_bytes,
+            "--timeout",
+            settings.download_timeout,
+        ],
+        timeout=settings.download_timeout + COLLECT_MARGIN,
+    )
     idle = connections_run(lab, {client: target}, settings.idle_count, 1, settings.run_timeout)
     before = counters()
     loaded = connections_run(lab, targets, settings.count, settings.concurrency, settings.run_timeout)
@@ -149,9 +199,11 @@ def measure(lab: Lab, targets: dict[str, str], settings: Settings, counters: Cou
         "download_mbps": download["mbps"],
         "packet_ins_per_connection": round(deltas["packet_in"] / loaded["ok"], 4) if loaded["ok"] else None,
     }
-    log(f"  {label}: {loaded['rate']} conn/s, p50 {loaded['connect_p50_ms']} ms, p99 {loaded['connect_p99_ms']} ms, "
+    log(
+        f"  {label}: {loaded['rate']} conn/s, p50 {loaded['connect_p50_ms']} ms, p99 {loaded['connect_p99_ms']} ms, "
         f"idle p50 {idle['connect_p50_ms']} ms, download {download['mbps']} Mbit/s "
-        f"({download['bytes']} B), errors {loaded['errors'] + idle['errors']}, packet-ins {deltas['packet_in']}")
+        f"({download['bytes']} B), errors {loaded['errors'] + idle['errors']}, packet-ins {deltas['packet_in']}"
+    )
     return {"figures": figures, "counter_deltas": deltas, "download": download, "idle": idle, "loaded": loaded}
 
 
@@ -159,8 +211,13 @@ def nlb_counters(lab: Lab) -> dict[str, int]:
     """The nlb controller's packet-in, flow-mod and packet-out counters from ``GET /v1/stats``."""
     stats = lab.rest("GET", "/v1/stats")
     packet_in = stats["packet_in"]
-    return {"packet_in": packet_in.get("total", 0), "new_connection": packet_in.get("new_connection", 0),
-            "arp": packet_in.get("arp", 0), "flow_mod": stats["flow_mod"], "packet_out": stats["packet_out"]}
+    return {
+        "packet_in": packet_in.get("total", 0),
+        "new_connection": packet_in.get("new_connection", 0),
+        "arp": packet_in.get("arp", 0),
+        "flow_mod": stats["flow_mod"],
+        "packet_out": stats["packet_out"],
+    }
 
 
 def table_miss_counters(lab: Lab) -> dict[str, int]:
@@ -182,8 +239,10 @@ def direct_targets(topo: SingleTopo) -> dict[str, str]:
 def bench_nlb(settings: Settings, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Direct, then VIP, in a fresh lab with the nlb_sdn controller (direct first: no NAT entry exists yet)."""
     topo = SingleTopo(clients=settings.clients, backends=settings.clients)
-    config = lab_config(topo, [{"name": "web", "address": VIP, "port": PORT, "idle_timeout": IDLE_TIMEOUT,
-                                "members": topo.members(PORT)}])
+    config = lab_config(
+        topo,
+        [{"name": "web", "address": VIP, "port": PORT, "idle_timeout": IDLE_TIMEOUT, "members": topo.members(PORT)}],
+    )
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=free_port()) as lab:
         lab.wait_switches_connected()
         counters = partial(nlb_counters, lab)
@@ -195,8 +254,14 @@ def bench_nlb(settings: Settings, workdir: Path) -> tuple[dict[str, Any], dict[s
 def bench_learning_switch(settings: Settings, workdir: Path) -> dict[str, Any]:
     """Direct in a fresh lab with the framework baseline app as the controller."""
     topo = SingleTopo(clients=settings.clients, backends=settings.clients)
-    with Lab(topo, lab_config(topo, []), workdir=str(workdir), controller_cmd=LEARNING_SWITCH_CMD,
-             ofp_port=free_port(), rest_port=free_port()) as lab:
+    with Lab(
+        topo,
+        lab_config(topo, []),
+        workdir=str(workdir),
+        controller_cmd=LEARNING_SWITCH_CMD,
+        ofp_port=free_port(),
+        rest_port=free_port(),
+    ) as lab:
         lab.wait_switches_connected()
         return measure(lab, direct_targets(topo), settings, partial(table_miss_counters, lab), "learning_switch")
 
@@ -224,15 +289,20 @@ def ratios(figures: dict[str, dict[str, float | None]]) -> dict[str, dict[str, f
 def table(report: dict[str, Any]) -> str:
     """The figures and ratios as a Markdown table."""
     settings = report["settings"]
-    names = {"clients": settings["clients"], "concurrency": settings["concurrency"],
-             "mb": settings["download_bytes"] // 1_000_000}
+    names = {
+        "clients": settings["clients"],
+        "concurrency": settings["concurrency"],
+        "mb": settings["download_bytes"] // 1_000_000,
+    }
 
     def cell(value: float | None, fmt: str) -> str:
         """A formatted number, or a dash."""
         return "-" if value is None else fmt.format(value)
 
-    lines = ["| figure | VIP | direct | learning switch | VIP/direct | VIP/learning switch |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| figure | VIP | direct | learning switch | VIP/direct | VIP/learning switch |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for key, label, fmt in ROWS:
         cells = [cell(report["medians"][s][key], fmt) for s in SCENARIOS]
         cells += [cell(report["ratios"][f"vip/{b}"][key], "{:.2f}") for b in BASELINES]
@@ -247,11 +317,15 @@ def problems(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         for rep, result in enumerate(scenario_runs, 1):
             for kind in ("loaded", "idle"):
                 if result[kind]["errors"]:
-                    found.append(f"{scenario} repetition {rep} {kind}: {result[kind]['errors']} failed connections "
-                                 f"{result[kind]['error_kinds']}")
+                    found.append(
+                        f"{scenario} repetition {rep} {kind}: {result[kind]['errors']} failed connections "
+                        f"{result[kind]['error_kinds']}"
+                    )
             if not result["download"]["ok"]:
-                found.append(f"{scenario} repetition {rep} download: {result['download']['bytes']} bytes, "
-                             f"{result['download']['error']}")
+                found.append(
+                    f"{scenario} repetition {rep} download: {result['download']['bytes']} bytes, "
+                    f"{result['download']['error']}"
+                )
     return found
 
 
@@ -260,8 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one short repetition: a sanity run under a minute")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep the labs' logs here (default: a temporary directory, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the labs' logs here (default: a temporary directory, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("benchmarks/connections.py needs root (Mininet and Open vSwitch)", file=sys.stderr)
@@ -272,11 +350,20 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "connections",
         "mode": "quick" if args.quick else "full",
         "environment": environment(),
-        "settings": {**asdict(settings), "topology": "single", "vip_idle_timeout_s": IDLE_TIMEOUT,
-                     "datapath": SWITCH_OPTS["datapath"], "tx_offload": "off", "port": PORT},
+        "settings": {
+            **asdict(settings),
+            "topology": "single",
+            "vip_idle_timeout_s": IDLE_TIMEOUT,
+            "datapath": SWITCH_OPTS["datapath"],
+            "tx_offload": "off",
+            "port": PORT,
+        },
     }
-    workdir_cm = (contextlib.nullcontext(str(args.workdir)) if args.workdir is not None
-                  else tempfile.TemporaryDirectory(prefix="nlb-bench-"))
+    workdir_cm = (
+        contextlib.nullcontext(str(args.workdir))
+        if args.workdir is not None
+        else tempfile.TemporaryDirectory(prefix="nlb-bench-")
+    )
     runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in SCENARIOS}
     with workdir_cm as workdir:
         for rep in range(1, settings.repeats + 1):
@@ -293,9 +380,11 @@ def main(argv: list[str] | None = None) -> int:
     report["runs"] = runs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"nlb_sdn connections benchmark, {report['mode']} mode: median of {settings.repeats} repetition(s), "
-          f"{report['environment']['date']}, commit {report['environment']['git_commit'][:10]}, "
-          f"{report['duration_s']} s\n")
+    print(
+        f"nlb_sdn connections benchmark, {report['mode']} mode: median of {settings.repeats} repetition(s), "
+        f"{report['environment']['date']}, commit {report['environment']['git_commit'][:10]}, "
+        f"{report['duration_s']} s\n"
+    )
     print(table(report))
     for line in report["problems"]:
         print(f"warning: {line}")

@@ -53,8 +53,15 @@ def route(n: int) -> tuple[str, dict[str, Any]]:
     """The n-th route atom: key and data as the classifier writes them (endpoint, mode, flow id, dpid, classifier)."""
     key = route_key(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1024 + n % 60000, "10.0.0.100", 80)
     member = n % 8
-    data = {"ip": f"10.0.1.{11 + member}", "port": 8080, "mac": f"00:00:00:00:01:{11 + member:02x}", "mode": "nat",
-            "flow_id": None, "dpid": 1 + n % 4, "classifier": 1}
+    data = {
+        "ip": f"10.0.1.{11 + member}",
+        "port": 8080,
+        "mac": f"00:00:00:00:01:{11 + member:02x}",
+        "mode": "nat",
+        "flow_id": None,
+        "dpid": 1 + n % 4,
+        "classifier": 1,
+    }
     return key, data
 
 
@@ -84,15 +91,17 @@ def timed(count: int, timeout: float, op: Callable[[int], object]) -> list[int]:
 def latency(dam: Dam, settings: Settings, now: float) -> dict[str, Any]:
     """put (new atoms), get (hits), get_many, a full scan and stats() on one backend."""
     routes = [route(n) for n in range(settings.atoms)]
-    put = timed(settings.atoms, settings.phase_timeout,
-                lambda n: dam.put(*routes[n], origin="lbu1", ttl=ROUTE_TTL, now=now))
+    put = timed(
+        settings.atoms, settings.phase_timeout, lambda n: dam.put(*routes[n], origin="lbu1", ttl=ROUTE_TTL, now=now)
+    )
     written = len(put)
     dam.poll_changes(max_items=written)
     keys = [key for key, _ in routes[:written]]
     get = timed(written, settings.phase_timeout, lambda n: dam.get(keys[n], now))
     batch = settings.get_many_batch
-    get_many = timed(written // batch, settings.phase_timeout,
-                     lambda b: dam.get_many(keys[b * batch:(b + 1) * batch], now))
+    get_many = timed(
+        written // batch, settings.phase_timeout, lambda b: dam.get_many(keys[b * batch : (b + 1) * batch], now)
+    )
     start = time.perf_counter()
     cursor: str | None = None
     listed = pages = 0
@@ -107,9 +116,14 @@ def latency(dam: Dam, settings: Settings, now: float) -> dict[str, Any]:
     stats = dam.stats()
     stats_s = time.perf_counter() - start
     assert stats["atoms"]["route"] == written and listed == written, (stats["atoms"], listed, written)
-    return {"atoms": written, "put": percentiles(put), "get": percentiles(get),
-            f"get_many_{settings.get_many_batch}": percentiles(get_many),
-            "scan_all": {"pages": pages, "seconds": round(scan_s, 3)}, "stats_ms": round(stats_s * 1000, 2)}
+    return {
+        "atoms": written,
+        "put": percentiles(put),
+        "get": percentiles(get),
+        f"get_many_{settings.get_many_batch}": percentiles(get_many),
+        "scan_all": {"pages": pages, "seconds": round(scan_s, 3)},
+        "stats_ms": round(stats_s * 1000, 2),
+    }
 
 
 def traced_bytes(build: Callable[[], object]) -> int:
@@ -149,8 +163,10 @@ def redis_used_memory(url: str) -> int:
 def environment() -> dict[str, Any]:
     """What the figures depend on: versions, CPUs, git commit, date and machine load."""
     return lab_report.environment(
-        redis_py=importlib.metadata.version("redis"), msgpack=importlib.metadata.version("msgpack"),
-        redis_server=command_output([REDIS_SERVER, "--version"]))
+        redis_py=importlib.metadata.version("redis"),
+        msgpack=importlib.metadata.version("msgpack"),
+        redis_server=command_output([REDIS_SERVER, "--version"]),
+    )
 
 
 def table(report: dict[str, Any]) -> str:
@@ -161,10 +177,15 @@ def table(report: dict[str, Any]) -> str:
     for op in ("put", "get", batch):
         for q in ("p50_us", "p99_us"):
             rows.append((f"{op} {q[:3]} µs", mem[op][q], red[op][q]))
-    rows += [("scan all routes, s (pages of 100)", mem["scan_all"]["seconds"], red["scan_all"]["seconds"]),
-             ("stats() ms", mem["stats_ms"], red["stats_ms"]),
-             (f"memory per {FOOTPRINT_ATOMS:,} route atoms, MB", report["footprint"]["memory_dam_mb"],
-              report["footprint"]["redis_used_memory_mb"])]
+    rows += [
+        ("scan all routes, s (pages of 100)", mem["scan_all"]["seconds"], red["scan_all"]["seconds"]),
+        ("stats() ms", mem["stats_ms"], red["stats_ms"]),
+        (
+            f"memory per {FOOTPRINT_ATOMS:,} route atoms, MB",
+            report["footprint"]["memory_dam_mb"],
+            report["footprint"]["redis_used_memory_mb"],
+        ),
+    ]
     lines = ["| figure | memory | redis |", "|---|---:|---:|"]
     lines += [f"| {name} | {m} | {r} |" for name, m, r in rows]
     lines.append(f"\nReference: the same atoms as a plain dict of Atom objects: {report['footprint']['naive_mb']} MB.")
@@ -198,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         server.cleanup()
     report["footprint"] = {
         "atoms": FOOTPRINT_ATOMS,
-        "memory_dam_mb": round(dam_bytes / 1e6, 1), "memory_dam_bytes_per_atom": dam_bytes // FOOTPRINT_ATOMS,
-        "naive_mb": round(naive_bytes / 1e6, 1), "naive_bytes_per_atom": naive_bytes // FOOTPRINT_ATOMS,
+        "memory_dam_mb": round(dam_bytes / 1e6, 1),
+        "memory_dam_bytes_per_atom": dam_bytes // FOOTPRINT_ATOMS,
+        "naive_mb": round(naive_bytes / 1e6, 1),
+        "naive_bytes_per_atom": naive_bytes // FOOTPRINT_ATOMS,
         "redis_used_memory_mb": round(redis_bytes / 1e6, 1),
         "redis_bytes_per_atom": redis_bytes // FOOTPRINT_ATOMS,
     }

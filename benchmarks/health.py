@@ -87,10 +87,26 @@ class Settings:
     memory_fabric_size: int  # part 3: endpoints with a fabric listing every host
 
 
-FULL = Settings(allotment_sizes=(10, 100, 1000), budget_s=1.0, min_samples=300, max_samples=20_000, repeats=5,
-                rounds=100, memory_sizes=(1000, 10_000), memory_fabric_size=1000)
-QUICK = Settings(allotment_sizes=(10, 100, 1000), budget_s=0.1, min_samples=20, max_samples=2000, repeats=1,
-                 rounds=10, memory_sizes=(1000,), memory_fabric_size=1000)
+FULL = Settings(
+    allotment_sizes=(10, 100, 1000),
+    budget_s=1.0,
+    min_samples=300,
+    max_samples=20_000,
+    repeats=5,
+    rounds=100,
+    memory_sizes=(1000, 10_000),
+    memory_fabric_size=1000,
+)
+QUICK = Settings(
+    allotment_sizes=(10, 100, 1000),
+    budget_s=0.1,
+    min_samples=20,
+    max_samples=2000,
+    repeats=1,
+    rounds=10,
+    memory_sizes=(1000,),
+    memory_fabric_size=1000,
+)
 
 
 def log(message: str) -> None:
@@ -113,6 +129,7 @@ class Problems:
 
 # The model: hosts, rows, config, agents.
 
+
 def host_ip(index: int) -> str:
     """The address of host ``index`` (also its only endpoint's pip)."""
     return str(HOST_BASE + index)
@@ -130,9 +147,17 @@ def vip_address(number: int) -> str:
 
 def agent_row(index: int, vip: str) -> Row:
     """Host ``index``'s row: capacity 100-400, load 0-159 (some full), every tenth host failed."""
-    return Row(vip=vip, vport=VPORT, pip=host_ip(index), pport=PPORT, health="failed" if index % 10 == 9 else "ok",
-               load=float((index * 37) % 160), capacity=100.0 + 50.0 * (index % 7), target="active",
-               current="active")
+    return Row(
+        vip=vip,
+        vport=VPORT,
+        pip=host_ip(index),
+        pport=PPORT,
+        health="failed" if index % 10 == 9 else "ok",
+        load=float((index * 37) % 160),
+        capacity=100.0 + 50.0 * (index % 7),
+        target="active",
+        current="active",
+    )
 
 
 def config_data(endpoints: int, members_per_vip: int, fabric_hosts: bool) -> dict[str, Any]:
@@ -141,14 +166,30 @@ def config_data(endpoints: int, members_per_vip: int, fabric_hosts: bool) -> dic
     vips = []
     for number in range(math.ceil(endpoints / members_per_vip)):
         first = number * members_per_vip
-        members = [{"name": f"m{i:05d}", "address": host_ip(i), "port": PPORT, "health": "agent",
-                    **({} if fabric_hosts else {"mac": host_mac(i)})}
-                   for i in range(first, min(endpoints, first + members_per_vip))]
+        members = [
+            {
+                "name": f"m{i:05d}",
+                "address": host_ip(i),
+                "port": PPORT,
+                "health": "agent",
+                **({} if fabric_hosts else {"mac": host_mac(i)}),
+            }
+            for i in range(first, min(endpoints, first + members_per_vip))
+        ]
         vips.append({"name": f"vip{number}", "address": vip_address(number), "port": VPORT, "members": members})
-    hosts = [{"name": f"h{i:05d}", "ip": host_ip(i), "mac": host_mac(i), "switch": "s1", "port": i + 1}
-             for i in range(endpoints)] if fabric_hosts else []
-    return {"controller": {"health": {"enabled": True, "key_file": "(benchmark: the key is in memory)"}},
-            "vips": vips, "fabric": {"switches": [{"name": "s1", "dpid": 1}], "hosts": hosts}}
+    hosts = (
+        [
+            {"name": f"h{i:05d}", "ip": host_ip(i), "mac": host_mac(i), "switch": "s1", "port": i + 1}
+            for i in range(endpoints)
+        ]
+        if fabric_hosts
+        else []
+    )
+    return {
+        "controller": {"health": {"enabled": True, "key_file": "(benchmark: the key is in memory)"}},
+        "vips": vips,
+        "fabric": {"switches": [{"name": "s1", "dpid": 1}], "hosts": hosts},
+    }
 
 
 def vip_of(index: int, members_per_vip: int) -> str:
@@ -172,13 +213,24 @@ class Agent:
 
     def heartbeat(self, ts: float, key: bytes = KEY) -> bytes:
         """A heartbeat with the table's checksum (``key`` other than KEY: a forgery)."""
-        return self._sign("heartbeat", {"host_id": self.host_id, "checksum": self.table.checksum,
-                                        "row_count": len(self.table), "period_ms": 1000}, ts, key)
+        return self._sign(
+            "heartbeat",
+            {"host_id": self.host_id, "checksum": self.table.checksum, "row_count": len(self.table), "period_ms": 1000},
+            ts,
+            key,
+        )
 
     def snapshot(self, ts: float) -> bytes:
         """The whole table."""
-        return self._sign("snapshot", {"host_id": self.host_id, "rows": [r.to_dict() for r in self.table.rows()],
-                                       "checksum": self.table.checksum}, ts)
+        return self._sign(
+            "snapshot",
+            {
+                "host_id": self.host_id,
+                "rows": [r.to_dict() for r in self.table.rows()],
+                "checksum": self.table.checksum,
+            },
+            ts,
+        )
 
     def change(self, ts: float, **fields: Any) -> bytes:
         """A row change of the only row (chained onto the previous checksum, like the real agent's)."""
@@ -215,6 +267,7 @@ def has_mac_of(lb: LoadBalancer) -> Callable[[Any], bool]:
 
 # Statistics.
 
+
 def percentile(values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of ``values``."""
     ordered = sorted(values)
@@ -224,9 +277,13 @@ def percentile(values: list[float], fraction: float) -> float:
 def summary_us(samples_ns: list[int]) -> dict[str, Any]:
     """Median, p99, mean and max of call times, in microseconds."""
     values = [s / 1000.0 for s in samples_ns]
-    return {"samples": len(values), "median_us": round(statistics.median(values), 3),
-            "p99_us": round(percentile(values, 0.99), 3), "mean_us": round(statistics.fmean(values), 3),
-            "max_us": round(max(values), 3)}
+    return {
+        "samples": len(values),
+        "median_us": round(statistics.median(values), 3),
+        "p99_us": round(percentile(values, 0.99), 3),
+        "mean_us": round(statistics.fmean(values), 3),
+        "max_us": round(max(values), 3),
+    }
 
 
 def time_calls(fn: Callable[[], Any], settings: Settings) -> list[int]:
@@ -236,8 +293,9 @@ def time_calls(fn: Callable[[], Any], settings: Settings) -> list[int]:
     samples: list[int] = []
     clock = time.perf_counter_ns
     deadline = time.perf_counter() + settings.budget_s
-    while len(samples) < settings.max_samples and (len(samples) < settings.min_samples
-                                                   or time.perf_counter() < deadline):
+    while len(samples) < settings.max_samples and (
+        len(samples) < settings.min_samples or time.perf_counter() < deadline
+    ):
         start = clock()
         fn()
         samples.append(clock() - start)
@@ -245,6 +303,7 @@ def time_calls(fn: Callable[[], Any], settings: Settings) -> list[int]:
 
 
 # Part 1: allotment recomputation.
+
 
 def bench_allotment(endpoints: int, settings: Settings, problems: Problems) -> dict[str, Any]:
     """One VIP of ``endpoints`` agent members (one host each, listed by the fabric), synced through handle_datagram;
@@ -260,10 +319,14 @@ def bench_allotment(endpoints: int, settings: Settings, problems: Problems) -> d
     sync_s = time.perf_counter() - sync_start
     health, vip, has_mac = lb.health, config.vips[0], has_mac_of(lb)
     cache = health.cache
-    problems.check(replies == endpoints, f"allotment {endpoints}: {replies} replies to the sync, expected one "
-                                         "get_snapshot per host")
-    problems.check(len(cache.hosts) == endpoints and all(h.warm for h in cache.hosts.values()),
-                   f"allotment {endpoints}: not every host is in the cache and warm")
+    problems.check(
+        replies == endpoints,
+        f"allotment {endpoints}: {replies} replies to the sync, expected one get_snapshot per host",
+    )
+    problems.check(
+        len(cache.hosts) == endpoints and all(h.warm for h in cache.hosts.values()),
+        f"allotment {endpoints}: not every host is in the cache and warm",
+    )
     problems.check(cache.warm(READY_AT), f"allotment {endpoints}: warm-up gate still closed")
     candidates = health.candidates(vip, has_mac)
     eligible = sum(c.eligible for c in candidates)
@@ -271,8 +334,10 @@ def bench_allotment(endpoints: int, settings: Settings, problems: Problems) -> d
     problems.check(eligible == expected, f"allotment {endpoints}: {eligible} eligible candidates, expected {expected}")
     service = (vip.address, vip.port, vip.protocol, "")
     reference = compute_allotment(service, candidates, now=READY_AT)
-    problems.check(reference.total == 100 and reference.values == health.allotment_for(vip, has_mac, READY_AT).values,
-                   f"allotment {endpoints}: allotment_for differs from compute_allotment over the same candidates")
+    problems.check(
+        reference.total == 100 and reference.values == health.allotment_for(vip, has_mac, READY_AT).values,
+        f"allotment {endpoints}: allotment_for differs from compute_allotment over the same candidates",
+    )
 
     clock = [READY_AT]
 
@@ -298,11 +363,14 @@ def bench_allotment(endpoints: int, settings: Settings, problems: Problems) -> d
         spender = health.spenders.get(vip.name)
         if name == "pick_refresh":
             done = spender.counters["refreshes"] - refreshes if spender else 0
-            problems.check(done >= len(samples), f"allotment {endpoints}: {done} refreshes for {len(samples)} "
-                                                 "expired picks")
+            problems.check(
+                done >= len(samples), f"allotment {endpoints}: {done} refreshes for {len(samples)} expired picks"
+            )
         if name == "pick_steady":
-            problems.check(spender is not None and spender.counters["refreshes"] == refreshes,
-                           f"allotment {endpoints}: a steady pick recomputed the allotment")
+            problems.check(
+                spender is not None and spender.counters["refreshes"] == refreshes,
+                f"allotment {endpoints}: a steady pick recomputed the allotment",
+            )
     problems.check(not health.refused, f"allotment {endpoints}: picks refused {dict(health.refused)}")
     medians = {name: figures[name]["median_us"] for name in figures}
     ratios = {
@@ -311,14 +379,24 @@ def bench_allotment(endpoints: int, settings: Settings, problems: Problems) -> d
         "pick_refresh/compute_allotment": round(medians["pick_refresh"] / medians["compute_allotment"], 2),
         "pick_refresh/pick_steady": round(medians["pick_refresh"] / medians["pick_steady"], 2),
     }
-    log(f"  {endpoints} endpoints: sorted {medians['sorted']} us, compute_allotment {medians['compute_allotment']} us, "
+    log(
+        f"  {endpoints} endpoints: sorted {medians['sorted']} us, compute_allotment {medians['compute_allotment']} us, "
         f"allotment_for {medians['allotment_for']} us, pick (refresh) {medians['pick_refresh']} us, "
-        f"pick (steady) {medians['pick_steady']} us; setup {setup_s:.2f} s, sync {sync_s:.3f} s")
-    return {"endpoints": endpoints, "eligible": eligible, "figures": figures, "ratios": ratios,
-            "setup_s": round(setup_s, 3), "sync_s": round(sync_s, 4), "sync_messages": len(datagrams)}
+        f"pick (steady) {medians['pick_steady']} us; setup {setup_s:.2f} s, sync {sync_s:.3f} s"
+    )
+    return {
+        "endpoints": endpoints,
+        "eligible": eligible,
+        "figures": figures,
+        "ratios": ratios,
+        "setup_s": round(setup_s, 3),
+        "sync_s": round(sync_s, 4),
+        "sync_messages": len(datagrams),
+    }
 
 
 # Part 2: messages per second through handle_datagram.
+
 
 def rate_messages(rounds: int) -> tuple[Datagrams, dict[str, Datagrams]]:
     """The first datagrams of RATE_HOSTS agents, then each phase's (in the order they must be fed: seq and checksum
@@ -329,18 +407,21 @@ def rate_messages(rounds: int) -> tuple[Datagrams, dict[str, Datagrams]]:
     for _ in range(rounds):
         phases["heartbeat"] += [(a.addr, a.heartbeat(READY_AT)) for a in agents]
     for number in range(rounds):
-        phases["row_change_load"] += [(a.addr, a.change(READY_AT, load=float((i * 37 + number + 1) % 160)))
-                                      for i, a in enumerate(agents)]
+        phases["row_change_load"] += [
+            (a.addr, a.change(READY_AT, load=float((i * 37 + number + 1) % 160))) for i, a in enumerate(agents)
+        ]
     for _ in range(rounds):
-        phases["row_change_health"] += [(a.addr, a.change(READY_AT, health="failed" if a.row.health == "ok" else "ok"))
-                                        for a in agents]
+        phases["row_change_health"] += [
+            (a.addr, a.change(READY_AT, health="failed" if a.row.health == "ok" else "ok")) for a in agents
+        ]
     for _ in range(rounds):
         phases["forged"] += [(a.addr, a.heartbeat(READY_AT, key=FORGED_KEY)) for a in agents]
     return first, phases
 
 
-def timed_each(datagrams: Datagrams, fn: Callable[[tuple[str, int], bytes], Any],
-               before: Callable[[], Any] | None = None) -> tuple[list[int], int]:
+def timed_each(
+    datagrams: Datagrams, fn: Callable[[tuple[str, int], bytes], Any], before: Callable[[], Any] | None = None
+) -> tuple[list[int], int]:
     """Time ``fn`` on every datagram (``before`` runs untimed ahead of each); the times in ns and the sum of the
     results' lengths (replies) where they have one."""
     clock = time.perf_counter_ns
@@ -362,8 +443,9 @@ def rate_of(samples_ns: list[int]) -> float:
     return len(samples_ns) / (sum(samples_ns) / 1e9)
 
 
-def bench_rates_once(config: Config, first: Datagrams, phases: dict[str, Datagrams],
-                     problems: Problems, rep: int) -> dict[str, Any]:
+def bench_rates_once(
+    config: Config, first: Datagrams, phases: dict[str, Datagrams], problems: Problems, rep: int
+) -> dict[str, Any]:
     """One repetition: a fresh LoadBalancer synced with every host, then each phase through handle_datagram, then the
     baselines over the same datagrams."""
     lb = LoadBalancer(config, KEY, START)
@@ -377,29 +459,48 @@ def bench_rates_once(config: Config, first: Datagrams, phases: dict[str, Datagra
         accepted, dropped = sum(verifier.accepted.values()), verifier.dropped["bad_mac"]
         resyncs, revocations = sum(cache.resyncs.values()), _revocations(lb)
         before = (lambda: health.pick(vip, has_mac, READY_AT)) if phase == "row_change_health" else None
-        samples, replies = timed_each(datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT).datagrams,
-                                      before)
+        samples, replies = timed_each(
+            datagrams, lambda addr, data: lb.handle_datagram(data, addr, READY_AT).datagrams, before
+        )
         forged = phase == "forged"
         problems.check(replies == 0, f"rates repetition {rep} {phase}: {replies} replies, expected none")
         problems.check(sum(cache.resyncs.values()) == resyncs, f"rates repetition {rep} {phase}: snapshots requested")
-        problems.check(sum(verifier.accepted.values()) - accepted == (0 if forged else len(datagrams)),
-                       f"rates repetition {rep} {phase}: not every message accepted as expected")
-        problems.check(verifier.dropped["bad_mac"] - dropped == (len(datagrams) if forged else 0),
-                       f"rates repetition {rep} {phase}: bad_mac drops differ from the forged messages")
-        result[phase] = {"messages": len(datagrams), "rate": round(rate_of(samples), 1), **summary_us(samples),
-                         "revocations": _revocations(lb) - revocations}
+        problems.check(
+            sum(verifier.accepted.values()) - accepted == (0 if forged else len(datagrams)),
+            f"rates repetition {rep} {phase}: not every message accepted as expected",
+        )
+        problems.check(
+            verifier.dropped["bad_mac"] - dropped == (len(datagrams) if forged else 0),
+            f"rates repetition {rep} {phase}: bad_mac drops differ from the forged messages",
+        )
+        result[phase] = {
+            "messages": len(datagrams),
+            "rate": round(rate_of(samples), 1),
+            **summary_us(samples),
+            "revocations": _revocations(lb) - revocations,
+        }
     alone = Verifier(KEY, UDP_MAX_SIZE)
     for phase, datagrams in phases.items():
         verify, _ = timed_each(datagrams, lambda addr, data: alone.verify(data, READY_AT))
-        decode, _ = timed_each(datagrams, lambda addr, data: msgpack.unpackb(data[MAC_SIZE:], raw=False,
-                                                                             strict_map_key=True))
-        mac, _ = timed_each(datagrams, lambda addr, data: hmac.compare_digest(
-            data[:MAC_SIZE], hmac.new(KEY, data[MAC_SIZE:], hashlib.sha256).digest()))
-        result[phase]["baselines"] = {"verify": round(rate_of(verify), 1), "decode": round(rate_of(decode), 1),
-                                      "hmac": round(rate_of(mac), 1)}
-    problems.check(sum(alone.accepted.values()) == sum(len(d) for p, d in phases.items() if p != "forged")
-                   and alone.dropped["bad_mac"] == len(phases["forged"]),
-                   f"rates repetition {rep}: the verify-only baseline did not accept the same messages")
+        decode, _ = timed_each(
+            datagrams, lambda addr, data: msgpack.unpackb(data[MAC_SIZE:], raw=False, strict_map_key=True)
+        )
+        mac, _ = timed_each(
+            datagrams,
+            lambda addr, data: hmac.compare_digest(
+                data[:MAC_SIZE], hmac.new(KEY, data[MAC_SIZE:], hashlib.sha256).digest()
+            ),
+        )
+        result[phase]["baselines"] = {
+            "verify": round(rate_of(verify), 1),
+            "decode": round(rate_of(decode), 1),
+            "hmac": round(rate_of(mac), 1),
+        }
+    problems.check(
+        sum(alone.accepted.values()) == sum(len(d) for p, d in phases.items() if p != "forged")
+        and alone.dropped["bad_mac"] == len(phases["forged"]),
+        f"rates repetition {rep}: the verify-only baseline did not accept the same messages",
+    )
     return result
 
 
@@ -417,23 +518,35 @@ def bench_rates(settings: Settings, problems: Problems) -> dict[str, Any]:
     runs = []
     for rep in range(1, settings.repeats + 1):
         runs.append(bench_rates_once(config, first, phases, problems, rep))
-        log(f"  repetition {rep}/{settings.repeats}: " + ", ".join(
-            f"{phase} {runs[-1][phase]['rate']:.0f}/s" for phase in phases))
+        log(
+            f"  repetition {rep}/{settings.repeats}: "
+            + ", ".join(f"{phase} {runs[-1][phase]['rate']:.0f}/s" for phase in phases)
+        )
     medians: dict[str, Any] = {}
     for phase in phases:
-        medians[phase] = {key: round(statistics.median(run[phase][key] for run in runs), 3)
-                          for key in ("rate", "median_us", "p99_us", "mean_us")}
-        medians[phase]["baselines"] = {name: round(statistics.median(run[phase]["baselines"][name] for run in runs), 1)
-                                       for name in BASELINES}
-        medians[phase]["cost_ratios"] = {f"full/{name}": round(medians[phase]["baselines"][name]
-                                                               / medians[phase]["rate"], 2) for name in BASELINES}
+        medians[phase] = {
+            key: round(statistics.median(run[phase][key] for run in runs), 3)
+            for key in ("rate", "median_us", "p99_us", "mean_us")
+        }
+        medians[phase]["baselines"] = {
+            name: round(statistics.median(run[phase]["baselines"][name] for run in runs), 1) for name in BASELINES
+        }
+        medians[phase]["cost_ratios"] = {
+            f"full/{name}": round(medians[phase]["baselines"][name] / medians[phase]["rate"], 2) for name in BASELINES
+        }
         medians[phase]["messages"] = len(phases[phase])
         medians[phase]["bytes"] = round(statistics.fmean(len(data) for _addr, data in phases[phase]), 1)
-    return {"hosts": RATE_HOSTS, "messages_per_phase": {p: len(d) for p, d in phases.items()},
-            "prepare_s": round(prepare_s, 2), "medians": medians, "runs": runs}
+    return {
+        "hosts": RATE_HOSTS,
+        "messages_per_phase": {p: len(d) for p, d in phases.items()},
+        "prepare_s": round(prepare_s, 2),
+        "medians": medians,
+        "runs": runs,
+    }
 
 
 # Part 3: memory, in child processes.
+
 
 def rss_bytes() -> int:
     """Resident set size of this process."""
@@ -483,17 +596,27 @@ def memory_child(endpoints: int, fabric_hosts: bool, trace: bool) -> dict[str, A
         previous = step
     cache = lb.health.cache
     result: dict[str, Any] = {
-        "endpoints": endpoints, "fabric_hosts": fabric_hosts, "measure": "tracemalloc" if trace else "rss",
-        "vips": len(config.vips), "deltas": deltas, "total": marks["allotments"] - marks["start"],
-        "seconds": times, "replies": replies, "picked": picked, "hosts_cached": len(cache.hosts),
+        "endpoints": endpoints,
+        "fabric_hosts": fabric_hosts,
+        "measure": "tracemalloc" if trace else "rss",
+        "vips": len(config.vips),
+        "deltas": deltas,
+        "total": marks["allotments"] - marks["start"],
+        "seconds": times,
+        "replies": replies,
+        "picked": picked,
+        "hosts_cached": len(cache.hosts),
         "rows_cached": sum(len(h.rows) for h in cache.hosts.values()),
-        "warm_hosts": sum(h.warm for h in cache.hosts.values()), "snapshot_wire_bytes": wire,
+        "warm_hosts": sum(h.warm for h in cache.hosts.values()),
+        "snapshot_wire_bytes": wire,
     }
     if trace:
         result["peak"] = tracemalloc.get_traced_memory()[1] - marks["start"]
         before = tracemalloc.get_traced_memory()[0]
-        rows = [Row.from_dict(msgpack.unpackb(data[MAC_SIZE:], raw=False, strict_map_key=True)["body"]["rows"][0])
-                for data in snapshots]
+        rows = [
+            Row.from_dict(msgpack.unpackb(data[MAC_SIZE:], raw=False, strict_map_key=True)["body"]["rows"][0])
+            for data in snapshots
+        ]
         gc.collect()
         result["rows_alone"] = tracemalloc.get_traced_memory()[0] - before
         del rows
@@ -505,8 +628,13 @@ def memory_child(endpoints: int, fabric_hosts: bool, trace: bool) -> dict[str, A
 def run_memory_child(endpoints: int, fabric_hosts: bool, trace: bool) -> dict[str, Any]:
     """This script in a fresh interpreter with ``--memory-child``; its JSON result."""
     spec = json.dumps({"endpoints": endpoints, "fabric_hosts": fabric_hosts, "trace": trace})
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--memory-child", spec],
-                          capture_output=True, text=True, timeout=MEMORY_CHILD_TIMEOUT, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--memory-child", spec],
+        capture_output=True,
+        text=True,
+        timeout=MEMORY_CHILD_TIMEOUT,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"memory child {spec} failed: {proc.stderr.strip()[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -520,16 +648,23 @@ def bench_memory(settings: Settings, problems: Problems) -> list[dict[str, Any]]
         traced = run_memory_child(endpoints, fabric_hosts, trace=True)
         rss = run_memory_child(endpoints, fabric_hosts, trace=False)
         for child in (traced, rss):
-            problems.check(child["hosts_cached"] == endpoints and child["rows_cached"] == endpoints
-                           and child["warm_hosts"] == endpoints and child["picked"] == child["vips"],
-                           f"memory {endpoints} ({'fabric' if fabric_hosts else 'mac'}, {child['measure']}): cache "
-                           f"or allotments incomplete")
+            problems.check(
+                child["hosts_cached"] == endpoints
+                and child["rows_cached"] == endpoints
+                and child["warm_hosts"] == endpoints
+                and child["picked"] == child["vips"],
+                f"memory {endpoints} ({'fabric' if fabric_hosts else 'mac'}, {child['measure']}): cache "
+                f"or allotments incomplete",
+            )
         per = 1000.0 / endpoints
         entry = {
-            "endpoints": endpoints, "fabric_hosts": fabric_hosts, "vips": traced["vips"],
+            "endpoints": endpoints,
+            "fabric_hosts": fabric_hosts,
+            "vips": traced["vips"],
             "traced": traced["deltas"] | {"total": traced["total"], "peak": traced["peak"]},
-            "traced_per_1000": {key: round(value * per) for key, value in
-                                (traced["deltas"] | {"total": traced["total"]}).items()},
+            "traced_per_1000": {
+                key: round(value * per) for key, value in (traced["deltas"] | {"total": traced["total"]}).items()
+            },
             "rss_delta": rss["deltas"] | {"total": rss["total"]},
             "rss_delta_per_1000": round(rss["total"] * per),
             "max_rss": rss["max_rss"],
@@ -539,18 +674,22 @@ def bench_memory(settings: Settings, problems: Problems) -> list[dict[str, Any]]
             "seconds_untraced": rss["seconds"],
         }
         results.append(entry)
-        log(f"  {endpoints} endpoints ({'fabric lists the hosts' if fabric_hosts else 'members carry their MAC'}): "
+        log(
+            f"  {endpoints} endpoints ({'fabric lists the hosts' if fabric_hosts else 'members carry their MAC'}): "
             f"traced {entry['traced']['total'] / 1024:.0f} KiB (cache {entry['traced']['cache'] / 1024:.0f} KiB), "
-            f"RSS +{rss['total'] / 1024:.0f} KiB; sync {rss['seconds']['cache']} s")
+            f"RSS +{rss['total'] / 1024:.0f} KiB; sync {rss['seconds']['cache']} s"
+        )
     return results
 
 
 # Report.
 
+
 def environment() -> dict[str, Any]:
     """What the figures depend on: CPU, Python and library versions, git commit, date and machine load."""
-    return lab_report.environment(msgpack=importlib.metadata.version("msgpack"),
-                              pydantic=importlib.metadata.version("pydantic"))
+    return lab_report.environment(
+        msgpack=importlib.metadata.version("msgpack"), pydantic=importlib.metadata.version("pydantic")
+    )
 
 
 def _cells(values: Iterable[str]) -> str:
@@ -564,34 +703,95 @@ def tables(report: dict[str, Any]) -> str:
     out.append(_cells(["step", *(f"{n} endpoints" for n in sizes)]))
     out.append(_cells(["---", *("---:" for _ in sizes)]))
     for key, label in ALLOTMENT_ROWS:
-        out.append(_cells([label, *(f"{r['figures'][key]['median_us']:.1f} / {r['figures'][key]['p99_us']:.1f}"
-                                    for r in report["allotment"])]))
+        out.append(
+            _cells(
+                [
+                    label,
+                    *(
+                        f"{r['figures'][key]['median_us']:.1f} / {r['figures'][key]['p99_us']:.1f}"
+                        for r in report["allotment"]
+                    ),
+                ]
+            )
+        )
     for ratio in ("compute_allotment/sorted", "allotment_for/compute_allotment", "pick_refresh/compute_allotment"):
         out.append(_cells([f"ratio {ratio} (medians)", *(f"{r['ratios'][ratio]:.1f}" for r in report["allotment"])]))
 
     rates = report["rates"]
-    out += ["", f"### H&L messages through `LoadBalancer.handle_datagram` ({rates['hosts']} hosts, "
-                f"median of {len(rates['runs'])} run(s))", ""]
-    out.append(_cells(["messages", "bytes", "msg/s", "p50 / p99 µs", "verify alone msg/s", "decode alone msg/s",
-                       "HMAC alone msg/s", "cost vs verify", "cost vs decode"]))
+    out += [
+        "",
+        f"### H&L messages through `LoadBalancer.handle_datagram` ({rates['hosts']} hosts, "
+        f"median of {len(rates['runs'])} run(s))",
+        "",
+    ]
+    out.append(
+        _cells(
+            [
+                "messages",
+                "bytes",
+                "msg/s",
+                "p50 / p99 µs",
+                "verify alone msg/s",
+                "decode alone msg/s",
+                "HMAC alone msg/s",
+                "cost vs verify",
+                "cost vs decode",
+            ]
+        )
+    )
     out.append(_cells(["---", *("---:" for _ in range(8))]))
     for key, label in PHASES:
         m = rates["medians"][key]
-        out.append(_cells([label, f"{m['bytes']:.0f}", f"{m['rate']:.0f}", f"{m['median_us']:.1f} / {m['p99_us']:.1f}",
-                           f"{m['baselines']['verify']:.0f}", f"{m['baselines']['decode']:.0f}",
-                           f"{m['baselines']['hmac']:.0f}", f"{m['cost_ratios']['full/verify']:.2f}",
-                           f"{m['cost_ratios']['full/decode']:.1f}"]))
+        out.append(
+            _cells(
+                [
+                    label,
+                    f"{m['bytes']:.0f}",
+                    f"{m['rate']:.0f}",
+                    f"{m['median_us']:.1f} / {m['p99_us']:.1f}",
+                    f"{m['baselines']['verify']:.0f}",
+                    f"{m['baselines']['decode']:.0f}",
+                    f"{m['baselines']['hmac']:.0f}",
+                    f"{m['cost_ratios']['full/verify']:.2f}",
+                    f"{m['cost_ratios']['full/decode']:.1f}",
+                ]
+            )
+        )
 
     out += ["", "### Controller memory (KiB; tracemalloc unless RSS)", ""]
-    out.append(_cells(["endpoints (VIPs)", "fabric", "config", "LoadBalancer", "H&L cache", "allotments", "total",
-                       "total per 1,000", "RSS delta per 1,000", "rows alone", "cache / rows alone"]))
+    out.append(
+        _cells(
+            [
+                "endpoints (VIPs)",
+                "fabric",
+                "config",
+                "LoadBalancer",
+                "H&L cache",
+                "allotments",
+                "total",
+                "total per 1,000",
+                "RSS delta per 1,000",
+                "rows alone",
+                "cache / rows alone",
+            ]
+        )
+    )
     out.append(_cells(["---", "---", *("---:" for _ in range(9))]))
     for m in report["memory"]:
         t = m["traced"]
-        out.append(_cells([f"{m['endpoints']:,} ({m['vips']})", "hosts listed" if m["fabric_hosts"] else "switch only",
-                           *(f"{t[k] / 1024:.0f}" for k in ("config", "load_balancer", "cache", "allotments", "total")),
-                           f"{m['traced_per_1000']['total'] / 1024:.0f}", f"{m['rss_delta_per_1000'] / 1024:.0f}",
-                           f"{m['rows_alone'] / 1024:.0f}", f"{m['cache_over_rows_alone']:.1f}"]))
+        out.append(
+            _cells(
+                [
+                    f"{m['endpoints']:,} ({m['vips']})",
+                    "hosts listed" if m["fabric_hosts"] else "switch only",
+                    *(f"{t[k] / 1024:.0f}" for k in ("config", "load_balancer", "cache", "allotments", "total")),
+                    f"{m['traced_per_1000']['total'] / 1024:.0f}",
+                    f"{m['rss_delta_per_1000'] / 1024:.0f}",
+                    f"{m['rows_alone'] / 1024:.0f}",
+                    f"{m['cache_over_rows_alone']:.1f}",
+                ]
+            )
+        )
     return "\n".join(out)
 
 
@@ -613,8 +813,13 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "health",
         "mode": "quick" if args.quick else "full",
         "environment": environment(),
-        "settings": {**asdict(settings), "rate_hosts": RATE_HOSTS, "memory_members_per_vip": MEMBERS_PER_VIP,
-                     "allotment_scheme": "percent", "allotment_duration_ms": int(DURATION_S * 1000)},
+        "settings": {
+            **asdict(settings),
+            "rate_hosts": RATE_HOSTS,
+            "memory_members_per_vip": MEMBERS_PER_VIP,
+            "allotment_scheme": "percent",
+            "allotment_duration_ms": int(DURATION_S * 1000),
+        },
     }
     log("allotment recomputation")
     report["allotment"] = [bench_allotment(n, settings, problems) for n in settings.allotment_sizes]
@@ -627,8 +832,10 @@ def main(argv: list[str] | None = None) -> int:
     report["loadavg_at_end"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"nlb_sdn H&L benchmark, {report['mode']} mode, {report['environment']['date']}, "
-          f"commit {report['environment']['git_commit'][:10]}, {report['duration_s']} s\n")
+    print(
+        f"nlb_sdn H&L benchmark, {report['mode']} mode, {report['environment']['date']}, "
+        f"commit {report['environment']['git_commit'][:10]}, {report['duration_s']} s\n"
+    )
     print(tables(report))
     for line in report["problems"]:
         print(f"warning: {line}")

@@ -130,12 +130,39 @@ class Settings:
     download_timeout: float  # its bound, in seconds
 
 
-FULL = Settings(repeats=3, ttfb_count=300, ttfb_budget=30.0, clients=3, count=300, concurrency=8, run_timeout=20.0,
-                download_bytes=200_000_000, download_timeout=30.0)
-QUICK = Settings(repeats=1, ttfb_count=100, ttfb_budget=15.0, clients=3, count=100, concurrency=8, run_timeout=10.0,
-                 download_bytes=50_000_000, download_timeout=15.0)
-SMOKE = Settings(repeats=1, ttfb_count=10, ttfb_budget=5.0, clients=2, count=10, concurrency=2, run_timeout=5.0,
-                 download_bytes=2_000_000, download_timeout=5.0)
+FULL = Settings(
+    repeats=3,
+    ttfb_count=300,
+    ttfb_budget=30.0,
+    clients=3,
+    count=300,
+    concurrency=8,
+    run_timeout=20.0,
+    download_bytes=200_000_000,
+    download_timeout=30.0,
+)
+QUICK = Settings(
+    repeats=1,
+    ttfb_count=100,
+    ttfb_budget=15.0,
+    clients=3,
+    count=100,
+    concurrency=8,
+    run_timeout=10.0,
+    download_bytes=50_000_000,
+    download_timeout=15.0,
+)
+SMOKE = Settings(
+    repeats=1,
+    ttfb_count=10,
+    ttfb_budget=5.0,
+    clients=2,
+    count=10,
+    concurrency=2,
+    run_timeout=5.0,
+    download_bytes=2_000_000,
+    download_timeout=5.0,
+)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
 
 
@@ -166,21 +193,44 @@ class L7BenchTopo(FabricTopo):
 
 def l7_vip(topo: FabricTopo) -> dict[str, Any]:
     """VIP web in mode l7 via r1: ``/bytes/`` to pool bulk (h3), every other path to pool web (h1, h2)."""
-    return {"name": "web", "address": VIP, "port": PORT, "mode": "l7", "routers": [ROUTER],
-            "members": topo.members(PORT),
-            "pools": [{"name": "web", "members": list(WEB_POOL)}, {"name": "bulk", "members": list(BULK_POOL)}],
-            "rules": [{"match": {"path_prefix": "/bytes/"}, "pool": "bulk"},
-                      {"match": {"path_prefix": "/"}, "pool": "web"}]}
+    return {
+        "name": "web",
+        "address": VIP,
+        "port": PORT,
+        "mode": "l7",
+        "routers": [ROUTER],
+        "members": topo.members(PORT),
+        "pools": [{"name": "web", "members": list(WEB_POOL)}, {"name": "bulk", "members": list(BULK_POOL)}],
+        "rules": [
+            {"match": {"path_prefix": "/bytes/"}, "pool": "bulk"},
+            {"match": {"path_prefix": "/"}, "pool": "web"},
+        ],
+    }
 
 
-def haproxy_http_config(bind: tuple[str, int], web: list[tuple[str, int]], bulk: list[tuple[str, int]],
-                        maxconn: int = 4096) -> str:
+def haproxy_http_config(
+    bind: tuple[str, int], web: list[tuple[str, int]], bulk: list[tuple[str, int]], maxconn: int = 4096
+) -> str:
     """HAProxy in ``mode http`` with the VIP's rules: an ACL on path prefix ``/bytes/`` to backend bulk, the rest to
     backend web (round robin); no health checks, no logging (as the suite's ``haproxy_config``)."""
-    lines = ["global", f"    maxconn {maxconn}", "", "defaults", "    mode http", f"    maxconn {maxconn}",
-             "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s", "",
-             "frontend l7", f"    bind {bind[0]}:{bind[1]}", "    acl is_bulk path_beg /bytes/",
-             "    use_backend bulk if is_bulk", "    default_backend web", ""]
+    lines = [
+        "global",
+        f"    maxconn {maxconn}",
+        "",
+        "defaults",
+        "    mode http",
+        f"    maxconn {maxconn}",
+        "    timeout connect 5s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "",
+        "frontend l7",
+        f"    bind {bind[0]}:{bind[1]}",
+        "    acl is_bulk path_beg /bytes/",
+        "    use_backend bulk if is_bulk",
+        "    default_backend web",
+        "",
+    ]
     for name, servers in (("web", web), ("bulk", bulk)):
         lines += [f"backend {name}", "    balance roundrobin"]
         lines += [f"    server m{index} {address}:{port}" for index, (address, port) in enumerate(servers, 1)]
@@ -191,9 +241,13 @@ def haproxy_http_config(bind: tuple[str, int], web: list[tuple[str, int]], bulk:
 def start_haproxy(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
     """Write and check the config, start HAProxy in p1 and wait until it listens (as the suite's start_haproxy)."""
     path = workdir / "haproxy.cfg"
-    path.write_text(haproxy_http_config((lab.topo.host_ip(PROXY), PORT),
-                                        [(lab.topo.host_ip(name), PORT) for name in WEB_POOL],
-                                        [(lab.topo.host_ip(name), PORT) for name in BULK_POOL]))
+    path.write_text(
+        haproxy_http_config(
+            (lab.topo.host_ip(PROXY), PORT),
+            [(lab.topo.host_ip(name), PORT) for name in WEB_POOL],
+            [(lab.topo.host_ip(name), PORT) for name in BULK_POOL],
+        )
+    )
     run(["haproxy", "-c", "-q", "-f", str(path)], check=True)
     proc = lab.start_process(PROXY, ["haproxy", "-db", "-f", str(path)], "haproxy.log")
 
@@ -215,8 +269,7 @@ def targets_of(topo: FabricTopo, scenario: str) -> dict[str, tuple[str, str]]:
         proxy = topo.host_ip(PROXY)
         return {client: (proxy, proxy) for client in topo.clients}
     bulk = topo.host_ip(BULK_POOL[0])
-    return {client: (topo.host_ip(WEB_POOL[index % len(WEB_POOL)]), bulk)
-            for index, client in enumerate(topo.clients)}
+    return {client: (topo.host_ip(WEB_POOL[index % len(WEB_POOL)]), bulk) for index, client in enumerate(topo.clients)}
 
 
 def migration_counters(lab: Lab) -> dict[str, int]:
@@ -226,8 +279,11 @@ def migration_counters(lab: Lab) -> dict[str, int]:
 
 def counter_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
     """``after - before`` for every counter that moved."""
-    return {key: after.get(key, 0) - before.get(key, 0) for key in sorted(set(before) | set(after))
-            if after.get(key, 0) != before.get(key, 0)}
+    return {
+        key: after.get(key, 0) - before.get(key, 0)
+        for key in sorted(set(before) | set(after))
+        if after.get(key, 0) != before.get(key, 0)
+    }
 
 
 def settled_delta(lab: Lab, before: dict[str, int], expected: int, timeout: float = 10.0) -> dict[str, int]:
@@ -252,21 +308,26 @@ def migration_durations(lab: Lab, last: int) -> list[float]:
     """``duration_ms`` of the last ``last`` migrated reports in the controller's log (dump to the host's hand-off
     reply and the report, commit and barrier included; the log keeps the newest 512 records, commits included)."""
     records = lab.rest("GET", "/v1/migrations")["migrations"]
-    return [m["duration_ms"] for m in records if m.get("outcome") == "migrated"
-            and is_number(m.get("duration_ms"))][-last:]
+    return [m["duration_ms"] for m in records if m.get("outcome") == "migrated" and is_number(m.get("duration_ms"))][
+        -last:
+    ]
 
 
 def router_stats(lab: Lab) -> dict[str, Any]:
     """r1's counters from its status port."""
-    out = lab.host_run(ROUTER, [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status",
-                                f"127.0.0.1:{ROUTER_STATUS}"])
+    out = lab.host_run(
+        ROUTER, [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status", f"127.0.0.1:{ROUTER_STATUS}"]
+    )
     return json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr.strip()[-500:]}
 
 
 def ttfb_run(lab: Lab, address: str, count: int, budget: float) -> dict[str, Any]:
     """``count`` sequential GET / from c1 to ``address`` (one connection each); the TTFB summary."""
-    result = lab.host_run("c1", [sys.executable, "-c", TTFB_CLIENT, address, str(PORT), str(count), str(budget)],
-                          timeout=budget + COLLECT_MARGIN)
+    result = lab.host_run(
+        "c1",
+        [sys.executable, "-c", TTFB_CLIENT, address, str(PORT), str(count), str(budget)],
+        timeout=budget + COLLECT_MARGIN,
+    )
     if result.returncode != 0:
         raise LabError(f"TTFB client failed: {result.stderr.strip()[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -274,9 +335,24 @@ def ttfb_run(lab: Lab, address: str, count: int, budget: float) -> dict[str, Any
 
 def loaded_run(lab: Lab, targets: dict[str, str], settings: Settings) -> dict[str, Any]:
     """One ``nlb-sdn-client connections`` per client host, all in parallel; their pooled summary."""
-    procs = {name: lab.start_client(name, ["connections", address, "--port", PORT, "--count", settings.count,
-                                           "--concurrency", settings.concurrency, "--timeout", settings.run_timeout])
-             for name, address in targets.items()}
+    procs = {
+        name: lab.start_client(
+            name,
+            [
+                "connections",
+                address,
+                "--port",
+                PORT,
+                "--count",
+                settings.count,
+                "--concurrency",
+                settings.concurrency,
+                "--timeout",
+                settings.run_timeout,
+            ],
+        )
+        for name, address in targets.items()
+    }
     return pool({name: lab.collect_client(proc, settings.run_timeout + COLLECT_MARGIN) for name, proc in procs.items()})
 
 
@@ -300,8 +376,11 @@ def measure(lab: Lab, scenario: str, settings: Settings, cpu: CpuMeter, expected
     if scenario == "vip":
         found["ttfb_migrations"] = delta = settled_delta(lab, before, ttfb["ok"])
         durations = migration_durations(lab, ttfb["ok"])
-        found["ttfb_migration_ms"] = {"samples": len(durations), "p50": rank(durations, 0.5),
-                                      "p99": rank(durations, 0.99)}
+        found["ttfb_migration_ms"] = {
+            "samples": len(durations),
+            "p50": rank(durations, 0.5),
+            "p99": rank(durations, 0.99),
+        }
         figures.update(migration_p50_ms=rank(durations, 0.5), migration_p99_ms=rank(durations, 0.99))
         if delta.get("migrated", 0) != ttfb["ok"]:
             found["problems"].append(f"vip TTFB: {delta.get('migrated', 0)} of {ttfb['ok']} migrated ({delta})")
@@ -320,22 +399,26 @@ def measure(lab: Lab, scenario: str, settings: Settings, cpu: CpuMeter, expected
         delta = settled_delta(lab, before, loaded["ok"])
         found["loaded_migrations"] = delta
         found["router_migrated"] = router_stats(lab).get("migrated", 0) - router_before.get("migrated", 0)
-        figures["migrations_per_s"] = (round(delta.get("migrated", 0) / loaded["elapsed_s"], 1)
-                                       if loaded["elapsed_s"] else None)
+        figures["migrations_per_s"] = (
+            round(delta.get("migrated", 0) / loaded["elapsed_s"], 1) if loaded["elapsed_s"] else None
+        )
         if delta.get("migrated", 0) != loaded["ok"]:
             found["problems"].append(f"vip loaded: {delta.get('migrated', 0)} of {loaded['ok']} migrated ({delta})")
 
     before = migration_counters(lab)
-    download = lab.run_client("c1", ["download", bulk, "--port", PORT, "--bytes", settings.download_bytes,
-                                     "--timeout", settings.download_timeout],
-                              timeout=settings.download_timeout + COLLECT_MARGIN)
+    download = lab.run_client(
+        "c1",
+        ["download", bulk, "--port", PORT, "--bytes", settings.download_bytes, "--timeout", settings.download_timeout],
+        timeout=settings.download_timeout + COLLECT_MARGIN,
+    )
     found["download"] = download
     verified = download["ok"] and download["sha256"] == expected_sha and download["served_by"] == BULK_POOL[0]
     found["download_verified"] = verified
     figures["download_mbps"] = download["mbps"] if verified else None
     if not verified:
-        found["problems"].append(f"{scenario} download: {download['bytes']} bytes from {download['served_by']}, "
-                                 f"{download.get('error')}")
+        found["problems"].append(
+            f"{scenario} download: {download['bytes']} bytes from {download['served_by']}, {download.get('error')}"
+        )
     if scenario == "vip":
         found["download_migrations"] = delta = settled_delta(lab, before, 1)
         if delta.get("migrated", 0) != 1:
@@ -356,8 +439,9 @@ def medians(rounds: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, fl
 def summarise(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Median figures per scenario, and the ratios of each pair (migrations/s against the baselines' requests/s)."""
     extra = ("migrations_per_s", "migration_p50_ms", "migration_p99_ms")
-    figures = {scenario: medians(runs[scenario], FIGURES + (extra if scenario == "vip" else ()))
-               for scenario in SCENARIOS}
+    figures = {
+        scenario: medians(runs[scenario], FIGURES + (extra if scenario == "vip" else ())) for scenario in SCENARIOS
+    }
     ratios: dict[str, Any] = {}
     for top, bottom in PAIRS:
         pair = {key: ratio(figures[top][key], figures[bottom][key]) for key in FIGURES}
@@ -385,9 +469,12 @@ def run_lab(settings: Settings, workdir: Path) -> tuple[dict[str, list[dict[str,
     key_file.write_text(secrets.token_hex(32))
     hl_port, rest_port = free_port(), free_port()
     topo = L7BenchTopo(clients=settings.clients)
-    config = lab_config(topo, [l7_vip(topo)], rest={"host": "0.0.0.0"},
-                        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
-                                "key_file": str(key_file)})
+    config = lab_config(
+        topo,
+        [l7_vip(topo)],
+        rest={"host": "0.0.0.0"},
+        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
+    )
     expected_sha = pattern_sha256(settings.download_bytes)
     runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in ("direct", "vip", "haproxy")}
     with Lab(topo, config, workdir=str(workdir / "lab"), ofp_port=free_port(), rest_port=rest_port) as lab:
@@ -395,26 +482,51 @@ def run_lab(settings: Settings, workdir: Path) -> tuple[dict[str, list[dict[str,
         for name in topo.backends:
             lab.stop_backend(name, PORT)
             lab.start_backend(name, PORT, handoff_socket=lab.handoff_socket(name))
-            lab.start_agent(name, {"host_id": name, "key_file": str(key_file),
-                                   "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
-                                   "listen": f"{topo.mgmt_ip(name)}:9101",
-                                   "migration": {"listen": "0.0.0.0:7001",
-                                                 "handoff_socket": lab.handoff_socket(name)}})
-        router = lab.start_router(ROUTER, ["--vip", "web", "--controller", f"http://{MGMT_CONTROLLER}:{rest_port}",
-                                           "--key-file", str(key_file), "--router-name", ROUTER],
-                                  status_port=ROUTER_STATUS)
+            lab.start_agent(
+                name,
+                {
+                    "host_id": name,
+                    "key_file": str(key_file),
+                    "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+                    "listen": f"{topo.mgmt_ip(name)}:9101",
+                    "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)},
+                },
+            )
+        router = lab.start_router(
+            ROUTER,
+            [
+                "--vip",
+                "web",
+                "--controller",
+                f"http://{MGMT_CONTROLLER}:{rest_port}",
+                "--key-file",
+                str(key_file),
+                "--router-name",
+                ROUTER,
+            ],
+            status_port=ROUTER_STATUS,
+        )
         haproxy = start_haproxy(lab, lab.workdir)
         assert lab.controller_proc is not None
-        cpu = CpuMeter({"ovs": int(OVS_PID_FILE.read_text()), "controller": lab.controller_proc.pid,
-                        "router": router.pid, "haproxy": haproxy.pid})
+        cpu = CpuMeter(
+            {
+                "ovs": int(OVS_PID_FILE.read_text()),
+                "controller": lab.controller_proc.pid,
+                "router": router.pid,
+                "haproxy": haproxy.pid,
+            }
+        )
         for number in range(1, settings.repeats + 1):
             log(f"round {number}/{settings.repeats}")
             for scenario in runs:
                 runs[scenario].append(measure(lab, scenario, settings, cpu, expected_sha))
-        raw = {"haproxy": run(["haproxy", "-v"]).stdout.splitlines()[0],
-               "haproxy_config": (lab.workdir / "haproxy.cfg").read_text(),
-               "migrations_at_end": migration_counters(lab), "router_stats_at_end": router_stats(lab),
-               "controller_stats_at_end": lab.rest("GET", "/v1/stats")}
+        raw = {
+            "haproxy": run(["haproxy", "-v"]).stdout.splitlines()[0],
+            "haproxy_config": (lab.workdir / "haproxy.cfg").read_text(),
+            "migrations_at_end": migration_counters(lab),
+            "router_stats_at_end": router_stats(lab),
+            "controller_stats_at_end": lab.rest("GET", "/v1/stats"),
+        }
         lab.check_controller()
         if router.poll() is not None:
             raise LabError(f"router {ROUTER} exited with {router.returncode}")
@@ -430,29 +542,42 @@ def markdown(report: dict[str, Any]) -> str:
     """The figures beside their baselines and ratios, the target, the CPU of the loaded runs and any problems."""
     settings, env = report["settings"], report["environment"]
     figures, ratios = report.get("figures", {}), report.get("ratios", {})
-    rows = [("ttfb_p50_ms", f"TTFB p50 ms, GET / ({settings['ttfb_count']} sequential, 1 connection each)", "{:.2f}"),
-            ("ttfb_p99_ms", "TTFB p99 ms, same requests", "{:.2f}"),
-            ("migration_p50_ms", "of which migration p50 ms (router's reports: dump to hand-off, commit included)",
-             "{:.2f}"),
-            ("migration_p99_ms", "of which migration p99 ms, same reports", "{:.2f}"),
-            ("requests_per_s", f"requests/s, {settings['clients']} clients x {settings['concurrency']} in flight",
-             "{:.0f}"),
-            ("migrations_per_s", "migrations/s per router, same load (baselines: their requests/s)", "{:.0f}"),
-            ("download_mbps", f"download Mbit/s ({settings['download_bytes'] // 1_000_000} MB, 1 connection)",
-             "{:.0f}")]
+    rows = [
+        ("ttfb_p50_ms", f"TTFB p50 ms, GET / ({settings['ttfb_count']} sequential, 1 connection each)", "{:.2f}"),
+        ("ttfb_p99_ms", "TTFB p99 ms, same requests", "{:.2f}"),
+        (
+            "migration_p50_ms",
+            "of which migration p50 ms (router's reports: dump to hand-off, commit included)",
+            "{:.2f}",
+        ),
+        ("migration_p99_ms", "of which migration p99 ms, same reports", "{:.2f}"),
+        (
+            "requests_per_s",
+            f"requests/s, {settings['clients']} clients x {settings['concurrency']} in flight",
+            "{:.0f}",
+        ),
+        ("migrations_per_s", "migrations/s per router, same load (baselines: their requests/s)", "{:.0f}"),
+        ("download_mbps", f"download Mbit/s ({settings['download_bytes'] // 1_000_000} MB, 1 connection)", "{:.0f}"),
+    ]
     header = ["figure", *(LABELS[s] for s in SCENARIOS), "VIP/direct", "VIP/HAProxy", "HAProxy/direct"]
-    lines = [f"nlb_sdn L7 benchmark, {report['mode']} mode, {env.get('date', '?')}, commit "
-             f"`{str(env.get('git_commit', ''))[:10]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-             f"{report.get('duration_s', '?')} s; medians of {settings['repeats']} round(s); load average "
-             f"{env.get('loadavg_at_start', [0])[0]:.2f} at start, {report.get('loadavg_at_end', [0])[0]:.2f} at end",
-             "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    lines = [
+        f"nlb_sdn L7 benchmark, {report['mode']} mode, {env.get('date', '?')}, commit "
+        f"`{str(env.get('git_commit', ''))[:10]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
+        f"{report.get('duration_s', '?')} s; medians of {settings['repeats']} round(s); load average "
+        f"{env.get('loadavg_at_start', [0])[0]:.2f} at start, {report.get('loadavg_at_end', [0])[0]:.2f} at end",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" + "|---:" * (len(header) - 1) + "|",
+    ]
     for key, label, fmt in rows:
         if key.startswith("migration_"):
             cells = [_cell(figures.get("vip", {}).get(key), fmt), "-", "-"]
         elif key == "migrations_per_s":
-            cells = [_cell(figures.get("vip", {}).get(key), fmt),
-                     _cell(figures.get("direct", {}).get("requests_per_s"), fmt),
-                     _cell(figures.get("haproxy", {}).get("requests_per_s"), fmt)]
+            cells = [
+                _cell(figures.get("vip", {}).get(key), fmt),
+                _cell(figures.get("direct", {}).get("requests_per_s"), fmt),
+                _cell(figures.get("haproxy", {}).get("requests_per_s"), fmt),
+            ]
         else:
             cells = [_cell(figures.get(s, {}).get(key), fmt) for s in SCENARIOS]
         cells += [_cell(ratios.get(f"{a}/{b}", {}).get(key), "{:.2f}") for a, b in PAIRS]
@@ -464,11 +589,17 @@ def markdown(report: dict[str, Any]) -> str:
     cpu = report.get("cpu_loaded", {})
     if cpu:
         names = ("ovs", "controller", "router", "haproxy", "machine")
-        lines += ["", "| CPU cores during the loaded run | " + " | ".join(names) + " |",
-                  "|---" + "|---:" * len(names) + "|"]
+        lines += [
+            "",
+            "| CPU cores during the loaded run | " + " | ".join(names) + " |",
+            "|---" + "|---:" * len(names) + "|",
+        ]
         for scenario in SCENARIOS:
-            lines.append(f"| {LABELS[scenario]} | "
-                         + " | ".join(_cell(cpu.get(scenario, {}).get(f"{n}_cores"), "{:.2f}") for n in names) + " |")
+            lines.append(
+                f"| {LABELS[scenario]} | "
+                + " | ".join(_cell(cpu.get(scenario, {}).get(f"{n}_cores"), "{:.2f}") for n in names)
+                + " |"
+            )
     if report.get("problems"):
         lines += ["", "Problems:", *(f"- {line}" for line in report["problems"])]
     return "\n".join(lines) + "\n"
@@ -479,11 +610,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_const", const="quick", dest="mode", help="one round, smaller counts")
-    size.add_argument("--smoke", action="store_const", const="smoke", dest="mode",
-                      help="tiny counts, for CI: checks that everything works (well under a minute)")
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        const="smoke",
+        dest="mode",
+        help="tiny counts, for CI: checks that everything works (well under a minute)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep logs and configs here (default: a temporary directory, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep logs and configs here (default: a temporary directory, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     args.mode = args.mode or "full"
     return args
@@ -498,32 +638,57 @@ def main(argv: list[str] | None = None) -> int:
     settings = MODES[args.mode]
     started = time.monotonic()
     report: dict[str, Any] = {
-        "benchmark": "l7", "mode": args.mode,
+        "benchmark": "l7",
+        "mode": args.mode,
         "environment": lab_report.environment(
-            ovs_version=command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".",
-                                        "ovs_version"]).strip('"'),
-            os_ken=importlib.metadata.version("os-ken"), mininet=importlib.metadata.version("mininet"),
-            haproxy=command_output(["haproxy", "-v"]).split("\n", 1)[0]),
-        "settings": {**asdict(settings), "topology": "fabric (L7BenchTopo: r1 and p1 on s1, h1..h3 on s2)",
-                     "datapath": SWITCH_OPTS["datapath"], "tx_offload": "off", "routers": 1,
-                     "rules": {"/bytes/": list(BULK_POOL), "/": list(WEB_POOL)}},
+            ovs_version=command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "ovs_version"]).strip(
+                '"'
+            ),
+            os_ken=importlib.metadata.version("os-ken"),
+            mininet=importlib.metadata.version("mininet"),
+            haproxy=command_output(["haproxy", "-v"]).split("\n", 1)[0],
+        ),
+        "settings": {
+            **asdict(settings),
+            "topology": "fabric (L7BenchTopo: r1 and p1 on s1, h1..h3 on s2)",
+            "datapath": SWITCH_OPTS["datapath"],
+            "tx_offload": "off",
+            "routers": 1,
+            "rules": {"/bytes/": list(BULK_POOL), "/": list(WEB_POOL)},
+        },
     }
-    workdir_cm = (contextlib.nullcontext(str(args.workdir)) if args.workdir is not None
-                  else tempfile.TemporaryDirectory(prefix="nlb-l7-"))
+    workdir_cm = (
+        contextlib.nullcontext(str(args.workdir))
+        if args.workdir is not None
+        else tempfile.TemporaryDirectory(prefix="nlb-l7-")
+    )
     with workdir_cm as workdir_name:
         runs, raw = run_lab(settings, Path(workdir_name))
     report["figures"], report["ratios"] = summarise(runs)
     value = report["ratios"]["vip/direct"]["download_mbps"]
-    report["targets"] = [{"target": "migrated download throughput / direct", "goal": f">= {THROUGHPUT_TARGET}",
-                          "value": value, "met": value >= THROUGHPUT_TARGET if is_number(value) else None}]
-    report["cpu_loaded"] = {scenario: {key: statistics.median(vals) if (vals := [
-        r["cpu_loaded"][key] for r in rounds if is_number(r["cpu_loaded"].get(key))]) else None
-        for key in rounds[0]["cpu_loaded"]} for scenario, rounds in runs.items()}
+    report["targets"] = [
+        {
+            "target": "migrated download throughput / direct",
+            "goal": f">= {THROUGHPUT_TARGET}",
+            "value": value,
+            "met": value >= THROUGHPUT_TARGET if is_number(value) else None,
+        }
+    ]
+    report["cpu_loaded"] = {
+        scenario: {
+            key: statistics.median(vals)
+            if (vals := [r["cpu_loaded"][key] for r in rounds if is_number(r["cpu_loaded"].get(key))])
+            else None
+            for key in rounds[0]["cpu_loaded"]
+        }
+        for scenario, rounds in runs.items()
+    }
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["loadavg_at_end"] = os.getloadavg()
     insane = sanity_problems(report)
     report["problems"] = [p for rounds in runs.values() for r in rounds for p in r["problems"]] + [
-        f"not a sane figure: {line}" for line in insane]
+        f"not a sane figure: {line}" for line in insane
+    ]
     report["raw"] = {**raw, "rounds": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -69,18 +69,27 @@ PACKET_OUT = struct.Struct(ofp.OFP_PACKET_OUT_PACK_STR)  # after the header: buf
 MULTIPART_REQUEST = struct.Struct(ofp.OFP_MULTIPART_REQUEST_PACK_STR)  # after the header: type, flags
 ROLE_REQUEST = struct.Struct(ofp.OFP_ROLE_REQUEST_PACK_STR)  # after the header: role, generation_id
 FLOW_MOD_TABLE = struct.Struct("!QQBB")  # after the header: cookie, cookie_mask, table_id, command (ofp_flow_mod)
-PORT_NAMES = {value: name[len("OFPP_"):] for name, value in vars(ofp).items()
-              if name.startswith("OFPP_") and isinstance(value, int) and value >= ofp.OFPP_MAX}
-MSG_NAMES = {value: name[len("OFPT_"):].lower() for name, value in vars(ofp).items()
-             if name.startswith("OFPT_") and isinstance(value, int)}
+PORT_NAMES = {
+    value: name[len("OFPP_") :]
+    for name, value in vars(ofp).items()
+    if name.startswith("OFPP_") and isinstance(value, int) and value >= ofp.OFPP_MAX
+}
+MSG_NAMES = {
+    value: name[len("OFPT_") :].lower()
+    for name, value in vars(ofp).items()
+    if name.startswith("OFPT_") and isinstance(value, int)
+}
 
 CLIENT_PORT_BASE = 1024
 CLIENT_PORTS = 65536 - CLIENT_PORT_BASE
 CLIENT_HOSTS = 65534  # client addresses per switch: 10.(100+i).0.1 .. 10.(100+i).255.254
 MAX_SWITCHES = 155
 UPLINK_PORT = 1000  # where the learning switch learns the VIP MAC (see --no-prime)
-MEMBERS = [("m1", "10.0.0.11", "00:00:00:00:00:11"), ("m2", "10.0.0.12", "00:00:00:00:00:12"),
-           ("m3", "10.0.0.13", "00:00:00:00:00:13")]
+MEMBERS = [
+    ("m1", "10.0.0.11", "00:00:00:00:00:11"),
+    ("m2", "10.0.0.12", "00:00:00:00:00:12"),
+    ("m3", "10.0.0.13", "00:00:00:00:00:13"),
+]
 MEMBER_PORT_BASE = 2000
 LINK_PORTS = (3000, 3001)  # the fabric config chains s1 - s2 - ... - sN through these ports
 ETH_LEN = frames.ETH_HEADER.size  # where things are in the 74-byte SYN (SynFrames)
@@ -126,8 +135,17 @@ class FeaturesReply(parser.OFPSwitchFeatures):
     """OFPT_FEATURES_REPLY (os-ken only parses it)."""
 
     def _serialize_body(self) -> None:
-        msg_pack_into(ofp.OFP_SWITCH_FEATURES_PACK_STR, self.buf, ofp.OFP_HEADER_SIZE, self.datapath_id,
-                      self.n_buffers, self.n_tables, self.auxiliary_id, self.capabilities, 0)
+        msg_pack_into(
+            ofp.OFP_SWITCH_FEATURES_PACK_STR,
+            self.buf,
+            ofp.OFP_HEADER_SIZE,
+            self.datapath_id,
+            self.n_buffers,
+            self.n_tables,
+            self.auxiliary_id,
+            self.capabilities,
+            0,
+        )
 
 
 class GetConfigReply(parser.OFPGetConfigReply):
@@ -160,8 +178,16 @@ class PacketIn(parser.OFPPacketIn):
     """OFPT_PACKET_IN: fixed part, the match (``in_port``), 2 bytes of padding, then the frame."""
 
     def _serialize_body(self) -> None:
-        msg_pack_into(ofp.OFP_PACKET_IN_PACK_STR, self.buf, ofp.OFP_HEADER_SIZE, self.buffer_id, self.total_len,
-                      self.reason, self.table_id, self.cookie)
+        msg_pack_into(
+            ofp.OFP_PACKET_IN_PACK_STR,
+            self.buf,
+            ofp.OFP_HEADER_SIZE,
+            self.buffer_id,
+            self.total_len,
+            self.reason,
+            self.table_id,
+            self.cookie,
+        )
         self.match.serialize(self.buf, ofp.OFP_PACKET_IN_SIZE - ofp.OFP_MATCH_SIZE)  # pads the match to 8 bytes
         self.buf += b"\x00\x00" + self.data
 
@@ -188,9 +214,16 @@ class PacketInEncoder:
 
     def message(self, in_port: int, frame: bytes) -> PacketIn:
         """The framework message object for one packet-in (what :meth:`encode` is equivalent to)."""
-        return PacketIn(Datapath(), buffer_id=ofp.OFP_NO_BUFFER, total_len=len(frame), reason=self.reason,
-                        table_id=self.table_id, cookie=self.cookie, match=parser.OFPMatch(in_port=in_port),
-                        data=frame)
+        return PacketIn(
+            Datapath(),
+            buffer_id=ofp.OFP_NO_BUFFER,
+            total_len=len(frame),
+            reason=self.reason,
+            table_id=self.table_id,
+            cookie=self.cookie,
+            match=parser.OFPMatch(in_port=in_port),
+            data=frame,
+        )
 
     def encode(self, in_port: int, frame: bytes, xid: int) -> bytes:
         """The bytes of one packet-in with this xid: the cached body for (in_port, frame length), then the frame."""
@@ -198,16 +231,20 @@ class PacketInEncoder:
         body = self.bodies.get(key)
         if body is None:
             whole = encode(self.message(in_port, b"\x00" * len(frame)), 0)
-            body = self.bodies[key] = whole[ofp.OFP_HEADER_SIZE:len(whole) - len(frame)]
-        return OFP_HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_PACKET_IN, ofp.OFP_HEADER_SIZE + len(body) + len(frame),
-                               xid) + body + frame
+            body = self.bodies[key] = whole[ofp.OFP_HEADER_SIZE : len(whole) - len(frame)]
+        return (
+            OFP_HEADER.pack(ofp.OFP_VERSION, ofp.OFPT_PACKET_IN, ofp.OFP_HEADER_SIZE + len(body) + len(frame), xid)
+            + body
+            + frame
+        )
 
 
 def multipart_body(mp_type: int) -> bytes:
     """The body of an empty answer: nothing for list-valued types, zeros/strings for the single-struct ones."""
     if mp_type == ofp.OFPMP_DESC:
-        return struct.pack(ofp.OFP_DESC_PACK_STR, b"nlb_sdn", b"ofload fake switch", b"benchmarks/ofload.py",
-                           b"0", b"fake")
+        return struct.pack(
+            ofp.OFP_DESC_PACK_STR, b"nlb_sdn", b"ofload fake switch", b"benchmarks/ofload.py", b"0", b"fake"
+        )
     if mp_type == ofp.OFPMP_AGGREGATE:
         return struct.pack(ofp.OFP_AGGREGATE_STATS_REPLY_PACK_STR, 0, 0, 0)
     return b""
@@ -220,14 +257,36 @@ def linux_syn_options(ts_val: int) -> bytes:
 
 def syn_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, sport: int, dport: int, seq: int) -> bytes:
     """A 74-byte TCP SYN as Linux sends it (MSS, SACK permitted, timestamps, NOP, window scale)."""
-    return frames.tcp_frame(src_mac, dst_mac, src_ip, dst_ip, sport, dport, frames.TCP_SYN, seq=seq, window=64240,
-                            options=linux_syn_options(seq), dont_fragment=True)
+    return frames.tcp_frame(
+        src_mac,
+        dst_mac,
+        src_ip,
+        dst_ip,
+        sport,
+        dport,
+        frames.TCP_SYN,
+        seq=seq,
+        window=64240,
+        options=linux_syn_options(seq),
+        dont_fragment=True,
+    )
 
 
 def prime_frame(vip: str, vport: int, client_mac: str, client_ip: str) -> bytes:
     """A SYN-ACK from the VIP's MAC: lets a learning switch learn where the VIP is (the nlb controller drops it)."""
-    return frames.tcp_frame(vip_mac(vip), client_mac, vip, client_ip, vport, CLIENT_PORT_BASE,
-                            frames.TCP_SYN | frames.TCP_ACK, seq=1, ack=1, window=65160, dont_fragment=True)
+    return frames.tcp_frame(
+        vip_mac(vip),
+        client_mac,
+        vip,
+        client_ip,
+        vport,
+        CLIENT_PORT_BASE,
+        frames.TCP_SYN | frames.TCP_ACK,
+        seq=1,
+        ack=1,
+        window=65160,
+        dont_fragment=True,
+    )
 
 
 # --- addressing shared by the generator and the nlb config it launches with ----------------------------------------
@@ -255,9 +314,10 @@ class SynFrames:
     def __init__(self, args: argparse.Namespace, index: int) -> None:
         self.index = index
         self.vip = socket.inet_aton(args.vip)
-        self.hosts = [(port, bytearray(syn_frame(mac, vip_mac(args.vip), "0.0.0.0", args.vip, CLIENT_PORT_BASE,
-                                                 args.vport, 0)))
-                      for port, mac, _ip in gateway_hosts(index, args.hosts)]
+        self.hosts = [
+            (port, bytearray(syn_frame(mac, vip_mac(args.vip), "0.0.0.0", args.vip, CLIENT_PORT_BASE, args.vport, 0)))
+            for port, mac, _ip in gateway_hosts(index, args.hosts)
+        ]
         for _port, template in self.hosts:
             WORD16.pack_into(template, IP_CHECKSUM_AT, 0)
             WORD16.pack_into(template, TCP_CHECKSUM_AT, 0)
@@ -270,7 +330,7 @@ class SynFrames:
         client = socket.inet_aton(client_ip)
         seq = (k * 2654435761) & 0xFFFFFFFF
         frame = bytearray(template)
-        frame[IP_SRC_AT:IP_SRC_AT + 4] = client
+        frame[IP_SRC_AT : IP_SRC_AT + 4] = client
         WORD16.pack_into(frame, TCP_AT, client_port)
         WORD32.pack_into(frame, TCP_SEQ_AT, seq)
         WORD32.pack_into(frame, TS_VAL_AT, seq)
@@ -283,18 +343,33 @@ class SynFrames:
 def nlb_config(args: argparse.Namespace, rest_port: int) -> dict[str, Any]:
     """An nlb_sdn config for this run: the VIP over three members, and a fabric with every fake switch and host."""
     switches = [{"name": f"s{i + 1}", "dpid": args.dpid_base + i} for i in range(args.switches)]
-    links = [{"a": f"s{i + 1}", "a_port": LINK_PORTS[0], "b": f"s{i + 2}", "b_port": LINK_PORTS[1]}
-             for i in range(args.switches - 1)]
-    hosts = [{"name": f"g{i + 1}-{port}", "ip": ip, "mac": mac, "switch": f"s{i + 1}", "port": port}
-             for i in range(args.switches) for port, mac, ip in gateway_hosts(i, args.hosts)]
-    hosts += [{"name": name, "ip": ip, "mac": mac, "switch": "s1", "port": MEMBER_PORT_BASE + n}
-              for n, (name, ip, mac) in enumerate(MEMBERS)]
+    links = [
+        {"a": f"s{i + 1}", "a_port": LINK_PORTS[0], "b": f"s{i + 2}", "b_port": LINK_PORTS[1]}
+        for i in range(args.switches - 1)
+    ]
+    hosts = [
+        {"name": f"g{i + 1}-{port}", "ip": ip, "mac": mac, "switch": f"s{i + 1}", "port": port}
+        for i in range(args.switches)
+        for port, mac, ip in gateway_hosts(i, args.hosts)
+    ]
+    hosts += [
+        {"name": name, "ip": ip, "mac": mac, "switch": "s1", "port": MEMBER_PORT_BASE + n}
+        for n, (name, ip, mac) in enumerate(MEMBERS)
+    ]
     return {
         "version": 1,
-        "controller": {"max_connections": max(100_000, 2 * args.max_packets),
-                       "rest": {"enabled": True, "host": "127.0.0.1", "port": rest_port}},
-        "vips": [{"name": "bench", "address": args.vip, "port": args.vport,
-                  "members": [{"name": name, "address": ip, "port": args.vport} for name, ip, _mac in MEMBERS]}],
+        "controller": {
+            "max_connections": max(100_000, 2 * args.max_packets),
+            "rest": {"enabled": True, "host": "127.0.0.1", "port": rest_port},
+        },
+        "vips": [
+            {
+                "name": "bench",
+                "address": args.vip,
+                "port": args.vport,
+                "members": [{"name": name, "address": ip, "port": args.vport} for name, ip, _mac in MEMBERS],
+            }
+        ],
         "fabric": {"switches": switches, "links": links, "hosts": hosts},
     }
 
@@ -424,12 +499,21 @@ class FakeSwitch(asyncio.Protocol):
             if self.run.warm_end <= time.perf_counter() < self.run.end:
                 self.measured_flow_mods += 1
         elif msg_type == ofp.OFPT_ECHO_REQUEST:
-            self.send(parser.OFPEchoReply(self.dp, data=bytes(buf[offset + ofp.OFP_HEADER_SIZE:offset + length])),
-                      xid)
+            self.send(
+                parser.OFPEchoReply(self.dp, data=bytes(buf[offset + ofp.OFP_HEADER_SIZE : offset + length])), xid
+            )
         elif msg_type == ofp.OFPT_FEATURES_REQUEST:
-            self.send(FeaturesReply(self.dp, datapath_id=self.dpid, n_buffers=0, n_tables=254, auxiliary_id=0,
-                                    capabilities=ofp.OFPC_FLOW_STATS | ofp.OFPC_TABLE_STATS | ofp.OFPC_PORT_STATS),
-                      xid)
+            self.send(
+                FeaturesReply(
+                    self.dp,
+                    datapath_id=self.dpid,
+                    n_buffers=0,
+                    n_tables=254,
+                    auxiliary_id=0,
+                    capabilities=ofp.OFPC_FLOW_STATS | ofp.OFPC_TABLE_STATS | ofp.OFPC_PORT_STATS,
+                ),
+                xid,
+            )
         elif msg_type == ofp.OFPT_BARRIER_REQUEST:
             self.send(parser.OFPBarrierReply(self.dp), xid)
         elif msg_type == ofp.OFPT_MULTIPART_REQUEST:
@@ -455,8 +539,8 @@ class FakeSwitch(asyncio.Protocol):
         _buffer_id, _in_port, actions_len = PACKET_OUT.unpack_from(buf, offset + ofp.OFP_HEADER_SIZE)
         actions_at = offset + ofp.OFP_PACKET_OUT_SIZE
         if measuring and self.sample_actions is None:
-            self.sample_actions = self.parse_actions(bytes(buf[actions_at:actions_at + actions_len]))
-        sent_at = self.outstanding.pop(bytes(buf[actions_at + actions_len:offset + length]), None)
+            self.sample_actions = self.parse_actions(bytes(buf[actions_at : actions_at + actions_len]))
+        sent_at = self.outstanding.pop(bytes(buf[actions_at + actions_len : offset + length]), None)
         if sent_at is None:
             self.unmatched += 1
             return
@@ -641,24 +725,27 @@ async def run_load(args: argparse.Namespace, controller_pid: int | None = None) 
 
     per_switch = []
     for sw in switches:
-        per_switch.append({
-            "dpid": sw.dpid,
-            "packet_ins_sent": sw.sent,
-            "responses": sw.responses,
-            "measured_responses": sw.measured,
-            "responses_per_s": rounded(sw.measured / interval if interval else 0.0, 1),
-            "per_second": sw.per_second[:whole_seconds],
-            "latency_ms": latency_summary(sw.latencies),
-            "timeouts": sw.timeouts,
-            "unmatched_packet_outs": sw.unmatched,
-            "flow_mods_by_table": {str(t): n for t, n in sorted(sw.flow_mods_by_table.items())},
-            "received": dict(sorted(sw.received.items())),
-            "sample_packet_out_actions": sw.sample_actions,
-            "lost": sw.lost,
-        })
+        per_switch.append(
+            {
+                "dpid": sw.dpid,
+                "packet_ins_sent": sw.sent,
+                "responses": sw.responses,
+                "measured_responses": sw.measured,
+                "responses_per_s": rounded(sw.measured / interval if interval else 0.0, 1),
+                "per_second": sw.per_second[:whole_seconds],
+                "latency_ms": latency_summary(sw.latencies),
+                "timeouts": sw.timeouts,
+                "unmatched_packet_outs": sw.unmatched,
+                "flow_mods_by_table": {str(t): n for t, n in sorted(sw.flow_mods_by_table.items())},
+                "received": dict(sorted(sw.received.items())),
+                "sample_packet_out_actions": sw.sample_actions,
+                "lost": sw.lost,
+            }
+        )
     measured = sum(sw.measured for sw in switches)
-    totals_per_second = [sum(sw.per_second[s] if s < len(sw.per_second) else 0 for sw in switches)
-                         for s in range(whole_seconds)]
+    totals_per_second = [
+        sum(sw.per_second[s] if s < len(sw.per_second) else 0 for sw in switches) for s in range(whole_seconds)
+    ]
     all_latencies = [value for sw in switches for value in sw.latencies]
     gen_cpu = gen_cpu_end - cpu_gen if cpu_gen is not None else None
     ctl_cpu = ctl_cpu_end - cpu_ctl if cpu_ctl is not None and ctl_cpu_end is not None else None
@@ -675,29 +762,42 @@ async def run_load(args: argparse.Namespace, controller_pid: int | None = None) 
         "packet_ins_sent": run.sent_total,
         "measured_responses": measured,
         "responses_per_s": rounded(measured / interval if interval else 0.0, 1),
-        "per_second_total": {"values": totals_per_second,
-                             "min": min(totals_per_second, default=None),
-                             "max": max(totals_per_second, default=None),
-                             "mean": rounded(sum(totals_per_second) / len(totals_per_second), 1)
-                             if totals_per_second else None},
+        "per_second_total": {
+            "values": totals_per_second,
+            "min": min(totals_per_second, default=None),
+            "max": max(totals_per_second, default=None),
+            "mean": rounded(sum(totals_per_second) / len(totals_per_second), 1) if totals_per_second else None,
+        },
         "flow_mods_per_s": rounded(sum(sw.measured_flow_mods for sw in switches) / interval if interval else 0.0, 1),
-        "packet_outs_per_s": rounded(sum(sw.measured_packet_outs for sw in switches) / interval if interval else 0.0,
-                                     1),
+        "packet_outs_per_s": rounded(
+            sum(sw.measured_packet_outs for sw in switches) / interval if interval else 0.0, 1
+        ),
         "latency_ms": latency_summary(all_latencies),
         "timeouts": sum(sw.timeouts for sw in switches),
         "unmatched_packet_outs": sum(sw.unmatched for sw in switches),
-        "cpu": {"generator_s": rounded(gen_cpu), "generator_util": util(gen_cpu),
-                "controller_s": rounded(ctl_cpu), "controller_util": util(ctl_cpu),
-                "machine_util": util(all_cpu), "others_util": util(other_cpu), "cores": os.cpu_count()},
+        "cpu": {
+            "generator_s": rounded(gen_cpu),
+            "generator_util": util(gen_cpu),
+            "controller_s": rounded(ctl_cpu),
+            "controller_util": util(ctl_cpu),
+            "machine_util": util(all_cpu),
+            "others_util": util(other_cpu),
+            "cores": os.cpu_count(),
+        },
         "per_switch": per_switch,
     }
 
 
 def latency_summary(values: list[float]) -> dict[str, Any]:
     """Round-trip packet-in -> packet-out in ms over the measured window."""
-    return {"count": len(values), "p50": rounded(percentile(values, 50)), "p90": rounded(percentile(values, 90)),
-            "p99": rounded(percentile(values, 99)), "mean": rounded(sum(values) / len(values)) if values else None,
-            "max": rounded(max(values, default=None))}
+    return {
+        "count": len(values),
+        "p50": rounded(percentile(values, 50)),
+        "p90": rounded(percentile(values, 90)),
+        "p99": rounded(percentile(values, 99)),
+        "mean": rounded(sum(values) / len(values)) if values else None,
+        "max": rounded(max(values, default=None)),
+    }
 
 
 # --- launching a controller ------------------------------------------------------------------------------------------
@@ -736,30 +836,52 @@ class Controller:
     def command(self) -> list[str]:
         """The command line that starts this controller kind on its port (nlb: writes the matching config first)."""
         if self.kind == "learning":
-            return [sys.executable, "-m", "nlb_sdn.framework", "--ofp-tcp-listen-port", str(self.port),
-                    "nlb_sdn.apps.learning_switch"]
+            return [
+                sys.executable,
+                "-m",
+                "nlb_sdn.framework",
+                "--ofp-tcp-listen-port",
+                str(self.port),
+                "nlb_sdn.apps.learning_switch",
+            ]
         self.rest_port = free_port()
         config = nlb_config(self.args, self.rest_port)
         parse_config(config, "ofload")  # a bad --vip/--vport fails here, not in the controller
         path = self.workdir / "nlb.json"
         path.write_text(json.dumps(config, indent=1))
-        return [sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", str(path), "--ofp-tcp-listen-port",
-                str(self.port)]
+        return [
+            sys.executable,
+            "-m",
+            "nlb_sdn.cli",
+            "controller",
+            "--config",
+            str(path),
+            "--ofp-tcp-listen-port",
+            str(self.port),
+        ]
 
     def start(self) -> None:
         """Start the controller in its own session; wait until it listens (RuntimeError if it exits or never does)."""
         cmd = self.command()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         with open(self.log_path, "wb") as log_file:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + LISTEN_TIMEOUT
         while not listening(self.port):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} controller exited with status {self.proc.returncode}:\n{self.tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.kind} controller not listening on {self.port} after {LISTEN_TIMEOUT} s:\n"
-                                   f"{self.tail()}")
+                raise RuntimeError(
+                    f"{self.kind} controller not listening on {self.port} after {LISTEN_TIMEOUT} s:\n{self.tail()}"
+                )
             time.sleep(0.05)
         log(f"ofload: {self.kind} controller pid {self.proc.pid} listening on port {self.port}")
 
@@ -772,8 +894,10 @@ class Controller:
                 stats = json.load(response)
         except (OSError, ValueError) as exc:
             return {"error": str(exc)}
-        return {key: stats.get(key) for key in ("packet_in", "dropped", "refused", "connections", "flow_mod",
-                                                 "packet_out", "errors")}
+        return {
+            key: stats.get(key)
+            for key in ("packet_in", "dropped", "refused", "connections", "flow_mod", "packet_out", "errors")
+        }
 
     def stop(self) -> int | None:
         """SIGTERM to the PID, SIGKILL after STOP_TIMEOUT; the exit status."""
@@ -813,8 +937,6 @@ def launched(kind: str | None, args: argparse.Namespace) -> Iterator[Controller 
 # --- command line ----------------------------------------------------------------------------------------------------
 
 
-
-
 def environment() -> dict[str, Any]:
     """What the figures depend on: date, git commit, CPUs, software versions and machine load."""
     return lab_report.environment(framework=f"{framework.NAME} {framework.VERSION}")
@@ -840,15 +962,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hosts", type=int, default=4, help="attachment ports (in_port 1..N) per switch")
     p.add_argument("--dpid-base", type=int, default=1)
     p.add_argument("--table-id", type=int, default=int(Table.CONNECTIONS), help="packet-in table_id")
-    p.add_argument("--cookie", type=lambda text: int(text, 0), default=make_cookie(CookieKind.BASE, 1),
-                   help="packet-in cookie (default: nlb_sdn's base cookie, LBU 1)")
-    p.add_argument("--reason", choices=("no_match", "action"), default="no_match",
-                   help="packet-in reason (OVS reports a hit on an OpenFlow 1.3 table-miss entry as no_match)")
-    p.add_argument("--no-prime", dest="prime", action="store_false",
-                   help="do not send the frame from the VIP MAC that lets a learning switch install flows")
+    p.add_argument(
+        "--cookie",
+        type=lambda text: int(text, 0),
+        default=make_cookie(CookieKind.BASE, 1),
+        help="packet-in cookie (default: nlb_sdn's base cookie, LBU 1)",
+    )
+    p.add_argument(
+        "--reason",
+        choices=("no_match", "action"),
+        default="no_match",
+        help="packet-in reason (OVS reports a hit on an OpenFlow 1.3 table-miss entry as no_match)",
+    )
+    p.add_argument(
+        "--no-prime",
+        dest="prime",
+        action="store_false",
+        help="do not send the frame from the VIP MAC that lets a learning switch install flows",
+    )
     p.add_argument("--out", help="write the JSON report here instead of stdout")
-    p.add_argument("--print-config", action="store_true",
-                   help="print the nlb_sdn config matching these settings (REST on 8080) and exit")
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the nlb_sdn config matching these settings (REST on 8080) and exit",
+    )
     return p
 
 
@@ -868,9 +1005,11 @@ def summary_line(report: dict[str, Any]) -> str:
     target = s["launch"] or f"{s['host']}:{s['port']}"
     lat = r["latency_ms"]
     cpu = r["cpu"]
-    line = (f"ofload {s['mode']} {target}: {s['switches']} switches, {r['responses_per_s']:.0f} responses/s "
-            f"({r['measured_responses']} in {r['measured_s']:.1f} s), latency p50 {lat['p50']} ms p99 {lat['p99']} ms,"
-            f" flow-mods/s {r['flow_mods_per_s']:.0f}, timeouts {r['timeouts']}, stop {r['stop_reason']}")
+    line = (
+        f"ofload {s['mode']} {target}: {s['switches']} switches, {r['responses_per_s']:.0f} responses/s "
+        f"({r['measured_responses']} in {r['measured_s']:.1f} s), latency p50 {lat['p50']} ms p99 {lat['p99']} ms,"
+        f" flow-mods/s {r['flow_mods_per_s']:.0f}, timeouts {r['timeouts']}, stop {r['stop_reason']}"
+    )
     if cpu["controller_util"] is not None:
         line += f", cpu controller {cpu['controller_util']:.2f} generator {cpu['generator_util']:.2f}"
     if cpu["others_util"] is not None:
@@ -898,9 +1037,11 @@ def main(argv: list[str] | None = None) -> int:
                 settings.update(host=args.host, port=args.port)
             results = asyncio.run(run_load(args, controller.proc.pid if controller and controller.proc else None))
             if controller is not None:
-                results["controller"] = {"kind": controller.kind,
-                                         "pid": controller.proc.pid if controller.proc else None,
-                                         "stats": controller.stats()}
+                results["controller"] = {
+                    "kind": controller.kind,
+                    "pid": controller.proc.pid if controller.proc else None,
+                    "stats": controller.stats(),
+                }
     except (TimeoutError, OSError, RuntimeError) as exc:
         log(f"ofload: error: {type(exc).__name__}: {exc}")
         return 2

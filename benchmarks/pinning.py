@@ -66,12 +66,28 @@ CT_TABLE_REPLY = 11
 CT_TABLE_SELECT = 12
 VARIANTS = ("direct", "learn", "conntrack")
 OFCTL = ["ovs-ofctl", "-O", "OpenFlow13"]
-COVERAGE = ("rev_flow_table", "upcall_ukey_replace", "xlate_actions", "dpif_flow_put", "dpif_execute",
-            "revalidate_missed_dp_flow", "upcall_flow_limit_hit", "handler_duplicate_upcall", "ofproto_flush",
-            "conntrack_full")
-NXM = {"eth_type_nxm": "NXM_OF_ETH_TYPE", "ip_proto_nxm": "NXM_OF_IP_PROTO", "ipv4_src_nxm": "NXM_OF_IP_SRC",
-       "ipv4_dst_nxm": "NXM_OF_IP_DST", "tcp_src_nxm": "NXM_OF_TCP_SRC", "tcp_dst_nxm": "NXM_OF_TCP_DST",
-       "eth_src_nxm": "NXM_OF_ETH_SRC", "eth_dst_nxm": "NXM_OF_ETH_DST"}
+COVERAGE = (
+    "rev_flow_table",
+    "upcall_ukey_replace",
+    "xlate_actions",
+    "dpif_flow_put",
+    "dpif_execute",
+    "revalidate_missed_dp_flow",
+    "upcall_flow_limit_hit",
+    "handler_duplicate_upcall",
+    "ofproto_flush",
+    "conntrack_full",
+)
+NXM = {
+    "eth_type_nxm": "NXM_OF_ETH_TYPE",
+    "ip_proto_nxm": "NXM_OF_IP_PROTO",
+    "ipv4_src_nxm": "NXM_OF_IP_SRC",
+    "ipv4_dst_nxm": "NXM_OF_IP_DST",
+    "tcp_src_nxm": "NXM_OF_TCP_SRC",
+    "tcp_dst_nxm": "NXM_OF_TCP_DST",
+    "eth_src_nxm": "NXM_OF_ETH_SRC",
+    "eth_dst_nxm": "NXM_OF_ETH_DST",
+}
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFCTL_FIELD = {"ipv4_src": "ip_src", "ipv4_dst": "ip_dst"}
 """os-ken OXM names that ovs-ofctl spells differently."""
@@ -93,6 +109,7 @@ def run(cmd: list[str], timeout: float = 30.0, stdin: str | None = None) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 # Flows
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _value(value: Any) -> str:
     """An OXM value (or (value, mask)) in ovs-ofctl syntax."""
@@ -135,8 +152,13 @@ def _action(action: Any) -> str:
     if name == "NXActionResubmitTable":
         return f"resubmit(,{action.table_id})"
     if name == "NXActionLearn":
-        head = [f"table={action.table_id}", f"idle_timeout={action.idle_timeout}",
-                f"hard_timeout={action.hard_timeout}", f"priority={action.priority}", f"cookie={action.cookie:#x}"]
+        head = [
+            f"table={action.table_id}",
+            f"idle_timeout={action.idle_timeout}",
+            f"hard_timeout={action.hard_timeout}",
+            f"priority={action.priority}",
+            f"cookie={action.cookie:#x}",
+        ]
         if action.flags & dispatch.NX_LEARN_F_SEND_FLOW_REM:
             head.append("send_flow_rem")
         assert action.flags & ~dispatch.NX_LEARN_F_SEND_FLOW_REM == 0
@@ -180,8 +202,17 @@ def lab_vip_config(topo: SingleTopo) -> dict[str, Any]:
     members = topo.members(MEMBER_PORT)
     for member in members:
         member["weight"] = WEIGHTS[member["name"]]
-    vips = [{"name": "web", "address": VIP, "port": VIP_PORT, "mac": VIP_MAC, "dispatch": "switch",
-             "idle_timeout": IDLE_TIMEOUT, "members": members}]
+    vips = [
+        {
+            "name": "web",
+            "address": VIP,
+            "port": VIP_PORT,
+            "mac": VIP_MAC,
+            "dispatch": "switch",
+            "idle_timeout": IDLE_TIMEOUT,
+            "members": members,
+        }
+    ]
     return lab_config(topo, vips)
 
 
@@ -198,8 +229,11 @@ class Flows:
         msgs = lb.switch_flows(1)
         self.learn_flows = [ofctl_flow(m) for m in msgs if type(m).__name__ == "OFPFlowMod"]
         self.learn_group_template = next(m for m in msgs if type(m).__name__ == "OFPGroupMod" and m.command == 0)
-        vip_mac_seen = any(VIP_MAC.replace(":", "") in f"{int(x.split('->')[0].split(':')[-1], 16):012x}"
-                           for f in self.learn_flows for x in re.findall(r"load:0x[0-9a-f]+->NXM_OF_ETH_SRC", f))
+        vip_mac_seen = any(
+            VIP_MAC.replace(":", "") in f"{int(x.split('->')[0].split(':')[-1], 16):012x}"
+            for f in self.learn_flows
+            for x in re.findall(r"load:0x[0-9a-f]+->NXM_OF_ETH_SRC", f)
+        )
         if not vip_mac_seen:
             raise RuntimeError("the learned reverse entry does not set the VIP MAC; check the config")
 
@@ -215,8 +249,9 @@ class Flows:
 
     def direct_flows(self) -> list[str]:
         """Plain MAC forwarding (no load balancer)."""
-        return [f"table=0,priority=10,eth_dst={self.topo.host_mac(h)} actions=output:{p}"
-                for h, p in self.ports.items()] + ["table=0,priority=0 actions=drop"]
+        return [
+            f"table=0,priority=10,eth_dst={self.topo.host_mac(h)} actions=output:{p}" for h, p in self.ports.items()
+        ] + ["table=0,priority=0 actions=drop"]
 
     def member(self, name: str) -> tuple[str, str, int]:
         """A member's (IP, MAC, endpoint id)."""
@@ -233,14 +268,17 @@ class Flows:
         for name in WEIGHTS:
             ip, _mac, _ep = self.member(name)
             # member -> anyone from the member port: un-NAT replies of VIP connections (others pass unchanged)
-            flows.append(f"table=0,priority=190,tcp,nw_src={ip},tp_src={MEMBER_PORT} "
-                         f"actions=ct(zone={z},nat,table={rep})")
+            flows.append(
+                f"table=0,priority=190,tcp,nw_src={ip},tp_src={MEMBER_PORT} actions=ct(zone={z},nat,table={rep})"
+            )
         flows += ["table=0,priority=10,ip actions=goto_table:3", "table=0,priority=0 actions=drop"]
         for name in WEIGHTS:
             _ip, mac, ep = self.member(name)
             # a committed connection (established, or a retransmitted SYN): its member is in ct_mark
-            flows.append(f"table={fwd},priority=200,ct_state=+trk,ct_mark={ep:#x},tcp "
-                         f"actions=set_field:{mac}->eth_dst,resubmit(,3)")
+            flows.append(
+                f"table={fwd},priority=200,ct_state=+trk,ct_mark={ep:#x},tcp "
+                f"actions=set_field:{mac}->eth_dst,resubmit(,3)"
+            )
         flows += [
             # a new connection's SYN: the select group picks the member and commits
             f"table={fwd},priority=100,ct_state=+trk+new,tcp,tcp_flags=+syn-ack actions=group:{self.vip_id}",
@@ -249,15 +287,18 @@ class Flows:
             f"table={rep},priority=200,ct_state=+trk+rpl,tcp actions=set_field:{VIP_MAC}->eth_src,resubmit(,3)",
             f"table={rep},priority=0 actions=resubmit(,3)",
         ]
-        flows += [f"table=3,priority=10,eth_dst={self.topo.host_mac(h)} actions=output:{p}"
-                  for h, p in self.ports.items()]
+        flows += [
+            f"table=3,priority=10,eth_dst={self.topo.host_mac(h)} actions=output:{p}" for h, p in self.ports.items()
+        ]
         flows.append("table=3,priority=0 actions=drop")
         for name in WEIGHTS:
             ip, mac, ep = self.member(name)
             # the bucket chose this member: commit with its NAT and its endpoint id in ct_mark, rewrite, forward
-            flows.append(f"table={CT_TABLE_SELECT},priority=200,reg0={ep:#x},tcp "
-                         f"actions=ct(commit,zone={z},nat(dst={ip}:{MEMBER_PORT}),exec(set_field:{ep:#x}->ct_mark)),"
-                         f"set_field:{mac}->eth_dst,resubmit(,3)")
+            flows.append(
+                f"table={CT_TABLE_SELECT},priority=200,reg0={ep:#x},tcp "
+                f"actions=ct(commit,zone={z},nat(dst={ip}:{MEMBER_PORT}),exec(set_field:{ep:#x}->ct_mark)),"
+                f"set_field:{mac}->eth_dst,resubmit(,3)"
+            )
         flows.append(f"table={CT_TABLE_SELECT},priority=0 actions=drop")
         return flows
 
@@ -265,8 +306,10 @@ class Flows:
         """64 equal buckets naming members as the learn variant's do: load the endpoint id, resubmit to the select
         table. (OVS runs a bucket's actions as an OpenFlow action *set*, which has no place for ``ct``: a ct action
         written in the bucket itself is silently dropped, so the commit lives in table CT_TABLE_SELECT.)"""
-        buckets = [f"bucket=weight:1,actions=set_field:{ep:#x}->reg0,resubmit(,{CT_TABLE_SELECT})"
-                   for ep in self.slots(weights)]
+        buckets = [
+            f"bucket=weight:1,actions=set_field:{ep:#x}->reg0,resubmit(,{CT_TABLE_SELECT})"
+            for ep in self.slots(weights)
+        ]
         return f"group_id={self.vip_id},type=select," + ",".join(buckets)
 
     def variant(self, name: str, weights: dict[str, int]) -> tuple[list[str], list[str]]:
@@ -307,6 +350,7 @@ def modify_group(group: str) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Measurements
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def vswitchd_pid() -> int:
     """ovs-vswitchd's PID."""
@@ -397,8 +441,11 @@ def dp_flow_kinds() -> dict[str, int]:
     out = run(["ovs-appctl", "dpctl/dump-flows"], timeout=60)
     lines = [line for line in out.splitlines() if line.strip()]
     exact = re.compile(r"ipv4\(src=[\d.]+,dst=[\d.]+,.*tcp\(src=\d+,dst=\d+\)")
-    return {"all": len(lines), "dp_hash": sum("dp_hash(" in line for line in lines),
-            "exact_5tuple": sum(bool(exact.search(line)) for line in lines)}
+    return {
+        "all": len(lines),
+        "dp_hash": sum("dp_hash(" in line for line in lines),
+        "exact_5tuple": sum(bool(exact.search(line)) for line in lines),
+    }
 
 
 def json_line(text: str) -> dict[str, Any] | None:
@@ -440,8 +487,11 @@ class Bench:
         for name in WEIGHTS:
             host = self.net[name]
             log_file = open(self.workdir / f"backend-{name}.log", "w")  # noqa: SIM115 (closed with the process)
-            self.backends.append(host.popen([BACKEND, "--name", name, "--port", str(MEMBER_PORT)],
-                                            stdout=log_file, stderr=subprocess.STDOUT))
+            self.backends.append(
+                host.popen(
+                    [BACKEND, "--name", name, "--port", str(MEMBER_PORT)], stdout=log_file, stderr=subprocess.STDOUT
+                )
+            )
         deadline = time.monotonic() + 15
         for name in WEIGHTS:
             while f":{MEMBER_PORT} " not in self.net[name].cmd("ss -ltnH"):
@@ -468,13 +518,25 @@ class Bench:
         """The address a client connects to: its paired member when ``direct``, else the VIP."""
         return self.topo.host_ip("h" + client[1:]) if variant == "direct" else VIP
 
-    def connections(self, variant: str, count: int, concurrency: int, timeout: float,
-                    clients: list[str]) -> list[dict[str, Any]]:
+    def connections(
+        self, variant: str, count: int, concurrency: int, timeout: float, clients: list[str]
+    ) -> list[dict[str, Any]]:
         """One connections run from each of ``clients`` in parallel; their JSON summaries."""
         procs = []
         for client in clients:
-            cmd = [CLIENT, "connections", self.target(variant, client), "--port", str(VIP_PORT), "--count",
-                   str(count), "--concurrency", str(concurrency), "--timeout", str(timeout)]
+            cmd = [
+                CLIENT,
+                "connections",
+                self.target(variant, client),
+                "--port",
+                str(VIP_PORT),
+                "--count",
+                str(count),
+                "--concurrency",
+                str(concurrency),
+                "--timeout",
+                str(timeout),
+            ]
             procs.append(self.net[client].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         results = []
         for proc in procs:
@@ -488,8 +550,17 @@ class Bench:
 
     def download(self, variant: str, size: int, timeout: float) -> dict[str, Any]:
         """One timed download of ``size`` bytes from c1 through ``variant``."""
-        cmd = [CLIENT, "download", self.target(variant, "c1"), "--port", str(VIP_PORT), "--bytes", str(size),
-               "--timeout", str(timeout)]
+        cmd = [
+            CLIENT,
+            "download",
+            self.target(variant, "c1"),
+            "--port",
+            str(VIP_PORT),
+            "--bytes",
+            str(size),
+            "--timeout",
+            str(timeout),
+        ]
         proc = self.net["c1"].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             out, _err = proc.communicate(timeout=timeout + 15)
@@ -530,13 +601,16 @@ class Bench:
                 served[name] = served.get(name, 0) + n
         down = self.download(variant, a.download_bytes, a.download_timeout)
         result = {
-            "variant": variant, "rep": rep,
+            "variant": variant,
+            "rep": rep,
             "rate": round(ok / elapsed, 1) if elapsed else 0.0,
-            "ok": ok, "errors": sum(r.get("errors", 0) for r in runs),
+            "ok": ok,
+            "errors": sum(r.get("errors", 0) for r in runs),
             "error_kinds": [r.get("error_kinds") for r in runs],
             "connect_p50_ms": round(weighted_p50, 3) if weighted_p50 is not None else None,
-            "connect_p99_ms": max((r["connect_ms"]["p99"] for r in runs if r.get("connect_ms", {}).get("p99")),
-                                  default=None),
+            "connect_p99_ms": max(
+                (r["connect_ms"]["p99"] for r in runs if r.get("connect_ms", {}).get("p99")), default=None
+            ),
             "served_by": dict(sorted(served.items())),
             "vswitchd_cpu_s": round(cpu1 - cpu0, 3),
             "vswitchd_cores": round((cpu1 - cpu0) / wall, 3),
@@ -548,9 +622,11 @@ class Bench:
             "dp_flows_peak_samples": sampler.samples,
             "of_flows_after": of_flows,
             "ct_entries_after": conns,
-            "vswitchd_thread_cpu_s": {k: round(threads1.get(k, 0.0) - threads0.get(k, 0.0), 2)
-                                      for k in sorted(threads1)
-                                      if threads1.get(k, 0.0) - threads0.get(k, 0.0) >= 0.01},
+            "vswitchd_thread_cpu_s": {
+                k: round(threads1.get(k, 0.0) - threads0.get(k, 0.0), 2)
+                for k in sorted(threads1)
+                if threads1.get(k, 0.0) - threads0.get(k, 0.0) >= 0.01
+            },
             "coverage": {k: cov1.get(k, 0) - cov0.get(k, 0) for k in COVERAGE},
             "upcall_show": upcall.strip().splitlines()[:6],
             "download_mbps": down.get("mbps"),
@@ -559,12 +635,14 @@ class Bench:
             "download_served_by": down.get("served_by"),
             "runs": runs,
         }
-        log(f"{variant} rep {rep}: {result['rate']}/s ok={ok} err={result['errors']} p50={result['connect_p50_ms']} "
+        log(
+            f"{variant} rep {rep}: {result['rate']}/s ok={ok} err={result['errors']} p50={result['connect_p50_ms']} "
             f"p99={result['connect_p99_ms']} cpu={result['vswitchd_cpu_s']}s ({result['vswitchd_cores']} cores) "
             f"threads={result['vswitchd_thread_cpu_s']} rev_flow_table={result['coverage']['rev_flow_table']} "
             f"dp_flows={dp_flows} {kinds} peak={sampler.peak} of_flows={of_flows} ct={conns} "
             f"dl={down.get('mbps')} ok={down.get('ok')} "
-            f"served={result['served_by']}")
+            f"served={result['served_by']}"
+        )
         return result
 
     # -- correctness: group change under established downloads, shares -----------------------------------------
@@ -575,10 +653,23 @@ class Bench:
         before = self.connections(variant, a.share_count, 8, 20.0, ["c1", "c2", "c3"])
         procs = []
         for client in ("c1", "c2", "c3"):
-            cmd = [sys.executable, DOWNLOADS, "--target", f"{VIP}:{VIP_PORT}", "--count", str(a.dl_count),
-                   "--bytes", str(a.dl_bytes), "--rate", str(a.dl_rate), "--timeout", str(a.dl_timeout)]
-            procs.append(self.net[client].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                cwd=str(REPO)))
+            cmd = [
+                sys.executable,
+                DOWNLOADS,
+                "--target",
+                f"{VIP}:{VIP_PORT}",
+                "--count",
+                str(a.dl_count),
+                "--bytes",
+                str(a.dl_bytes),
+                "--rate",
+                str(a.dl_rate),
+                "--timeout",
+                str(a.dl_timeout),
+            ]
+            procs.append(
+                self.net[client].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(REPO))
+            )
         time.sleep(a.dl_bytes / a.dl_rate * 0.4)
         change_at = time.time()
         group = (self.flows.learn_group if variant == "learn" else self.flows.ct_group)(DRAINED)
@@ -607,14 +698,20 @@ class Bench:
 
         result = {
             "variant": variant,
-            "shares_before_pct": shares(before), "ok_before": sum(r.get("ok", 0) for r in before),
-            "downloads": len(downloads), "established_at_change": len(established), "broken": len(broken),
-            "established_by_member": {n: sum(1 for d in established if d["result"].get("served_by") == n)
-                                      for n in WEIGHTS},
+            "shares_before_pct": shares(before),
+            "ok_before": sum(r.get("ok", 0) for r in before),
+            "downloads": len(downloads),
+            "established_at_change": len(established),
+            "broken": len(broken),
+            "established_by_member": {
+                n: sum(1 for d in established if d["result"].get("served_by") == n) for n in WEIGHTS
+            },
             "broken_errors": [d["result"].get("error") for d in broken],
-            "shares_after_pct": shares(after), "ok_after": sum(r.get("ok", 0) for r in after),
+            "shares_after_pct": shares(after),
+            "ok_after": sum(r.get("ok", 0) for r in after),
             "errors_after": sum(r.get("errors", 0) for r in after),
-            "of_flows_before_after_run": learned_before_after_run, "of_flows_after_after_run": of_after,
+            "of_flows_before_after_run": learned_before_after_run,
+            "of_flows_after_after_run": of_after,
         }
         log(f"group change {variant}: {json.dumps({k: v for k, v in result.items() if k != 'variant'})}")
         return result
@@ -625,11 +722,14 @@ class Bench:
         runs = self.connections("direct", 200, 8, 20.0, ["c1", "c2", "c3"])
         vip = self.connections("conntrack", 200, 8, 20.0, ["c1", "c2", "c3"])
         down = self.download("direct", 20_000_000, 20.0)
-        result = {"direct_ok": sum(r.get("ok", 0) for r in runs),
-                  "direct_errors": sum(r.get("errors", 0) for r in runs),
-                  "vip_ok_meanwhile": sum(r.get("ok", 0) for r in vip),
-                  "direct_download_ok": down.get("ok"), "direct_download_served_by": down.get("served_by"),
-                  "of_flows": of_flow_count()}
+        result = {
+            "direct_ok": sum(r.get("ok", 0) for r in runs),
+            "direct_errors": sum(r.get("errors", 0) for r in runs),
+            "vip_ok_meanwhile": sum(r.get("ok", 0) for r in vip),
+            "direct_download_ok": down.get("ok"),
+            "direct_download_served_by": down.get("served_by"),
+            "of_flows": of_flow_count(),
+        }
         log(f"direct under conntrack pipeline: {result}")
         return result
 
@@ -648,8 +748,19 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if not rows:
             continue
         s: dict[str, Any] = {}
-        for key in ("rate", "connect_p50_ms", "connect_p99_ms", "download_mbps", "vswitchd_cpu_s", "vswitchd_cores",
-                    "machine_cores", "dp_flows_after", "dp_flows_peak", "of_flows_after", "ct_entries_after"):
+        for key in (
+            "rate",
+            "connect_p50_ms",
+            "connect_p99_ms",
+            "download_mbps",
+            "vswitchd_cpu_s",
+            "vswitchd_cores",
+            "machine_cores",
+            "dp_flows_after",
+            "dp_flows_peak",
+            "of_flows_after",
+            "ct_entries_after",
+        ):
             s[key] = median([r[key] for r in rows])
             s[key + "_all"] = [r[key] for r in rows]
         s["cpu_ms_per_1000_conn"] = median([1000 * 1000 * r["vswitchd_cpu_s"] / r["ok"] for r in rows if r["ok"]])
@@ -677,9 +788,12 @@ def fmt(value: Any, spec: str = "{:.0f}") -> str:
 def markdown(summary: dict[str, dict[str, Any]], changes: list[dict[str, Any]], settings: dict[str, Any]) -> str:
     """The summary and the group change results as a Markdown table."""
     cols = [v for v in VARIANTS if v in summary]
-    lines = [f"| figure (median of {settings['repeats']}) | " + " | ".join(cols)
-             + " | learn/direct | ct/direct | ct/learn |",
-             "|---|" + "---:|" * (len(cols) + 3)]
+    lines = [
+        f"| figure (median of {settings['repeats']}) | "
+        + " | ".join(cols)
+        + " | learn/direct | ct/direct | ct/learn |",
+        "|---|" + "---:|" * (len(cols) + 3),
+    ]
 
     def row(label: str, key: str, spec: str = "{:.0f}") -> None:
         vals = [summary[c].get(key) for c in cols]
@@ -689,9 +803,13 @@ def markdown(summary: dict[str, dict[str, Any]], changes: list[dict[str, Any]], 
             if get.get(a) is None or not get.get(b):
                 return "-"
             return f"{get[a] / get[b]:.2f}"
-        lines.append(f"| {label} | " + " | ".join(fmt(v, spec) for v in vals) +
-                     f" | {ratio('learn', 'direct')} | {ratio('conntrack', 'direct')}"
-                     f" | {ratio('conntrack', 'learn')} |")
+
+        lines.append(
+            f"| {label} | "
+            + " | ".join(fmt(v, spec) for v in vals)
+            + f" | {ratio('learn', 'direct')} | {ratio('conntrack', 'direct')}"
+            f" | {ratio('conntrack', 'learn')} |"
+        )
 
     row(f"new connections/s (3 clients x {settings['concurrency']} in flight x {settings['count']})", "rate")
     row("connect p50 ms, loaded", "connect_p50_ms", "{:.2f}")
@@ -711,22 +829,36 @@ def markdown(summary: dict[str, dict[str, Any]], changes: list[dict[str, Any]], 
     row("revalidations for flow-table changes (rev_flow_table), loaded run", "rev_flow_table")
     out = "\n".join(lines)
     out += "\n\nShares (all loaded runs): " + "; ".join(
-        f"{c}: " + "/".join(f"{n} {p}%" for n, p in summary[c]["shares_pct"].items()) for c in cols if c != "direct")
+        f"{c}: " + "/".join(f"{n} {p}%" for n, p in summary[c]["shares_pct"].items()) for c in cols if c != "direct"
+    )
     out += "; errors: " + ", ".join(f"{c} {summary[c]['errors']}" for c in cols)
     out += "; every download complete and verified: " + ", ".join(
-        f"{c} {'yes' if summary[c]['downloads_ok'] else 'NO'}" for c in cols)
+        f"{c} {'yes' if summary[c]['downloads_ok'] else 'NO'}" for c in cols
+    )
     if changes:
-        out += ("\n\n| group change (h1 drained: 40/35/25 -> 0/50/50) | "
-                + " | ".join(c["variant"] for c in changes) + " |")
+        out += (
+            "\n\n| group change (h1 drained: 40/35/25 -> 0/50/50) | " + " | ".join(c["variant"] for c in changes) + " |"
+        )
         out += "\n|---|" + "---:|" * len(changes)
-        out += "\n| shares before (h1/h2/h3 %) | " + " | ".join(
-            "/".join(str(v) for v in c["shares_before_pct"].values()) for c in changes) + " |"
-        out += "\n| downloads established at the change (on h1/h2/h3) | " + " | ".join(
-            f"{c['established_at_change']} ({'/'.join(str(v) for v in c['established_by_member'].values())})"
-            for c in changes) + " |"
+        out += (
+            "\n| shares before (h1/h2/h3 %) | "
+            + " | ".join("/".join(str(v) for v in c["shares_before_pct"].values()) for c in changes)
+            + " |"
+        )
+        out += (
+            "\n| downloads established at the change (on h1/h2/h3) | "
+            + " | ".join(
+                f"{c['established_at_change']} ({'/'.join(str(v) for v in c['established_by_member'].values())})"
+                for c in changes
+            )
+            + " |"
+        )
         out += "\n| of those broken | " + " | ".join(str(c["broken"]) for c in changes) + " |"
-        out += "\n| shares after (h1/h2/h3 %) | " + " | ".join(
-            "/".join(str(v) for v in c["shares_after_pct"].values()) for c in changes) + " |"
+        out += (
+            "\n| shares after (h1/h2/h3 %) | "
+            + " | ".join("/".join(str(v) for v in c["shares_after_pct"].values()) for c in changes)
+            + " |"
+        )
     return out
 
 
@@ -763,9 +895,22 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run as root", file=sys.stderr)
         return 2
-    settings = {k: getattr(args, k) for k in ("repeats", "count", "concurrency", "run_timeout", "warmup",
-                                              "download_bytes", "download_timeout", "share_count", "dl_count",
-                                              "dl_bytes", "dl_rate")}
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "repeats",
+            "count",
+            "concurrency",
+            "run_timeout",
+            "warmup",
+            "download_bytes",
+            "download_timeout",
+            "share_count",
+            "dl_count",
+            "dl_bytes",
+            "dl_rate",
+        )
+    }
     started = time.time()
     workdir = Path(tempfile.mkdtemp(prefix="nlb-pinning-"))
     bench = Bench(args, workdir)
@@ -792,9 +937,14 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
         "ovs_version": run(["ovs-vswitchd", "--version"]).splitlines()[0],
         "loadavg": Path("/proc/loadavg").read_text().strip(),
-        "settings": settings, "weights": WEIGHTS, "summary": summary, "group_change": changes, **extra,
+        "settings": settings,
+        "weights": WEIGHTS,
+        "summary": summary,
+        "group_change": changes,
+        **extra,
         "flows": {v: dict(zip(("flows", "groups"), bench.flows.variant(v, WEIGHTS), strict=True)) for v in variants},
-        "results": results, "markdown": table,
+        "results": results,
+        "markdown": table,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

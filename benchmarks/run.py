@@ -45,30 +45,54 @@ def environment() -> dict[str, Any]:
     """What the figures depend on: OVS, kernel, CPUs, software versions, git commit, date and machine load."""
     return lab_report.environment(
         ovs_version=command_output(["ovs-vsctl", "--timeout=5", "get", "Open_vSwitch", ".", "ovs_version"]).strip('"'),
-        os_ken=importlib.metadata.version("os-ken"), mininet=importlib.metadata.version("mininet"),
-        haproxy=command_output(["haproxy", "-v"]).split("\n", 1)[0])
+        os_ken=importlib.metadata.version("os-ken"),
+        mininet=importlib.metadata.version("mininet"),
+        haproxy=command_output(["haproxy", "-v"]).split("\n", 1)[0],
+    )
 
 
 def member_ports() -> dict[str, int]:
     """The backend port each scenario's connections end on."""
-    return {"direct": lab_sections.DIRECT_PORT, "haproxy": lab_sections.HAPROXY_MEMBER_PORT,
-            **{subject: vip["member_port"] for subject, vip in lab_sections.VIPS.items()}}
+    return {
+        "direct": lab_sections.DIRECT_PORT,
+        "haproxy": lab_sections.HAPROXY_MEMBER_PORT,
+        **{subject: vip["member_port"] for subject, vip in lab_sections.VIPS.items()},
+    }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_const", const="quick", dest="mode",
-                      help="one short round, smaller counts (about a minute)")
-    size.add_argument("--smoke", action="store_const", const="smoke", dest="mode",
-                      help="tiny counts, for CI: checks that everything works (well under a minute)")
-    parser.add_argument("--only", action="append", choices=SECTIONS,
-                        help="run only this section (repeatable; default: every section)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"JSON report; the .md and .png go beside it (default {DEFAULT_OUT})")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="keep logs and configs here (default: a temporary directory, removed afterwards)")
+    size.add_argument(
+        "--quick",
+        action="store_const",
+        const="quick",
+        dest="mode",
+        help="one short round, smaller counts (about a minute)",
+    )
+    size.add_argument(
+        "--smoke",
+        action="store_const",
+        const="smoke",
+        dest="mode",
+        help="tiny counts, for CI: checks that everything works (well under a minute)",
+    )
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable; default: every section)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"JSON report; the .md and .png go beside it (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep logs and configs here (default: a temporary directory, removed afterwards)",
+    )
     args = parser.parse_args(argv)
     args.mode = args.mode or "full"
     return args
@@ -84,21 +108,32 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s for s in SECTIONS if s in (args.only or SECTIONS)]
     started = time.monotonic()
     report: dict[str, Any] = {
-        "benchmark": "suite", "mode": args.mode, "sections_run": sections, "environment": environment(),
-        "settings": {**asdict(settings), "topology": "single (BenchTopo)", "datapath": SWITCH_OPTS["datapath"],
-                     "tx_offload": "off", "vip_idle_timeout_s": lab_sections.IDLE_TIMEOUT,
-                     "haproxy_mode": lab_sections.HAPROXY_MODE, "ports": member_ports()},
+        "benchmark": "suite",
+        "mode": args.mode,
+        "sections_run": sections,
+        "environment": environment(),
+        "settings": {
+            **asdict(settings),
+            "topology": "single (BenchTopo)",
+            "datapath": SWITCH_OPTS["datapath"],
+            "tx_offload": "off",
+            "vip_idle_timeout_s": lab_sections.IDLE_TIMEOUT,
+            "haproxy_mode": lab_sections.HAPROXY_MODE,
+            "ports": member_ports(),
+        },
     }
-    workdir_cm = (contextlib.nullcontext(str(args.workdir)) if args.workdir is not None
-                  else tempfile.TemporaryDirectory(prefix="nlb-suite-"))
+    workdir_cm = (
+        contextlib.nullcontext(str(args.workdir))
+        if args.workdir is not None
+        else tempfile.TemporaryDirectory(prefix="nlb-suite-")
+    )
     with workdir_cm as workdir_name:
         workdir = Path(workdir_name)
         workdir.mkdir(parents=True, exist_ok=True)
         found, problems, raw = lab_sections.run_lab(settings, set(sections), workdir / "lab", free_port(), free_port())
         if "scale" in sections:
             print("scale: controller memory, allotment", file=sys.stderr, flush=True)
-            found.setdefault("scale", {})["memory"] = scale.memory_section(settings, workdir, free_port(),
-                                                                           free_port())
+            found.setdefault("scale", {})["memory"] = scale.memory_section(settings, workdir, free_port(), free_port())
             found["scale"]["allotment"] = scale.allotment_section(settings)
     report["sections"] = found
     report["duration_s"] = round(time.monotonic() - started, 1)

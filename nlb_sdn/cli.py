@@ -19,8 +19,10 @@ def check_config(path: str) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     members = sum(len(vip.members) for vip in config.vips)
-    print(f"{path}: ok ({len(config.vips)} VIP services, {members} members, "
-          f"{len(config.fabric.switches)} switches, {len(config.fabric.hosts)} hosts)")
+    print(
+        f"{path}: ok ({len(config.vips)} VIP services, {members} members, "
+        f"{len(config.fabric.switches)} switches, {len(config.fabric.hosts)} hosts)"
+    )
     return 0
 
 
@@ -54,8 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     controller.add_argument("--ofp-tcp-listen-port", type=int, default=6653)
     controller.add_argument("--framework", choices=["os_ken", "ryu"], help="default: os_ken if installed")
     controller.add_argument("--verbose", action="store_true")
-    controller.add_argument("--extra-app", dest="extra_apps", action="append", default=[],
-                            help="another app module to load in the same manager")
+    controller.add_argument(
+        "--extra-app",
+        dest="extra_apps",
+        action="append",
+        default=[],
+        help="another app module to load in the same manager",
+    )
     check = sub.add_parser("check-config", help="validate a config file offline")
     check.add_argument("config")
     return parser

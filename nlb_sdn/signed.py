@@ -50,8 +50,9 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
 
 def encode(key: bytes, type: str, src: str, seq: int, ts: float, body: dict[str, Any]) -> bytes:
     """One signed message: ``HMAC-SHA256(key, payload) + payload``, the payload a msgpack envelope."""
-    payload = msgpack.packb({"v": VERSION, "type": type, "src": src, "seq": seq, "ts": float(ts), "body": body},
-                            use_bin_type=True)
+    payload = msgpack.packb(
+        {"v": VERSION, "type": type, "src": src, "seq": seq, "ts": float(ts), "body": body}, use_bin_type=True
+    )
     return hmac.new(key, payload, hashlib.sha256).digest() + payload
 
 
@@ -79,9 +80,17 @@ def _envelope(payload: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(data, dict) or set(data) != ENVELOPE_KEYS:
         return None
-    ok = (type(data["v"]) is int and data["v"] == VERSION and isinstance(data["type"], str) and is_ident(data["src"])
-          and type(data["seq"]) is int and data["seq"] >= 0 and type(data["ts"]) in (int, float)
-          and math.isfinite(data["ts"]) and isinstance(data["body"], dict))
+    ok = (
+        type(data["v"]) is int
+        and data["v"] == VERSION
+        and isinstance(data["type"], str)
+        and is_ident(data["src"])
+        and type(data["seq"]) is int
+        and data["seq"] >= 0
+        and type(data["ts"]) in (int, float)
+        and math.isfinite(data["ts"])
+        and isinstance(data["body"], dict)
+    )
     return data if ok else None
 
 
@@ -92,8 +101,9 @@ class SignedVerifier:
     dropped as ``unknown_type``.
     """
 
-    def __init__(self, key: bytes, max_size: int, body_checks: Mapping[str, BodyCheck],
-                 max_skew: float = MAX_SKEW) -> None:
+    def __init__(
+        self, key: bytes, max_size: int, body_checks: Mapping[str, BodyCheck], max_skew: float = MAX_SKEW
+    ) -> None:
         """A verifier for messages signed with ``key``, at most ``max_size`` bytes long, of the types given."""
         self.key = key
         self.max_size = max_size
@@ -170,4 +180,4 @@ def read_frame(buffer: bytes) -> tuple[bytes | None, bytes]:
     end = FRAME_HEADER.size + size
     if len(buffer) < end:
         return None, buffer
-    return bytes(buffer[FRAME_HEADER.size:end]), bytes(buffer[end:])
+    return bytes(buffer[FRAME_HEADER.size : end]), bytes(buffer[end:])

@@ -14,8 +14,16 @@ CLIENT_MAC = "00:00:00:00:00:01"
 VIP_MAC = "02:4e:0a:00:00:64"
 
 
-def tcp_frame(src_ip: str, src_port: int, dst_ip: str, dst_port: int, flags: int = TCP_SYN,
-              src_mac: str = CLIENT_MAC, dst_mac: str = VIP_MAC, payload: bytes = b"") -> bytes:
+def tcp_frame(
+    src_ip: str,
+    src_port: int,
+    dst_ip: str,
+    dst_port: int,
+    flags: int = TCP_SYN,
+    src_mac: str = CLIENT_MAC,
+    dst_mac: str = VIP_MAC,
+    payload: bytes = b"",
+) -> bytes:
     """An Ethernet/IPv4/TCP frame (a SYN carries the MSS option)."""
     return frames.tcp_frame(src_mac, dst_mac, src_ip, dst_ip, src_port, dst_port, flags, seq=1, payload=payload)
 

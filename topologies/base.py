@@ -67,8 +67,9 @@ class LabTopo:
     The read side (``hosts``, ``switches``, ``links``, ``nodeInfo``) answers as a Mininet Topo of it would.
     """
 
-    def __init__(self, clients: int = 3, backends: int = 3, mgmt: bool = False, trunk_mtu: int | None = None,
-                 routers: int = 0) -> None:
+    def __init__(
+        self, clients: int = 3, backends: int = 3, mgmt: bool = False, trunk_mtu: int | None = None, routers: int = 0
+    ) -> None:
         """Check the host counts and build the topology (plus the management network when ``mgmt``).
 
         ``routers`` request-router hosts r1.. (10.0.0.91..) are placed by the topology (FabricTopo: on the client
@@ -82,8 +83,10 @@ class LabTopo:
         if not 1 <= backends <= LAST_HOST - FIRST_BACKEND + 1:
             raise ValueError(f"backends must be 1..{LAST_HOST - FIRST_BACKEND + 1}, got {backends}")
         if not 0 <= routers <= LAST_HOST - FIRST_ROUTER + 1 or (routers and FIRST_BACKEND + backends > FIRST_ROUTER):
-            raise ValueError(f"routers must be 0..{LAST_HOST - FIRST_ROUTER + 1}, with at most "
-                             f"{FIRST_ROUTER - FIRST_BACKEND} backends, got {routers} routers and {backends} backends")
+            raise ValueError(
+                f"routers must be 0..{LAST_HOST - FIRST_ROUTER + 1}, with at most "
+                f"{FIRST_ROUTER - FIRST_BACKEND} backends, got {routers} routers and {backends} backends"
+            )
         self.routers: list[str] = [f"r{i}" for i in range(1, routers + 1)]
         self.clients: list[str] = [f"c{i}" for i in range(1, clients + 1)]
         self.backends: list[str] = [f"h{i}" for i in range(1, backends + 1)]
@@ -137,8 +140,9 @@ class LabTopo:
     def links(self, sort: bool = False, withInfo: bool = False) -> list[tuple[Any, ...]]:
         """The links as ``(node1, node2)``, or ``(node1, node2, info)`` with ``withInfo``; ``sort`` orders them by
         name as Mininet's ``Topo.links`` does, else they come in the order they were added."""
-        links = [(link["node1"], link["node2"], link) if withInfo else (link["node1"], link["node2"])
-                 for link in self._links]
+        links = [
+            (link["node1"], link["node2"], link) if withInfo else (link["node1"], link["node2"]) for link in self._links
+        ]
         if sort:
             links.sort(key=lambda link: (natural_key(link[0]), natural_key(link[1])))
         return links
@@ -203,8 +207,9 @@ class LabTopo:
         hosts = []
         for name in self.data_hosts():
             switch, port = self._attach[name]
-            hosts.append({"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch,
-                          "port": port})
+            hosts.append(
+                {"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch, "port": port}
+            )
         return {"switches": switches, "links": links, "hosts": hosts}
 
     def mininet_topo(self) -> Topo:

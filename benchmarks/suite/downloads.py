@@ -41,8 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.count):
             out: dict[str, Any] = {"target": target}
             results.append(out)
-            threads.append(threading.Thread(target=timed_download,
-                                            args=(host, int(port), args.size, args.rate, args.timeout, out)))
+            threads.append(
+                threading.Thread(target=timed_download, args=(host, int(port), args.size, args.rate, args.timeout, out))
+            )
     for thread in threads:
         thread.start()
     for thread in threads:

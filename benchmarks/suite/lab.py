@@ -36,12 +36,31 @@ PROXY = "p1"
 PROXY_OCTET = 99
 SPARE = "h4"
 MEMBERS = ("h1", "h2", "h3")
-VIPS = {"vip_controller": {"name": "web-ctl", "address": "10.0.0.100", "port": 80, "member_port": 80,
-                           "dispatch": "controller"},
-        "vip_switch": {"name": "web-sw", "address": "10.0.0.101", "port": 80, "member_port": 8080,
-                       "dispatch": "switch", "switch_pinning": "conntrack"},
-        "vip_switch_learn": {"name": "web-learn", "address": "10.0.0.102", "port": 80, "member_port": 8081,
-                             "dispatch": "switch", "switch_pinning": "learn"}}
+VIPS = {
+    "vip_controller": {
+        "name": "web-ctl",
+        "address": "10.0.0.100",
+        "port": 80,
+        "member_port": 80,
+        "dispatch": "controller",
+    },
+    "vip_switch": {
+        "name": "web-sw",
+        "address": "10.0.0.101",
+        "port": 80,
+        "member_port": 8080,
+        "dispatch": "switch",
+        "switch_pinning": "conntrack",
+    },
+    "vip_switch_learn": {
+        "name": "web-learn",
+        "address": "10.0.0.102",
+        "port": 80,
+        "member_port": 8081,
+        "dispatch": "switch",
+        "switch_pinning": "learn",
+    },
+}
 DIRECT_PORT = 8000
 HAPROXY_PORT = 80
 HAPROXY_MEMBER_PORT = 80  # the same backend servers as the controller-dispatched VIP
@@ -56,8 +75,18 @@ APPLY_TIMEOUT = 120.0
 COOKIE = re.compile(r"\bcookie=0x([0-9a-f]+)")
 DOWNLOADS_SCRIPT = Path(__file__).with_name("downloads.py")
 OVS_PID_FILE = Path("/var/run/openvswitch/ovs-vswitchd.pid")
-CONNECTION_KEYS = ("rate", "connect_p50_ms", "connect_p99_ms", "idle_connect_p50_ms", "idle_connect_p99_ms",
-                   "packet_ins_per_connection", "ovs_cores", "controller_cores", "haproxy_cores", "machine_cores")
+CONNECTION_KEYS = (
+    "rate",
+    "connect_p50_ms",
+    "connect_p99_ms",
+    "idle_connect_p50_ms",
+    "idle_connect_p99_ms",
+    "packet_ins_per_connection",
+    "ovs_cores",
+    "controller_cores",
+    "haproxy_cores",
+    "machine_cores",
+)
 THROUGHPUT_KEYS = ("download_mbps",)
 
 Target = tuple[str, int]
@@ -84,17 +113,37 @@ class BenchTopo(SingleTopo):
 def vip_entry(topo: BenchTopo, subject: str) -> dict[str, Any]:
     """The config entry of a subject's VIP over h1..h3."""
     vip = VIPS[subject]
-    return {"name": vip["name"], "address": vip["address"], "port": vip["port"], "dispatch": vip["dispatch"],
-            **({"switch_pinning": vip["switch_pinning"]} if "switch_pinning" in vip else {}),
-            "idle_timeout": IDLE_TIMEOUT, "members": topo.members(vip["member_port"], list(MEMBERS))}
+    return {
+        "name": vip["name"],
+        "address": vip["address"],
+        "port": vip["port"],
+        "dispatch": vip["dispatch"],
+        **({"switch_pinning": vip["switch_pinning"]} if "switch_pinning" in vip else {}),
+        "idle_timeout": IDLE_TIMEOUT,
+        "members": topo.members(vip["member_port"], list(MEMBERS)),
+    }
 
 
 def haproxy_config(bind: Target, servers: list[Target], maxconn: int = HAPROXY_MAXCONN) -> str:
     """An HAProxy config: one TCP frontend, round-robin over ``servers``, no health checks, no logging."""
-    lines = ["global", f"    maxconn {maxconn}", "", "defaults", f"    mode {HAPROXY_MODE}", f"    maxconn {maxconn}",
-             "    timeout connect 5s", "    timeout client 30s", "    timeout server 30s", "",
-             "frontend bench", f"    bind {bind[0]}:{bind[1]}", "    default_backend members", "",
-             "backend members", "    balance roundrobin"]
+    lines = [
+        "global",
+        f"    maxconn {maxconn}",
+        "",
+        "defaults",
+        f"    mode {HAPROXY_MODE}",
+        f"    maxconn {maxconn}",
+        "    timeout connect 5s",
+        "    timeout client 30s",
+        "    timeout server 30s",
+        "",
+        "frontend bench",
+        f"    bind {bind[0]}:{bind[1]}",
+        "    default_backend members",
+        "",
+        "backend members",
+        "    balance roundrobin",
+    ]
     lines += [f"    server m{index} {address}:{port}" for index, (address, port) in enumerate(servers, 1)]
     return "\n".join(lines) + "\n"
 
@@ -102,8 +151,11 @@ def haproxy_config(bind: Target, servers: list[Target], maxconn: int = HAPROXY_M
 def start_haproxy(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
     """Write the HAProxy config into the workdir, check it, start HAProxy in p1 and wait until it listens."""
     path = workdir / "haproxy.cfg"
-    path.write_text(haproxy_config((lab.topo.host_ip(PROXY), HAPROXY_PORT),
-                                   [(lab.topo.host_ip(name), HAPROXY_MEMBER_PORT) for name in MEMBERS]))
+    path.write_text(
+        haproxy_config(
+            (lab.topo.host_ip(PROXY), HAPROXY_PORT), [(lab.topo.host_ip(name), HAPROXY_MEMBER_PORT) for name in MEMBERS]
+        )
+    )
     run(["haproxy", "-c", "-q", "-f", str(path)], check=True)
     proc = lab.start_process(PROXY, ["haproxy", "-db", "-f", str(path)], "haproxy.log")
 
@@ -120,20 +172,37 @@ def start_haproxy(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
 def scenario_targets(topo: BenchTopo, scenario: str) -> dict[str, Target]:
     """Client host to (address, port) for one scenario (client i goes straight to member i when direct)."""
     if scenario == "direct":
-        return {client: (topo.host_ip(member), DIRECT_PORT)
-                for client, member in zip(topo.clients, MEMBERS, strict=False)}
+        return {
+            client: (topo.host_ip(member), DIRECT_PORT) for client, member in zip(topo.clients, MEMBERS, strict=False)
+        }
     if scenario == "haproxy":
         return {client: (topo.host_ip(PROXY), HAPROXY_PORT) for client in topo.clients}
     vip = VIPS[scenario]
     return {client: (vip["address"], vip["port"]) for client in topo.clients}
 
 
-def connections_run(lab: Lab, targets: dict[str, Target], count: int, concurrency: int,
-                    timeout: float) -> dict[str, Any]:
+def connections_run(
+    lab: Lab, targets: dict[str, Target], count: int, concurrency: int, timeout: float
+) -> dict[str, Any]:
     """One ``nlb-sdn-client connections`` per client host, all in parallel; their pooled summary."""
-    procs = {name: lab.start_client(name, ["connections", address, "--port", port, "--count", count,
-                                           "--concurrency", concurrency, "--timeout", timeout])
-             for name, (address, port) in targets.items()}
+    procs = {
+        name: lab.start_client(
+            name,
+            [
+                "connections",
+                address,
+                "--port",
+                port,
+                "--count",
+                count,
+                "--concurrency",
+                concurrency,
+                "--timeout",
+                timeout,
+            ],
+        )
+        for name, (address, port) in targets.items()
+    }
     return pool({name: lab.collect_client(proc, timeout + COLLECT_MARGIN) for name, proc in procs.items()})
 
 
@@ -157,22 +226,35 @@ class CpuMeter:
     def stop(self) -> dict[str, float | None]:
         """Cores used by each since ``start`` (``<name>_cores``); None where a sample failed."""
         after, elapsed = self._sample(), time.monotonic() - self.started
-        return {f"{name}_cores": round((after[name] - start) / elapsed, 2)
-                if start is not None and after[name] is not None and elapsed > 0 else None
-                for name, start in self.before.items()}
+        return {
+            f"{name}_cores": round((after[name] - start) / elapsed, 2)
+            if start is not None and after[name] is not None and elapsed > 0
+            else None
+            for name, start in self.before.items()
+        }
 
 
-def measure_scenario(lab: Lab, scenario: str, settings: Settings, sections: set[str],
-                     cpu: CpuMeter) -> dict[str, Any]:
+def measure_scenario(lab: Lab, scenario: str, settings: Settings, sections: set[str], cpu: CpuMeter) -> dict[str, Any]:
     """One scenario once: warm-up, then the download, the one-in-flight run and the loaded run (as asked)."""
     targets = scenario_targets(lab.topo, scenario)
     connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
     client, (address, port) = next(iter(targets.items()))
     result: dict[str, Any] = {"figures": {}}
     if "throughput" in sections:
-        download = lab.run_client(client, ["download", address, "--port", port, "--bytes", settings.download_bytes,
-                                           "--timeout", settings.download_timeout],
-                                  timeout=settings.download_timeout + COLLECT_MARGIN)
+        download = lab.run_client(
+            client,
+            [
+                "download",
+                address,
+                "--port",
+                port,
+                "--bytes",
+                settings.download_bytes,
+                "--timeout",
+                settings.download_timeout,
+            ],
+            timeout=settings.download_timeout + COLLECT_MARGIN,
+        )
         result["download"] = download
         result["figures"]["download_mbps"] = download["mbps"]
     if "connections" in sections:
@@ -185,9 +267,14 @@ def measure_scenario(lab: Lab, scenario: str, settings: Settings, sections: set[
         packet_ins = after["packet_in"] - before["packet_in"]
         result.update(idle=idle, loaded=loaded, packet_ins=packet_ins)
         result["figures"].update(
-            rate=loaded["rate"], connect_p50_ms=loaded["connect_p50_ms"], connect_p99_ms=loaded["connect_p99_ms"],
-            idle_connect_p50_ms=idle["connect_p50_ms"], idle_connect_p99_ms=idle["connect_p99_ms"],
-            packet_ins_per_connection=round(packet_ins / loaded["ok"], 4) if loaded["ok"] else None, **cores)
+            rate=loaded["rate"],
+            connect_p50_ms=loaded["connect_p50_ms"],
+            connect_p99_ms=loaded["connect_p99_ms"],
+            idle_connect_p50_ms=idle["connect_p50_ms"],
+            idle_connect_p99_ms=idle["connect_p99_ms"],
+            packet_ins_per_connection=round(packet_ins / loaded["ok"], 4) if loaded["ok"] else None,
+            **cores,
+        )
     log(f"  {scenario}: {result['figures']}")
     return result
 
@@ -210,11 +297,15 @@ def scenario_problems(runs: dict[str, list[dict[str, Any]]]) -> list[str]:
         for number, result in enumerate(rounds, 1):
             for kind in ("loaded", "idle"):
                 if kind in result and result[kind]["errors"]:
-                    found.append(f"{scenario} round {number} {kind}: {result[kind]['errors']} failed connections "
-                                 f"{result[kind]['error_kinds']}")
+                    found.append(
+                        f"{scenario} round {number} {kind}: {result[kind]['errors']} failed connections "
+                        f"{result[kind]['error_kinds']}"
+                    )
             if "download" in result and not result["download"]["ok"]:
-                found.append(f"{scenario} round {number} download: {result['download']['bytes']} bytes, "
-                             f"{result['download']['error']}")
+                found.append(
+                    f"{scenario} round {number} download: {result['download']['bytes']} bytes, "
+                    f"{result['download']['error']}"
+                )
     return found
 
 
@@ -246,9 +337,18 @@ def disruption_trial(lab: Lab, change: str, settings: Settings, expected_sha: st
     targets = [f"{VIPS[s]['address']}:{VIPS[s]['port']}" for s in SUBJECTS]
     procs = {}
     for client in lab.topo.clients:
-        cmd = [sys.executable, str(DOWNLOADS_SCRIPT), "--count", str(settings.disruption_downloads),
-               "--bytes", str(settings.disruption_bytes), "--rate", str(settings.disruption_rate),
-               "--timeout", str(timeout)]
+        cmd = [
+            sys.executable,
+            str(DOWNLOADS_SCRIPT),
+            "--count",
+            str(settings.disruption_downloads),
+            "--bytes",
+            str(settings.disruption_bytes),
+            "--rate",
+            str(settings.disruption_rate),
+            "--timeout",
+            str(timeout),
+        ]
         for target in targets:
             cmd += ["--target", target]
         procs[client] = lab.start_process(client, cmd, f"disruption-{change}-{client}.json")
@@ -276,13 +376,19 @@ def disruption_trial(lab: Lab, change: str, settings: Settings, expected_sha: st
         for d in exposed:
             member = str(d["result"].get("served_by"))
             served[member] = served.get(member, 0) + 1
-        outcome[subject] = {"downloads": len(mine), "established_at_change": len(exposed), "broken": len(broken),
-                            "broken_share": broken_share(len(broken), len(exposed)),
-                            "failed_any_time": sum(1 for d in mine if not complete(d.get("result", {}), expected_sha)),
-                            "served_by_at_change": served,
-                            "errors": sorted({str(d.get("result", {}).get("error")) for d in broken})}
-    log(f"  disruption {change}: " + ", ".join(f"{s} {o['broken']}/{o['established_at_change']} broken"
-                                              for s, o in outcome.items()))
+        outcome[subject] = {
+            "downloads": len(mine),
+            "established_at_change": len(exposed),
+            "broken": len(broken),
+            "broken_share": broken_share(len(broken), len(exposed)),
+            "failed_any_time": sum(1 for d in mine if not complete(d.get("result", {}), expected_sha)),
+            "served_by_at_change": served,
+            "errors": sorted({str(d.get("result", {}).get("error")) for d in broken}),
+        }
+    log(
+        f"  disruption {change}: "
+        + ", ".join(f"{s} {o['broken']}/{o['established_at_change']} broken" for s, o in outcome.items())
+    )
     return outcome
 
 
@@ -297,11 +403,18 @@ def disruption_section(lab: Lab, settings: Settings) -> dict[str, Any]:
     for subject in SUBJECTS:
         broken = sum(t["broken"] for t in trials[subject].values())
         established = sum(t["established_at_change"] for t in trials[subject].values())
-        totals[subject] = {"broken": broken, "established_at_change": established,
-                           "broken_share": broken_share(broken, established)}
-    return {"trials": trials, "totals": totals,
-            "final_members": {s: [m["name"] for m in lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}/members")]
-                              for s in SUBJECTS}}
+        totals[subject] = {
+            "broken": broken,
+            "established_at_change": established,
+            "broken_share": broken_share(broken, established),
+        }
+    return {
+        "trials": trials,
+        "totals": totals,
+        "final_members": {
+            s: [m["name"] for m in lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}/members")] for s in SUBJECTS
+        },
+    }
 
 
 def vip_entries_in_switch(switch: str = "s1") -> int:
@@ -311,8 +424,7 @@ def vip_entries_in_switch(switch: str = "s1") -> int:
 
 def standing_flows(switch: str = "s1") -> int:
     """Flows of a switch that are not per-connection or per-session entries (those come and go with traffic)."""
-    kinds = [int(match.group(1), 16) >> KIND_SHIFT for line in Lab.dump_flows(switch)
-             if (match := COOKIE.search(line))]
+    kinds = [int(match.group(1), 16) >> KIND_SHIFT for line in Lab.dump_flows(switch) if (match := COOKIE.search(line))]
     return sum(kind not in (CookieKind.NAT, CookieKind.SESSION) for kind in kinds)
 
 
@@ -322,23 +434,42 @@ def many_vips(lab: Lab, count: int) -> dict[str, Any]:
     entries_before = vip_entries_in_switch()
     started = time.perf_counter()
     for index in range(count):
-        lab.rest("POST", "/v1/vips", {"name": f"scale-{index:03d}", "address": f"10.0.0.{MANY_VIP_BASE + index}",
-                                      "port": 80, "members": lab.topo.members(80, list(MEMBERS))}, timeout=30.0)
+        lab.rest(
+            "POST",
+            "/v1/vips",
+            {
+                "name": f"scale-{index:03d}",
+                "address": f"10.0.0.{MANY_VIP_BASE + index}",
+                "port": 80,
+                "members": lab.topo.members(80, list(MEMBERS)),
+            },
+            timeout=30.0,
+        )
     posted_s = time.perf_counter() - started
-    wait_for(lambda: vip_entries_in_switch() >= entries_before + count, APPLY_TIMEOUT, 0.05,
-             f"{count} new VIP entries in s1")
+    wait_for(
+        lambda: vip_entries_in_switch() >= entries_before + count, APPLY_TIMEOUT, 0.05, f"{count} new VIP entries in s1"
+    )
     apply_s = time.perf_counter() - started
     flows_after = standing_flows()
-    log(f"  {count} VIPs: posted in {posted_s:.2f} s, in the switch after {apply_s:.2f} s, "
-        f"flows {flows_before} -> {flows_after}")
-    return {"count": count, "posted_s": round(posted_s, 3), "apply_s": round(apply_s, 3),
-            "per_vip_ms": round(apply_s * 1000 / count, 2), "flows_per_switch_before": flows_before,
-            "flows_per_switch": flows_after, "flows_per_vip": round((flows_after - flows_before) / count, 2),
-            "vips_in_config": len(lab.rest("GET", "/v1/vips"))}
+    log(
+        f"  {count} VIPs: posted in {posted_s:.2f} s, in the switch after {apply_s:.2f} s, "
+        f"flows {flows_before} -> {flows_after}"
+    )
+    return {
+        "count": count,
+        "posted_s": round(posted_s, 3),
+        "apply_s": round(apply_s, 3),
+        "per_vip_ms": round(apply_s * 1000 / count, 2),
+        "flows_per_switch_before": flows_before,
+        "flows_per_switch": flows_after,
+        "flows_per_vip": round((flows_after - flows_before) / count, 2),
+        "vips_in_config": len(lab.rest("GET", "/v1/vips")),
+    }
 
 
-def run_lab(settings: Settings, sections: set[str], workdir: Path, ofp_port: int,
-            rest_port: int) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+def run_lab(
+    settings: Settings, sections: set[str], workdir: Path, ofp_port: int, rest_port: int
+) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
     """Bring up the lab once and run the asked lab sections in it; (sections, problems, raw: facts and rounds)."""
     topo = BenchTopo(clients=settings.clients)
     config = lab_config(topo, [vip_entry(topo, subject) for subject in SUBJECTS])
@@ -349,11 +480,13 @@ def run_lab(settings: Settings, sections: set[str], workdir: Path, ofp_port: int
         lab.wait_switches_connected()
         haproxy = start_haproxy(lab, workdir)
         assert lab.controller_proc is not None
-        cpu = CpuMeter({"ovs": int(OVS_PID_FILE.read_text()), "controller": lab.controller_proc.pid,
-                        "haproxy": haproxy.pid})
+        cpu = CpuMeter(
+            {"ovs": int(OVS_PID_FILE.read_text()), "controller": lab.controller_proc.pid, "haproxy": haproxy.pid}
+        )
         raw: dict[str, Any] = {
             "haproxy": run(["haproxy", "-v"]).stdout.splitlines()[0],
-            "dispatch": {s: lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}")["dispatch"] for s in SUBJECTS}}
+            "dispatch": {s: lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}")["dispatch"] for s in SUBJECTS},
+        }
         if sections & {"connections", "throughput"}:
             runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in ("direct", "haproxy", *SUBJECTS)}
             for number in range(1, settings.repeats + 1):
@@ -366,13 +499,15 @@ def run_lab(settings: Settings, sections: set[str], workdir: Path, ofp_port: int
         if "disruption" in sections:
             log("disruption")
             found["disruption"] = disruption_section(lab, settings)
-            problems += [f"disruption {change} {subject}: {trial['failed_any_time']} incomplete downloads"
-                         for subject, trials in found["disruption"]["trials"].items()
-                         for change, trial in trials.items() if trial["failed_any_time"]]
+            problems += [
+                f"disruption {change} {subject}: {trial['failed_any_time']} incomplete downloads"
+                for subject, trials in found["disruption"]["trials"].items()
+                for change, trial in trials.items()
+                if trial["failed_any_time"]
+            ]
         if "scale" in sections:
             log("many VIPs")
             found["scale"] = {"vips": many_vips(lab, settings.vips)}
         raw["controller_stats_at_end"] = lab.rest("GET", "/v1/stats")
         lab.check_controller()
     return found, problems, raw
-

@@ -12,8 +12,13 @@ from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SUBJECTS
 
 Figures = Mapping[str, float | None]
 
-SCENARIO_LABELS = {"vip_controller": "VIP, dispatch controller", "vip_switch": "VIP, dispatch switch (conntrack)",
-                   "vip_switch_learn": "VIP, dispatch switch (learn)", "direct": "direct (no LB)", "haproxy": "HAProxy"}
+SCENARIO_LABELS = {
+    "vip_controller": "VIP, dispatch controller",
+    "vip_switch": "VIP, dispatch switch (conntrack)",
+    "vip_switch_learn": "VIP, dispatch switch (learn)",
+    "direct": "direct (no LB)",
+    "haproxy": "HAProxy",
+}
 CONNECTION_ROWS: list[tuple[str, str, str]] = [
     ("rate", "new connections/s ({clients} clients x {concurrency} in flight)", "{:.0f}"),
     ("connect_p50_ms", "connect p50 ms, loaded", "{:.2f}"),
@@ -62,9 +67,13 @@ def ratio(top: float | None, bottom: float | None) -> float | None:
 def ratios(scenarios: Mapping[str, Figures], keys: Iterable[str]) -> dict[str, dict[str, float | None]]:
     """Every subject's figures divided by every baseline's, keyed ``"<subject>/<baseline>"``."""
     keys = list(keys)
-    return {f"{subject}/{baseline}": {key: ratio(scenarios.get(subject, {}).get(key),
-                                                 scenarios.get(baseline, {}).get(key)) for key in keys}
-            for subject in SUBJECTS for baseline in BASELINES}
+    return {
+        f"{subject}/{baseline}": {
+            key: ratio(scenarios.get(subject, {}).get(key), scenarios.get(baseline, {}).get(key)) for key in keys
+        }
+        for subject in SUBJECTS
+        for baseline in BASELINES
+    }
 
 
 def broken_share(broken: int, established: int) -> float | None:
@@ -84,8 +93,7 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     conn_ratios = sections.get("connections", {}).get("ratios", {})
     for baseline, minimum in (("direct", 0.8), ("haproxy", 1.5)):
         value = conn_ratios.get(f"vip_switch/{baseline}", {}).get("rate")
-        add(f"dispatch switch new conn/s / {baseline}", value, f">= {minimum}",
-            value is not None and value >= minimum)
+        add(f"dispatch switch new conn/s / {baseline}", value, f">= {minimum}", value is not None and value >= minimum)
     thr_ratios = sections.get("throughput", {}).get("ratios", {})
     for subject in SUBJECTS:
         value = thr_ratios.get(f"{subject}/direct", {}).get("download_mbps")
@@ -93,12 +101,20 @@ def targets(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     totals = sections.get("disruption", {}).get("totals", {})
     for subject in SUBJECTS:
         value = totals.get(subject, {}).get("broken_share")
-        add(f"{SCENARIO_LABELS[subject]}: established connections broken by changes", value, "0",
-            value is not None and value == 0)
+        add(
+            f"{SCENARIO_LABELS[subject]}: established connections broken by changes",
+            value,
+            "0",
+            value is not None and value == 0,
+        )
     memory = sections.get("scale", {}).get("memory", {})
     value = memory.get("bytes_per_connection")
-    add("controller memory per tracked connection (bytes)", value, f"<= {MEMORY_TARGET_BYTES}",
-        value is not None and value <= MEMORY_TARGET_BYTES)
+    add(
+        "controller memory per tracked connection (bytes)",
+        value,
+        f"<= {MEMORY_TARGET_BYTES}",
+        value is not None and value <= MEMORY_TARGET_BYTES,
+    )
     return found
 
 
@@ -130,8 +146,12 @@ def sanity_problems(report: Mapping[str, Any], sections: Iterable[str]) -> list[
                 for change in CHANGES:
                     trial = body.get("trials", {}).get(subject, {}).get(change, {})
                     need(f"disruption.{subject}.{change}.established_at_change", trial.get("established_at_change"))
-                    need(f"disruption.{subject}.{change}.broken_share", trial.get("broken_share"), allow_zero=True,
-                         high=1.0)
+                    need(
+                        f"disruption.{subject}.{change}.broken_share",
+                        trial.get("broken_share"),
+                        allow_zero=True,
+                        high=1.0,
+                    )
         elif section == "scale":
             memory, allotment, vips = body.get("memory", {}), body.get("allotment", {}), body.get("vips", {})
             for point in memory.get("points", []):
@@ -155,31 +175,47 @@ def _cell(value: Any, fmt: str) -> str:
 def _scenario_table(section: Mapping[str, Any], rows: list[tuple[str, str, str]], names: Mapping[str, Any]) -> str:
     """Figures of every scenario and the ratios of both dispatch modes to both baselines, as a Markdown table."""
     pairs = [f"{s}/{b}" for s in SUBJECTS for b in BASELINES]
-    short = {"vip_controller": "ctl", "vip_switch": "sw", "vip_switch_learn": "sw-learn", "direct": "direct",
-             "haproxy": "HAProxy"}
-    header = ["figure", *(SCENARIO_LABELS[s] for s in SCENARIOS),
-              *(f"{short[p.split('/')[0]]}/{short[p.split('/')[1]]}" for p in pairs)]
+    short = {
+        "vip_controller": "ctl",
+        "vip_switch": "sw",
+        "vip_switch_learn": "sw-learn",
+        "direct": "direct",
+        "haproxy": "HAProxy",
+    }
+    header = [
+        "figure",
+        *(SCENARIO_LABELS[s] for s in SCENARIOS),
+        *(f"{short[p.split('/')[0]]}/{short[p.split('/')[1]]}" for p in pairs),
+    ]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for key, label, fmt in rows:
         cells = [_cell(section.get("scenarios", {}).get(s, {}).get(key), fmt) for s in SCENARIOS]
-        cells += [_cell(None if key in NO_RATIO else section.get("ratios", {}).get(p, {}).get(key), "{:.2f}")
-                  for p in pairs]
+        cells += [
+            _cell(None if key in NO_RATIO else section.get("ratios", {}).get(p, {}).get(key), "{:.2f}") for p in pairs
+        ]
         lines.append(f"| {label.format(**names)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _disruption_table(section: Mapping[str, Any]) -> str:
     """Broken / established downloads per change and dispatch mode."""
-    lines = ["| change under load | " + " | ".join(SCENARIO_LABELS[s] for s in SUBJECTS) + " |",
-             "|---" + "|---:" * len(SUBJECTS) + "|"]
+    lines = [
+        "| change under load | " + " | ".join(SCENARIO_LABELS[s] for s in SUBJECTS) + " |",
+        "|---" + "|---:" * len(SUBJECTS) + "|",
+    ]
     for change in (*CHANGES, "all"):
         cells = []
         for subject in SUBJECTS:
-            trial = (section.get("totals", {}).get(subject, {}) if change == "all"
-                     else section.get("trials", {}).get(subject, {}).get(change, {}))
+            trial = (
+                section.get("totals", {}).get(subject, {})
+                if change == "all"
+                else section.get("trials", {}).get(subject, {}).get(change, {})
+            )
             share = trial.get("broken_share")
-            cells.append(f"{trial.get('broken', '-')} of {trial.get('established_at_change', '-')}"
-                         f" ({_cell(share * 100 if is_number(share) else None, '{:.1f}')} %)")
+            cells.append(
+                f"{trial.get('broken', '-')} of {trial.get('established_at_change', '-')}"
+                f" ({_cell(share * 100 if is_number(share) else None, '{:.1f}')} %)"
+            )
         lines.append(f"| {change} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -192,29 +228,39 @@ def _scale_table(section: Mapping[str, Any]) -> str:
         baseline_mb = memory.get("baseline_rss_bytes", 0) / 1e6
         lines.append(f"| controller RSS, no connection (MB) | {_cell(baseline_mb, '{:.1f}')} | - | - |")
     for point in memory.get("points", []):
-        lines.append(f"| controller RSS at {point['tracked']:,} tracked connections (MB); tracked, flow entries | "
-                     f"{_cell(point.get('rss_bytes', 0) / 1e6, '{:.1f}')}; {point.get('tracked_reported')}, "
-                     f"{point.get('flow_entries')} | - | - |")
+        lines.append(
+            f"| controller RSS at {point['tracked']:,} tracked connections (MB); tracked, flow entries | "
+            f"{_cell(point.get('rss_bytes', 0) / 1e6, '{:.1f}')}; {point.get('tracked_reported')}, "
+            f"{point.get('flow_entries')} | - | - |"
+        )
     if memory:
-        lines.append(f"| controller memory per tracked connection (bytes, slope between the two counts) | "
-                     f"{_cell(memory.get('bytes_per_connection'), '{:.0f}')} | {MEMORY_TARGET_BYTES} (target) | "
-                     f"{_cell(ratio(memory.get('bytes_per_connection'), MEMORY_TARGET_BYTES), '{:.2f}')} |")
+        lines.append(
+            f"| controller memory per tracked connection (bytes, slope between the two counts) | "
+            f"{_cell(memory.get('bytes_per_connection'), '{:.0f}')} | {MEMORY_TARGET_BYTES} (target) | "
+            f"{_cell(ratio(memory.get('bytes_per_connection'), MEMORY_TARGET_BYTES), '{:.2f}')} |"
+        )
     allotment = section.get("allotment", {})
     if allotment:
-        lines.append(f"| allotment recomputation, {allotment.get('endpoints')} endpoints, median µs "
-                     f"(baseline: `sorted()` of the candidates) | {_cell(allotment.get('median_us'), '{:.0f}')} | "
-                     f"{_cell(allotment.get('sorted_median_us'), '{:.0f}')} | "
-                     f"{_cell(allotment.get('ratio_to_sorted'), '{:.1f}')} |")
+        lines.append(
+            f"| allotment recomputation, {allotment.get('endpoints')} endpoints, median µs "
+            f"(baseline: `sorted()` of the candidates) | {_cell(allotment.get('median_us'), '{:.0f}')} | "
+            f"{_cell(allotment.get('sorted_median_us'), '{:.0f}')} | "
+            f"{_cell(allotment.get('ratio_to_sorted'), '{:.1f}')} |"
+        )
     vips = section.get("vips", {})
     if vips:
-        lines.append(f"| {vips.get('count')} VIPs added through REST: seconds until every switch entry is in "
-                     f"(per VIP, ms) | {_cell(vips.get('apply_s'), '{:.2f}')} "
-                     f"({_cell(vips.get('per_vip_ms'), '{:.1f}')}) | - | - |")
-        lines.append(f"| standing flows per switch (no per-connection entries) with {vips.get('count')} more VIPs; "
-                     f"per VIP (baseline: before) | {_cell(vips.get('flows_per_switch'), '{:.0f}')}; "
-                     f"{_cell(vips.get('flows_per_vip'), '{:.1f}')} | "
-                     f"{_cell(vips.get('flows_per_switch_before'), '{:.0f}')} | "
-                     f"{_cell(ratio(vips.get('flows_per_switch'), vips.get('flows_per_switch_before')), '{:.1f}')} |")
+        lines.append(
+            f"| {vips.get('count')} VIPs added through REST: seconds until every switch entry is in "
+            f"(per VIP, ms) | {_cell(vips.get('apply_s'), '{:.2f}')} "
+            f"({_cell(vips.get('per_vip_ms'), '{:.1f}')}) | - | - |"
+        )
+        lines.append(
+            f"| standing flows per switch (no per-connection entries) with {vips.get('count')} more VIPs; "
+            f"per VIP (baseline: before) | {_cell(vips.get('flows_per_switch'), '{:.0f}')}; "
+            f"{_cell(vips.get('flows_per_vip'), '{:.1f}')} | "
+            f"{_cell(vips.get('flows_per_switch_before'), '{:.0f}')} | "
+            f"{_cell(ratio(vips.get('flows_per_switch'), vips.get('flows_per_switch_before')), '{:.1f}')} |"
+        )
     return "\n".join(lines)
 
 
@@ -230,12 +276,18 @@ def _targets_table(report: Mapping[str, Any]) -> str:
 def markdown(report: Mapping[str, Any]) -> str:
     """The whole report as Markdown: a heading line, the targets, one table per section, problems."""
     settings, env, sections = report.get("settings", {}), report.get("environment", {}), report.get("sections", {})
-    names = {"clients": settings.get("clients"), "concurrency": settings.get("concurrency"),
-             "mb": settings.get("download_bytes", 0) // 1_000_000}
-    parts = [f"nlb_sdn benchmark suite, {report.get('mode')} mode, {env.get('date', '?')}, commit "
-             f"`{str(env.get('git_commit', ''))[:10]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-             f"{report.get('duration_s', '?')} s; medians of {settings.get('repeats')} round(s)",
-             "### Targets", _targets_table(report)]
+    names = {
+        "clients": settings.get("clients"),
+        "concurrency": settings.get("concurrency"),
+        "mb": settings.get("download_bytes", 0) // 1_000_000,
+    }
+    parts = [
+        f"nlb_sdn benchmark suite, {report.get('mode')} mode, {env.get('date', '?')}, commit "
+        f"`{str(env.get('git_commit', ''))[:10]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
+        f"{report.get('duration_s', '?')} s; medians of {settings.get('repeats')} round(s)",
+        "### Targets",
+        _targets_table(report),
+    ]
     if "connections" in sections:
         parts += ["### New connections", _scenario_table(sections["connections"], CONNECTION_ROWS, names)]
     if "throughput" in sections:
@@ -275,8 +327,12 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
     width = 0.4
     for offset, key in ((-width / 2, "connect_p50_ms"), (width / 2, "connect_p99_ms")):
         values = [latency.get(s, {}).get(key) for s in SCENARIOS]
-        axes[0][1].bar([i + offset for i in range(len(SCENARIOS))], [v if is_number(v) else 0.0 for v in values],
-                       width, label=key.split("_")[1])
+        axes[0][1].bar(
+            [i + offset for i in range(len(SCENARIOS))],
+            [v if is_number(v) else 0.0 for v in values],
+            width,
+            label=key.split("_")[1],
+        )
     axes[0][1].set_xticks(range(len(SCENARIOS)), labels)
     axes[0][1].set_title("connect latency ms (loaded)")
     axes[0][1].legend()
@@ -284,8 +340,9 @@ def write_chart(report: Mapping[str, Any], path: Path) -> None:
     memory = sections.get("scale", {}).get("memory", {})
     points = memory.get("points", [])
     names = [f"{p['tracked']:,}\n(over no connection)" for p in points] + (["slope"] if points else [])
-    per_connection = [p.get("bytes_per_connection") for p in points] + ([memory.get("bytes_per_connection")]
-                                                                         if points else [])
+    per_connection = [p.get("bytes_per_connection") for p in points] + (
+        [memory.get("bytes_per_connection")] if points else []
+    )
     drawn = axes[1][1].bar(names, [v if is_number(v) else 0.0 for v in per_connection], color="#9467bd")
     axes[1][1].bar_label(drawn, labels=[_cell(v, "{:.0f}") for v in per_connection])
     axes[1][1].axhline(MEMORY_TARGET_BYTES, color="black", linestyle="--", label="target")

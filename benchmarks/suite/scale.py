@@ -53,8 +53,9 @@ def rest_get(port: int, path: str) -> Any:
 def controller_config(max_tracked: int, rest_port: int) -> dict[str, Any]:
     """ofload's own nlb_sdn config (its fake switches and VIP), plus a second VIP over the same members and room for
     every connection; each ofload run feeds one VIP, so the two runs' 5-tuples never repeat."""
-    printed = run([sys.executable, str(OFLOAD), "--print-config", "--switches", str(FAKE_SWITCHES)], timeout=60.0,
-                  check=True).stdout
+    printed = run(
+        [sys.executable, str(OFLOAD), "--print-config", "--switches", str(FAKE_SWITCHES)], timeout=60.0, check=True
+    ).stdout
     config = json.loads(printed)
     config["controller"]["max_connections"] = 2 * max_tracked
     config["controller"]["rest"]["port"] = rest_port
@@ -66,9 +67,28 @@ def controller_config(max_tracked: int, rest_port: int) -> dict[str, Any]:
 def ofload_run(ofp_port: int, vip: str, packet_ins: int, out: Path) -> dict[str, Any]:
     """Feed ``packet_ins`` new connections to ``vip`` through ofload's fake switches; its results section."""
     bound = packet_ins / OFLOAD_MIN_RATE + 10.0
-    run([sys.executable, str(OFLOAD), "--port", str(ofp_port), "--switches", str(FAKE_SWITCHES), "--vip", vip,
-         "--max-packets", str(packet_ins), "--warmup", "0", "--duration", f"{bound:.0f}", "--out", str(out)],
-        timeout=bound + 60.0, check=True)
+    run(
+        [
+            sys.executable,
+            str(OFLOAD),
+            "--port",
+            str(ofp_port),
+            "--switches",
+            str(FAKE_SWITCHES),
+            "--vip",
+            vip,
+            "--max-packets",
+            str(packet_ins),
+            "--warmup",
+            "0",
+            "--duration",
+            f"{bound:.0f}",
+            "--out",
+            str(out),
+        ],
+        timeout=bound + 60.0,
+        check=True,
+    )
     return json.loads(out.read_text())["results"]
 
 
@@ -79,10 +99,24 @@ def memory_section(settings: Settings, workdir: Path, ofp_port: int, rest_port: 
     path.write_text(json.dumps(controller_config(second, rest_port), indent=1))
     log_path = workdir / "scale-controller.log"
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", str(path),
-                                 "--ofp-tcp-listen-port", str(ofp_port)], stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nlb_sdn.cli",
+                "controller",
+                "--config",
+                str(path),
+                "--ofp-tcp-listen-port",
+                str(ofp_port),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
+
         def answering() -> bool:
             """Whether the controller's REST API answers (failing fast if it died)."""
             if proc.poll() is not None:
@@ -99,24 +133,39 @@ def memory_section(settings: Settings, workdir: Path, ofp_port: int, rest_port: 
         flow_entries = 0
         for index, (vip, packet_ins) in enumerate(((FIRST_VIP, first), (SECOND_VIP, second - first))):
             results = ofload_run(ofp_port, vip, packet_ins, workdir / f"scale-ofload-{index}.json")
-            flow_entries += sum(n for switch in results["per_switch"]
-                                for table, n in switch["flow_mods_by_table"].items() if table in CONNECTION_TABLES)
+            flow_entries += sum(
+                n
+                for switch in results["per_switch"]
+                for table, n in switch["flow_mods_by_table"].items()
+                if table in CONNECTION_TABLES
+            )
             tracked = first if index == 0 else second
             stats = rest_get(rest_port, "/v1/stats")
             reported = stats["connections"]["total"]
             rss = rss_bytes(proc.pid)
-            points.append({"tracked": tracked, "tracked_reported": reported, "rss_bytes": rss,
-                           "flow_entries": flow_entries, "bytes_per_connection": round((rss - baseline) / reported, 1),
-                           "ofload_responses_per_s": results["responses_per_s"], "timeouts": results["timeouts"],
-                           "refused": stats.get("refused")})
-            log(f"  {tracked} connections: RSS {rss / 1e6:.1f} MB, tracked {reported}, "
-                f"flow entries {flow_entries}")
+            points.append(
+                {
+                    "tracked": tracked,
+                    "tracked_reported": reported,
+                    "rss_bytes": rss,
+                    "flow_entries": flow_entries,
+                    "bytes_per_connection": round((rss - baseline) / reported, 1),
+                    "ofload_responses_per_s": results["responses_per_s"],
+                    "timeouts": results["timeouts"],
+                    "refused": stats.get("refused"),
+                }
+            )
+            log(f"  {tracked} connections: RSS {rss / 1e6:.1f} MB, tracked {reported}, flow entries {flow_entries}")
     finally:
         stop(proc)
     low, high = points
     slope = (high["rss_bytes"] - low["rss_bytes"]) / (high["tracked_reported"] - low["tracked_reported"])
-    return {"baseline_rss_bytes": baseline, "points": points, "bytes_per_connection": round(slope, 1),
-            "fake_switches": FAKE_SWITCHES}
+    return {
+        "baseline_rss_bytes": baseline,
+        "points": points,
+        "bytes_per_connection": round(slope, 1),
+        "fake_switches": FAKE_SWITCHES,
+    }
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -133,9 +182,18 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def candidates(count: int) -> list[Candidate]:
     """``count`` members with varied capacity and load, every tenth failed (as benchmarks/health.py builds them)."""
-    return [Candidate(name=f"m{i:05d}", pip=f"10.1.{i // 250}.{i % 250 + 1}", pport=8080,
-                      capacity=100.0 + 50.0 * (i % 7), load=float((i * 37) % 160), eligible=i % 10 != 9,
-                      reason="" if i % 10 != 9 else "health failed") for i in range(count)]
+    return [
+        Candidate(
+            name=f"m{i:05d}",
+            pip=f"10.1.{i // 250}.{i % 250 + 1}",
+            pport=8080,
+            capacity=100.0 + 50.0 * (i % 7),
+            load=float((i * 37) % 160),
+            eligible=i % 10 != 9,
+            reason="" if i % 10 != 9 else "health failed",
+        )
+        for i in range(count)
+    ]
 
 
 def timed_us(fn: Any, calls: int) -> list[float]:
@@ -157,6 +215,11 @@ def allotment_section(settings: Settings) -> dict[str, Any]:
     baseline = timed_us(lambda: sorted(members, key=lambda c: c.name), settings.allotment_calls)
     median, floor = round(statistics.median(allotment), 1), round(statistics.median(baseline), 1)
     log(f"  allotment, {settings.allotment_endpoints} endpoints: {median:.0f} us (sorted: {floor:.0f} us)")
-    return {"endpoints": settings.allotment_endpoints, "calls": settings.allotment_calls,
-            "median_us": median, "p99_us": round(sorted(allotment)[int(0.99 * (len(allotment) - 1))], 1),
-            "sorted_median_us": floor, "ratio_to_sorted": ratio(median, floor)}
+    return {
+        "endpoints": settings.allotment_endpoints,
+        "calls": settings.allotment_calls,
+        "median_us": median,
+        "p99_us": round(sorted(allotment)[int(0.99 * (len(allotment) - 1))], 1),
+        "sorted_median_us": floor,
+        "ratio_to_sorted": ratio(median, floor),
+    }

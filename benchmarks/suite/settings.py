@@ -34,16 +34,58 @@ class Settings:
     vips: int  # VIPs added through REST for the many-VIP figure
 
 
-FULL = Settings(repeats=3, clients=3, count=2000, concurrency=32, run_timeout=30.0, warmup_count=10, idle_count=300,
-                download_bytes=200_000_000, download_timeout=20.0, disruption_downloads=8,
-                disruption_bytes=2_000_000, disruption_rate=400_000, tracked=(10_000, 100_000),
-                allotment_endpoints=1000, allotment_calls=200, vips=100)
-QUICK = Settings(repeats=1, clients=3, count=300, concurrency=32, run_timeout=10.0, warmup_count=10, idle_count=100,
-                 download_bytes=20_000_000, download_timeout=5.0, disruption_downloads=4, disruption_bytes=600_000,
-                 disruption_rate=200_000, tracked=(2_000, 10_000), allotment_endpoints=1000, allotment_calls=50,
-                 vips=100)
-SMOKE = Settings(repeats=1, clients=3, count=40, concurrency=8, run_timeout=5.0, warmup_count=4, idle_count=20,
-                 download_bytes=2_000_000, download_timeout=3.0, disruption_downloads=2, disruption_bytes=150_000,
-                 disruption_rate=100_000, tracked=(500, 2_000), allotment_endpoints=1000, allotment_calls=10,
-                 vips=5)
+FULL = Settings(
+    repeats=3,
+    clients=3,
+    count=2000,
+    concurrency=32,
+    run_timeout=30.0,
+    warmup_count=10,
+    idle_count=300,
+    download_bytes=200_000_000,
+    download_timeout=20.0,
+    disruption_downloads=8,
+    disruption_bytes=2_000_000,
+    disruption_rate=400_000,
+    tracked=(10_000, 100_000),
+    allotment_endpoints=1000,
+    allotment_calls=200,
+    vips=100,
+)
+QUICK = Settings(
+    repeats=1,
+    clients=3,
+    count=300,
+    concurrency=32,
+    run_timeout=10.0,
+    warmup_count=10,
+    idle_count=100,
+    download_bytes=20_000_000,
+    download_timeout=5.0,
+    disruption_downloads=4,
+    disruption_bytes=600_000,
+    disruption_rate=200_000,
+    tracked=(2_000, 10_000),
+    allotment_endpoints=1000,
+    allotment_calls=50,
+    vips=100,
+)
+SMOKE = Settings(
+    repeats=1,
+    clients=3,
+    count=40,
+    concurrency=8,
+    run_timeout=5.0,
+    warmup_count=4,
+    idle_count=20,
+    download_bytes=2_000_000,
+    download_timeout=3.0,
+    disruption_downloads=2,
+    disruption_bytes=150_000,
+    disruption_rate=100_000,
+    tracked=(500, 2_000),
+    allotment_endpoints=1000,
+    allotment_calls=10,
+    vips=5,
+)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}

@@ -39,20 +39,48 @@ class Session:
 
     def to_data(self) -> dict[str, Any]:
         """The DAM atom data."""
-        return {"sid": self.sid, "stype": self.stype, "vip": self.vip, "member": self.member, "pip": self.pip,
-                "pport": self.pport, "client": self.client, "host_id": self.host_id}
+        return {
+            "sid": self.sid,
+            "stype": self.stype,
+            "vip": self.vip,
+            "member": self.member,
+            "pip": self.pip,
+            "pport": self.pport,
+            "client": self.client,
+            "host_id": self.host_id,
+        }
 
     @classmethod
     def from_data(cls, data: dict[str, Any], expires_at: float, origin: str) -> Session:
         """Rebuild a session from DAM atom data (KeyError/TypeError when it is not one)."""
-        return cls(str(data["sid"]), str(data["stype"]), str(data["vip"]), str(data["member"]), str(data["pip"]),
-                   int(data["pport"]), str(data["client"]), str(data.get("host_id", "")), expires_at, origin)
+        return cls(
+            str(data["sid"]),
+            str(data["stype"]),
+            str(data["vip"]),
+            str(data["member"]),
+            str(data["pip"]),
+            int(data["pport"]),
+            str(data["client"]),
+            str(data.get("host_id", "")),
+            expires_at,
+            origin,
+        )
 
     def as_dict(self, now: float) -> dict[str, Any]:
         """A JSON-friendly view (REST), with the FIG. 23A identifier and type/application columns first."""
-        return {"id": self.key, "identifier": self.sid, "type": self.stype, "vip": self.vip, "member": self.member,
-                "endpoint": f"{self.pip}:{self.pport}", "client": self.client, "host_id": self.host_id,
-                "expires_at": self.expires_at, "expires_in": round(self.expires_at - now, 3), "origin": self.origin}
+        return {
+            "id": self.key,
+            "identifier": self.sid,
+            "type": self.stype,
+            "vip": self.vip,
+            "member": self.member,
+            "endpoint": f"{self.pip}:{self.pport}",
+            "client": self.client,
+            "host_id": self.host_id,
+            "expires_at": self.expires_at,
+            "expires_in": round(self.expires_at - now, 3),
+            "origin": self.origin,
+        }
 
 
 def client_prefix(client_ip: str, prefix_len: int) -> str:
@@ -117,5 +145,8 @@ class SessionTable:
 
     def select(self, vip: str | None = None, member: str | None = None) -> list[Session]:
         """Sessions of a VIP and/or endpoint member."""
-        return [s for s in self.sessions.values()
-                if (vip is None or s.vip == vip) and (member is None or s.member == member)]
+        return [
+            s
+            for s in self.sessions.values()
+            if (vip is None or s.vip == vip) and (member is None or s.member == member)
+        ]

@@ -59,8 +59,9 @@ def http_status_ok(response: bytes, expect_status: int, body_contains: str) -> b
 
 async def probe_http(host: str, port: int, path: str, expect_status: int, body_contains: str, timeout: float) -> bool:
     """Whether ``GET path`` over HTTP/1.0 answers the expected status and body within ``timeout`` seconds."""
-    request = (f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: nlb-sdn-agent\r\n"
-               "Connection: close\r\n\r\n").encode("latin-1")
+    request = (
+        f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: nlb-sdn-agent\r\nConnection: close\r\n\r\n"
+    ).encode("latin-1")
 
     try:
         async with asyncio.timeout(timeout):
@@ -87,9 +88,9 @@ async def _read_rest(reader: asyncio.StreamReader) -> bytes:
 async def run_command(argv: list[str], timeout: float) -> tuple[int, bytes] | None:
     """Run ``argv`` (no shell); its exit status and output, or None if it cannot start or outlives ``timeout``."""
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+        )
     except OSError:
         return None
     try:

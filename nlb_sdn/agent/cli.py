@@ -21,8 +21,9 @@ COLUMNS = ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY
 SESSION_COLUMNS = ("SID", "STYPE", "CLIENT", "VIP", "PHYSICAL", "EXPIRES_IN")
 
 
-def load_agent(path: str, controllers: list[str] | None = None,
-               key_file: str | None = None) -> tuple[AgentConfig, bytes]:
+def load_agent(
+    path: str, controllers: list[str] | None = None, key_file: str | None = None
+) -> tuple[AgentConfig, bytes]:
     """The config (with command-line overrides) and the key it names, or raise ConfigError."""
     config = load_agent_config(path)
     overrides: dict[str, Any] = {}
@@ -56,24 +57,47 @@ def _aligned(header: str, columns: tuple[str, ...], lines: list[list[str]]) -> s
     """``header``, then ``columns`` and ``lines`` as left-aligned columns."""
     widths = [max(len(cells[i]) for cells in [list(columns), *lines]) for i in range(len(columns))]
     text = [header]
-    text += ["  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
-             for cells in [list(columns), *lines]]
+    text += [
+        "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+        for cells in [list(columns), *lines]
+    ]
     return "\n".join(text)
 
 
 def format_table(view: dict[str, Any]) -> str:
     """The table as aligned text: every FIG. 13A field of every row, under a header with host, rows and checksum."""
-    lines = [[f"{row['vip']}:{row['vport']}", f"{row['pip']}:{row['pport']}", row["proto"],
-              row["proto_info"] or "(any)", row["health"], f"{row['load']:g}", f"{row['capacity']:g}",
-              row["target"], row["current"]] for row in view["rows"]]
-    return _aligned(f"host {view['host_id']}  rows {len(view['rows'])}  checksum {view['checksum']:#010x}",
-                    COLUMNS, lines)
+    lines = [
+        [
+            f"{row['vip']}:{row['vport']}",
+            f"{row['pip']}:{row['pport']}",
+            row["proto"],
+            row["proto_info"] or "(any)",
+            row["health"],
+            f"{row['load']:g}",
+            f"{row['capacity']:g}",
+            row["target"],
+            row["current"],
+        ]
+        for row in view["rows"]
+    ]
+    return _aligned(
+        f"host {view['host_id']}  rows {len(view['rows'])}  checksum {view['checksum']:#010x}", COLUMNS, lines
+    )
 
 
 def format_sessions(view: dict[str, Any]) -> str:
     """The session table as aligned text: id, type, client, service, endpoint and seconds left of each session."""
-    lines = [[s["sid"], s["stype"], s["client"], f"{s['vip']}:{s['vport']}/{s['proto']}", f"{s['pip']}:{s['pport']}",
-              f"{max(0.0, s['expires_in']):.1f}s"] for s in view["sessions"]]
+    lines = [
+        [
+            s["sid"],
+            s["stype"],
+            s["client"],
+            f"{s['vip']}:{s['vport']}/{s['proto']}",
+            f"{s['pip']}:{s['pport']}",
+            f"{max(0.0, s['expires_in']):.1f}s",
+        ]
+        for s in view["sessions"]
+    ]
     return _aligned(f"host {view['host_id']}  sessions {len(view['sessions'])}", SESSION_COLUMNS, lines)
 
 
@@ -111,8 +135,14 @@ def control_command(args: argparse.Namespace) -> int:
     if args.command in ("table", "sessions"):
         request: dict[str, Any] = {"cmd": args.command}
     elif args.command == "session-up":
-        request = {"cmd": "session-up", "app_id": args.app_id, "sid": args.sid, "client": args.client,
-                   "ttl_s": args.ttl, "stype": args.stype}
+        request = {
+            "cmd": "session-up",
+            "app_id": args.app_id,
+            "sid": args.sid,
+            "client": args.client,
+            "ttl_s": args.ttl,
+            "stype": args.stype,
+        }
     elif args.command == "session-down":
         request = {"cmd": "session-down", "app_id": args.app_id, "sid": args.sid}
     elif args.command == "set-target":
@@ -136,8 +166,10 @@ def control_command(args: argparse.Namespace) -> int:
         print(f"session {s['stype']} {s['sid']} of client {s['client']} on {s['app_id']}: {state}")
     else:
         row = reply["row"]
-        print(f"{row['app_id']}: target {row['target']}, load {row['load']:g}, health {row['health']}, "
-              f"current {row['current']}")
+        print(
+            f"{row['app_id']}: target {row['target']}, load {row['load']:g}, health {row['health']}, "
+            f"current {row['current']}"
+        )
     return 0
 
 
@@ -150,8 +182,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         return run_agent(config, key, args.drop_next_row_change)
     except OSError as exc:
@@ -188,11 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the host agent in the foreground")
     run_parser.add_argument("--config", required=True, help="YAML agent config file")
-    run_parser.add_argument("--controller", dest="controllers", action="append", metavar="HOST:PORT",
-                            help="controller address (repeatable; replaces the config's list; default port 9100)")
+    run_parser.add_argument(
+        "--controller",
+        dest="controllers",
+        action="append",
+        metavar="HOST:PORT",
+        help="controller address (repeatable; replaces the config's list; default port 9100)",
+    )
     run_parser.add_argument("--key-file", help="deployment key file (replaces the config's key_file)")
-    run_parser.add_argument("--drop-next-row-change", action="store_true",
-                            help="test hook: do not send the first row_change (to exercise resync)")
+    run_parser.add_argument(
+        "--drop-next-row-change",
+        action="store_true",
+        help="test hook: do not send the first row_change (to exercise resync)",
+    )
     run_parser.add_argument("--verbose", action="store_true")
     table = sub.add_parser("table", help="print a running agent's H&L table")
     _agent_socket(table)
@@ -209,8 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("app_id", help="the app the session belongs to (gives vip, vport, proto, pip, pport)")
     up.add_argument("--sid", required=True, help="session identifier (at most 256 characters)")
     up.add_argument("--client", required=True, help="IPv4 address of the session's client")
-    up.add_argument("--ttl", type=positive_seconds, default=SESSION_TTL,
-                    help=f"seconds the session lives unless renewed by another session-up (default {SESSION_TTL:g})")
+    up.add_argument(
+        "--ttl",
+        type=positive_seconds,
+        default=SESSION_TTL,
+        help=f"seconds the session lives unless renewed by another session-up (default {SESSION_TTL:g})",
+    )
     up.add_argument("--stype", default=DEFAULT_STYPE, help=f"session type (default {DEFAULT_STYPE})")
     _agent_socket(up)
     down = sub.add_parser("session-down", help="end an application session on a running agent")

@@ -148,9 +148,19 @@ class App(Strict):
     def initial_row(self) -> Row:
         """The row before any check or load sample: health unknown, current inactive."""
         load = self.load.value if isinstance(self.load, StaticLoad) else 0.0
-        return Row(vip=self.vip, vport=self.vport, pip=self.pip, pport=self.pport, proto=self.proto,
-                   proto_info=self.proto_info, health="unknown", load=load, capacity=self.capacity,
-                   target=self.target, current="inactive")
+        return Row(
+            vip=self.vip,
+            vport=self.vport,
+            pip=self.pip,
+            pport=self.pport,
+            proto=self.proto,
+            proto_info=self.proto_info,
+            health="unknown",
+            load=load,
+            capacity=self.capacity,
+            target=self.target,
+            current="inactive",
+        )
 
 
 class Migration(Strict):
@@ -188,8 +198,10 @@ class AgentConfig(Strict):
             seen.add(app.app_id)
         size = worst_snapshot_size(self.host_id, [app.initial_row() for app in self.apps])
         if size > UDP_MAX_SIZE:
-            raise ValueError(f"{len(self.apps)} apps make a snapshot of up to {size} bytes, over the "
-                             f"{UDP_MAX_SIZE}-byte datagram limit: use fewer apps or shorter proto_info")
+            raise ValueError(
+                f"{len(self.apps)} apps make a snapshot of up to {size} bytes, over the "
+                f"{UDP_MAX_SIZE}-byte datagram limit: use fewer apps or shorter proto_info"
+            )
         return self
 
     @property

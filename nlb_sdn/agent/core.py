@@ -49,20 +49,46 @@ class Session:
 
     def up_body(self, host_id: str, now: float) -> dict[str, Any]:
         """The ``session_up`` body; ``ttl_s`` is what is left of the lease (at least 1 ms)."""
-        return {"host_id": host_id, "stype": self.stype, "sid": self.sid, "vip": self.vip, "vport": self.vport,
-                "proto": self.proto, "pip": self.pip, "pport": self.pport, "client": self.client,
-                "ttl_s": max(0.001, round(self.expires_at - now, 3))}
+        return {
+            "host_id": host_id,
+            "stype": self.stype,
+            "sid": self.sid,
+            "vip": self.vip,
+            "vport": self.vport,
+            "proto": self.proto,
+            "pip": self.pip,
+            "pport": self.pport,
+            "client": self.client,
+            "ttl_s": max(0.001, round(self.expires_at - now, 3)),
+        }
 
     def down_body(self, host_id: str) -> dict[str, Any]:
         """The ``session_down`` body."""
-        return {"host_id": host_id, "stype": self.stype, "sid": self.sid, "vip": self.vip, "vport": self.vport,
-                "client": self.client}
+        return {
+            "host_id": host_id,
+            "stype": self.stype,
+            "sid": self.sid,
+            "vip": self.vip,
+            "vport": self.vport,
+            "client": self.client,
+        }
 
     def to_dict(self, now: float) -> dict[str, Any]:
         """The session as the ``sessions`` control command shows it (``expires_in``: seconds left)."""
-        return {"sid": self.sid, "stype": self.stype, "app_id": self.app_id, "vip": self.vip, "vport": self.vport,
-                "proto": self.proto, "pip": self.pip, "pport": self.pport, "client": self.client,
-                "ttl_s": self.ttl_s, "expires_at": self.expires_at, "expires_in": round(self.expires_at - now, 3)}
+        return {
+            "sid": self.sid,
+            "stype": self.stype,
+            "app_id": self.app_id,
+            "vip": self.vip,
+            "vport": self.vport,
+            "proto": self.proto,
+            "pip": self.pip,
+            "pport": self.pport,
+            "client": self.client,
+            "ttl_s": self.ttl_s,
+            "expires_at": self.expires_at,
+            "expires_in": round(self.expires_at - now, 3),
+        }
 
 
 @dataclass(frozen=True)
@@ -98,8 +124,12 @@ class AgentCore:
         sent: list[Outgoing] = []
         if not self.next_heartbeat - 2 * self.hb_period <= now < self.next_heartbeat:
             self.next_heartbeat = now + self.hb_period
-            body = {"host_id": self.host_id, "checksum": self.table.checksum, "row_count": len(self.table),
-                    "period_ms": round(self.hb_period * 1000)}
+            body = {
+                "host_id": self.host_id,
+                "checksum": self.table.checksum,
+                "row_count": len(self.table),
+                "period_ms": round(self.hb_period * 1000),
+            }
             sent.append(Outgoing("heartbeat", body, self.controllers))
         return sent + self.session_timers(now)
 
@@ -107,8 +137,9 @@ class AgentCore:
         """When :meth:`tick` next has something to do: the next heartbeat, session refresh or session expiry."""
         return min([self.next_heartbeat, *(min(s.refresh_at, s.expires_at) for s in self.sessions.values())])
 
-    def session_up(self, app_id: str, sid: str, client: str, now: float, ttl_s: float = SESSION_TTL,
-                   stype: str = DEFAULT_STYPE) -> list[Outgoing]:
+    def session_up(
+        self, app_id: str, sid: str, client: str, now: float, ttl_s: float = SESSION_TTL, stype: str = DEFAULT_STYPE
+    ) -> list[Outgoing]:
         """Record (or renew) session ``sid`` of ``client`` on ``app_id`` for ``ttl_s`` seconds; a session_up to every
         controller (after a session_down of the old one when the same sid changed type, service or client).
 
@@ -117,8 +148,7 @@ class AgentCore:
         row = self.table.get(app_id)
         if row is None:
             raise KeyError(app_id)
-        if not isinstance(sid, str) or not sid or not sid.isprintable() \
-                or len(sid.encode(errors="replace")) > MAX_SID:
+        if not isinstance(sid, str) or not sid or not sid.isprintable() or len(sid.encode(errors="replace")) > MAX_SID:
             raise ValueError(f"sid must be printable text of 1 to {MAX_SID} bytes (UTF-8)")
         try:
             client = str(ipaddress.IPv4Address(client))
@@ -127,14 +157,27 @@ class AgentCore:
         if type(ttl_s) not in (int, float) or not math.isfinite(ttl_s) or not 0 < ttl_s <= MAX_SESSION_TTL:
             raise ValueError(f"ttl must be a number of seconds > 0 and <= {MAX_SESSION_TTL:g}")
         if not isinstance(stype, str) or len(stype) > MAX_STYPE or not SESSION_TYPE_PATTERN.fullmatch(stype):
-            raise ValueError(f"stype must be a lower-case letter, then letters, digits or '_' (at most {MAX_STYPE}), "
-                             f"got {stype!r}")
+            raise ValueError(
+                f"stype must be a lower-case letter, then letters, digits or '_' (at most {MAX_STYPE}), got {stype!r}"
+            )
         old = self.sessions.get(sid)
         if old is None and len(self.sessions) >= MAX_SESSIONS:
             raise ValueError(f"the session table is full ({MAX_SESSIONS} sessions)")
-        session = Session(stype=stype, sid=sid, app_id=app_id, vip=row.vip, vport=row.vport, proto=row.proto,
-                          pip=row.pip, pport=row.pport, client=client, ttl_s=float(ttl_s), announced_at=now,
-                          expires_at=now + ttl_s, refresh_at=now + ttl_s / 2)
+        session = Session(
+            stype=stype,
+            sid=sid,
+            app_id=app_id,
+            vip=row.vip,
+            vport=row.vport,
+            proto=row.proto,
+            pip=row.pip,
+            pport=row.pport,
+            client=client,
+            ttl_s=float(ttl_s),
+            announced_at=now,
+            expires_at=now + ttl_s,
+            refresh_at=now + ttl_s / 2,
+        )
         body = session.up_body(self.host_id, now)
         if not body_ok("session_up", body):
             raise ValueError(f"session_up {body} would not pass the message schema")
@@ -172,8 +215,12 @@ class AgentCore:
             session = self.sessions[sid]
             if now < session.announced_at:
                 step = now - session.announced_at
-                session = replace(session, announced_at=now, expires_at=session.expires_at + step,
-                                  refresh_at=session.refresh_at + step)
+                session = replace(
+                    session,
+                    announced_at=now,
+                    expires_at=session.expires_at + step,
+                    refresh_at=session.refresh_at + step,
+                )
                 self.sessions[sid] = session
             if now >= session.expires_at:
                 del self.sessions[sid]
@@ -185,8 +232,11 @@ class AgentCore:
 
     def announce_sessions(self, to: tuple[Address, ...], now: float) -> list[Outgoing]:
         """A session_up of every live session for ``to`` (a controller that lost them); expired ones are left out."""
-        return [Outgoing("session_up", session.up_body(self.host_id, now), to)
-                for session in self.live_sessions() if now < session.expires_at]
+        return [
+            Outgoing("session_up", session.up_body(self.host_id, now), to)
+            for session in self.live_sessions()
+            if now < session.expires_at
+        ]
 
     def on_check(self, app_id: str, success: bool) -> list[Outgoing]:
         """Feed one probe result of ``app_id``'s health check; a row_change if its health changed."""
@@ -228,14 +278,19 @@ class AgentCore:
 
     def snapshot(self, to: tuple[Address, ...]) -> Outgoing:
         """A snapshot of the whole table for ``to``."""
-        body = {"host_id": self.host_id, "rows": [row.to_dict() for row in self.table.rows()],
-                "checksum": self.table.checksum}
+        body = {
+            "host_id": self.host_id,
+            "rows": [row.to_dict() for row in self.table.rows()],
+            "checksum": self.table.checksum,
+        }
         return Outgoing("snapshot", body, to)
 
     def stop(self, reason: str) -> list[Outgoing]:
         """What to send on a graceful stop: a goodbye to every controller, three times."""
-        return [Outgoing("goodbye", {"host_id": self.host_id, "reason": reason}, self.controllers)
-                for _ in range(GOODBYE_COUNT)]
+        return [
+            Outgoing("goodbye", {"host_id": self.host_id, "reason": reason}, self.controllers)
+            for _ in range(GOODBYE_COUNT)
+        ]
 
     def _postulated(self, body: dict[str, Any], sender: Address) -> list[Outgoing]:
         """Compare a controller's checksum with ours (postulate_wrong if different), then record its ``current``."""

@@ -75,9 +75,13 @@ class Agent:
 
     def table_view(self) -> dict[str, Any]:
         """The table and the receive counters, as the ``table`` control command returns them."""
-        return {"host_id": self.core.host_id, "checksum": self.core.table.checksum,
-                "rows": [row.to_dict() for row in self.core.table.rows()],
-                "accepted": dict(self.verifier.accepted), "dropped": dict(self.verifier.dropped)}
+        return {
+            "host_id": self.core.host_id,
+            "checksum": self.core.table.checksum,
+            "rows": [row.to_dict() for row in self.core.table.rows()],
+            "accepted": dict(self.verifier.accepted),
+            "dropped": dict(self.verifier.dropped),
+        }
 
     def sessions_view(self) -> dict[str, Any]:
         """The session table, as the ``sessions`` control command returns it."""
@@ -213,22 +217,26 @@ class Agent:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, request_stop, signum.name)
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
-                                                                local_addr=self.config.listen_address)
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), local_addr=self.config.listen_address
+        )
         try:
             control = await self._open_control()
         except OSError:
             self.transport.close()
             raise
         host, port = self.transport.get_extra_info("sockname")[:2]
-        print(f"nlb-sdn-agent {self.core.host_id} listening on udp {host}:{port}, "
-              f"control {self.config.control_socket}", flush=True)
+        print(
+            f"nlb-sdn-agent {self.core.host_id} listening on udp {host}:{port}, control {self.config.control_socket}",
+            flush=True,
+        )
         migrations = self._start_migrations()
         self.send(self.core.start())
         tasks = [asyncio.create_task(self._timers())]
         tasks += [asyncio.create_task(self._checks(app)) for app in self.config.apps]
-        tasks += [asyncio.create_task(self._loads(app)) for app in self.config.apps
-                  if not isinstance(app.load, StaticLoad)]
+        tasks += [
+            asyncio.create_task(self._loads(app)) for app in self.config.apps if not isinstance(app.load, StaticLoad)
+        ]
         await stop.wait()
         for task in tasks:
             task.cancel()
@@ -245,7 +253,6 @@ class Agent:
         log.info("stopped (%s)", reasons[0])
         return 0
 
-
     def _start_migrations(self) -> MigrationServer | None:
         """The migration port (FIG. 33 host side) in its own threads, when the config asks for it."""
         settings = self.config.migration
@@ -254,8 +261,11 @@ class Agent:
         self.migrations = Receiver(self.key, settings.handoff_socket, src=self.core.host_id)
         server = MigrationServer(self.migrations, settings.listen_address)
         threading.Thread(target=server.serve_forever, name="migrations", daemon=True).start()
-        print(f"nlb-sdn-agent {self.core.host_id} takes migrated connections on tcp {server.listen_address}, "
-              f"hands them to {settings.handoff_socket}", flush=True)
+        print(
+            f"nlb-sdn-agent {self.core.host_id} takes migrated connections on tcp {server.listen_address}, "
+            f"hands them to {settings.handoff_socket}",
+            flush=True,
+        )
         return server
 
 

@@ -231,10 +231,19 @@ class Classifier(RyuApp):
         """One page of DAM atoms of a kind (``route`` or ``session``)."""
         prefix = ROUTE_PREFIX if kind == "route" else SESSION_PREFIX
         atoms, next_cursor = self.dam.scan(prefix, cursor, count, time.time())
-        return {"kind": kind, "atoms": [{"key": a.key, "data": a.data,
-                                          "metadata": {"version": a.version, "origin": a.origin,
-                                                       "expires_at": a.expires_at}} for a in atoms],
-                "count": len(atoms), "next_cursor": next_cursor}
+        return {
+            "kind": kind,
+            "atoms": [
+                {
+                    "key": a.key,
+                    "data": a.data,
+                    "metadata": {"version": a.version, "origin": a.origin, "expires_at": a.expires_at},
+                }
+                for a in atoms
+            ],
+            "count": len(atoms),
+            "next_cursor": next_cursor,
+        }
 
     # -- carrying out the core's effects ----------------------------------------------------------------------------
 
@@ -407,8 +416,12 @@ class Classifier(RyuApp):
     def packet_in(self, ev: Any) -> None:
         """Classify a punted packet and plumb its connection."""
         msg = ev.msg
-        self.carry_out(self.lb.handle_packet_in(msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len,
-                                                msg.table_id, time.time(), msg.cookie), msg.datapath)
+        self.carry_out(
+            self.lb.handle_packet_in(
+                msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
+            ),
+            msg.datapath,
+        )
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     @guarded
@@ -417,8 +430,12 @@ class Classifier(RyuApp):
         msg = ev.msg
         ofp = msg.datapath.ofproto
         idle = msg.reason in (ofp.OFPRR_IDLE_TIMEOUT, ofp.OFPRR_HARD_TIMEOUT)
-        self.carry_out(self.lb.handle_flow_removed(msg.datapath.id, msg.table_id, msg.cookie,
-                                                   dict(msg.match.items()), idle=idle, now=time.time()), msg.datapath)
+        self.carry_out(
+            self.lb.handle_flow_removed(
+                msg.datapath.id, msg.table_id, msg.cookie, dict(msg.match.items()), idle=idle, now=time.time()
+            ),
+            msg.datapath,
+        )
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
     @guarded

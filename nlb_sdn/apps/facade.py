@@ -66,8 +66,9 @@ class ControllerFacade:
 
     def apply_config(self, new: Config) -> None:
         """Switch to a new model through the one flow-diff path, on every connected switch."""
-        self._call(lambda: self.app.carry_out(
-            self.app.lb.apply_config(new, dpids=list(self.app.datapaths), now=time.time())))
+        self._call(
+            lambda: self.app.carry_out(self.app.lb.apply_config(new, dpids=list(self.app.datapaths), now=time.time()))
+        )
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """Target and current state of a member."""
@@ -83,20 +84,27 @@ class ControllerFacade:
 
     def sessions(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """Session table rows that have not expired."""
+
         def rows() -> list[dict[str, Any]]:
             now = time.time()
-            return [session.as_dict(now) for session in self.app.lb.ctx.affinity.sessions.select(vip, member)
-                    if session.expires_at > now]
+            return [
+                session.as_dict(now)
+                for session in self.app.lb.ctx.affinity.sessions.select(vip, member)
+                if session.expires_at > now
+            ]
+
         return self._call(rows)
 
     def delete_session(self, session_id: str) -> bool:
         """Forget one session (here and in the DAM); False when there is none."""
+
         def delete() -> bool:
             try:
                 self.app.carry_out(self.app.lb.delete_session(session_id))
             except LookupError:
                 return False
             return True
+
         return self._call(delete)
 
     def dam_page(self, kind: str, cursor: str | None, count: int) -> dict[str, Any]:
@@ -117,12 +125,22 @@ class ControllerFacade:
         def move() -> tuple[Any, Any]:
             lb, now = self.app.lb, time.time()
             if request.phase == "commit":
-                effects, migration = lb.commit_migration(request.id, request.vip, client_ip, client_port,
-                                                         request.member, now)
+                effects, migration = lb.commit_migration(
+                    request.id, request.vip, client_ip, client_port, request.member, now
+                )
             else:
-                effects, migration = lb.report_migration(request.id, request.vip, client_ip, client_port,
-                                                         request.router, request.member, request.outcome or "",
-                                                         request.reason, request.duration_ms, now)
+                effects, migration = lb.report_migration(
+                    request.id,
+                    request.vip,
+                    client_ip,
+                    client_port,
+                    request.router,
+                    request.member,
+                    request.outcome or "",
+                    request.reason,
+                    request.duration_ms,
+                    now,
+                )
             return migration, self.app.carry_out_confirmed(effects)
 
         migration, barriers = self._call(move)

@@ -30,9 +30,14 @@ class LearningSwitch(RyuApp):
         datapath = ev.msg.datapath
         ofp, parser = datapath.ofproto, datapath.ofproto_parser
         actions = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
-        datapath.send_msg(parser.OFPFlowMod(
-            datapath, priority=0, match=parser.OFPMatch(),
-            instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]))
+        datapath.send_msg(
+            parser.OFPFlowMod(
+                datapath,
+                priority=0,
+                match=parser.OFPMatch(),
+                instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)],
+            )
+        )
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev: Any) -> None:
@@ -51,9 +56,16 @@ class LearningSwitch(RyuApp):
         out_port = table.get(dst, ofp.OFPP_FLOOD)
         actions = [parser.OFPActionOutput(out_port)]
         if out_port != ofp.OFPP_FLOOD:
-            datapath.send_msg(parser.OFPFlowMod(
-                datapath, priority=1, idle_timeout=IDLE_TIMEOUT, match=parser.OFPMatch(in_port=in_port, eth_dst=dst),
-                instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]))
+            datapath.send_msg(
+                parser.OFPFlowMod(
+                    datapath,
+                    priority=1,
+                    idle_timeout=IDLE_TIMEOUT,
+                    match=parser.OFPMatch(in_port=in_port, eth_dst=dst),
+                    instructions=[parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)],
+                )
+            )
         data = msg.data if msg.buffer_id == ofp.OFP_NO_BUFFER else None
-        datapath.send_msg(parser.OFPPacketOut(datapath, buffer_id=msg.buffer_id, in_port=in_port, actions=actions,
-                                              data=data))
+        datapath.send_msg(
+            parser.OFPPacketOut(datapath, buffer_id=msg.buffer_id, in_port=in_port, actions=actions, data=data)
+        )

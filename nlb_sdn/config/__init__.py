@@ -113,8 +113,10 @@ def _check_l7(vip: Vip) -> None:
     if len(set(vip.routers)) != len(vip.routers):
         raise ValueError("routers: a router is listed twice")
     if vip.dispatch == "switch" or vip.granularity == "session" or vip.affinity != "none":
-        raise ValueError("mode l7 needs dispatch controller, granularity connection and affinity none (the request "
-                         "router decides, sessions included)")
+        raise ValueError(
+            "mode l7 needs dispatch controller, granularity connection and affinity none (the request "
+            "router decides, sessions included)"
+        )
 
 
 class Vip(Strict):
@@ -149,24 +151,31 @@ class Vip(Strict):
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
         if self.dispatch == "switch" and self.affinity == "app":
-            raise ValueError("dispatch switch cannot follow app sessions (the switch never sees them); "
-                             "use dispatch controller")
+            raise ValueError(
+                "dispatch switch cannot follow app sessions (the switch never sees them); use dispatch controller"
+            )
         if self.dispatch == "switch" and self.granularity == "session":
-            raise ValueError("dispatch switch with affinity client_ip already pins whole clients in the switch; "
-                             "leave granularity at connection")
+            raise ValueError(
+                "dispatch switch with affinity client_ip already pins whole clients in the switch; "
+                "leave granularity at connection"
+            )
         if self.switch_pinning is None:
             object.__setattr__(self, "switch_pinning", "learn" if self.affinity == "client_ip" else "conntrack")
         elif self.switch_pinning == "conntrack" and self.affinity == "client_ip":
-            raise ValueError("switch_pinning conntrack cannot pin whole clients: affinity client_ip needs "
-                             "switch_pinning learn")
+            raise ValueError(
+                "switch_pinning conntrack cannot pin whole clients: affinity client_ip needs switch_pinning learn"
+            )
         if self.mode == "tunnel" and (self.dispatch == "switch" or self.granularity == "session"):
             raise ValueError("mode tunnel needs dispatch controller and granularity connection")
         if self.mode in ("tunnel", "l7") and any(member.port != self.port for member in self.members):
-            raise ValueError(f"mode {self.mode} does not rewrite ports: members must listen on the VIP's port "
-                             f"{self.port}")
+            raise ValueError(
+                f"mode {self.mode} does not rewrite ports: members must listen on the VIP's port {self.port}"
+            )
         if self.mode in ("tunnel", "l7") and any(member.health == "probe" for member in self.members):
-            raise ValueError(f"mode {self.mode} members hold the VIP themselves, so probe replies (to the VIP) never "
-                             "leave them: use health agent or static")
+            raise ValueError(
+                f"mode {self.mode} members hold the VIP themselves, so probe replies (to the VIP) never "
+                "leave them: use health agent or static"
+            )
         if self.port >= PROBE_PORT_BASE:
             raise ValueError(f"port {self.port}: ports {PROBE_PORT_BASE}-65535 are reserved for health probes")
         if not self.mac:
@@ -255,7 +264,8 @@ class Fabric(Strict):
     def host(self, ident: str) -> Host | None:
         """The host called ``ident``, or with address ``ident``, if any."""
         return next((h for h in self.hosts if h.name == ident), None) or next(
-            (h for h in self.hosts if h.ip == ident), None)
+            (h for h in self.hosts if h.ip == ident), None
+        )
 
 
 class Rest(Strict):
@@ -324,14 +334,20 @@ class Config(Strict):
                 raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")
             for member in vip.members:
                 if member.health == "agent" and not self.controller.health.enabled:
-                    raise ValueError(f"vip {vip.name!r} member {member.name!r} has agent health, but "
-                                     "controller.health.enabled is false")
+                    raise ValueError(
+                        f"vip {vip.name!r} member {member.name!r} has agent health, but "
+                        "controller.health.enabled is false"
+                    )
                 if vip.mode in ("tunnel", "l7") and member.address not in host_ips:
-                    raise ValueError(f"vip {vip.name!r} member {member.name!r}: mode {vip.mode} reaches members by "
-                                     f"their fabric host's label, and {member.address} is not a host of the fabric")
+                    raise ValueError(
+                        f"vip {vip.name!r} member {member.name!r}: mode {vip.mode} reaches members by "
+                        f"their fabric host's label, and {member.address} is not a host of the fabric"
+                    )
                 if host_ips and not member.mac and member.address not in host_ips:
-                    raise ValueError(f"vip {vip.name!r} member {member.name!r}: {member.address} is not a host of "
-                                     "the fabric (list it under fabric.hosts, or give the member a mac)")
+                    raise ValueError(
+                        f"vip {vip.name!r} member {member.name!r}: {member.address} is not a host of "
+                        "the fabric (list it under fabric.hosts, or give the member a mac)"
+                    )
             for router in vip.routers:
                 if self.fabric.host(router) is None:
                     raise ValueError(f"vip {vip.name!r} router {router!r}: not a host of the fabric (name or address)")
@@ -383,7 +399,7 @@ def validation_error(exc: ValidationError, source: str, data: Any) -> ConfigErro
     if first["type"] == "extra_forbidden":
         reason = "unknown key"
     elif reason.startswith("Value error, "):
-        reason = reason[len("Value error, "):]
+        reason = reason[len("Value error, ") :]
     return ConfigError(source, _error_key(loc, data), reason)
 
 

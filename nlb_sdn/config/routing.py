@@ -92,8 +92,9 @@ class Match(Strict):
     @model_validator(mode="after")
     def _check(self) -> Match:
         if self.uses("http") and self.uses("tls"):
-            raise ValueError("mixes HTTP conditions (host, path_prefix, header, cookie) with TLS ones "
-                             "(sni, tls_session_id)")
+            raise ValueError(
+                "mixes HTTP conditions (host, path_prefix, header, cookie) with TLS ones (sni, tls_session_id)"
+            )
         return self
 
     def uses(self, protocol: Literal["http", "tls"]) -> bool:

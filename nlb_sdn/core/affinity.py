@@ -62,8 +62,18 @@ class AffinityManager(Manager):
     def remember_client(self, vip: Vip, member: Member, client_ip: str, now: float, out: Out) -> None:
         """Create the inferred ``client_ip`` session of a client's first connection."""
         client = client_prefix(client_ip, vip.affinity_prefix)
-        session = Session(client_ip_sid(vip.name, client_ip, vip.affinity_prefix), CLIENT_IP, vip.name, member.name,
-                          member.address, member.port, client, "", now + vip.session_ttl, self.origin)
+        session = Session(
+            client_ip_sid(vip.name, client_ip, vip.affinity_prefix),
+            CLIENT_IP,
+            vip.name,
+            member.name,
+            member.address,
+            member.port,
+            client,
+            "",
+            now + vip.session_ttl,
+            self.origin,
+        )
         self.sessions.upsert(session)
         self.counters.affinity["created"] += 1
         out.put(session.key, session.to_data(), vip.session_ttl)
@@ -106,8 +116,18 @@ class AffinityManager(Manager):
         session = self.sessions.lookup(CLIENT_IP, vip.name, client, now)
         if session is not None and session.member == member.name:
             return
-        session = Session(sid, CLIENT_IP, vip.name, member.name, member.address, member.port, client, "",
-                          now + vip.session_ttl, self.origin)
+        session = Session(
+            sid,
+            CLIENT_IP,
+            vip.name,
+            member.name,
+            member.address,
+            member.port,
+            client,
+            "",
+            now + vip.session_ttl,
+            self.origin,
+        )
         self.sessions.upsert(session)
         self.counters.affinity["learned"] += 1
         out.put(session.key, session.to_data(), vip.session_ttl)
@@ -118,14 +138,27 @@ class AffinityManager(Manager):
             self.counters.affinity["app_down"] += 1
             self.drop(any_type_session_key(str(body.get("stype", APP)), str(body.get("sid"))), out)
             return
-        member = next((m for m in state.vip.members if (m.address, m.port) == (body.get("pip"), body.get("pport"))),
-                      None) if state else None
+        member = (
+            next((m for m in state.vip.members if (m.address, m.port) == (body.get("pip"), body.get("pport"))), None)
+            if state
+            else None
+        )
         if state is None or member is None:
             self.counters.affinity["app_unknown_endpoint"] += 1
             return
         ttl = float(body.get("ttl_s", state.vip.session_ttl))
-        session = Session(str(body["sid"]), str(body.get("stype", APP)), state.vip.name, member.name, member.address,
-                          member.port, str(body["client"]), str(body.get("host_id", "")), now + ttl, self.origin)
+        session = Session(
+            str(body["sid"]),
+            str(body.get("stype", APP)),
+            state.vip.name,
+            member.name,
+            member.address,
+            member.port,
+            str(body["client"]),
+            str(body.get("host_id", "")),
+            now + ttl,
+            self.origin,
+        )
         self.sessions.upsert(session)
         self.counters.affinity["app_up"] += 1
         out.put(session.key, session.to_data(), ttl)
@@ -140,10 +173,12 @@ class AffinityManager(Manager):
 
     def live_flows(self, vip: str, member: str) -> int:
         """Per-session flow pairs of one member of one VIP service."""
-        return sum(1 for (_dpid, name, _client), owner in self.session_flows.items()
-                   if name == vip and owner == member)
+        return sum(1 for (_dpid, name, _client), owner in self.session_flows.items() if name == vip and owner == member)
 
     def stats(self) -> dict[str, Any]:
         """Session counters for ``stats``."""
-        return {"total": len(self.sessions), "session_flows": len(self.session_flows),
-                "affinity": dict(self.counters.affinity)}
+        return {
+            "total": len(self.sessions),
+            "session_flows": len(self.session_flows),
+            "affinity": dict(self.counters.affinity),
+        }

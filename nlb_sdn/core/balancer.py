@@ -53,8 +53,18 @@ class LoadBalancer:
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
         self.managers: tuple[Manager, ...] = (
-            self.entries, self.paths, self.switching, self.conntrack, self.ctx.table, self.ctx.affinity,
-            self.tracker, self.reconciler, self.migration, self.arp, self.hl)
+            self.entries,
+            self.paths,
+            self.switching,
+            self.conntrack,
+            self.ctx.table,
+            self.ctx.affinity,
+            self.tracker,
+            self.reconciler,
+            self.migration,
+            self.arp,
+            self.hl,
+        )
         """Every manager, in the order their entries go to a (re)connecting switch."""
         self._startup = self.apply_config(config, dpids=(), now=now).datagrams
         """Datagrams of the first config, sent with the first tick."""
@@ -117,19 +127,28 @@ class LoadBalancer:
         for (vip, member), count in sorted(counters.selections.items()):
             selections.setdefault(vip, {})[member] = count
         return {
-            "packet_in": dict(counters.packet_in), "dropped": dict(counters.dropped),
+            "packet_in": dict(counters.packet_in),
+            "dropped": dict(counters.dropped),
             "refused": dict(counters.refused + ctx.health.refused),
-            "connections": {"total": len(ctx.table), "per_member": ctx.table.per_member_view(),
-                            "cap": ctx.config.controller.max_connections},
-            "selections": selections, "health": ctx.health.stats(), "sessions": ctx.affinity.stats(),
-            "lingering_routes": len(ctx.table.lingering), "switch_dispatch": self.switching.stats(),
-            "rebuilt_connections": ctx.table.rebuilt, "migrations": self.migration.stats(),
+            "connections": {
+                "total": len(ctx.table),
+                "per_member": ctx.table.per_member_view(),
+                "cap": ctx.config.controller.max_connections,
+            },
+            "selections": selections,
+            "health": ctx.health.stats(),
+            "sessions": ctx.affinity.stats(),
+            "lingering_routes": len(ctx.table.lingering),
+            "switch_dispatch": self.switching.stats(),
+            "rebuilt_connections": ctx.table.rebuilt,
+            "migrations": self.migration.stats(),
         }
 
     # -- switch events ----------------------------------------------------------------------------------------------
 
-    def handle_packet_in(self, dpid: int, in_port: int, data: bytes, total_len: int, table_id: int,
-                         now: float, cookie: int = 0) -> Effects:
+    def handle_packet_in(
+        self, dpid: int, in_port: int, data: bytes, total_len: int, table_id: int, now: float, cookie: int = 0
+    ) -> Effects:
         """A punted frame: ARP, a probe reply, a conntrack copy, or a segment for its VIP's service kind.
 
         ``cookie`` is the cookie of the entry that sent it (it names VIP and member in conntrack copies).
@@ -157,8 +176,9 @@ class LoadBalancer:
                 state.service.packet_in(PacketIn(dpid, in_port, data, total_len, table_id, now, frame), out)
         return out.effects()
 
-    def handle_flow_removed(self, dpid: int, table_id: int, cookie: int, match: dict[str, Any],
-                            idle: bool = True, now: float = 0.0) -> Effects:
+    def handle_flow_removed(
+        self, dpid: int, table_id: int, cookie: int, match: dict[str, Any], idle: bool = True, now: float = 0.0
+    ) -> Effects:
         """A connection or session entry is gone: keep the tables exact and remove its other direction."""
         out, decoded = Out(), Cookie.decode(cookie)
         if decoded.kind == CookieKind.SESSION:
@@ -238,20 +258,32 @@ class LoadBalancer:
         self.migration.move(vip, client_ip, client_port, target, out)
         return out.effects()
 
-    def commit_migration(self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str,
-                         now: float) -> tuple[Effects, l7.Migration]:
+    def commit_migration(
+        self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float
+    ) -> tuple[Effects, l7.Migration]:
         """The migration commit (SPEC §2.6): move the connection from its router to ``member`` and record it."""
         out = Out()
         migration = self.migration.commit(migration_id, vip, client_ip, client_port, member, now, out)
         return out.effects(), migration
 
-    def report_migration(self, migration_id: str, vip: str, client_ip: str, client_port: int, router: str,
-                         member: str, outcome: str, reason: str, duration_ms: float | None,
-                         now: float) -> tuple[Effects, l7.Migration]:
+    def report_migration(
+        self,
+        migration_id: str,
+        vip: str,
+        client_ip: str,
+        client_port: int,
+        router: str,
+        member: str,
+        outcome: str,
+        reason: str,
+        duration_ms: float | None,
+        now: float,
+    ) -> tuple[Effects, l7.Migration]:
         """A router's report of how a migration ended; a committed one that did not migrate goes back to its router."""
         out = Out()
-        migration = self.migration.report(migration_id, vip, client_ip, client_port, router, member, outcome, reason,
-                                          duration_ms, now, out)
+        migration = self.migration.report(
+            migration_id, vip, client_ip, client_port, router, member, outcome, reason, duration_ms, now, out
+        )
         return out.effects(), migration
 
     # -- config -----------------------------------------------------------------------------------------------------
@@ -273,8 +305,9 @@ class LoadBalancer:
         ct_adds, ct_deletes = self.conntrack.shared_changes(ct_before)
         shared = ct_adds + [msg for change in changes for msg in self._dispatch_change(change, now)] + ct_deletes
         for dpid in dpids:
-            out.send(dpid, self.entries.changes(changes, shared)
-                     + self.paths.changes(dpid, old, changes, fabric_changed))
+            out.send(
+                dpid, self.entries.changes(changes, shared) + self.paths.changes(dpid, old, changes, fabric_changed)
+            )
         return out.effects()
 
     def _dispatch_change(self, change: VipChange, now: float) -> list[Any]:

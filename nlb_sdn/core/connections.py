@@ -90,13 +90,19 @@ class ConnectionTable(Manager):
 
     def switch_endpoints(self) -> set[tuple[str, int]]:
         """The member endpoints that switch-dispatched connections still use."""
-        return {(conn.route.member_ip, conn.route.member_port) for conn in self.by_key.values()
-                if conn.dispatch == Dispatch.SWITCH}
+        return {
+            (conn.route.member_ip, conn.route.member_port)
+            for conn in self.by_key.values()
+            if conn.dispatch == Dispatch.SWITCH
+        }
 
     def view(self, vip: str | None = None, member: str | None = None) -> list[dict[str, Any]]:
         """Tracked connections for REST, optionally only those of one VIP and/or member."""
-        return [conn.as_dict(key) for key, conn in self.by_key.items()
-                if (vip is None or conn.vip == vip) and (member is None or conn.member == member)]
+        return [
+            conn.as_dict(key)
+            for key, conn in self.by_key.items()
+            if (vip is None or conn.vip == vip) and (member is None or conn.member == member)
+        ]
 
     def per_member_view(self) -> dict[str, dict[str, int]]:
         """Connections per VIP service and member, for stats."""

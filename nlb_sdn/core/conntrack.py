@@ -34,8 +34,11 @@ def _flow_key(msg: Any) -> tuple[int, int, frozenset[tuple[str, Any]]]:
 
 def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[int, int, frozenset[tuple[str, Any]]]:
     """A hashable identity of a flow entry: table, priority and match fields."""
-    return table_id, priority, frozenset((name, tuple(value) if isinstance(value, list) else value)
-                                         for name, value in match.items())
+    return (
+        table_id,
+        priority,
+        frozenset((name, tuple(value) if isinstance(value, list) else value) for name, value in match.items()),
+    )
 
 
 class ConntrackManager(Manager):
@@ -54,8 +57,12 @@ class ConntrackManager(Manager):
 
     def targets(self) -> dict[int, dispatch.SwitchTarget]:
         """The members of every conntrack-pinned VIP service, by endpoint id."""
-        return {target.endpoint_id: target for state in self.switching.states()
-                if state.pinning == Pinning.CONNTRACK for target in self.switching.targets(state.vip)}
+        return {
+            target.endpoint_id: target
+            for state in self.switching.states()
+            if state.pinning == Pinning.CONNTRACK
+            for target in self.switching.targets(state.vip)
+        }
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The conntrack skeleton and the per-member conntrack entries."""
@@ -92,8 +99,11 @@ class ConntrackManager(Manager):
         old = {_flow_key(msg): msg for msg in before}
         new = {_flow_key(msg): msg for msg in self.shared_flows()}
         adds = [msg for key, msg in new.items() if key not in old]
-        deletes = [builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
-                   for key, msg in old.items() if key not in new]
+        deletes = [
+            builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
+            for key, msg in old.items()
+            if key not in new
+        ]
         return adds, deletes
 
     def schedule(self, key: ConnKey, conn: Connection) -> None:
@@ -122,8 +132,10 @@ class ConntrackManager(Manager):
                 continue
             route = conn.route
             target = dispatch.SwitchTarget(member.endpoint_id, route.member_ip, route.member_port, route.member_mac)
-            out.send(conn.dpid, [dispatch.ct_audit_flow(self.switching.switch_vip(state.vip, state.vip_id), target,
-                                                        key[0], key[1])])
+            out.send(
+                conn.dpid,
+                [dispatch.ct_audit_flow(self.switching.switch_vip(state.vip, state.vip_id), target, key[0], key[1])],
+            )
             self.audited[(key[0], key[1], route.member_ip, route.member_port)] = installed_at
             self.ctx.counters.switch_dispatch["conntrack_audits"] += 1
             count += 1
@@ -178,8 +190,9 @@ class ConntrackManager(Manager):
         if ctx.table.full():
             ctx.counters.switch_dispatch["untracked_over_cap"] += 1  # the switch carries it; the table stays bounded
             return
-        conn = Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
-                          Dispatch.SWITCH)
+        conn = Connection(
+            dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now, Dispatch.SWITCH
+        )
         ctx.table.add(key, conn)
         self.index[(key[0], key[1], member.address, member.port)] = key
         self.schedule(key, conn)

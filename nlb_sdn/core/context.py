@@ -30,9 +30,15 @@ class CoreContext:
         """A context for ``config``'s LBU instance, with empty tables (the config is applied afterwards)."""
         counters, fabric = Counters(), FabricView()
         origin = f"lbu:{config.controller.lbu_id}"
-        return cls(Config(), health, counters, fabric, VipRegistry(),
-                   ConnectionTable(config.controller.max_connections),
-                   AffinityManager(origin, health, fabric, counters))
+        return cls(
+            Config(),
+            health,
+            counters,
+            fabric,
+            VipRegistry(),
+            ConnectionTable(config.controller.max_connections),
+            AffinityManager(origin, health, fabric, counters),
+        )
 
     @property
     def lbu_id(self) -> int:

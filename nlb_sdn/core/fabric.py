@@ -33,8 +33,9 @@ def forwarding_tables(fabric: Fabric) -> dict[int, dict[str, int]]:
     graph = fabric_graph(fabric)
     ordered: nx.Graph[Node] = nx.Graph()
     ordered.add_nodes_from(sorted(graph.nodes))
-    ordered.add_edges_from(sorted(graph.edges(data=True),
-                                  key=lambda edge: (min(edge[0], edge[1]), max(edge[0], edge[1]))))
+    ordered.add_edges_from(
+        sorted(graph.edges(data=True), key=lambda edge: (min(edge[0], edge[1]), max(edge[0], edge[1])))
+    )
     dpids = {s.name: s.dpid for s in fabric.switches}
     tables: dict[int, dict[str, int]] = {dpid: {} for dpid in dpids.values()}
     for host in fabric.hosts:

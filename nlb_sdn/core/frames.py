@@ -108,8 +108,17 @@ def ethernet_frame(dst_mac: str, src_mac: str, eth_type: int, payload: bytes) ->
 
 def arp_frame(op: int, eth_dst: str, sender_mac: str, sender_ip: str, target_mac: str, target_ip: str) -> bytes:
     """An Ethernet/IPv4 ARP frame (``op`` :data:`ARP_REQUEST` or :data:`ARP_REPLY`) from ``sender_mac``."""
-    body = ARP_BODY.pack(ARP_HW_ETHERNET, ETH_TYPE_IP, 6, 4, op, mac_bytes(sender_mac), socket.inet_aton(sender_ip),
-                         mac_bytes(target_mac), socket.inet_aton(target_ip))
+    body = ARP_BODY.pack(
+        ARP_HW_ETHERNET,
+        ETH_TYPE_IP,
+        6,
+        4,
+        op,
+        mac_bytes(sender_mac),
+        socket.inet_aton(sender_ip),
+        mac_bytes(target_mac),
+        socket.inet_aton(target_ip),
+    )
     return ethernet_frame(eth_dst, sender_mac, ETH_TYPE_ARP, body)
 
 
@@ -123,9 +132,23 @@ def arp_reply_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: s
     return arp_frame(ARP_REPLY, asker_mac, target_mac, target_ip, asker_mac, asker_ip)
 
 
-def tcp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, src_port: int, dst_port: int, flags: int, *,
-              seq: int = 0, ack: int = 0, window: int = DEFAULT_WINDOW, ttl: int = DEFAULT_TTL,
-              options: bytes | None = None, payload: bytes = b"", dont_fragment: bool = False) -> bytes:
+def tcp_frame(
+    src_mac: str,
+    dst_mac: str,
+    src_ip: str,
+    dst_ip: str,
+    src_port: int,
+    dst_port: int,
+    flags: int,
+    *,
+    seq: int = 0,
+    ack: int = 0,
+    window: int = DEFAULT_WINDOW,
+    ttl: int = DEFAULT_TTL,
+    options: bytes | None = None,
+    payload: bytes = b"",
+    dont_fragment: bool = False,
+) -> bytes:
     """An Ethernet/IPv4/TCP frame; ``options`` default to :data:`MSS_OPTION` on a pure SYN and to none otherwise."""
     if options is None:
         options = MSS_OPTION if flags == TCP_SYN else b""
@@ -136,8 +159,20 @@ def tcp_frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, src_port: in
     segment = bytearray(header + payload)
     pseudo = TCP_PSEUDO_HEADER.pack(src, dst, IPPROTO_TCP, len(segment))
     struct.pack_into("!H", segment, 16, internet_checksum(pseudo + segment))
-    ip_header = bytearray(IPV4_FIXED.pack(IPV4_VERSION_IHL, 0, IPV4_FIXED.size + len(segment), 0,
-                                          IPV4_DONT_FRAGMENT if dont_fragment else 0, ttl, IPPROTO_TCP, 0, src, dst))
+    ip_header = bytearray(
+        IPV4_FIXED.pack(
+            IPV4_VERSION_IHL,
+            0,
+            IPV4_FIXED.size + len(segment),
+            0,
+            IPV4_DONT_FRAGMENT if dont_fragment else 0,
+            ttl,
+            IPPROTO_TCP,
+            0,
+            src,
+            dst,
+        )
+    )
     struct.pack_into("!H", ip_header, 10, internet_checksum(bytes(ip_header)))
     return ethernet_frame(dst_mac, src_mac, ETH_TYPE_IP, bytes(ip_header + segment))
 

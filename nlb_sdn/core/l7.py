@@ -110,8 +110,18 @@ class MigrationLog:
         self.counters["committed"] += 1
         return migration
 
-    def reported(self, migration_id: str, client: str, vip: str, router: str, member: str, outcome: str,
-                 reason: str, duration_ms: float | None, now: float) -> tuple[Migration, bool]:
+    def reported(
+        self,
+        migration_id: str,
+        client: str,
+        vip: str,
+        router: str,
+        member: str,
+        outcome: str,
+        reason: str,
+        duration_ms: float | None,
+        now: float,
+    ) -> tuple[Migration, bool]:
         """Record a router's report of how a migration ended; also whether it had been committed before."""
         migration = self.find(migration_id)
         was_committed = migration is not None and migration.committed_at is not None

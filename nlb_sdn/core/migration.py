@@ -59,8 +59,9 @@ class MigrationManager(Manager):
         ctx.table.add(key, conn, out)
         out.send(conn.dpid, tunnel.connection_flows(route))
 
-    def commit(self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float,
-               out: Out) -> l7.Migration:
+    def commit(
+        self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float, out: Out
+    ) -> l7.Migration:
         """The migration commit: move the connection from its router to ``member`` and record it."""
         key = self._key(vip, client_ip, client_port)
         conn = self.ctx.table.get(key)
@@ -69,11 +70,24 @@ class MigrationManager(Manager):
         moved = self.ctx.table.by_key[key]
         return self.log.committed(migration_id, f"{client_ip}:{client_port}", vip, router, moved.member, now)
 
-    def report(self, migration_id: str, vip: str, client_ip: str, client_port: int, router: str, member: str,
-               outcome: str, reason: str, duration_ms: float | None, now: float, out: Out) -> l7.Migration:
+    def report(
+        self,
+        migration_id: str,
+        vip: str,
+        client_ip: str,
+        client_port: int,
+        router: str,
+        member: str,
+        outcome: str,
+        reason: str,
+        duration_ms: float | None,
+        now: float,
+        out: Out,
+    ) -> l7.Migration:
         """A router's report of how a migration ended; a committed one that did not migrate goes back to its router."""
-        migration, was_committed = self.log.reported(migration_id, f"{client_ip}:{client_port}", vip, router,
-                                                     member, outcome, reason, duration_ms, now)
+        migration, was_committed = self.log.reported(
+            migration_id, f"{client_ip}:{client_port}", vip, router, member, outcome, reason, duration_ms, now
+        )
         if not was_committed or outcome == "migrated" or not migration.router:
             return migration
         try:

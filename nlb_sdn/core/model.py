@@ -93,22 +93,36 @@ class Connection:
     def atom_data(self) -> dict[str, Any]:
         """The route atom's data: enough for any LBU to re-plumb the connection to the same endpoint."""
         route = self.route
-        return {"vip": self.vip, "member": self.member, "pip": route.member_ip, "pport": route.member_port,
-                "mac": route.member_mac, "mode": self.mode, "flow_id": 0, "dpid": self.dpid,
-                "dispatch": str(self.dispatch)}
+        return {
+            "vip": self.vip,
+            "member": self.member,
+            "pip": route.member_ip,
+            "pport": route.member_port,
+            "mac": route.member_mac,
+            "mode": self.mode,
+            "flow_id": 0,
+            "dpid": self.dpid,
+            "dispatch": str(self.dispatch),
+        }
 
     def as_dict(self, key: ConnKey) -> dict[str, Any]:
         """A JSON-friendly view for REST."""
         client_ip, client_port, vip_ip, vip_port = key
         route = self.route
         view: dict[str, Any] = {
-            "client": f"{client_ip}:{client_port}", "vip": self.vip, "vip_address": f"{vip_ip}:{vip_port}",
-            "member": self.member, "member_address": f"{route.member_ip}:{route.member_port}",
-            "dpid": self.dpid, "mode": self.mode}
+            "client": f"{client_ip}:{client_port}",
+            "vip": self.vip,
+            "vip_address": f"{vip_ip}:{vip_port}",
+            "member": self.member,
+            "member_address": f"{route.member_ip}:{route.member_port}",
+            "dpid": self.dpid,
+            "mode": self.mode,
+        }
         if isinstance(route, tunnel.TunnelRoute):
             view["label"] = route.label
-        view.update({"dispatch": str(self.dispatch), "cookie": f"0x{route.cookie:016x}",
-                     "installed_at": self.installed_at})
+        view.update(
+            {"dispatch": str(self.dispatch), "cookie": f"0x{route.cookie:016x}", "installed_at": self.installed_at}
+        )
         return view
 
     @property

@@ -22,8 +22,7 @@ class FabricPaths(Manager):
     def switch_flows(self, dpid: int) -> list[Any]:
         """A switch's paths toward every host, then its tunnel entries."""
         ctx = self.ctx
-        return (builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))
-                + self._tunnel_flows(dpid))
+        return builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {})) + self._tunnel_flows(dpid)
 
     def _tunnel_flows(self, dpid: int) -> list[Any]:
         """A switch's tunnel skeleton and label entries, while any VIP service is in tunnel mode."""
@@ -41,9 +40,12 @@ class FabricPaths(Manager):
         follow fabric changes and go with the last one. Paths are re-installed when the fabric changed.
         """
         ctx = self.ctx
-        gone = [change.state for change in changes if change.change == Change.REMOVED
-                or (change.old is not None and Mode(change.old.mode) == Mode.TUNNEL
-                    and change.state.mode != Mode.TUNNEL)]
+        gone = [
+            change.state
+            for change in changes
+            if change.change == Change.REMOVED
+            or (change.old is not None and Mode(change.old.mode) == Mode.TUNNEL and change.state.mode != Mode.TUNNEL)
+        ]
         msgs = [msg for state in gone for msg in tunnel.tunnel_vip_deletes(ctx.lbu_id, state.vip_id)]
         had, has = tunnel.uses_tunnels(old), tunnel.uses_tunnels(ctx.config)
         if had and not has:

@@ -35,8 +35,11 @@ class Reconciler(Manager):
         Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services that the
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
         """
-        wanted_keys = {flow_identity(msg.table_id, msg.priority, dict(msg.match.items())) for msg in wanted
-                       if isinstance(msg, parser.OFPFlowMod)}
+        wanted_keys = {
+            flow_identity(msg.table_id, msg.priority, dict(msg.match.items()))
+            for msg in wanted
+            if isinstance(msg, parser.OFPFlowMod)
+        }
         deletes: list[Any] = []
         for table_id, priority, match, raw_cookie in entries:
             cookie = Cookie.decode(raw_cookie)
@@ -54,8 +57,9 @@ class Reconciler(Manager):
                 deletes.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
         out.send(dpid, deletes)
 
-    def _tunnel_stale(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float,
-                      out: Out) -> bool:
+    def _tunnel_stale(
+        self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out
+    ) -> bool:
         """Whether a tunnel connection entry found in a switch is stale (its VIP is gone or left tunnel mode).
 
         Live ones are adopted.
@@ -67,8 +71,9 @@ class Reconciler(Manager):
             self.adopt(dpid, cookie, match, now, out)
         return False
 
-    def adopt(self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out,
-              learned: bool = False) -> None:
+    def adopt(
+        self, dpid: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out, learned: bool = False
+    ) -> None:
         """Take a connection or session flow found in a switch into the tables.
 
         After a restart that rebuilds the tables; for switch-dispatched VIPs (``learned``: the switch made the entry
@@ -90,8 +95,14 @@ class Reconciler(Manager):
             return
         if key in ctx.table.by_key:
             return
-        conn = Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
-                          Dispatch.SWITCH if learned else Dispatch.CONTROLLER)
+        conn = Connection(
+            dpid,
+            state.vip.name,
+            member.name,
+            state.service.route(member, key[0], key[1]),
+            now,
+            Dispatch.SWITCH if learned else Dispatch.CONTROLLER,
+        )
         ctx.table.add(key, conn, out)
         ctx.table.lingering.pop(key, None)
         ctx.table.rebuilt += 1
@@ -143,6 +154,9 @@ class Reconciler(Manager):
         elif key.startswith(ROUTE_PREFIX) and op == "put" and atom is not None:
             found = self._route_atom(key, atom.data, now)
             if found is not None and found[0] not in self.ctx.table.by_key:
-                until = atom.expires_at if atom.expires_at is not None else (
-                    now + self.ctx.config.controller.dam.route_linger)
+                until = (
+                    atom.expires_at
+                    if atom.expires_at is not None
+                    else (now + self.ctx.config.controller.dam.route_linger)
+                )
                 self.ctx.table.lingering[found[0]] = (found[1], until)

@@ -34,14 +34,27 @@ class SwitchDispatchManager(Manager):
     def switch_vip(self, vip: Vip, vip_id: int) -> dispatch.SwitchVip:
         """A VIP service as the switch-dispatch flows need it (client_ip affinity also pins whole clients)."""
         prefix = vip.affinity_prefix if Affinity(vip.affinity) == Affinity.CLIENT_IP else None
-        return dispatch.SwitchVip(self.ctx.lbu_id, vip_id, vip.address, vip.port, vip.mac, vip.idle_timeout,
-                                  vip.hard_timeout, prefix, vip.session_flow_idle, vip.switch_pinning or Pinning.LEARN)
+        return dispatch.SwitchVip(
+            self.ctx.lbu_id,
+            vip_id,
+            vip.address,
+            vip.port,
+            vip.mac,
+            vip.idle_timeout,
+            vip.hard_timeout,
+            prefix,
+            vip.session_flow_idle,
+            vip.switch_pinning or Pinning.LEARN,
+        )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
         """The members the switch can rewrite toward (those with a known MAC)."""
         fabric = self.ctx.fabric
-        return [dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
-                for m in vip.members if fabric.has_mac(m)]
+        return [
+            dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
+            for m in vip.members
+            if fabric.has_mac(m)
+        ]
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The switch-dispatch skeleton, then every switch-dispatched VIP service's group and entries."""
@@ -96,9 +109,11 @@ class SwitchDispatchManager(Manager):
             return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
         kept = {target.endpoint_id for target in targets}
         gone = [target for target in self.targets(old) if target.endpoint_id not in kept]
-        return [dispatch.group_modify(state.vip_id, slots),
-                *dispatch.switch_vip_flows(switch_vip, targets),
-                *dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone)]
+        return [
+            dispatch.group_modify(state.vip_id, slots),
+            *dispatch.switch_vip_flows(switch_vip, targets),
+            *dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone),
+        ]
 
     def punt(self, pkt: PacketIn, out: Out) -> None:
         """A segment of a switch-dispatched VIP that met no learned entry: released once more, dropped after that.
@@ -126,8 +141,9 @@ class SwitchDispatchManager(Manager):
         member = state.member_by_endpoint(cookie.endpoint_id) if state else None
         if state is None or member is None or state.service is None:
             return None
-        return Connection(dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now,
-                          Dispatch.SWITCH)
+        return Connection(
+            dpid, state.vip.name, member.name, state.service.route(member, key[0], key[1]), now, Dispatch.SWITCH
+        )
 
     def expire(self, now: float) -> None:
         """Forget re-injections older than the window."""
@@ -142,5 +158,7 @@ class SwitchDispatchManager(Manager):
 
     def stats(self) -> dict[str, Any]:
         """Switch-dispatch counters and every group's slots per member."""
-        return {"counters": dict(self.ctx.counters.switch_dispatch),
-                "slots": {name: self.shares(name) for name in self.slots}}
+        return {
+            "counters": dict(self.ctx.counters.switch_dispatch),
+            "slots": {name: self.shares(name) for name in self.slots},
+        }

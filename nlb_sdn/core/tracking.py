@@ -31,8 +31,9 @@ class ConnectionTracker(Manager):
         self.switching = switching
         self.conntrack = conntrack
 
-    def flow_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float,
-                     out: Out) -> None:
+    def flow_removed(
+        self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float, out: Out
+    ) -> None:
         """Keep the connection table exact: forget the connection and remove its other direction.
 
         A connection whose flows idled out is remembered for the route linger time (locally and in its route atom),
@@ -47,8 +48,9 @@ class ConnectionTracker(Manager):
         else:
             self._nat_removed(dpid, table_id, cookie, match, idle, now, out)
 
-    def _nat_removed(self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float,
-                     out: Out) -> None:
+    def _nat_removed(
+        self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float, out: Out
+    ) -> None:
         """One direction of a nat connection (plumbed by the controller or learned by the switch) is gone."""
         ctx = self.ctx
         learned = table_id in LEARNED_TABLES
@@ -82,8 +84,9 @@ class ConnectionTracker(Manager):
             ctx.table.ended(key, conn, idle, now, ctx.config.controller.dam.route_linger, out)
         out.send(dpid, builders.nat_connection_deletes(conn.route, learned))
 
-    def _tunnel_removed(self, dpid: int, table_id: int, match: dict[str, Any], idle: bool, now: float,
-                        out: Out) -> None:
+    def _tunnel_removed(
+        self, dpid: int, table_id: int, match: dict[str, Any], idle: bool, now: float, out: Out
+    ) -> None:
         """A tunnel connection's only entry is gone: forget the connection (its route lingers after an idle end)."""
         if table_id != Table.CONNECTIONS:
             return

@@ -25,9 +25,26 @@ from nlb_sdn.dam.atoms import (
 from nlb_sdn.dam.memory import MemoryDam
 from nlb_sdn.dam.redis_backend import RedisDam
 
-__all__ = ["KINDS", "ROUTE_PREFIX", "SESSION_PREFIX", "SESSION_TYPES", "Atom", "Change", "Dam", "DamConfig",
-           "MemoryDam", "RedisDam", "VersionConflict", "any_type_session_key", "expiry", "kind_of", "make_dam",
-           "parse_route_key", "route_key", "session_key"]
+__all__ = [
+    "KINDS",
+    "ROUTE_PREFIX",
+    "SESSION_PREFIX",
+    "SESSION_TYPES",
+    "Atom",
+    "Change",
+    "Dam",
+    "DamConfig",
+    "MemoryDam",
+    "RedisDam",
+    "VersionConflict",
+    "any_type_session_key",
+    "expiry",
+    "kind_of",
+    "make_dam",
+    "parse_route_key",
+    "route_key",
+    "session_key",
+]
 
 
 class DamConfig(BaseModel):

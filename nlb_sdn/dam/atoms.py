@@ -97,8 +97,14 @@ class Atom:
 
     def to_dict(self) -> dict[str, Any]:
         """The atom as a JSON-friendly mapping (for REST)."""
-        return {"key": self.key, "kind": self.kind, "data": self.data, "version": self.version,
-                "origin": self.origin, "expires_at": self.expires_at}
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "data": self.data,
+            "version": self.version,
+            "origin": self.origin,
+            "expires_at": self.expires_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +136,16 @@ class Dam(ABC):
     backend: str
 
     @abstractmethod
-    def put(self, key: str, data: dict[str, Any], *, origin: str, ttl: float | None, now: float,
-            expected_version: int | None = None) -> Atom:
+    def put(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        origin: str,
+        ttl: float | None,
+        now: float,
+        expected_version: int | None = None,
+    ) -> Atom:
         """Write ``data`` under ``key`` with version stored+1 and return the atom.
 
         With ``expected_version``, raise VersionConflict unless it equals the stored version (0 = must not exist).

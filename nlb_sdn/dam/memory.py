@@ -78,8 +78,16 @@ class MemoryDam(Dam):
             raise VersionConflict(key, expected_version, stored)
         return stored
 
-    def put(self, key: str, data: dict[str, Any], *, origin: str, ttl: float | None, now: float,
-            expected_version: int | None = None) -> Atom:
+    def put(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        origin: str,
+        ttl: float | None,
+        now: float,
+        expected_version: int | None = None,
+    ) -> Atom:
         """Write ``data`` under ``key`` with version stored+1 (compare-and-set with ``expected_version``)."""
         expires_at = expiry(ttl, now)
         raw = pack_data(data)
@@ -176,6 +184,14 @@ class MemoryDam(Dam):
 
     def stats(self) -> dict[str, Any]:
         """Atoms by kind (expired ones count until swept), operation counters, and the (never) degraded state."""
-        return {"backend": self.backend, "atoms": {**self._kinds, "total": len(self._entries)},
-                "operations": dict(self._ops), "degraded": False, "queued": 0, "dropped_writes": 0, "replayed": 0,
-                "feed_pending": len(self._feed), "feed_dropped": self._feed_dropped}
+        return {
+            "backend": self.backend,
+            "atoms": {**self._kinds, "total": len(self._entries)},
+            "operations": dict(self._ops),
+            "degraded": False,
+            "queued": 0,
+            "dropped_writes": 0,
+            "replayed": 0,
+            "feed_pending": len(self._feed),
+            "feed_dropped": self._feed_dropped,
+        }

@@ -21,8 +21,12 @@ from redis.retry import Retry
 from nlb_sdn.dam.atoms import Atom, Change, Dam, VersionConflict, expiry, kind_of, pack_data
 
 LOG = logging.getLogger(__name__)
-UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ReadOnlyError,
-               redis.exceptions.InvalidResponse)
+UNREACHABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.InvalidResponse,
+)
 """Errors that mean the store cannot take our calls now (down, silent, a read-only replica, not Redis at all)."""
 OPERATIONS = ("put", "get", "hits", "misses", "delete", "touch", "scan", "conflicts", "degraded_reads")
 STATS_SCAN_COUNT = 1000
@@ -37,15 +41,20 @@ if old then
 end
 """
 # ARGV: expected version ('' = any), now, tail (origin, expires_at, data), PXAT ms ('' = none), channel, key.
-PUT_LUA = _STORED + """
+PUT_LUA = (
+    _STORED
+    + """
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= version then return {0, version} end
 local blob = cmsgpack.pack(version + 1) .. ARGV[3]
 if ARGV[4] == '' then redis.call('SET', KEYS[1], blob) else redis.call('SET', KEYS[1], blob, 'PXAT', ARGV[4]) end
 redis.call('PUBLISH', ARGV[5], cmsgpack.pack('put') .. cmsgpack.pack(ARGV[6]) .. blob)
 return {1, version + 1}
 """
+)
 # ARGV: expected version ('' = any), now, (unused), (unused), channel, key.
-DELETE_LUA = _STORED + """
+DELETE_LUA = (
+    _STORED
+    + """
 if ARGV[1] ~= '' and tonumber(ARGV[1]) ~= version then return {0, version} end
 if not old then return {1, 0} end
 redis.call('DEL', KEYS[1])
@@ -54,14 +63,18 @@ if version == 0 then op = 'expire' end
 redis.call('PUBLISH', ARGV[5], cmsgpack.pack(op) .. cmsgpack.pack(ARGV[6]))
 return {1, version}
 """
+)
 # ARGV: (unused), now, packed expires_at, PXAT ms ('' = none).
-TOUCH_LUA = _STORED + """
+TOUCH_LUA = (
+    _STORED
+    + """
 if version == 0 then return {1, 0} end
 local off, v, o = cmsgpack.unpack_limit(old, 3)
 local blob = cmsgpack.pack(v) .. cmsgpack.pack(o) .. ARGV[3] .. string.sub(old, off + 1)
 if ARGV[4] == '' then redis.call('SET', KEYS[1], blob) else redis.call('SET', KEYS[1], blob, 'PXAT', ARGV[4]) end
 return {1, version}
 """
+)
 
 
 class Write(NamedTuple):
@@ -102,10 +115,17 @@ class RedisDam(Dam):
 
     backend = "redis"
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "nlb:", queue_limit: int = 10_000,
-                 timeout: float = 0.2) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                            retry=Retry(NoBackoff(), 0))
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "nlb:",
+        queue_limit: int = 10_000,
+        timeout: float = 0.2,
+    ) -> None:
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
         self._prefix = prefix
         self._channel = prefix + "changes"
         where = self._client.connection_pool.connection_kwargs
@@ -118,8 +138,9 @@ class RedisDam(Dam):
         self._pubsub: redis.client.PubSub | None = None
         self._queue: deque[Write] = deque(maxlen=queue_limit)
         self._ops = dict.fromkeys(OPERATIONS, 0)
-        self._counters = dict.fromkeys(("dropped_writes", "replayed", "replay_conflicts", "replay_expired",
-                                        "feed_resets"), 0)
+        self._counters = dict.fromkeys(
+            ("dropped_writes", "replayed", "replay_conflicts", "replay_expired", "feed_resets"), 0
+        )
         self.degraded = False
         if not self._connect():
             self._fail("unreachable at start")
@@ -168,9 +189,10 @@ class RedisDam(Dam):
         """Execute ``write`` atomically; the stored version after it (put) or before it (delete, touch)."""
         script = {"put": self._put, "delete": self._delete, "touch": self._touch}[write.op]
         expected = "" if write.expected_version is None else str(write.expected_version)
-        ok, version = script(keys=[self._prefix + write.key],
-                             args=[expected, repr(now), write.payload, _pxat(write.expires_at), self._channel,
-                                   write.key])
+        ok, version = script(
+            keys=[self._prefix + write.key],
+            args=[expected, repr(now), write.payload, _pxat(write.expires_at), self._channel, write.key],
+        )
         if not ok:
             self._ops["conflicts"] += 1
             raise VersionConflict(write.key, write.expected_version or 0, version)
@@ -186,8 +208,16 @@ class RedisDam(Dam):
         self._enqueue(write)
         return None
 
-    def put(self, key: str, data: dict[str, Any], *, origin: str, ttl: float | None, now: float,
-            expected_version: int | None = None) -> Atom:
+    def put(
+        self,
+        key: str,
+        data: dict[str, Any],
+        *,
+        origin: str,
+        ttl: float | None,
+        now: float,
+        expected_version: int | None = None,
+    ) -> Atom:
         """Write ``data`` under ``key`` with version stored+1 (compare-and-set with ``expected_version``).
 
         While degraded the write is queued and the returned atom has version 0 (not yet stored).
@@ -224,8 +254,9 @@ class RedisDam(Dam):
                 blobs = self._mget(keys)
             except UNREACHABLE as exc:
                 self._unreachable_read(exc)
-        found = {key: atom for key, blob in zip(keys, blobs, strict=True)
-                 if (atom := decode(key, blob, now)) is not None}
+        found = {
+            key: atom for key, blob in zip(keys, blobs, strict=True) if (atom := decode(key, blob, now)) is not None
+        }
         self._ops["hits"] += len(found)
         self._ops["misses"] += len(keys) - len(found)
         return found
@@ -250,9 +281,11 @@ class RedisDam(Dam):
             self._unreachable_read(None)
             return [], None
         try:
-            after, raw_keys = cast(tuple[int, list[bytes]], self._client.scan(
-                int(cursor or 0), match=glob_escape(self._prefix + prefix) + "*", count=count))
-            keys = sorted(raw.decode()[len(self._prefix):] for raw in raw_keys)
+            after, raw_keys = cast(
+                tuple[int, list[bytes]],
+                self._client.scan(int(cursor or 0), match=glob_escape(self._prefix + prefix) + "*", count=count),
+            )
+            keys = sorted(raw.decode()[len(self._prefix) :] for raw in raw_keys)
             blobs = self._mget(keys) if keys else []
         except UNREACHABLE as exc:
             self._unreachable_read(exc)
@@ -266,7 +299,7 @@ class RedisDam(Dam):
             return None
         if message["channel"].decode() == self._expired_channel:
             name = message["data"].decode()
-            return Change("expire", name[len(self._prefix):], None) if name.startswith(self._prefix) else None
+            return Change("expire", name[len(self._prefix) :], None) if name.startswith(self._prefix) else None
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
         unpacker.feed(message["data"])
         op, key, *rest = unpacker
@@ -330,7 +363,7 @@ class RedisDam(Dam):
         kinds = {"route": 0, "session": 0, "other": 0}
         try:
             for raw in self._client.scan_iter(match=glob_escape(self._prefix) + "*", count=STATS_SCAN_COUNT):
-                kinds[kind_of(raw.decode()[len(self._prefix):])] += 1
+                kinds[kind_of(raw.decode()[len(self._prefix) :])] += 1
         except UNREACHABLE as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
             return None
@@ -338,9 +371,14 @@ class RedisDam(Dam):
 
     def stats(self) -> dict[str, Any]:
         """Atoms by kind (None while degraded), operation counters, degraded state, queue and replay counters."""
-        return {"backend": self.backend, "atoms": None if self.degraded else self._count(),
-                "operations": dict(self._ops), "degraded": self.degraded, "queued": len(self._queue),
-                **self._counters}
+        return {
+            "backend": self.backend,
+            "atoms": None if self.degraded else self._count(),
+            "operations": dict(self._ops),
+            "degraded": self.degraded,
+            "queued": len(self._queue),
+            **self._counters,
+        }
 
     def close(self) -> None:
         """Close the feed subscription and the connection pool."""

@@ -52,27 +52,59 @@ def bind(msgs: Iterable[Any], datapath: Any) -> list[Any]:
     return bound
 
 
-def flow_add(table: Table, priority: int, match: Any, instructions: list[Any], cookie: int,
-             idle_timeout: int = 0, hard_timeout: int = 0, flags: int = 0) -> Any:
+def flow_add(
+    table: Table,
+    priority: int,
+    match: Any,
+    instructions: list[Any],
+    cookie: int,
+    idle_timeout: int = 0,
+    hard_timeout: int = 0,
+    flags: int = 0,
+) -> Any:
     """An OFPFC_ADD flow-mod."""
     return parser.OFPFlowMod(
-        None, cookie=cookie, table_id=int(table), command=ofp.OFPFC_ADD, idle_timeout=idle_timeout,
-        hard_timeout=hard_timeout, priority=int(priority), buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY,
-        out_group=ofp.OFPG_ANY, flags=flags, match=match, instructions=instructions)
+        None,
+        cookie=cookie,
+        table_id=int(table),
+        command=ofp.OFPFC_ADD,
+        idle_timeout=idle_timeout,
+        hard_timeout=hard_timeout,
+        priority=int(priority),
+        buffer_id=ofp.OFP_NO_BUFFER,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        flags=flags,
+        match=match,
+        instructions=instructions,
+    )
 
 
 def flow_delete(table: int, cookie: int, cookie_mask: int, match: Any | None = None) -> Any:
     """A non-strict OFPFC_DELETE of every flow in ``table`` whose cookie matches under ``cookie_mask``."""
     return parser.OFPFlowMod(
-        None, cookie=cookie, cookie_mask=cookie_mask, table_id=int(table), command=ofp.OFPFC_DELETE,
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match or parser.OFPMatch())
+        None,
+        cookie=cookie,
+        cookie_mask=cookie_mask,
+        table_id=int(table),
+        command=ofp.OFPFC_DELETE,
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=match or parser.OFPMatch(),
+    )
 
 
 def flow_delete_strict(table: int, priority: int, match: Any) -> Any:
     """An OFPFC_DELETE_STRICT of exactly one flow."""
     return parser.OFPFlowMod(
-        None, table_id=int(table), command=ofp.OFPFC_DELETE_STRICT, priority=int(priority),
-        out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=match)
+        None,
+        table_id=int(table),
+        command=ofp.OFPFC_DELETE_STRICT,
+        priority=int(priority),
+        out_port=ofp.OFPP_ANY,
+        out_group=ofp.OFPG_ANY,
+        match=match,
+    )
 
 
 def match_from_fields(fields: dict[str, Any]) -> Any:
@@ -114,17 +146,34 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
     """
     cookie = make_cookie(CookieKind.BASE, lbu_id)
     return [
-        flow_add(Table.CLASSIFY, Priority.ARP, parser.OFPMatch(eth_type=ETH_TYPE_ARP),
-                 [apply(to_controller(max_len))], cookie),
-        flow_add(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)],
-                 cookie),
+        flow_add(
+            Table.CLASSIFY,
+            Priority.ARP,
+            parser.OFPMatch(eth_type=ETH_TYPE_ARP),
+            [apply(to_controller(max_len))],
+            cookie,
+        ),
+        flow_add(
+            Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)], cookie
+        ),
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
-        flow_add(Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(),
-                 [apply(to_controller(max_len))], cookie),
-        flow_add(Table.CONNECTIONS, Priority.MISS, parser.OFPMatch(),
-                 [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)], cookie),
-        flow_add(Table.REVERSE, Priority.MISS, parser.OFPMatch(),
-                 [apply(resubmit(Table.SWITCH_REVERSE)), goto(Table.FORWARD)], cookie),
+        flow_add(
+            Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(), [apply(to_controller(max_len))], cookie
+        ),
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.MISS,
+            parser.OFPMatch(),
+            [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)],
+            cookie,
+        ),
+        flow_add(
+            Table.REVERSE,
+            Priority.MISS,
+            parser.OFPMatch(),
+            [apply(resubmit(Table.SWITCH_REVERSE)), goto(Table.FORWARD)],
+            cookie,
+        ),
         flow_add(Table.FORWARD, Priority.MISS, parser.OFPMatch(), [], cookie),
     ]
 
@@ -155,18 +204,33 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
     VIP service on the address, so their cookies carry no VIP id.
     """
     return [
-        flow_add(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port), [goto(Table.CONNECTIONS)],
-                 make_cookie(CookieKind.BASE, lbu_id, vip_id)),
+        flow_add(
+            Table.CLASSIFY,
+            Priority.VIP_SERVICE,
+            vip_match(vip_ip, vip_port),
+            [goto(Table.CONNECTIONS)],
+            make_cookie(CookieKind.BASE, lbu_id, vip_id),
+        ),
         flow_add(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip), [], make_cookie(CookieKind.BASE, lbu_id)),
-        flow_add(Table.CLASSIFY, Priority.PROBE_REPLY, probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK),
-                 [apply(to_controller(PROBE_MAX_LEN))], make_cookie(CookieKind.BASE, lbu_id)),
+        flow_add(
+            Table.CLASSIFY,
+            Priority.PROBE_REPLY,
+            probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK),
+            [apply(to_controller(PROBE_MAX_LEN))],
+            make_cookie(CookieKind.BASE, lbu_id),
+        ),
     ]
 
 
 def vip_syn_match(vip_ip: str, vip_port: int) -> Any:
     """Match a pure SYN to one VIP service."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=vip_port,
-                           tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP,
+        ip_proto=IPPROTO_TCP,
+        ipv4_dst=vip_ip,
+        tcp_dst=vip_port,
+        tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK),
+    )
 
 
 def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
@@ -178,8 +242,13 @@ def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
     removed meanwhile, and for an ``l7`` service it would reach a host without any rule deciding. The SYN goes up
     whole (a SYN with data, TCP Fast Open, may be longer than ``packet_in_max_len``): it can always be released.
     """
-    return flow_add(Table.CONNECTIONS, Priority.VIP_SYN, vip_syn_match(vip_ip, vip_port),
-                    [apply(to_controller(ofp.OFPCML_NO_BUFFER))], make_cookie(CookieKind.BASE, lbu_id, vip_id))
+    return flow_add(
+        Table.CONNECTIONS,
+        Priority.VIP_SYN,
+        vip_syn_match(vip_ip, vip_port),
+        [apply(to_controller(ofp.OFPCML_NO_BUFFER))],
+        make_cookie(CookieKind.BASE, lbu_id, vip_id),
+    )
 
 
 def vip_syn_delete(vip_ip: str, vip_port: int) -> Any:
@@ -192,8 +261,11 @@ def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still
     msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port))]
     if vip_ip not in still_used_ips:
         msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip)))
-        msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.PROBE_REPLY,
-                                       probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK)))
+        msgs.append(
+            flow_delete_strict(
+                Table.CLASSIFY, Priority.PROBE_REPLY, probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK)
+            )
+        )
     vip_cookie = make_cookie(CookieKind.NAT, lbu_id, vip_id)
     for table in (Table.CONNECTIONS, Table.REVERSE):
         msgs.append(flow_delete(table, vip_cookie, KIND_MASK | VIP_MASK))
@@ -204,8 +276,9 @@ def forward_flows(lbu_id: int, mac_ports: dict[str, int]) -> list[Any]:
     """Table 3 entries: one per known destination MAC, out of the port toward it."""
     cookie = make_cookie(CookieKind.FABRIC, lbu_id)
     return [
-        flow_add(Table.FORWARD, Priority.FORWARD, parser.OFPMatch(eth_dst=mac), [apply(parser.OFPActionOutput(port))],
-                 cookie)
+        flow_add(
+            Table.FORWARD, Priority.FORWARD, parser.OFPMatch(eth_dst=mac), [apply(parser.OFPActionOutput(port))], cookie
+        )
         for mac, port in sorted(mac_ports.items())
     ]
 
@@ -216,9 +289,16 @@ def exact_tcp_match(src_ip: str, dst_ip: str, src_port: int, dst_port: int) -> A
     The fields are given already in OXM order and in os-ken's user form, which skips OFPMatch's per-field
     normalisation: on the packet-in path that normalisation cost more than everything else the classifier does.
     """
-    return parser.OFPMatch(_ordered_fields=[("eth_type", ETH_TYPE_IP), ("ip_proto", IPPROTO_TCP),
-                                            ("ipv4_src", src_ip), ("ipv4_dst", dst_ip),
-                                            ("tcp_src", src_port), ("tcp_dst", dst_port)])
+    return parser.OFPMatch(
+        _ordered_fields=[
+            ("eth_type", ETH_TYPE_IP),
+            ("ip_proto", IPPROTO_TCP),
+            ("ipv4_src", src_ip),
+            ("ipv4_dst", dst_ip),
+            ("tcp_src", src_port),
+            ("tcp_dst", dst_port),
+        ]
+    )
 
 
 def forward_match(route: NatRoute) -> Any:
@@ -235,21 +315,43 @@ def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> lis
     """Flows for the two directions: matches of ``forward`` rewritten to the member, of ``reverse`` back to the VIP."""
     flags = ofp.OFPFF_SEND_FLOW_REM
     return [
-        flow_add(Table.CONNECTIONS, priority, forward, [apply(*to_member_actions(route)), goto(Table.FORWARD)],
-                 route.cookie, route.idle_timeout, route.hard_timeout, flags),
-        flow_add(Table.REVERSE, priority, reverse,
-                 [apply(parser.OFPActionSetField(eth_src=route.vip_mac),
-                        parser.OFPActionSetField(ipv4_src=route.vip_ip),
-                        parser.OFPActionSetField(tcp_src=route.vip_port)),
-                  goto(Table.FORWARD)],
-                 route.cookie, route.idle_timeout, route.hard_timeout, flags),
+        flow_add(
+            Table.CONNECTIONS,
+            priority,
+            forward,
+            [apply(*to_member_actions(route)), goto(Table.FORWARD)],
+            route.cookie,
+            route.idle_timeout,
+            route.hard_timeout,
+            flags,
+        ),
+        flow_add(
+            Table.REVERSE,
+            priority,
+            reverse,
+            [
+                apply(
+                    parser.OFPActionSetField(eth_src=route.vip_mac),
+                    parser.OFPActionSetField(ipv4_src=route.vip_ip),
+                    parser.OFPActionSetField(tcp_src=route.vip_port),
+                ),
+                goto(Table.FORWARD),
+            ],
+            route.cookie,
+            route.idle_timeout,
+            route.hard_timeout,
+            flags,
+        ),
     ]
 
 
 def to_member_actions(route: NatRoute) -> list[Any]:
     """The rewrite of a client's packet to the VIP toward the route's member."""
-    return [parser.OFPActionSetField(eth_dst=route.member_mac), parser.OFPActionSetField(ipv4_dst=route.member_ip),
-            parser.OFPActionSetField(tcp_dst=route.member_port)]
+    return [
+        parser.OFPActionSetField(eth_dst=route.member_mac),
+        parser.OFPActionSetField(ipv4_dst=route.member_ip),
+        parser.OFPActionSetField(tcp_dst=route.member_port),
+    ]
 
 
 def nat_packet_out(route: NatRoute, in_port: int, data: bytes) -> Any:
@@ -257,8 +359,13 @@ def nat_packet_out(route: NatRoute, in_port: int, data: bytes) -> Any:
 
     A SYN released through table 0 instead would meet the VIP's SYN entry again (``vip_syn_flow``).
     """
-    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                               actions=[*to_member_actions(route), resubmit(Table.FORWARD)], data=data)
+    return parser.OFPPacketOut(
+        None,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        in_port=in_port,
+        actions=[*to_member_actions(route), resubmit(Table.FORWARD)],
+        data=data,
+    )
 
 
 def nat_connection_flows(route: NatRoute) -> list[Any]:
@@ -268,10 +375,13 @@ def nat_connection_flows(route: NatRoute) -> list[Any]:
 
 def nat_connection_deletes(route: NatRoute, learned: bool = False) -> list[Any]:
     """Strict deletes of both directions of one connection (``learned``: the entries the switch learned itself)."""
-    forward, reverse = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE) if learned else (Table.CONNECTIONS,
-                                                                                         Table.REVERSE)
-    return [flow_delete_strict(forward, Priority.CONNECTION, forward_match(route)),
-            flow_delete_strict(reverse, Priority.CONNECTION, reverse_match(route))]
+    forward, reverse = (
+        (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE) if learned else (Table.CONNECTIONS, Table.REVERSE)
+    )
+    return [
+        flow_delete_strict(forward, Priority.CONNECTION, forward_match(route)),
+        flow_delete_strict(reverse, Priority.CONNECTION, reverse_match(route)),
+    ]
 
 
 def _client_field(client: str) -> Any:
@@ -284,35 +394,52 @@ def _client_field(client: str) -> Any:
 
 def session_forward_match(client: str, vip_ip: str, vip_port: int) -> Any:
     """Match every connection of a client (or client prefix) to the VIP service."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=_client_field(client),
-                           ipv4_dst=vip_ip, tcp_dst=vip_port)
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=_client_field(client), ipv4_dst=vip_ip, tcp_dst=vip_port
+    )
 
 
 def session_reverse_match(client: str, member_ip: str, member_port: int) -> Any:
     """Match every reply of the member to a client (or client prefix)."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=member_ip, tcp_src=member_port,
-                           ipv4_dst=_client_field(client))
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP,
+        ip_proto=IPPROTO_TCP,
+        ipv4_src=member_ip,
+        tcp_src=member_port,
+        ipv4_dst=_client_field(client),
+    )
 
 
 def session_flows(client: str, route: NatRoute) -> list[Any]:
     """Per-session flows: all of a client's connections to the VIP bypass the classifier, both directions."""
-    return _nat_pair(route, Priority.SESSION, session_forward_match(client, route.vip_ip, route.vip_port),
-                     session_reverse_match(client, route.member_ip, route.member_port))
+    return _nat_pair(
+        route,
+        Priority.SESSION,
+        session_forward_match(client, route.vip_ip, route.vip_port),
+        session_reverse_match(client, route.member_ip, route.member_port),
+    )
 
 
 def packet_out_table(in_port: int, data: bytes) -> Any:
     """Release a packet into the pipeline from table 0, as if it had just arrived on ``in_port``."""
-    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                               actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=data)
+    return parser.OFPPacketOut(
+        None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port, actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)], data=data
+    )
 
 
 def packet_out_port(out_port: int, data: bytes) -> Any:
     """Send a controller-made packet out of one port."""
-    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                               actions=[parser.OFPActionOutput(out_port)], data=data)
+    return parser.OFPPacketOut(
+        None,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        in_port=ofp.OFPP_CONTROLLER,
+        actions=[parser.OFPActionOutput(out_port)],
+        data=data,
+    )
 
 
 def probe_reply_match(vip_ip: str, probe_base: int, probe_mask: int) -> Any:
     """Match replies to the controller's health probes: TCP to the VIP address from a probe port range."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip,
-                           tcp_dst=(probe_base, probe_mask))
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=(probe_base, probe_mask)
+    )

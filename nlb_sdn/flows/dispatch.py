@@ -133,32 +133,46 @@ def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
     specs = _tcp_ipv4() + _client_specs(vip, "ipv4_src_nxm", "ipv4_src_nxm", per_client)
     if not per_client:
         specs.append(_same("tcp_src_nxm", 16))
-    specs += [_fixed(_ip_int(vip.vip_ip), "ipv4_dst_nxm", 32), _fixed(vip.vip_port, "tcp_dst_nxm", 16),
-              _load(_mac_int(target.member_mac), "eth_dst_nxm", 48),
-              _load(_ip_int(target.member_ip), "ipv4_dst_nxm", 32),
-              _load(target.member_port, "tcp_dst_nxm", 16)]
+    specs += [
+        _fixed(_ip_int(vip.vip_ip), "ipv4_dst_nxm", 32),
+        _fixed(vip.vip_port, "tcp_dst_nxm", 16),
+        _load(_mac_int(target.member_mac), "eth_dst_nxm", 48),
+        _load(_ip_int(target.member_ip), "ipv4_dst_nxm", 32),
+        _load(target.member_port, "tcp_dst_nxm", 16),
+    ]
     return _learn(vip, target, Table.SWITCH_CONNECTIONS, specs, per_client)
 
 
 def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
-    specs = [*_tcp_ipv4(), _fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
-             _fixed(target.member_port, "tcp_src_nxm", 16)]
+    specs = [
+        *_tcp_ipv4(),
+        _fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
+        _fixed(target.member_port, "tcp_src_nxm", 16),
+    ]
     specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
     if not per_client:
         specs.append(_copy("tcp_src_nxm", "tcp_dst_nxm", 16))
-    specs += [_load(_mac_int(vip.vip_mac), "eth_src_nxm", 48), _load(_ip_int(vip.vip_ip), "ipv4_src_nxm", 32),
-              _load(vip.vip_port, "tcp_src_nxm", 16)]
+    specs += [
+        _load(_mac_int(vip.vip_mac), "eth_src_nxm", 48),
+        _load(_ip_int(vip.vip_ip), "ipv4_src_nxm", 32),
+        _load(vip.vip_port, "tcp_src_nxm", 16),
+    ]
     return _learn(vip, target, Table.SWITCH_REVERSE, specs, per_client)
 
 
 def _learn(vip: SwitchVip, target: SwitchTarget, table: Table, specs: list[Any], per_client: bool) -> Any:
     """A learn action with the VIP's timers, the learned cookie and flow-removed notification."""
     return parser.NXActionLearn(
-        table_id=int(table), specs=specs, idle_timeout=vip.session_idle if per_client else vip.idle_timeout,
-        hard_timeout=vip.hard_timeout, priority=int(Priority.SESSION if per_client else Priority.CONNECTION),
-        cookie=learned_cookie(vip, target, per_client), flags=NX_LEARN_F_SEND_FLOW_REM,
-        fin_idle_timeout=0 if per_client else FIN_IDLE_TIMEOUT)
+        table_id=int(table),
+        specs=specs,
+        idle_timeout=vip.session_idle if per_client else vip.idle_timeout,
+        hard_timeout=vip.hard_timeout,
+        priority=int(Priority.SESSION if per_client else Priority.CONNECTION),
+        cookie=learned_cookie(vip, target, per_client),
+        flags=NX_LEARN_F_SEND_FLOW_REM,
+        fin_idle_timeout=0 if per_client else FIN_IDLE_TIMEOUT,
+    )
 
 
 def learns(vip: SwitchVip, target: SwitchTarget) -> list[Any]:
@@ -185,26 +199,40 @@ def dispatch_base_flows(lbu_id: int, max_len: int) -> list[Any]:
 
 def select_match(vip: SwitchVip, target: SwitchTarget) -> Any:
     """Match a VIP packet whose group bucket chose ``target``."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, reg0=target.endpoint_id, ipv4_dst=vip.vip_ip,
-                           tcp_dst=vip.vip_port)
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, reg0=target.endpoint_id, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port
+    )
 
 
 def syn_match(vip: SwitchVip) -> Any:
     """Match a pure SYN to the VIP service."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port,
-                           tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP,
+        ip_proto=IPPROTO_TCP,
+        ipv4_dst=vip.vip_ip,
+        tcp_dst=vip.vip_port,
+        tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK),
+    )
 
 
 def select_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
     """Table 6: per member, learn both directions, rewrite the SYN and forward it."""
     return [
-        flow_add(Table.SWITCH_SELECT, Priority.CONNECTION, select_match(vip, target),
-                 [apply(*learns(vip, target),
-                        parser.OFPActionSetField(eth_dst=target.member_mac),
-                        parser.OFPActionSetField(ipv4_dst=target.member_ip),
-                        parser.OFPActionSetField(tcp_dst=target.member_port),
-                        resubmit(Table.FORWARD))],
-                 make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id, target.endpoint_id))
+        flow_add(
+            Table.SWITCH_SELECT,
+            Priority.CONNECTION,
+            select_match(vip, target),
+            [
+                apply(
+                    *learns(vip, target),
+                    parser.OFPActionSetField(eth_dst=target.member_mac),
+                    parser.OFPActionSetField(ipv4_dst=target.member_ip),
+                    parser.OFPActionSetField(tcp_dst=target.member_port),
+                    resubmit(Table.FORWARD),
+                )
+            ],
+            make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id, target.endpoint_id),
+        )
         for target in targets
     ]
 
@@ -215,19 +243,35 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
         return ct_vip_flows(vip, targets)
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
     return [
-        flow_add(Table.CONNECTIONS, Priority.SWITCH_DISPATCH, vip_match(vip.vip_ip, vip.vip_port),
-                 [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)], cookie),
-        flow_add(Table.SWITCH_CONNECTIONS, Priority.SWITCH_SYN, syn_match(vip),
-                 [apply(parser.OFPActionGroup(vip.vip_id))], cookie),
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.SWITCH_DISPATCH,
+            vip_match(vip.vip_ip, vip.vip_port),
+            [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)],
+            cookie,
+        ),
+        flow_add(
+            Table.SWITCH_CONNECTIONS,
+            Priority.SWITCH_SYN,
+            syn_match(vip),
+            [apply(parser.OFPActionGroup(vip.vip_id))],
+            cookie,
+        ),
         *select_flows(vip, targets),
     ]
 
 
 def group_buckets(slots: list[int]) -> list[Any]:
     """One equal-weight bucket per slot, each naming the member (endpoint id) that holds the slot."""
-    return [parser.OFPBucket(weight=1, watch_port=ofp.OFPP_ANY, watch_group=ofp.OFPG_ANY,
-                             actions=[parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)])
-            for endpoint in slots]
+    return [
+        parser.OFPBucket(
+            weight=1,
+            watch_port=ofp.OFPP_ANY,
+            watch_group=ofp.OFPG_ANY,
+            actions=[parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)],
+        )
+        for endpoint in slots
+    ]
 
 
 def group_mod(command: int, vip_id: int, slots: list[int]) -> Any:
@@ -257,9 +301,11 @@ def select_flow_strict_deletes(vip: SwitchVip, gone: list[SwitchTarget]) -> list
 
 def learned_flow_deletes(lbu_id: int, vip_id: int) -> list[Any]:
     """Remove every connection and session entry the switches learned for a VIP service (the VIP is gone)."""
-    return [flow_delete(table, make_cookie(kind, lbu_id, vip_id), KIND_MASK | VIP_MASK)
-            for table in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
-            for kind in (CookieKind.NAT, CookieKind.SESSION)]
+    return [
+        flow_delete(table, make_cookie(kind, lbu_id, vip_id), KIND_MASK | VIP_MASK)
+        for table in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
+        for kind in (CookieKind.NAT, CookieKind.SESSION)
+    ]
 
 
 def switch_vip_deletes(vip: SwitchVip) -> list[Any]:
@@ -269,15 +315,23 @@ def switch_vip_deletes(vip: SwitchVip) -> list[Any]:
     per-member conntrack entries shared by every conntrack VIP follow ``ct_shared_flows``).
     """
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
-    return [flow_delete(table, cookie, KIND_MASK | VIP_MASK)
-            for table in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS, Table.SWITCH_SELECT, Table.CT_FORWARD,
-                          Table.CT_REVERSE)] + [group_delete(vip.vip_id)]
+    return [
+        flow_delete(table, cookie, KIND_MASK | VIP_MASK)
+        for table in (
+            Table.CONNECTIONS,
+            Table.SWITCH_CONNECTIONS,
+            Table.SWITCH_SELECT,
+            Table.CT_FORWARD,
+            Table.CT_REVERSE,
+        )
+    ] + [group_delete(vip.vip_id)]
 
 
 def switch_flow_stats_request() -> Any:
     """Ask for the learned entries of table 4 (the switch's connection table)."""
-    return parser.OFPFlowStatsRequest(None, 0, int(Table.SWITCH_CONNECTIONS), ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0,
-                                      parser.OFPMatch())
+    return parser.OFPFlowStatsRequest(
+        None, 0, int(Table.SWITCH_CONNECTIONS), ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch()
+    )
 
 
 def copy_to_controller(clear_register: bool = False) -> list[Any]:
@@ -295,8 +349,14 @@ def copy_to_controller(clear_register: bool = False) -> list[Any]:
 
 def ct_lookup(table: Table) -> Any:
     """``ct(zone=CT_ZONE, nat, table=T)``: find the packet's tracked connection, apply its NAT, go on at ``table``."""
-    return parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=CT_ZONE, recirc_table=int(table), alg=0,
-                             actions=[parser.NXActionNAT(flags=0)])
+    return parser.NXActionCT(
+        flags=0,
+        zone_src="",
+        zone_ofs_nbits=CT_ZONE,
+        recirc_table=int(table),
+        alg=0,
+        actions=[parser.NXActionNAT(flags=0)],
+    )
 
 
 def ct_commit(target: SwitchTarget) -> Any:
@@ -305,11 +365,20 @@ def ct_commit(target: SwitchTarget) -> Any:
     The NAT range gives the address once (no maximum means the minimum): with both it is 28 bytes, which os-ken
     announces as 32 without writing the padding, and the switch rejects the action (BAD_LEN).
     """
-    nat = parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=target.member_ip,
-                             range_proto_min=target.member_port, range_proto_max=target.member_port)
-    return parser.NXActionCT(flags=nicira_ext.NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=CT_ZONE,
-                             recirc_table=nicira_ext.NX_CT_RECIRC_NONE, alg=0,
-                             actions=[nat, parser.OFPActionSetField(ct_mark=target.endpoint_id)])
+    nat = parser.NXActionNAT(
+        flags=NX_NAT_F_DST,
+        range_ipv4_min=target.member_ip,
+        range_proto_min=target.member_port,
+        range_proto_max=target.member_port,
+    )
+    return parser.NXActionCT(
+        flags=nicira_ext.NX_CT_F_COMMIT,
+        zone_src="",
+        zone_ofs_nbits=CT_ZONE,
+        recirc_table=nicira_ext.NX_CT_RECIRC_NONE,
+        alg=0,
+        actions=[nat, parser.OFPActionSetField(ct_mark=target.endpoint_id)],
+    )
 
 
 def _ct_match(state: int, **fields: Any) -> Any:
@@ -325,27 +394,54 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
     """
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
     msgs = [
-        flow_add(Table.CONNECTIONS, Priority.SWITCH_DISPATCH, vip_match(vip.vip_ip, vip.vip_port),
-                 [apply(ct_lookup(Table.CT_FORWARD))], cookie),
-        flow_add(Table.CT_FORWARD, Priority.SWITCH_DISPATCH,
-                 _ct_match(CT_TRACKED | CT_NEW, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port,
-                           tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)),
-                 [apply(parser.OFPActionGroup(vip.vip_id))], cookie),
-        flow_add(Table.CT_REVERSE, Priority.CONNECTION,
-                 _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port),
-                 [apply(parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))], cookie),
-        flow_add(Table.CT_REVERSE, Priority.CT_END,
-                 _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port,
-                           tcp_flags=(TCP_RST, TCP_RST)),
-                 [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac),
-                        resubmit(Table.FORWARD))], cookie),
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.SWITCH_DISPATCH,
+            vip_match(vip.vip_ip, vip.vip_port),
+            [apply(ct_lookup(Table.CT_FORWARD))],
+            cookie,
+        ),
+        flow_add(
+            Table.CT_FORWARD,
+            Priority.SWITCH_DISPATCH,
+            _ct_match(
+                CT_TRACKED | CT_NEW, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)
+            ),
+            [apply(parser.OFPActionGroup(vip.vip_id))],
+            cookie,
+        ),
+        flow_add(
+            Table.CT_REVERSE,
+            Priority.CONNECTION,
+            _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port),
+            [apply(parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
+            cookie,
+        ),
+        flow_add(
+            Table.CT_REVERSE,
+            Priority.CT_END,
+            _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port, tcp_flags=(TCP_RST, TCP_RST)),
+            [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
+            cookie,
+        ),
     ]
     for target in targets:
-        msgs.append(flow_add(
-            Table.SWITCH_SELECT, Priority.CONNECTION, select_match(vip, target),
-            [apply(*copy_to_controller(clear_register=True), ct_commit(target),
-                   parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD))],
-            make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id, target.endpoint_id)))
+        msgs.append(
+            flow_add(
+                Table.SWITCH_SELECT,
+                Priority.CONNECTION,
+                select_match(vip, target),
+                [
+                    apply(
+                        *copy_to_controller(clear_register=True),
+                        ct_commit(target),
+                        parser.OFPActionSetField(eth_dst=target.member_mac),
+                        resubmit(Table.FORWARD),
+                    )
+                ],
+                make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id, target.endpoint_id),
+            )
+        )
     return msgs
 
 
@@ -353,8 +449,13 @@ def ct_base_flows(lbu_id: int) -> list[Any]:
     """Misses of the conntrack tables: anything the tracker does not place goes on as if it had not been there."""
     cookie = make_cookie(CookieKind.BASE, lbu_id)
     return [
-        flow_add(Table.CT_FORWARD, Priority.MISS, parser.OFPMatch(),
-                 [apply(resubmit(Table.SWITCH_CONNECTIONS), resubmit(Table.FORWARD))], cookie),
+        flow_add(
+            Table.CT_FORWARD,
+            Priority.MISS,
+            parser.OFPMatch(),
+            [apply(resubmit(Table.SWITCH_CONNECTIONS), resubmit(Table.FORWARD))],
+            cookie,
+        ),
         flow_add(Table.CT_REVERSE, Priority.MISS, parser.OFPMatch(), [apply(resubmit(Table.REVERSE))], cookie),
     ]
 
@@ -371,15 +472,31 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
         to_member = [parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD)]
         committed = CT_TRACKED  # the mark says the switch committed it; a retransmitted SYN is still "new"
         msgs += [
-            flow_add(Table.CLASSIFY, Priority.CT_REPLY, member_reply_match(target),
-                     [apply(ct_lookup(Table.CT_REVERSE))], cookie),
-            flow_add(Table.CT_FORWARD, Priority.CONNECTION, _ct_match(committed, ct_mark=target.endpoint_id),
-                     [apply(*to_member)], cookie),
+            flow_add(
+                Table.CLASSIFY,
+                Priority.CT_REPLY,
+                member_reply_match(target),
+                [apply(ct_lookup(Table.CT_REVERSE))],
+                cookie,
+            ),
+            flow_add(
+                Table.CT_FORWARD,
+                Priority.CONNECTION,
+                _ct_match(committed, ct_mark=target.endpoint_id),
+                [apply(*to_member)],
+                cookie,
+            ),
         ]
         for flag in (TCP_FIN, TCP_RST):
-            msgs.append(flow_add(Table.CT_FORWARD, Priority.CT_END,
-                                 _ct_match(committed, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
-                                 [apply(*copy_to_controller(), *to_member)], cookie))
+            msgs.append(
+                flow_add(
+                    Table.CT_FORWARD,
+                    Priority.CT_END,
+                    _ct_match(committed, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
+                    [apply(*copy_to_controller(), *to_member)],
+                    cookie,
+                )
+            )
     return msgs
 
 
@@ -390,15 +507,27 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
     been idle for ``idle_timeout``: the backstop for a connection whose FIN and RST copies never arrived. FIN and
     RST segments still meet the copying entries above it. Table 8 sees the connection already NATed to the member.
     """
-    match = _ct_match(CT_TRACKED, ct_mark=target.endpoint_id, ipv4_src=client_ip, tcp_src=client_port,
-                      ipv4_dst=target.member_ip, tcp_dst=target.member_port)
-    return flow_add(Table.CT_FORWARD, Priority.CT_AUDIT, match,
-                    [apply(parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD))],
-                    make_cookie(CookieKind.NAT, vip.lbu_id, vip.vip_id, target.endpoint_id),
-                    idle_timeout=vip.idle_timeout, flags=ofp.OFPFF_SEND_FLOW_REM)
+    match = _ct_match(
+        CT_TRACKED,
+        ct_mark=target.endpoint_id,
+        ipv4_src=client_ip,
+        tcp_src=client_port,
+        ipv4_dst=target.member_ip,
+        tcp_dst=target.member_port,
+    )
+    return flow_add(
+        Table.CT_FORWARD,
+        Priority.CT_AUDIT,
+        match,
+        [apply(parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD))],
+        make_cookie(CookieKind.NAT, vip.lbu_id, vip.vip_id, target.endpoint_id),
+        idle_timeout=vip.idle_timeout,
+        flags=ofp.OFPFF_SEND_FLOW_REM,
+    )
 
 
 def member_reply_match(target: SwitchTarget) -> Any:
     """Match what a member sends from its service port (its replies)."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_ip,
-                           tcp_src=target.member_port)
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_ip, tcp_src=target.member_port
+    )

@@ -199,8 +199,11 @@ OXM_FIELD_NAMES = frozenset(field.name for field in ofp.oxm_types)
 
 GROUP_BUCKET_HOPS: tuple[Hop, ...] = (Hop(Table.SWITCH_SELECT, Via.RESUBMIT),)
 """Where a VIP's select group sends a packet: every bucket loads reg0 and resubmits to table 6."""
-PACKET_OUT_HOPS: tuple[Hop, ...] = (Hop(Table.CLASSIFY, Via.OUTPUT_TABLE), Hop(Table.FORWARD, Via.RESUBMIT),
-                                    Hop(Table.TUNNEL, Via.RESUBMIT))
+PACKET_OUT_HOPS: tuple[Hop, ...] = (
+    Hop(Table.CLASSIFY, Via.OUTPUT_TABLE),
+    Hop(Table.FORWARD, Via.RESUBMIT),
+    Hop(Table.TUNNEL, Via.RESUBMIT),
+)
 """Where a controller's packet-out may enter the pipeline: table 0 as if just arrived, or a connection's own actions
 (nat: table 3, tunnel: table 7)."""
 
@@ -210,23 +213,46 @@ _TABLES = (
         "Every packet enters here: ARP and probe replies to the controller, VIP services to 1, conntrack members' "
         "replies through the tracker, other IPv4 to 2, MPLS to 7.",
         TCP_IPV4,
-        (Hop(Table.CONNECTIONS, Via.GOTO), Hop(Table.REVERSE, Via.GOTO), Hop(Table.TUNNEL, Via.GOTO),
-         Hop(Table.CT_REVERSE, Via.CT)),
+        (
+            Hop(Table.CONNECTIONS, Via.GOTO),
+            Hop(Table.REVERSE, Via.GOTO),
+            Hop(Table.TUNNEL, Via.GOTO),
+            Hop(Table.CT_REVERSE, Via.CT),
+        ),
         DROP,
-        (Priority.ARP, Priority.PROBE_REPLY, Priority.VIP_SERVICE, Priority.CT_REPLY, Priority.VIP_OTHER,
-         Priority.ETH_TYPE, Priority.MISS),
-        frozenset({CookieKind.BASE})),
+        (
+            Priority.ARP,
+            Priority.PROBE_REPLY,
+            Priority.VIP_SERVICE,
+            Priority.CT_REPLY,
+            Priority.VIP_OTHER,
+            Priority.ETH_TYPE,
+            Priority.MISS,
+        ),
+        frozenset({CookieKind.BASE}),
+    ),
     TableSpec(
         Table.CONNECTIONS,
         "Client to VIP: the controller's connection and session entries, SYN punts, and the entries of "
         "switch-dispatched VIP services.",
         TCP_IPV4 | {"tcp_flags"},
-        (Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO), Hop(Table.TUNNEL, Via.GOTO),
-         Hop(Table.CT_FORWARD, Via.CT)),
+        (
+            Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
+            Hop(Table.FORWARD, Via.GOTO),
+            Hop(Table.TUNNEL, Via.GOTO),
+            Hop(Table.CT_FORWARD, Via.CT),
+        ),
         Miss((Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO))),
-        (Priority.VIP_SYN, Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_DISPATCH, Priority.NEW_CONNECTION,
-         Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.TUNNEL, CookieKind.SESSION})),
+        (
+            Priority.VIP_SYN,
+            Priority.CONNECTION,
+            Priority.SESSION,
+            Priority.SWITCH_DISPATCH,
+            Priority.NEW_CONNECTION,
+            Priority.MISS,
+        ),
+        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.TUNNEL, CookieKind.SESSION}),
+    ),
     TableSpec(
         Table.REVERSE,
         "Other IPv4: the controller's reverse entries rewrite a member's replies back to the VIP.",
@@ -234,7 +260,8 @@ _TABLES = (
         (Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO)),
         Miss((Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO))),
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION})),
+        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION}),
+    ),
     TableSpec(
         Table.FORWARD,
         "Out of the port toward the destination MAC, along the host's shortest-path tree.",
@@ -242,7 +269,8 @@ _TABLES = (
         (),
         DROP,
         (Priority.FORWARD, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.FABRIC})),
+        frozenset({CookieKind.BASE, CookieKind.FABRIC}),
+    ),
     TableSpec(
         Table.SWITCH_CONNECTIONS,
         "Connections and clients the switch learned (dispatch switch, learn pinning); a new SYN goes to the VIP's "
@@ -251,7 +279,8 @@ _TABLES = (
         (Hop(Table.SWITCH_SELECT, Via.GROUP),),
         Miss(to_controller=True),
         (Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_SYN, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION})),
+        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION}),
+    ),
     TableSpec(
         Table.SWITCH_REVERSE,
         "Reverse entries the switch learned: a member's replies rewritten to the VIP.",
@@ -259,7 +288,8 @@ _TABLES = (
         (),
         DROP,
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION})),
+        frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION}),
+    ),
     TableSpec(
         Table.SWITCH_SELECT,
         "One entry per member of a switch-dispatched VIP, chosen by the bucket's reg0: pins the connection (learn, "
@@ -269,7 +299,8 @@ _TABLES = (
         DROP,
         (Priority.CONNECTION, Priority.MISS),
         frozenset({CookieKind.BASE}),
-        learns_into=frozenset({Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE})),
+        learns_into=frozenset({Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE}),
+    ),
     TableSpec(
         Table.TUNNEL,
         "A fabric host's MPLS label: toward the host, popped on the host's own edge.",
@@ -277,17 +308,22 @@ _TABLES = (
         (),
         DROP,
         (Priority.TUNNEL_LABEL, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.FABRIC})),
+        frozenset({CookieKind.BASE, CookieKind.FABRIC}),
+    ),
     TableSpec(
         Table.CT_FORWARD,
         "Client to VIP after the tracker (conntrack pinning): tracked connections to their member, FIN and RST "
         "copied, audit entries, new SYNs to the VIP's select group.",
         TCP_IPV4 | {"tcp_flags", "ct_state", "ct_mark"},
-        (Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT), Hop(Table.FORWARD, Via.RESUBMIT),
-         Hop(Table.SWITCH_SELECT, Via.GROUP)),
+        (
+            Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
+            Hop(Table.FORWARD, Via.RESUBMIT),
+            Hop(Table.SWITCH_SELECT, Via.GROUP),
+        ),
         Miss((Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT), Hop(Table.FORWARD, Via.RESUBMIT))),
         (Priority.CT_END, Priority.CT_AUDIT, Priority.CONNECTION, Priority.SWITCH_DISPATCH, Priority.MISS),
-        frozenset({CookieKind.BASE, CookieKind.NAT})),
+        frozenset({CookieKind.BASE, CookieKind.NAT}),
+    ),
     TableSpec(
         Table.CT_REVERSE,
         "A conntrack member's replies after the tracker: tracked ones back to the VIP (RST copied), the rest on to "
@@ -296,7 +332,8 @@ _TABLES = (
         (Hop(Table.FORWARD, Via.RESUBMIT), Hop(Table.REVERSE, Via.RESUBMIT)),
         Miss((Hop(Table.REVERSE, Via.RESUBMIT),)),
         (Priority.CT_END, Priority.CONNECTION, Priority.MISS),
-        frozenset({CookieKind.BASE})),
+        frozenset({CookieKind.BASE}),
+    ),
 )
 
 PIPELINE: Mapping[int, TableSpec] = MappingProxyType({spec.table: spec for spec in _TABLES})
@@ -315,8 +352,11 @@ def declaration_errors(pipeline: Mapping[int, TableSpec]) -> list[str]:
         where = f"table {int(table_id)}"
         errors += [f"{where} is declared as table {int(spec.table)}"] if spec.table != table_id else []
         errors += _priority_errors(where, spec, meanings)
-        errors += [f"{where}: {field!r} is no OpenFlow match field" for field in sorted(spec.match_fields)
-                   if field not in OXM_FIELD_NAMES]
+        errors += [
+            f"{where}: {field!r} is no OpenFlow match field"
+            for field in sorted(spec.match_fields)
+            if field not in OXM_FIELD_NAMES
+        ]
         for hop in spec.hops:
             if hop.table not in pipeline:
                 errors.append(f"{where}: {hop} leads to an undeclared table")
@@ -326,8 +366,9 @@ def declaration_errors(pipeline: Mapping[int, TableSpec]) -> list[str]:
                 errors.append(f"{where}: {hop} is not where the select group's buckets go")
             if hop.via == Via.OUTPUT_TABLE:
                 errors.append(f"{where}: {hop}: output to TABLE is for packet-outs only")
-        errors += [f"{where}: miss {hop} is not among the table's hops" for hop in spec.miss.hops
-                   if hop not in spec.hops]
+        errors += [
+            f"{where}: miss {hop} is not among the table's hops" for hop in spec.miss.hops if hop not in spec.hops
+        ]
         errors += [f"{where}: learns into undeclared table {int(t)}" for t in spec.learns_into if t not in pipeline]
     return errors
 
@@ -398,11 +439,18 @@ def check_message(msg: Any) -> list[Violation]:
     if isinstance(msg, parser.OFPFlowMod):
         return check_flow_mod(msg)
     if isinstance(msg, parser.OFPGroupMod):
-        return [Violation(ViolationKind.NEXT_TABLE, None, f"a bucket of group {msg.group_id} goes on by {hop}")
-                for bucket in msg.buckets for hop in _action_hops(bucket.actions) if hop not in GROUP_BUCKET_HOPS]
+        return [
+            Violation(ViolationKind.NEXT_TABLE, None, f"a bucket of group {msg.group_id} goes on by {hop}")
+            for bucket in msg.buckets
+            for hop in _action_hops(bucket.actions)
+            if hop not in GROUP_BUCKET_HOPS
+        ]
     if isinstance(msg, parser.OFPPacketOut):
-        return [Violation(ViolationKind.NEXT_TABLE, None, f"a packet-out goes on by {hop}")
-                for hop in _action_hops(msg.actions) if hop not in PACKET_OUT_HOPS]
+        return [
+            Violation(ViolationKind.NEXT_TABLE, None, f"a packet-out goes on by {hop}")
+            for hop in _action_hops(msg.actions)
+            if hop not in PACKET_OUT_HOPS
+        ]
     return []
 
 
@@ -426,15 +474,22 @@ def check_flow_mod(fm: Any) -> list[Violation]:
     return violations
 
 
-def _entry_violations(spec: TableSpec, fields: Iterable[str], priority: int | None, cookie: int | None,
-                      what: str) -> list[Violation]:
+def _entry_violations(
+    spec: TableSpec, fields: Iterable[str], priority: int | None, cookie: int | None, what: str
+) -> list[Violation]:
     """An entry's match fields, priority (None: not checked) and cookie kind (None: not checked) against ``spec``."""
     table = int(spec.table)
-    violations = [Violation(ViolationKind.MATCH_FIELD, table, f"{what}{name}") for name in fields
-                  if name not in spec.match_fields]
+    violations = [
+        Violation(ViolationKind.MATCH_FIELD, table, f"{what}{name}") for name in fields if name not in spec.match_fields
+    ]
     if priority is not None and spec.priority_named(priority) is None:
-        violations.append(Violation(ViolationKind.PRIORITY, table, f"{what}{priority} (declared: "
-                                    + ", ".join(f"{p.name} {int(p)}" for p in spec.priorities) + ")"))
+        violations.append(
+            Violation(
+                ViolationKind.PRIORITY,
+                table,
+                f"{what}{priority} (declared: " + ", ".join(f"{p.name} {int(p)}" for p in spec.priorities) + ")",
+            )
+        )
     kind = None if cookie is None else (cookie & KIND_MASK) >> KIND_SHIFT
     if kind is not None and kind not in spec.cookie_kinds:
         name = CookieKind(kind).name if kind in CookieKind._value2member_map_ else "unknown"
@@ -444,8 +499,11 @@ def _entry_violations(spec: TableSpec, fields: Iterable[str], priority: int | No
 
 def _instruction_violations(spec: TableSpec, instructions: list[Any]) -> list[Violation]:
     """Hops the instructions take that the table does not declare, and what their learn actions would install."""
-    violations = [Violation(ViolationKind.NEXT_TABLE, int(spec.table), str(hop))
-                  for hop in instruction_hops(instructions) if hop not in spec.hops]
+    violations = [
+        Violation(ViolationKind.NEXT_TABLE, int(spec.table), str(hop))
+        for hop in instruction_hops(instructions)
+        if hop not in spec.hops
+    ]
     for learn in _instruction_actions(instructions, parser.NXActionLearn):
         if learn.table_id not in spec.learns_into:
             violations.append(Violation(ViolationKind.NEXT_TABLE, int(spec.table), f"learn into {learn.table_id}"))
@@ -454,8 +512,9 @@ def _instruction_violations(spec: TableSpec, instructions: list[Any]) -> list[Vi
             violations.append(Violation(ViolationKind.UNKNOWN_TABLE, learn.table_id, "a learn action names it"))
             continue
         fields = [_oxm_name(spec_.dst[0]) for spec_ in learn.specs if isinstance(spec_, parser.NXFlowSpecMatch)]
-        violations += _entry_violations(target, fields, learn.priority, learn.cookie,
-                                        f"learned by table {int(spec.table)}: ")
+        violations += _entry_violations(
+            target, fields, learn.priority, learn.cookie, f"learned by table {int(spec.table)}: "
+        )
     return violations
 
 
@@ -495,8 +554,9 @@ def _action_hops(actions: Iterable[Any]) -> Iterator[Hop]:
 
 def _punts(instructions: list[Any]) -> bool:
     """Whether the instructions send the packet to the controller."""
-    return any(action.port == ofp.OFPP_CONTROLLER for action in _instruction_actions(instructions,
-                                                                                      parser.OFPActionOutput))
+    return any(
+        action.port == ofp.OFPP_CONTROLLER for action in _instruction_actions(instructions, parser.OFPActionOutput)
+    )
 
 
 # -- the document ------------------------------------------------------------------------------------------------------
@@ -509,18 +569,28 @@ _OXM_ORDER = {name: index for index, name in enumerate(field.name for field in o
 
 def render_markdown(pipeline: Mapping[int, TableSpec] = PIPELINE) -> str:
     """The tables section of docs/pipeline.md: one row per declared table, then where packet-outs and groups go."""
-    lines = ["| table | purpose | match fields | goes on by | miss | priorities | cookie kinds |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| table | purpose | match fields | goes on by | miss | priorities | cookie kinds |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for table_id in sorted(pipeline):
         spec = pipeline[table_id]
         fields = ", ".join(f"`{name}`" for name in sorted(spec.match_fields, key=_OXM_ORDER.__getitem__))
         hops = ", ".join([str(hop) for hop in spec.hops] + [f"learn into {int(t)}" for t in sorted(spec.learns_into)])
         priorities = ", ".join(f"`{p.name}` {int(p)}" for p in sorted(spec.priorities, reverse=True))
         kinds = ", ".join(f"{int(kind):#04x} {kind.name.lower()}" for kind in sorted(spec.cookie_kinds))
-        lines.append(f"| {int(table_id)} `{spec.table.name}` | {spec.purpose} | {fields} | {hops or '-'} | "
-                     f"{spec.miss} | {priorities} | {kinds} |")
-    lines += ["", "A packet-out enters by " + ", ".join(str(hop) for hop in PACKET_OUT_HOPS)
-              + "; a VIP's select group sends the packet on by " + ", ".join(str(h) for h in GROUP_BUCKET_HOPS) + "."]
+        lines.append(
+            f"| {int(table_id)} `{spec.table.name}` | {spec.purpose} | {fields} | {hops or '-'} | "
+            f"{spec.miss} | {priorities} | {kinds} |"
+        )
+    lines += [
+        "",
+        "A packet-out enters by "
+        + ", ".join(str(hop) for hop in PACKET_OUT_HOPS)
+        + "; a VIP's select group sends the packet on by "
+        + ", ".join(str(h) for h in GROUP_BUCKET_HOPS)
+        + ".",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -30,13 +30,27 @@ MATCH_HEADER = struct.Struct("!HH")
 OXM_HEADER = struct.Struct("!HBB")
 FLOW_MOD_MATCH_OFFSET = ofp.OFP_FLOW_MOD_SIZE - ofp.OFP_MATCH_SIZE
 PACKET_OUT_HEAD = struct.Struct("!" + ofp.OFP_HEADER_PACK_STR[1:] + ofp.OFP_PACKET_OUT_PACK_STR[1:])
-OUTPUT_TO_TABLE = struct.pack(ofp.OFP_ACTION_OUTPUT_PACK_STR, ofp.OFPAT_OUTPUT, ofp.OFP_ACTION_OUTPUT_SIZE,
-                              ofp.OFPP_TABLE, ofp.OFPCML_MAX)
+OUTPUT_TO_TABLE = struct.pack(
+    ofp.OFP_ACTION_OUTPUT_PACK_STR, ofp.OFPAT_OUTPUT, ofp.OFP_ACTION_OUTPUT_SIZE, ofp.OFPP_TABLE, ofp.OFPCML_MAX
+)
 TEMPLATE_CACHE_SIZE = 4096
 _FlowModBase: Any = parser.OFPFlowMod
 _PacketOutBase: Any = parser.OFPPacketOut
-FLOW_MOD_FIELDS = ("cookie", "cookie_mask", "table_id", "command", "idle_timeout", "hard_timeout", "priority",
-                   "buffer_id", "out_port", "out_group", "flags", "match", "instructions")
+FLOW_MOD_FIELDS = (
+    "cookie",
+    "cookie_mask",
+    "table_id",
+    "command",
+    "idle_timeout",
+    "hard_timeout",
+    "priority",
+    "buffer_id",
+    "out_port",
+    "out_group",
+    "flags",
+    "match",
+    "instructions",
+)
 
 
 class Prepared:
@@ -111,8 +125,13 @@ class OFPPacketOut(Prepared, _PacketOutBase):  # type: ignore[misc]  # os-ken's 
         self.in_port = in_port
         self.data = data
         self.msg_len = PACKET_OUT_HEAD.size + len(actions) + len(data)
-        self.wire = PACKET_OUT_HEAD.pack(ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT, self.msg_len, 0, ofp.OFP_NO_BUFFER,
-                                         in_port, len(actions)) + actions + data
+        self.wire = (
+            PACKET_OUT_HEAD.pack(
+                ofp.OFP_VERSION, ofp.OFPT_PACKET_OUT, self.msg_len, 0, ofp.OFP_NO_BUFFER, in_port, len(actions)
+            )
+            + actions
+            + data
+        )
 
     def decode(self) -> Any:
         """The packet-out's actions as the framework's action parser reads them (os-ken parses no packet-outs)."""
@@ -127,8 +146,9 @@ def parse_packet_out(wire: bytes | bytearray) -> Any:
         action = parser.OFPAction.parser(wire, offset)
         actions.append(action)
         offset += action.len
-    msg = parser.OFPPacketOut(None, buffer_id=buffer_id, in_port=in_port, actions=actions,
-                              data=bytes(wire[offset:msg_len]))
+    msg = parser.OFPPacketOut(
+        None, buffer_id=buffer_id, in_port=in_port, actions=actions, data=bytes(wire[offset:msg_len])
+    )
     msg.xid = xid
     msg.actions_len = actions_len
     return msg
@@ -181,26 +201,56 @@ class NatTemplate:
         """The forward and reverse flow-mods of the client's connection."""
         address = socket.inet_aton(client_ip)
         forward, reverse = bytearray(self.forward), bytearray(self.reverse)
-        forward[self.forward_ip:self.forward_ip + 4] = address
+        forward[self.forward_ip : self.forward_ip + 4] = address
         PORT.pack_into(forward, self.forward_port, client_port)
-        reverse[self.reverse_ip:self.reverse_ip + 4] = address
+        reverse[self.reverse_ip : self.reverse_ip + 4] = address
         PORT.pack_into(reverse, self.reverse_port, client_port)
         return [OFPFlowMod(forward), OFPFlowMod(reverse)]
 
 
 @functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
-def nat_template(vip_ip: str, vip_port: int, vip_mac: str, member_ip: str, member_port: int, member_mac: str,
-                 cookie: int, idle_timeout: int, hard_timeout: int) -> NatTemplate:
+def nat_template(
+    vip_ip: str,
+    vip_port: int,
+    vip_mac: str,
+    member_ip: str,
+    member_port: int,
+    member_mac: str,
+    cookie: int,
+    idle_timeout: int,
+    hard_timeout: int,
+) -> NatTemplate:
     """The template of one member route (everything of a NatRoute but the client), made once and then cached."""
-    return NatTemplate(builders.NatRoute("0.0.0.0", 0, vip_ip, vip_port, vip_mac, member_ip, member_port, member_mac,
-                                         cookie, idle_timeout, hard_timeout))
+    return NatTemplate(
+        builders.NatRoute(
+            "0.0.0.0",
+            0,
+            vip_ip,
+            vip_port,
+            vip_mac,
+            member_ip,
+            member_port,
+            member_mac,
+            cookie,
+            idle_timeout,
+            hard_timeout,
+        )
+    )
 
 
 def nat_connection_flows(route: builders.NatRoute) -> list[Any]:
     """``builders.nat_connection_flows(route)``, prepared from the template of the route's member."""
-    return nat_template(route.vip_ip, route.vip_port, route.vip_mac, route.member_ip, route.member_port,
-                        route.member_mac, route.cookie, route.idle_timeout, route.hard_timeout
-                        ).flow_mods(route.client_ip, route.client_port)
+    return nat_template(
+        route.vip_ip,
+        route.vip_port,
+        route.vip_mac,
+        route.member_ip,
+        route.member_port,
+        route.member_mac,
+        route.cookie,
+        route.idle_timeout,
+        route.hard_timeout,
+    ).flow_mods(route.client_ip, route.client_port)
 
 
 def packet_out_table(in_port: int, data: bytes) -> Any:
@@ -211,10 +261,11 @@ def packet_out_table(in_port: int, data: bytes) -> Any:
 @functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
 def _to_member_actions(member_mac: str, member_ip: str, member_port: int) -> bytes:
     """The serialised actions of ``builders.nat_packet_out`` toward one member (no client field in them)."""
-    route = builders.NatRoute("0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_ip, member_port, member_mac, 0,
-                              0, 0)
+    route = builders.NatRoute(
+        "0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_ip, member_port, member_mac, 0, 0, 0
+    )
     wire = serialised(builders.nat_packet_out(route, 0, b""))
-    return wire[PACKET_OUT_HEAD.size:]
+    return wire[PACKET_OUT_HEAD.size :]
 
 
 def nat_packet_out(route: builders.NatRoute, in_port: int, data: bytes) -> Any:

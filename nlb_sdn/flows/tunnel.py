@@ -78,22 +78,30 @@ def host_labels(fabric: Fabric) -> dict[str, int]:
 def label_hops(fabric: Fabric, dpid: int, ports: dict[str, int], labels: dict[str, int]) -> list[LabelHop]:
     """One switch's label entries: toward every host it has a path to (``ports``: table 3's MAC -> port)."""
     dpids = {switch.name: switch.dpid for switch in fabric.switches}
-    return [LabelHop(labels[host.mac], ports[host.mac], host.mac if dpids[host.switch] == dpid else None)
-            for host in fabric.hosts if host.mac in ports and host.mac in labels]
+    return [
+        LabelHop(labels[host.mac], ports[host.mac], host.mac if dpids[host.switch] == dpid else None)
+        for host in fabric.hosts
+        if host.mac in ports and host.mac in labels
+    ]
 
 
 def tunnel_base_flows(lbu_id: int) -> list[Any]:
     """Table 0 sends labelled packets to the label table; table 7 drops labels it does not know."""
     cookie = make_cookie(CookieKind.BASE, lbu_id)
-    return [flow_add(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS),
-                     [goto(Table.TUNNEL)], cookie),
-            flow_add(Table.TUNNEL, Priority.MISS, parser.OFPMatch(), [], cookie)]
+    return [
+        flow_add(
+            Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS), [goto(Table.TUNNEL)], cookie
+        ),
+        flow_add(Table.TUNNEL, Priority.MISS, parser.OFPMatch(), [], cookie),
+    ]
 
 
 def tunnel_base_deletes() -> list[Any]:
     """Remove what ``tunnel_base_flows`` installs (the last tunnel-mode VIP service is gone)."""
-    return [flow_delete_strict(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS)),
-            flow_delete_strict(Table.TUNNEL, Priority.MISS, parser.OFPMatch())]
+    return [
+        flow_delete_strict(Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_MPLS)),
+        flow_delete_strict(Table.TUNNEL, Priority.MISS, parser.OFPMatch()),
+    ]
 
 
 def label_match(label: int) -> Any:
@@ -120,10 +128,21 @@ def label_deletes() -> list[Any]:
 
 def tunnel_connection_flows(route: TunnelRoute) -> list[Any]:
     """The one entry of a tunnel connection: client->VIP packets get the host's label and go to the label table."""
-    return [flow_add(Table.CONNECTIONS, Priority.CONNECTION, forward_match(route),
-                     [apply(parser.OFPActionPushMpls(ETH_TYPE_MPLS), parser.OFPActionSetField(mpls_label=route.label)),
-                      goto(Table.TUNNEL)],
-                     route.cookie, route.idle_timeout, route.hard_timeout, ofp.OFPFF_SEND_FLOW_REM)]
+    return [
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.CONNECTION,
+            forward_match(route),
+            [
+                apply(parser.OFPActionPushMpls(ETH_TYPE_MPLS), parser.OFPActionSetField(mpls_label=route.label)),
+                goto(Table.TUNNEL),
+            ],
+            route.cookie,
+            route.idle_timeout,
+            route.hard_timeout,
+            ofp.OFPFF_SEND_FLOW_REM,
+        )
+    ]
 
 
 def tunnel_packet_out(route: TunnelRoute, in_port: int, data: bytes) -> Any:
@@ -131,10 +150,17 @@ def tunnel_packet_out(route: TunnelRoute, in_port: int, data: bytes) -> Any:
 
     Released through table 0 a SYN would meet the VIP's SYN entry (``builders.vip_syn_flow``) again.
     """
-    return parser.OFPPacketOut(None, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                               actions=[parser.OFPActionPushMpls(ETH_TYPE_MPLS),
-                                        parser.OFPActionSetField(mpls_label=route.label), resubmit(Table.TUNNEL)],
-                               data=data)
+    return parser.OFPPacketOut(
+        None,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        in_port=in_port,
+        actions=[
+            parser.OFPActionPushMpls(ETH_TYPE_MPLS),
+            parser.OFPActionSetField(mpls_label=route.label),
+            resubmit(Table.TUNNEL),
+        ],
+        data=data,
+    )
 
 
 def tunnel_connection_deletes(route: TunnelRoute) -> list[Any]:

@@ -41,8 +41,10 @@ def _choose() -> str:
         raise ImportError(f"{FRAMEWORK_ENV}={wanted!r}: expected 'os_ken' or 'ryu'")
     manager = _running_manager()
     if wanted and manager and _FRAMEWORKS[wanted] != manager:
-        raise ImportError(f"{FRAMEWORK_ENV}={wanted!r}, but this is {os.path.basename(sys.argv[0])}, which runs "
-                          f"{manager}: unset {FRAMEWORK_ENV}")
+        raise ImportError(
+            f"{FRAMEWORK_ENV}={wanted!r}, but this is {os.path.basename(sys.argv[0])}, which runs "
+            f"{manager}: unset {FRAMEWORK_ENV}"
+        )
     if wanted or manager:
         return _FRAMEWORKS[wanted] if wanted else manager
     try:

@@ -75,9 +75,13 @@ OFPMT_OXM = 1
 OXM_OF_IN_PORT = 0x80000004
 """The OXM header of in_port: class OPENFLOW_BASIC, field 0, no mask, 4 bytes."""
 _LAYOUT_CONSTANTS = {
-    "OFP_HEADER_PACK_STR": OFP_HEADER.format, "OFP_HEADER_SIZE": OFP_HEADER.size,
-    "OFP_PACKET_IN_PACK_STR": PACKET_IN_FIXED.format, "OFP_MATCH_SIZE": 8,
-    "OFP_PACKET_IN_SIZE": PACKET_IN_MATCH_AT + 8, "OFPT_PACKET_IN": OFPT_PACKET_IN, "OFPMT_OXM": OFPMT_OXM,
+    "OFP_HEADER_PACK_STR": OFP_HEADER.format,
+    "OFP_HEADER_SIZE": OFP_HEADER.size,
+    "OFP_PACKET_IN_PACK_STR": PACKET_IN_FIXED.format,
+    "OFP_MATCH_SIZE": 8,
+    "OFP_PACKET_IN_SIZE": PACKET_IN_MATCH_AT + 8,
+    "OFPT_PACKET_IN": OFPT_PACKET_IN,
+    "OFPMT_OXM": OFPMT_OXM,
     "OXM_OF_IN_PORT": OXM_OF_IN_PORT,
 }
 
@@ -113,7 +117,7 @@ def _receive_loop(datapath: Any) -> None:
             msg_len = max(msg_len, OFP_HEADER.size)  # as the framework: a bad length skips one header
             if size - offset < msg_len:
                 break
-            msg = ofproto_parser.msg(datapath, version, msg_type, msg_len, xid, buf[offset:offset + msg_len])
+            msg = ofproto_parser.msg(datapath, version, msg_type, msg_len, xid, buf[offset : offset + msg_len])
             offset += msg_len
             if msg:
                 _deliver(datapath, msg)
@@ -153,8 +157,7 @@ def _send_loop(datapath: Any) -> None:
     except TimeoutError:
         _LOG.debug("socket timed out while sending to the switch at %s", datapath.address)
     except OSError as exc:
-        _LOG.debug("socket error while sending to the switch at %s: [%s] %s", datapath.address, exc.errno,
-                   exc.strerror)
+        _LOG.debug("socket error while sending to the switch at %s: [%s] %s", datapath.address, exc.errno, exc.strerror)
     finally:
         queue = datapath.send_q
         datapath.send_q = None
@@ -182,7 +185,8 @@ def parse_packet_in(datapath: Any, version: int, msg_type: int, msg_len: int, xi
     msg.set_headers(version, msg_type, msg_len, xid)
     msg.set_buf(buf)
     msg.buffer_id, msg.total_len, msg.reason, msg.table_id, msg.cookie = PACKET_IN_FIXED.unpack_from(
-        msg.buf, OFP_HEADER.size)
+        msg.buf, OFP_HEADER.size
+    )
     match = ofproto_v1_3_parser.OFPMatch(_ordered_fields=[("in_port", in_port)])
     match.length = match_len
     in_port_field = ofproto_v1_3_parser.MTInPort(oxm_header, in_port)
@@ -190,7 +194,7 @@ def parse_packet_in(datapath: Any, version: int, msg_type: int, msg_len: int, xi
     match.fields.append(in_port_field)
     msg.match = match
     data = msg.buf[PACKET_IN_DATA_AT:]
-    msg.data = data[:msg.total_len] if msg.total_len < len(data) else data
+    msg.data = data[: msg.total_len] if msg.total_len < len(data) else data
     return msg
 
 
@@ -228,8 +232,11 @@ def _relied_on(controller: ModuleType) -> list[tuple[Any, str, tuple[str, ...]]]
         (ofproto_v1_3_parser, "OFPPacketIn.parser", parser_args),
         (ofproto_v1_3_parser, "OFPPacketIn.set_headers", ("self", "version", "msg_type", "msg_len", "xid")),
         (ofproto_v1_3_parser, "OFPPacketIn.set_buf", ("self", "buf")),
-        (ofproto_v1_3_parser, "OFPPacketIn.__init__",
-         ("self", "datapath", "buffer_id", "total_len", "reason", "table_id", "cookie", "match", "data")),
+        (
+            ofproto_v1_3_parser,
+            "OFPPacketIn.__init__",
+            ("self", "datapath", "buffer_id", "total_len", "reason", "table_id", "cookie", "match", "data"),
+        ),
         (ofproto_v1_3_parser, "OFPMatch.__init__", ("self", "type_", "length", "_ordered_fields", "kwargs")),
         (ofproto_v1_3_parser, "MTInPort.__init__", ("self", "header", "value", "mask")),
         (ofp_event, "ofp_msg_to_ev", ("msg",)),
@@ -287,8 +294,11 @@ def _sample_packet_in() -> bytes:
 
 def _layout_problems() -> list[str]:
     """Where the framework's OpenFlow 1.3 packet-in layout, or its parse of a sample, differs from the lean parser's."""
-    problems = [f"{ofproto_v1_3.__name__}.{name} is {getattr(ofproto_v1_3, name, 'missing')!r}, not {value!r}"
-                for name, value in _LAYOUT_CONSTANTS.items() if getattr(ofproto_v1_3, name, None) != value]
+    problems = [
+        f"{ofproto_v1_3.__name__}.{name} is {getattr(ofproto_v1_3, name, 'missing')!r}, not {value!r}"
+        for name, value in _LAYOUT_CONSTANTS.items()
+        if getattr(ofproto_v1_3, name, None) != value
+    ]
     if problems:
         return problems
     raw = _sample_packet_in()
@@ -318,7 +328,8 @@ def require_fast_path_support(app: Any) -> None:
         raise FastPathUnsupported(
             f"{getattr(app, 'name', type(app).__name__)}: the packet-in fast path patches framework internals and "
             f"cannot run on {DISTRIBUTIONS[NAME]} {VERSION}: {'; '.join(problems)}. Set {FAST_PATH_ENV}="
-            f"{FastPathSetting.OFF.value} to run on the framework's stock path (docs/framework.md).")
+            f"{FastPathSetting.OFF.value} to run on the framework's stock path (docs/framework.md)."
+        )
 
 
 def use_fast_packet_in_path(app: Any) -> bool:
@@ -371,7 +382,11 @@ def _direct_packet_ins(app: Any) -> Callable[[Any, Any], None]:
             try:
                 app_handler(ev)
             except Exception:  # noqa: BLE001 - as the app's event loop: log, never take the datapath down
-                _LOG.exception("%s: handler %s failed on %s", app.name,
-                               getattr(app_handler, "__name__", app_handler), type(ev).__name__)
+                _LOG.exception(
+                    "%s: handler %s failed on %s",
+                    app.name,
+                    getattr(app_handler, "__name__", app_handler),
+                    type(ev).__name__,
+                )
 
     return send_event

@@ -32,12 +32,35 @@ HOOK_MODULE = "nlb_sdn_ryu_compat"
 HOOK_PTH_LINE = f"import {HOOK_MODULE}; {HOOK_MODULE}.install_import_hook()\n"
 """The content of the hook's .pth file: site.py runs it when the interpreter starts."""
 
-_ABC_ALIASES = ("Callable", "Mapping", "MutableMapping", "Sequence", "MutableSequence", "Iterable", "Iterator", "Set",
-                "MutableSet", "Hashable", "Sized", "Container", "Generator")
+_ABC_ALIASES = (
+    "Callable",
+    "Mapping",
+    "MutableMapping",
+    "Sequence",
+    "MutableSequence",
+    "Iterable",
+    "Iterator",
+    "Set",
+    "MutableSet",
+    "Hashable",
+    "Sized",
+    "Container",
+    "Generator",
+)
 
 
-def _ssl_wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_reqs=None, ssl_version=None,
-                     ca_certs=None, do_handshake_on_connect=True, suppress_ragged_eofs=True, ciphers=None):
+def _ssl_wrap_socket(
+    sock,
+    keyfile=None,
+    certfile=None,
+    server_side=False,
+    cert_reqs=None,
+    ssl_version=None,
+    ca_certs=None,
+    do_handshake_on_connect=True,
+    suppress_ragged_eofs=True,
+    ciphers=None,
+):
     """ssl.wrap_socket (removed in Python 3.12) on top of SSLContext, for ryu.lib.hub's TLS paths."""
     import ssl
 
@@ -53,8 +76,12 @@ def _ssl_wrap_socket(sock, keyfile=None, certfile=None, server_side=False, cert_
         context.load_cert_chain(certfile, keyfile)
     if ciphers:
         context.set_ciphers(ciphers)
-    return context.wrap_socket(sock, server_side=server_side, do_handshake_on_connect=do_handshake_on_connect,
-                               suppress_ragged_eofs=suppress_ragged_eofs)
+    return context.wrap_socket(
+        sock,
+        server_side=server_side,
+        do_handshake_on_connect=do_handshake_on_connect,
+        suppress_ragged_eofs=suppress_ragged_eofs,
+    )
 
 
 def apply_eventlet_fix() -> list[str]:

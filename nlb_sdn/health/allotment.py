@@ -78,8 +78,10 @@ class Allotment:
             "duration_ms": self.duration_ms,
             "generation": self.generation,
             "issued_at": self.issued_at,
-            "endpoints": [{"name": name, "endpoint": self.endpoints.get(name, ""), "value": value}
-                          for name, value in self.values.items()],
+            "endpoints": [
+                {"name": name, "endpoint": self.endpoints.get(name, ""), "value": value}
+                for name, value in self.values.items()
+            ],
             "values": dict(self.values),
             "excluded": dict(self.excluded),
         }
@@ -118,9 +120,15 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
-def compute_allotment(service: Service | tuple[str, int, str, str], candidates: list[Candidate],
-                      scheme: Scheme = "percent", tokens: int = PERCENT_TOTAL, duration_ms: int = 2000,
-                      generation: int = 0, now: float = 0.0) -> Allotment:
+def compute_allotment(
+    service: Service | tuple[str, int, str, str],
+    candidates: list[Candidate],
+    scheme: Scheme = "percent",
+    tokens: int = PERCENT_TOTAL,
+    duration_ms: int = 2000,
+    generation: int = 0,
+    now: float = 0.0,
+) -> Allotment:
     """The SPEC §2.11 default allotment: shares of ``max(0, capacity - load)`` over the eligible candidates."""
     if scheme not in ("percent", "tokens"):
         raise ValueError(f"unknown allotment scheme {scheme!r}")
@@ -134,9 +142,15 @@ def compute_allotment(service: Service | tuple[str, int, str, str], candidates: 
         raise ValueError("tokens must be >= 1")
     shares = largest_remainder(_weights(eligible), total) if eligible else {}
     return Allotment(
-        service=Service(*service), scheme=scheme, values=shares, duration_ms=duration_ms, generation=generation,
-        issued_at=now, endpoints={c.name: f"{c.pip}:{c.pport}" for c in eligible},
-        excluded={c.name: c.reason or "not eligible" for c in ordered if not c.eligible})
+        service=Service(*service),
+        scheme=scheme,
+        values=shares,
+        duration_ms=duration_ms,
+        generation=generation,
+        issued_at=now,
+        endpoints={c.name: f"{c.pip}:{c.pport}" for c in eligible},
+        excluded={c.name: c.reason or "not eligible" for c in ordered if not c.eligible},
+    )
 
 
 class AllotmentSpender:
@@ -150,8 +164,13 @@ class AllotmentSpender:
         self._tokens_left: dict[str, int] = {}
         self._picked = False
         self._stale = True
-        self.counters: dict[str, int] = {"picks": 0, "token_overdraw": 0, "expired_picks": 0, "refreshes": 0,
-                                         "revocations": 0}
+        self.counters: dict[str, int] = {
+            "picks": 0,
+            "token_overdraw": 0,
+            "expired_picks": 0,
+            "refreshes": 0,
+            "revocations": 0,
+        }
         if allotment is not None:
             self.install(allotment)
 

@@ -83,8 +83,11 @@ class HostEntry:
             "last_heartbeat": self.last_heartbeat,
             "last_seq": self.last_seq,
             "warm": self.warm,
-            "checksum": {"cached": self.checksum, "reported": self.reported_checksum,
-                         "in_sync": self.checksum == self.reported_checksum},
+            "checksum": {
+                "cached": self.checksum,
+                "reported": self.reported_checksum,
+                "in_sync": self.checksum == self.reported_checksum,
+            },
             "last_postulate": self.last_postulate,
             "row_count": len(self.rows),
             "rows": [self.rows[app_id].to_dict() for app_id in sorted(self.rows)],
@@ -125,8 +128,12 @@ class HLCache:
         self._index: dict[ServiceEndpoint, set[tuple[str, str]]] = {}
         self._warm = False
         self._handlers: dict[str, Callable[[Message, Address, float, Applied], bool]] = {
-            "heartbeat": self._heartbeat, "goodbye": self._goodbye, "row_change": self._row_change,
-            "snapshot": self._snapshot, "postulate": self._postulate, "postulate_wrong": self._postulate_wrong,
+            "heartbeat": self._heartbeat,
+            "goodbye": self._goodbye,
+            "row_change": self._row_change,
+            "snapshot": self._snapshot,
+            "postulate": self._postulate,
+            "postulate_wrong": self._postulate_wrong,
         }
 
     @property
@@ -137,8 +144,12 @@ class HLCache:
     @property
     def counters(self) -> dict[str, dict[str, int]]:
         """Messages applied by type, snapshots requested by reason, messages ignored and anomalies by reason."""
-        return {"applied": dict(self.applied), "resyncs": dict(self.resyncs), "ignored": dict(self.ignored),
-                "anomalies": dict(self.anomalies)}
+        return {
+            "applied": dict(self.applied),
+            "resyncs": dict(self.resyncs),
+            "ignored": dict(self.ignored),
+            "anomalies": dict(self.anomalies),
+        }
 
     def apply(self, msg: Message, addr: Address, now: float) -> Applied:
         """Apply one verified message from ``addr``.
@@ -190,11 +201,13 @@ class HLCache:
                 found.append((entry, row))
         return found
 
-    def endpoint_status(self, pip: str, pport: int, vip: str, vport: int, proto: str = "tcp",
-                        proto_info: str = "") -> tuple[bool, Row | None]:
+    def endpoint_status(
+        self, pip: str, pport: int, vip: str, vport: int, proto: str = "tcp", proto_info: str = ""
+    ) -> tuple[bool, Row | None]:
         """Whether an alive host reports this endpoint, and its row (an alive host's first, by host id)."""
-        rows = [(entry, row) for entry, row in self.rows_for(pip, pport, vip, vport, proto)
-                if row.proto_info == proto_info]
+        rows = [
+            (entry, row) for entry, row in self.rows_for(pip, pport, vip, vport, proto) if row.proto_info == proto_info
+        ]
         for entry, row in rows:
             if entry.status == ALIVE:
                 return True, row
@@ -211,9 +224,18 @@ class HLCache:
             if entry.status != ALIVE or not entry.warm:
                 continue
             entry.last_postulate = now
-            out.append(Outgoing(entry.address, "postulate", {
-                "from": self.src, "host_id": host_id, "checksum": entry.checksum,
-                "current": dict(current_by_host.get(host_id, {}))}))
+            out.append(
+                Outgoing(
+                    entry.address,
+                    "postulate",
+                    {
+                        "from": self.src,
+                        "host_id": host_id,
+                        "checksum": entry.checksum,
+                        "current": dict(current_by_host.get(host_id, {})),
+                    },
+                )
+            )
         return out
 
     def set_target(self, host_id: str, app_id: str, target: str) -> list[Outgoing]:
@@ -223,8 +245,9 @@ class HLCache:
         entry = self.hosts[host_id]
         if app_id not in entry.rows:
             raise KeyError(app_id)
-        return [Outgoing(entry.address, "set_target_state", {"lbu_id": self.lbu_id, "app_id": app_id,
-                                                             "target": target})]
+        return [
+            Outgoing(entry.address, "set_target_state", {"lbu_id": self.lbu_id, "app_id": app_id, "target": target})
+        ]
 
     def as_dict(self, now: float) -> dict[str, Any]:
         """A JSON-friendly view for ``GET /v1/hl/cache``."""
@@ -298,8 +321,13 @@ class HLCache:
         entry = self._touch(msg, addr, now, result)
         entry.reported_checksum = msg.body["checksum"]
         if entry.reported_checksum != entry.checksum:
-            result.outgoing.append(Outgoing(addr, "postulate_wrong", {
-                "from": self.src, "host_id": entry.host_id, "checksum_actual": entry.checksum}))
+            result.outgoing.append(
+                Outgoing(
+                    addr,
+                    "postulate_wrong",
+                    {"from": self.src, "host_id": entry.host_id, "checksum_actual": entry.checksum},
+                )
+            )
             self._resync(entry, "postulate_mismatch", result)
         return True
 
@@ -330,8 +358,9 @@ class HLCache:
         if any(out.type == "get_snapshot" for out in result.outgoing):
             return
         self.resyncs[reason] += 1
-        result.outgoing.append(Outgoing(entry.address, "get_snapshot",
-                                        {"lbu_id": self.lbu_id, "host_id": entry.host_id, "reason": reason}))
+        result.outgoing.append(
+            Outgoing(entry.address, "get_snapshot", {"lbu_id": self.lbu_id, "host_id": entry.host_id, "reason": reason})
+        )
 
     def _set_status(self, entry: HostEntry, status: str) -> HostEvent:
         """Change a host's status; the event."""

@@ -65,8 +65,9 @@ class HealthHandler:
         self._next_postulate = now + settings.postulate_period
         self._last_current: tuple[dict[str, dict[str, str]], list[str]] = ({}, [])
 
-    def set_config(self, config: Config, attachments: Callable[[Member], Attachment | None],
-                   now: float) -> list[Datagram]:
+    def set_config(
+        self, config: Config, attachments: Callable[[Member], Attachment | None], now: float
+    ) -> list[Datagram]:
         """Take a new model: re-target probes, drop allotments of changed VIPs, relay changed directives to agents."""
         old = {vip.name: vip for vip in self.config.vips}
         relays: list[Datagram] = []
@@ -86,8 +87,19 @@ class HealthHandler:
             for member in vip.members:
                 where = attachments(member) if member.health == "probe" else None
                 if where is not None:
-                    targets.append(ProbeTarget(vip.name, member.name, vip.address, vip.mac, member.address,
-                                               member.port, where.mac, where.dpid, where.port))
+                    targets.append(
+                        ProbeTarget(
+                            vip.name,
+                            member.name,
+                            vip.address,
+                            vip.mac,
+                            member.address,
+                            member.port,
+                            where.mac,
+                            where.dpid,
+                            where.port,
+                        )
+                    )
         self.prober.set_targets(targets)
         return relays
 
@@ -110,8 +122,7 @@ class HealthHandler:
         """One member's capacity, load and whether it may take new connections now (and if not, why)."""
         capacity, load, reported, eligible, reason = float(member.weight), 0.0, None, True, ""
         if member.health == "agent":
-            alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port,
-                                                    vip.protocol)
+            alive, row = self.cache.endpoint_status(member.address, member.port, vip.address, vip.port, vip.protocol)
             eligible, reason = agent_eligibility(alive, row)
             if row is not None:
                 capacity, load, reported = row.capacity, row.load, row.target
@@ -143,8 +154,15 @@ class HealthHandler:
         """A freshly computed allotment (FIG. 18 response 1804) for the VIP service."""
         self.generations[vip.name] += 1
         service = Service(vip.address, vip.port, vip.protocol, "")
-        return compute_allotment(service, self.candidates(vip, has_mac), vip.allotment.scheme, vip.allotment.tokens,
-                                 vip.allotment.duration_ms, self.generations[vip.name], now)
+        return compute_allotment(
+            service,
+            self.candidates(vip, has_mac),
+            vip.allotment.scheme,
+            vip.allotment.tokens,
+            vip.allotment.duration_ms,
+            self.generations[vip.name],
+            now,
+        )
 
     def pick(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> str | None:
         """The member for the next new connection of ``vip``, or None (counted in ``refused`` by reason)."""
@@ -179,8 +197,9 @@ class HealthHandler:
         """VIPs that have a member at one of these (pip, pport) endpoints."""
         return [vip for vip in self.config.vips if any((m.address, m.port) in endpoints for m in vip.members)]
 
-    def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float,
-                        has_mac: Callable[[Member], bool]) -> tuple[list[Datagram], Message | None]:
+    def handle_datagram(
+        self, data: bytes, addr: tuple[str, int], now: float, has_mac: Callable[[Member], bool]
+    ) -> tuple[list[Datagram], Message | None]:
         """Verify and apply one agent datagram; return the replies, and a verified session message for the caller."""
         if self.verifier is None:
             return [], None
@@ -207,8 +226,9 @@ class HealthHandler:
             self.reassess(has_mac, [v for v in self.config.vips if v.name in {vip for vip, _ in changed}])
         return sends
 
-    def tick(self, now: float, live: Callable[[str, str], int],
-             has_mac: Callable[[Member], bool]) -> tuple[list[Datagram], list[ProbeSend]]:
+    def tick(
+        self, now: float, live: Callable[[str, str], int], has_mac: Callable[[Member], bool]
+    ) -> tuple[list[Datagram], list[ProbeSend]]:
         """Periodic work: host liveness, probes due, postulates with current states."""
         events = self.cache.tick(now)
         changed: set[tuple[str, int]] = set()
@@ -234,11 +254,9 @@ class HealthHandler:
             for member in vip.members:
                 if member.health != "agent":
                     continue
-                for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port,
-                                                     vip.protocol):
+                for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port, vip.protocol):
                     target = effective_target(member.state, row.target)
-                    result.setdefault(host.host_id, {})[row.app_id] = current_state(
-                        target, live(vip.name, member.name))
+                    result.setdefault(host.host_id, {})[row.app_id] = current_state(target, live(vip.name, member.name))
         return result
 
     def member_state(self, vip: Vip, member: Member, live_connections: int) -> dict[str, Any]:
@@ -252,20 +270,39 @@ class HealthHandler:
         elif member.health == "probe":
             health = self.prober.health(vip.name, member.name)
         target = effective_target(member.state, reported)
-        return {"vip": vip.name, "member": member.name, "target": target, "configured_target": member.state,
-                "reported_target": reported, "current": current_state(target, live_connections),
-                "connections": live_connections, "health_source": member.health, "health": health,
-                "app_id": app_id_of(vip.address, vip.port, vip.protocol, member.address, member.port)}
+        return {
+            "vip": vip.name,
+            "member": member.name,
+            "target": target,
+            "configured_target": member.state,
+            "reported_target": reported,
+            "current": current_state(target, live_connections),
+            "connections": live_connections,
+            "health_source": member.health,
+            "health": health,
+            "app_id": app_id_of(vip.address, vip.port, vip.protocol, member.address, member.port),
+        }
 
     def allotment_view(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> dict[str, Any]:
         """The allotment in use (or the one that would be issued now), with the candidates' eligibility."""
         spender = self.spenders.get(vip.name)
         allotment = spender.allotment if spender and spender.allotment else None
-        view = (allotment.as_dict() if allotment else
-                dict(self.allotment_for(vip, has_mac, now).as_dict(), note="not issued yet: no connection so far"))
-        view["candidates"] = [{"name": c.name, "endpoint": f"{c.pip}:{c.pport}", "capacity": c.capacity,
-                               "load": c.load, "eligible": c.eligible, "reason": c.reason}
-                              for c in self.candidates(vip, has_mac)]
+        view = (
+            allotment.as_dict()
+            if allotment
+            else dict(self.allotment_for(vip, has_mac, now).as_dict(), note="not issued yet: no connection so far")
+        )
+        view["candidates"] = [
+            {
+                "name": c.name,
+                "endpoint": f"{c.pip}:{c.pport}",
+                "capacity": c.capacity,
+                "load": c.load,
+                "eligible": c.eligible,
+                "reason": c.reason,
+            }
+            for c in self.candidates(vip, has_mac)
+        ]
         view["counters"] = dict(spender.counters) if spender else {}
         view["warm"] = self.cache.warm(now) if self.needs_warm_cache(vip) else True
         return view
@@ -273,8 +310,10 @@ class HealthHandler:
     def stats(self) -> dict[str, Any]:
         """Counters: messages accepted by type and dropped by reason, cache activity, probes, refusals."""
         return {
-            "messages": {"accepted": dict(self.verifier.accepted) if self.verifier else {},
-                         "dropped": dict(self.verifier.dropped) if self.verifier else {}},
+            "messages": {
+                "accepted": dict(self.verifier.accepted) if self.verifier else {},
+                "dropped": dict(self.verifier.dropped) if self.verifier else {},
+            },
             "cache": self.cache.counters,
             "hosts": {host_id: host.status for host_id, host in sorted(self.cache.hosts.items())},
             "probes": self.prober.as_dict(),

@@ -99,9 +99,23 @@ class Prober:
                 state.outstanding = (port, now)
                 state.next_at = now + self.settings.interval
                 target = state.target
-                sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
-                    target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, port, target.member_port,
-                    TCP_SYN, seq=port, window=PROBE_WINDOW)))
+                sends.append(
+                    ProbeSend(
+                        target.dpid,
+                        target.port,
+                        tcp_frame(
+                            target.vip_mac,
+                            target.member_mac,
+                            target.vip_ip,
+                            target.member_ip,
+                            port,
+                            target.member_port,
+                            TCP_SYN,
+                            seq=port,
+                            window=PROBE_WINDOW,
+                        ),
+                    )
+                )
         return sends, changed
 
     def on_reply(self, segment: TcpSegment) -> tuple[list[ProbeSend], list[ProbeKey]] | None:
@@ -117,16 +131,32 @@ class Prober:
         sends: list[ProbeSend] = []
         alive = segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
         if alive:
-            sends.append(ProbeSend(target.dpid, target.port, tcp_frame(
-                target.vip_mac, target.member_mac, target.vip_ip, target.member_ip, segment.dst_port,
-                target.member_port, TCP_RST, seq=segment.dst_port + 1, window=PROBE_WINDOW)))
+            sends.append(
+                ProbeSend(
+                    target.dpid,
+                    target.port,
+                    tcp_frame(
+                        target.vip_mac,
+                        target.member_mac,
+                        target.vip_ip,
+                        target.member_ip,
+                        segment.dst_port,
+                        target.member_port,
+                        TCP_RST,
+                        seq=segment.dst_port + 1,
+                        window=PROBE_WINDOW,
+                    ),
+                )
+            )
         changed = [key] if self._observe(state, alive, "syn_ack" if alive else "refused") else []
         return sends, changed
 
     def as_dict(self) -> dict[str, dict[str, object]]:
         """Per member: health, last result and result counts (for REST)."""
-        return {f"{vip}/{member}": {"health": s.health, "last_result": s.last_result, "results": dict(s.results)}
-                for (vip, member), s in sorted(self.states.items())}
+        return {
+            f"{vip}/{member}": {"health": s.health, "last_result": s.last_result, "results": dict(s.results)}
+            for (vip, member), s in sorted(self.states.items())
+        }
 
     def _observe(self, state: ProbeState, success: bool, result: str) -> bool:
         """Apply one result with rise/fall; True if the health changed."""

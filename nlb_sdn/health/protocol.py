@@ -114,18 +114,37 @@ def _row_change(body: dict[str, Any]) -> bool:
 SCHEMAS: dict[str, tuple[dict[str, FieldCheck], dict[str, FieldCheck], Callable[[dict[str, Any]], bool] | None]] = {
     "heartbeat": ({"host_id": is_ident, "checksum": _u32, "row_count": _count, "period_ms": _positive}, {}, None),
     "goodbye": ({"host_id": is_ident, "reason": _text}, {}, None),
-    "row_change": ({"host_id": is_ident, "op": _one_of(*OPS), "app_id": _app_id, "prev_checksum": _u32,
-                    "checksum": _u32}, {"row": _row}, _row_change),
+    "row_change": (
+        {"host_id": is_ident, "op": _one_of(*OPS), "app_id": _app_id, "prev_checksum": _u32, "checksum": _u32},
+        {"row": _row},
+        _row_change,
+    ),
     "get_snapshot": ({"lbu_id": _lbu_id, "host_id": is_ident, "reason": _text}, {}, None),
     "snapshot": ({"host_id": is_ident, "rows": _rows, "checksum": _u32}, {}, None),
     "postulate": ({"from": is_ident, "host_id": is_ident, "checksum": _u32}, {"current": _current}, None),
     "postulate_wrong": ({"from": is_ident, "host_id": is_ident, "checksum_actual": _u32}, {}, None),
     "set_target_state": ({"lbu_id": _lbu_id, "app_id": _app_id, "target": _one_of(*TARGET_STATES)}, {}, None),
-    "session_up": ({"host_id": is_ident, "stype": _stype, "sid": _sid, "vip": is_ipv4, "vport": is_port,
-                    "proto": _one_of(*PROTOCOLS), "pip": is_ipv4, "pport": is_port, "client": is_ipv4, "ttl_s": _ttl},
-                   {}, None),
-    "session_down": ({"host_id": is_ident, "stype": _stype, "sid": _sid, "vip": is_ipv4, "vport": is_port,
-                      "client": is_ipv4}, {}, None),
+    "session_up": (
+        {
+            "host_id": is_ident,
+            "stype": _stype,
+            "sid": _sid,
+            "vip": is_ipv4,
+            "vport": is_port,
+            "proto": _one_of(*PROTOCOLS),
+            "pip": is_ipv4,
+            "pport": is_port,
+            "client": is_ipv4,
+            "ttl_s": _ttl,
+        },
+        {},
+        None,
+    ),
+    "session_down": (
+        {"host_id": is_ident, "stype": _stype, "sid": _sid, "vip": is_ipv4, "vport": is_port, "client": is_ipv4},
+        {},
+        None,
+    ),
 }
 """Per message type: required body fields, optional body fields (each with its check) and a whole-body check.
 Other body fields are ignored."""

@@ -79,10 +79,14 @@ class Row:
         _address("pip", self.pip)
         _port("pport", self.pport)
         _choice("proto", self.proto, PROTOCOLS)
-        if not isinstance(self.proto_info, str) or len(self.proto_info) > MAX_PROTO_INFO \
-                or not self.proto_info.isprintable():
-            raise ValueError(f"proto_info: expected printable text of at most {MAX_PROTO_INFO} characters, "
-                             f"got {self.proto_info!r}")
+        if (
+            not isinstance(self.proto_info, str)
+            or len(self.proto_info) > MAX_PROTO_INFO
+            or not self.proto_info.isprintable()
+        ):
+            raise ValueError(
+                f"proto_info: expected printable text of at most {MAX_PROTO_INFO} characters, got {self.proto_info!r}"
+            )
         _choice("health", self.health, HEALTH_STATES)
         _number("load", self.load, positive=False)
         _number("capacity", self.capacity, positive=True)
@@ -137,8 +141,13 @@ class Change:
 
     def body(self, host_id: str) -> dict[str, Any]:
         """The ``row_change`` message body for this change (``row`` absent for a delete)."""
-        body: dict[str, Any] = {"host_id": host_id, "op": self.op, "app_id": self.app_id,
-                                "prev_checksum": self.prev_checksum, "checksum": self.checksum}
+        body: dict[str, Any] = {
+            "host_id": host_id,
+            "op": self.op,
+            "app_id": self.app_id,
+            "prev_checksum": self.prev_checksum,
+            "checksum": self.checksum,
+        }
         if self.row is not None:
             body["row"] = self.row.to_dict()
         return body

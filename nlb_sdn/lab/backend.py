@@ -38,7 +38,7 @@ def pattern(offset: int, size: int) -> memoryview:
     if not 0 <= size <= CHUNK:
         raise ValueError(f"pattern slice size {size} outside 0..{CHUNK}")
     start = offset % PATTERN_PERIOD
-    return memoryview(_BLOCK)[start:start + size]
+    return memoryview(_BLOCK)[start : start + size]
 
 
 def pattern_sha256(size: int) -> str:
@@ -158,7 +158,7 @@ class Backend:
             await writer.drain()
             return keep_alive
         if url.path.startswith("/bytes/"):
-            size, rate = self._bytes_args(url.path[len("/bytes/"):], url.query)
+            size, rate = self._bytes_args(url.path[len("/bytes/") :], url.query)
             writer.write(self._head(200, size, keep_alive, peer, "application/octet-stream"))
             if method == "GET":
                 await self._stream(writer, size, rate)
@@ -278,8 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="name returned in X-Served-By and by GET /")
     parser.add_argument("--port", type=int, default=80, help="TCP port (0 picks a free one; default 80)")
     parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to bind (default 0.0.0.0)")
-    parser.add_argument("--handoff-socket", metavar="PATH",
-                        help="also serve connections handed over on this Unix socket (migrated connections)")
+    parser.add_argument(
+        "--handoff-socket",
+        metavar="PATH",
+        help="also serve connections handed over on this Unix socket (migrated connections)",
+    )
     args = parser.parse_args(argv)
     try:
         sock = listen_socket(args.bind, args.port)

@@ -30,10 +30,20 @@ PIDS_FILE = STATE_DIR / "pids.json"
 class LabBase:
     """The lab's description and running state: topology, config, workdir, ports, network and our processes."""
 
-    def __init__(self, topo: str | LabTopo, config: dict[str, Any], *, workdir: str,
-                 controller_cmd: list[str] | None = None, ofp_port: int = 6653, rest_port: int | None = None,
-                 static_arp: bool = False, disable_ipv6: bool = True, backend_ports: list[int] | None = None,
-                 lock_timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        topo: str | LabTopo,
+        config: dict[str, Any],
+        *,
+        workdir: str,
+        controller_cmd: list[str] | None = None,
+        ofp_port: int = 6653,
+        rest_port: int | None = None,
+        static_arp: bool = False,
+        disable_ipv6: bool = True,
+        backend_ports: list[int] | None = None,
+        lock_timeout: float = 300.0,
+    ) -> None:
         """Describe the lab; nothing starts before ``__enter__``.
 
         ``topo`` is a LabTopo or a name in ``TOPOLOGIES``. ``config`` is a config dict; a missing ``fabric`` is
@@ -57,11 +67,21 @@ class LabBase:
         self.controller_log = self.workdir / "controller.log"
         self.nlb_controller = controller_cmd is None
         self.controller_cmd = (
-            [sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", str(self.config_path),
-             "--ofp-tcp-listen-port", str(ofp_port)]
+            [
+                sys.executable,
+                "-m",
+                "nlb_sdn.cli",
+                "controller",
+                "--config",
+                str(self.config_path),
+                "--ofp-tcp-listen-port",
+                str(ofp_port),
+            ]
             if controller_cmd is None
-            else [item.format(config=self.config_path, ofp_port=ofp_port, rest_port=self.rest_port,
-                              workdir=self.workdir) for item in controller_cmd]
+            else [
+                item.format(config=self.config_path, ofp_port=ofp_port, rest_port=self.rest_port, workdir=self.workdir)
+                for item in controller_cmd
+            ]
         )
         self.static_arp = static_arp
         self.disable_ipv6 = disable_ipv6
@@ -87,16 +107,24 @@ class LabBase:
 
     def _all_procs(self) -> list[subprocess.Popen[Any]]:
         """Every process the lab started or had Mininet start."""
-        procs: list[subprocess.Popen[Any]] = [*self._node_shells, *self.backend_procs.values(), *self.client_procs,
-                                              *self.agent_procs.values(), *self.host_procs]
+        procs: list[subprocess.Popen[Any]] = [
+            *self._node_shells,
+            *self.backend_procs.values(),
+            *self.client_procs,
+            *self.agent_procs.values(),
+            *self.host_procs,
+        ]
         if self.controller_proc is not None:
             procs.append(self.controller_proc)
         return procs
 
     def _record(self) -> None:
         """Write the PIDs and command lines of everything we started, for the cleanup after a crash."""
-        entries = [{"pid": p.pid, "start_time": start_time(p.pid), "args": command_line(p)}
-                   for p in self._all_procs() if p.poll() is None]
+        entries = [
+            {"pid": p.pid, "start_time": start_time(p.pid), "args": command_line(p)}
+            for p in self._all_procs()
+            if p.poll() is None
+        ]
         PIDS_FILE.write_text(json.dumps([e for e in entries if e["start_time"] is not None], indent=1))
 
     def host(self, name: str) -> Host:
@@ -112,11 +140,13 @@ class LabBase:
             raise LabError(f"{name!r} is not a client of this topology ({', '.join(self.topo.clients)})")
         return self.host(name)
 
-    def host_run(self, name: str, cmd: Sequence[str],
-                 timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    def host_run(
+        self, name: str, cmd: Sequence[str], timeout: float = COMMAND_TIMEOUT
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside host ``name``'s namespace with a time bound (killed by PID on timeout)."""
-        proc = self.host(name).popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL, text=True)
+        proc = self.host(name).popen(
+            list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+        )
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

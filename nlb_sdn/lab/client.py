@@ -104,8 +104,9 @@ async def _one_connection(host: str, port: int, timeout: float) -> dict[str, Any
     return outcome
 
 
-async def _connections(host: str, port: int, count: int, concurrency: int, timeout: float,
-                       conn_timeout: float, rate: float | None) -> dict[str, Any]:
+async def _connections(
+    host: str, port: int, count: int, concurrency: int, timeout: float, conn_timeout: float, rate: float | None
+) -> dict[str, Any]:
     """Run the connections mode on the running loop."""
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -152,8 +153,15 @@ async def _connections(host: str, port: int, count: int, concurrency: int, timeo
     }
 
 
-def run_connections(host: str, port: int = 80, count: int = 100, concurrency: int = 1, timeout: float = 30.0,
-                    conn_timeout: float = 5.0, rate: float | None = None) -> dict[str, Any]:
+def run_connections(
+    host: str,
+    port: int = 80,
+    count: int = 100,
+    concurrency: int = 1,
+    timeout: float = 30.0,
+    conn_timeout: float = 5.0,
+    rate: float | None = None,
+) -> dict[str, Any]:
     """Open up to ``count`` new connections (``concurrency`` at a time, paced at ``rate``/s) within ``timeout`` s.
 
     Each connection sends ``GET /`` with ``Connection: close`` and must finish within ``conn_timeout`` s.
@@ -162,8 +170,9 @@ def run_connections(host: str, port: int = 80, count: int = 100, concurrency: in
     return asyncio.run(_connections(_ipv4(host), port, count, concurrency, timeout, conn_timeout, rate))
 
 
-def download(host: str, port: int = 80, size: int = 1_000_000, rate: int | None = None,
-             timeout: float = 60.0) -> dict[str, Any]:
+def download(
+    host: str, port: int = 80, size: int = 1_000_000, rate: int | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
     """GET /bytes/<size>[?rate=] on one connection and verify length and content against the backend pattern.
 
     Returns ``{"ok", "bytes", "expected_bytes", "served_by", "sha256", "elapsed_s", "mbps"}`` plus ``error`` (and
@@ -171,8 +180,16 @@ def download(host: str, port: int = 80, size: int = 1_000_000, rate: int | None 
     """
     address = _ipv4(host)
     target = f"/bytes/{size}" + (f"?rate={rate}" if rate else "")
-    result: dict[str, Any] = {"mode": "download", "target": f"{address}:{port}{target}", "ok": False, "bytes": 0,
-                              "expected_bytes": size, "served_by": None, "sha256": None, "error": None}
+    result: dict[str, Any] = {
+        "mode": "download",
+        "target": f"{address}:{port}{target}",
+        "ok": False,
+        "bytes": 0,
+        "expected_bytes": size,
+        "served_by": None,
+        "sha256": None,
+        "error": None,
+    }
     digest = hashlib.sha256()
     start = time.monotonic()
     deadline = start + timeout
@@ -254,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"host must be a literal IPv4 address, got {args.host!r}")
     if args.mode == "connections":
-        summary = run_connections(args.host, args.port, args.count, args.concurrency, args.timeout,
-                                  args.conn_timeout, args.rate)
+        summary = run_connections(
+            args.host, args.port, args.count, args.concurrency, args.timeout, args.conn_timeout, args.rate
+        )
         success = summary["errors"] == 0 and summary["total"] == args.count
     else:
         summary = download(args.host, args.port, args.size, args.rate, args.timeout)

@@ -36,8 +36,13 @@ class LabController(LabBase):
             raise LabError("the controller is already running")
         with open(self.controller_log, "ab") as log:
             self.controller_proc = subprocess.Popen(
-                self.controller_cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=dict(os.environ, NLB_SDN_CONFIG=str(self.config_path)))
+                self.controller_cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=dict(os.environ, NLB_SDN_CONFIG=str(self.config_path)),
+            )
         self._record()
 
     def stop_controller(self) -> None:
@@ -49,8 +54,7 @@ class LabController(LabBase):
         """Raise LabError with the log tail if the controller process has exited."""
         if self.controller_proc is None or self.controller_proc.poll() is not None:
             code = None if self.controller_proc is None else self.controller_proc.returncode
-            raise LabError(f"controller not running (exit {code}); {self.controller_log}:\n"
-                           f"{tail(self.controller_log)}")
+            raise LabError(f"controller not running (exit {code}); {self.controller_log}:\n{tail(self.controller_log)}")
 
     def wait_switches_connected(self, timeout: float = 30.0, via: str | None = None) -> None:
         """Wait until every switch of the topology is connected to the controller.
@@ -79,8 +83,10 @@ class LabController(LabBase):
         """Whether OVS reports bridge ``switch`` connected to one of its controllers."""
         out = run(["ovs-vsctl", "--timeout=5", "get", "Bridge", switch, "controller"]).stdout.strip()
         uuids = [u.strip() for u in out.strip("[]").split(",") if u.strip()]
-        return any(run(["ovs-vsctl", "--timeout=5", "get", "Controller", u, "is_connected"]).stdout.strip()
-                   == "true" for u in uuids)
+        return any(
+            run(["ovs-vsctl", "--timeout=5", "get", "Controller", u, "is_connected"]).stdout.strip() == "true"
+            for u in uuids
+        )
 
     def rest(self, method: str, path: str, body: Any = None, timeout: float = 5.0) -> Any:
         """Call the controller REST API on 127.0.0.1 with a JSON body; return the decoded JSON (None if empty).
@@ -88,8 +94,12 @@ class LabController(LabBase):
         Raises RestError (``status``, ``body``) for HTTP error statuses, OSError when nothing answers.
         """
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data, method=method,
-                                         headers={"Content-Type": "application/json", "Accept": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.rest_port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
             with opener.open(request, timeout=timeout) as response:

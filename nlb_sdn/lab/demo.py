@@ -25,8 +25,9 @@ def share_table(served: dict[str, int], weights: dict[str, int]) -> list[str]:
     for name, weight in weights.items():
         expected = 100.0 * weight / weight_total
         share = 100.0 * served.get(name, 0) / total
-        rows.append(f"{name:<8}{weight:>8}{expected:>9.1f}%{served.get(name, 0):>8}{share:>8.1f}%"
-                    f"{share - expected:>+7.1f}")
+        rows.append(
+            f"{name:<8}{weight:>8}{expected:>9.1f}%{served.get(name, 0):>8}{share:>8.1f}%{share - expected:>+7.1f}"
+        )
     return rows
 
 
@@ -37,15 +38,19 @@ def run_demo(connections: int, workdir: str) -> int:
     for member in members:
         member["weight"] = WEIGHTS[member["name"]]
     config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "members": members}])
-    print(f"nlb_sdn demo: fabric lab (clients {', '.join(topo.clients)} on s1; backends "
-          f"{', '.join(topo.backends)} on s2; cores s3, s4), VIP {VIP}:80, weights {WEIGHTS}")
+    print(
+        f"nlb_sdn demo: fabric lab (clients {', '.join(topo.clients)} on s1; backends "
+        f"{', '.join(topo.backends)} on s2; cores s3, s4), VIP {VIP}:80, weights {WEIGHTS}"
+    )
     with Lab(topo, config, workdir=workdir) as lab:
         lab.wait_switches_connected()
         print(f"controller up, switches connected: {lab.rest('GET', '/v1/stats')['switches']}")
         before = lab.rest("GET", "/v1/stats")["packet_in"]
         per_client = connections // len(topo.clients)
-        procs = [lab.start_client(client, ["connections", VIP, "--count", per_client, "--concurrency", 4,
-                                           "--timeout", 120]) for client in topo.clients]
+        procs = [
+            lab.start_client(client, ["connections", VIP, "--count", per_client, "--concurrency", 4, "--timeout", 120])
+            for client in topo.clients
+        ]
         served: dict[str, int] = {}
         errors = 0
         for proc in procs:
@@ -62,10 +67,14 @@ def run_demo(connections: int, workdir: str) -> int:
         print("\n".join(share_table(served, WEIGHTS)))
         print()
         print(f"connections made: {made}   answered: {sum(served.values())}   errors: {errors}")
-        print(f"packet-ins for connections: {conn_punts}   new connections classified: {new}   "
-              f"packet-ins per connection: {conn_punts / max(made, 1):.3f}")
-        print(f"flow-mods sent: {stats['flow_mod']}   packet-outs: {stats['packet_out']}   "
-              f"controller errors: {sum(stats['errors'].values())}")
+        print(
+            f"packet-ins for connections: {conn_punts}   new connections classified: {new}   "
+            f"packet-ins per connection: {conn_punts / max(made, 1):.3f}"
+        )
+        print(
+            f"flow-mods sent: {stats['flow_mod']}   packet-outs: {stats['packet_out']}   "
+            f"controller errors: {sum(stats['errors'].values())}"
+        )
         print("tearing down ...")
     print("done: no namespace, bridge or process left behind")
     return 0 if errors == 0 and sum(served.values()) == made else 1

@@ -53,8 +53,9 @@ class Lab(LabMachine, LabNetwork, LabController, LabServices):
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         """Tear everything down; re-raise a SIGINT/SIGTERM that arrived during teardown."""
         pending = self.close(raise_leftovers=exc is None)
         if pending is not None and exc is None:

@@ -30,8 +30,9 @@ def open_raw(interface: str) -> socket.socket:
     return sock
 
 
-def relay(a: str, b: str, loss: float, seconds: float, seed: int | None = None,
-          stopped: Callable[[], bool] = lambda: False) -> Counter[str]:
+def relay(
+    a: str, b: str, loss: float, seconds: float, seed: int | None = None, stopped: Callable[[], bool] = lambda: False
+) -> Counter[str]:
     """Relay frames between interfaces ``a`` and ``b`` for ``seconds`` (or until ``stopped()``), dropping each with
     probability ``loss``."""
     rng = random.Random(seed)

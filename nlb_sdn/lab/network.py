@@ -53,9 +53,15 @@ class LabNetwork(LabBase):
         from mininet.net import Mininet
         from mininet.node import Host, OVSSwitch
 
-        return Mininet(topo=self.topo.mininet_topo(), switch=partial(OVSSwitch, **SWITCH_OPTS), host=Host,
-                       controller=partial(_lab_controller_class(), ip="127.0.0.1", port=self.ofp_port),
-                       build=False, autoSetMacs=False, waitConnected=False)
+        return Mininet(
+            topo=self.topo.mininet_topo(),
+            switch=partial(OVSSwitch, **SWITCH_OPTS),
+            host=Host,
+            controller=partial(_lab_controller_class(), ip="127.0.0.1", port=self.ofp_port),
+            build=False,
+            autoSetMacs=False,
+            waitConnected=False,
+        )
 
     def _start_net(self) -> None:
         """Build and start the network, recording the nodes' shells as soon as they exist, and configure it."""
@@ -128,9 +134,11 @@ class LabNetwork(LabBase):
         """
         node = self.host(name)
         intf = node.defaultIntf().name
-        out = node.cmd(f"sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
-                       f"net.ipv4.conf.{intf}.arp_ignore=1 net.ipv4.conf.{intf}.arp_announce=2 && "
-                       f"ip addr replace {address}/32 dev lo; echo rc=$?")
+        out = node.cmd(
+            f"sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 "
+            f"net.ipv4.conf.{intf}.arp_ignore=1 net.ipv4.conf.{intf}.arp_announce=2 && "
+            f"ip addr replace {address}/32 dev lo; echo rc=$?"
+        )
         if "rc=0" not in out:
             raise LabError(f"{name}: cannot put {address} on lo: {out.strip()}")
 
@@ -142,8 +150,9 @@ class LabNetwork(LabBase):
             if not host.inNamespace:
                 continue
             intf = host.defaultIntf().name
-            commands = [f"ip neigh replace {ip} lladdr {mac} dev {intf} nud permanent"
-                        for ip, mac in entries if ip != host.IP()]
+            commands = [
+                f"ip neigh replace {ip} lladdr {mac} dev {intf} nud permanent" for ip, mac in entries if ip != host.IP()
+            ]
             host.cmd("; ".join(commands))
 
     def make_lossy(self, name: str, loss: float, seconds: float = 300.0) -> subprocess.Popen[bytes]:
@@ -158,18 +167,44 @@ class LabNetwork(LabBase):
         address = node.cmd(f"ip -o -4 addr show dev {intf} | awk '{{print $4}}'").strip()
         neighbours = node.cmd(f"ip neigh show dev {intf} nud permanent").strip().splitlines()
         offloads = "tx off tso off gso off gro off"
-        script = [f"ip link add {inner} type veth peer name {outer}", f"ip link set {inner} address {node.MAC()}",
-                  f"ethtool -K {inner} {offloads}", f"ethtool -K {outer} {offloads}", f"ethtool -K {intf} {offloads}",
-                  f"ip addr del {address} dev {intf}", f"ip addr add {address} dev {inner}",
-                  f"sysctl -qw net.ipv4.conf.{inner}.arp_ignore=1 net.ipv4.conf.{inner}.arp_announce=2",
-                  f"ip link set {inner} up", f"ip link set {outer} up promisc on", f"ip link set {intf} promisc on",
-                  *(f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {inner} nud permanent"
-                    for line in neighbours if "lladdr" in line)]
+        script = [
+            f"ip link add {inner} type veth peer name {outer}",
+            f"ip link set {inner} address {node.MAC()}",
+            f"ethtool -K {inner} {offloads}",
+            f"ethtool -K {outer} {offloads}",
+            f"ethtool -K {intf} {offloads}",
+            f"ip addr del {address} dev {intf}",
+            f"ip addr add {address} dev {inner}",
+            f"sysctl -qw net.ipv4.conf.{inner}.arp_ignore=1 net.ipv4.conf.{inner}.arp_announce=2",
+            f"ip link set {inner} up",
+            f"ip link set {outer} up promisc on",
+            f"ip link set {intf} promisc on",
+            *(
+                f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {inner} nud permanent"
+                for line in neighbours
+                if "lladdr" in line
+            ),
+        ]
         out = node.cmd(" && ".join(script) + "; echo rc=$?")
         if "rc=0" not in out:
             raise LabError(f"{name}: cannot make its link lossy: {out.strip()}")
-        proc = self.start_process(name, [sys.executable, "-m", "nlb_sdn.lab.lossy", "--a", intf, "--b", outer,
-                                          "--loss", str(loss), "--seconds", str(seconds)], f"lossy-{name}.log")
+        proc = self.start_process(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "nlb_sdn.lab.lossy",
+                "--a",
+                intf,
+                "--b",
+                outer,
+                "--loss",
+                str(loss),
+                "--seconds",
+                str(seconds),
+            ],
+            f"lossy-{name}.log",
+        )
         self._lossy[name] = (proc, address)
         return proc
 
@@ -180,9 +215,16 @@ class LabNetwork(LabBase):
         node = self.host(name)
         intf = node.defaultIntf().name
         neighbours = node.cmd(f"ip neigh show dev {name}-in nud permanent").strip().splitlines()
-        script = [f"ip link del {name}-in", f"ip addr add {address} dev {intf}", f"ip link set {intf} promisc off",
-                  *(f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {intf} nud permanent"
-                    for line in neighbours if "lladdr" in line)]
+        script = [
+            f"ip link del {name}-in",
+            f"ip addr add {address} dev {intf}",
+            f"ip link set {intf} promisc off",
+            *(
+                f"ip neigh replace {line.split()[0]} lladdr {line.split()[2]} dev {intf} nud permanent"
+                for line in neighbours
+                if "lladdr" in line
+            ),
+        ]
         out = node.cmd(" && ".join(script) + "; echo rc=$?")
         if "rc=0" not in out:
             raise LabError(f"{name}: cannot restore its link: {out.strip()}")

@@ -25,8 +25,14 @@ def command_output(cmd: list[str], cwd: Path = REPO) -> str:
 def cpu_model() -> str:
     """The CPU model name from /proc/cpuinfo ("" when unknown)."""
     with contextlib.suppress(OSError):
-        return next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "")
+        return next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     return ""
 
 

@@ -44,8 +44,9 @@ class LabServices(LabBase):
         while self.host_procs:
             terminate(self.host_procs.pop())
 
-    def start_backend(self, name: str, port: int = 80, timeout: float = 15.0,
-                      handoff_socket: str | None = None) -> None:
+    def start_backend(
+        self, name: str, port: int = 80, timeout: float = 15.0, handoff_socket: str | None = None
+    ) -> None:
         """Start ``nlb-sdn-backend`` on backend host ``name`` and wait until it listens on ``port``.
 
         With ``handoff_socket`` it also takes migrated connections on that Unix socket (``handoff_socket(name)``).
@@ -60,8 +61,12 @@ class LabServices(LabBase):
         log_path = self.workdir / f"backend-{name}-{port}.log"
         with open(log_path, "ab") as log:
             handoff = ["--handoff-socket", handoff_socket] if handoff_socket else []
-            proc = node.popen([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", str(port),
-                               *handoff], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            proc = node.popen(
+                [sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", str(port), *handoff],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.backend_procs[(name, port)] = proc
         self._record()
 
@@ -84,8 +89,9 @@ class LabServices(LabBase):
         """The Unix socket on which host ``name``'s backend takes migrated connections from its agent."""
         return str(self.workdir / f"handoff-{name}.sock")
 
-    def start_router(self, name: str, args: Sequence[str] = (), status_port: int = 9180,
-                     timeout: float = 15.0) -> subprocess.Popen[bytes]:
+    def start_router(
+        self, name: str, args: Sequence[str] = (), status_port: int = 9180, timeout: float = 15.0
+    ) -> subprocess.Popen[bytes]:
         """Start ``nlb-sdn-router run`` on router host ``name`` with the lab's config and ``args``.
 
         Waits until its status port (``127.0.0.1:status_port`` in the router's namespace) listens; the router is
@@ -95,9 +101,21 @@ class LabServices(LabBase):
         if name not in self.topo.routers:
             raise LabError(f"{name!r} is not a router of this topology ({', '.join(self.topo.routers) or 'none'})")
         log_name = f"router-{name}.log"
-        proc = self.start_process(name, [sys.executable, "-m", "nlb_sdn.router.cli", "run", "--config",
-                                         str(self.config_path), "--status", f"127.0.0.1:{status_port}", *args],
-                                  log_name)
+        proc = self.start_process(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "nlb_sdn.router.cli",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--status",
+                f"127.0.0.1:{status_port}",
+                *args,
+            ],
+            log_name,
+        )
 
         def listening() -> bool:
             """One poll of the status port (failing fast if the router died)."""
@@ -116,8 +134,9 @@ class LabServices(LabBase):
         """The control socket of host ``name``'s agent (in the workdir, since hosts share the file system)."""
         return str(self.workdir / f"agent-{name}.sock")
 
-    def start_agent(self, name: str, config: dict[str, Any], timeout: float = 15.0,
-                    extra_args: Sequence[str] = ()) -> None:
+    def start_agent(
+        self, name: str, config: dict[str, Any], timeout: float = 15.0, extra_args: Sequence[str] = ()
+    ) -> None:
         """Start ``nlb-sdn-agent`` on backend or router ``name`` with ``config`` (dict); wait until it answers its CLI.
 
         A router's agent has no apps: its heartbeats tell the controller that the router node lives (SPEC §2.3).
@@ -134,9 +153,12 @@ class LabServices(LabBase):
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         log_path = self.workdir / f"agent-{name}.log"
         with open(log_path, "ab") as log:
-            proc = self.host(name).popen([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(path),
-                                          *extra_args], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
+            proc = self.host(name).popen(
+                [sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(path), *extra_args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.agent_procs[name] = proc
         self._record()
 
@@ -165,8 +187,12 @@ class LabServices(LabBase):
 
     def start_client(self, name: str, args: Sequence[Any]) -> subprocess.Popen[bytes]:
         """Start ``nlb-sdn-client`` with ``args`` in host ``name`` without waiting (see ``collect_client``)."""
-        proc = self.host(name).popen([sys.executable, "-m", "nlb_sdn.lab.client", *map(str, args)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = self.host(name).popen(
+            [sys.executable, "-m", "nlb_sdn.lab.client", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         self.client_procs.append(proc)
         self._record()
         return proc
@@ -185,8 +211,9 @@ class LabServices(LabBase):
         try:
             summary = json.loads(lines[-1])
         except (IndexError, ValueError):
-            raise LabError(f"client exit {proc.returncode} without a JSON summary: "
-                           f"{err.decode(errors='replace').strip()[-2000:]}") from None
+            raise LabError(
+                f"client exit {proc.returncode} without a JSON summary: {err.decode(errors='replace').strip()[-2000:]}"
+            ) from None
         summary["returncode"] = proc.returncode
         return summary
 

@@ -40,8 +40,15 @@ _LINGER_RESET = struct.Struct("ii").pack(1, 0)
 class Receiver:
     """Serves migration connections one at a time each (thread-safe); counts every outcome in ``outcomes``."""
 
-    def __init__(self, key: bytes, handoff_path: str, src: str = "agent", io_timeout: float = IO_TIMEOUT,
-                 go_timeout: float = GO_TIMEOUT, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        handoff_path: str,
+        src: str = "agent",
+        io_timeout: float = IO_TIMEOUT,
+        go_timeout: float = GO_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """A receiver that verifies with ``key`` and hands connections to the application at ``handoff_path``."""
         self.key = key
         self.handoff_path = handoff_path
@@ -121,8 +128,9 @@ class Receiver:
             self._reply(channel, migration_id, "restore")
             return self._finish(channel, migration_id, state, sock, app)
 
-    def _finish(self, channel: Channel, migration_id: str, state: ConnectionState, sock: socket.socket,
-                app: socket.socket) -> str:
+    def _finish(
+        self, channel: Channel, migration_id: str, state: ConnectionState, sock: socket.socket, app: socket.socket
+    ) -> str:
         """Wait for go or abort; on go, pass the live connection to the application."""
         try:
             message = channel.receive(time.monotonic() + self.go_timeout, GO, ABORT)
@@ -133,8 +141,11 @@ class Receiver:
         if message.body["id"] != migration_id or message.type == ABORT:
             drop_silently(sock)
             return "aborted"
-        header = {"id": migration_id, "local": [state.local_ip, state.local_port],
-                  "remote": [state.remote_ip, state.remote_port]}
+        header = {
+            "id": migration_id,
+            "local": [state.local_ip, state.local_port],
+            "remote": [state.remote_ip, state.remote_port],
+        }
         with sock:
             try:
                 resume(sock)

@@ -19,8 +19,16 @@ from nlb_sdn.migration.tcprepair import RepairError, drop_silently, dump, resume
 from nlb_sdn.migration.wire import ABORT, GO, REPLY, Channel, WireError
 from nlb_sdn.signed import SequenceCounter
 
-FAILURE_REASONS = ("dump_failed", "too_large", "unreachable", "timeout", "connection_lost", "bad_reply", "refused",
-                   "commit_failed")
+FAILURE_REASONS = (
+    "dump_failed",
+    "too_large",
+    "unreachable",
+    "timeout",
+    "connection_lost",
+    "bad_reply",
+    "refused",
+    "commit_failed",
+)
 """Why a migration fell back: the socket could not be frozen, the state is over 64 KiB, the agent's port did not
 answer, no reply in time, the agent closed the connection, its reply did not verify, it refused (restore error,
 no application, rejected state), the caller's commit raised."""
@@ -56,8 +64,12 @@ class AgentChannels:
     closed it; one the migration leaves in doubt (a timeout, a lost connection) is closed, never kept.
     """
 
-    def __init__(self, idle_reuse: float = IDLE_REUSE, max_idle: int = MAX_IDLE_PER_AGENT,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        idle_reuse: float = IDLE_REUSE,
+        max_idle: int = MAX_IDLE_PER_AGENT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """At most ``max_idle`` idle connections per agent, each reused within ``idle_reuse`` seconds."""
         self.idle_reuse = idle_reuse
         self.max_idle = max_idle
@@ -66,8 +78,16 @@ class AgentChannels:
         self._idle: dict[tuple[str, int], list[tuple[Channel, float]]] = {}
         self._lock = threading.Lock()
 
-    def take(self, address: tuple[str, int], deadline: float, key: bytes, src: str, sequence: SequenceCounter,
-             clock: Callable[[], float], fresh: bool = False) -> tuple[Channel, bool]:
+    def take(
+        self,
+        address: tuple[str, int],
+        deadline: float,
+        key: bytes,
+        src: str,
+        sequence: SequenceCounter,
+        clock: Callable[[], float],
+        fresh: bool = False,
+    ) -> tuple[Channel, bool]:
         """A kept connection to the agent at ``address`` that is still open (unless ``fresh``), or a new one; and
         whether it was kept (OSError when there is none)."""
         now = self.clock()
@@ -114,10 +134,19 @@ def _still_open(sock: socket.socket) -> bool:
     return False  # closed by the agent (end of stream), or bytes nobody asked for
 
 
-def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeout: float = 2.0, *,
-            src: str = "router", migration_id: str | None = None, commit: Callable[[], None] | None = None,
-            sequence: SequenceCounter = _SEQUENCE, clock: Callable[[], float] = time.time,
-            channels: AgentChannels | None = None) -> MigrationResult:
+def migrate(
+    sock: socket.socket,
+    agent_addr: tuple[str, int],
+    key: bytes,
+    timeout: float = 2.0,
+    *,
+    src: str = "router",
+    migration_id: str | None = None,
+    commit: Callable[[], None] | None = None,
+    sequence: SequenceCounter = _SEQUENCE,
+    clock: Callable[[], float] = time.time,
+    channels: AgentChannels | None = None,
+) -> MigrationResult:
     """Move the established ``sock`` to the agent at ``agent_addr``; ``timeout`` bounds the connect and the ack.
 
     ``commit`` runs after the host has restored the connection and before the local socket is let go (the router's
@@ -143,9 +172,11 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
     fresh = False
     while True:
         try:
-            channel, kept = (channels.take(agent_addr, deadline, key, src, sequence, clock, fresh)
-                             if channels is not None
-                             else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False))
+            channel, kept = (
+                channels.take(agent_addr, deadline, key, src, sequence, clock, fresh)
+                if channels is not None
+                else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False)
+            )
             channel.sock.settimeout(timeout)
         except OSError as exc:
             return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
@@ -161,9 +192,17 @@ def migrate(sock: socket.socket, agent_addr: tuple[str, int], key: bytes, timeou
     return result
 
 
-def _migrate_over(channel: Channel, sock: socket.socket, migration_id: str, blob: bytes, deadline: float,
-                  timeout: float, commit: Callable[[], None] | None, fallback: Callable[[str, str], MigrationResult],
-                  kept: bool = False) -> tuple[MigrationResult | None, bool]:
+def _migrate_over(
+    channel: Channel,
+    sock: socket.socket,
+    migration_id: str,
+    blob: bytes,
+    deadline: float,
+    timeout: float,
+    commit: Callable[[], None] | None,
+    fallback: Callable[[str, str], MigrationResult],
+    kept: bool = False,
+) -> tuple[MigrationResult | None, bool]:
     """The conversation with the agent; the result, and whether it ended cleanly (the channel may carry another).
 
     None (the socket still frozen) when a ``kept`` connection turns out closed before the agent said anything: the
@@ -199,8 +238,12 @@ def _migrate_over(channel: Channel, sock: socket.socket, migration_id: str, blob
     return MigrationResult(migration_id, True, delivered=delivered), delivered is not None
 
 
-def connect(address: tuple[str, int], deadline: float, attempt: float = CONNECT_ATTEMPT,
-            clock: Callable[[], float] = time.monotonic) -> socket.socket:
+def connect(
+    address: tuple[str, int],
+    deadline: float,
+    attempt: float = CONNECT_ATTEMPT,
+    clock: Callable[[], float] = time.monotonic,
+) -> socket.socket:
     """A TCP connection to ``address`` before ``deadline``, a new attempt every ``attempt`` seconds (TimeoutError).
 
     A refused or unreachable address raises at once (OSError): only silence is worth another SYN.

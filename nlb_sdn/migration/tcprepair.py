@@ -130,8 +130,11 @@ class ConnectionState:
             if not check(data[name]):
                 raise WireError("bad_state", name)
         window = data["window"]
-        if not isinstance(window, dict) or set(window) != set(RepairWindow.FIELDS) \
-                or not all(_u32(value) for value in window.values()):
+        if (
+            not isinstance(window, dict)
+            or set(window) != set(RepairWindow.FIELDS)
+            or not all(_u32(value) for value in window.values())
+        ):
             raise WireError("bad_state", "window")
         fields = {name: data[name] for name in cls.__dataclass_fields__ if name != "window"}
         return cls(**fields, window=RepairWindow(**window))
@@ -162,11 +165,19 @@ def _flag(value: Any) -> bool:
 
 
 _FIELD_CHECKS = {
-    "local_ip": is_ipv4, "local_port": is_port, "remote_ip": is_ipv4, "remote_port": is_port,
-    "snd_seq": _u32, "rcv_seq": _u32,
-    "send_queue": lambda value: isinstance(value, bytes), "recv_queue": lambda value: isinstance(value, bytes),
+    "local_ip": is_ipv4,
+    "local_port": is_port,
+    "remote_ip": is_ipv4,
+    "remote_port": is_port,
+    "snd_seq": _u32,
+    "rcv_seq": _u32,
+    "send_queue": lambda value: isinstance(value, bytes),
+    "recv_queue": lambda value: isinstance(value, bytes),
     "mss": lambda value: type(value) is int and 1 <= value <= 65535,
-    "wscale_ok": _flag, "snd_wscale": _wscale, "rcv_wscale": _wscale, "sack_ok": _flag,
+    "wscale_ok": _flag,
+    "snd_wscale": _wscale,
+    "rcv_wscale": _wscale,
+    "sack_ok": _flag,
     "timestamp": lambda value: value is None or _u32(value),
 }
 
@@ -238,8 +249,11 @@ def dump(sock: socket.socket) -> ConnectionState:
         snd_seq, send_queue = _read_queue(sock, TCP_SEND_QUEUE, _ioctl_int(sock, termios.TIOCOUTQ))
         rcv_seq, recv_queue = _read_queue(sock, TCP_RECV_QUEUE, _ioctl_int(sock, termios.FIONREAD))
         sock.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_NO_QUEUE)
-        window = RepairWindow(*RepairWindow.STRUCT.unpack(
-            sock.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, RepairWindow.STRUCT.size)))
+        window = RepairWindow(
+            *RepairWindow.STRUCT.unpack(
+                sock.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR_WINDOW, RepairWindow.STRUCT.size)
+            )
+        )
         timestamp = _get_u32(sock, TCP_TIMESTAMP) if options & TCPI_OPT_TIMESTAMPS else None
         mss = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     except OSError as exc:
@@ -247,11 +261,22 @@ def dump(sock: socket.socket) -> ConnectionState:
         raise RepairError.wrap(exc, "dump") from None
     wscale_ok = bool(options & TCPI_OPT_WSCALE)
     return ConnectionState(
-        local_ip=local_ip, local_port=local_port, remote_ip=remote_ip, remote_port=remote_port,
-        snd_seq=snd_seq, rcv_seq=rcv_seq, send_queue=send_queue, recv_queue=recv_queue, mss=mss,
-        wscale_ok=wscale_ok, snd_wscale=wscales & 0x0F if wscale_ok else 0,
+        local_ip=local_ip,
+        local_port=local_port,
+        remote_ip=remote_ip,
+        remote_port=remote_port,
+        snd_seq=snd_seq,
+        rcv_seq=rcv_seq,
+        send_queue=send_queue,
+        recv_queue=recv_queue,
+        mss=mss,
+        wscale_ok=wscale_ok,
+        snd_wscale=wscales & 0x0F if wscale_ok else 0,
         rcv_wscale=wscales >> 4 if wscale_ok else 0,
-        sack_ok=bool(options & TCPI_OPT_SACK), timestamp=timestamp, window=window)
+        sack_ok=bool(options & TCPI_OPT_SACK),
+        timestamp=timestamp,
+        window=window,
+    )
 
 
 def _bind(sock: socket.socket, address: tuple[str, int]) -> None:

@@ -46,8 +46,12 @@ def _text(value: Any) -> bool:
 
 BODY_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
     MIGRATE: {"id": _migration_id, "state": lambda value: isinstance(value, dict)},
-    REPLY: {"id": _migration_id, "ok": lambda value: isinstance(value, bool),
-            "stage": lambda value: value in STAGES, "error": _text},
+    REPLY: {
+        "id": _migration_id,
+        "ok": lambda value: isinstance(value, bool),
+        "stage": lambda value: value in STAGES,
+        "error": _text,
+    },
     GO: {"id": _migration_id},
     ABORT: {"id": _migration_id, "reason": _text},
 }
@@ -68,8 +72,7 @@ class MigrationVerifier(SignedVerifier):
 
     def __init__(self, key: bytes, max_size: int = MAX_MESSAGE_SIZE, max_skew: float = MAX_SKEW) -> None:
         """A verifier for migration messages signed with ``key``."""
-        super().__init__(key, max_size, {type: _body_check(checks) for type, checks in BODY_CHECKS.items()},
-                         max_skew)
+        super().__init__(key, max_size, {type: _body_check(checks) for type, checks in BODY_CHECKS.items()}, max_skew)
 
 
 def verify(verifier: SignedVerifier, data: bytes, now: float) -> Message:
@@ -93,8 +96,14 @@ def sign(key: bytes, type: str, src: str, seq: int, now: float, body: dict[str, 
 class Channel:
     """One migration TCP connection: signs and frames what it sends, verifies what it receives."""
 
-    def __init__(self, sock: socket.socket, key: bytes, src: str, sequence: SequenceCounter,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        key: bytes,
+        src: str,
+        sequence: SequenceCounter,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         """A channel over the connected ``sock``, signing as ``src`` with numbers from ``sequence``."""
         self.sock = sock
         self.key = key

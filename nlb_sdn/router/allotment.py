@@ -37,12 +37,14 @@ class AllotmentChooser:
         values = self.values.get(service.name)
         if values is None:
             return self._configured.pick(service, pool)
-        return self._allotted.pick_weighted(service, pool,
-                                            {m.name: values.get(m.name, 0) for m in service.candidates(pool)})
+        return self._allotted.pick_weighted(
+            service, pool, {m.name: values.get(m.name, 0) for m in service.candidates(pool)}
+        )
 
 
-async def follow_allotments(chooser: AllotmentChooser, vips: list[str], fetch: Callable[[str], dict[str, Any]],
-                            period: float = SYNC_PERIOD) -> None:
+async def follow_allotments(
+    chooser: AllotmentChooser, vips: list[str], fetch: Callable[[str], dict[str, Any]], period: float = SYNC_PERIOD
+) -> None:
     """Refresh the chooser from ``fetch(vip)`` (blocking, run in a thread) every ``period`` seconds, for ever."""
     while True:
         for vip in vips:

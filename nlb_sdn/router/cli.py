@@ -43,12 +43,17 @@ def _address(text: str) -> tuple[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the router in the foreground until SIGTERM or SIGINT; the exit status."""
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     try:
         services = load_services(args.config, args.vips or [])
-        settings = RouterSettings(max_head=args.max_head, head_timeout=args.head_timeout,
-                                  status_host=args.status[0], status_port=args.status[1])
+        settings = RouterSettings(
+            max_head=args.max_head,
+            head_timeout=args.head_timeout,
+            status_host=args.status[0],
+            status_port=args.status[1],
+        )
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -78,8 +83,10 @@ async def serve(router: Router, controller: ControllerClient | None) -> None:
     names = [service.name for service in router.services]
     chooser = AllotmentChooser()
     router.chooser = chooser
-    feeds = [asyncio.create_task(follow_sessions(router.sessions, names, controller.sessions, time.time)),
-             asyncio.create_task(follow_allotments(chooser, names, controller.allotment))]
+    feeds = [
+        asyncio.create_task(follow_sessions(router.sessions, names, controller.sessions, time.time)),
+        asyncio.create_task(follow_allotments(chooser, names, controller.allotment)),
+    ]
     try:
         await router.run()
     finally:
@@ -93,8 +100,14 @@ def repair_migrator(args: argparse.Namespace, router: Router) -> RepairMigrator:
         raise ValueError("--controller needs --key-file (the H&L key the agents verify migrations with)")
     config = load_config(args.config)
     settings = {vip.name: vip.migration for vip in config.vips}
-    return RepairMigrator(load_key(args.key_file), ControllerClient(args.controller), router.proxy, settings,
-                          args.migration_port, args.router_name)
+    return RepairMigrator(
+        load_key(args.key_file),
+        ControllerClient(args.controller),
+        router.proxy,
+        settings,
+        args.migration_port,
+        args.router_name,
+    )
 
 
 def check_config(args: argparse.Namespace) -> int:
@@ -105,8 +118,10 @@ def check_config(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for service in services:
-        print(f"{service.name} {service.address}:{service.port}: {len(service.members)} members, "
-              f"{len(service.pools)} pools, {len(service.rules)} rules")
+        print(
+            f"{service.name} {service.address}:{service.port}: {len(service.members)} members, "
+            f"{len(service.pools)} pools, {len(service.rules)} rules"
+        )
     return 0
 
 
@@ -133,20 +148,45 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config and list the services the router would serve")
     for command in (run_parser, check):
         command.add_argument("--config", required=True, help="the controller's config file (YAML, TOML or JSON)")
-        command.add_argument("--vip", dest="vips", action="append", metavar="NAME",
-                             help="route this VIP service (repeatable; default: every VIP with pools or rules)")
-    run_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT",
-                            help=f"status address (default {status[0]}:{status[1]})")
-    run_parser.add_argument("--max-head", type=int, default=defaults.max_head,
-                            help=f"largest request head in bytes (default {defaults.max_head})")
-    run_parser.add_argument("--head-timeout", type=float, default=defaults.head_timeout,
-                            help=f"seconds a client has to send its head (default {defaults.head_timeout:g})")
-    run_parser.add_argument("--controller", metavar="URL",
-                            help="the controller's REST base URL (e.g. http://10.99.0.254:8080): migrate connections "
-                                 "with TCP_REPAIR and commit them there (default: proxy every connection)")
+        command.add_argument(
+            "--vip",
+            dest="vips",
+            action="append",
+            metavar="NAME",
+            help="route this VIP service (repeatable; default: every VIP with pools or rules)",
+        )
+    run_parser.add_argument(
+        "--status",
+        type=_address,
+        default=status,
+        metavar="HOST:PORT",
+        help=f"status address (default {status[0]}:{status[1]})",
+    )
+    run_parser.add_argument(
+        "--max-head",
+        type=int,
+        default=defaults.max_head,
+        help=f"largest request head in bytes (default {defaults.max_head})",
+    )
+    run_parser.add_argument(
+        "--head-timeout",
+        type=float,
+        default=defaults.head_timeout,
+        help=f"seconds a client has to send its head (default {defaults.head_timeout:g})",
+    )
+    run_parser.add_argument(
+        "--controller",
+        metavar="URL",
+        help="the controller's REST base URL (e.g. http://10.99.0.254:8080): migrate connections "
+        "with TCP_REPAIR and commit them there (default: proxy every connection)",
+    )
     run_parser.add_argument("--key-file", help="the deployment's H&L key file (signs the migration messages)")
-    run_parser.add_argument("--migration-port", type=int, default=MIGRATION_PORT,
-                            help=f"the agents' migration port (default {MIGRATION_PORT})")
+    run_parser.add_argument(
+        "--migration-port",
+        type=int,
+        default=MIGRATION_PORT,
+        help=f"the agents' migration port (default {MIGRATION_PORT})",
+    )
     run_parser.add_argument("--router-name", default="", help="this router's name in reports to the controller")
     run_parser.add_argument("--verbose", action="store_true")
     stats_parser = sub.add_parser("stats", help="print a running router's counters")

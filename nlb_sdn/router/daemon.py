@@ -121,8 +121,13 @@ class ProxyMigrator:
             async with asyncio.timeout(self.connect_timeout):
                 await loop.sock_connect(upstream, (member.address, member.port))
         except (OSError, TimeoutError) as exc:
-            log.info("proxy to %s %s:%d failed: %s", member.member, member.address, member.port,
-                     str(exc) or type(exc).__name__)
+            log.info(
+                "proxy to %s %s:%d failed: %s",
+                member.member,
+                member.address,
+                member.port,
+                str(exc) or type(exc).__name__,
+            )
             upstream.close()
             sock.close()
             return Outcome.FAILED
@@ -196,8 +201,9 @@ class Service:
     def from_vip(cls, vip: Vip) -> Service:
         """The service of a configured VIP."""
         members = tuple(ServiceMember(m.name, m.address, m.port, m.weight, m.state) for m in vip.members)
-        return cls(vip.name, vip.address, vip.port, members, tuple(vip.pools), tuple(vip.rules),
-                   vip.draining_keeps_sessions)
+        return cls(
+            vip.name, vip.address, vip.port, members, tuple(vip.pools), tuple(vip.rules), vip.draining_keeps_sessions
+        )
 
     def member(self, name: str) -> ServiceMember | None:
         """The member called ``name``, if any."""
@@ -206,14 +212,14 @@ class Service:
     def candidates(self, pool: str | None) -> list[ServiceMember]:
         """The active members with a positive weight, of ``pool`` or (None) of the whole service."""
         names = None if pool is None else next((set(p.members) for p in self.pools if p.name == pool), set())
-        return [m for m in self.members
-                if m.state == "active" and m.weight > 0 and (names is None or m.name in names)]
+        return [m for m in self.members if m.state == "active" and m.weight > 0 and (names is None or m.name in names)]
 
     def session_eligible(self, name: str) -> bool:
         """Whether a session on member ``name`` may still take the client's new connections."""
         member = self.member(name)
-        return member is not None and (member.state == "active"
-                                       or (member.state == "draining" and self.draining_keeps_sessions))
+        return member is not None and (
+            member.state == "active" or (member.state == "draining" and self.draining_keeps_sessions)
+        )
 
 
 def services_from_config(config: Config, names: Sequence[str] = ()) -> list[Service]:
@@ -329,22 +335,30 @@ async def _readable(sock: socket.socket) -> None:
 def http_reply(status: int, reason: str, body: str) -> bytes:
     """A complete ``Connection: close`` response with a plain-text body."""
     data = body.encode()
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + data
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + data
 
 
 class Router:
     """A running request router: its listening sockets, status server, decisions, hand-offs and counters."""
 
-    def __init__(self, services: Sequence[Service], settings: RouterSettings | None = None,
-                 migrator: Migrator | None = None, chooser: MemberChooser | None = None,
-                 sessions: SessionTable | None = None) -> None:
+    def __init__(
+        self,
+        services: Sequence[Service],
+        settings: RouterSettings | None = None,
+        migrator: Migrator | None = None,
+        chooser: MemberChooser | None = None,
+        sessions: SessionTable | None = None,
+    ) -> None:
         """A router for ``services``; without a migrator it proxies, with one it falls back as settings say."""
         self.services = list(services)
         self.settings = settings or RouterSettings()
         self.limits = self.settings.limits
-        self.proxy = ProxyMigrator(self.settings.connect_timeout, self.settings.proxy_idle_timeout,
-                                   self.settings.proxy_buffer)
+        self.proxy = ProxyMigrator(
+            self.settings.connect_timeout, self.settings.proxy_idle_timeout, self.settings.proxy_buffer
+        )
         self.migrator: Migrator = migrator or self.proxy
         use_fallback = migrator is not None and self.settings.fallback == "proxy"
         self.fallback: Migrator | None = self.proxy if use_fallback else None
@@ -388,8 +402,10 @@ class Router:
             "bad_request": self.counters["bad_request"],
             "closed": self.counters["closed"],
             "reasons": dict(sorted(self.reasons.items())),
-            "services": {s.name: {"rules": list(self.rule_hits[s.name]), "members": dict(self.member_hits[s.name])}
-                         for s in self.services},
+            "services": {
+                s.name: {"rules": list(self.rule_hits[s.name]), "members": dict(self.member_hits[s.name])}
+                for s in self.services
+            },
             "uptime_s": round(time.monotonic() - self._started, 3),
             **({"migration": self.migrator.stats()} if isinstance(self.migrator, MigratorWithStats) else {}),
         }
@@ -401,8 +417,9 @@ class Router:
             for service in self.services:
                 sock = listen_socket(service.address, service.port, self.settings.backlog)
                 self._listeners.append((sock, service))
-            self._status = await asyncio.start_server(self._serve_status, self.settings.status_host,
-                                                      self.settings.status_port, limit=STATUS_HEAD_LIMIT)
+            self._status = await asyncio.start_server(
+                self._serve_status, self.settings.status_host, self.settings.status_port, limit=STATUS_HEAD_LIMIT
+            )
         except OSError:
             for sock, _ in self._listeners:
                 sock.close()
@@ -463,8 +480,7 @@ class Router:
                 await self._reject(conn, request)
                 return
             decision = choose(request, service.rules, service.pools, self._lookups[service.name])
-            member = service.member(decision.member) if decision.member else self.chooser.pick(service,
-                                                                                              decision.pool)
+            member = service.member(decision.member) if decision.member else self.chooser.pick(service, decision.pool)
             if member is None:
                 if isinstance(request, HttpRequest):
                     await self._reply_and_close(conn, http_reply(503, "Service Unavailable", "no member\n"))
@@ -472,8 +488,16 @@ class Router:
                 return
             self._count_decision(service, decision, member.name)
             handed_off = True
-            await self._hand_off(conn, Endpoint(service.name, member.name, member.address, member.port,
-                                                self._alternatives(service, decision, member.name)))
+            await self._hand_off(
+                conn,
+                Endpoint(
+                    service.name,
+                    member.name,
+                    member.address,
+                    member.port,
+                    self._alternatives(service, decision, member.name),
+                ),
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -490,8 +514,11 @@ class Router:
         """The other candidates of an unpinned decision's pool, for a migrator the chosen member declines."""
         if decision.member:
             return ()
-        return tuple(Endpoint(service.name, m.name, m.address, m.port) for m in service.candidates(decision.pool)
-                     if m.name != chosen)
+        return tuple(
+            Endpoint(service.name, m.name, m.address, m.port)
+            for m in service.candidates(decision.pool)
+            if m.name != chosen
+        )
 
     def _count_decision(self, service: Service, decision: Decision, member: str) -> None:
         """Count a decision by reason, rule and member."""
@@ -499,8 +526,9 @@ class Router:
         if decision.rule is not None:
             self.rule_hits[service.name][decision.rule] += 1
         self.member_hits[service.name][member] += 1
-        log.debug("%s: %s (rule %s, pool %s) -> %s", service.name, decision.reason, decision.rule, decision.pool,
-                  member)
+        log.debug(
+            "%s: %s (rule %s, pool %s) -> %s", service.name, decision.reason, decision.rule, decision.pool, member
+        )
 
     async def _hand_off(self, conn: socket.socket, endpoint: Endpoint) -> None:
         """Call the migrator, and the fallback if it declines; count the outcome."""
@@ -587,8 +615,10 @@ class Router:
                 reply = http_reply(404, "Not Found", "GET /stats\n")
             else:
                 body = json.dumps(self.stats()).encode()
-                reply = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-                         "Connection: close\r\n\r\n").encode() + body
+                reply = (
+                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    "Connection: close\r\n\r\n"
+                ).encode() + body
             writer.write(reply)
             await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):

@@ -99,8 +99,9 @@ class ControllerClient:
         while True:
             connection, kept = self._connection()
             try:
-                connection.request("POST", self._address.path + "/v1/migrations", payload,
-                                   {"Content-Type": "application/json"})
+                connection.request(
+                    "POST", self._address.path + "/v1/migrations", payload, {"Content-Type": "application/json"}
+                )
                 response = connection.getresponse()
                 data = response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
@@ -123,8 +124,9 @@ class ControllerClient:
         connection = getattr(self._kept, "connection", None)
         if connection is not None:
             return connection, True
-        connection = http.client.HTTPConnection(self._address.hostname or "", self._address.port or 80,
-                                                timeout=self.timeout)
+        connection = http.client.HTTPConnection(
+            self._address.hostname or "", self._address.port or 80, timeout=self.timeout
+        )
         self._kept.connection = connection
         return connection, False
 
@@ -139,9 +141,15 @@ class ControllerClient:
 class RepairMigrator:
     """Moves connections to members with ``TCP_REPAIR``; the controller repoints the forwarder at commit."""
 
-    def __init__(self, key: bytes, controller: Controller, proxy: Migrator,
-                 settings: Mapping[str, MigrationSettings] | None = None, migration_port: int = MIGRATION_PORT,
-                 router: str = "") -> None:
+    def __init__(
+        self,
+        key: bytes,
+        controller: Controller,
+        proxy: Migrator,
+        settings: Mapping[str, MigrationSettings] | None = None,
+        migration_port: int = MIGRATION_PORT,
+        router: str = "",
+    ) -> None:
         """A migrator signing with the H&L ``key``; ``settings`` per VIP service name (timeout, fallback)."""
         self.key = key
         self.controller = controller
@@ -155,8 +163,11 @@ class RepairMigrator:
 
     def stats(self) -> dict[str, Any]:
         """Counters of migration attempts, outcomes and decline reasons, and of connections to agents."""
-        return {"counters": dict(self.counters), "reasons": dict(sorted(self.reasons.items())),
-                "agent_connections": dict(self.channels.counters)}
+        return {
+            "counters": dict(self.counters),
+            "reasons": dict(sorted(self.reasons.items())),
+            "agent_connections": dict(self.channels.counters),
+        }
 
     async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
         """Migrate ``sock`` to ``member`` (or the next endpoint of its pool), else proxy or reset; report it all."""
@@ -173,8 +184,9 @@ class RepairMigrator:
             started = time.monotonic()
             self.counters["attempted"] += 1
             frozen = sock.dup()
-            result = await asyncio.to_thread(self._migrate, sock, endpoint, client, migration_id,
-                                             settings.timeout_ms / 1000)
+            result = await asyncio.to_thread(
+                self._migrate, sock, endpoint, client, migration_id, settings.timeout_ms / 1000
+            )
             duration_ms = (time.monotonic() - started) * 1000
             if result.migrated:
                 asyncio.get_running_loop().call_later(FROZEN_LINGER, drop_silently, frozen)
@@ -184,15 +196,30 @@ class RepairMigrator:
             frozen.close()
             self.counters["declined"] += 1
             self.reasons[result.reason] += 1
-            log.info("%s: migration %s of %s to %s declined: %s %s", endpoint.vip, migration_id, client,
-                     endpoint.member, result.reason, result.detail)
+            log.info(
+                "%s: migration %s of %s to %s declined: %s %s",
+                endpoint.vip,
+                migration_id,
+                client,
+                endpoint.member,
+                result.reason,
+                result.detail,
+            )
             await self._report(migration_id, endpoint, client, "declined", result.reason, duration_ms)
             if result.reason not in HOST_BOUND_REASONS:
                 break
         return await self._fall_back(sock, member, settings, migration_id, endpoint, client, result.reason)
 
-    async def _fall_back(self, sock: socket.socket, member: Endpoint, settings: MigrationSettings, migration_id: str,
-                         endpoint: Endpoint, client: str, reason: str) -> Outcome:
+    async def _fall_back(
+        self,
+        sock: socket.socket,
+        member: Endpoint,
+        settings: MigrationSettings,
+        migration_id: str,
+        endpoint: Endpoint,
+        client: str,
+        reason: str,
+    ) -> Outcome:
         """No endpoint took the connection: proxy it or reset the client, as the VIP says; report it under the last
         attempt's id."""
         if settings.fallback == "reset":
@@ -205,23 +232,49 @@ class RepairMigrator:
         await self._report(migration_id, endpoint, client, reported, reason, None)
         return outcome
 
-    def _migrate(self, sock: socket.socket, endpoint: Endpoint, client: str, migration_id: str,
-                 timeout: float) -> MigrationResult:
+    def _migrate(
+        self, sock: socket.socket, endpoint: Endpoint, client: str, migration_id: str, timeout: float
+    ) -> MigrationResult:
         """One blocking migration to ``endpoint``'s agent, committed at the controller (a worker thread)."""
 
         def commit() -> None:
-            self.controller.post({"phase": "commit", "id": migration_id, "vip": endpoint.vip, "client": client,
-                                  "member": endpoint.member, "router": self.router})
+            self.controller.post(
+                {
+                    "phase": "commit",
+                    "id": migration_id,
+                    "vip": endpoint.vip,
+                    "client": client,
+                    "member": endpoint.member,
+                    "router": self.router,
+                }
+            )
 
-        return migrate(sock, (endpoint.address, self.migration_port), self.key, timeout, src=self.router or "router",
-                       migration_id=migration_id, commit=commit, channels=self.channels)
+        return migrate(
+            sock,
+            (endpoint.address, self.migration_port),
+            self.key,
+            timeout,
+            src=self.router or "router",
+            migration_id=migration_id,
+            commit=commit,
+            channels=self.channels,
+        )
 
-    async def _report(self, migration_id: str, endpoint: Endpoint, client: str, outcome: str, reason: str,
-                      duration_ms: float | None) -> None:
+    async def _report(
+        self, migration_id: str, endpoint: Endpoint, client: str, outcome: str, reason: str, duration_ms: float | None
+    ) -> None:
         """Tell the controller how a migration ended (a failure to do so is logged and counted, not raised)."""
-        body = {"phase": "report", "id": migration_id, "vip": endpoint.vip, "client": client,
-                "member": endpoint.member, "router": self.router, "outcome": outcome, "reason": reason,
-                "duration_ms": None if duration_ms is None else round(duration_ms, 3)}
+        body = {
+            "phase": "report",
+            "id": migration_id,
+            "vip": endpoint.vip,
+            "client": client,
+            "member": endpoint.member,
+            "router": self.router,
+            "outcome": outcome,
+            "reason": reason,
+            "duration_ms": None if duration_ms is None else round(duration_ms, 3),
+        }
         try:
             await asyncio.to_thread(self.controller.post, body)
         except ControllerError as exc:

@@ -12,15 +12,30 @@ from dataclasses import dataclass, field
 
 from nlb_sdn.config.routing import DNS_LABEL
 
-HTTP_ERRORS = frozenset({
-    "not_http", "bad_request_line", "bad_target", "bad_version", "bad_header", "header_injection", "head_too_large",
-    "header_too_large", "too_many_headers", "missing_host", "duplicate_host", "bad_host", "bad_content_length",
-    "ambiguous_length", "bad_transfer_encoding",
-})
+HTTP_ERRORS = frozenset(
+    {
+        "not_http",
+        "bad_request_line",
+        "bad_target",
+        "bad_version",
+        "bad_header",
+        "header_injection",
+        "head_too_large",
+        "header_too_large",
+        "too_many_headers",
+        "missing_host",
+        "duplicate_host",
+        "bad_host",
+        "bad_content_length",
+        "ambiguous_length",
+        "bad_transfer_encoding",
+    }
+)
 """Reasons of :class:`ParseError` for HTTP heads; all but ``not_http`` deserve a ``400 Bad Request``."""
 
-TLS_ERRORS = frozenset({"not_tls", "bad_record", "not_client_hello", "hello_too_large", "bad_hello", "bad_extension",
-                        "bad_sni"})
+TLS_ERRORS = frozenset(
+    {"not_tls", "bad_record", "not_client_hello", "hello_too_large", "bad_hello", "bad_extension", "bad_sni"}
+)
 """Reasons of :class:`ParseError` for TLS ClientHellos."""
 
 TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")
@@ -151,7 +166,7 @@ def parse_request(buffer: bytes, limits: Limits = DEFAULT_LIMITS) -> HttpRequest
 def parse_http_head(buffer: bytes, limits: Limits = DEFAULT_LIMITS) -> HttpRequest | NeedMore | ParseError:
     """Parse an HTTP/1.0 or 1.1 request head (up to and including the empty line) at the start of ``buffer``."""
     try:
-        return _http_head(bytes(buffer[:limits.max_head]), limits)
+        return _http_head(bytes(buffer[: limits.max_head]), limits)
     except _Malformed as exc:
         return ParseError(exc.reason, exc.detail)
 
@@ -171,8 +186,9 @@ def _http_head(window: bytes, limits: Limits) -> HttpRequest | NeedMore:
     headers = Headers([header for header in parsed if header is not None])
     host, path, query = _target_parts(method, target, version, headers)
     _check_body_framing(headers)
-    return HttpRequest(method, target, path, query, version, headers, host, parse_cookies(headers.get_all("cookie")),
-                       end + 4)
+    return HttpRequest(
+        method, target, path, query, version, headers, host, parse_cookies(headers.get_all("cookie")), end + 4
+    )
 
 
 def _check_partial_head(window: bytes, limits: Limits) -> None:
@@ -275,7 +291,7 @@ def _target_parts(method: str, target: str, version: str, headers: Headers) -> t
 def _host_name(host: str) -> str:
     """The host without its port, lower-case."""
     if host.startswith("["):
-        return host[:host.index("]") + 1].lower()
+        return host[: host.index("]") + 1].lower()
     return host.rpartition(":")[0].lower() if ":" in host else host.lower()
 
 
@@ -332,7 +348,7 @@ def parse_cookies(values: list[str]) -> dict[str, str]:
 def parse_client_hello(buffer: bytes, limits: Limits = DEFAULT_LIMITS) -> ClientHello | NeedMore | ParseError:
     """Parse the TLS ClientHello at the start of ``buffer`` (it may span several handshake records)."""
     try:
-        return _client_hello(bytes(buffer[:limits.max_hello + 1]), limits)
+        return _client_hello(bytes(buffer[: limits.max_hello + 1]), limits)
     except _Malformed as exc:
         return ParseError(exc.reason, exc.detail)
 
@@ -342,7 +358,7 @@ def _client_hello(data: bytes, limits: Limits) -> ClientHello | NeedMore:
     handshake = bytearray()
     pos = 0
     while True:
-        header = data[pos:pos + 5]
+        header = data[pos : pos + 5]
         if header[:1] and header[0] != TLS_HANDSHAKE:
             raise _Malformed("not_tls" if pos == 0 else "bad_record", "not a handshake record")
         if len(header) >= 3 and (header[1] != 3 or header[2] > 4):
@@ -352,7 +368,7 @@ def _client_hello(data: bytes, limits: Limits) -> ClientHello | NeedMore:
         length = int.from_bytes(header[3:5], "big")
         if not 0 < length <= TLS_MAX_RECORD:
             raise _Malformed("bad_record", f"record length {length}")
-        fragment = data[pos + 5:pos + 5 + length]
+        fragment = data[pos + 5 : pos + 5 + length]
         _check_handshake_start(bytes(handshake) + fragment, limits)
         if len(fragment) < length:
             return _need_more(pos + 5 + length, limits)
@@ -393,7 +409,7 @@ class _Reader:
         """The next ``size`` bytes."""
         if self.pos + size > len(self.data):
             raise _Malformed(self.reason, "truncated")
-        chunk = self.data[self.pos:self.pos + size]
+        chunk = self.data[self.pos : self.pos + size]
         self.pos += size
         return chunk
 

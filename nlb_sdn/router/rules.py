@@ -66,8 +66,12 @@ class Decision:
 DEFAULT = Decision(None, None, "default")
 
 
-def choose(request: HttpRequest | ClientHello, rules: Sequence[RouteRule], pools: Sequence[Pool],
-           lookup: SessionLookup | None = None) -> Decision:
+def choose(
+    request: HttpRequest | ClientHello,
+    rules: Sequence[RouteRule],
+    pools: Sequence[Pool],
+    lookup: SessionLookup | None = None,
+) -> Decision:
     """The first rule that decides for ``request``; a pin decides only when its session names a member of its pool."""
     for index, rule in enumerate(rules):
         if not matches(rule.match, request):
@@ -80,8 +84,9 @@ def choose(request: HttpRequest | ClientHello, rules: Sequence[RouteRule], pools
     return DEFAULT
 
 
-def _pinned_member(request: HttpRequest | ClientHello, rule: RouteRule, pools: Sequence[Pool],
-                   lookup: SessionLookup | None) -> str | None:
+def _pinned_member(
+    request: HttpRequest | ClientHello, rule: RouteRule, pools: Sequence[Pool], lookup: SessionLookup | None
+) -> str | None:
     """The member the session of a pin rule names, if it is live and in the rule's pool."""
     if lookup is None:
         return None

@@ -21,9 +21,18 @@ SYNC_PERIOD = 1.0
 def session_from_row(row: dict[str, Any], now: float) -> Session:
     """A session from a ``GET /v1/sessions`` row; its expiry is taken relative to our clock (KeyError/ValueError)."""
     pip, pport = str(row["endpoint"]).rsplit(":", 1)
-    return Session(str(row["identifier"]), str(row["type"]), str(row["vip"]), str(row["member"]), pip, int(pport),
-                   str(row.get("client", "")), str(row.get("host_id", "")), now + float(row["expires_in"]),
-                   str(row.get("origin", "")))
+    return Session(
+        str(row["identifier"]),
+        str(row["type"]),
+        str(row["vip"]),
+        str(row["member"]),
+        pip,
+        int(pport),
+        str(row.get("client", "")),
+        str(row.get("host_id", "")),
+        now + float(row["expires_in"]),
+        str(row.get("origin", "")),
+    )
 
 
 def replace_sessions(table: SessionTable, vip: str, rows: Iterable[dict[str, Any]], now: float) -> int:
@@ -45,8 +54,13 @@ def replace_sessions(table: SessionTable, vip: str, rows: Iterable[dict[str, Any
     return bad
 
 
-async def follow_sessions(table: SessionTable, vips: list[str], fetch: Callable[[str], list[dict[str, Any]]],
-                          clock: Callable[[], float], period: float = SYNC_PERIOD) -> None:
+async def follow_sessions(
+    table: SessionTable,
+    vips: list[str],
+    fetch: Callable[[str], list[dict[str, Any]]],
+    clock: Callable[[], float],
+    period: float = SYNC_PERIOD,
+) -> None:
     """Refresh the table from ``fetch(vip)`` (blocking, run in a thread) every ``period`` seconds, for ever."""
     while True:
         for vip in vips:

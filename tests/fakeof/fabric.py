@@ -177,8 +177,9 @@ class FakeFabric:
         result = Delivery()
         for dpid, pi in delivery.packet_ins:
             msg = pi.to_msg(self.dps[dpid])
-            msgs = lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now,
-                                       msg.cookie)
+            msgs = lb.handle_packet_in(
+                dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now, msg.cookie
+            )
             result.extend(self.send(dpid, msgs))
         return result
 
@@ -234,8 +235,9 @@ class CoreNet:
         """The switch port a host is attached to."""
         return self.fab.host_at[host][1]
 
-    def to_vip(self, client: str, sport: int, flags: int = TCP_SYN, vip: str = WEB_VIP, vport: int = 80,
-               payload: bytes = b"") -> dict[str, Any]:
+    def to_vip(
+        self, client: str, sport: int, flags: int = TCP_SYN, vip: str = WEB_VIP, vport: int = 80, payload: bytes = b""
+    ) -> dict[str, Any]:
         """A segment from ``client`` to a VIP (sent to the VIP's MAC, as after ARP)."""
         return tcp_packet(self.mac(client), vip_mac(vip), self.ip(client), vip, sport, vport, flags, payload=payload)
 
@@ -251,4 +253,5 @@ class CoreNet:
 def reason_name(reason: int) -> str:
     """OFPRR_* name of a flow-removed reason, for readable assertions."""
     return {ofp.OFPRR_IDLE_TIMEOUT: "idle", ofp.OFPRR_HARD_TIMEOUT: "hard", ofp.OFPRR_DELETE: "delete"}.get(
-        reason, str(reason))
+        reason, str(reason)
+    )

@@ -132,8 +132,14 @@ class PacketIn:
         pipeline = {k: self.packet[k] for k in ("metadata", "tunnel_id", *CT_FIELDS) if self.packet.get(k)}
         match = parser.OFPMatch(in_port=self.in_port, **pipeline)
         return parser.OFPPacketIn(
-            datapath, buffer_id=ofp.OFP_NO_BUFFER, total_len=self.total_len, reason=self.reason,
-            table_id=self.table_id, cookie=self.cookie, match=match, data=self.data,
+            datapath,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            total_len=self.total_len,
+            reason=self.reason,
+            table_id=self.table_id,
+            cookie=self.cookie,
+            match=match,
+            data=self.data,
         )
 
 
@@ -470,7 +476,7 @@ def _user_value(name: str, value: int) -> Any:
         return str(ipaddress.IPv4Address(value))
     if name.startswith("eth_") and name != "eth_type":
         raw = f"{value:012x}"
-        return ":".join(raw[i:i + 2] for i in range(0, 12, 2))
+        return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
     return value
 
 
@@ -496,10 +502,21 @@ def _apply_learn(action: Any, run: _Run) -> None:
             fields[name] = (value, _user_value(name, mask))
     instructions = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, loads)] if loads else []
     flags = ofp.OFPFF_SEND_FLOW_REM if action.flags & 1 else 0
-    run.switch.flow_mod(parser.OFPFlowMod(
-        None, cookie=action.cookie, table_id=action.table_id, command=ofp.OFPFC_ADD,
-        idle_timeout=action.idle_timeout, hard_timeout=action.hard_timeout, priority=action.priority,
-        buffer_id=ofp.OFP_NO_BUFFER, flags=flags, match=parser.OFPMatch(**fields), instructions=instructions))
+    run.switch.flow_mod(
+        parser.OFPFlowMod(
+            None,
+            cookie=action.cookie,
+            table_id=action.table_id,
+            command=ofp.OFPFC_ADD,
+            idle_timeout=action.idle_timeout,
+            hard_timeout=action.hard_timeout,
+            priority=action.priority,
+            buffer_id=ofp.OFP_NO_BUFFER,
+            flags=flags,
+            match=parser.OFPMatch(**fields),
+            instructions=instructions,
+        )
+    )
     run.result.log.append(f"learn table={action.table_id} {fields}")
 
 
@@ -595,9 +612,12 @@ def _wire_check(action: Any) -> None:
     except Exception:  # noqa: BLE001 - os-ken's parsers raise AssertionError, struct.error, even bare Exception
         ok = False  # any failure to parse back means the wire form is broken
     if not ok:
-        raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_LEN",
-                          "ct's nested actions do not survive serialisation (os-ken leaves a nat action unpadded "
-                          "when another action follows it: put the nat last, or make its length a multiple of 8)")
+        raise SwitchError(
+            "OFPET_BAD_ACTION",
+            "OFPBAC_BAD_LEN",
+            "ct's nested actions do not survive serialisation (os-ken leaves a nat action unpadded "
+            "when another action follows it: put the nat last, or make its length a multiple of 8)",
+        )
 
 
 def _check_ct(action: Any, view: View) -> None:
@@ -618,8 +638,11 @@ def _check_ct(action: Any, view: View) -> None:
         else:
             raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_ARGUMENT", f"ct cannot nest {type(nested).__name__}")
         if not plain and not commit:
-            raise SwitchError("OFPET_BAD_ACTION", "OFPBAC_BAD_ARGUMENT",
-                              "ct needs commit for actions other than nat without arguments")
+            raise SwitchError(
+                "OFPET_BAD_ACTION",
+                "OFPBAC_BAD_ARGUMENT",
+                "ct needs commit for actions other than nat without arguments",
+            )
     _wire_check(action)
 
 
@@ -704,8 +727,9 @@ class _Run:
             reason = ofp.OFPR_NO_MATCH if entry.is_table_miss else ofp.OFPR_ACTION
         cut = data if max_len == ofp.OFPCML_NO_BUFFER else data[:max_len]
         self.result.packet_ins.append(
-            PacketIn(table_id, cookie, reason, max_len, copy.deepcopy(self.packet), cut, len(data),
-                     self.packet["in_port"])
+            PacketIn(
+                table_id, cookie, reason, max_len, copy.deepcopy(self.packet), cut, len(data), self.packet["in_port"]
+            )
         )
         self.result.log.append(f"packet-in table={table_id} cookie={cookie:#x} reason={reason} max_len={max_len}")
 
@@ -752,8 +776,11 @@ class FakeSwitch:
         """Raise PipelineViolation when ``msg`` breaks the declared pipeline (unless ``check_pipeline`` is off)."""
         violations = check_message(msg) if self.check_pipeline else []
         if violations:
-            raise PipelineViolation(f"{type(msg).__name__} breaks the pipeline declared in nlb_sdn/flows/pipeline.py:\n"
-                                    + "".join(f"  {violation}\n" for violation in violations) + str(msg))
+            raise PipelineViolation(
+                f"{type(msg).__name__} breaks the pipeline declared in nlb_sdn/flows/pipeline.py:\n"
+                + "".join(f"  {violation}\n" for violation in violations)
+                + str(msg)
+            )
 
     def group_mod(self, msg: Any) -> None:
         """Apply an OFPGroupMod (select groups only); deleting a group removes the entries that use it."""
@@ -1036,10 +1063,18 @@ class FakeSwitch:
         if fm.flags & ofp.OFPFF_CHECK_OVERLAP and any(_overlaps(e.norm, norm) for e in same_priority):
             raise SwitchError("OFPET_FLOW_MOD_FAILED", "OFPFMFC_OVERLAP", f"priority {fm.priority} {fm.match}")
         entry = FlowEntry(
-            table_id=fm.table_id, priority=fm.priority, match=dict(fm.match.items()),
-            instructions=list(fm.instructions), cookie=fm.cookie, idle_timeout=fm.idle_timeout,
-            hard_timeout=fm.hard_timeout, flags=fm.flags, install_time=self.now, last_hit=self.now,
-            seq=next(self._seq), norm=norm,
+            table_id=fm.table_id,
+            priority=fm.priority,
+            match=dict(fm.match.items()),
+            instructions=list(fm.instructions),
+            cookie=fm.cookie,
+            idle_timeout=fm.idle_timeout,
+            hard_timeout=fm.hard_timeout,
+            flags=fm.flags,
+            install_time=self.now,
+            last_hit=self.now,
+            seq=next(self._seq),
+            norm=norm,
         )
         old = next((e for e in same_priority if e.norm == norm), None)
         if old is not None:
@@ -1084,17 +1119,30 @@ class FakeSwitch:
         """The os-ken OFPFlowRemoved a real switch would send for ``entry``."""
         duration = self.now - entry.install_time
         return parser.OFPFlowRemoved(
-            self.datapath, cookie=entry.cookie, priority=entry.priority, reason=reason, table_id=entry.table_id,
-            duration_sec=int(duration), duration_nsec=int(duration % 1 * 1e9), idle_timeout=entry.idle_timeout,
-            hard_timeout=entry.hard_timeout, packet_count=entry.n_packets, byte_count=entry.n_bytes,
+            self.datapath,
+            cookie=entry.cookie,
+            priority=entry.priority,
+            reason=reason,
+            table_id=entry.table_id,
+            duration_sec=int(duration),
+            duration_nsec=int(duration % 1 * 1e9),
+            idle_timeout=entry.idle_timeout,
+            hard_timeout=entry.hard_timeout,
+            packet_count=entry.n_packets,
+            byte_count=entry.n_bytes,
             match=parser.OFPMatch(**entry.match),
         )
 
 
 def _groups_in(instructions: list[Any]) -> set[int]:
     """The groups the instructions' actions send to."""
-    return {a.group_id for inst in instructions if isinstance(inst, parser.OFPInstructionActions)
-            for a in inst.actions if isinstance(a, parser.OFPActionGroup)}
+    return {
+        a.group_id
+        for inst in instructions
+        if isinstance(inst, parser.OFPInstructionActions)
+        for a in inst.actions
+        if isinstance(a, parser.OFPActionGroup)
+    }
 
 
 def _groups_of(entry: FlowEntry) -> set[int]:
@@ -1152,7 +1200,7 @@ def parse_messages(buf: bytes) -> list[Any]:
     msgs, offset = [], 0
     while offset < len(buf):
         version, msg_type, length, xid = OFP_HEADER.unpack_from(buf, offset)
-        wire = bytes(buf[offset:offset + length])
+        wire = bytes(buf[offset : offset + length])
         if msg_type == ofp.OFPT_PACKET_OUT:
             msgs.append(templates.parse_packet_out(wire))
         elif msg_type == ofp.OFPT_FLOW_MOD:
@@ -1181,8 +1229,13 @@ def make_packet(**fields: Any) -> dict[str, Any]:
         pkt.setdefault("mpls_payload_type", ETH_IPV4)
     l3 = pkt["mpls_payload_type"] if pkt["mpls"] else pkt["eth_type"]
     if l3 == ETH_ARP:
-        for name, default in (("arp_op", 1), ("arp_sha", pkt["eth_src"]), ("arp_spa", "0.0.0.0"),
-                              ("arp_tha", ZERO_MAC), ("arp_tpa", "0.0.0.0")):
+        for name, default in (
+            ("arp_op", 1),
+            ("arp_sha", pkt["eth_src"]),
+            ("arp_spa", "0.0.0.0"),
+            ("arp_tha", ZERO_MAC),
+            ("arp_tpa", "0.0.0.0"),
+        ):
             pkt.setdefault(name, default)
         return pkt
     if l3 == ETH_IPV4:
@@ -1190,8 +1243,13 @@ def make_packet(**fields: Any) -> dict[str, Any]:
             tcp_like = any(k.startswith("tcp_") for k in pkt)
             udp_like = any(k.startswith("udp_") for k in pkt)
             pkt["ip_proto"] = IPPROTO_TCP if tcp_like else IPPROTO_UDP if udp_like else 0
-        for name, default in (("ipv4_src", "0.0.0.0"), ("ipv4_dst", "0.0.0.0"), ("ip_dscp", 0), ("ip_ecn", 0),
-                              ("nw_ttl", 64)):
+        for name, default in (
+            ("ipv4_src", "0.0.0.0"),
+            ("ipv4_dst", "0.0.0.0"),
+            ("ip_dscp", 0),
+            ("ip_ecn", 0),
+            ("nw_ttl", 64),
+        ):
             pkt.setdefault(name, default)
         if pkt["ip_proto"] == IPPROTO_TCP:
             for name in ("tcp_src", "tcp_dst", "tcp_flags"):
@@ -1203,18 +1261,51 @@ def make_packet(**fields: Any) -> dict[str, Any]:
     return pkt
 
 
-def tcp_packet(eth_src: str, eth_dst: str, ipv4_src: str, ipv4_dst: str, tcp_src: int, tcp_dst: int,
-               tcp_flags: int = TCP_SYN, **fields: Any) -> dict[str, Any]:
+def tcp_packet(
+    eth_src: str,
+    eth_dst: str,
+    ipv4_src: str,
+    ipv4_dst: str,
+    tcp_src: int,
+    tcp_dst: int,
+    tcp_flags: int = TCP_SYN,
+    **fields: Any,
+) -> dict[str, Any]:
     """An IPv4/TCP packet dict (a SYN by default)."""
-    return make_packet(eth_src=eth_src, eth_dst=eth_dst, eth_type=ETH_IPV4, ip_proto=IPPROTO_TCP, ipv4_src=ipv4_src,
-                       ipv4_dst=ipv4_dst, tcp_src=tcp_src, tcp_dst=tcp_dst, tcp_flags=tcp_flags, **fields)
+    return make_packet(
+        eth_src=eth_src,
+        eth_dst=eth_dst,
+        eth_type=ETH_IPV4,
+        ip_proto=IPPROTO_TCP,
+        ipv4_src=ipv4_src,
+        ipv4_dst=ipv4_dst,
+        tcp_src=tcp_src,
+        tcp_dst=tcp_dst,
+        tcp_flags=tcp_flags,
+        **fields,
+    )
 
 
-def arp_packet(arp_op: int, eth_src: str, arp_spa: str, arp_tpa: str, eth_dst: str = BROADCAST_MAC,
-               arp_tha: str = ZERO_MAC, **fields: Any) -> dict[str, Any]:
+def arp_packet(
+    arp_op: int,
+    eth_src: str,
+    arp_spa: str,
+    arp_tpa: str,
+    eth_dst: str = BROADCAST_MAC,
+    arp_tha: str = ZERO_MAC,
+    **fields: Any,
+) -> dict[str, Any]:
     """An ARP packet dict (op 1 request, 2 reply) with arp_sha = eth_src unless given."""
-    return make_packet(eth_src=eth_src, eth_dst=eth_dst, eth_type=ETH_ARP, arp_op=arp_op, arp_spa=arp_spa,
-                       arp_tpa=arp_tpa, arp_tha=arp_tha, **fields)
+    return make_packet(
+        eth_src=eth_src,
+        eth_dst=eth_dst,
+        eth_type=ETH_ARP,
+        arp_op=arp_op,
+        arp_spa=arp_spa,
+        arp_tpa=arp_tpa,
+        arp_tha=arp_tha,
+        **fields,
+    )
 
 
 def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
@@ -1224,27 +1315,49 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
     labels = pkt.get("mpls") or []
     eth_type = pkt.get("eth_type", 0)
     types = [tag["tpid"] for tag in tags] + [eth_type]
-    frame.add_protocol(ethernet.ethernet(dst=pkt.get("eth_dst", ZERO_MAC), src=pkt.get("eth_src", ZERO_MAC),
-                                         ethertype=types[0]))
+    frame.add_protocol(
+        ethernet.ethernet(dst=pkt.get("eth_dst", ZERO_MAC), src=pkt.get("eth_src", ZERO_MAC), ethertype=types[0])
+    )
     for tag, next_type in zip(tags, types[1:], strict=True):
         vlan_cls = _vlan.svlan if tag["tpid"] == ETH_QINQ else _vlan.vlan
         frame.add_protocol(vlan_cls(pcp=tag.get("pcp", 0), cfi=0, vid=tag["vid"], ethertype=next_type))
     for i, label in enumerate(labels):
-        frame.add_protocol(_mpls.mpls(label=label["label"], exp=label.get("tc", 0), bsb=int(i == len(labels) - 1),
-                                      ttl=label.get("ttl", 64)))
+        frame.add_protocol(
+            _mpls.mpls(
+                label=label["label"], exp=label.get("tc", 0), bsb=int(i == len(labels) - 1), ttl=label.get("ttl", 64)
+            )
+        )
     l3 = pkt.get("mpls_payload_type", ETH_IPV4) if labels else eth_type
     if l3 == ETH_ARP:
-        frame.add_protocol(arp.arp(opcode=pkt.get("arp_op", 1), src_mac=pkt.get("arp_sha", ZERO_MAC),
-                                   src_ip=pkt.get("arp_spa", "0.0.0.0"), dst_mac=pkt.get("arp_tha", ZERO_MAC),
-                                   dst_ip=pkt.get("arp_tpa", "0.0.0.0")))
+        frame.add_protocol(
+            arp.arp(
+                opcode=pkt.get("arp_op", 1),
+                src_mac=pkt.get("arp_sha", ZERO_MAC),
+                src_ip=pkt.get("arp_spa", "0.0.0.0"),
+                dst_mac=pkt.get("arp_tha", ZERO_MAC),
+                dst_ip=pkt.get("arp_tpa", "0.0.0.0"),
+            )
+        )
     elif l3 == ETH_IPV4:
         proto = pkt.get("ip_proto", 0)
-        frame.add_protocol(ipv4.ipv4(tos=pkt.get("ip_dscp", 0) << 2 | pkt.get("ip_ecn", 0), ttl=pkt.get("nw_ttl", 64),
-                                     proto=proto, src=pkt.get("ipv4_src", "0.0.0.0"),
-                                     dst=pkt.get("ipv4_dst", "0.0.0.0")))
+        frame.add_protocol(
+            ipv4.ipv4(
+                tos=pkt.get("ip_dscp", 0) << 2 | pkt.get("ip_ecn", 0),
+                ttl=pkt.get("nw_ttl", 64),
+                proto=proto,
+                src=pkt.get("ipv4_src", "0.0.0.0"),
+                dst=pkt.get("ipv4_dst", "0.0.0.0"),
+            )
+        )
         if proto == IPPROTO_TCP:
-            frame.add_protocol(tcp.tcp(src_port=pkt.get("tcp_src", 0), dst_port=pkt.get("tcp_dst", 0),
-                                       bits=pkt.get("tcp_flags", 0), window_size=0xFFFF))
+            frame.add_protocol(
+                tcp.tcp(
+                    src_port=pkt.get("tcp_src", 0),
+                    dst_port=pkt.get("tcp_dst", 0),
+                    bits=pkt.get("tcp_flags", 0),
+                    window_size=0xFFFF,
+                )
+            )
         elif proto == IPPROTO_UDP:
             frame.add_protocol(udp.udp(src_port=pkt.get("udp_src", 0), dst_port=pkt.get("udp_dst", 0)))
     payload = pkt.get("payload", b"")
@@ -1275,13 +1388,13 @@ def packet_from_bytes(data: bytes, in_port: int | None = None) -> dict[str, Any]
         pkt["mpls_payload_type"] = l3 = ETH_IPV4 if rest[:1] and rest[0] >> 4 == 4 else 0
     if l3 == ETH_ARP:
         msg, _, _ = arp.arp.parser(rest)
-        pkt.update(arp_op=msg.opcode, arp_sha=msg.src_mac, arp_spa=msg.src_ip, arp_tha=msg.dst_mac,
-                   arp_tpa=msg.dst_ip)
+        pkt.update(arp_op=msg.opcode, arp_sha=msg.src_mac, arp_spa=msg.src_ip, arp_tha=msg.dst_mac, arp_tpa=msg.dst_ip)
         return pkt
     if l3 == ETH_IPV4:
         ip, _, rest = ipv4.ipv4.parser(rest)
-        pkt.update(ipv4_src=ip.src, ipv4_dst=ip.dst, ip_proto=ip.proto, ip_dscp=ip.tos >> 2, ip_ecn=ip.tos & 3,
-                   nw_ttl=ip.ttl)
+        pkt.update(
+            ipv4_src=ip.src, ipv4_dst=ip.dst, ip_proto=ip.proto, ip_dscp=ip.tos >> 2, ip_ecn=ip.tos & 3, nw_ttl=ip.ttl
+        )
         if ip.proto == IPPROTO_TCP:
             seg, _, rest = tcp.tcp.parser(rest)
             pkt.update(tcp_src=seg.src_port, tcp_dst=seg.dst_port, tcp_flags=seg.bits)

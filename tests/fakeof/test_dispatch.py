@@ -27,17 +27,38 @@ CLIENT_EDGE = 1
 BACKENDS = ("h1", "h2", "h3")
 
 
-def make_config(weights: tuple[int, ...] = (40, 35, 25), affinity: str = "none", dispatch: str = "switch",
-                members: tuple[str, ...] = BACKENDS, states: dict[str, str] | None = None,
-                pinning: str = "learn", max_connections: int | None = None) -> Config:
+def make_config(
+    weights: tuple[int, ...] = (40, 35, 25),
+    affinity: str = "none",
+    dispatch: str = "switch",
+    members: tuple[str, ...] = BACKENDS,
+    states: dict[str, str] | None = None,
+    pinning: str = "learn",
+    max_connections: int | None = None,
+) -> Config:
     """VIP web (10.0.0.100:80 -> h1..h3:8080) dispatched by the switches, on FabricTopo."""
     topo = FabricTopo()
     states = states or {}
-    vip = {"name": "web", "address": VIP, "port": 80, "dispatch": dispatch, "affinity": affinity,
-           "affinity_prefix": 24, "switch_pinning": pinning,
-           "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight,
-                        "state": states.get(name, "active")}
-                       for name, weight in zip(BACKENDS, weights, strict=True) if name in members]}
+    vip = {
+        "name": "web",
+        "address": VIP,
+        "port": 80,
+        "dispatch": dispatch,
+        "affinity": affinity,
+        "affinity_prefix": 24,
+        "switch_pinning": pinning,
+        "members": [
+            {
+                "name": name,
+                "address": topo.host_ip(name),
+                "port": MEMBER_PORT,
+                "weight": weight,
+                "state": states.get(name, "active"),
+            }
+            for name, weight in zip(BACKENDS, weights, strict=True)
+            if name in members
+        ],
+    }
     limit = {} if max_connections is None else {"max_connections": max_connections}
     return topo_config(topo, [vip], **limit)
 
@@ -83,8 +104,9 @@ def test_later_packets_and_replies_follow_the_learned_entries(net: Net) -> None:
     for _ in range(3):
         assert net.syn("c1", 42000, TCP_ACK).hosts == [member]
     assert forward.n_packets == 3
-    reply = tcp_packet(net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"), MEMBER_PORT, 42000,
-                       TCP_SYN | TCP_ACK)
+    reply = tcp_packet(
+        net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"), MEMBER_PORT, 42000, TCP_SYN | TCP_ACK
+    )
     back = net.fab.inject(member, reply)
     [(host, got)] = back.delivered
     assert host == "c1" and (got["eth_src"], got["ipv4_src"], got["tcp_src"]) == (VIP_MAC, VIP, 80)
@@ -126,7 +148,8 @@ def test_the_controller_learns_connections_from_flow_stats_and_flow_removed(net:
     assert net.lb.reconcile(CLIENT_EDGE, edge.flow_stats(), now=1.0) == []
     listed = {c["client"]: c for c in net.lb.connections()}
     assert {key: c["member"] for key, c in listed.items()} == {
-        f"{net.ip('c1')}:{sport}": host for sport, host in members.items()}
+        f"{net.ip('c1')}:{sport}": host for sport, host in members.items()
+    }
     assert all(c["dispatch"] == "switch" for c in listed.values())
     assert [op.verb for op in net.lb.dam_ops] == ["put", "put"]
     removed = net.fab.expire(100.0)
@@ -176,8 +199,7 @@ def test_dispatch_can_move_between_controller_and_switch(net: Net) -> None:
     edge = net.fab.dps[CLIENT_EDGE].switch
     assert edge.groups == {} and len(edge.dump_flows(Table.SWITCH_SELECT)) == 1
     assert all(net.syn("c1", sport, TCP_ACK).hosts == [host] for sport, host in pinned.items())
-    first, after = net.fab.run(net.lb, "c2", tcp_packet(net.mac("c2"), VIP_MAC, net.ip("c2"), VIP, 45000, 80),
-                               2.0)
+    first, after = net.fab.run(net.lb, "c2", tcp_packet(net.mac("c2"), VIP_MAC, net.ip("c2"), VIP, 45000, 80), 2.0)
     assert len(first.packet_ins) == 1 and len(after.delivered) == 1
     net.apply(make_config())
     assert set(edge.groups) == {1} and not net.syn("c2", 45001).packet_ins
@@ -207,8 +229,10 @@ def copies_to_controller(net: Net, delivery: Any, now: float = 1.0) -> list[int]
     tables = []
     for dpid, packet_in in delivery.packet_ins:
         msg = packet_in.to_msg(net.fab.dps[dpid])
-        assert net.lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now,
-                                       msg.cookie) == []
+        assert (
+            net.lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, now, msg.cookie)
+            == []
+        )
         tables.append(msg.table_id)
     return tables
 
@@ -225,8 +249,9 @@ def test_conntrack_pins_without_a_flow_entry_and_the_controller_hears_of_it_from
     assert (row["client"], row["member"], row["dispatch"]) == (f"{net.ip('c1')}:42000", member, "switch")
     assert edge.flow_count() == before, "no OpenFlow entry per connection"
     assert net.syn("c1", 42000).hosts == [member], "a retransmitted SYN keeps its member"
-    reply = tcp_packet(net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"), MEMBER_PORT, 42000,
-                       TCP_SYN | TCP_ACK)
+    reply = tcp_packet(
+        net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"), MEMBER_PORT, 42000, TCP_SYN | TCP_ACK
+    )
     back = net.fab.inject(member, reply)
     [(host, got)] = back.delivered
     assert host == "c1" and (got["eth_src"], got["ipv4_src"], got["tcp_src"]) == (VIP_MAC, VIP, 80)
@@ -247,8 +272,9 @@ def test_conntrack_connections_end_with_the_copy_of_a_fin_or_rst(ct_net: Net) ->
     assert fin.hosts == [hosts[42001]]
     assert copies_to_controller(net, fin) == [Table.CT_FORWARD]
     member = hosts[42002]
-    rst = net.fab.inject(member, tcp_packet(net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"),
-                                            MEMBER_PORT, 42002, 0x04))
+    rst = net.fab.inject(
+        member, tcp_packet(net.mac(member), net.mac("c1"), net.ip(member), net.ip("c1"), MEMBER_PORT, 42002, 0x04)
+    )
     assert rst.hosts == ["c1"] and copies_to_controller(net, rst) == [Table.CT_REVERSE]
     assert net.lb.connections() == []
     counters = net.lb.stats()["switch_dispatch"]["counters"]
@@ -292,8 +318,7 @@ def test_a_member_removed_from_a_conntrack_pool_keeps_its_connections_until_they
     assert net.lb.dispatch_updates(2.0, net.fab.dps) == {}, "h1 still has connections: its entries stay"
     for sport in on_h1:
         assert net.syn("c1", sport, TCP_ACK).hosts == ["h1"]
-        member_reply = tcp_packet(net.mac("h1"), net.mac("c1"), net.ip("h1"), net.ip("c1"), MEMBER_PORT, sport,
-                                  TCP_ACK)
+        member_reply = tcp_packet(net.mac("h1"), net.mac("c1"), net.ip("h1"), net.ip("c1"), MEMBER_PORT, sport, TCP_ACK)
         [(host, got)] = net.fab.inject("h1", member_reply).delivered
         assert host == "c1" and got["ipv4_src"] == VIP
     for sport in on_h1:

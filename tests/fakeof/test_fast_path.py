@@ -30,8 +30,16 @@ FRAME = bytes(range(74))
 
 def packet_in_bytes(match: Any, data: bytes, total_len: int, xid: int = 5) -> bytes:
     """A switch's OFPT_PACKET_IN with ``match``, serialised as the benchmark's fake switch does."""
-    msg = ofload.PacketIn(ofload.Datapath(), buffer_id=ofp.OFP_NO_BUFFER, total_len=total_len,
-                          reason=ofp.OFPR_NO_MATCH, table_id=1, cookie=0x0101000000000000, match=match, data=data)
+    msg = ofload.PacketIn(
+        ofload.Datapath(),
+        buffer_id=ofp.OFP_NO_BUFFER,
+        total_len=total_len,
+        reason=ofp.OFPR_NO_MATCH,
+        table_id=1,
+        cookie=0x0101000000000000,
+        match=match,
+        data=data,
+    )
     return ofload.encode(msg, xid)
 
 
@@ -78,8 +86,16 @@ class Recorder(RyuApp):
 
 
 def packet_in_event(xid: int) -> Any:
-    msg = parser.OFPPacketIn(None, buffer_id=ofp.OFP_NO_BUFFER, total_len=74, reason=0, table_id=1, cookie=0,
-                             match=parser.OFPMatch(in_port=1), data=FRAME)
+    msg = parser.OFPPacketIn(
+        None,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        total_len=74,
+        reason=0,
+        table_id=1,
+        cookie=0,
+        match=parser.OFPMatch(in_port=1),
+        data=FRAME,
+    )
     msg.xid = xid
     return ofp_event.EventOFPPacketIn(msg)
 
@@ -170,7 +186,6 @@ def test_the_fast_path_under_ryu() -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != "NLB_SDN_FRAMEWORK"}
     env["NLB_SDN_FRAMEWORK"] = "ryu"
-    proc = subprocess.run([str(RYU_PYTHON), "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run([str(RYU_PYTHON), "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ryu ok"

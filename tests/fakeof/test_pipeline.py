@@ -36,25 +36,45 @@ BACKENDS = ("h1", "h2", "h3")
 def make_config(weights: tuple[int, ...] = (1, 1, 2), max_connections: int = 100_000, api: bool = True) -> Config:
     """VIP web (10.0.0.100:80 → h1..h3:8080, weights) and VIP api (10.0.0.101:443 → h1:8443) on FabricTopo."""
     topo = FabricTopo()
-    vips: list[dict[str, Any]] = [{
-        "name": "web", "address": VIP, "port": 80,
-        "members": [{"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight}
-                    for name, weight in zip(BACKENDS, weights, strict=True)],
-    }]
+    vips: list[dict[str, Any]] = [
+        {
+            "name": "web",
+            "address": VIP,
+            "port": 80,
+            "members": [
+                {"name": name, "address": topo.host_ip(name), "port": MEMBER_PORT, "weight": weight}
+                for name, weight in zip(BACKENDS, weights, strict=True)
+            ],
+        }
+    ]
     if api:
-        vips.append({"name": "api", "address": API, "port": 443,
-                     "members": [{"name": "h1", "address": topo.host_ip("h1"), "port": 8443}]})
+        vips.append(
+            {
+                "name": "api",
+                "address": API,
+                "port": 443,
+                "members": [{"name": "h1", "address": topo.host_ip("h1"), "port": 8443}],
+            }
+        )
     return topo_config(topo, vips, max_connections=max_connections)
 
 
 class Net(CoreNet):
     """The core, the fabric it drives, and a member's reply segments."""
 
-    def reply(self, member: str, client: str, cport: int, flags: int = TCP_SYN | TCP_ACK, mport: int = MEMBER_PORT,
-              payload: bytes = b"") -> dict[str, Any]:
+    def reply(
+        self,
+        member: str,
+        client: str,
+        cport: int,
+        flags: int = TCP_SYN | TCP_ACK,
+        mport: int = MEMBER_PORT,
+        payload: bytes = b"",
+    ) -> dict[str, Any]:
         """A segment a member sends back to a client (straight to the client's MAC and address)."""
-        return tcp_packet(self.mac(member), self.mac(client), self.ip(member), self.ip(client), mport, cport, flags,
-                          payload=payload)
+        return tcp_packet(
+            self.mac(member), self.mac(client), self.ip(member), self.ip(client), mport, cport, flags, payload=payload
+        )
 
 
 @pytest.fixture
@@ -76,8 +96,13 @@ def test_every_switch_gets_the_same_pipeline_and_its_own_paths(net: Net) -> None
         assert switch.flow_count(Table.CONNECTIONS) == 2 + 2  # SYN punt and miss punt + each VIP service's SYN entry
         assert switch.flow_count(Table.REVERSE) == 1
         assert switch.flow_count(Table.FORWARD) == 1 + 6  # miss + one path per host
-        for table in (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE, Table.SWITCH_SELECT, Table.CT_FORWARD,
-                      Table.CT_REVERSE):
+        for table in (
+            Table.SWITCH_CONNECTIONS,
+            Table.SWITCH_REVERSE,
+            Table.SWITCH_SELECT,
+            Table.CT_FORWARD,
+            Table.CT_REVERSE,
+        ):
             assert switch.flow_count(table) == 1  # misses of the switch-dispatch and conntrack tables
         assert not net.fab.connection_flows(dpid, Table.CONNECTIONS)
     # Reinstalling (a reconnect) replaces identical entries instead of piling up.
@@ -165,9 +190,11 @@ def test_next_segments_bypass_the_controller_and_count_on_the_connection_entry(n
     [forward] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
     assert forward.n_packets == 0  # the SYN was released with the entry's actions, not through it
     packets_in = net.lb.stats()["packet_in"]["total"]
-    segments = [net.to_vip("c2", 41000, TCP_ACK),
-                net.to_vip("c2", 41000, TCP_ACK | TCP_PSH, payload=b"GET / HTTP/1.0\r\n\r\n" + b"x" * 1400),
-                net.to_vip("c2", 41000, TCP_ACK | TCP_FIN)]
+    segments = [
+        net.to_vip("c2", 41000, TCP_ACK),
+        net.to_vip("c2", 41000, TCP_ACK | TCP_PSH, payload=b"GET / HTTP/1.0\r\n\r\n" + b"x" * 1400),
+        net.to_vip("c2", 41000, TCP_ACK | TCP_FIN),
+    ]
     last_bytes = forward.n_bytes
     for n, segment in enumerate(segments, start=1):
         went = net.fab.inject("c2", segment)
@@ -202,8 +229,7 @@ def test_member_reply_is_rewritten_back_to_the_vip_at_the_client_edge(net: Net) 
         assert reverse.n_packets == n
     # The rewrite happened only at the client's edge: s2 and s3 passed the reply on untouched.
     for _dpid, trace in back.traces[:2]:
-        assert [e.table_id for e in trace.hits] == [Table.CLASSIFY, Table.REVERSE, Table.SWITCH_REVERSE,
-                                                    Table.FORWARD]
+        assert [e.table_id for e in trace.hits] == [Table.CLASSIFY, Table.REVERSE, Table.SWITCH_REVERSE, Table.FORWARD]
         assert trace.outputs[0][1]["ipv4_src"] == net.ip(member)
 
 
@@ -225,19 +251,30 @@ def test_direct_client_member_traffic_is_forwarded_untouched(net: Net) -> None:
     assert net.fab.inject("h2", local).hops == [(BACKEND_EDGE, net.port("h2"))]
 
 
-@pytest.mark.parametrize("what", ["unknown_mac", "broadcast_ip", "ipv6", "lldp", "vip_other_port", "vip_udp",
-                                  "vip_icmp", "vip_other_port_api_address"])
+@pytest.mark.parametrize(
+    "what",
+    [
+        "unknown_mac",
+        "broadcast_ip",
+        "ipv6",
+        "lldp",
+        "vip_other_port",
+        "vip_udp",
+        "vip_icmp",
+        "vip_other_port_api_address",
+    ],
+)
 def test_traffic_nobody_should_get_is_dropped_without_packet_in(net: Net, what: str) -> None:
     c1_mac, c1_ip = net.mac("c1"), net.ip("c1")
     pkt = {
         "unknown_mac": tcp_packet(c1_mac, "00:00:00:00:00:99", c1_ip, "10.0.0.99", 40000, 80),
-        "broadcast_ip": make_packet(eth_src=c1_mac, eth_dst=BROADCAST_MAC, ipv4_src=c1_ip,
-                                    ipv4_dst="255.255.255.255", udp_src=68, udp_dst=67),
+        "broadcast_ip": make_packet(
+            eth_src=c1_mac, eth_dst=BROADCAST_MAC, ipv4_src=c1_ip, ipv4_dst="255.255.255.255", udp_src=68, udp_dst=67
+        ),
         "ipv6": make_packet(eth_src=c1_mac, eth_dst=net.mac("h1"), eth_type=0x86DD),
         "lldp": make_packet(eth_src=c1_mac, eth_dst="01:80:c2:00:00:0e", eth_type=0x88CC),
         "vip_other_port": net.to_vip("c1", 40000, vport=443),
-        "vip_udp": make_packet(eth_src=c1_mac, eth_dst=VIP_MAC, ipv4_src=c1_ip, ipv4_dst=VIP, udp_src=5000,
-                               udp_dst=80),
+        "vip_udp": make_packet(eth_src=c1_mac, eth_dst=VIP_MAC, ipv4_src=c1_ip, ipv4_dst=VIP, udp_src=5000, udp_dst=80),
         "vip_icmp": make_packet(eth_src=c1_mac, eth_dst=VIP_MAC, ipv4_src=c1_ip, ipv4_dst=VIP, ip_proto=1),
         "vip_other_port_api_address": net.to_vip("c1", 40000, vip=API, vport=80),
     }[what]
@@ -274,7 +311,7 @@ def test_duplicate_syn_punted_twice_before_plumbing_gets_the_same_member(net: Ne
     # Both packet-ins reach the controller before any of its answers reaches the switch.
     answers = []
     for went in (first, second):
-        (dpid, pi), = went.packet_ins
+        ((dpid, pi),) = went.packet_ins
         answers.append(net.lb.handle_packet_in(dpid, pi.in_port, pi.data, pi.total_len, pi.table_id, 2.0))
     (conn,) = net.lb.connections(vip="web")[4:]
     delivered = [net.fab.send(CLIENT_EDGE, msgs) for msgs in answers]
@@ -297,7 +334,8 @@ def test_a_syn_with_data_goes_up_whole_and_is_released_with_its_data(net: Net) -
 
 
 def test_a_truncated_late_segment_replumbs_its_connection_without_release_and_the_retransmission_passes(
-        net: Net) -> None:
+    net: Net,
+) -> None:
     member = net.open("c1", 46001)
     net.fab.flow_removed_to(net.lb, net.fab.expire(100.0))  # its entries idled out; the route lingers
     segment = net.to_vip("c1", 46001, TCP_ACK, payload=b"U" * 400)
@@ -322,7 +360,9 @@ def test_idle_connection_expires_in_both_directions_and_the_table_empties(net: N
     assert net.fab.expire(119.9) == []
     removed = net.fab.expire(120.0)
     assert sorted((dpid, msg.table_id, reason_name(msg.reason)) for dpid, msg in removed) == [
-        (CLIENT_EDGE, Table.CONNECTIONS, "idle"), (CLIENT_EDGE, Table.REVERSE, "idle")]
+        (CLIENT_EDGE, Table.CONNECTIONS, "idle"),
+        (CLIENT_EDGE, Table.REVERSE, "idle"),
+    ]
     follow_up = net.fab.flow_removed_to(net.lb, removed)
     assert follow_up.nothing
     assert net.lb.connections() == [] and net.lb.stats()["connections"]["per_member"] == {}
@@ -447,11 +487,23 @@ def test_connection_cap_refusal_leaves_no_flows(net: Net) -> None:
 
 def flow_stats_reply(dp: Any) -> Any:
     """The OFPFlowStatsReply a switch would send for all its flows."""
-    body = [parser.OFPFlowStats(table_id, 0, 0, priority, 0, 0, 0, cookie, 0, 0,
-                                parser.OFPMatch(**{k: tuple(v) if isinstance(v, list) else v
-                                                   for k, v in match.items()}),
-                                [])
-            for table_id, priority, match, cookie in dp.switch.flow_stats()]
+    body = [
+        parser.OFPFlowStats(
+            table_id,
+            0,
+            0,
+            priority,
+            0,
+            0,
+            0,
+            cookie,
+            0,
+            0,
+            parser.OFPMatch(**{k: tuple(v) if isinstance(v, list) else v for k, v in match.items()}),
+            [],
+        )
+        for table_id, priority, match, cookie in dp.switch.flow_stats()
+    ]
     reply = parser.OFPFlowStatsReply(dp, body=body, flags=0)
     return reply
 

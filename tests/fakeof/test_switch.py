@@ -55,11 +55,18 @@ def out(port: int, max_len: int = ofp.OFPCML_MAX) -> Any:
     return parser.OFPActionOutput(port, max_len)
 
 
-def add(dp: FakeDatapath, table: int = 0, priority: int = 100, match: Any = None,
-        instructions: list[Any] | None = None, **kw: Any) -> Any:
+def add(
+    dp: FakeDatapath,
+    table: int = 0,
+    priority: int = 100,
+    match: Any = None,
+    instructions: list[Any] | None = None,
+    **kw: Any,
+) -> Any:
     """Send an OFPFC_ADD flow-mod and return it."""
-    fm = parser.OFPFlowMod(dp, table_id=table, priority=priority, match=match or parser.OFPMatch(),
-                           instructions=instructions or [], **kw)
+    fm = parser.OFPFlowMod(
+        dp, table_id=table, priority=priority, match=match or parser.OFPMatch(), instructions=instructions or [], **kw
+    )
     dp.send_msg(fm)
     return fm
 
@@ -117,10 +124,18 @@ def test_no_matching_entry_drops(fake_dp: FakeDatapath) -> None:
 
 
 def test_masked_ipv4_and_eth_matches(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, priority=10, match=parser.OFPMatch(eth_type=ETH_IPV4, ipv4_src=("10.1.0.0", "255.255.0.0")),
-        instructions=apply(out(1)))
-    add(fake_dp, priority=5, match=parser.OFPMatch(eth_src=("00:00:00:00:00:00", "01:00:00:00:00:00")),
-        instructions=apply(out(2)))
+    add(
+        fake_dp,
+        priority=10,
+        match=parser.OFPMatch(eth_type=ETH_IPV4, ipv4_src=("10.1.0.0", "255.255.0.0")),
+        instructions=apply(out(1)),
+    )
+    add(
+        fake_dp,
+        priority=5,
+        match=parser.OFPMatch(eth_src=("00:00:00:00:00:00", "01:00:00:00:00:00")),
+        instructions=apply(out(2)),
+    )
     assert fake_dp.switch.trace(syn(src="10.1.200.7"), in_port=9).ports == [1]
     assert fake_dp.switch.trace(syn(src="10.2.0.7"), in_port=9).ports == [2]
     multicast_src = dict(syn(src="10.2.0.7"), eth_src="01:00:5e:00:00:01")
@@ -141,10 +156,15 @@ def test_in_port_and_l4_fields_match(fake_dp: FakeDatapath) -> None:
 
 
 def test_goto_table_write_metadata_and_metadata_match(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, table=0, match=parser.OFPMatch(in_port=1), instructions=[
-        parser.OFPInstructionWriteMetadata(0x0A, 0xFF),
-        parser.OFPInstructionGotoTable(3),
-    ])
+    add(
+        fake_dp,
+        table=0,
+        match=parser.OFPMatch(in_port=1),
+        instructions=[
+            parser.OFPInstructionWriteMetadata(0x0A, 0xFF),
+            parser.OFPInstructionGotoTable(3),
+        ],
+    )
     add(fake_dp, table=3, match=parser.OFPMatch(metadata=(0x0A, 0xFF)), instructions=apply(out(4)))
     add(fake_dp, table=3, priority=1, instructions=apply(out(5)))
     result = fake_dp.switch.trace(syn(), in_port=1)
@@ -154,13 +174,17 @@ def test_goto_table_write_metadata_and_metadata_match(fake_dp: FakeDatapath) -> 
 
 
 def test_apply_actions_rewrite_in_order_and_outputs_are_snapshots(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, match=tcp_to_vip(), instructions=apply(
-        out(1),
-        parser.OFPActionSetField(ipv4_dst="10.0.0.21"),
-        parser.OFPActionSetField(eth_dst=MAC3),
-        parser.OFPActionSetField(tcp_dst=8080),
-        out(2),
-    ))
+    add(
+        fake_dp,
+        match=tcp_to_vip(),
+        instructions=apply(
+            out(1),
+            parser.OFPActionSetField(ipv4_dst="10.0.0.21"),
+            parser.OFPActionSetField(eth_dst=MAC3),
+            parser.OFPActionSetField(tcp_dst=8080),
+            out(2),
+        ),
+    )
     result = fake_dp.switch.trace(syn(), in_port=9)
     (p1, before), (p2, after) = result.outputs
     assert (p1, before["ipv4_dst"], before["eth_dst"], before["tcp_dst"]) == (1, VIP, MAC2, 80)
@@ -169,23 +193,38 @@ def test_apply_actions_rewrite_in_order_and_outputs_are_snapshots(fake_dp: FakeD
 
 
 def test_write_actions_run_at_pipeline_end_in_action_set_order(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, table=0, match=tcp_to_vip(), instructions=[
-        parser.OFPInstructionGotoTable(1),
-        parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(1), parser.OFPActionSetField(ipv4_dst="10.0.0.21")]),
-    ])
-    add(fake_dp, table=1, instructions=[
-        parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(2)]),
-    ])
+    add(
+        fake_dp,
+        table=0,
+        match=tcp_to_vip(),
+        instructions=[
+            parser.OFPInstructionGotoTable(1),
+            parser.OFPInstructionActions(
+                ofp.OFPIT_WRITE_ACTIONS, [out(1), parser.OFPActionSetField(ipv4_dst="10.0.0.21")]
+            ),
+        ],
+    )
+    add(
+        fake_dp,
+        table=1,
+        instructions=[
+            parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(2)]),
+        ],
+    )
     result = fake_dp.switch.trace(syn(), in_port=9)
     assert result.ports == [2]
     assert result.outputs[0][1]["ipv4_dst"] == "10.0.0.21"
 
 
 def test_clear_actions_empties_the_action_set(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, table=0, instructions=[
-        parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(1)]),
-        parser.OFPInstructionGotoTable(1),
-    ])
+    add(
+        fake_dp,
+        table=0,
+        instructions=[
+            parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [out(1)]),
+            parser.OFPInstructionGotoTable(1),
+        ],
+    )
     add(fake_dp, table=1, instructions=[parser.OFPInstructionActions(ofp.OFPIT_CLEAR_ACTIONS, [])])
     assert fake_dp.switch.trace(syn(), in_port=9).dropped
 
@@ -200,18 +239,32 @@ def test_output_to_in_port_is_skipped_unless_ofpp_in_port(fake_dp: FakeDatapath)
 
 
 def test_push_and_pop_vlan_and_vlan_vid_matching(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, table=0, match=parser.OFPMatch(in_port=1), instructions=apply(
-        parser.OFPActionPushVlan(ETH_VLAN),
-        parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | 42),
-        out(2),
-    ))
+    add(
+        fake_dp,
+        table=0,
+        match=parser.OFPMatch(in_port=1),
+        instructions=apply(
+            parser.OFPActionPushVlan(ETH_VLAN),
+            parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | 42),
+            out(2),
+        ),
+    )
     tagged = fake_dp.switch.trace(syn(), in_port=1).outputs[0][1]
     assert tagged["vlan"] == [{"tpid": ETH_VLAN, "vid": 42, "pcp": 0}]
     assert tagged["eth_type"] == ETH_IPV4
-    add(fake_dp, table=0, match=parser.OFPMatch(in_port=2, vlan_vid=ofp.OFPVID_PRESENT | 42),
-        instructions=apply(parser.OFPActionPopVlan(), out(3)))
-    add(fake_dp, table=0, priority=50, match=parser.OFPMatch(vlan_vid=(ofp.OFPVID_PRESENT, ofp.OFPVID_PRESENT)),
-        instructions=apply(out(4)))
+    add(
+        fake_dp,
+        table=0,
+        match=parser.OFPMatch(in_port=2, vlan_vid=ofp.OFPVID_PRESENT | 42),
+        instructions=apply(parser.OFPActionPopVlan(), out(3)),
+    )
+    add(
+        fake_dp,
+        table=0,
+        priority=50,
+        match=parser.OFPMatch(vlan_vid=(ofp.OFPVID_PRESENT, ofp.OFPVID_PRESENT)),
+        instructions=apply(out(4)),
+    )
     add(fake_dp, table=0, priority=40, match=parser.OFPMatch(vlan_vid=ofp.OFPVID_NONE), instructions=apply(out(5)))
     assert fake_dp.switch.trace(tagged, in_port=2).outputs[0] == (3, dict(tagged, vlan=[], in_port=2))
     assert fake_dp.switch.trace(dict(tagged, vlan=[{"tpid": ETH_VLAN, "vid": 7, "pcp": 0}]), in_port=2).ports == [4]
@@ -219,17 +272,26 @@ def test_push_and_pop_vlan_and_vlan_vid_matching(fake_dp: FakeDatapath) -> None:
 
 
 def test_push_and_pop_mpls(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, table=0, match=parser.OFPMatch(in_port=1, eth_type=ETH_IPV4), instructions=apply(
-        parser.OFPActionPushMpls(ETH_MPLS),
-        parser.OFPActionSetField(mpls_label=1001),
-        out(2),
-    ))
+    add(
+        fake_dp,
+        table=0,
+        match=parser.OFPMatch(in_port=1, eth_type=ETH_IPV4),
+        instructions=apply(
+            parser.OFPActionPushMpls(ETH_MPLS),
+            parser.OFPActionSetField(mpls_label=1001),
+            out(2),
+        ),
+    )
     labelled = fake_dp.switch.trace(syn(), in_port=1).outputs[0][1]
     assert labelled["eth_type"] == ETH_MPLS
     assert labelled["mpls"] == [{"label": 1001, "tc": 0, "ttl": 64}]
     assert labelled["mpls_payload_type"] == ETH_IPV4
-    add(fake_dp, table=0, match=parser.OFPMatch(in_port=2, eth_type=ETH_MPLS, mpls_label=1001, mpls_bos=1),
-        instructions=apply(parser.OFPActionPopMpls(ETH_IPV4), out(3)))
+    add(
+        fake_dp,
+        table=0,
+        match=parser.OFPMatch(in_port=2, eth_type=ETH_MPLS, mpls_label=1001, mpls_bos=1),
+        instructions=apply(parser.OFPActionPopMpls(ETH_IPV4), out(3)),
+    )
     port, popped = fake_dp.switch.trace(labelled, in_port=2).outputs[0]
     assert port == 3
     assert popped == dict(syn(), in_port=2)
@@ -281,8 +343,13 @@ def test_table_miss_entry_sends_truncated_packet_in(fake_dp: FakeDatapath) -> No
 
 
 def test_controller_output_from_a_rule_is_reason_action_with_full_frame(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, priority=5, match=parser.OFPMatch(in_port=7), cookie=0x5,
-        instructions=apply(parser.OFPActionSetField(eth_dst=MAC3), out(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)))
+    add(
+        fake_dp,
+        priority=5,
+        match=parser.OFPMatch(in_port=7),
+        cookie=0x5,
+        instructions=apply(parser.OFPActionSetField(eth_dst=MAC3), out(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)),
+    )
     (pin,) = fake_dp.switch.trace(syn(), in_port=7).packet_ins
     assert pin.reason == ofp.OFPR_ACTION and pin.cookie == 0x5
     assert packet_from_bytes(pin.data) == dict(syn(), eth_dst=MAC3)
@@ -301,9 +368,15 @@ def test_packet_out_to_table_runs_the_pipeline_from_table_zero(fake_dp: FakeData
     add(fake_dp, table=0, match=parser.OFPMatch(in_port=1), instructions=apply(out(5)))
     data = packet_to_bytes(syn())
     for in_port, expected in ((ofp.OFPP_CONTROLLER, [4]), (1, [5])):
-        fake_dp.send_msg(parser.OFPPacketOut(fake_dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=in_port,
-                                             actions=[parser.OFPActionSetField(eth_src=MAC3), out(ofp.OFPP_TABLE)],
-                                             data=data))
+        fake_dp.send_msg(
+            parser.OFPPacketOut(
+                fake_dp,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=in_port,
+                actions=[parser.OFPActionSetField(eth_src=MAC3), out(ofp.OFPP_TABLE)],
+                data=data,
+            )
+        )
         result = fake_dp.switch.packet_outs[-1]
         assert result.ports == expected
         assert result.outputs[0][1]["eth_src"] == MAC3
@@ -312,8 +385,13 @@ def test_packet_out_to_table_runs_the_pipeline_from_table_zero(fake_dp: FakeData
 
 def test_packet_out_direct_output_and_controller(fake_dp: FakeDatapath) -> None:
     pkt = packet.Packet(packet_to_bytes(arp_packet(2, MAC2, VIP, "10.0.0.1", eth_dst=MAC1)))
-    msg = parser.OFPPacketOut(fake_dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                              actions=[out(3), out(ofp.OFPP_CONTROLLER)], data=pkt)
+    msg = parser.OFPPacketOut(
+        fake_dp,
+        buffer_id=ofp.OFP_NO_BUFFER,
+        in_port=ofp.OFPP_CONTROLLER,
+        actions=[out(3), out(ofp.OFPP_CONTROLLER)],
+        data=pkt,
+    )
     result = fake_dp.switch.packet_out(msg)
     assert result.ports == [3]
     assert result.outputs[0][1]["arp_spa"] == VIP and result.outputs[0][1]["arp_op"] == 2
@@ -327,8 +405,11 @@ def test_packet_out_with_a_buffer_id_or_flood_is_refused(fake_dp: FakeDatapath) 
     with pytest.raises(SwitchError, match="OFPBRC_BUFFER_UNKNOWN"):
         fake_dp.send_msg(parser.OFPPacketOut(fake_dp, buffer_id=5, in_port=1, actions=[out(2)]))
     with pytest.raises(NotImplementedError, match="reserved port"):
-        fake_dp.send_msg(parser.OFPPacketOut(fake_dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=1,
-                                             actions=[out(ofp.OFPP_FLOOD)], data=data))
+        fake_dp.send_msg(
+            parser.OFPPacketOut(
+                fake_dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=1, actions=[out(ofp.OFPP_FLOOD)], data=data
+            )
+        )
 
 
 # -- flow-mod semantics ------------------------------------------------------------------------------------------------
@@ -364,20 +445,28 @@ def test_modify_changes_instructions_only_of_selected_entries(fake_dp: FakeDatap
     add(fake_dp, priority=10, match=tcp_to_vip(tcp_dst=80), instructions=apply(out(1)), cookie=0x11, idle_timeout=30)
     add(fake_dp, priority=20, match=tcp_to_vip(tcp_dst=443), instructions=apply(out(1)), cookie=0x12)
     fake_dp.switch.trace(syn(), in_port=9)
-    modify = parser.OFPFlowMod(fake_dp, command=ofp.OFPFC_MODIFY, match=tcp_to_vip(), cookie=0x11,
-                               cookie_mask=0xFF, instructions=apply(out(2)))
+    modify = parser.OFPFlowMod(
+        fake_dp, command=ofp.OFPFC_MODIFY, match=tcp_to_vip(), cookie=0x11, cookie_mask=0xFF, instructions=apply(out(2))
+    )
     fake_dp.send_msg(modify)
     assert fake_dp.switch.trace(syn(), in_port=9).ports == [2]
     assert fake_dp.switch.trace(syn(dport=443), in_port=9).ports == [1]
     entry = fake_dp.switch.dump_flows(0)[1]
     assert (entry.cookie, entry.idle_timeout, entry.n_packets) == (0x11, 30, 2)
-    strict = parser.OFPFlowMod(fake_dp, command=ofp.OFPFC_MODIFY_STRICT, priority=20, match=tcp_to_vip(tcp_dst=443),
-                               flags=ofp.OFPFF_RESET_COUNTS, instructions=apply(out(3)))
+    strict = parser.OFPFlowMod(
+        fake_dp,
+        command=ofp.OFPFC_MODIFY_STRICT,
+        priority=20,
+        match=tcp_to_vip(tcp_dst=443),
+        flags=ofp.OFPFF_RESET_COUNTS,
+        instructions=apply(out(3)),
+    )
     fake_dp.send_msg(strict)
     assert fake_dp.switch.trace(syn(dport=443), in_port=9).ports == [3]
     assert fake_dp.switch.dump_flows(0)[0].n_packets == 1
-    nothing = parser.OFPFlowMod(fake_dp, command=ofp.OFPFC_MODIFY, match=parser.OFPMatch(in_port=77),
-                                instructions=apply(out(4)))
+    nothing = parser.OFPFlowMod(
+        fake_dp, command=ofp.OFPFC_MODIFY, match=parser.OFPMatch(in_port=77), instructions=apply(out(4))
+    )
     fake_dp.send_msg(nothing)
     assert fake_dp.switch.flow_count() == 2
 
@@ -431,8 +520,15 @@ def test_non_strict_delete_keeps_less_specific_entries(fake_dp: FakeDatapath) ->
 def test_idle_timeout_expiry_produces_flow_removed(fake_dp: FakeDatapath) -> None:
     sw = fake_dp.switch
     sw.now = 100.0
-    add(fake_dp, priority=7, match=tcp_to_vip(), cookie=0x77, idle_timeout=10,
-        flags=ofp.OFPFF_SEND_FLOW_REM, instructions=apply(out(1)))
+    add(
+        fake_dp,
+        priority=7,
+        match=tcp_to_vip(),
+        cookie=0x77,
+        idle_timeout=10,
+        flags=ofp.OFPFF_SEND_FLOW_REM,
+        instructions=apply(out(1)),
+    )
     add(fake_dp, priority=6, idle_timeout=10, instructions=apply(out(2)))
     sw.now = 105.0
     sw.trace(syn(), in_port=1)
@@ -441,7 +537,12 @@ def test_idle_timeout_expiry_produces_flow_removed(fake_dp: FakeDatapath) -> Non
     (removed,) = sw.expire(115.5)
     assert isinstance(removed, parser.OFPFlowRemoved)
     assert (removed.datapath, removed.cookie, removed.priority, removed.reason, removed.table_id) == (
-        fake_dp, 0x77, 7, ofp.OFPRR_IDLE_TIMEOUT, 0)
+        fake_dp,
+        0x77,
+        7,
+        ofp.OFPRR_IDLE_TIMEOUT,
+        0,
+    )
     assert (removed.idle_timeout, removed.hard_timeout, removed.packet_count) == (10, 0, 1)
     assert removed.byte_count == len(packet_to_bytes(syn()))
     assert (removed.duration_sec, removed.duration_nsec) == (15, 500_000_000)
@@ -478,13 +579,23 @@ def test_delete_reports_flow_removed_for_send_flow_rem_entries(fake_dp: FakeData
         ({"instructions": [parser.OFPInstructionGotoTable(255)]}, "OFPBIC_BAD_TABLE_ID"),
         ({"instructions": apply(out(ofp.OFPP_TABLE))}, "OFPBAC_BAD_OUT_PORT"),
         ({"instructions": apply(out(0))}, "OFPBAC_BAD_OUT_PORT"),
-        ({"match": parser.OFPMatch(eth_type=ETH_IPV4), "instructions": apply(parser.OFPActionSetField(tcp_dst=1))},
-         "OFPBAC_MATCH_INCONSISTENT"),
-        ({"instructions": [parser.OFPInstructionActions(
-            ofp.OFPIT_WRITE_ACTIONS, [parser.OFPActionSetField(ipv4_dst=VIP)])]}, "OFPBAC_MATCH_INCONSISTENT"),
+        (
+            {"match": parser.OFPMatch(eth_type=ETH_IPV4), "instructions": apply(parser.OFPActionSetField(tcp_dst=1))},
+            "OFPBAC_MATCH_INCONSISTENT",
+        ),
+        (
+            {
+                "instructions": [
+                    parser.OFPInstructionActions(ofp.OFPIT_WRITE_ACTIONS, [parser.OFPActionSetField(ipv4_dst=VIP)])
+                ]
+            },
+            "OFPBAC_MATCH_INCONSISTENT",
+        ),
         ({"instructions": apply(parser.OFPActionPopVlan())}, "OFPBAC_MATCH_INCONSISTENT"),
-        ({"instructions": apply(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | 3))},
-         "OFPBAC_MATCH_INCONSISTENT"),
+        (
+            {"instructions": apply(parser.OFPActionSetField(vlan_vid=ofp.OFPVID_PRESENT | 3))},
+            "OFPBAC_MATCH_INCONSISTENT",
+        ),
         ({"instructions": apply(parser.OFPActionPopMpls(ETH_IPV4))}, "OFPBAC_MATCH_INCONSISTENT"),
         ({"instructions": apply(parser.OFPActionDecNwTtl())}, "OFPBAC_MATCH_INCONSISTENT"),
         ({"table": 255}, "OFPFMFC_BAD_TABLE_ID"),
@@ -500,14 +611,29 @@ def test_flow_mods_a_switch_would_reject_raise(fake_dp: FakeDatapath, kwargs: di
 
 
 def test_actions_after_push_satisfy_prerequisites(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, instructions=apply(parser.OFPActionPushVlan(ETH_VLAN), parser.OFPActionSetField(vlan_pcp=5),
-                                    parser.OFPActionPopVlan()))
-    add(fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4), instructions=apply(
-        parser.OFPActionPushMpls(ETH_MPLS), parser.OFPActionSetField(mpls_tc=3), parser.OFPActionPopMpls(ETH_ARP),
-        parser.OFPActionSetField(arp_op=2)))
+    add(
+        fake_dp,
+        instructions=apply(
+            parser.OFPActionPushVlan(ETH_VLAN), parser.OFPActionSetField(vlan_pcp=5), parser.OFPActionPopVlan()
+        ),
+    )
+    add(
+        fake_dp,
+        match=parser.OFPMatch(eth_type=ETH_IPV4),
+        instructions=apply(
+            parser.OFPActionPushMpls(ETH_MPLS),
+            parser.OFPActionSetField(mpls_tc=3),
+            parser.OFPActionPopMpls(ETH_ARP),
+            parser.OFPActionSetField(arp_op=2),
+        ),
+    )
     with pytest.raises(SwitchError, match="ipv4_dst"):
-        add(fake_dp, priority=3, match=parser.OFPMatch(eth_type=ETH_IPV4), instructions=apply(
-            parser.OFPActionPushMpls(ETH_MPLS), parser.OFPActionSetField(ipv4_dst=VIP)))
+        add(
+            fake_dp,
+            priority=3,
+            match=parser.OFPMatch(eth_type=ETH_IPV4),
+            instructions=apply(parser.OFPActionPushMpls(ETH_MPLS), parser.OFPActionSetField(ipv4_dst=VIP)),
+        )
     assert fake_dp.switch.flow_count() == 2
 
 
@@ -552,9 +678,13 @@ def test_unsupported_features_raise_not_implemented(fake_dp: FakeDatapath, instr
         arp_packet(1, MAC1, "10.0.0.1", VIP),
         make_packet(eth_src=MAC1, eth_dst=MAC2, udp_src=53, udp_dst=5353, ipv4_dst="10.0.0.53", payload=b"q"),
         make_packet(eth_src=MAC1, ipv4_src="10.0.0.1", ip_proto=1, payload=b"\x08\x00icmp"),
-        make_packet(vlan=[{"tpid": 0x88A8, "vid": 5, "pcp": 1}, {"tpid": ETH_VLAN, "vid": 7, "pcp": 0}],
-                    mpls=[{"label": 16, "tc": 1, "ttl": 9}, {"label": 17, "tc": 0, "ttl": 8}], eth_type=ETH_MPLS,
-                    tcp_src=1, tcp_dst=2),
+        make_packet(
+            vlan=[{"tpid": 0x88A8, "vid": 5, "pcp": 1}, {"tpid": ETH_VLAN, "vid": 7, "pcp": 0}],
+            mpls=[{"label": 16, "tc": 1, "ttl": 9}, {"label": 17, "tc": 0, "ttl": 8}],
+            eth_type=ETH_MPLS,
+            tcp_src=1,
+            tcp_dst=2,
+        ),
     ],
 )
 def test_packet_dict_bytes_round_trip(pkt: dict[str, Any]) -> None:
@@ -627,11 +757,20 @@ def test_a_select_group_spreads_connections_by_5_tuple_and_keeps_each_on_one_buc
 
 
 def test_a_bucket_acts_on_a_copy_and_resubmit_comes_back(fake_dp: FakeDatapath) -> None:
-    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [
-        parser.OFPBucket(weight=1, actions=[parser.OFPActionSetField(eth_dst=MAC2), out(1)])]))
+    fake_dp.send_msg(
+        parser.OFPGroupMod(
+            fake_dp,
+            ofp.OFPGC_ADD,
+            ofp.OFPGT_SELECT,
+            1,
+            [parser.OFPBucket(weight=1, actions=[parser.OFPActionSetField(eth_dst=MAC2), out(1)])],
+        )
+    )
     add(fake_dp, table=1, match=parser.OFPMatch(eth_dst=MAC2), instructions=apply(out(2)))
-    add(fake_dp, instructions=apply(parser.OFPActionGroup(1), parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1),
-                                    out(3)))
+    add(
+        fake_dp,
+        instructions=apply(parser.OFPActionGroup(1), parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1), out(3)),
+    )
     result = fake_dp.switch.trace(tcp_packet(MAC1, MAC1, "10.0.0.1", VIP, 40000, 80), in_port=9)
     assert result.ports == [1, 3]
     assert result.outputs[0][1]["eth_dst"] == MAC2 and result.outputs[1][1]["eth_dst"] == MAC1
@@ -639,19 +778,30 @@ def test_a_bucket_acts_on_a_copy_and_resubmit_comes_back(fake_dp: FakeDatapath) 
 
 def test_learn_installs_the_entry_its_specs_describe(fake_dp: FakeDatapath) -> None:
     learn = parser.NXActionLearn(
-        table_id=2, priority=200, idle_timeout=10, cookie=0x42, flags=1, specs=[
+        table_id=2,
+        priority=200,
+        idle_timeout=10,
+        cookie=0x42,
+        flags=1,
+        specs=[
             parser.NXFlowSpecMatch(src=ETH_IPV4, dst=("eth_type_nxm", 0), n_bits=16),
             parser.NXFlowSpecMatch(src=6, dst=("ip_proto_nxm", 0), n_bits=8),
             parser.NXFlowSpecMatch(src=("ipv4_src_nxm", 8), dst=("ipv4_src_nxm", 8), n_bits=24),
             parser.NXFlowSpecMatch(src=("tcp_src_nxm", 0), dst=("tcp_dst_nxm", 0), n_bits=16),
-            parser.NXFlowSpecLoad(src=0x0A000063, dst=("ipv4_dst_nxm", 0), n_bits=32)])
+            parser.NXFlowSpecLoad(src=0x0A000063, dst=("ipv4_dst_nxm", 0), n_bits=32),
+        ],
+    )
     with pytest.raises(SwitchError, match="MATCH_INCONSISTENT"):
         add(fake_dp, instructions=apply(learn))
     add(fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6), instructions=apply(learn))
     fake_dp.switch.trace(syn(src="10.1.2.3", sport=40001), in_port=9)
     [entry] = fake_dp.switch.dump_flows(2)
-    assert entry.match == {"eth_type": ETH_IPV4, "ip_proto": 6, "ipv4_src": ("10.1.2.0", "255.255.255.0"),
-                           "tcp_dst": 40001}
+    assert entry.match == {
+        "eth_type": ETH_IPV4,
+        "ip_proto": 6,
+        "ipv4_src": ("10.1.2.0", "255.255.255.0"),
+        "tcp_dst": 40001,
+    }
     assert (entry.priority, entry.cookie, entry.idle_timeout, entry.flags) == (200, 0x42, 10, ofp.OFPFF_SEND_FLOW_REM)
     assert entry.instructions[0].actions[0].value == "10.0.0.99"
 
@@ -666,15 +816,22 @@ EST, RPL_EST = CT_TRK | CT_EST, CT_TRK | CT_EST | CT_RPL
 
 def ct_lookup(table: int, zone: int = ZONE) -> Any:
     """``ct(zone=Z,nat,table=T)``."""
-    return parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=zone, recirc_table=table, alg=0,
-                             actions=[parser.NXActionNAT(flags=0)])
+    return parser.NXActionCT(
+        flags=0, zone_src="", zone_ofs_nbits=zone, recirc_table=table, alg=0, actions=[parser.NXActionNAT(flags=0)]
+    )
 
 
 def ct_commit(mark: int = 5, zone: int = ZONE) -> Any:
     """``ct(commit,zone=Z,nat(dst=MEMBER:8080),exec(set_field:mark->ct_mark))``, without recirculation."""
     nat = parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=MEMBER, range_proto_min=8080, range_proto_max=8080)
-    return parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=zone, recirc_table=NX_CT_RECIRC_NONE,
-                             alg=0, actions=[nat, parser.OFPActionSetField(ct_mark=mark)])
+    return parser.NXActionCT(
+        flags=NX_CT_F_COMMIT,
+        zone_src="",
+        zone_ofs_nbits=zone,
+        recirc_table=NX_CT_RECIRC_NONE,
+        alg=0,
+        actions=[nat, parser.OFPActionSetField(ct_mark=mark)],
+    )
 
 
 def ct_match(state: int, mask: int | None = None, **fields: Any) -> Any:
@@ -685,8 +842,11 @@ def ct_match(state: int, mask: int | None = None, **fields: Any) -> Any:
 def nat_switch(dp: FakeDatapath) -> None:
     """Tracker to table 1, which commits new connections (out 4, commit, out 2), est with mark 5 to 3, replies to 1."""
     add(dp, match=tcp_to_vip(), instructions=apply(ct_lookup(1)))
-    add(dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER, tcp_src=8080),
-        instructions=apply(ct_lookup(1)))
+    add(
+        dp,
+        match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER, tcp_src=8080),
+        instructions=apply(ct_lookup(1)),
+    )
     add(dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(4), ct_commit(), out(2)))
     add(dp, table=1, match=ct_match(EST, RPL_EST, ct_mark=5), instructions=apply(out(3)))
     add(dp, table=1, match=ct_match(RPL_EST), instructions=apply(out(1)))
@@ -738,7 +898,12 @@ def test_an_untracked_packet_is_new_unmarked_and_not_rewritten(fake_dp: FakeData
     assert result.ports == [1] and not fake_dp.switch.conntrack
     got = result.outputs[0][1]
     assert (got["ct_state"], got["ct_zone"], got["ct_mark"], got["ipv4_dst"], got["tcp_dst"]) == (
-        CT_TRK | CT_NEW, ZONE, 0, VIP, 80)
+        CT_TRK | CT_NEW,
+        ZONE,
+        0,
+        VIP,
+        80,
+    )
 
 
 def test_recirculation_forks_the_copy_to_its_table_after_the_pass(fake_dp: FakeDatapath) -> None:
@@ -753,8 +918,11 @@ def test_recirculation_forks_the_copy_to_its_table_after_the_pass(fake_dp: FakeD
 
 
 def test_without_recirculation_the_packet_goes_on_natted_and_untracked(fake_dp: FakeDatapath) -> None:
-    add(fake_dp, match=tcp_to_vip(), instructions=apply(ct_commit(), out(2),
-                                                        parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)))
+    add(
+        fake_dp,
+        match=tcp_to_vip(),
+        instructions=apply(ct_commit(), out(2), parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)),
+    )
     add(fake_dp, table=1, match=ct_match(0, CT_TRK), instructions=apply(out(3)))
     result = fake_dp.switch.trace(syn(), in_port=9)
     assert result.ports == [2, 3] and "recirculation to table 1" not in result.log
@@ -773,8 +941,9 @@ def test_zones_keep_connections_apart_and_ct_flush_forgets_them(fake_dp: FakeDat
     assert [key.zone for key in sw.conntrack] == [8]
     sw.ct_flush()
     assert sw.conntrack == {}
-    add(fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER),
-        instructions=apply(ct_lookup(1)))
+    add(
+        fake_dp, match=parser.OFPMatch(eth_type=ETH_IPV4, ip_proto=6, ipv4_src=MEMBER), instructions=apply(ct_lookup(1))
+    )
     add(fake_dp, table=1, match=ct_match(CT_TRK | CT_NEW), instructions=apply(out(1)))
     back = sw.trace(member_reply(), in_port=2)
     assert back.ports == [1] and back.outputs[0][1]["ipv4_src"] == MEMBER  # forgotten: no un-NAT
@@ -782,10 +951,17 @@ def test_zones_keep_connections_apart_and_ct_flush_forgets_them(fake_dp: FakeDat
 
 def _misaligned_commit() -> Any:
     """A commit whose nat (both range ends and ports: 28 bytes) os-ken serialises without its padding."""
-    nat = parser.NXActionNAT(flags=NX_NAT_F_DST, range_ipv4_min=MEMBER, range_ipv4_max=MEMBER, range_proto_min=8080,
-                             range_proto_max=8080)
-    return parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=ZONE, recirc_table=NX_CT_RECIRC_NONE,
-                             alg=0, actions=[nat, parser.OFPActionSetField(ct_mark=1)])
+    nat = parser.NXActionNAT(
+        flags=NX_NAT_F_DST, range_ipv4_min=MEMBER, range_ipv4_max=MEMBER, range_proto_min=8080, range_proto_max=8080
+    )
+    return parser.NXActionCT(
+        flags=NX_CT_F_COMMIT,
+        zone_src="",
+        zone_ofs_nbits=ZONE,
+        recirc_table=NX_CT_RECIRC_NONE,
+        alg=0,
+        actions=[nat, parser.OFPActionSetField(ct_mark=1)],
+    )
 
 
 @pytest.mark.parametrize(
@@ -793,10 +969,25 @@ def _misaligned_commit() -> Any:
     [
         (parser.OFPMatch(), ct_lookup(1), "OFPBAC_MATCH_INCONSISTENT"),
         (parser.OFPMatch(eth_type=0x86DD), ct_commit(), "OFPBAC_MATCH_INCONSISTENT"),
-        (tcp_to_vip(), parser.NXActionCT(flags=0, zone_src="", zone_ofs_nbits=ZONE, recirc_table=1, alg=0,
-                                         actions=[parser.OFPActionSetField(ct_mark=1)]), "OFPBAC_BAD_ARGUMENT"),
-        (tcp_to_vip(), parser.NXActionCT(flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=ZONE, recirc_table=1,
-                                         alg=0, actions=[out(1)]), "OFPBAC_BAD_ARGUMENT"),
+        (
+            tcp_to_vip(),
+            parser.NXActionCT(
+                flags=0,
+                zone_src="",
+                zone_ofs_nbits=ZONE,
+                recirc_table=1,
+                alg=0,
+                actions=[parser.OFPActionSetField(ct_mark=1)],
+            ),
+            "OFPBAC_BAD_ARGUMENT",
+        ),
+        (
+            tcp_to_vip(),
+            parser.NXActionCT(
+                flags=NX_CT_F_COMMIT, zone_src="", zone_ofs_nbits=ZONE, recirc_table=1, alg=0, actions=[out(1)]
+            ),
+            "OFPBAC_BAD_ARGUMENT",
+        ),
         (tcp_to_vip(), parser.OFPActionSetField(ct_mark=1), "OFPBAC_BAD_SET_ARGUMENT"),
         (tcp_to_vip(), _misaligned_commit(), "OFPBAC_BAD_LEN"),
     ],
@@ -807,10 +998,20 @@ def test_ct_flow_mods_open_vswitch_refuses_raise(fake_dp: FakeDatapath, match: A
 
 
 def test_a_bucket_drops_its_ct_when_it_outputs_but_a_resubmitted_table_tracks(fake_dp: FakeDatapath) -> None:
-    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [
-        parser.OFPBucket(weight=1, actions=[ct_commit(), out(1)])]))
-    fake_dp.send_msg(parser.OFPGroupMod(fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 2, [
-        parser.OFPBucket(weight=1, actions=[parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)])]))
+    fake_dp.send_msg(
+        parser.OFPGroupMod(
+            fake_dp, ofp.OFPGC_ADD, ofp.OFPGT_SELECT, 1, [parser.OFPBucket(weight=1, actions=[ct_commit(), out(1)])]
+        )
+    )
+    fake_dp.send_msg(
+        parser.OFPGroupMod(
+            fake_dp,
+            ofp.OFPGC_ADD,
+            ofp.OFPGT_SELECT,
+            2,
+            [parser.OFPBucket(weight=1, actions=[parser.NXActionResubmitTable(in_port=0xFFF8, table_id=1)])],
+        )
+    )
     add(fake_dp, match=tcp_to_vip(tcp_src=40000), instructions=apply(parser.OFPActionGroup(1)))
     add(fake_dp, match=tcp_to_vip(tcp_src=40001), instructions=apply(parser.OFPActionGroup(2)))
     add(fake_dp, table=1, match=tcp_to_vip(), instructions=apply(ct_commit(), out(2)))

@@ -43,8 +43,9 @@ class Net(CoreNet):
         super().__init__(config)
         self.labels = host_labels(config.fabric)
 
-    def dsr_reply(self, member: str, client: str, cport: int, flags: int = TCP_SYN | TCP_ACK,
-                  payload: bytes = b"") -> dict[str, Any]:
+    def dsr_reply(
+        self, member: str, client: str, cport: int, flags: int = TCP_SYN | TCP_ACK, payload: bytes = b""
+    ) -> dict[str, Any]:
         """What a member sends back in direct server return: from its MAC, with the VIP as source, to the client."""
         return tcp_packet(self.mac(member), self.mac(client), VIP, self.ip(client), 80, cport, flags, payload=payload)
 
@@ -95,8 +96,10 @@ def test_syn_travels_labelled_across_the_cores_and_reaches_the_host_unchanged(ne
     # On the trunks the packet carried the host's label; the core matched only table 0's MPLS entry and the label.
     core_dpid, core_trace = released.traces[1]
     assert core_dpid == CORE_A
-    assert [(e.table_id, e.cookie >> 56) for e in core_trace.hits] == [(Table.CLASSIFY, CookieKind.BASE),
-                                                                       (Table.TUNNEL, CookieKind.FABRIC)]
+    assert [(e.table_id, e.cookie >> 56) for e in core_trace.hits] == [
+        (Table.CLASSIFY, CookieKind.BASE),
+        (Table.TUNNEL, CookieKind.FABRIC),
+    ]
     [(_, on_trunk)] = core_trace.outputs
     assert on_trunk["eth_type"] == ETH_TYPE_MPLS and on_trunk["mpls"][0]["label"] == conn["label"]
     # One entry, one direction, at the client's edge only; nothing per connection anywhere else.
@@ -126,8 +129,10 @@ def test_dsr_reply_goes_straight_to_the_client_without_touching_vip_flows(net: N
 def test_client_segments_bypass_the_controller_and_count_on_the_one_entry(net: Net) -> None:
     member = net.open("c3", 42000)
     [entry] = net.entries(CLIENT_EDGE, Table.CONNECTIONS, CookieKind.TUNNEL)
-    segments = [net.to_vip("c3", 42000, TCP_ACK),
-                net.to_vip("c3", 42000, TCP_ACK | TCP_PSH, payload=b"GET / HTTP/1.1\r\n\r\n" + b"x" * 1400)]
+    segments = [
+        net.to_vip("c3", 42000, TCP_ACK),
+        net.to_vip("c3", 42000, TCP_ACK | TCP_PSH, payload=b"GET / HTTP/1.1\r\n\r\n" + b"x" * 1400),
+    ]
     for n, segment in enumerate(segments, start=1):
         went = net.fab.inject("c3", segment)
         assert went.hosts == [member] and not went.packet_ins
@@ -140,7 +145,8 @@ def test_idle_end_forgets_the_connection_and_a_late_segment_replumbs_to_the_same
     member = net.open("c1", 43000, now=100.0)
     removed = net.fab.expire(115.0)
     assert [(dpid, msg.table_id, reason_name(msg.reason)) for dpid, msg in removed] == [
-        (CLIENT_EDGE, Table.CONNECTIONS, "idle")]
+        (CLIENT_EDGE, Table.CONNECTIONS, "idle")
+    ]
     assert net.fab.flow_removed_to(net.lb, removed).nothing  # nothing else to delete: one direction only
     assert net.lb.connections() == [] and net.lb.stats()["lingering_routes"] == 1
     assert (net.lb.dam_ops[-1].verb, net.lb.dam_ops[-1].key) == ("touch", route_key(net.ip("c1"), 43000, VIP, 80))
@@ -199,8 +205,10 @@ def test_leaving_tunnel_mode_ends_the_tunnel_connections_and_removes_the_labels(
     # The switch reports the deletion; the core forgets the connection and its route (no linger: not an idle end).
     [(dpid, removed)] = net.fab.drain_flow_removed(CLIENT_EDGE)
     assert reason_name(removed.reason) == "delete"
-    assert net.lb.handle_flow_removed(dpid, removed.table_id, removed.cookie, dict(removed.match.items()),
-                                      idle=False) == []
+    assert (
+        net.lb.handle_flow_removed(dpid, removed.table_id, removed.cookie, dict(removed.match.items()), idle=False)
+        == []
+    )
     assert net.lb.connections() == [] and net.lb.stats()["lingering_routes"] == 0
     member = net.open("c2", 46501)
     assert net.fab.inject("c2", net.to_vip("c2", 46501, TCP_ACK)).to(member)[0]["ipv4_dst"] == net.ip(member)

@@ -20,6 +20,11 @@ def positive(value: object) -> bool:
 def run_smoke(script: str, out: Path, workdir: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``benchmarks/<script> --smoke`` writing its report to ``out``; its result and how long it took (s)."""
     started = time.monotonic()
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), "--workdir",
-                             str(workdir)], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return result, time.monotonic() - started

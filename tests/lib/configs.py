@@ -28,21 +28,23 @@ def web_member(index: int, **fields: Any) -> dict[str, Any]:
 
 def web_config(members: list[dict[str, Any]], controller: dict[str, Any] | None = None, **vip: Any) -> Config:
     """VIP web (10.0.0.100:80) over ``members`` on FABRIC, with a ``controller`` section and more VIP fields."""
-    return parse_config({
-        "controller": controller or {},
-        "vips": [{"name": "web", "address": WEB_VIP, "port": 80, **vip, "members": members}],
-        "fabric": FABRIC,
-    })
+    return parse_config(
+        {
+            "controller": controller or {},
+            "vips": [{"name": "web", "address": WEB_VIP, "port": 80, **vip, "members": members}],
+            "fabric": FABRIC,
+        }
+    )
 
 
 def weighted_web_config(weights: tuple[int, ...] = (1, 1, 2), max_connections: int = 100_000) -> Config:
     """VIP web over h1, h2, ... with ``weights`` on FABRIC, tracking at most ``max_connections`` connections."""
-    return web_config([web_member(i + 1, weight=w) for i, w in enumerate(weights)],
-                      {"max_connections": max_connections})
+    return web_config(
+        [web_member(i + 1, weight=w) for i, w in enumerate(weights)], {"max_connections": max_connections}
+    )
 
 
-def health_web_config(health: str = "static", states: tuple[str, str, str] = ("active", "active", "active")
-                      ) -> Config:
+def health_web_config(health: str = "static", states: tuple[str, str, str] = ("active", "active", "active")) -> Config:
     """VIP web over h1..h3 on FABRIC, every member with the ``health`` source, in the given target ``states``."""
     return web_config([web_member(i + 1, health=health, state=state) for i, state in enumerate(states)])
 

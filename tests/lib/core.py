@@ -10,8 +10,9 @@ from tests.lib.configs import WEB_VIP
 from tests.lib.shell_double import ShellDouble
 
 
-def punt_syn(lb: ShellDouble, client: str = "10.0.0.1", port: int = 40000, *, dpid: int = 1, in_port: int = 1,
-             now: float = 1.0) -> list[Any]:
+def punt_syn(
+    lb: ShellDouble, client: str = "10.0.0.1", port: int = 40000, *, dpid: int = 1, in_port: int = 1, now: float = 1.0
+) -> list[Any]:
     """A SYN from ``client``:``port`` to VIP web (10.0.0.100:80) punted by switch ``dpid`` from ``in_port``; the
     messages the core answers with."""
     frame = syn_frame(client, port, WEB_VIP, 80)

@@ -22,8 +22,10 @@ VIP = "10.0.0.100"
 WEIGHTS = {"h1": 1, "h2": 1, "h3": 2}
 PLUMB_TIMEOUT = 15.0
 
-needs_lab = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mnexec") is None or shutil.which("ovs-vsctl") is None,
-                               reason="needs root, Open vSwitch and Mininet")
+needs_lab = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mnexec") is None or shutil.which("ovs-vsctl") is None,
+    reason="needs root, Open vSwitch and Mininet",
+)
 
 
 def web_vip(topo: LabTopo, weights: dict[str, int] = WEIGHTS, idle_timeout: int = 15) -> dict[str, Any]:
@@ -34,12 +36,15 @@ def web_vip(topo: LabTopo, weights: dict[str, int] = WEIGHTS, idle_timeout: int 
     return {"name": "web", "address": VIP, "port": 80, "idle_timeout": idle_timeout, "members": members}
 
 
-def open_connections(lab: Lab, client: str, count: int, *, port: int = 80, concurrency: int = 4,
-                     timeout: int = 60) -> dict[str, Any]:
+def open_connections(
+    lab: Lab, client: str, count: int, *, port: int = 80, concurrency: int = 4, timeout: int = 60
+) -> dict[str, Any]:
     """Open ``count`` new connections from ``client`` to the VIP on ``port``; every one must succeed. The client's
     summary."""
-    summary = lab.run_client(client, ["connections", VIP, "--port", port, "--count", count, "--concurrency",
-                                      concurrency, "--timeout", timeout])
+    summary = lab.run_client(
+        client,
+        ["connections", VIP, "--port", port, "--count", count, "--concurrency", concurrency, "--timeout", timeout],
+    )
     assert summary["errors"] == 0 and summary["ok"] == count, summary
     return summary
 
@@ -68,8 +73,11 @@ def plumbed_since(lab: Lab, started: float, client_ip: str = "", vip: str = "web
     """The VIP's connections the controller plumbed at or after ``started`` (``time.time()``), of one client address
     when given. Not "the keys that were not there before": a new connection may reuse the client port of a listed one.
     """
-    return [c for c in connections_of(lab, vip)
-            if c["installed_at"] >= started and c["client"].startswith(f"{client_ip}:" if client_ip else "")]
+    return [
+        c
+        for c in connections_of(lab, vip)
+        if c["installed_at"] >= started and c["client"].startswith(f"{client_ip}:" if client_ip else "")
+    ]
 
 
 def start_downloads(lab: Lab, count: int, size: int, rate: int) -> list[subprocess.Popen[bytes]]:
@@ -77,11 +85,13 @@ def start_downloads(lab: Lab, count: int, size: int, rate: int) -> list[subproce
     and wait until the controller has plumbed them all."""
     clients = lab.topo.clients
     started = time.time()
-    downloads = [lab.start_client(clients[i % len(clients)],
-                                  ["download", VIP, "--bytes", size, "--rate", rate, "--timeout", 60])
-                 for i in range(count)]
-    wait_for(lambda: len(plumbed_since(lab, started)) >= count, timeout=PLUMB_TIMEOUT,
-             what=f"{count} downloads plumbed")
+    downloads = [
+        lab.start_client(clients[i % len(clients)], ["download", VIP, "--bytes", size, "--rate", rate, "--timeout", 60])
+        for i in range(count)
+    ]
+    wait_for(
+        lambda: len(plumbed_since(lab, started)) >= count, timeout=PLUMB_TIMEOUT, what=f"{count} downloads plumbed"
+    )
     return downloads
 
 
@@ -92,8 +102,9 @@ def restart_controller(lab: Lab) -> None:
     lab.wait_switches_connected()
 
 
-def host_python(lab: Lab, host: str, script: str, *args: object, timeout: float = 20.0
-                ) -> subprocess.CompletedProcess[str]:
+def host_python(
+    lab: Lab, host: str, script: str, *args: object, timeout: float = 20.0
+) -> subprocess.CompletedProcess[str]:
     """Run the Python ``script`` (``python -c``, this interpreter) inside ``host`` with ``args``; its result."""
     return lab.host_run(host, [sys.executable, "-c", script, *map(str, args)], timeout=timeout)
 

@@ -18,8 +18,9 @@ def free_port(address: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def loopback_connection(client_timeout: float | None = EXCHANGE_TIMEOUT
-                        ) -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
+def loopback_connection(
+    client_timeout: float | None = EXCHANGE_TIMEOUT,
+) -> Iterator[tuple[socket.socket, socket.socket, socket.socket]]:
     """An established TCP connection over 127.0.0.1 for the block: (listener, client, accepted server side)."""
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -38,7 +39,7 @@ def exchange(port: int, data: bytes, address: str = "127.0.0.1", chunks: int = 1
         size = -(-len(data) // chunks)
         try:
             for start in range(0, len(data), size):
-                sock.sendall(data[start:start + size])
+                sock.sendall(data[start : start + size])
                 if pause:
                     time.sleep(pause)
             while chunk := sock.recv(65536):

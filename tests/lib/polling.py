@@ -20,8 +20,7 @@ def poll_until(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, int
     return value
 
 
-async def poll_until_async(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT,
-                           interval: float = 0.01) -> T:
+async def poll_until_async(condition: Callable[[], T], timeout: float = DEFAULT_TIMEOUT, interval: float = 0.01) -> T:
     """:func:`poll_until` inside an event loop: sleeps with ``asyncio.sleep`` so the loop's tasks run meanwhile."""
     deadline = time.monotonic() + timeout
     while not (value := condition()) and time.monotonic() < deadline:

@@ -27,8 +27,12 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> 
 
 def start_backend(name: str) -> tuple[subprocess.Popen[str], int]:
     """Start the lab backend ``name`` on 127.0.0.1 with an ephemeral port; the process and the port it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", "0",
-                             "--bind", "127.0.0.1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", "0", "--bind", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], BACKEND_START_TIMEOUT)
     line = proc.stdout.readline() if ready else ""

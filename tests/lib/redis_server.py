@@ -41,11 +41,28 @@ class RedisServer:
 
     def start(self) -> None:
         """Start the server (no RDB, no AOF, expired-key events on) and wait until it answers PING."""
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir, "--save", "",
-                "--appendonly", "no", "--notify-keyspace-events", "Ex", "--daemonize", "no", "--logfile",
-                os.path.join(self.dir, "redis.log")]
-        process = self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                  stderr=subprocess.DEVNULL)
+        args = [
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            self.dir,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--notify-keyspace-events",
+            "Ex",
+            "--daemonize",
+            "no",
+            "--logfile",
+            os.path.join(self.dir, "redis.log"),
+        ]
+        process = self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         poll_until(lambda: process.poll() is not None or _answers_ping(self.port), START_TIMEOUT, 0.02)
         if process.poll() is not None or not _answers_ping(self.port):
             self.stop()

@@ -17,8 +17,9 @@ def fabric_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The fabric lab (3 clients, 3 backends, 2 edges, 2 cores) with the nlb_sdn controller, switches connected."""
     topo = FabricTopo(clients=3, backends=3)
     config = lab_config(topo, [web_vip(topo, idle_timeout=5)])
-    lab = Lab(topo, config, workdir=str(tmp_path_factory.mktemp("fabric-lab")), ofp_port=free_port(),
-              rest_port=free_port())
+    lab = Lab(
+        topo, config, workdir=str(tmp_path_factory.mktemp("fabric-lab")), ofp_port=free_port(), rest_port=free_port()
+    )
     with lab:
         lab.wait_switches_connected()
         yield lab

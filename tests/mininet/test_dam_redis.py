@@ -38,11 +38,20 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def redis_lab(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     topo = FabricTopo(clients=4, backends=3)
-    vips = [{"name": "web", "address": VIP, "port": 80, "affinity": "client_ip", "idle_timeout": 5,
-             "members": topo.members()}]
+    vips = [
+        {
+            "name": "web",
+            "address": VIP,
+            "port": 80,
+            "affinity": "client_ip",
+            "idle_timeout": 5,
+            "members": topo.members(),
+        }
+    ]
     config = lab_config(topo, vips, dam={"backend": "redis", "url": redis.url, "prefix": "labtest:"})
-    lab = Lab(topo, config, workdir=str(tmp_path_factory.mktemp("redis-lab")), ofp_port=free_port(),
-              rest_port=free_port())
+    lab = Lab(
+        topo, config, workdir=str(tmp_path_factory.mktemp("redis-lab")), ofp_port=free_port(), rest_port=free_port()
+    )
     with lab:
         lab.wait_switches_connected()
         yield lab
@@ -87,8 +96,20 @@ def second_lbu(redis_lab: Lab, tmp_path) -> Iterator[int]:
     path = tmp_path / "lbu2.yaml"
     path.write_text(yaml.safe_dump(config))
     with open(tmp_path / "lbu2.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", str(path),
-                                 "--ofp-tcp-listen-port", str(free_port())], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "nlb_sdn.cli",
+                "controller",
+                "--config",
+                str(path),
+                "--ofp-tcp-listen-port",
+                str(free_port()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(lambda: _answers(rest_port), timeout=20, what="LBU 2's REST API")
         yield rest_port
@@ -107,22 +128,32 @@ def _answers(port: int) -> bool:
 def test_two_controllers_on_one_redis_see_the_same_sessions(redis_lab: Lab, second_lbu: int):
     connect(redis_lab, "c1", 5)
     first = {s["id"]: s["member"] for s in redis_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]}
-    wait_for(lambda: first.items() <= {s["id"]: s["member"]
-                                       for s in rest(second_lbu, "/v1/sessions?vip=web")["sessions"]}.items(),
-             timeout=5, what="LBU 2 to hold LBU 1's sessions")
+    wait_for(
+        lambda: (
+            first.items()
+            <= {s["id"]: s["member"] for s in rest(second_lbu, "/v1/sessions?vip=web")["sessions"]}.items()
+        ),
+        timeout=5,
+        what="LBU 2 to hold LBU 1's sessions",
+    )
     connect(redis_lab, "c2", 5)
     second = session_key("client_ip", "web@10.0.0.2")
-    wait_for(lambda: second in {s["id"] for s in rest(second_lbu, "/v1/sessions")["sessions"]},
-             timeout=5, what="LBU 2 to follow a new session through the change feed")
+    wait_for(
+        lambda: second in {s["id"] for s in rest(second_lbu, "/v1/sessions")["sessions"]},
+        timeout=5,
+        what="LBU 2 to follow a new session through the change feed",
+    )
     atoms = rest(second_lbu, "/v1/dam?kind=session")["atoms"]
     session = next(a for a in atoms if a["key"] == second)
     assert session["metadata"]["origin"] == "lbu:1" and session["metadata"]["expires_at"] is not None
+
     def every_connection_has_its_route_atom() -> bool:
         routes = {a["key"]: a for a in dam_atoms(redis_lab.rest, "route")}
         live = connections_of(redis_lab)
         keys = {route_key(*endpoint(c["client"]), *endpoint(c["vip_address"])) for c in live}
-        return bool(keys) and keys <= set(routes) and all(routes[k]["data"]["member"] in ("h1", "h2", "h3")
-                                                          for k in keys)
+        return (
+            bool(keys) and keys <= set(routes) and all(routes[k]["data"]["member"] in ("h1", "h2", "h3") for k in keys)
+        )
 
     wait_for(every_connection_has_its_route_atom, timeout=5, what="a route atom for every tracked connection")
     assert rest(second_lbu, "/v1/stats")["dam"]["degraded"] is False
@@ -145,12 +176,23 @@ def test_redis_outage_degrades_to_local_decisions_and_replays(redis_lab: Lab, re
     try:
         summary = connect(redis_lab, "c3", 20)
         assert sum(summary["served_by"].values()) == 20
-        wait_for(lambda: redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"]
-                 and redis_lab.rest("GET", "/v1/stats")["dam"]["queued"] > 0, timeout=5,
-                 what="the DAM to report degraded with writes queued")
+        wait_for(
+            lambda: (
+                redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"]
+                and redis_lab.rest("GET", "/v1/stats")["dam"]["queued"] > 0
+            ),
+            timeout=5,
+            what="the DAM to report degraded with writes queued",
+        )
     finally:
         redis.start()
-    wait_for(lambda: not redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"], timeout=10,
-             what="the DAM to reconnect and replay")
-    wait_for(lambda: any(parse_route_key(a["key"])[0] == "10.0.0.3" for a in dam_atoms(redis_lab.rest, "route")),
-             timeout=5, what="the replayed route atoms in Redis")
+    wait_for(
+        lambda: not redis_lab.rest("GET", "/v1/stats")["dam"]["degraded"],
+        timeout=10,
+        what="the DAM to reconnect and replay",
+    )
+    wait_for(
+        lambda: any(parse_route_key(a["key"])[0] == "10.0.0.3" for a in dam_atoms(redis_lab.rest, "route")),
+        timeout=5,
+        what="the replayed route atoms in Redis",
+    )

@@ -27,11 +27,22 @@ IDLE = 3
 def agent_config(topo: FabricTopo, name: str, hl_port: int, key_file: Path) -> dict:
     """One app per backend (the web VIP), TCP health check every 0.5 s, static load for deterministic shares."""
     return {
-        "host_id": name, "key_file": str(key_file), "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
-        "listen": f"{topo.mgmt_ip(name)}:9101", "hb_period": 1.0,
-        "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": CAPACITY[name],
-                  "health": {"type": "tcp", "interval": 0.5, "timeout": 0.4, "rise": 1, "fall": 2},
-                  "load": {"type": "static", "value": 0}}],
+        "host_id": name,
+        "key_file": str(key_file),
+        "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+        "listen": f"{topo.mgmt_ip(name)}:9101",
+        "hb_period": 1.0,
+        "apps": [
+            {
+                "vip": VIP,
+                "vport": 80,
+                "pip": topo.host_ip(name),
+                "pport": 80,
+                "capacity": CAPACITY[name],
+                "health": {"type": "tcp", "interval": 0.5, "timeout": 0.4, "rise": 1, "fall": 2},
+                "load": {"type": "static", "value": 0},
+            }
+        ],
     }
 
 
@@ -49,10 +60,11 @@ def hl_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     hl_port = free_port()
     topo = FabricTopo(clients=3, backends=3, mgmt=True)
     members = [dict(m, health="agent") for m in topo.members()]
-    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "idle_timeout": IDLE, "affinity": "app",
-                                "members": members}],
-                        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
-                                "key_file": str(key_file)})
+    config = lab_config(
+        topo,
+        [{"name": "web", "address": VIP, "port": 80, "idle_timeout": IDLE, "affinity": "app", "members": members}],
+        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
+    )
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=free_port()) as lab:
         lab.wait_switches_connected()
         lab.hl_port = hl_port  # type: ignore[attr-defined]
@@ -106,8 +118,19 @@ def test_cache_holds_every_row_with_the_agents_checksums(hl_lab: Lab):
     for name in CAPACITY:
         table = wait_for(lambda name=name: in_sync(name), timeout=8, what=f"{name}'s checksums to match")
         row = table["rows"][0]
-        for field in ("vip", "vport", "pip", "pport", "proto", "proto_info", "health", "load", "capacity",
-                      "target", "current"):
+        for field in (
+            "vip",
+            "vport",
+            "pip",
+            "pport",
+            "proto",
+            "proto_info",
+            "health",
+            "load",
+            "capacity",
+            "target",
+            "current",
+        ):
             assert field in row
     printed = hl_lab.agent_cli("h1", ["table"]).stdout
     for heading in ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT"):
@@ -142,13 +165,18 @@ def test_raising_reported_load_lowers_the_share(hl_lab: Lab):
 
 def test_forged_message_changes_nothing(hl_lab: Lab):
     dropped = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0)
-    forge = ("import time; from nlb_sdn.signed import encode; import socket; "
-             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
-             f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
-             f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))")
+    forge = (
+        "import time; from nlb_sdn.signed import encode; import socket; "
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        f"s.sendto(encode(b'wrong-key-wrong-key', 'goodbye', 'h2', 2**62, time.time(), "
+        f"{{'host_id': 'h2', 'reason': 'forged'}}), ('{MGMT_CONTROLLER}', {hl_lab.hl_port}))"
+    )
     assert host_python(hl_lab, "h2", forge).returncode == 0
-    wait_for(lambda: hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0) > dropped,
-             timeout=5, what="the forged goodbye to be dropped")
+    wait_for(
+        lambda: hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"].get("bad_mac", 0) > dropped,
+        timeout=5,
+        what="the forged goodbye to be dropped",
+    )
     assert hosts(hl_lab)["h2"]["status"] == "alive"
     assert "h2" in allotted(hl_lab)
 
@@ -168,16 +196,23 @@ def test_killing_the_app_stops_new_connections_within_3_5_s(hl_lab: Lab):
 
 def test_drain_during_a_long_transfer(hl_lab: Lab):
     started = time.time()
-    transfer = hl_lab.start_client("c1", ["download", VIP, "--bytes", 6_000_000, "--rate", 1_500_000,
-                                          "--timeout", 60])
+    transfer = hl_lab.start_client("c1", ["download", VIP, "--bytes", 6_000_000, "--rate", 1_500_000, "--timeout", 60])
     try:
-        conn = wait_for(lambda: plumbed_since(hl_lab, started, "10.0.0.1"), timeout=10,
-                        what="the transfer's connection")[0]
+        conn = wait_for(
+            lambda: plumbed_since(hl_lab, started, "10.0.0.1"), timeout=10, what="the transfer's connection"
+        )[0]
     except TimeoutError:
         stats = hl_lab.rest("GET", "/v1/stats")
-        raise AssertionError(("the transfer's connection was never listed", stats["packet_in"],
-                              stats["dropped"], stats["refused"], allotted(hl_lab),
-                              hl_lab.collect_client(transfer, timeout=60))) from None
+        raise AssertionError(
+            (
+                "the transfer's connection was never listed",
+                stats["packet_in"],
+                stats["dropped"],
+                stats["refused"],
+                allotted(hl_lab),
+                hl_lab.collect_client(transfer, timeout=60),
+            )
+        ) from None
     member = conn["member"]
     state = hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "draining"})
     assert state["target"] == "draining" and state["current"] == "draining"
@@ -187,11 +222,17 @@ def test_drain_during_a_long_transfer(hl_lab: Lab):
         result = hl_lab.collect_client(transfer, timeout=60)
         assert result["ok"] and result["bytes"] == 6_000_000 and result["served_by"] == member, result
         assert hl_lab.rest("GET", f"/v1/vips/web/members/{member}/state")["current"] in ("draining", "drained")
-        wait_for(lambda: hl_lab.rest("GET", f"/v1/vips/web/members/{member}/state")["current"] == "drained",
-                 timeout=IDLE + 10, what=f"{member} to read drained")
+        wait_for(
+            lambda: hl_lab.rest("GET", f"/v1/vips/web/members/{member}/state")["current"] == "drained",
+            timeout=IDLE + 10,
+            what=f"{member} to read drained",
+        )
         agent_row = json.loads(hl_lab.agent_cli(member, ["table", "--json"]).stdout)["rows"][0]
-        wait_for(lambda: json.loads(hl_lab.agent_cli(member, ["table", "--json"]).stdout)["rows"][0]["current"]
-                 == "drained", timeout=10, what="the agent to record drained")
+        wait_for(
+            lambda: json.loads(hl_lab.agent_cli(member, ["table", "--json"]).stdout)["rows"][0]["current"] == "drained",
+            timeout=10,
+            what="the agent to record drained",
+        )
         assert agent_row["target"] == "draining"
     finally:
         hl_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
@@ -203,14 +244,20 @@ def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(hl_
     cart = session_key("app", "cart-42")
     up = hl_lab.agent_cli("h3", ["session-up", app, "--sid", "cart-42", "--client", "10.0.0.3", "--ttl", "300"])
     assert up.returncode == 0, up.stderr
-    wait_for(lambda: cart in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
-             timeout=5, what="the controller to record the app session")
+    wait_for(
+        lambda: cart in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+        timeout=5,
+        what="the controller to record the app session",
+    )
     row = next(s for s in hl_lab.rest("GET", "/v1/sessions?vip=web")["sessions"] if s["id"] == cart)
     assert row["identifier"] == "cart-42" and row["type"] == "app" and row["member"] == "h3"
     assert connect(hl_lab, "c3", 50)["served_by"] == {"h3": 50}
     assert hl_lab.agent_cli("h3", ["session-down", app, "--sid", "cart-42"]).returncode == 0
-    wait_for(lambda: cart not in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
-             timeout=5, what="the session to be gone")
+    wait_for(
+        lambda: cart not in {s["id"] for s in hl_lab.rest("GET", "/v1/sessions")["sessions"]},
+        timeout=5,
+        what="the session to be gone",
+    )
     assert set(connect(hl_lab, "c3", 60)["served_by"]) == {"h1", "h2", "h3"}
 
 

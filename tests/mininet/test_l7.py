@@ -96,14 +96,26 @@ class L7Lab:
 
 def l7_vip(topo: FabricTopo) -> dict:
     """VIP web in mode l7 via routers r1 and r2 (r1 first): a cookie pin to h2, /api/ to h1 and h2, /static/ to h3."""
-    return {"name": "web", "address": VIP, "port": 80, "mode": "l7", "routers": ["r1", "r2"],
-            "members": topo.members(),
-            "pools": [{"name": "api", "members": ["h1", "h2"]}, {"name": "static", "members": ["h3"]},
-                      {"name": "pinned", "members": ["h2"]}, {"name": "all", "members": ["h1", "h2", "h3"]}],
-            "rules": [{"match": {"cookie": {"name": "NLBSESS", "value": "h2"}}, "pool": "pinned"},
-                      {"match": {"cookie": {"name": "NLBSESS"}}, "pool": "all", "pin": "cookie"},
-                      {"match": {"path_prefix": "/api/"}, "pool": "api"},
-                      {"match": {"path_prefix": "/static/"}, "pool": "static"}]}
+    return {
+        "name": "web",
+        "address": VIP,
+        "port": 80,
+        "mode": "l7",
+        "routers": ["r1", "r2"],
+        "members": topo.members(),
+        "pools": [
+            {"name": "api", "members": ["h1", "h2"]},
+            {"name": "static", "members": ["h3"]},
+            {"name": "pinned", "members": ["h2"]},
+            {"name": "all", "members": ["h1", "h2", "h3"]},
+        ],
+        "rules": [
+            {"match": {"cookie": {"name": "NLBSESS", "value": "h2"}}, "pool": "pinned"},
+            {"match": {"cookie": {"name": "NLBSESS"}}, "pool": "all", "pin": "cookie"},
+            {"match": {"path_prefix": "/api/"}, "pool": "api"},
+            {"match": {"path_prefix": "/static/"}, "pool": "static"},
+        ],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +127,12 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
     key_file.write_text(secrets.token_hex(32))
     hl_port, rest_port = free_port(), free_port()
     topo = FabricTopo(clients=2, backends=3, mgmt=True, trunk_mtu=1504, routers=2)
-    config = lab_config(topo, [l7_vip(topo)], rest={"host": "0.0.0.0"},
-                        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port,
-                                "key_file": str(key_file)})
+    config = lab_config(
+        topo,
+        [l7_vip(topo)],
+        rest={"host": "0.0.0.0"},
+        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
+    )
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=rest_port) as lab:
         setup = L7Lab(lab, {}, {})
         lab.wait_switches_connected()
@@ -125,20 +140,43 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
             lab.stop_backend(name, 80)
             lab.start_backend(name, 80, handoff_socket=lab.handoff_socket(name))
             setup.agent_configs[name] = {
-                "host_id": name, "key_file": str(key_file), "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+                "host_id": name,
+                "key_file": str(key_file),
+                "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
                 "listen": f"{topo.mgmt_ip(name)}:9101",
                 "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)},
-                "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": 100}]}
+                "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": 100}],
+            }
             lab.start_agent(name, setup.agent_configs[name])
         for name in topo.routers:
-            lab.start_agent(name, {"host_id": name, "key_file": str(key_file),
-                                   "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
-                                   "listen": f"{topo.mgmt_ip(name)}:9101"})
+            lab.start_agent(
+                name,
+                {
+                    "host_id": name,
+                    "key_file": str(key_file),
+                    "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
+                    "listen": f"{topo.mgmt_ip(name)}:9101",
+                },
+            )
             setup.routers[name] = lab.start_router(
-                name, ["--vip", "web", "--controller", f"http://{MGMT_CONTROLLER}:{rest_port}", "--key-file",
-                       str(key_file), "--router-name", name], status_port=ROUTER_STATUS)
-        wait_for(lambda: {h["host_id"] for h in hosts(lab) if h["status"] == "alive"} >= {"r1", "r2"}, 10,
-                 what="both routers' agents alive")
+                name,
+                [
+                    "--vip",
+                    "web",
+                    "--controller",
+                    f"http://{MGMT_CONTROLLER}:{rest_port}",
+                    "--key-file",
+                    str(key_file),
+                    "--router-name",
+                    name,
+                ],
+                status_port=ROUTER_STATUS,
+            )
+        wait_for(
+            lambda: {h["host_id"] for h in hosts(lab) if h["status"] == "alive"} >= {"r1", "r2"},
+            10,
+            what="both routers' agents alive",
+        )
         yield setup
 
 
@@ -147,8 +185,15 @@ def hosts(lab: Lab) -> list[dict]:
     return lab.rest("GET", "/v1/hl/cache")["hosts"]
 
 
-def request(lab: Lab, path: str, cookie: str = "", expect: int = 0, client: str = "c1",
-            timeout: float = 120.0, source_port: int = 0) -> dict:
+def request(
+    lab: Lab,
+    path: str,
+    cookie: str = "",
+    expect: int = 0,
+    client: str = "c1",
+    timeout: float = 120.0,
+    source_port: int = 0,
+) -> dict:
     """One request through the VIP from ``client`` (from ``source_port``, 0: any); its summary (status, served_by,
     bytes, sha256, local port)."""
     result = host_python(lab, client, REQUEST, VIP, path, cookie, expect, source_port, timeout=timeout)
@@ -158,8 +203,9 @@ def request(lab: Lab, path: str, cookie: str = "", expect: int = 0, client: str 
 
 def router_stats(lab: Lab) -> dict:
     """The router's counters from its status port (inside r1)."""
-    out = lab.host_run("r1", [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status",
-                              f"127.0.0.1:{ROUTER_STATUS}"])
+    out = lab.host_run(
+        "r1", [sys.executable, "-m", "nlb_sdn.router.cli", "stats", "--status", f"127.0.0.1:{ROUTER_STATUS}"]
+    )
     return json.loads(out.stdout)
 
 
@@ -174,16 +220,29 @@ def label_of(lab: Lab, host: str) -> int:
 
 
 def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
-    for path, cookie, allowed in (("/api/x", "", {"h1", "h2"}), ("/api/y", "", {"h1", "h2"}),
-                                  ("/static/z", "", {"h3"}), ("/static/z", "h2", {"h2"}), ("/", "h2", {"h2"})):
+    for path, cookie, allowed in (
+        ("/api/x", "", {"h1", "h2"}),
+        ("/api/y", "", {"h1", "h2"}),
+        ("/static/z", "", {"h3"}),
+        ("/static/z", "h2", {"h2"}),
+        ("/", "h2", {"h2"}),
+    ):
         result = request(l7.lab, path, cookie)
         assert result["served_by"] in allowed, (path, cookie, result)
-        [migration] = wait_for(lambda result=result: [m for m in migrations_of(l7.lab, result["local_port"])
-                                                      if m["outcome"] != "committed"], 5, what="the router's report")
+        [migration] = wait_for(
+            lambda result=result: [
+                m for m in migrations_of(l7.lab, result["local_port"]) if m["outcome"] != "committed"
+            ],
+            5,
+            what="the router's report",
+        )
         assert migration["outcome"] == "migrated" and migration["router"] == "r1", migration
         assert migration["member"] == result["served_by"] and migration["duration_ms"] > 0
-    stats = wait_for(lambda: (found := router_stats(l7.lab))["migrated"] >= 5 and found, 5,
-                     what="the router counting five migrations")
+    stats = wait_for(
+        lambda: (found := router_stats(l7.lab))["migrated"] >= 5 and found,
+        5,
+        what="the router counting five migrations",
+    )
     assert stats["proxied"] == 0 and stats["failed"] == 0, stats
     assert stats["migration"]["counters"]["migrated"] >= 5
 
@@ -191,8 +250,11 @@ def test_requests_are_routed_by_cookie_and_path_and_migrated(l7: L7Lab):
 def test_a_large_download_arrives_complete_on_the_same_connection_without_the_router(l7: L7Lab):
     before = packet_ins(l7.lab)
     capture_file = l7.lab.workdir / "c1-l7.pcap"
-    capture = l7.lab.start_process("c1", ["tcpdump", "-i", "c1-eth0", "-nn", "-s", "96", "-U", "-w",
-                                          str(capture_file), f"tcp and host {VIP}"], "tcpdump-c1.log")
+    capture = l7.lab.start_process(
+        "c1",
+        ["tcpdump", "-i", "c1-eth0", "-nn", "-s", "96", "-U", "-w", str(capture_file), f"tcp and host {VIP}"],
+        "tcpdump-c1.log",
+    )
     try:
         wait_for(lambda: capture_file.exists() and capture_file.stat().st_size > 0, 10, what="tcpdump started")
         result = request(l7.lab, f"/bytes/{DOWNLOAD}", cookie="h2", expect=DOWNLOAD, timeout=300)
@@ -205,8 +267,12 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
 
     # One handshake, no RST on the client's side.
     def packets(expression: str) -> list[str]:
-        out = subprocess.run(["tcpdump", "-nn", "-r", str(capture_file), f"tcp port {port} and ({expression})"],
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            ["tcpdump", "-nn", "-r", str(capture_file), f"tcp port {port} and ({expression})"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return out.stdout.splitlines()
 
     assert len(packets("tcp[tcpflags] & tcp-syn != 0 and tcp[tcpflags] & tcp-ack == 0")) == 1
@@ -224,8 +290,9 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
     after = packet_ins(l7.lab)
     delta = counter_delta(before, after)
     assert delta.get("new_connection") == 1 and delta["total"] - delta.get("arp", 0) == 1, delta
-    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] != "committed"], 5,
-                           what="the router's report")
+    [migration] = wait_for(
+        lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] != "committed"], 5, what="the router's report"
+    )
     assert migration["outcome"] == "migrated" and migration["member"] == "h2"
 
     # Tunnel mode: the connection's only entry (s1 table 1) now pushes h2's label and counted client packets only;
@@ -233,8 +300,7 @@ def test_a_large_download_arrives_complete_on_the_same_connection_without_the_ro
     [entry] = [f for f in l7.lab.dump_flows("s1", table=1) if f"tp_src={port}," in f]
     assert f"set_field:{label_of(l7.lab, 'h2')}->mpls_label" in entry, entry
     assert flow_counters(entry)[1] < DOWNLOAD / 10, entry
-    [conn] = [c for c in connections_of(l7.lab)
-              if c["client"] == f"10.0.0.1:{port}"]
+    [conn] = [c for c in connections_of(l7.lab) if c["client"] == f"10.0.0.1:{port}"]
     assert conn["member"] == "h2" and conn["mode"] == "tunnel" and conn["label"] == label_of(l7.lab, "h2")
     vip_entries = [f for f in l7.lab.dump_flows("s2", table=0) if f"nw_dst={VIP}" in f and "tp_dst=80" in f]
     assert vip_entries and all(flow_counters(f)[0] == 0 for f in vip_entries), vip_entries
@@ -246,8 +312,11 @@ def test_a_new_connection_from_the_ports_of_a_migrated_one_is_routed_by_its_own_
     port = free_port()
     first = request(l7.lab, "/static/one", source_port=port)
     assert first["served_by"] == "h3" and first["local_port"] == port
-    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] == "migrated"], 5,
-                           what="the first connection's migration")
+    [migration] = wait_for(
+        lambda: [m for m in migrations_of(l7.lab, port) if m["outcome"] == "migrated"],
+        5,
+        what="the first connection's migration",
+    )
     assert migration["member"] == "h3"
     before = packet_ins(l7.lab).get("port_reuse", 0)
     second = request(l7.lab, "/api/two", source_port=port)
@@ -259,14 +328,17 @@ def test_malformed_oversized_and_garbage_heads_get_400_or_are_closed_and_the_rou
     before = router_stats(l7.lab)
     closed = ("closed", "reset")
     bad_request = ("HTTP/1.1 400 Bad Request",)
-    cases = [("GARBAGE\r\n\r\n", bad_request), ("GET / HTTP/1.1\r\n\r\n", bad_request),
-             ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", bad_request),
-             ("GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", closed),
-             ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + "x" * 5000 + "\r\n\r\n", bad_request),  # line > 4 KiB
-             # head > 8 KiB
-             ("GET / HTTP/1.1\r\nHost: a\r\n" + ("X-Long: " + "y" * 3000 + "\r\n") * 3 + "\r\n", bad_request),
-             ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-Many: z\r\n" * 100 + "\r\n", bad_request),  # > 64 headers
-             (bytes(range(256)).decode("latin-1") * 4, closed)]  # binary garbage
+    cases = [
+        ("GARBAGE\r\n\r\n", bad_request),
+        ("GET / HTTP/1.1\r\n\r\n", bad_request),
+        ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", bad_request),
+        ("GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n", closed),
+        ("GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + "x" * 5000 + "\r\n\r\n", bad_request),  # line > 4 KiB
+        # head > 8 KiB
+        ("GET / HTTP/1.1\r\nHost: a\r\n" + ("X-Long: " + "y" * 3000 + "\r\n") * 3 + "\r\n", bad_request),
+        ("GET / HTTP/1.1\r\nHost: a\r\n" + "X-Many: z\r\n" * 100 + "\r\n", bad_request),  # > 64 headers
+        (bytes(range(256)).decode("latin-1") * 4, closed),
+    ]  # binary garbage
     for head, expected in cases:
         out = host_python(l7.lab, "c1", BAD_HEAD, VIP, head.encode("latin-1").hex())
         assert out.returncode == 0 and out.stdout.strip() in expected, (head[:80], out)
@@ -281,8 +353,15 @@ def test_twenty_of_twenty_concurrent_connections_are_migrated(l7: L7Lab):
     before = l7.lab.rest("GET", "/v1/migrations")["counters"]
     summary = l7.lab.run_client("c2", ["connections", VIP, "--count", 20, "--concurrency", 4, "--timeout", 60])
     assert summary["ok"] == 20 and summary["errors"] == 0 and set(summary["served_by"]) <= {"h1", "h2", "h3"}
-    after = wait_for(lambda: (found := l7.lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0)
-                     - before.get("migrated", 0) >= 20 and found, 10, what="twenty migrated reports")
+    after = wait_for(
+        lambda: (
+            (found := l7.lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0) - before.get("migrated", 0)
+            >= 20
+            and found
+        ),
+        10,
+        what="twenty migrated reports",
+    )
     assert after.get("migrated", 0) - before.get("migrated", 0) == 20
     assert after.get("declined", 0) == before.get("declined", 0), after
 
@@ -293,10 +372,14 @@ def test_with_no_rule_deciding_the_controllers_allotment_does(l7: L7Lab):
     assert {request(lab, f"/?n={n}")["served_by"] for n in range(12)} == {"h1", "h2", "h3"}
     lab.rest("PUT", "/v1/vips/web/members/h1/state", {"state": "draining"})
     try:
-        wait_for(lambda: "h1" not in lab.rest("GET", "/v1/vips/web/allotment")["values"], 10,
-                 what="the allotment without h1")
-        wait_for(lambda: all(request(lab, f"/?m={n}")["served_by"] != "h1" for n in range(6)), 10,
-                 what="the router to follow the allotment")
+        wait_for(
+            lambda: "h1" not in lab.rest("GET", "/v1/vips/web/allotment")["values"], 10, what="the allotment without h1"
+        )
+        wait_for(
+            lambda: all(request(lab, f"/?m={n}")["served_by"] != "h1" for n in range(6)),
+            10,
+            what="the router to follow the allotment",
+        )
         assert {request(lab, f"/?k={n}")["served_by"] for n in range(12)} == {"h2", "h3"}
     finally:
         lab.rest("PUT", "/v1/vips/web/members/h1/state", {"state": "active"})
@@ -310,8 +393,15 @@ def test_with_5_percent_loss_on_the_routers_link_twenty_of_twenty_migrations_suc
     try:
         results = [request(lab, f"/api/loss-{n}", timeout=60) for n in range(20)]
         assert all(r["status"].startswith("HTTP/1.1 ") and r["served_by"] in {"h1", "h2"} for r in results), results
-        after = wait_for(lambda: (found := lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0)
-                         - before.get("migrated", 0) >= 20 and found, 15, what="twenty migrated reports")
+        after = wait_for(
+            lambda: (
+                (found := lab.rest("GET", "/v1/migrations")["counters"]).get("migrated", 0) - before.get("migrated", 0)
+                >= 20
+                and found
+            ),
+            15,
+            what="twenty migrated reports",
+        )
         assert after.get("migrated", 0) - before.get("migrated", 0) == 20, after
         assert after.get("proxied", 0) == before.get("proxied", 0), after
     finally:
@@ -325,11 +415,17 @@ def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
     try:
         result = request(l7.lab, "/static/proxied")
         assert result["served_by"] == "h3" and result["status"].startswith("HTTP/1.1 404"), result
-        outcomes = wait_for(lambda: [(m["outcome"], m["reason"]) for m in migrations_of(l7.lab, result["local_port"])
-                                     if m["outcome"] == "proxied"], 5, what="the router's proxied report")
+        outcomes = wait_for(
+            lambda: [
+                (m["outcome"], m["reason"])
+                for m in migrations_of(l7.lab, result["local_port"])
+                if m["outcome"] == "proxied"
+            ],
+            5,
+            what="the router's proxied report",
+        )
         assert outcomes == [("proxied", "unreachable")]
-        [conn] = [c for c in connections_of(l7.lab)
-                  if c["client"] == f"10.0.0.1:{result['local_port']}"]
+        [conn] = [c for c in connections_of(l7.lab) if c["client"] == f"10.0.0.1:{result['local_port']}"]
         assert conn["member"] == "r1", conn
         assert router_stats(l7.lab)["migration"]["reasons"].get("unreachable", 0) >= 1
     finally:
@@ -338,20 +434,31 @@ def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
 
 def test_migrated_downloads_run_on_when_the_router_is_killed_and_r2_takes_new_connections(l7: L7Lab):
     size, rate = 6_000_000, 1_500_000
-    downloads = [l7.lab.start_process(client, [sys.executable, "-c", REQUEST, VIP, f"/bytes/{size}?rate={rate}", "",
-                                               str(size)], f"download-{client}-{index}.log")
-                 for index, client in enumerate(("c1", "c2", "c1"))]
+    downloads = [
+        l7.lab.start_process(
+            client,
+            [sys.executable, "-c", REQUEST, VIP, f"/bytes/{size}?rate={rate}", "", str(size)],
+            f"download-{client}-{index}.log",
+        )
+        for index, client in enumerate(("c1", "c2", "c1"))
+    ]
     logs = [l7.lab.workdir / f"download-{client}-{index}.log" for index, client in enumerate(("c1", "c2", "c1"))]
     counters_of = lambda: l7.lab.rest("GET", "/v1/migrations")["counters"]  # noqa: E731
     before = counters_of().get("migrated", 0)
     wait_for(lambda: counters_of().get("migrated", 0) - before >= 3, 15, what="three migrations")
     l7.lab.stop_process(l7.routers["r1"])
     l7.lab.stop_agent("r1")
-    wait_for(lambda: any(h["host_id"] == "r1" and h["status"] != "alive" for h in hosts(l7.lab)), 5,
-             what="r1's agent gone from the H&L cache")
+    wait_for(
+        lambda: any(h["host_id"] == "r1" and h["status"] != "alive" for h in hosts(l7.lab)),
+        5,
+        what="r1's agent gone from the H&L cache",
+    )
     after = request(l7.lab, "/static/new")
-    [migration] = wait_for(lambda: [m for m in migrations_of(l7.lab, after["local_port"])
-                                    if m["outcome"] != "committed"], 5, what="r2's report")
+    [migration] = wait_for(
+        lambda: [m for m in migrations_of(l7.lab, after["local_port"]) if m["outcome"] != "committed"],
+        5,
+        what="r2's report",
+    )
     assert after["served_by"] == "h3" and migration["router"] == "r2" and migration["outcome"] == "migrated"
     for proc in downloads:
         proc.wait(timeout=60)
@@ -368,12 +475,21 @@ def test_a_session_cookie_pins_the_client_to_the_host_its_app_reported(l7: L7Lab
     assert request(lab, "/api/a", cookie="s-77")["served_by"] in {"h1", "h2"}, "no session yet: the path decides"
     up = lab.agent_cli("h3", ["session-up", app_id, "--sid", "s-77", "--client", lab.topo.host_ip("c1")])
     assert up.returncode == 0, up.stderr
-    wait_for(lambda: request(lab, "/api/a", cookie="s-77")["served_by"] == "h3", timeout=10,
-             what="the router to pin s-77 to h3")
+    wait_for(
+        lambda: request(lab, "/api/a", cookie="s-77")["served_by"] == "h3",
+        timeout=10,
+        what="the router to pin s-77 to h3",
+    )
     pinned = [request(lab, "/api/b", cookie="s-77") for _ in range(5)]
-    assert {r["served_by"] for r in pinned} == {"h3"}, (pinned, lab.rest("GET", "/v1/sessions?vip=web"),
-                                                        lab.rest("GET", "/v1/migrations")["migrations"][-5:])
+    assert {r["served_by"] for r in pinned} == {"h3"}, (
+        pinned,
+        lab.rest("GET", "/v1/sessions?vip=web"),
+        lab.rest("GET", "/v1/migrations")["migrations"][-5:],
+    )
     down = lab.agent_cli("h3", ["session-down", app_id, "--sid", "s-77"])
     assert down.returncode == 0, down.stderr
-    wait_for(lambda: request(lab, "/api/c", cookie="s-77")["served_by"] in {"h1", "h2"}, timeout=10,
-             what="the session to end")
+    wait_for(
+        lambda: request(lab, "/api/c", cookie="s-77")["served_by"] in {"h1", "h2"},
+        timeout=10,
+        what="the session to end",
+    )

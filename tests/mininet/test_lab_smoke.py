@@ -21,8 +21,15 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 def test_fabric_lab_comes_up_and_leaves_nothing_behind(tmp_path):
     topo = FabricTopo(clients=2, backends=2)
     placeholder = [sys.executable, "-c", "import time; time.sleep(600)"]
-    lab = Lab(topo, lab_config(topo, []), controller_cmd=placeholder, ofp_port=free_port(), rest_port=free_port(),
-              workdir=str(tmp_path), static_arp=True)
+    lab = Lab(
+        topo,
+        lab_config(topo, []),
+        controller_cmd=placeholder,
+        ofp_port=free_port(),
+        rest_port=free_port(),
+        workdir=str(tmp_path),
+        static_arp=True,
+    )
     with lab:
         bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True, timeout=10).stdout.split()
         assert {"s1", "s2", "s3", "s4"} <= set(bridges)

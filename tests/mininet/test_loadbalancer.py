@@ -80,10 +80,12 @@ def test_arp_for_the_vip_is_answered_by_the_controller(fabric_lab: Lab):
 
 def test_member_removed_during_a_long_transfer(fabric_lab: Lab):
     started = time.time()
-    transfer = fabric_lab.start_client("c2", ["download", VIP, "--bytes", 8_000_000, "--rate", 2_000_000,
-                                              "--timeout", 60])
-    conns = wait_for(lambda: plumbed_since(fabric_lab, started, "10.0.0.2"), timeout=10,
-                     what="the transfer's connection")
+    transfer = fabric_lab.start_client(
+        "c2", ["download", VIP, "--bytes", 8_000_000, "--rate", 2_000_000, "--timeout", 60]
+    )
+    conns = wait_for(
+        lambda: plumbed_since(fabric_lab, started, "10.0.0.2"), timeout=10, what="the transfer's connection"
+    )
     member = conns[0]["member"]
     removed = fabric_lab.rest("GET", f"/v1/vips/web/members/{member}")
     fabric_lab.rest("DELETE", f"/v1/vips/web/members/{member}")
@@ -117,19 +119,26 @@ def test_a_new_connection_from_a_reused_client_port_is_balanced_again_not_sent_t
         fabric_lab.rest("PUT", f"/v1/vips/web/members/{member}/state", {"state": "active"})
 
 
-@pytest.mark.parametrize("method, path, body, status", [
-    ("POST", "/v1/vips", b"{not json", 400),
-    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 80, "colour": "red"}, 400),
-    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.300", "port": 80}, 400),
-    ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 0}, 400),
-    ("POST", "/v1/vips", {"name": "web", "address": "10.0.0.201", "port": 80}, 409),
-    ("PUT", "/v1/vips/web/members/h1", {"weight": -1}, 400),
-    ("DELETE", "/v1/vips/nope", None, 404),
-])
+@pytest.mark.parametrize(
+    "method, path, body, status",
+    [
+        ("POST", "/v1/vips", b"{not json", 400),
+        ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 80, "colour": "red"}, 400),
+        ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.300", "port": 80}, 400),
+        ("POST", "/v1/vips", {"name": "x", "address": "10.0.0.200", "port": 0}, 400),
+        ("POST", "/v1/vips", {"name": "web", "address": "10.0.0.201", "port": 80}, 409),
+        ("PUT", "/v1/vips/web/members/h1", {"weight": -1}, 400),
+        ("DELETE", "/v1/vips/nope", None, 404),
+    ],
+)
 def test_bad_rest_input_gets_a_4xx_with_a_reason(fabric_lab: Lab, method, path, body, status):
     data = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(f"http://127.0.0.1:{fabric_lab.rest_port}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{fabric_lab.rest_port}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(request, timeout=5)
     assert err.value.code == status
@@ -141,8 +150,11 @@ def test_bad_rest_input_gets_a_4xx_with_a_reason(fabric_lab: Lab, method, path, 
 def test_connection_table_follows_flow_removal(fabric_lab: Lab):
     open_connections(fabric_lab, "c1", 10)
     assert fabric_lab.rest("GET", "/v1/connections")["count"] >= 10
-    wait_for(lambda: fabric_lab.rest("GET", "/v1/connections")["count"] == 0, timeout=30,
-             what="every connection flow to idle out")
+    wait_for(
+        lambda: fabric_lab.rest("GET", "/v1/connections")["count"] == 0,
+        timeout=30,
+        what="every connection flow to idle out",
+    )
     for switch in ("s1", "s2", "s3", "s4"):
         flows = fabric_lab.dump_flows(switch, table=1) + fabric_lab.dump_flows(switch, table=2)
         assert not [f for f in flows if "priority=200" in f], flows
@@ -163,7 +175,10 @@ def test_restarted_controller_removes_flows_the_model_no_longer_wants(fabric_lab
     fabric_lab.stop_controller()
     fabric_lab.start_controller()
     fabric_lab.wait_switches_connected()
-    wait_for(lambda: not any("10.0.0.200" in flow for flow in fabric_lab.dump_flows("s1", table=0)), timeout=10,
-             what="the stale VIP entry to be removed")
+    wait_for(
+        lambda: not any("10.0.0.200" in flow for flow in fabric_lab.dump_flows("s1", table=0)),
+        timeout=10,
+        what="the stale VIP entry to be removed",
+    )
     assert any("nw_dst=10.0.0.100" in flow for flow in fabric_lab.dump_flows("s1", table=0))
     open_connections(fabric_lab, "c1", 10)

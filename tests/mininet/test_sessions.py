@@ -30,13 +30,30 @@ def session_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Ten clients; VIP :80 with client_ip affinity per connection, VIP :8080 with per-session flows."""
     topo = FabricTopo(clients=10, backends=3)
     vips = [
-        {"name": "web", "address": VIP, "port": 80, "affinity": "client_ip", "idle_timeout": 5,
-         "members": topo.members()},
-        {"name": "sticky", "address": VIP, "port": SESSION_PORT, "affinity": "client_ip", "granularity": "session",
-         "members": topo.members(port=SESSION_PORT)},
+        {
+            "name": "web",
+            "address": VIP,
+            "port": 80,
+            "affinity": "client_ip",
+            "idle_timeout": 5,
+            "members": topo.members(),
+        },
+        {
+            "name": "sticky",
+            "address": VIP,
+            "port": SESSION_PORT,
+            "affinity": "client_ip",
+            "granularity": "session",
+            "members": topo.members(port=SESSION_PORT),
+        },
     ]
-    lab = Lab(topo, lab_config(topo, vips), workdir=str(tmp_path_factory.mktemp("session-lab")),
-              ofp_port=free_port(), rest_port=free_port())
+    lab = Lab(
+        topo,
+        lab_config(topo, vips),
+        workdir=str(tmp_path_factory.mktemp("session-lab")),
+        ofp_port=free_port(),
+        rest_port=free_port(),
+    )
     with lab:
         lab.wait_switches_connected()
         yield lab
@@ -64,8 +81,9 @@ def test_client_ip_affinity_pins_one_client_while_many_clients_spread(session_la
 
 def test_deleting_a_session_lets_the_allotment_decide_again(session_lab: Lab):
     session_id = session_key("client_ip", "web@10.0.0.1")
-    owner = next(s["member"] for s in session_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]
-                 if s["id"] == session_id)
+    owner = next(
+        s["member"] for s in session_lab.rest("GET", "/v1/sessions?vip=web")["sessions"] if s["id"] == session_id
+    )
     session_lab.rest("DELETE", f"/v1/sessions/{session_id}")
     assert session_id not in {s["id"] for s in session_lab.rest("GET", "/v1/sessions?vip=web")["sessions"]}
     assert open_connections(session_lab, "c1", 5)["served_by"]  # a new session is made for c1
@@ -91,8 +109,11 @@ def test_per_session_flows_give_at_most_one_packet_in_per_client(session_lab: La
 def test_controller_restart_during_ten_long_transfers_breaks_none(session_lab: Lab):
     transfers = start_downloads(session_lab, 10, 3_000_000, 600_000)
     restart_controller(session_lab)
-    wait_for(lambda: connection_count(session_lab) >= 10, timeout=15,
-             what="the connection table rebuilt from the switches' flows")
+    wait_for(
+        lambda: connection_count(session_lab) >= 10,
+        timeout=15,
+        what="the connection table rebuilt from the switches' flows",
+    )
     results = [session_lab.collect_client(proc, timeout=90) for proc in transfers]
     broken = [r for r in results if not r["ok"] or r["bytes"] != 3_000_000]
     assert broken == [], broken

@@ -45,10 +45,14 @@ print(reply.decode(errors="replace"))
 def tunnel_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """The fabric lab with trunk MTU 1504 and VIP web (10.0.0.100:80) in tunnel mode over h1..h3."""
     topo = FabricTopo(clients=3, backends=3, trunk_mtu=1504)
-    vip = {"name": "web", "address": VIP, "port": 80, "mode": "tunnel", "idle_timeout": 10,
-           "members": topo.members()}
-    lab = Lab(topo, lab_config(topo, [vip]), workdir=str(tmp_path_factory.mktemp("tunnel-lab")),
-              ofp_port=free_port(), rest_port=free_port())
+    vip = {"name": "web", "address": VIP, "port": 80, "mode": "tunnel", "idle_timeout": 10, "members": topo.members()}
+    lab = Lab(
+        topo,
+        lab_config(topo, [vip]),
+        workdir=str(tmp_path_factory.mktemp("tunnel-lab")),
+        ofp_port=free_port(),
+        rest_port=free_port(),
+    )
     with lab:
         lab.wait_switches_connected()
         yield lab
@@ -70,11 +74,15 @@ def test_downloads_through_the_tunnel_complete_with_the_right_checksum(tunnel_la
 
 
 def test_connections_show_tunnel_mode_and_the_host_label(tunnel_lab: Lab):
-    transfer = tunnel_lab.start_client("c2", ["download", VIP, "--bytes", 4_000_000, "--rate", 2_000_000,
-                                              "--timeout", 60])
+    transfer = tunnel_lab.start_client(
+        "c2", ["download", VIP, "--bytes", 4_000_000, "--rate", 2_000_000, "--timeout", 60]
+    )
     try:
-        conns = wait_for(lambda: [c for c in connections_of(tunnel_lab)
-                                  if c["client"].startswith("10.0.0.2:")], timeout=10, what="c2's connection")
+        conns = wait_for(
+            lambda: [c for c in connections_of(tunnel_lab) if c["client"].startswith("10.0.0.2:")],
+            timeout=10,
+            what="c2's connection",
+        )
     finally:
         result = tunnel_lab.collect_client(transfer, timeout=90)
     assert result["ok"], result
@@ -88,9 +96,16 @@ def test_connections_show_tunnel_mode_and_the_host_label(tunnel_lab: Lab):
 def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(tunnel_lab: Lab):
     before = packet_ins(tunnel_lab)
     client_tx_before = int(tunnel_lab.host_run("c3", ["cat", "/sys/class/net/c3-eth0/statistics/tx_packets"]).stdout)
-    captures = [subprocess.Popen(["tcpdump", "-i", trunk, "-nn", "-l", "tcp port 80 or mpls"], stdout=subprocess.PIPE,
-                                 stderr=subprocess.DEVNULL, text=True, start_new_session=True)
-                for trunk in BACKEND_EDGE_TRUNKS]
+    captures = [
+        subprocess.Popen(
+            ["tcpdump", "-i", trunk, "-nn", "-l", "tcp port 80 or mpls"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        for trunk in BACKEND_EDGE_TRUNKS
+    ]
     lines: list[str] = []
     try:
         time.sleep(1.0)
@@ -107,8 +122,7 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
 
     member = result["served_by"]
     member_ip = next(h.ip for h in tunnel_lab.model.fabric.hosts if h.name == member)
-    label = host_labels(tunnel_lab.model.fabric)[next(h.mac for h in tunnel_lab.model.fabric.hosts
-                                                       if h.name == member)]
+    label = host_labels(tunnel_lab.model.fabric)[next(h.mac for h in tunnel_lab.model.fabric.hosts if h.name == member)]
     # On the backend edge's trunks: host->client packets carry source VIP, and none comes from the member's address.
     assert [line for line in lines if f"IP {VIP}.80 > 10.0.0.3." in line], lines[:20]
     assert not [line for line in lines if f"IP {member_ip}.80 >" in line], lines[:20]
@@ -117,11 +131,15 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
     assert labelled and all(f"label {label}," in line and "> 10.0.0.100.80" in line for line in labelled), labelled[:5]
 
     # Flow counters: one table-1 entry at the client edge counting client->VIP packets only; no reverse entries.
-    newest = max((c for c in connections_of(tunnel_lab)
-                  if c["client"].startswith("10.0.0.3:")), key=lambda c: c["installed_at"])
+    newest = max(
+        (c for c in connections_of(tunnel_lab) if c["client"].startswith("10.0.0.3:")), key=lambda c: c["installed_at"]
+    )
     client_port = newest["client"].split(":")[1]
-    [entry] = [f for f in tunnel_lab.dump_flows("s1", table=1)
-               if TUNNEL_COOKIE.search(f) and "nw_src=10.0.0.3," in f and f"tp_src={client_port}," in f]
+    [entry] = [
+        f
+        for f in tunnel_lab.dump_flows("s1", table=1)
+        if TUNNEL_COOKIE.search(f) and "nw_src=10.0.0.3," in f and f"tp_src={client_port}," in f
+    ]
     packets, byte_count = flow_counters(entry)
     client_tx = int(tunnel_lab.host_run("c3", ["cat", "/sys/class/net/c3-eth0/statistics/tx_packets"]).stdout)
     assert 0 < packets <= client_tx - client_tx_before

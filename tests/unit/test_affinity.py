@@ -17,11 +17,17 @@ from tests.lib.shell_double import ShellDouble
 KEY = b"k" * 32
 
 
-def config(affinity: str = "client_ip", granularity: str = "connection", prefix: int = 32,
-           health: bool = False) -> object:
+def config(
+    affinity: str = "client_ip", granularity: str = "connection", prefix: int = 32, health: bool = False
+) -> object:
     controller = {"health": {"enabled": True, "key_file": "/dev/null"}} if health else {}
-    return web_config([web_member(i) for i in (1, 2, 3)], controller, affinity=affinity, affinity_prefix=prefix,
-                      granularity=granularity)
+    return web_config(
+        [web_member(i) for i in (1, 2, 3)],
+        controller,
+        affinity=affinity,
+        affinity_prefix=prefix,
+        granularity=granularity,
+    )
 
 
 def member_of(lb: ShellDouble, client: str, port: int) -> str:
@@ -93,8 +99,18 @@ def test_per_session_flows_cover_every_connection_of_the_client():
 def test_app_sessions_reported_by_an_agent_pin_the_client_until_session_down(tmp_path):
     lb = ShellDouble(config(affinity="app", health=True), hl_key=KEY, now=time.time())
     now = time.time()
-    body = {"host_id": "h2", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
-            "pip": "10.0.0.12", "pport": 80, "client": "10.0.0.1", "ttl_s": 600}
+    body = {
+        "host_id": "h2",
+        "stype": "app",
+        "sid": "S1",
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "proto": "tcp",
+        "pip": "10.0.0.12",
+        "pport": 80,
+        "client": "10.0.0.1",
+        "ttl_s": 600,
+    }
     lb.handle_datagram(encode(KEY, "session_up", "h2", 1, now, body), ("10.99.0.12", 9101), now)
     assert lb.stats()["sessions"]["affinity"].get("app_up") == 1, lb.stats()["health"]["messages"]
     for port in range(40000, 40050):

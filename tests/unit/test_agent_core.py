@@ -27,14 +27,30 @@ APP2 = "10.0.0.100:80/tcp/10.0.0.11:8080?host=a"
 
 def agent_data(**changes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "host_id": "h1", "key_file": "/etc/nlb-sdn/key", "controllers": ["10.0.0.254", "10.0.0.253:9200"],
+        "host_id": "h1",
+        "key_file": "/etc/nlb-sdn/key",
+        "controllers": ["10.0.0.254", "10.0.0.253:9200"],
         "hb_period": 1.0,
         "apps": [
-            {"vip": "10.0.0.100", "vport": 80, "pip": "10.0.0.11", "pport": 80, "capacity": 100,
-             "health": {"type": "tcp", "rise": 2, "fall": 2}},
-            {"vip": "10.0.0.100", "vport": 80, "pip": "10.0.0.11", "pport": 8080, "proto_info": "host=a",
-             "capacity": 50, "target": "draining", "load": {"type": "static", "value": 4},
-             "health": {"type": "http", "path": "/health", "expect_status": 204, "interval": 2, "timeout": 1}},
+            {
+                "vip": "10.0.0.100",
+                "vport": 80,
+                "pip": "10.0.0.11",
+                "pport": 80,
+                "capacity": 100,
+                "health": {"type": "tcp", "rise": 2, "fall": 2},
+            },
+            {
+                "vip": "10.0.0.100",
+                "vport": 80,
+                "pip": "10.0.0.11",
+                "pport": 8080,
+                "proto_info": "host=a",
+                "capacity": 50,
+                "target": "draining",
+                "load": {"type": "static", "value": 4},
+                "health": {"type": "http", "path": "/health", "expect_status": 204, "interval": 2, "timeout": 1},
+            },
         ],
     }
     data.update(changes)
@@ -47,6 +63,7 @@ def config(**changes: Any) -> AgentConfig:
 
 # --- config -------------------------------------------------------------------------------------------------------
 
+
 def test_config_defaults_and_normalisation():
     cfg = config()
     assert cfg.listen == "0.0.0.0:9101" and cfg.listen_address == ("0.0.0.0", 9101)
@@ -56,32 +73,59 @@ def test_config_defaults_and_normalisation():
     assert [app.app_id for app in cfg.apps] == [APP, APP2]
     assert cfg.apps[0].load.type == "connections" and cfg.apps[0].target == "active"
     assert cfg.apps[0].health.interval == 1.0 and cfg.apps[0].health.timeout == 1.0
-    assert cfg.apps[1].initial_row() == Row(vip="10.0.0.100", vport=80, pip="10.0.0.11", pport=8080,
-                                            proto_info="host=a", health="unknown", load=4.0, capacity=50.0,
-                                            target="draining", current="inactive")
+    assert cfg.apps[1].initial_row() == Row(
+        vip="10.0.0.100",
+        vport=80,
+        pip="10.0.0.11",
+        pport=8080,
+        proto_info="host=a",
+        health="unknown",
+        load=4.0,
+        capacity=50.0,
+        target="draining",
+        current="inactive",
+    )
     assert cfg.app(APP2) is cfg.apps[1] and cfg.app("nope") is None
 
 
 def test_config_accepts_command_and_file_sources():
-    apps = [{"vip": "10.0.0.100", "vport": 80, "pip": "10.0.0.11", "pport": 80, "capacity": 1,
-             "health": {"type": "command", "argv": ["true"]}, "load": {"type": "file", "path": "/tmp/load"}},
-            {"vip": "10.0.0.100", "vport": 81, "pip": "10.0.0.11", "pport": 81, "capacity": 1,
-             "load": {"type": "command", "argv": ["echo", "3"], "timeout": 0.5}}]
+    apps = [
+        {
+            "vip": "10.0.0.100",
+            "vport": 80,
+            "pip": "10.0.0.11",
+            "pport": 80,
+            "capacity": 1,
+            "health": {"type": "command", "argv": ["true"]},
+            "load": {"type": "file", "path": "/tmp/load"},
+        },
+        {
+            "vip": "10.0.0.100",
+            "vport": 81,
+            "pip": "10.0.0.11",
+            "pport": 81,
+            "capacity": 1,
+            "load": {"type": "command", "argv": ["echo", "3"], "timeout": 0.5},
+        },
+    ]
     cfg = config(apps=apps, listen="127.0.0.1:0", control_socket="/tmp/a.sock")
     assert cfg.listen_address == ("127.0.0.1", 0)
     assert cfg.apps[0].health.type == "command" and cfg.apps[1].health.type == "tcp"
 
 
-@pytest.mark.parametrize("changes, key, reason", [
-    ({"colour": "red"}, "colour", "unknown key"),
-    ({"host_id": "h 1"}, "host_id", "String should match pattern"),
-    ({"controllers": []}, "controllers", "at least 1 item"),
-    ({"controllers": ["ctl.example:9100"]}, "controllers[0]", "not an IPv4 address"),
-    ({"controllers": ["10.0.0.1:0"]}, "controllers[0]", "bad port"),
-    ({"listen": "10.0.0.1:70000"}, "listen", "bad port"),
-    ({"hb_period": 0}, "hb_period", "greater than or equal to 0.05"),
-    ({"control_socket": "/x" * 60}, "control_socket", "at most 100 characters"),
-])
+@pytest.mark.parametrize(
+    "changes, key, reason",
+    [
+        ({"colour": "red"}, "colour", "unknown key"),
+        ({"host_id": "h 1"}, "host_id", "String should match pattern"),
+        ({"controllers": []}, "controllers", "at least 1 item"),
+        ({"controllers": ["ctl.example:9100"]}, "controllers[0]", "not an IPv4 address"),
+        ({"controllers": ["10.0.0.1:0"]}, "controllers[0]", "bad port"),
+        ({"listen": "10.0.0.1:70000"}, "listen", "bad port"),
+        ({"hb_period": 0}, "hb_period", "greater than or equal to 0.05"),
+        ({"control_socket": "/x" * 60}, "control_socket", "at most 100 characters"),
+    ],
+)
 def test_config_errors_name_the_key(changes, key, reason):
     with pytest.raises(ConfigError) as err:
         parse_agent_config(agent_data(**changes), "agent.yaml")
@@ -89,19 +133,22 @@ def test_config_errors_name_the_key(changes, key, reason):
     assert reason in err.value.reason
 
 
-@pytest.mark.parametrize("app_change, key, reason", [
-    ({"colour": "red"}, "apps[0].colour", "unknown key"),
-    ({"vip": "10.0.0.300"}, "apps[0].vip", "not an IPv4 address"),
-    ({"capacity": 0}, "apps[0].capacity", "greater than 0"),
-    ({"proto": "udp"}, "apps[0].proto", "Input should be 'tcp'"),
-    ({"target": "drained"}, "apps[0].target", "Input should be"),
-    ({"health": {"type": "tcp", "interval": 1, "timeout": 2}}, "apps[0].health.tcp", "longer than interval"),
-    ({"health": {"type": "ping"}}, "apps[0].health", "does not match any of the expected tags"),
-    ({"health": {"type": "http", "path": "health"}}, "apps[0].health.http.path", "String should match pattern"),
-    ({"health": {"type": "command", "argv": []}}, "apps[0].health.command.argv", "at least 1 item"),
-    ({"load": {"type": "static", "value": -1}}, "apps[0].load.static.value", "greater than or equal to 0"),
-    ({"load": {"type": "connections", "port": 80}}, "apps[0].load.connections.port", "unknown key"),
-])
+@pytest.mark.parametrize(
+    "app_change, key, reason",
+    [
+        ({"colour": "red"}, "apps[0].colour", "unknown key"),
+        ({"vip": "10.0.0.300"}, "apps[0].vip", "not an IPv4 address"),
+        ({"capacity": 0}, "apps[0].capacity", "greater than 0"),
+        ({"proto": "udp"}, "apps[0].proto", "Input should be 'tcp'"),
+        ({"target": "drained"}, "apps[0].target", "Input should be"),
+        ({"health": {"type": "tcp", "interval": 1, "timeout": 2}}, "apps[0].health.tcp", "longer than interval"),
+        ({"health": {"type": "ping"}}, "apps[0].health", "does not match any of the expected tags"),
+        ({"health": {"type": "http", "path": "health"}}, "apps[0].health.http.path", "String should match pattern"),
+        ({"health": {"type": "command", "argv": []}}, "apps[0].health.command.argv", "at least 1 item"),
+        ({"load": {"type": "static", "value": -1}}, "apps[0].load.static.value", "greater than or equal to 0"),
+        ({"load": {"type": "connections", "port": 80}}, "apps[0].load.connections.port", "unknown key"),
+    ],
+)
 def test_app_errors_name_the_key(app_change, key, reason):
     data = agent_data()
     data["apps"][0].update(app_change)
@@ -116,8 +163,7 @@ def test_duplicate_apps_and_too_many_for_one_snapshot_are_rejected():
     data["apps"].append(dict(data["apps"][0]))
     with pytest.raises(ConfigError, match="duplicate app"):
         parse_agent_config(data)
-    many = [{"vip": "10.0.0.100", "vport": 80, "pip": "10.0.0.11", "pport": 1000 + i, "capacity": 1}
-            for i in range(7)]
+    many = [{"vip": "10.0.0.100", "vport": 80, "pip": "10.0.0.11", "pport": 1000 + i, "capacity": 1} for i in range(7)]
     with pytest.raises(ConfigError, match="1400-byte datagram limit"):
         parse_agent_config(agent_data(apps=many))
     assert len(parse_agent_config(agent_data(apps=many[:5])).apps) == 5
@@ -153,12 +199,19 @@ def _write(path, text):
 
 # --- checks (pure parts) ------------------------------------------------------------------------------------------
 
+
 def test_check_state_rise_and_fall():
     state = CheckState(rise=2, fall=3)
     assert state.health == "unknown"
     assert [state.observe(ok) for ok in (True, False, True, True)] == ["unknown", "unknown", "unknown", "ok"]
-    assert [state.observe(ok) for ok in (False, False, True, False, False, False)] == \
-        ["ok", "ok", "ok", "ok", "ok", "failed"]
+    assert [state.observe(ok) for ok in (False, False, True, False, False, False)] == [
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "ok",
+        "failed",
+    ]
     assert state.observe(True) == "failed" and state.observe(True) == "ok"
     first_fail = CheckState(rise=1, fall=1)
     assert first_fail.observe(False) == "failed" and first_fail.observe(True) == "ok"
@@ -191,21 +244,26 @@ def test_count_established_reads_state_01_on_the_local_port(tmp_path):
     assert established_connections(80, (str(v4), str(v6), str(tmp_path / "absent"))) == 3
 
 
-@pytest.mark.parametrize("response, status, contains, ok", [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nh1\n", 200, "", True),
-    (b"HTTP/1.0 200 OK\r\n\r\nh1\n", 200, "h1", True),
-    (b"HTTP/1.1 200 OK\r\n\r\nh2\n", 200, "h1", False),
-    (b"HTTP/1.1 503 Unavailable\r\n\r\n", 200, "", False),
-    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, "", True),
-    (b"garbage", 200, "", False),
-    (b"", 200, "", False),
-])
+@pytest.mark.parametrize(
+    "response, status, contains, ok",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nh1\n", 200, "", True),
+        (b"HTTP/1.0 200 OK\r\n\r\nh1\n", 200, "h1", True),
+        (b"HTTP/1.1 200 OK\r\n\r\nh2\n", 200, "h1", False),
+        (b"HTTP/1.1 503 Unavailable\r\n\r\n", 200, "", False),
+        (b"HTTP/1.1 204 No Content\r\n\r\n", 204, "", True),
+        (b"garbage", 200, "", False),
+        (b"", 200, "", False),
+    ],
+)
 def test_http_status_ok(response, status, contains, ok):
     assert http_status_ok(response, status, contains) is ok
 
 
-@pytest.mark.parametrize("text, value", [("3\n", 3.0), (" 2.5 conns", 2.5), ("", None), ("x", None), ("-1", None),
-                                         ("nan", None), ("inf", None)])
+@pytest.mark.parametrize(
+    "text, value",
+    [("3\n", 3.0), (" 2.5 conns", 2.5), ("", None), ("x", None), ("-1", None), ("nan", None), ("inf", None)],
+)
 def test_parse_number(text, value):
     assert parse_number(text) == value
 
@@ -214,16 +272,44 @@ def test_format_table_shows_all_nine_fields():
     view = {"host_id": "h1", "checksum": 0xAB, "rows": [r.to_dict() for r in AgentCore(config(), 0.0).table.rows()]}
     lines = format_table(view).splitlines()
     assert lines[0] == "host h1  rows 2  checksum 0x000000ab"
-    assert lines[1].split() == ["VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET",
-                                "CURRENT"]
-    assert lines[2].split() == ["10.0.0.100:80", "10.0.0.11:80", "tcp", "(any)", "unknown", "0", "100", "active",
-                                "inactive"]
-    assert lines[3].split() == ["10.0.0.100:80", "10.0.0.11:8080", "tcp", "host=a", "unknown", "4", "50",
-                                "draining", "inactive"]
+    assert lines[1].split() == [
+        "VIP",
+        "PHYSICAL",
+        "PROTO",
+        "PROTO_INFO",
+        "HEALTH",
+        "LOAD",
+        "CAPACITY",
+        "TARGET",
+        "CURRENT",
+    ]
+    assert lines[2].split() == [
+        "10.0.0.100:80",
+        "10.0.0.11:80",
+        "tcp",
+        "(any)",
+        "unknown",
+        "0",
+        "100",
+        "active",
+        "inactive",
+    ]
+    assert lines[3].split() == [
+        "10.0.0.100:80",
+        "10.0.0.11:8080",
+        "tcp",
+        "host=a",
+        "unknown",
+        "4",
+        "50",
+        "draining",
+        "inactive",
+    ]
     assert lines[1].index("HEALTH") == lines[2].index("unknown") == lines[3].index("unknown")
 
 
 # --- the state machine --------------------------------------------------------------------------------------------
+
 
 class Controller:
     """A fake controller: verifies every message the agent sends and mirrors its table from row changes."""
@@ -270,11 +356,17 @@ def started() -> tuple[AgentCore, Controller]:
 
 def test_start_postulates_and_heartbeats_follow_the_period():
     core = AgentCore(config(), now=100.0)
-    assert core.start() == [Outgoing("postulate", {"from": "h1", "host_id": "h1", "checksum": core.table.checksum},
-                                     CONTROLLERS)]
+    assert core.start() == [
+        Outgoing("postulate", {"from": "h1", "host_id": "h1", "checksum": core.table.checksum}, CONTROLLERS)
+    ]
     first = core.tick(100.0)
-    assert first == [Outgoing("heartbeat", {"host_id": "h1", "checksum": core.table.checksum, "row_count": 2,
-                                            "period_ms": 1000}, CONTROLLERS)]
+    assert first == [
+        Outgoing(
+            "heartbeat",
+            {"host_id": "h1", "checksum": core.table.checksum, "row_count": 2, "period_ms": 1000},
+            CONTROLLERS,
+        )
+    ]
     assert core.tick(100.5) == [] and core.tick(100.99) == []
     assert len(core.tick(101.0)) == 1 and core.next_heartbeat == 102.0
     assert len(core.tick(105.0)) == 1 and core.next_heartbeat == 106.0
@@ -319,11 +411,21 @@ def test_get_snapshot_is_answered_to_the_sender_only():
 def test_postulate_wrong_checksum_is_answered_then_current_is_recorded():
     core, ctl = started()
     before = core.table.checksum
-    sent = answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": before ^ 1,
-                                             "current": {APP: "active", "unknown-app": "active"}}), OTHER)
+    sent = answer(
+        core,
+        msg(
+            "postulate",
+            {
+                "from": "lbu:1",
+                "host_id": "h1",
+                "checksum": before ^ 1,
+                "current": {APP: "active", "unknown-app": "active"},
+            },
+        ),
+        OTHER,
+    )
     assert [out.type for out in sent] == ["postulate_wrong", "row_change"]
-    assert sent[0] == Outgoing("postulate_wrong", {"from": "h1", "host_id": "h1", "checksum_actual": before},
-                               (OTHER,))
+    assert sent[0] == Outgoing("postulate_wrong", {"from": "h1", "host_id": "h1", "checksum_actual": before}, (OTHER,))
     assert sent[1].to == (*CONTROLLERS, OTHER) and sent[1].body["row"]["current"] == "active"
     ctl.receive(sent)
     assert core.table.get(APP).current == "active"
@@ -332,12 +434,16 @@ def test_postulate_wrong_checksum_is_answered_then_current_is_recorded():
 def test_postulate_with_the_right_checksum_only_records_current():
     core, ctl = started()
     checksum = core.table.checksum
-    sent = answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": checksum,
-                                             "current": {APP2: "drained"}}), LBU)
+    sent = answer(
+        core,
+        msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": checksum, "current": {APP2: "drained"}}),
+        LBU,
+    )
     assert [out.type for out in sent] == ["row_change"] and sent[0].to == CONTROLLERS
     ctl.receive(sent)
-    assert answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": core.table.checksum}),
-                           LBU) == []
+    assert (
+        answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h1", "checksum": core.table.checksum}), LBU) == []
+    )
     assert answer(core, msg("postulate", {"from": "lbu:1", "host_id": "h2", "checksum": 0}), LBU) == []
 
 
@@ -365,10 +471,13 @@ def test_set_target_state_is_answered_by_a_row_change_even_when_unchanged():
 
 def test_messages_not_for_an_agent_are_ignored():
     core, _ = started()
-    for type, body in [("heartbeat", {"host_id": "h1", "checksum": 1, "row_count": 0, "period_ms": 1000}),
-                       ("goodbye", {"host_id": "h1", "reason": "x"}), ("session_up", up_body()),
-                       ("session_down", down_body()),
-                       ("snapshot", {"host_id": "h1", "rows": [], "checksum": 0})]:
+    for type, body in [
+        ("heartbeat", {"host_id": "h1", "checksum": 1, "row_count": 0, "period_ms": 1000}),
+        ("goodbye", {"host_id": "h1", "reason": "x"}),
+        ("session_up", up_body()),
+        ("session_down", down_body()),
+        ("snapshot", {"host_id": "h1", "rows": [], "checksum": 0}),
+    ]:
         assert answer(core, msg(type, body), LBU) == []
 
 
@@ -386,8 +495,18 @@ CLIENT = "192.0.2.7"
 
 def up_body(sid: str = "S1", ttl_s: float = 60.0, client: str = CLIENT, stype: str = "app") -> dict[str, Any]:
     """The session_up body of a session of APP2's endpoint."""
-    return {"host_id": "h1", "stype": stype, "sid": sid, "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
-            "pip": "10.0.0.11", "pport": 8080, "client": client, "ttl_s": ttl_s}
+    return {
+        "host_id": "h1",
+        "stype": stype,
+        "sid": sid,
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "proto": "tcp",
+        "pip": "10.0.0.11",
+        "pport": 8080,
+        "client": client,
+        "ttl_s": ttl_s,
+    }
 
 
 def down_body(sid: str = "S1", client: str = CLIENT, stype: str = "app") -> dict[str, Any]:
@@ -428,13 +547,26 @@ def test_session_up_defaults_and_client_normalisation():
     assert up.body["stype"] == "http_cookie" and up.body["ttl_s"] == 5
 
 
-@pytest.mark.parametrize("args, error", [
-    ({"app_id": "nope"}, KeyError), ({"sid": ""}, ValueError), ({"sid": "s" * 257}, ValueError),
-    ({"sid": "\u00e9" * 129}, ValueError), ({"sid": "a\nb"}, ValueError), ({"client": "client"}, ValueError),
-    ({"client": "10.0.0.256"}, ValueError), ({"ttl_s": 0}, ValueError), ({"ttl_s": -1}, ValueError),
-    ({"ttl_s": float("inf")}, ValueError), ({"ttl_s": 86401}, ValueError), ({"ttl_s": True}, ValueError),
-    ({"stype": "App"}, ValueError), ({"stype": SESSION_PREFIX + "x"}, ValueError), ({"stype": ""}, ValueError),
-])
+@pytest.mark.parametrize(
+    "args, error",
+    [
+        ({"app_id": "nope"}, KeyError),
+        ({"sid": ""}, ValueError),
+        ({"sid": "s" * 257}, ValueError),
+        ({"sid": "\u00e9" * 129}, ValueError),
+        ({"sid": "a\nb"}, ValueError),
+        ({"client": "client"}, ValueError),
+        ({"client": "10.0.0.256"}, ValueError),
+        ({"ttl_s": 0}, ValueError),
+        ({"ttl_s": -1}, ValueError),
+        ({"ttl_s": float("inf")}, ValueError),
+        ({"ttl_s": 86401}, ValueError),
+        ({"ttl_s": True}, ValueError),
+        ({"stype": "App"}, ValueError),
+        ({"stype": SESSION_PREFIX + "x"}, ValueError),
+        ({"stype": ""}, ValueError),
+    ],
+)
 def test_bad_session_up_is_refused_without_sending(args, error):
     core, _ = started()
     call = {"app_id": APP2, "sid": "S1", "client": CLIENT, "now": 100.0, **args}
@@ -445,7 +577,7 @@ def test_bad_session_up_is_refused_without_sending(args, error):
 
 def test_session_limits():
     core, ctl = started()
-    longest = "\U0001F600" * 64
+    longest = "\U0001f600" * 64
     ctl.receive(core.session_up(APP2, longest, "255.255.255.255", now=100.0, ttl_s=86400, stype="t" * 32))
     ctl.receive(core.session_down(APP2, longest))
     core.session_up(APP2, "S1", CLIENT, now=100.0)
@@ -543,5 +675,11 @@ def test_format_sessions():
     assert lines[0] == "host h1  sessions 2"
     assert lines[1].split() == ["SID", "STYPE", "CLIENT", "VIP", "PHYSICAL", "EXPIRES_IN"]
     assert lines[2].split() == ["S1", "app", CLIENT, "10.0.0.100:80/tcp", "10.0.0.11:8080", "30.0s"]
-    assert lines[3].split() == ["a-much-longer-session-id", "http_cookie", "192.0.2.10", "10.0.0.100:80/tcp",
-                                "10.0.0.11:80", "570.0s"]
+    assert lines[3].split() == [
+        "a-much-longer-session-id",
+        "http_cookie",
+        "192.0.2.10",
+        "10.0.0.100:80/tcp",
+        "10.0.0.11:80",
+        "570.0s",
+    ]

@@ -55,7 +55,7 @@ class Agent:
         self.config = directory / "agent.yaml"
         self.config.write_text(f"""
 host_id: h1
-key_file: {directory / 'key'}
+key_file: {directory / "key"}
 controllers: ["127.0.0.1:{self.ctl.getsockname()[1]}"]
 listen: 127.0.0.1:0
 hb_period: {HB_PERIOD}
@@ -81,9 +81,12 @@ apps:
         self.verifier = Verifier(KEY, UDP_MAX_SIZE)
         self.seq = SequenceCounter()
         with open(directory / "agent.log", "wb") as stderr:  # the agent keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config",
-                                          str(self.config), *extra_args], stdout=subprocess.PIPE, stderr=stderr,
-                                         text=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(self.config), *extra_args],
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 15.0)
         line = self.proc.stdout.readline() if ready else ""
@@ -207,16 +210,30 @@ def test_cli_session_up_sends_a_verified_session_up_and_down_a_session_down(agen
     assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT, "--ttl", "600") == 0
     assert f"session app S1 of client {CLIENT} on {agent.app_id}: up for 600 s" in capsys.readouterr().out
     up = agent.receive("session_up", lambda m: m.body["sid"] == "S1")
-    assert up.body == {"host_id": "h1", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80,
-                       "proto": "tcp", "pip": "127.0.0.1", "pport": agent.app_port, "client": CLIENT, "ttl_s": 600.0}
-    assert agent.cli("session-up", agent.static_app_id, "--sid", "c-2", "--client", "192.0.2.8",
-                     "--stype", "http_cookie") == 0
+    assert up.body == {
+        "host_id": "h1",
+        "stype": "app",
+        "sid": "S1",
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "proto": "tcp",
+        "pip": "127.0.0.1",
+        "pport": agent.app_port,
+        "client": CLIENT,
+        "ttl_s": 600.0,
+    }
+    assert (
+        agent.cli("session-up", agent.static_app_id, "--sid", "c-2", "--client", "192.0.2.8", "--stype", "http_cookie")
+        == 0
+    )
     assert agent.receive("session_up", lambda m: m.body["sid"] == "c-2").body["ttl_s"] == 600.0
     capsys.readouterr()
     assert cli_main(["sessions", "--config", str(agent.config), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [(s["sid"], s["stype"], s["app_id"]) for s in listed["sessions"]] == \
-        [("S1", "app", agent.app_id), ("c-2", "http_cookie", agent.static_app_id)]
+    assert [(s["sid"], s["stype"], s["app_id"]) for s in listed["sessions"]] == [
+        ("S1", "app", agent.app_id),
+        ("c-2", "http_cookie", agent.static_app_id),
+    ]
     assert 590 < listed["sessions"][0]["expires_in"] <= 600
     assert agent.cli("sessions") == 0
     assert "host h1  sessions 2" in capsys.readouterr().out
@@ -227,8 +244,14 @@ def test_cli_session_up_sends_a_verified_session_up_and_down_a_session_down(agen
     assert cli_main(["session-down", agent.app_id, "--sid", "S1", "--config", str(agent.config)]) == 0
     assert f"session app S1 of client {CLIENT} on {agent.app_id}: down" in capsys.readouterr().out
     down = agent.receive("session_down")
-    assert down.body == {"host_id": "h1", "stype": "app", "sid": "S1", "vip": "10.0.0.100", "vport": 80,
-                         "client": CLIENT}
+    assert down.body == {
+        "host_id": "h1",
+        "stype": "app",
+        "sid": "S1",
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "client": CLIENT,
+    }
     assert [s["sid"] for s in control(agent.control_socket, {"cmd": "sessions"})["sessions"]] == ["c-2"]
 
 
@@ -243,10 +266,16 @@ def test_session_commands_refuse_bad_requests(agent: Agent, capsys):
     assert "stype must be" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT, "--ttl", "0")
-    for request, error in [({"sid": 5}, "sid must be a string"), ({"ttl_s": "600"}, "ttl must be"),
-                           ({"client": None}, "client must be"), ({"sid": "x" * 300}, "sid must be")]:
-        reply = control(agent.control_socket, {"cmd": "session-up", "app_id": agent.app_id, "sid": "S1",
-                                               "client": CLIENT, **request})
+    for request, error in [
+        ({"sid": 5}, "sid must be a string"),
+        ({"ttl_s": "600"}, "ttl must be"),
+        ({"client": None}, "client must be"),
+        ({"sid": "x" * 300}, "sid must be"),
+    ]:
+        reply = control(
+            agent.control_socket,
+            {"cmd": "session-up", "app_id": agent.app_id, "sid": "S1", "client": CLIENT, **request},
+        )
         assert reply["ok"] is False and error in reply["error"], reply
     assert agent.cli("session-up", agent.app_id, "--sid", "S1", "--client", CLIENT) == 0
     assert agent.cli("session-down", agent.static_app_id, "--sid", "S1") == 1
@@ -268,8 +297,12 @@ def test_a_session_is_refreshed_at_half_its_ttl_then_expires_with_a_session_down
 
 
 def test_a_second_agent_does_not_steal_the_control_socket(agent: Agent):
-    proc = subprocess.run([sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(agent.config)],
-                          capture_output=True, text=True, timeout=15)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlb_sdn.agent.cli", "run", "--config", str(agent.config)],
+        capture_output=True,
+        text=True,
+        timeout=15,
+    )
     assert proc.returncode == 1 and "in use by a running agent" in proc.stderr
     assert agent.table()["ok"]
 
@@ -295,23 +328,40 @@ def malformed_datagrams(rng: random.Random, valid: bytes, count: int) -> Iterato
         if kind == 0:
             yield bytes(rng.randrange(256) for _ in range(rng.randrange(0, 2000)))
         elif kind == 1:
-            yield valid[:rng.randrange(len(valid))]
+            yield valid[: rng.randrange(len(valid))]
         elif kind == 2:
             flipped = bytearray(valid)
             flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
             yield bytes(flipped)
         else:
-            payload = (bytes(rng.randrange(256) for _ in range(rng.randrange(300))) if kind == 3 else
-                       msgpack.packb({"v": 1, "type": "get_snapshot", "src": "lbu:1", "seq": rng.randrange(2**40),
-                                      "ts": time.time(), "body": {"host_id": "h1"}}))
+            payload = (
+                bytes(rng.randrange(256) for _ in range(rng.randrange(300)))
+                if kind == 3
+                else msgpack.packb(
+                    {
+                        "v": 1,
+                        "type": "get_snapshot",
+                        "src": "lbu:1",
+                        "seq": rng.randrange(2**40),
+                        "ts": time.time(),
+                        "body": {"host_id": "h1"},
+                    }
+                )
+            )
             yield hmac.new(KEY, payload, hashlib.sha256).digest() + payload
 
 
 def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent):
     agent.receive("heartbeat")
     rng = random.Random(20261126)
-    valid = encode(KEY, "get_snapshot", "lbu:1", agent.seq.next(), time.time(),
-                   {"lbu_id": 1, "host_id": "h1", "reason": "template"})
+    valid = encode(
+        KEY,
+        "get_snapshot",
+        "lbu:1",
+        agent.seq.next(),
+        time.time(),
+        {"lbu_id": 1, "host_id": "h1", "reason": "template"},
+    )
     sent = 0
     batch: list[bytes] = []
     for data in malformed_datagrams(rng, valid, 2000):
@@ -331,6 +381,7 @@ def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent
 
 
 # --- probes and load sources against real local endpoints --------------------------------------------------------
+
 
 async def _serve(response: bytes) -> tuple[asyncio.AbstractServer, int]:
     """An HTTP-ish server on loopback that answers every connection with ``response``."""

@@ -26,14 +26,16 @@ def cand(name: str, capacity: float = 100.0, load: float = 0.0, eligible: bool =
 
 def three(scheme: str = "percent", tokens: int = 100, now: float = 0.0) -> Allotment:
     """The 40/35/25 allotment of the examples."""
-    return compute_allotment(SERVICE, [cand("a", 40), cand("b", 35), cand("c", 25)], scheme=scheme, tokens=tokens,
-                             now=now)
+    return compute_allotment(
+        SERVICE, [cand("a", 40), cand("b", 35), cand("c", 25)], scheme=scheme, tokens=tokens, now=now
+    )
 
 
 names = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
 numbers = st.floats(min_value=0, max_value=1e6, allow_nan=False)
 candidates = st.dictionaries(names, st.tuples(numbers, numbers, st.booleans()), min_size=1, max_size=8).map(
-    lambda d: [Candidate(n, "10.0.0.1", 1000 + i, cap, load, ok) for i, (n, (cap, load, ok)) in enumerate(d.items())])
+    lambda d: [Candidate(n, "10.0.0.1", 1000 + i, cap, load, ok) for i, (n, (cap, load, ok)) in enumerate(d.items())]
+)
 
 
 @given(st.dictionaries(names, numbers, max_size=10), st.integers(min_value=0, max_value=1000))
@@ -102,8 +104,10 @@ def test_as_dict_has_fig18_fields() -> None:
     view = compute_allotment(SERVICE, [cand("a", 60), cand("b", 40)], duration_ms=1500, generation=3, now=9.5).as_dict()
     assert view["scheme"] == "percent" and view["duration_ms"] == 1500 and view["generation"] == 3
     assert view["service"] == {"vip": "10.0.0.100", "vport": 80, "proto": "tcp", "proto_info": ""}
-    assert view["endpoints"] == [{"name": "a", "endpoint": "10.0.1.97:8080", "value": 60},
-                                 {"name": "b", "endpoint": "10.0.1.98:8080", "value": 40}]
+    assert view["endpoints"] == [
+        {"name": "a", "endpoint": "10.0.1.97:8080", "value": 60},
+        {"name": "b", "endpoint": "10.0.1.98:8080", "value": 40},
+    ]
     assert view["values"] == {"a": 60, "b": 40} and view["issued_at"] == 9.5
 
 
@@ -120,7 +124,7 @@ def test_percent_picks_follow_shares_per_hundred() -> None:
     spender = AllotmentSpender(three())
     picks = [spender.pick(0.0) for _ in range(1000)]
     for start in range(0, 1000, 100):
-        window = Counter(picks[start:start + 100])
+        window = Counter(picks[start : start + 100])
         assert window == {"a": 40, "b": 35, "c": 25}
     running = Counter[str]()
     for i, name in enumerate(picks, 1):

@@ -22,14 +22,28 @@ from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, S
 from nlb_sdn.lab.backend import pattern_sha256
 from tests.lib.processes import start_backend, stop_process
 
-RATES = {"vip_controller": 1000.0, "vip_switch": 4000.0, "vip_switch_learn": 1800.0, "direct": 5000.0,
-         "haproxy": 2000.0}
+RATES = {
+    "vip_controller": 1000.0,
+    "vip_switch": 4000.0,
+    "vip_switch_learn": 1800.0,
+    "direct": 5000.0,
+    "haproxy": 2000.0,
+}
 
 
 def sample_report() -> dict[str, Any]:
     """A report as run.py writes it, with round numbers."""
-    connections = {s: {"rate": RATES[s], "connect_p50_ms": 2.0, "connect_p99_ms": 8.0, "idle_connect_p50_ms": 0.5,
-                       "idle_connect_p99_ms": 1.0, "packet_ins_per_connection": 0.0} for s in SCENARIOS}
+    connections = {
+        s: {
+            "rate": RATES[s],
+            "connect_p50_ms": 2.0,
+            "connect_p99_ms": 8.0,
+            "idle_connect_p50_ms": 0.5,
+            "idle_connect_p99_ms": 1.0,
+            "packet_ins_per_connection": 0.0,
+        }
+        for s in SCENARIOS
+    }
     throughput = {s: {"download_mbps": 1000.0 if s != "haproxy" else 500.0} for s in SCENARIOS}
     trial = {"downloads": 6, "established_at_change": 6, "broken": 0, "broken_share": 0.0}
     return {
@@ -38,33 +52,68 @@ def sample_report() -> dict[str, Any]:
         "environment": {"date": "2026-11-26T10:00:00+00:00", "git_commit": "0123456789abcdef", "git_dirty": False},
         "duration_s": 20.0,
         "sections": {
-            "connections": {"scenarios": connections,
-                            "ratios": results.ratios(connections, ["rate", "connect_p50_ms", "connect_p99_ms",
-                                                                   "idle_connect_p50_ms", "idle_connect_p99_ms",
-                                                                   "packet_ins_per_connection"])},
+            "connections": {
+                "scenarios": connections,
+                "ratios": results.ratios(
+                    connections,
+                    [
+                        "rate",
+                        "connect_p50_ms",
+                        "connect_p99_ms",
+                        "idle_connect_p50_ms",
+                        "idle_connect_p99_ms",
+                        "packet_ins_per_connection",
+                    ],
+                ),
+            },
             "throughput": {"scenarios": throughput, "ratios": results.ratios(throughput, ["download_mbps"])},
-            "disruption": {"trials": {s: {c: dict(trial) for c in CHANGES} for s in SUBJECTS},
-                           "totals": {s: {"broken": 0, "established_at_change": 24, "broken_share": 0.0}
-                                      for s in SUBJECTS}},
-            "scale": {"memory": {"baseline_rss_bytes": 90_000_000,
-                                 "points": [{"tracked": 10_000, "tracked_reported": 10_004, "rss_bytes": 98_000_000,
-                                             "flow_entries": 20_008, "bytes_per_connection": 800.0},
-                                            {"tracked": 100_000, "tracked_reported": 100_004,
-                                             "rss_bytes": 170_000_000, "flow_entries": 200_008,
-                                             "bytes_per_connection": 800.0}],
-                                 "bytes_per_connection": 800.0},
-                      "allotment": {"endpoints": 1000, "median_us": 900.0, "sorted_median_us": 30.0,
-                                    "ratio_to_sorted": 30.0},
-                      "vips": {"count": 100, "apply_s": 2.5, "per_vip_ms": 25.0, "flows_per_switch_before": 40,
-                               "flows_per_switch": 240, "flows_per_vip": 2.0}},
+            "disruption": {
+                "trials": {s: {c: dict(trial) for c in CHANGES} for s in SUBJECTS},
+                "totals": {s: {"broken": 0, "established_at_change": 24, "broken_share": 0.0} for s in SUBJECTS},
+            },
+            "scale": {
+                "memory": {
+                    "baseline_rss_bytes": 90_000_000,
+                    "points": [
+                        {
+                            "tracked": 10_000,
+                            "tracked_reported": 10_004,
+                            "rss_bytes": 98_000_000,
+                            "flow_entries": 20_008,
+                            "bytes_per_connection": 800.0,
+                        },
+                        {
+                            "tracked": 100_000,
+                            "tracked_reported": 100_004,
+                            "rss_bytes": 170_000_000,
+                            "flow_entries": 200_008,
+                            "bytes_per_connection": 800.0,
+                        },
+                    ],
+                    "bytes_per_connection": 800.0,
+                },
+                "allotment": {"endpoints": 1000, "median_us": 900.0, "sorted_median_us": 30.0, "ratio_to_sorted": 30.0},
+                "vips": {
+                    "count": 100,
+                    "apply_s": 2.5,
+                    "per_vip_ms": 25.0,
+                    "flows_per_switch_before": 40,
+                    "flows_per_switch": 240,
+                    "flows_per_vip": 2.0,
+                },
+            },
         },
         "problems": [],
     }
 
 
 def test_ratios_divide_every_subject_by_every_baseline():
-    figures = {"vip_controller": {"rate": 1000.0}, "vip_switch": {"rate": 4000.0}, "direct": {"rate": 5000.0},
-               "haproxy": {"rate": 2000.0}}
+    figures = {
+        "vip_controller": {"rate": 1000.0},
+        "vip_switch": {"rate": 4000.0},
+        "direct": {"rate": 5000.0},
+        "haproxy": {"rate": 2000.0},
+    }
     found = results.ratios(figures, ["rate"])
     assert set(found) == {f"{s}/{b}" for s in SUBJECTS for b in BASELINES}
     assert found["vip_switch/direct"]["rate"] == 0.8
@@ -72,8 +121,9 @@ def test_ratios_divide_every_subject_by_every_baseline():
     assert found["vip_controller/direct"]["rate"] == 0.2
 
 
-@pytest.mark.parametrize(("top", "bottom"), [(1.0, 0.0), (None, 1.0), (1.0, None), (math.nan, 1.0),
-                                             (1.0, math.inf), (True, 1.0)])
+@pytest.mark.parametrize(
+    ("top", "bottom"), [(1.0, 0.0), (None, 1.0), (1.0, None), (math.nan, 1.0), (1.0, math.inf), (True, 1.0)]
+)
 def test_ratio_is_none_when_undefined(top, bottom):
     assert results.ratio(top, bottom) is None
 
@@ -152,8 +202,9 @@ def test_markdown_has_targets_every_section_and_the_ratios():
 def test_markdown_renders_missing_figures_as_dashes():
     report = sample_report()
     report["sections"]["connections"]["scenarios"]["haproxy"]["rate"] = None
-    report["sections"]["connections"]["ratios"] = results.ratios(report["sections"]["connections"]["scenarios"],
-                                                                 ["rate"])
+    report["sections"]["connections"]["ratios"] = results.ratios(
+        report["sections"]["connections"]["scenarios"], ["rate"]
+    )
     report["problems"] = ["haproxy round 1 loaded: 3 failed connections"]
     text = results.markdown(report)
     rate_row = next(line for line in text.splitlines() if line.startswith("| new connections/s"))
@@ -175,8 +226,10 @@ def test_haproxy_config_balances_every_member_round_robin(tmp_path: Path):
     text = haproxy_config(("10.0.0.99", 80), [("10.0.0.11", 80), ("10.0.0.12", 80)], maxconn=1000)
     assert "    bind 10.0.0.99:80" in text
     assert "    balance roundrobin" in text and "    mode tcp" in text and "    maxconn 1000" in text
-    assert [line.split()[2] for line in text.splitlines() if line.strip().startswith("server ")] == \
-        ["10.0.0.11:80", "10.0.0.12:80"]
+    assert [line.split()[2] for line in text.splitlines() if line.strip().startswith("server ")] == [
+        "10.0.0.11:80",
+        "10.0.0.12:80",
+    ]
     if shutil.which("haproxy"):
         path = tmp_path / "haproxy.cfg"
         path.write_text(text)
@@ -192,9 +245,25 @@ def test_pattern_checksum_matches_the_backend_pattern():
 def test_downloads_helper_times_and_verifies_every_download():
     proc, port = start_backend("h9")
     try:
-        run = subprocess.run([sys.executable, str(DOWNLOADS_SCRIPT), "--target", f"127.0.0.1:{port}", "--count", "3",
-                              "--bytes", "20000", "--rate", "100000", "--timeout", "10"],
-                             capture_output=True, text=True, timeout=60)
+        run = subprocess.run(
+            [
+                sys.executable,
+                str(DOWNLOADS_SCRIPT),
+                "--target",
+                f"127.0.0.1:{port}",
+                "--count",
+                "3",
+                "--bytes",
+                "20000",
+                "--rate",
+                "100000",
+                "--timeout",
+                "10",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         stop_process(proc)
     assert run.returncode == 0, run.stderr

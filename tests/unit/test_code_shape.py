@@ -42,8 +42,9 @@ def oversized(source: str, filename: str) -> Iterator[str]:
 def test_no_class_or_function_over_its_size_limit() -> None:
     paths = sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
     assert len(paths) > 20, f"expected the project's modules under {PACKAGES}, found {len(paths)}"
-    found = [line for path in paths
-             for line in oversized(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
+    found = [
+        line for path in paths for line in oversized(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    ]
     assert found == [], "over the size limit:\n" + "\n".join(found)
 
 
@@ -54,9 +55,14 @@ def _function(name: str, body_lines: int, decorators: int = 0, indent: str = "")
 
 
 def test_the_check_names_every_oversized_class_and_function() -> None:
-    source = (_function("short", MAX_FUNCTION_LINES - 1) + _function("long", MAX_FUNCTION_LINES)
-              + "class Big:\n" + "".join(_function(f"m{i}", 9, indent="    ") for i in range(MAX_CLASS_LINES // 10))
-              + "class Decorated:\n" + _function("wrapped", MAX_FUNCTION_LINES - 1, decorators=1, indent="    "))
+    source = (
+        _function("short", MAX_FUNCTION_LINES - 1)
+        + _function("long", MAX_FUNCTION_LINES)
+        + "class Big:\n"
+        + "".join(_function(f"m{i}", 9, indent="    ") for i in range(MAX_CLASS_LINES // 10))
+        + "class Decorated:\n"
+        + _function("wrapped", MAX_FUNCTION_LINES - 1, decorators=1, indent="    ")
+    )
     found = list(oversized(source, "sample.py"))
     assert len(found) == 3, found
     assert any(f"function long has {MAX_FUNCTION_LINES + 1} lines" in line for line in found), found

@@ -51,16 +51,20 @@ def test_toml_and_json_load_the_same_model(tmp_path):
     assert load_config(toml).vips[0].name == "web"
 
 
-@pytest.mark.parametrize("mutation, key, reason", [
-    (("vips", 0, "colour", "red"), "vips[web].colour", "unknown key"),
-    (("vips", 0, "address", "10.0.0.300"), "vips[web].address", "not an IPv4 address"),
-    (("vips", 0, "port", 70000), "vips[web].port", "less than or equal to 65535"),
-    (("vips", 0, "mode", "dsr"), "vips[web].mode", "Input should be 'nat'"),
-    (("controller", "max_connections", 0), "controller.max_connections", "greater than or equal to 1"),
-    (("fabric", "hosts", 0, "mac", "zz"), "fabric.hosts[h1].mac", "String should match pattern"),
-])
+@pytest.mark.parametrize(
+    "mutation, key, reason",
+    [
+        (("vips", 0, "colour", "red"), "vips[web].colour", "unknown key"),
+        (("vips", 0, "address", "10.0.0.300"), "vips[web].address", "not an IPv4 address"),
+        (("vips", 0, "port", 70000), "vips[web].port", "less than or equal to 65535"),
+        (("vips", 0, "mode", "dsr"), "vips[web].mode", "Input should be 'nat'"),
+        (("controller", "max_connections", 0), "controller.max_connections", "greater than or equal to 1"),
+        (("fabric", "hosts", 0, "mac", "zz"), "fabric.hosts[h1].mac", "String should match pattern"),
+    ],
+)
 def test_bad_values_name_file_key_and_reason(tmp_path, mutation, key, reason):
     import yaml
+
     data = yaml.safe_load(GOOD)
     node = data
     for part in mutation[:-2]:
@@ -76,6 +80,7 @@ def test_bad_values_name_file_key_and_reason(tmp_path, mutation, key, reason):
 
 def test_semantic_errors(tmp_path):
     import yaml
+
     data = yaml.safe_load(GOOD)
     data["vips"].append(dict(data["vips"][0]))
     with pytest.raises(ConfigError, match="duplicate vip name 'web'"):
@@ -110,7 +115,8 @@ def test_check_config_command(tmp_path, capsys):
 
 def test_controller_refuses_a_bad_config_before_starting(tmp_path):
     bad = write(tmp_path, "bad.yaml", "vips: [{name: web, address: nope, port: 80}]\n")
-    proc = subprocess.run([sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", bad],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlb_sdn.cli", "controller", "--config", bad], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "vips[web].address: not an IPv4 address" in proc.stderr

@@ -66,9 +66,15 @@ def test_every_event_entry_point_returns_effects() -> None:
     results = [
         lb.handle_packet_in(1, 1, frame, len(frame), Table.CONNECTIONS, 1.0),
         lb.handle_flow_removed(1, Table.CONNECTIONS, 0, {}, True, 2.0),
-        lb.switch_connected(1), lb.reconcile(1, [], 2.0), lb.tick(2.0, [1]), lb.dispatch_updates(2.0, [1]),
-        lb.conntrack_audits(2.0), lb.handle_datagram(b"junk", ("127.0.0.1", 9), 2.0), lb.expire(2.0),
-        lb.load_atoms([], 2.0), lb.apply_dam_change("delete", session_key("app", "x"), None, 2.0),
+        lb.switch_connected(1),
+        lb.reconcile(1, [], 2.0),
+        lb.tick(2.0, [1]),
+        lb.dispatch_updates(2.0, [1]),
+        lb.conntrack_audits(2.0),
+        lb.handle_datagram(b"junk", ("127.0.0.1", 9), 2.0),
+        lb.expire(2.0),
+        lb.load_atoms([], 2.0),
+        lb.apply_dam_change("delete", session_key("app", "x"), None, 2.0),
         lb.apply_config(config(weights=(1, 1, 1)), [1], 3.0),
     ]
     assert all(isinstance(result, Effects) for result in results)
@@ -95,8 +101,9 @@ def test_the_service_kind_follows_the_vip_model_and_changes_with_it(fields: dict
 
 def test_an_l7_vip_gets_the_l7_service() -> None:
     data = dump_config(config())
-    data["fabric"]["hosts"].append({"name": "r1", "ip": "10.0.0.21", "mac": "00:00:00:00:00:21", "switch": "s2",
-                                    "port": 9})
+    data["fabric"]["hosts"].append(
+        {"name": "r1", "ip": "10.0.0.21", "mac": "00:00:00:00:00:21", "switch": "s2", "port": 9}
+    )
     data["vips"][0].update({"mode": "l7", "routers": ["r1"]})
     lb = LoadBalancer(parse_config(data))
     state = lb.ctx.vips.by_name("web")

@@ -40,8 +40,9 @@ WAIT = 3.0  # bound on every wait for Redis (pub/sub delivery, server-side expir
 class Harness:
     """One backend under test: makes DAM instances, gives ``now``, and lets time pass."""
 
-    def __init__(self, name: str, make: Callable[[], Dam], clock: Callable[[], float],
-                 advance: Callable[[float], None]) -> None:
+    def __init__(
+        self, name: str, make: Callable[[], Dam], clock: Callable[[], float], advance: Callable[[float], None]
+    ) -> None:
         self.name = name
         self.make = make
         self.now = clock
@@ -125,11 +126,22 @@ def test_route_keys_parse_back_and_application_session_types_have_keys_too():
 
 def test_config_defaults_and_validation(redis_server):
     config = DamConfig()
-    assert (config.backend, config.prefix, config.queue_limit, config.route_linger, config.session_ttl) == \
-        ("memory", "nlb:", 10_000, 120, 600)
+    assert (config.backend, config.prefix, config.queue_limit, config.route_linger, config.session_ttl) == (
+        "memory",
+        "nlb:",
+        10_000,
+        120,
+        600,
+    )
     assert isinstance(make_dam(config), MemoryDam)
-    for bad in ({"backend": "etcd"}, {"url": "http://x"}, {"prefix": "a*"}, {"prefix": ""}, {"queue_limit": 0},
-                {"colour": 1}):
+    for bad in (
+        {"backend": "etcd"},
+        {"url": "http://x"},
+        {"prefix": "a*"},
+        {"prefix": ""},
+        {"queue_limit": 0},
+        {"colour": 1},
+    ):
         with pytest.raises(pydantic.ValidationError):
             DamConfig.model_validate(bad)
     dam = make_dam(DamConfig(backend="redis", url=redis_server.url, queue_limit=5))
@@ -213,6 +225,7 @@ def test_ttl_expiry_and_expire_changes(harness):
     assert dam.get(ROUTE, now + 0.29) is not None
     assert dam.get(ROUTE, now + 0.3) is None  # expired at expires_at, by the caller's now
     harness.advance(0.35)
+
     def route_gone() -> bool:
         """Whether the route atom is gone (Redis's own TTL removes the key); if not, let the DAM maintain itself."""
         if not dam.stats()["atoms"]["route"]:
@@ -273,8 +286,7 @@ def test_change_feed_sees_puts_and_deletes(harness):
     second = dam.put(ROUTE, {"moved": True}, origin="lbu2", ttl=60, now=now)
     dam.delete(ROUTE, now)
     dam.delete(SESSION, now)  # nothing to delete: no change
-    assert changes(dam, 3) == [Change("put", ROUTE, first), Change("put", ROUTE, second),
-                                        Change("delete", ROUTE, None)]
+    assert changes(dam, 3) == [Change("put", ROUTE, first), Change("put", ROUTE, second), Change("delete", ROUTE, None)]
     dam.put(SESSION, {}, origin="lbu1", ttl=None, now=now)
     dam.put(SESSION, {}, origin="lbu1", ttl=None, now=now)
     assert [c.atom.version for c in changes(dam, 2)] == [1, 2]

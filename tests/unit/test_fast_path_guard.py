@@ -83,21 +83,29 @@ def parsed_otherwise(cls: type, datapath: Any, version: int, msg_type: int, msg_
 
 
 CHANGES = {
-    "a Datapath method is missing": (without(controller.Datapath, "_close_write"),
-                                     "Datapath._close_write is missing"),
-    "the message parser takes other arguments": (replaced(framework.ofproto_parser, "msg", lambda datapath, buf: None),
-                                                 "ofproto_parser.msg('datapath', 'buf') is not (datapath, version"),
-    "the app's _send_event takes other arguments": (replaced(framework.RyuApp, "_send_event", lambda self, ev: None),
-                                                    "._send_event('self', 'ev') is not (self, ev, state)"),
-    "the packet-in struct changed": (replaced(ofp, "OFP_PACKET_IN_PACK_STR", "!IHBBQI"),
-                                     "OFP_PACKET_IN_PACK_STR is '!IHBBQI', not '!IHBBQ'"),
+    "a Datapath method is missing": (without(controller.Datapath, "_close_write"), "Datapath._close_write is missing"),
+    "the message parser takes other arguments": (
+        replaced(framework.ofproto_parser, "msg", lambda datapath, buf: None),
+        "ofproto_parser.msg('datapath', 'buf') is not (datapath, version",
+    ),
+    "the app's _send_event takes other arguments": (
+        replaced(framework.RyuApp, "_send_event", lambda self, ev: None),
+        "._send_event('self', 'ev') is not (self, ev, state)",
+    ),
+    "the packet-in struct changed": (
+        replaced(ofp, "OFP_PACKET_IN_PACK_STR", "!IHBBQI"),
+        "OFP_PACKET_IN_PACK_STR is '!IHBBQI', not '!IHBBQ'",
+    ),
     "the OXM in_port header changed": (replaced(ofp, "OXM_OF_IN_PORT", 0x80000008), "OXM_OF_IN_PORT is"),
-    "the framework parses packet-ins otherwise": (replaced(parser.OFPPacketIn, "parser", classmethod(parsed_otherwise)),
-                                                  "the lean parser reads a sample packet-in as"),
+    "the framework parses packet-ins otherwise": (
+        replaced(parser.OFPPacketIn, "parser", classmethod(parsed_otherwise)),
+        "the lean parser reads a sample packet-in as",
+    ),
     "the packet-in parsers table is gone": (without(parser, "_MSG_PARSERS"), "_MSG_PARSERS has no packet-in parser"),
     "Datapath keeps its send queue elsewhere": (
         replaced(controller.Datapath, "__init__", lambda self, socket, address: None),
-        "Datapath.__init__ sets no send_q"),
+        "Datapath.__init__ sets no send_q",
+    ),
 }
 
 

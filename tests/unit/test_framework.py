@@ -22,9 +22,29 @@ ROOT = Path(__file__).resolve().parents[2]
 RYU_PYTHON = ROOT / ".venv-ryu" / "bin" / "python"
 
 EXPORTS = (
-    "app_manager", "ofp_event", "handler", "ofproto_v1_3", "ofproto_v1_3_parser", "packet", "ethernet", "arp",
-    "ipv4", "tcp", "udp", "icmp", "ether_types", "hub", "RyuApp", "set_ev_cls", "CONFIG_DISPATCHER",
-    "MAIN_DISPATCHER", "DEAD_DISPATCHER", "manager_main", "NAME", "VERSION", "apply_eventlet_fix",
+    "app_manager",
+    "ofp_event",
+    "handler",
+    "ofproto_v1_3",
+    "ofproto_v1_3_parser",
+    "packet",
+    "ethernet",
+    "arp",
+    "ipv4",
+    "tcp",
+    "udp",
+    "icmp",
+    "ether_types",
+    "hub",
+    "RyuApp",
+    "set_ev_cls",
+    "CONFIG_DISPATCHER",
+    "MAIN_DISPATCHER",
+    "DEAD_DISPATCHER",
+    "manager_main",
+    "NAME",
+    "VERSION",
+    "apply_eventlet_fix",
 )
 
 on_os_ken = pytest.mark.skipif(framework.NAME != "os_ken", reason="runs under os-ken (the main venv)")
@@ -34,8 +54,14 @@ def run_python(code: str, framework_env: str | None, python: str | Path = sys.ex
     env = {k: v for k, v in os.environ.items() if k != "NLB_SDN_FRAMEWORK"}
     if framework_env is not None:
         env["NLB_SDN_FRAMEWORK"] = framework_env
-    return subprocess.run([str(python), *(("-c", code) if code else ()), *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(python), *(("-c", code) if code else ()), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_every_export_is_present():
@@ -44,10 +70,14 @@ def test_every_export_is_present():
 
 
 def test_every_name_the_repository_imports_from_the_package_is_exported():
-    imported = {(str(path.relative_to(ROOT)), alias.name)
-                for folder in ("nlb_sdn", "tests", "benchmarks") for path in (ROOT / folder).rglob("*.py")
-                for node in ast.walk(ast.parse(path.read_text(), str(path)))
-                if isinstance(node, ast.ImportFrom) and node.module == "nlb_sdn.framework" for alias in node.names}
+    imported = {
+        (str(path.relative_to(ROOT)), alias.name)
+        for folder in ("nlb_sdn", "tests", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.ImportFrom) and node.module == "nlb_sdn.framework"
+        for alias in node.names
+    }
     assert {name for _, name in imported} >= {"RyuApp", "ofproto_v1_3", "use_fast_packet_in_path"}
     assert [(path, name) for path, name in sorted(imported) if not hasattr(framework, name)] == []
 
@@ -64,18 +94,31 @@ def test_os_ken_exports_are_the_os_ken_api():
     assert framework.app_manager.__name__ == "os_ken.base.app_manager"
     assert framework.hub.__name__ == "os_ken.lib.hub"
     assert (framework.CONFIG_DISPATCHER, framework.MAIN_DISPATCHER, framework.DEAD_DISPATCHER) == (
-        "config", "main", "dead")
+        "config",
+        "main",
+        "dead",
+    )
     assert framework.ofproto_v1_3.OFP_VERSION == 4
-    for event in ("EventOFPSwitchFeatures", "EventOFPPacketIn", "EventOFPFlowRemoved", "EventOFPPortStatus",
-                  "EventOFPFlowStatsReply", "EventOFPStateChange", "EventOFPErrorMsg"):
+    for event in (
+        "EventOFPSwitchFeatures",
+        "EventOFPPacketIn",
+        "EventOFPFlowRemoved",
+        "EventOFPPortStatus",
+        "EventOFPFlowStatsReply",
+        "EventOFPStateChange",
+        "EventOFPErrorMsg",
+    ):
         assert hasattr(framework.ofp_event, event), event
     assert hasattr(framework.hub, "WSGIServer") and hasattr(framework.hub, "spawn")
 
 
 def test_packet_library_round_trip():
     pkt = framework.packet.Packet()
-    pkt.add_protocol(framework.ethernet.ethernet(dst="00:00:00:00:00:02", src="00:00:00:00:00:01",
-                                                 ethertype=framework.ether_types.ETH_TYPE_IP))
+    pkt.add_protocol(
+        framework.ethernet.ethernet(
+            dst="00:00:00:00:00:02", src="00:00:00:00:00:01", ethertype=framework.ether_types.ETH_TYPE_IP
+        )
+    )
     pkt.add_protocol(framework.ipv4.ipv4(src="10.0.0.1", dst="10.0.0.100", proto=6))
     pkt.add_protocol(framework.tcp.tcp(src_port=40000, dst_port=80, bits=framework.tcp.TCP_SYN))
     pkt.serialize()
@@ -139,8 +182,9 @@ def test_ryu_selected_by_env_fails_cleanly_without_ryu():
 def run_as_program(tmp_path: Path, program: str, framework_env: str | None):
     """Import nlb_sdn.framework in a script called ``program`` (as a manager's console script is) and print NAME."""
     script = tmp_path / program
-    script.write_text(f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
-                      "from nlb_sdn import framework\nprint(framework.NAME)\n")
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom nlb_sdn import framework\nprint(framework.NAME)\n"
+    )
     return run_python("", framework_env, sys.executable, str(script))
 
 
@@ -155,8 +199,9 @@ def test_the_running_manager_chooses_the_framework(tmp_path):
 def test_a_framework_env_that_contradicts_the_manager_is_an_import_error(tmp_path):
     result = run_as_program(tmp_path, "ryu-manager", "os_ken")
     assert result.returncode != 0
-    assert ("ImportError: NLB_SDN_FRAMEWORK='os_ken', but this is ryu-manager, which runs ryu: unset "
-            "NLB_SDN_FRAMEWORK") in result.stderr
+    assert (
+        "ImportError: NLB_SDN_FRAMEWORK='os_ken', but this is ryu-manager, which runs ryu: unset NLB_SDN_FRAMEWORK"
+    ) in result.stderr
 
 
 @on_os_ken

@@ -63,5 +63,11 @@ def test_two_thousand_malformed_frames_are_all_counted_as_dropped():
     assert stats["packet_in"] == {"total": FRAMES}
     assert sum(stats["dropped"].values()) == FRAMES
     assert stats["connections"]["total"] == 0
-    assert {"short_ethernet", "not_ipv4", "ip_fragment", "bad_ipv4_length", "bad_ipv4_header",
-            "not_vip_service"} <= set(stats["dropped"])
+    assert {
+        "short_ethernet",
+        "not_ipv4",
+        "ip_fragment",
+        "bad_ipv4_length",
+        "bad_ipv4_header",
+        "not_vip_service",
+    } <= set(stats["dropped"])

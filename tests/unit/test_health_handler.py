@@ -34,8 +34,12 @@ def test_draining_member_gets_no_new_connections_and_turns_drained():
     for key, conn in list(lb.connections_by_key.items()):
         if conn.member == "h1":
             forward = conn.route
-            lb.handle_flow_removed(1, Table.CONNECTIONS, forward.cookie,
-                                   {"ipv4_src": key[0], "tcp_src": key[1], "ipv4_dst": key[2], "tcp_dst": key[3]})
+            lb.handle_flow_removed(
+                1,
+                Table.CONNECTIONS,
+                forward.cookie,
+                {"ipv4_src": key[0], "tcp_src": key[1], "ipv4_dst": key[2], "tcp_dst": key[3]},
+            )
     assert lb.member_state("web", "h1")["current"] == "drained"
 
 
@@ -59,8 +63,9 @@ def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
     ports = {key[1]: state.outstanding[0] for key, state in lb.health.prober.states.items()}
     for index, member in enumerate(("h1", "h2", "h3")):
         flags = TCP_SYN | TCP_ACK if member != "h1" else TCP_RST | TCP_ACK
-        reply = TcpSegment("00:00:00:00:00:1" + str(index + 1), f"10.0.0.1{index + 1}", "10.0.0.100", 80,
-                           ports[member], flags)
+        reply = TcpSegment(
+            "00:00:00:00:00:1" + str(index + 1), f"10.0.0.1{index + 1}", "10.0.0.100", 80, ports[member], flags
+        )
         sent = lb.health.handle_probe_reply(reply, lambda m: True)
         assert sent is not None and len(sent) == (1 if member != "h1" else 0)
     assert lb.health.prober.health("web", "h2") == "ok"

@@ -23,17 +23,39 @@ ROW = Row(vip="10.0.0.100", vport=80, pip="10.0.0.11", pport=80, health="ok", lo
 BODIES: dict[str, dict[str, Any]] = {
     "heartbeat": {"host_id": "h1", "checksum": 7, "row_count": 1, "period_ms": 1000},
     "goodbye": {"host_id": "h1", "reason": "SIGTERM"},
-    "row_change": {"host_id": "h1", "op": "update", "app_id": ROW["app_id"], "row": ROW, "prev_checksum": 1,
-                   "checksum": 2},
+    "row_change": {
+        "host_id": "h1",
+        "op": "update",
+        "app_id": ROW["app_id"],
+        "row": ROW,
+        "prev_checksum": 1,
+        "checksum": 2,
+    },
     "get_snapshot": {"lbu_id": 1, "host_id": "h1", "reason": "unknown host"},
     "snapshot": {"host_id": "h1", "rows": [ROW], "checksum": 3},
     "postulate": {"from": "lbu:1", "host_id": "h1", "checksum": 4, "current": {ROW["app_id"]: "active"}},
     "postulate_wrong": {"from": "h1", "host_id": "h1", "checksum_actual": 5},
     "set_target_state": {"lbu_id": 1, "app_id": ROW["app_id"], "target": "draining"},
-    "session_up": {"host_id": "h1", "stype": "app", "sid": "S-1", "vip": "10.0.0.100", "vport": 80, "proto": "tcp",
-                   "pip": "10.0.0.11", "pport": 8080, "client": "192.0.2.7", "ttl_s": 600},
-    "session_down": {"host_id": "h1", "stype": "app", "sid": "S-1", "vip": "10.0.0.100", "vport": 80,
-                     "client": "192.0.2.7"},
+    "session_up": {
+        "host_id": "h1",
+        "stype": "app",
+        "sid": "S-1",
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "proto": "tcp",
+        "pip": "10.0.0.11",
+        "pport": 8080,
+        "client": "192.0.2.7",
+        "ttl_s": 600,
+    },
+    "session_down": {
+        "host_id": "h1",
+        "stype": "app",
+        "sid": "S-1",
+        "vip": "10.0.0.100",
+        "vport": 80,
+        "client": "192.0.2.7",
+    },
 }
 
 
@@ -42,8 +64,9 @@ def signed(payload: bytes, key: bytes = KEY) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest() + payload
 
 
-def envelope(type: str = "heartbeat", src: str = "h1", seq: int = 1, ts: float = NOW,
-             body: Any = None, **extra: Any) -> dict[str, Any]:
+def envelope(
+    type: str = "heartbeat", src: str = "h1", seq: int = 1, ts: float = NOW, body: Any = None, **extra: Any
+) -> dict[str, Any]:
     """A version 1 envelope as plain data."""
     data = {"v": 1, "type": type, "src": src, "seq": seq, "ts": ts, "body": BODIES[type] if body is None else body}
     return {**data, **extra}
@@ -123,20 +146,45 @@ def test_oversized():
     assert Verifier(KEY, TCP_MAX_SIZE).verify(big, NOW) is not None
 
 
-@pytest.mark.parametrize("payload", [b"\xc1", b"\x92\x01", b"\x81\x01\x02", b"\xdd\xff\xff\xff\xff", b"\x91" * 1300,
-                                     msgpack.packb(envelope()) + b"\x00", msgpack.packb([1, 2, 3]),
-                                     b"\xa3\xff\xfe\xfd", msgpack.packb({b"v": 1})])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xc1",
+        b"\x92\x01",
+        b"\x81\x01\x02",
+        b"\xdd\xff\xff\xff\xff",
+        b"\x91" * 1300,
+        msgpack.packb(envelope()) + b"\x00",
+        msgpack.packb([1, 2, 3]),
+        b"\xa3\xff\xfe\xfd",
+        msgpack.packb({b"v": 1}),
+    ],
+)
 def test_undecodable_payload_is_malformed(payload):
     v = verifier()
     assert v.verify(signed(payload), NOW) is None
     only_drop(v, "malformed")
 
 
-@pytest.mark.parametrize("data", [
-    envelope(v=2), envelope(v=True), envelope(extra=1), envelope(type=None, body={}), envelope(src=""), envelope(src=5),
-    envelope(seq=-1), envelope(seq=1.5), envelope(seq=True), envelope(ts="now"), envelope(ts=float("nan")),
-    envelope(ts=float("inf")), envelope(body=[1]), envelope(type=b"heartbeat", body={}),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        envelope(v=2),
+        envelope(v=True),
+        envelope(extra=1),
+        envelope(type=None, body={}),
+        envelope(src=""),
+        envelope(src=5),
+        envelope(seq=-1),
+        envelope(seq=1.5),
+        envelope(seq=True),
+        envelope(ts="now"),
+        envelope(ts=float("nan")),
+        envelope(ts=float("inf")),
+        envelope(body=[1]),
+        envelope(type=b"heartbeat", body={}),
+    ],
+)
 def test_wrong_envelope_is_malformed(data):
     v = verifier()
     assert v.verify(signed(msgpack.packb(data, use_bin_type=True)), NOW) is None
@@ -166,28 +214,64 @@ def test_missing_body_field_is_malformed(type, field):
     only_drop(v, "malformed")
 
 
-@pytest.mark.parametrize("type, change", [
-    ("heartbeat", {"checksum": -1}), ("heartbeat", {"checksum": 2**32}), ("heartbeat", {"row_count": "1"}),
-    ("heartbeat", {"period_ms": 0}), ("heartbeat", {"host_id": ""}), ("heartbeat", {"host_id": "h" * 129}),
-    ("goodbye", {"reason": None}), ("row_change", {"op": "upsert"}), ("row_change", {"row": {**ROW, "load": -1}}),
-    ("row_change", {"app_id": "10.0.0.100:80/tcp/10.0.0.12:80"}), ("row_change", {"op": "delete"}),
-    ("row_change", {"row": [ROW]}), ("get_snapshot", {"lbu_id": None}), ("get_snapshot", {"lbu_id": -1}),
-    ("snapshot", {"rows": [ROW, {"vip": "10.0.0.1"}]}), ("snapshot", {"rows": ROW}),
-    ("postulate", {"current": {ROW["app_id"]: "failed"}}), ("postulate", {"current": [ROW["app_id"]]}),
-    ("postulate", {"current": {ROW["app_id"]: ["active"]}}), ("postulate_wrong", {"checksum_actual": 1.0}),
-    ("set_target_state", {"target": "drained"}), ("set_target_state", {"app_id": 5}),
-    ("session_up", {"stype": ""}), ("session_up", {"stype": "App"}), ("session_up", {"stype": SESSION_PREFIX + "app"}),
-    ("session_up", {"stype": "a" * 33}), ("session_up", {"stype": 1}), ("session_up", {"sid": ""}),
-    ("session_up", {"sid": "s" * 257}), ("session_up", {"sid": "\u00e9" * 129}), ("session_up", {"sid": 7}),
-    ("session_up", {"vip": "10.0.0.300"}), ("session_up", {"vip": "010.0.0.1"}), ("session_up", {"pip": "::1"}),
-    ("session_up", {"client": "client"}), ("session_up", {"client": None}), ("session_up", {"vport": 0}),
-    ("session_up", {"vport": 65536}), ("session_up", {"pport": "80"}), ("session_up", {"pport": True}),
-    ("session_up", {"proto": "udp"}), ("session_up", {"ttl_s": 0}), ("session_up", {"ttl_s": -1.5}),
-    ("session_up", {"ttl_s": float("inf")}), ("session_up", {"ttl_s": float("nan")}), ("session_up", {"ttl_s": "600"}),
-    ("session_up", {"ttl_s": True}), ("session_up", {"host_id": ""}), ("session_down", {"sid": "s" * 257}),
-    ("session_down", {"stype": "x-y"}), ("session_down", {"client": "192.0.2.256"}), ("session_down", {"vport": 1.0}),
-    ("session_down", {"vip": 1}),
-])
+@pytest.mark.parametrize(
+    "type, change",
+    [
+        ("heartbeat", {"checksum": -1}),
+        ("heartbeat", {"checksum": 2**32}),
+        ("heartbeat", {"row_count": "1"}),
+        ("heartbeat", {"period_ms": 0}),
+        ("heartbeat", {"host_id": ""}),
+        ("heartbeat", {"host_id": "h" * 129}),
+        ("goodbye", {"reason": None}),
+        ("row_change", {"op": "upsert"}),
+        ("row_change", {"row": {**ROW, "load": -1}}),
+        ("row_change", {"app_id": "10.0.0.100:80/tcp/10.0.0.12:80"}),
+        ("row_change", {"op": "delete"}),
+        ("row_change", {"row": [ROW]}),
+        ("get_snapshot", {"lbu_id": None}),
+        ("get_snapshot", {"lbu_id": -1}),
+        ("snapshot", {"rows": [ROW, {"vip": "10.0.0.1"}]}),
+        ("snapshot", {"rows": ROW}),
+        ("postulate", {"current": {ROW["app_id"]: "failed"}}),
+        ("postulate", {"current": [ROW["app_id"]]}),
+        ("postulate", {"current": {ROW["app_id"]: ["active"]}}),
+        ("postulate_wrong", {"checksum_actual": 1.0}),
+        ("set_target_state", {"target": "drained"}),
+        ("set_target_state", {"app_id": 5}),
+        ("session_up", {"stype": ""}),
+        ("session_up", {"stype": "App"}),
+        ("session_up", {"stype": SESSION_PREFIX + "app"}),
+        ("session_up", {"stype": "a" * 33}),
+        ("session_up", {"stype": 1}),
+        ("session_up", {"sid": ""}),
+        ("session_up", {"sid": "s" * 257}),
+        ("session_up", {"sid": "\u00e9" * 129}),
+        ("session_up", {"sid": 7}),
+        ("session_up", {"vip": "10.0.0.300"}),
+        ("session_up", {"vip": "010.0.0.1"}),
+        ("session_up", {"pip": "::1"}),
+        ("session_up", {"client": "client"}),
+        ("session_up", {"client": None}),
+        ("session_up", {"vport": 0}),
+        ("session_up", {"vport": 65536}),
+        ("session_up", {"pport": "80"}),
+        ("session_up", {"pport": True}),
+        ("session_up", {"proto": "udp"}),
+        ("session_up", {"ttl_s": 0}),
+        ("session_up", {"ttl_s": -1.5}),
+        ("session_up", {"ttl_s": float("inf")}),
+        ("session_up", {"ttl_s": float("nan")}),
+        ("session_up", {"ttl_s": "600"}),
+        ("session_up", {"ttl_s": True}),
+        ("session_up", {"host_id": ""}),
+        ("session_down", {"sid": "s" * 257}),
+        ("session_down", {"stype": "x-y"}),
+        ("session_down", {"client": "192.0.2.256"}),
+        ("session_down", {"vport": 1.0}),
+        ("session_down", {"vip": 1}),
+    ],
+)
 def test_badly_typed_body_field_is_malformed(type, change):
     v = verifier()
     assert v.verify(encode(KEY, type, "h1", 1, NOW, {**BODIES[type], **change}), NOW) is None
@@ -207,27 +291,42 @@ def test_longest_app_ids_pass():
     row = Row(vip="255.255.255.255", vport=65535, pip="255.255.255.255", pport=65535, proto_info="p" * 128)
     assert len(row.app_id) > 128
     v = Verifier(KEY, TCP_MAX_SIZE)
-    for seq, (type, body) in enumerate([
-        ("row_change", {**BODIES["row_change"], "app_id": row.app_id, "row": row.to_dict()}),
-        ("set_target_state", {**BODIES["set_target_state"], "app_id": row.app_id}),
-        ("postulate", {**BODIES["postulate"], "current": {row.app_id: "drained"}}),
-        ("snapshot", {**BODIES["snapshot"], "rows": [row.to_dict()]}),
-    ]):
+    for seq, (type, body) in enumerate(
+        [
+            ("row_change", {**BODIES["row_change"], "app_id": row.app_id, "row": row.to_dict()}),
+            ("set_target_state", {**BODIES["set_target_state"], "app_id": row.app_id}),
+            ("postulate", {**BODIES["postulate"], "current": {row.app_id: "drained"}}),
+            ("snapshot", {**BODIES["snapshot"], "rows": [row.to_dict()]}),
+        ]
+    ):
         assert v.verify(encode(KEY, type, "h1", seq, NOW, body), NOW) is not None, type
 
 
 def test_session_bodies_accept_the_limits_and_ignore_extra_fields():
     v = verifier()
-    longest = {**BODIES["session_up"], "host_id": "h" * 64, "stype": "t" * 32, "sid": "\U0001F600" * 64,
-               "vip": "255.255.255.255", "pip": "255.255.255.255", "client": "255.255.255.255", "vport": 65535,
-               "pport": 65535, "ttl_s": 1e300}
+    longest = {
+        **BODIES["session_up"],
+        "host_id": "h" * 64,
+        "stype": "t" * 32,
+        "sid": "\U0001f600" * 64,
+        "vip": "255.255.255.255",
+        "pip": "255.255.255.255",
+        "client": "255.255.255.255",
+        "vport": 65535,
+        "pport": 65535,
+        "ttl_s": 1e300,
+    }
     data = encode(KEY, "session_up", "h" * 64, 2**64 - 1, NOW, longest)
     assert len(data) <= UDP_MAX_SIZE
     assert v.verify(data, NOW) is not None
-    for seq, (type, body) in enumerate([("session_up", {**BODIES["session_up"], "ttl_s": 0.001}),
-                                        ("session_up", {**BODIES["session_up"], "stype": "http_cookie", "x": 1}),
-                                        ("session_down", {**BODIES["session_down"], "sid": "s" * 256, "ttl_s": 0}),
-                                        ("session_down", {**BODIES["session_down"], "stype": "tls_session_id"})]):
+    for seq, (type, body) in enumerate(
+        [
+            ("session_up", {**BODIES["session_up"], "ttl_s": 0.001}),
+            ("session_up", {**BODIES["session_up"], "stype": "http_cookie", "x": 1}),
+            ("session_down", {**BODIES["session_down"], "sid": "s" * 256, "ttl_s": 0}),
+            ("session_down", {**BODIES["session_down"], "stype": "tls_session_id"}),
+        ]
+    ):
         assert v.verify(encode(KEY, type, "h1", seq, NOW, body), NOW) is not None, body
     assert not v.dropped
 
@@ -261,7 +360,7 @@ def random_object(rng: random.Random, depth: int = 0) -> Any:
     """A random msgpack-able value, nested at most 4 deep."""
     kind = rng.randrange(9 if depth < 4 else 6)
     if kind == 0:
-        return rng.randrange(-2**63, 2**64)
+        return rng.randrange(-(2**63), 2**64)
     if kind == 1:
         return rng.random() * 10 ** rng.randrange(-5, 20)
     if kind == 2:
@@ -276,8 +375,10 @@ def random_object(rng: random.Random, depth: int = 0) -> Any:
         return [random_object(rng, depth + 1) for _ in range(rng.randrange(5))]
     if kind == 7:
         return msgpack.ExtType(rng.randrange(128), bytes(rng.randrange(256) for _ in range(rng.randrange(8))))
-    return {rng.choice(["v", "type", "src", "seq", "ts", "body", "host_id", "rows", "x"]): random_object(rng, depth + 1)
-            for _ in range(rng.randrange(7))}
+    return {
+        rng.choice(["v", "type", "src", "seq", "ts", "body", "host_id", "rows", "x"]): random_object(rng, depth + 1)
+        for _ in range(rng.randrange(7))
+    }
 
 
 def mutated_envelope(rng: random.Random, last_seq: int) -> dict[str, Any]:
@@ -316,7 +417,7 @@ def test_two_thousand_random_and_malformed_frames_never_raise_and_are_all_counte
         if kind == 0:
             data = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 1600)))
         elif kind == 1:
-            data = base[:rng.randrange(len(base))]
+            data = base[: rng.randrange(len(base))]
         elif kind == 2:
             flipped = bytearray(base)
             for _ in range(rng.randrange(1, 5)):

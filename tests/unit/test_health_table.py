@@ -10,8 +10,19 @@ import pytest
 
 from nlb_sdn.health.table import FIELDS, HLTable, Row, app_id_of, table_checksum
 
-ROW = Row(vip="10.0.0.100", vport=80, pip="10.0.0.11", pport=8080, proto="tcp", proto_info="", health="ok",
-          load=3.0, capacity=100.0, target="active", current="active")
+ROW = Row(
+    vip="10.0.0.100",
+    vport=80,
+    pip="10.0.0.11",
+    pport=8080,
+    proto="tcp",
+    proto_info="",
+    health="ok",
+    load=3.0,
+    capacity=100.0,
+    target="active",
+    current="active",
+)
 
 
 def test_app_id_format():
@@ -35,13 +46,35 @@ def test_numbers_are_normalised_to_floats_so_the_checksum_is_stable():
     assert table_checksum([row]) == table_checksum([replace(row, load=3.0, capacity=100.0)])
 
 
-@pytest.mark.parametrize("field, value", [
-    ("vip", "10.0.0.300"), ("vip", 167772260), ("vip", "010.0.0.1"), ("pip", "::1"), ("vport", 0),
-    ("vport", 65536), ("vport", "80"), ("pport", True), ("proto", "udp"), ("proto_info", 5),
-    ("proto_info", "x" * 129), ("proto_info", "a\nb"), ("health", "up"), ("health", None), ("load", -1),
-    ("load", float("nan")), ("load", float("inf")), ("load", "3"), ("load", True), ("capacity", 0),
-    ("capacity", -2.5), ("target", "drained"), ("current", "failed"), ("app_id", "other"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("vip", "10.0.0.300"),
+        ("vip", 167772260),
+        ("vip", "010.0.0.1"),
+        ("pip", "::1"),
+        ("vport", 0),
+        ("vport", 65536),
+        ("vport", "80"),
+        ("pport", True),
+        ("proto", "udp"),
+        ("proto_info", 5),
+        ("proto_info", "x" * 129),
+        ("proto_info", "a\nb"),
+        ("health", "up"),
+        ("health", None),
+        ("load", -1),
+        ("load", float("nan")),
+        ("load", float("inf")),
+        ("load", "3"),
+        ("load", True),
+        ("capacity", 0),
+        ("capacity", -2.5),
+        ("target", "drained"),
+        ("current", "failed"),
+        ("app_id", "other"),
+    ],
+)
 def test_from_dict_rejects_bad_values(field, value):
     data = ROW.to_dict()
     data[field] = value
@@ -89,8 +122,14 @@ def test_table_changes_carry_prev_and_new_checksums():
     updated = table.upsert(replace(ROW, load=4.0))
     assert updated is not None and updated.op == "update" and updated.prev_checksum == added.checksum
     body = updated.body("h1")
-    assert body == {"host_id": "h1", "op": "update", "app_id": ROW.app_id, "row": replace(ROW, load=4.0).to_dict(),
-                    "prev_checksum": added.checksum, "checksum": updated.checksum}
+    assert body == {
+        "host_id": "h1",
+        "op": "update",
+        "app_id": ROW.app_id,
+        "row": replace(ROW, load=4.0).to_dict(),
+        "prev_checksum": added.checksum,
+        "checksum": updated.checksum,
+    }
     deleted = table.delete(ROW.app_id)
     assert deleted is not None and deleted.op == "delete" and deleted.row is None
     assert "row" not in deleted.body("h1")

@@ -224,7 +224,8 @@ def test_agent_postulate_that_differs_gets_postulate_wrong() -> None:
     cached = cache.hosts["h1"].checksum
     assert result.outgoing == [
         Outgoing(ADDR, "postulate_wrong", {"from": "lbu:2", "host_id": "h1", "checksum_actual": cached}),
-        Outgoing(ADDR, "get_snapshot", {"lbu_id": 2, "host_id": "h1", "reason": "postulate_mismatch"})]
+        Outgoing(ADDR, "get_snapshot", {"lbu_id": 2, "host_id": "h1", "reason": "postulate_mismatch"}),
+    ]
     assert_valid(result.outgoing)
 
 
@@ -235,8 +236,13 @@ def test_postulates_and_postulate_wrong_reply() -> None:
     cold = Agent("cold")
     cache.apply(cold.heartbeat(), ("10.0.1.5", 40000), 0.0)
     out = cache.postulates({"h1": {row().app_id: "active"}}, 5.0)
-    assert out == [Outgoing(ADDR, "postulate", {"from": "lbu:3", "host_id": "h1", "checksum": agent.table.checksum,
-                                                 "current": {row().app_id: "active"}})]
+    assert out == [
+        Outgoing(
+            ADDR,
+            "postulate",
+            {"from": "lbu:3", "host_id": "h1", "checksum": agent.table.checksum, "current": {row().app_id: "active"}},
+        )
+    ]
     assert_valid(out)
     assert cache.hosts["h1"].last_postulate == 5.0
     wrong = agent.msg("postulate_wrong", **{"from": "h1"}, checksum_actual=12345)
@@ -285,8 +291,10 @@ def test_rows_for_and_endpoint_status_prefer_alive_hosts() -> None:
     old, new = Agent("a-old", (row(health="failed"),)), Agent("b-new", (row(),))
     synced(cache, old, now=0.0)
     synced(cache, new, now=2.0, addr=("10.0.1.2", 40000))
-    assert [(e.host_id, r.health) for e, r in cache.rows_for("10.0.1.1", 8080, VIP, 80)] == [("a-old", "failed"),
-                                                                                              ("b-new", "ok")]
+    assert [(e.host_id, r.health) for e, r in cache.rows_for("10.0.1.1", 8080, VIP, 80)] == [
+        ("a-old", "failed"),
+        ("b-new", "ok"),
+    ]
     assert cache.endpoint_status("10.0.1.1", 8080, VIP, 80) == (True, row(health="failed"))
     cache.tick(3.5)
     assert cache.endpoint_status("10.0.1.1", 8080, VIP, 80) == (True, row())

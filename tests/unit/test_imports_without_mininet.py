@@ -53,8 +53,13 @@ print(json.dumps({"imported": imported, "failures": failures}))
 
 
 def test_every_runtime_module_imports_without_mininet() -> None:
-    result = subprocess.run([sys.executable, "-c", IMPORT_EVERY_MODULE, json.dumps(RUNTIME_PACKAGES),
-                             json.dumps(LAB_ONLY)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERY_MODULE, json.dumps(RUNTIME_PACKAGES), json.dumps(LAB_ONLY)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["failures"] == {}

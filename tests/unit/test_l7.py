@@ -28,12 +28,23 @@ R1 = "10.0.0.91"
 def l7_data(routers: list[str] | None = None, **vip: Any) -> dict[str, Any]:
     """A FabricTopo config (routers r1 on s1, r2 on s1) with VIP web in mode l7 over h1..h3:80."""
     topo = FabricTopo(routers=2)
-    return lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "mode": "l7",
-                              "routers": ["r1", "r2"] if routers is None else routers, "members": topo.members(),
-                              "pools": [{"name": "api", "members": ["h1", "h2"]},
-                                        {"name": "static", "members": ["h3"]}],
-                              "rules": [{"match": {"path_prefix": "/api/"}, "pool": "api"}], **vip}],
-                      rest={"enabled": False})
+    return lab_config(
+        topo,
+        [
+            {
+                "name": "web",
+                "address": VIP,
+                "port": 80,
+                "mode": "l7",
+                "routers": ["r1", "r2"] if routers is None else routers,
+                "members": topo.members(),
+                "pools": [{"name": "api", "members": ["h1", "h2"]}, {"name": "static", "members": ["h3"]}],
+                "rules": [{"match": {"path_prefix": "/api/"}, "pool": "api"}],
+                **vip,
+            }
+        ],
+        rest={"enabled": False},
+    )
 
 
 def balancer(**vip: Any) -> ShellDouble:
@@ -52,8 +63,12 @@ def label_of(lb: ShellDouble, host: str) -> int:
 
 def pushed_label(msg: Any) -> int:
     """The label a tunnel connection entry pushes."""
-    return next(action.value for inst in msg.instructions for action in getattr(inst, "actions", [])
-                if isinstance(action, parser.OFPActionSetField) and action.key == "mpls_label")
+    return next(
+        action.value
+        for inst in msg.instructions
+        for action in getattr(inst, "actions", [])
+        if isinstance(action, parser.OFPActionSetField) and action.key == "mpls_label"
+    )
 
 
 # --- config ---------------------------------------------------------------------------------------------------
@@ -67,17 +82,21 @@ def test_an_l7_vip_takes_routers_and_migration_settings_with_defaults() -> None:
     assert by_address.routers == [R1] and by_address.migration.fallback == "reset"
 
 
-@pytest.mark.parametrize("routers, vip, key, reason", [
-    ([], {}, "vips[web]", "mode l7 needs routers"),
-    (["r1", "r1"], {}, "vips[web]", "listed twice"),
-    (["r9"], {}, "(top level)", "router 'r9': not a host of the fabric"),
-    (["r1"], {"dispatch": "switch"}, "vips[web]", "mode l7 needs dispatch controller"),
-    (["r1"], {"affinity": "client_ip"}, "vips[web]", "affinity none"),
-    (["r1"], {"migration": {"fallback": "drop"}}, "vips[web].migration.fallback", "Input should be"),
-    (["r1"], {"migration": {"timeout_ms": 10}}, "vips[web].migration.timeout_ms", "greater than or equal to 50"),
-])
-def test_bad_l7_settings_are_refused_naming_key_and_reason(routers: list[str], vip: dict, key: str,
-                                                           reason: str) -> None:
+@pytest.mark.parametrize(
+    "routers, vip, key, reason",
+    [
+        ([], {}, "vips[web]", "mode l7 needs routers"),
+        (["r1", "r1"], {}, "vips[web]", "listed twice"),
+        (["r9"], {}, "(top level)", "router 'r9': not a host of the fabric"),
+        (["r1"], {"dispatch": "switch"}, "vips[web]", "mode l7 needs dispatch controller"),
+        (["r1"], {"affinity": "client_ip"}, "vips[web]", "affinity none"),
+        (["r1"], {"migration": {"fallback": "drop"}}, "vips[web].migration.fallback", "Input should be"),
+        (["r1"], {"migration": {"timeout_ms": 10}}, "vips[web].migration.timeout_ms", "greater than or equal to 50"),
+    ],
+)
+def test_bad_l7_settings_are_refused_naming_key_and_reason(
+    routers: list[str], vip: dict, key: str, reason: str
+) -> None:
     with pytest.raises(ConfigError) as error:
         parse_config(l7_data(routers=routers, **vip))
     assert error.value.key == key and reason in error.value.reason
@@ -146,7 +165,10 @@ def test_move_replaces_the_connection_entry_with_the_member_hosts_label() -> Non
     [entry] = msgs
     assert dpid == 1 and entry.command == ofp.OFPFC_ADD
     assert (entry.table_id, entry.priority, dict(entry.match.items())) == (
-        original.table_id, original.priority, dict(original.match.items()))
+        original.table_id,
+        original.priority,
+        dict(original.match.items()),
+    )
     assert pushed_label(entry) == label_of(lb, "h2")
     assert Cookie.decode(entry.cookie).endpoint_id == lb.config.vip("web").member("h2").endpoint_id
     [conn] = lb.connections()
@@ -157,9 +179,14 @@ def test_move_replaces_the_connection_entry_with_the_member_hosts_label() -> Non
     assert put.data["mode"] == "tunnel"
 
 
-@pytest.mark.parametrize("vip, client_port, target, error", [
-    ("nope", 40000, "h1", LookupError), ("web", 40001, "h1", LookupError), ("web", 40000, "h9", LookupError),
-])
+@pytest.mark.parametrize(
+    "vip, client_port, target, error",
+    [
+        ("nope", 40000, "h1", LookupError),
+        ("web", 40001, "h1", LookupError),
+        ("web", 40000, "h9", LookupError),
+    ],
+)
 def test_move_names_what_is_unknown(vip: str, client_port: int, target: str, error: type[Exception]) -> None:
     lb = balancer()
     open_connection(lb)
@@ -174,8 +201,9 @@ def test_commit_then_report_records_one_migration_with_router_member_and_outcome
     dpid, msgs, migration = lb.commit_migration("m1", "web", "10.0.0.1", 40000, "h3", now=2.0)
     assert dpid == 1 and len(msgs) == 1
     assert (migration.router, migration.member, migration.outcome) == ("r1", "h3", "committed")
-    dpid, msgs, migration = lb.report_migration("m1", "web", "10.0.0.1", 40000, "r1", "h3", "migrated", "", 12.5,
-                                                now=2.1)
+    dpid, msgs, migration = lb.report_migration(
+        "m1", "web", "10.0.0.1", 40000, "r1", "h3", "migrated", "", 12.5, now=2.1
+    )
     assert dpid is None and msgs == []
     view = lb.migrations.view()
     assert view["count"] == 1 and view["counters"] == {"committed": 1, "migrated": 1}
@@ -188,8 +216,9 @@ def test_a_committed_migration_that_fails_afterwards_goes_back_to_its_router() -
     lb = balancer()
     open_connection(lb)
     lb.commit_migration("m1", "web", "10.0.0.1", 40000, "h1", now=2.0)
-    dpid, msgs, migration = lb.report_migration("m1", "web", "10.0.0.1", 40000, "", "h1", "proxied",
-                                                "connection_lost", 30.0, now=2.1)
+    dpid, msgs, migration = lb.report_migration(
+        "m1", "web", "10.0.0.1", 40000, "", "h1", "proxied", "connection_lost", 30.0, now=2.1
+    )
     assert dpid == 1 and pushed_label(msgs[0]) == label_of(lb, "r1")
     assert lb.connections()[0]["member"] == "r1" and migration.outcome == "proxied"
     assert lb.migrations.counters["returned_to_router"] == 1
@@ -198,8 +227,9 @@ def test_a_committed_migration_that_fails_afterwards_goes_back_to_its_router() -
 def test_a_declined_migration_without_commit_changes_no_flow() -> None:
     lb = balancer()
     open_connection(lb)
-    dpid, msgs, migration = lb.report_migration("m2", "web", "10.0.0.1", 40000, "r1", "h2", "declined", "refused",
-                                                5.0, now=2.0)
+    dpid, msgs, migration = lb.report_migration(
+        "m2", "web", "10.0.0.1", 40000, "r1", "h2", "declined", "refused", 5.0, now=2.0
+    )
     assert dpid is None and msgs == [] and lb.connections()[0]["member"] == "r1"
     assert migration.reason == "refused" and lb.migrations.counters["reason:refused"] == 1
     lb.report_migration("m2", "web", "10.0.0.1", 40000, "r1", "h2", "proxied", "refused", None, now=2.1)
@@ -236,12 +266,22 @@ class CoreBackend:
     def migrate(self, request: MigrationRequest) -> tuple[dict, bool]:
         client_ip, client_port = request.client_address
         if request.phase == "commit":
-            dpid, msgs, migration = self.lb.commit_migration(request.id, request.vip, client_ip, client_port,
-                                                             request.member, 3.0)
+            dpid, msgs, migration = self.lb.commit_migration(
+                request.id, request.vip, client_ip, client_port, request.member, 3.0
+            )
         else:
-            dpid, msgs, migration = self.lb.report_migration(request.id, request.vip, client_ip, client_port,
-                                                             request.router, request.member, request.outcome or "",
-                                                             request.reason, request.duration_ms, 3.0)
+            dpid, msgs, migration = self.lb.report_migration(
+                request.id,
+                request.vip,
+                client_ip,
+                client_port,
+                request.router,
+                request.member,
+                request.outcome or "",
+                request.reason,
+                request.duration_ms,
+                3.0,
+            )
         if dpid is not None:
             self.sent.append((dpid, msgs))
         return migration.as_dict(), self.confirm
@@ -267,16 +307,19 @@ def test_rest_commit_moves_the_connection_and_the_report_completes_the_record() 
     assert call(app, "GET", "/v1/migrations?limit=1").json["count"] == 1
 
 
-@pytest.mark.parametrize("body, status, detail", [
-    (dict(COMMIT, client="10.0.0.1"), 400, "client: expected IPv4:PORT"),
-    (dict(COMMIT, member=""), 400, "member: a commit names the member"),
-    (dict(COMMIT, phase="report"), 400, "outcome: a report names the outcome"),
-    (dict(COMMIT, id="bad id"), 400, "id: String should match pattern"),
-    (dict(COMMIT, colour="red"), 400, "colour: unknown key"),
-    (dict(COMMIT, client="10.0.0.1:40001"), 404, "no connection from 10.0.0.1:40001"),
-    (dict(COMMIT, member="h9"), 404, "no member or router 'h9'"),
-    (dict(COMMIT, vip="nope"), 404, "vip 'nope' does not exist"),
-])
+@pytest.mark.parametrize(
+    "body, status, detail",
+    [
+        (dict(COMMIT, client="10.0.0.1"), 400, "client: expected IPv4:PORT"),
+        (dict(COMMIT, member=""), 400, "member: a commit names the member"),
+        (dict(COMMIT, phase="report"), 400, "outcome: a report names the outcome"),
+        (dict(COMMIT, id="bad id"), 400, "id: String should match pattern"),
+        (dict(COMMIT, colour="red"), 400, "colour: unknown key"),
+        (dict(COMMIT, client="10.0.0.1:40001"), 404, "no connection from 10.0.0.1:40001"),
+        (dict(COMMIT, member="h9"), 404, "no member or router 'h9'"),
+        (dict(COMMIT, vip="nope"), 404, "vip 'nope' does not exist"),
+    ],
+)
 def test_rest_refuses_bad_migration_requests(body: dict, status: int, detail: str) -> None:
     lb = balancer()
     open_connection(lb)

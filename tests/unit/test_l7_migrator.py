@@ -60,8 +60,17 @@ def accepted() -> Iterator[socket.socket]:
 def fake_migrate(results: dict[str, MigrationResult], calls: list[str]) -> Callable[..., MigrationResult]:
     """A stand-in for sender.migrate: runs the commit for migrated results, answers per agent address."""
 
-    def migrate(sock: socket.socket, agent: tuple[str, int], key: bytes, timeout: float, *, src: str,
-                migration_id: str, commit: Callable[[], None], channels: AgentChannels) -> MigrationResult:
+    def migrate(
+        sock: socket.socket,
+        agent: tuple[str, int],
+        key: bytes,
+        timeout: float,
+        *,
+        src: str,
+        migration_id: str,
+        commit: Callable[[], None],
+        channels: AgentChannels,
+    ) -> MigrationResult:
         calls.append(f"{agent[0]}:{agent[1]}")
         result = results[agent[0]]
         if result.migrated:
@@ -91,8 +100,9 @@ def dropped(monkeypatch: pytest.MonkeyPatch) -> list[socket.socket]:
     return found
 
 
-def test_a_migrated_connection_is_committed_then_reported(monkeypatch: pytest.MonkeyPatch, accepted: socket.socket,
-                                                         dropped: list[socket.socket]) -> None:
+def test_a_migrated_connection_is_committed_then_reported(
+    monkeypatch: pytest.MonkeyPatch, accepted: socket.socket, dropped: list[socket.socket]
+) -> None:
     calls: list[str] = []
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", True)}, calls))
     controller, proxy = FakeController(), FakeProxy()
@@ -102,15 +112,21 @@ def test_a_migrated_connection_is_committed_then_reported(monkeypatch: pytest.Mo
     commit, report = controller.posted
     client_ip, client_port = accepted.getpeername()
     client = f"{client_ip}:{client_port}"
-    assert commit == {"phase": "commit", "id": commit["id"], "vip": "web", "client": client, "member": "h1",
-                      "router": "r1"}
+    assert commit == {
+        "phase": "commit",
+        "id": commit["id"],
+        "vip": "web",
+        "client": client,
+        "member": "h1",
+        "router": "r1",
+    }
     assert report["phase"] == "report" and report["id"] == commit["id"] and report["outcome"] == "migrated"
     assert report["duration_ms"] >= 0 and migrator.stats()["counters"] == {"attempted": 1, "migrated": 1}
 
 
-def test_a_declined_member_makes_way_for_the_next_endpoint_of_the_pool(monkeypatch: pytest.MonkeyPatch,
-                                                                      accepted: socket.socket,
-                                                                      dropped: list[socket.socket]) -> None:
+def test_a_declined_member_makes_way_for_the_next_endpoint_of_the_pool(
+    monkeypatch: pytest.MonkeyPatch, accepted: socket.socket, dropped: list[socket.socket]
+) -> None:
     calls: list[str] = []
     results = {"10.0.0.11": MigrationResult("", False, "refused"), "10.0.0.12": MigrationResult("", True)}
     monkeypatch.setattr(module, "migrate", fake_migrate(results, calls))
@@ -119,12 +135,16 @@ def test_a_declined_member_makes_way_for_the_next_endpoint_of_the_pool(monkeypat
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.MIGRATED
     assert calls == ["10.0.0.11:7001", "10.0.0.12:7001"]
     assert [(b["phase"], b["member"], b.get("outcome"), b.get("reason")) for b in controller.posted] == [
-        ("report", "h1", "declined", "refused"), ("commit", "h2", None, None), ("report", "h2", "migrated", "")]
+        ("report", "h1", "declined", "refused"),
+        ("commit", "h2", None, None),
+        ("report", "h2", "migrated", ""),
+    ]
     assert migrator.stats()["reasons"] == {"refused": 1}
 
 
-def test_when_every_endpoint_declines_the_connection_is_proxied_and_reported(monkeypatch: pytest.MonkeyPatch,
-                                                                             accepted: socket.socket) -> None:
+def test_when_every_endpoint_declines_the_connection_is_proxied_and_reported(
+    monkeypatch: pytest.MonkeyPatch, accepted: socket.socket
+) -> None:
     calls: list[str] = []
     results = {"10.0.0.11": MigrationResult("", False, "timeout"), "10.0.0.12": MigrationResult("", False, "refused")}
     monkeypatch.setattr(module, "migrate", fake_migrate(results, calls))
@@ -133,14 +153,18 @@ def test_when_every_endpoint_declines_the_connection_is_proxied_and_reported(mon
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.PROXIED
     assert proxy.calls == [WITH_ALTERNATIVE]
     assert [(b["member"], b["outcome"], b["reason"]) for b in controller.posted] == [
-        ("h1", "declined", "timeout"), ("h2", "declined", "refused"), ("h2", "proxied", "refused")]
+        ("h1", "declined", "timeout"),
+        ("h2", "declined", "refused"),
+        ("h2", "proxied", "refused"),
+    ]
     assert controller.posted[1]["id"] == controller.posted[2]["id"] and controller.posted[2]["duration_ms"] is None
 
 
 def test_a_local_failure_tries_no_other_endpoint(monkeypatch: pytest.MonkeyPatch, accepted: socket.socket) -> None:
     calls: list[str] = []
-    monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "dump_failed")},
-                                                        calls))
+    monkeypatch.setattr(
+        module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "dump_failed")}, calls)
+    )
     migrator = RepairMigrator(b"k" * 32, FakeController(), FakeProxy())
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.PROXIED
     assert calls == ["10.0.0.11:7001"]
@@ -149,15 +173,15 @@ def test_a_local_failure_tries_no_other_endpoint(monkeypatch: pytest.MonkeyPatch
 def test_the_reset_fallback_resets_the_client(monkeypatch: pytest.MonkeyPatch, accepted: socket.socket) -> None:
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "refused")}, []))
     controller, proxy = FakeController(), FakeProxy()
-    migrator = RepairMigrator(b"k" * 32, controller, proxy,
-                              {"web": MigrationSettings(fallback="reset")})
+    migrator = RepairMigrator(b"k" * 32, controller, proxy, {"web": MigrationSettings(fallback="reset")})
     assert run(migrator, accepted, H1) is Outcome.FAILED
     assert accepted.fileno() == -1 and proxy.calls == []
     assert controller.posted[-1]["outcome"] == "reset" and migrator.stats()["counters"]["reset"] == 1
 
 
-def test_a_report_the_controller_does_not_take_is_counted_not_raised(monkeypatch: pytest.MonkeyPatch,
-                                                                    accepted: socket.socket) -> None:
+def test_a_report_the_controller_does_not_take_is_counted_not_raised(
+    monkeypatch: pytest.MonkeyPatch, accepted: socket.socket
+) -> None:
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "refused")}, []))
     migrator = RepairMigrator(b"k" * 32, FakeController(fail=True), FakeProxy())
     assert run(migrator, accepted, H1) is Outcome.PROXIED
@@ -178,8 +202,11 @@ def test_the_router_offers_the_other_pool_members_as_alternatives_and_shows_migr
     router = Router([service])
     assert "migration" not in router.stats()
     router.migrator = RepairMigrator(b"k" * 32, FakeController(), router.proxy)
-    assert router.stats()["migration"] == {"counters": {}, "reasons": {},
-                                           "agent_connections": {"connected": 0, "reused": 0}}
+    assert router.stats()["migration"] == {
+        "counters": {},
+        "reasons": {},
+        "agent_connections": {"connected": 0, "reused": 0},
+    }
 
 
 class _MigrationsEndpoint(http.server.BaseHTTPRequestHandler):

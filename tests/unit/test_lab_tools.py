@@ -73,13 +73,16 @@ def test_keep_alive_serves_several_requests_on_one_connection(backend):
     assert data.endswith(b"Connection: close\r\n\r\n\x00\x01\x02")
 
 
-@pytest.mark.parametrize(("request_bytes", "status"), [
-    (b"GET /nope HTTP/1.1\r\n\r\n", b"404"),
-    (b"DELETE / HTTP/1.1\r\n\r\n", b"405"),
-    (b"GET /bytes/abc HTTP/1.1\r\n\r\n", b"400"),
-    (b"GET /bytes/10?rate=0 HTTP/1.1\r\n\r\n", b"400"),
-    (b"nonsense\r\n\r\n", b"400"),
-])
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /nope HTTP/1.1\r\n\r\n", b"404"),
+        (b"DELETE / HTTP/1.1\r\n\r\n", b"405"),
+        (b"GET /bytes/abc HTTP/1.1\r\n\r\n", b"400"),
+        (b"GET /bytes/10?rate=0 HTTP/1.1\r\n\r\n", b"400"),
+        (b"nonsense\r\n\r\n", b"400"),
+    ],
+)
 def test_bad_requests_get_an_error_and_a_close(backend, request_bytes, status):
     reply = exchange(backend, request_bytes)
     assert reply.startswith(b"HTTP/1.1 " + status)
@@ -141,15 +144,49 @@ def test_download_detects_corrupt_data():
 
 
 def test_client_cli_prints_json_and_sets_the_exit_status(backend):
-    ok = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "connections", "127.0.0.1", "--port",
-                         str(backend), "-n", "20", "-c", "4"], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlb_sdn.lab.client",
+            "connections",
+            "127.0.0.1",
+            "--port",
+            str(backend),
+            "-n",
+            "20",
+            "-c",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["served_by"] == {"h1": 20}
-    down = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "download", "127.0.0.1", "--port",
-                           str(backend), "--bytes", "100000"], capture_output=True, text=True, timeout=60)
+    down = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlb_sdn.lab.client",
+            "download",
+            "127.0.0.1",
+            "--port",
+            str(backend),
+            "--bytes",
+            "100000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert down.returncode == 0 and json.loads(down.stdout)["sha256"] == pattern_sha256(100_000)
-    bad = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "connections", "127.0.0.1", "--port",
-                          str(free_port()), "-n", "2"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "nlb_sdn.lab.client", "connections", "127.0.0.1", "--port", str(free_port()), "-n", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and json.loads(bad.stdout)["errors"] == 2
 
 
@@ -158,14 +195,22 @@ def test_client_refuses_names_instead_of_resolving():
         run_connections("localhost", 80, count=1)
     with pytest.raises(ValueError):
         download("example.invalid", 80, 1)
-    cli = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.client", "download", "localhost"],
-                         capture_output=True, text=True, timeout=60)
+    cli = subprocess.run(
+        [sys.executable, "-m", "nlb_sdn.lab.client", "download", "localhost"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cli.returncode == 2 and "literal IPv4" in cli.stderr
 
 
 def test_backend_refuses_a_name_as_bind_address():
-    proc = subprocess.run([sys.executable, "-m", "nlb_sdn.lab.backend", "--name", "x", "--port", "0",
-                           "--bind", "localhost"], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlb_sdn.lab.backend", "--name", "x", "--port", "0", "--bind", "localhost"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "cannot listen" in proc.stderr
 
 

@@ -1,14 +1,12 @@
 """The tree is lint-clean: ruff finds nothing, and mypy passes its configured targets (pyproject.toml).
 
 Each check runs the tool of the interpreter's own environment (the `lint` extra pins them) and is skipped, saying
-why, where that tool is not installed. ``ruff format --check`` runs only with NLB_SDN_FORMAT_CHECK=1 until the tree
-has been formatted once.
+why, where that tool is not installed.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FORMAT_CHECK_ENV = "NLB_SDN_FORMAT_CHECK"
 TIMEOUT = 300.0
 """Seconds a tool may take (a cold mypy run takes about 15 s here)."""
 
@@ -25,8 +22,9 @@ def run_tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m <module> <args>`` in the repository root, or a skip when the tool is not installed."""
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed (pip install -e '.[lint]')")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=TIMEOUT, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
 
 
 def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
@@ -43,6 +41,4 @@ def test_mypy_passes_its_targets() -> None:
 
 
 def test_ruff_format_leaves_the_tree_as_it_is() -> None:
-    if os.environ.get(FORMAT_CHECK_ENV) != "1":
-        pytest.skip(f"set {FORMAT_CHECK_ENV}=1 to check formatting (off until the tree is formatted once)")
     assert_clean(run_tool("ruff", "format", "--check", "."))

@@ -67,9 +67,22 @@ needs_netns = pytest.mark.skipif(not (shutil.which("ip") and shutil.which("tcpdu
 def _state(**changes: object) -> ConnectionState:
     """A plausible connection state."""
     state = ConnectionState(
-        local_ip="10.0.0.100", local_port=80, remote_ip="10.0.0.1", remote_port=40000, snd_seq=4_000_000_000,
-        rcv_seq=17, send_queue=b"", recv_queue=REQUEST, mss=1460, wscale_ok=True, snd_wscale=7, rcv_wscale=9,
-        sack_ok=True, timestamp=123456, window=RepairWindow(1, 2, 3, 4, 5))
+        local_ip="10.0.0.100",
+        local_port=80,
+        remote_ip="10.0.0.1",
+        remote_port=40000,
+        snd_seq=4_000_000_000,
+        rcv_seq=17,
+        send_queue=b"",
+        recv_queue=REQUEST,
+        mss=1460,
+        wscale_ok=True,
+        snd_wscale=7,
+        rcv_wscale=9,
+        sack_ok=True,
+        timestamp=123456,
+        window=RepairWindow(1, 2, 3, 4, 5),
+    )
     return replace(state, **changes)
 
 
@@ -80,8 +93,9 @@ def test_state_round_trips_through_the_signed_wire_format():
     state = _state()
     data = state.to_wire(KEY, "r1", 7, 1000.0, "m-1")
     assert ConnectionState.from_wire(data, MigrationVerifier(KEY), 1000.5) == ("m-1", state)
-    no_options = _state(timestamp=None, wscale_ok=False, snd_wscale=0, rcv_wscale=0, sack_ok=False,
-                        send_queue=b"\x00unacked")
+    no_options = _state(
+        timestamp=None, wscale_ok=False, snd_wscale=0, rcv_wscale=0, sack_ok=False, send_queue=b"\x00unacked"
+    )
     data = no_options.to_wire(KEY, "r1", 8, 1000.0, "m-2")
     assert ConnectionState.from_wire(data, MigrationVerifier(KEY), 1000.0) == ("m-2", no_options)
 
@@ -91,13 +105,16 @@ def test_the_wire_format_is_the_hl_envelope():
     assert data == encode(KEY, MIGRATE, "r1", 7, 1000.0, {"id": "m-1", "state": _state().to_dict()})
 
 
-@pytest.mark.parametrize(("mutate", "reason"), [
-    (lambda data: data[:10] + bytes([data[10] ^ 1]) + data[11:], "bad_mac"),
-    (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "bad_mac"),
-    (lambda data: data[:MAC_SIZE], "bad_mac"),
-    (lambda data: b"", "bad_mac"),
-    (lambda data: data + bytes(70_000), "oversized"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda data: data[:10] + bytes([data[10] ^ 1]) + data[11:], "bad_mac"),
+        (lambda data: data[:-1] + bytes([data[-1] ^ 1]), "bad_mac"),
+        (lambda data: data[:MAC_SIZE], "bad_mac"),
+        (lambda data: b"", "bad_mac"),
+        (lambda data: data + bytes(70_000), "oversized"),
+    ],
+)
 def test_tampered_messages_are_rejected(mutate, reason):
     data = _state().to_wire(KEY, "r1", 7, 1000.0, "m-1")
     with pytest.raises(WireError) as caught:
@@ -107,8 +124,10 @@ def test_tampered_messages_are_rejected(mutate, reason):
 
 def test_wrong_key_stale_replayed_and_foreign_messages_are_rejected():
     data = _state().to_wire(KEY, "r1", 7, 1000.0, "m-1")
-    for verifier, now, reason in ((MigrationVerifier(b"another-key-of-32-bytes-00000000"), 1000.0, "bad_mac"),
-                                  (MigrationVerifier(KEY), 1100.0, "stale")):
+    for verifier, now, reason in (
+        (MigrationVerifier(b"another-key-of-32-bytes-00000000"), 1000.0, "bad_mac"),
+        (MigrationVerifier(KEY), 1100.0, "stale"),
+    ):
         with pytest.raises(WireError) as caught:
             ConnectionState.from_wire(data, verifier, now)
         assert caught.value.reason == reason
@@ -116,8 +135,9 @@ def test_wrong_key_stale_replayed_and_foreign_messages_are_rejected():
     ConnectionState.from_wire(data, verifier, 1000.0)
     with pytest.raises(WireError, match="replayed"):
         ConnectionState.from_wire(data, verifier, 1000.0)
-    heartbeat = encode(KEY, "heartbeat", "h1", 1, 1000.0, {"host_id": "h1", "checksum": 0, "row_count": 0,
-                                                           "period_ms": 1000})
+    heartbeat = encode(
+        KEY, "heartbeat", "h1", 1, 1000.0, {"host_id": "h1", "checksum": 0, "row_count": 0, "period_ms": 1000}
+    )
     go = encode(KEY, GO, "r1", 9, 1000.0, {"id": "m-1"})
     unknown = encode(KEY, "migrate_maybe", "r1", 10, 1000.0, {"id": "m-1"})
     for message, reason in ((heartbeat, "unknown_type"), (go, "unexpected"), (unknown, "unknown_type")):
@@ -126,11 +146,23 @@ def test_wrong_key_stale_replayed_and_foreign_messages_are_rejected():
         assert caught.value.reason == reason
 
 
-@pytest.mark.parametrize("changes", [
-    {"local_ip": "10.0.0.256"}, {"local_ip": "::1"}, {"remote_port": 0}, {"local_port": 65536},
-    {"snd_seq": -1}, {"rcv_seq": 2**32}, {"rcv_seq": True}, {"recv_queue": "text"}, {"mss": 0},
-    {"snd_wscale": 15}, {"sack_ok": 1}, {"timestamp": -5},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"local_ip": "10.0.0.256"},
+        {"local_ip": "::1"},
+        {"remote_port": 0},
+        {"local_port": 65536},
+        {"snd_seq": -1},
+        {"rcv_seq": 2**32},
+        {"rcv_seq": True},
+        {"recv_queue": "text"},
+        {"mss": 0},
+        {"snd_wscale": 15},
+        {"sack_ok": 1},
+        {"timestamp": -5},
+    ],
+)
 def test_state_fields_are_type_and_range_checked(changes):
     data = {**_state().to_dict(), **changes}
     with pytest.raises(WireError, match="bad_state"):
@@ -139,8 +171,13 @@ def test_state_fields_are_type_and_range_checked(changes):
 
 def test_state_shape_is_checked():
     good = _state().to_dict()
-    for bad in ([], {**good, "extra": 1}, {k: v for k, v in good.items() if k != "mss"},
-                {**good, "window": {**good["window"], "rcv_wnd": -1}}, {**good, "window": [1, 2, 3, 4, 5]}):
+    for bad in (
+        [],
+        {**good, "extra": 1},
+        {k: v for k, v in good.items() if k != "mss"},
+        {**good, "window": {**good["window"], "rcv_wnd": -1}},
+        {**good, "window": [1, 2, 3, 4, 5]},
+    ):
         with pytest.raises(WireError, match="bad_state"):
             ConnectionState.from_dict(bad)
     body = {"id": "m-1", "state": "not a map"}
@@ -278,9 +315,25 @@ def _run(*command: str) -> None:
 @contextlib.contextmanager
 def packet_capture(namespace: str, path: Path) -> Iterator[None]:
     """tcpdump of TCP port 80 on every interface of ``namespace`` into ``path`` for the block."""
-    proc = subprocess.Popen(["ip", "netns", "exec", namespace, "tcpdump", "-i", "any", "--immediate-mode", "-U",
-                             "-w", str(path), "tcp port 80"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            "tcpdump",
+            "-i",
+            "any",
+            "--immediate-mode",
+            "-U",
+            "-w",
+            str(path),
+            "tcp port 80",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         for _ in range(5):
@@ -313,8 +366,9 @@ def _read_response(sock: socket.socket, timeout: float = 30.0) -> tuple[bytes, i
         assert chunk, f"stream ended before the response head: {buffer!r}"
         buffer += chunk
     head, _, body = buffer.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     digest = hashlib.sha256(body)
     received = len(body)
     while received < length:
@@ -333,14 +387,31 @@ def _peek_head(conn: socket.socket) -> bytes:
 
 
 @contextlib.contextmanager
-def lab_backend(name: str, bind: str, port: int, handoff_path: str, namespace: str | None = None
-                ) -> Iterator[subprocess.Popen[str]]:
+def lab_backend(
+    name: str, bind: str, port: int, handoff_path: str, namespace: str | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """The lab backend with a hand-off socket, optionally in a network namespace; stopped by PID afterwards."""
     prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    proc = subprocess.Popen([*prefix, sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--bind", bind,
-                             "--port", str(port), "--handoff-socket", handoff_path],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [
+            *prefix,
+            sys.executable,
+            "-m",
+            "nlb_sdn.lab.backend",
+            "--name",
+            name,
+            "--bind",
+            bind,
+            "--port",
+            str(port),
+            "--handoff-socket",
+            handoff_path,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     try:
         assert proc.stdout is not None
         ready, _, _ = select.select([proc.stdout], [], [], 15.0)
@@ -433,8 +504,9 @@ def _assert_usable(client: socket.socket, router: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def receiver_server(handoff_path: str, key: bytes = KEY, namespace: str | None = None, bind: str = "127.0.0.1",
-                    go_timeout: float = 2.0) -> Iterator[MigrationServer]:
+def receiver_server(
+    handoff_path: str, key: bytes = KEY, namespace: str | None = None, bind: str = "127.0.0.1", go_timeout: float = 2.0
+) -> Iterator[MigrationServer]:
     """A migration receiver on an ephemeral port, served (and restoring) in ``namespace`` when given."""
     context = netns(namespace) if namespace else contextlib.nullcontext()
     with context:
@@ -477,18 +549,24 @@ def test_failed_migrations_give_the_socket_back_live_and_say_why(loopback_pair, 
         elif case == "unreachable":
             address = ("127.0.0.1", free_port())
         else:
-            server = stack.enter_context(receiver_server(str(tmp_path / "nobody.sock") if case == "no_application"
-                                                         else path))
+            server = stack.enter_context(
+                receiver_server(str(tmp_path / "nobody.sock") if case == "no_application" else path)
+            )
             address = server.server_address
         key = b"another-key-of-32-bytes-00000000" if case == "wrong_key" else KEY
         start = time.monotonic()
         result = migrate(router, address, key, timeout=0.5)
         elapsed = time.monotonic() - start
-    expected = {"wrong_key": "bad_reply", "no_application": "refused", "restore_error": "refused",
-                "unreachable": "unreachable", "timeout": "timeout"}[case]
+    expected = {
+        "wrong_key": "bad_reply",
+        "no_application": "refused",
+        "restore_error": "refused",
+        "unreachable": "unreachable",
+        "timeout": "timeout",
+    }[case]
     assert (result.migrated, result.reason) == (False, expected), result
     if case == "restore_error":
-        assert "connect" in result.detail      # the router's socket still holds the 4-tuple in this namespace
+        assert "connect" in result.detail  # the router's socket still holds the 4-tuple in this namespace
     if case == "no_application":
         assert "application unreachable" in result.detail
     assert elapsed < 2.0
@@ -511,10 +589,12 @@ def test_a_kept_connection_to_the_agent_carries_the_next_migration(loopback_pair
 
 
 @needs_repair
-@pytest.mark.parametrize("seen_closed, counters", [(True, {"connected": 2, "reused": 0}),
-                                                   (False, {"connected": 2, "reused": 1})])
+@pytest.mark.parametrize(
+    "seen_closed, counters", [(True, {"connected": 2, "reused": 0}), (False, {"connected": 2, "reused": 1})]
+)
 def test_a_kept_connection_the_agent_closed_is_replaced_whether_the_close_is_seen_before_use_or_on_it(
-        loopback_pair, tmp_path, monkeypatch, seen_closed, counters):
+    loopback_pair, tmp_path, monkeypatch, seen_closed, counters
+):
     _, client, router = loopback_pair
     monkeypatch.setattr(receiver_module, "KEEPALIVE_TIMEOUT", 0.1)
     channels = sender.AgentChannels()
@@ -577,8 +657,11 @@ def three_namespaces() -> Iterator[dict[str, str]]:
         for name in names.values():
             _run("ip", "netns", "add", name)
             _run("ip", "-n", name, "link", "set", "lo", "up")
-        links = [("client", "10.77.1.1", "router", "10.77.1.2"), ("client", "10.77.2.1", "host", "10.77.2.2"),
-                 ("router", "10.77.3.1", "host", "10.77.3.2")]
+        links = [
+            ("client", "10.77.1.1", "router", "10.77.1.2"),
+            ("client", "10.77.2.1", "host", "10.77.2.2"),
+            ("router", "10.77.3.1", "host", "10.77.3.2"),
+        ]
         for index, (a, a_ip, b, b_ip) in enumerate(links):
             a_dev, b_dev = f"{tag}{index}a", f"{tag}{index}b"
             _run("ip", "link", "add", a_dev, "netns", names[a], "type", "veth", "peer", b_dev, "netns", names[b])
@@ -645,9 +728,13 @@ def test_migration_across_namespaces_continues_the_connection_at_the_host(three_
     assert f"X-Client: {client_address[0]}:{client_address[1]}".encode() in head
     assert received == SIZE and digest == bytes.fromhex(pattern_sha256(SIZE))
     assert server.receiver.outcomes == {"handed_off": 1}
-    flags = subprocess.run(["tcpdump", "-nr", str(capture), "tcp[tcpflags] & (tcp-syn|tcp-rst) != 0"],
-                           capture_output=True, text=True, timeout=20).stdout.splitlines()
-    assert len(flags) == 2, flags                      # one handshake (SYN, SYN-ACK), no RST, ever
+    flags = subprocess.run(
+        ["tcpdump", "-nr", str(capture), "tcp[tcpflags] & (tcp-syn|tcp-rst) != 0"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    ).stdout.splitlines()
+    assert len(flags) == 2, flags  # one handshake (SYN, SYN-ACK), no RST, ever
     assert all("[R" not in line for line in flags)
 
 
@@ -657,8 +744,11 @@ def test_a_failed_commit_aborts_and_the_host_discards_its_copy(three_namespaces,
     names = three_namespaces
     path = str(tmp_path / "h2.sock")
     app = handoff.listen(path)
-    with (app, receiver_server(path, namespace=names["host"], bind="10.77.3.2") as server,
-          connected_at_router(names) as (client, router)):
+    with (
+        app,
+        receiver_server(path, namespace=names["host"], bind="10.77.3.2") as server,
+        connected_at_router(names) as (client, router),
+    ):
 
         def commit() -> None:
             raise RuntimeError("forwarder master unreachable")

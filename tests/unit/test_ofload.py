@@ -43,7 +43,13 @@ def test_packet_in_fast_path_is_the_framework_serialization_and_parses_back():
     msg = parse(fast)
     assert isinstance(msg, parser.OFPPacketIn)
     assert (msg.xid, msg.buffer_id, msg.total_len, msg.reason, msg.table_id, msg.cookie) == (
-        42, ofp.OFP_NO_BUFFER, len(frame), ofp.OFPR_ACTION, 1, 0x0101000000000000)
+        42,
+        ofp.OFP_NO_BUFFER,
+        len(frame),
+        ofp.OFPR_ACTION,
+        1,
+        0x0101000000000000,
+    )
     assert msg.match["in_port"] == 3
     assert msg.data == frame
 
@@ -71,15 +77,27 @@ def test_packed_frames_are_the_packet_library_frames():
         for k in (0, 1, 5, 65533, 65534, 65535, 200_000, 10**7, 4 * 10**9):
             port, mac, _ip = ofload.gateway_hosts(index, settings.hosts)[k % settings.hosts]
             client_ip, client_port = ofload.client_address(index, k)
-            expected = ofload.syn_frame(mac, vip_mac(settings.vip), client_ip, settings.vip, client_port,
-                                        settings.vport, (k * 2654435761) & 0xFFFFFFFF)
+            expected = ofload.syn_frame(
+                mac,
+                vip_mac(settings.vip),
+                client_ip,
+                settings.vip,
+                client_port,
+                settings.vport,
+                (k * 2654435761) & 0xFFFFFFFF,
+            )
             assert syns.frame(k) == (expected, port)
 
 
-@pytest.mark.parametrize("mp_type,reply_cls", [(ofp.OFPMP_PORT_DESC, parser.OFPPortDescStatsReply),
-                                               (ofp.OFPMP_FLOW, parser.OFPFlowStatsReply),
-                                               (ofp.OFPMP_DESC, parser.OFPDescStatsReply),
-                                               (ofp.OFPMP_AGGREGATE, parser.OFPAggregateStatsReply)])
+@pytest.mark.parametrize(
+    "mp_type,reply_cls",
+    [
+        (ofp.OFPMP_PORT_DESC, parser.OFPPortDescStatsReply),
+        (ofp.OFPMP_FLOW, parser.OFPFlowStatsReply),
+        (ofp.OFPMP_DESC, parser.OFPDescStatsReply),
+        (ofp.OFPMP_AGGREGATE, parser.OFPAggregateStatsReply),
+    ],
+)
 def test_multipart_replies_parse(mp_type, reply_cls):
     msg = parse(ofload.encode(ofload.MultipartReply(ofload.Datapath(), mp_type, ofload.multipart_body(mp_type)), 9))
     assert isinstance(msg, reply_cls) and msg.xid == 9
@@ -87,8 +105,14 @@ def test_multipart_replies_parse(mp_type, reply_cls):
 
 def test_handshake_replies_parse():
     dp = ofload.Datapath()
-    features = parse(ofload.encode(ofload.FeaturesReply(dp, datapath_id=0xAB, n_buffers=0, n_tables=254,
-                                                        auxiliary_id=0, capabilities=ofp.OFPC_FLOW_STATS), 5))
+    features = parse(
+        ofload.encode(
+            ofload.FeaturesReply(
+                dp, datapath_id=0xAB, n_buffers=0, n_tables=254, auxiliary_id=0, capabilities=ofp.OFPC_FLOW_STATS
+            ),
+            5,
+        )
+    )
     assert (features.datapath_id, features.n_tables, features.xid) == (0xAB, 254, 5)
     assert isinstance(parse(ofload.encode(parser.OFPBarrierReply(dp), 6)), parser.OFPBarrierReply)
     config = parse(ofload.encode(ofload.GetConfigReply(dp, flags=0, miss_send_len=128), 7))
@@ -112,9 +136,26 @@ def test_percentile():
 
 def test_short_run_against_the_learning_switch(tmp_path):
     out = tmp_path / "ofload.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--launch", "learning", "--switches", "1", "--duration", "2",
-                           "--warmup", "0.5", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--launch",
+            "learning",
+            "--switches",
+            "1",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ofload throughput learning" in proc.stderr.splitlines()[-1]
     report = json.loads(out.read_text())
@@ -134,9 +175,26 @@ def test_short_run_against_the_learning_switch(tmp_path):
 
 def test_short_run_against_nlb_takes_the_fast_path_and_keeps_its_counters(tmp_path):
     out = tmp_path / "ofload.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--launch", "nlb", "--switches", "2", "--duration", "2",
-                           "--warmup", "0.5", "--out", str(out)], cwd=REPO, capture_output=True, text=True,
-                          timeout=90)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--launch",
+            "nlb",
+            "--switches",
+            "2",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())["results"]
     assert results["measured_responses"] > 0 and results["timeouts"] == 0
@@ -152,5 +210,8 @@ def test_short_run_against_nlb_takes_the_fast_path_and_keeps_its_counters(tmp_pa
         assert by_table["1"] >= switch["responses"] and by_table["2"] >= switch["responses"]
         *rewrite, onward = switch["sample_packet_out_actions"]  # the SYN goes out as its connection entry sends it
         assert [action.split("=")[0] for action in rewrite] == [
-            "OFPActionSetField(eth_dst", "OFPActionSetField(ipv4_dst", "OFPActionSetField(tcp_dst"], rewrite
+            "OFPActionSetField(eth_dst",
+            "OFPActionSetField(ipv4_dst",
+            "OFPActionSetField(tcp_dst",
+        ], rewrite
         assert "NXActionResubmitTable" in onward and "table_id=3" in onward, onward

@@ -20,10 +20,13 @@ RAW_DAM_KEY = re.compile(r"""["'](conn|sess)[:"']""")
 
 def loaded_after_import(module: str) -> list[str]:
     """The ``nlb_sdn`` modules a fresh interpreter has loaded after importing ``module``."""
-    code = (f"import json, sys; import {module}; "
-            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('nlb_sdn'))))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                            check=True)
+    code = (
+        f"import json, sys; import {module}; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('nlb_sdn'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
+    )
     return json.loads(result.stdout)
 
 
@@ -41,17 +44,21 @@ def raw_dam_keys(relative: str) -> list[str]:
 
 def test_raw_dam_key_pattern_finds_literals_and_f_strings_only() -> None:
     session, route = SESSION_PREFIX, ROUTE_PREFIX
-    spelled = [f'key = "{session}app:x"', f"key = f'{route}tcp:{{ip}}'", f'kind = "{session[:-1]}"',
-               f'scan("{route}")']
+    spelled = [f'key = "{session}app:x"', f"key = f'{route}tcp:{{ip}}'", f'kind = "{session[:-1]}"', f'scan("{route}")']
     assert all(RAW_DAM_KEY.search(line) for line in spelled)
-    assert not any(RAW_DAM_KEY.search(line) for line in [f'"""``{session}<type>:<id>`` atoms"""',
-                                                           "async def _serve(self, conn: socket.socket)",
-                                                           'session_key("app", "x")', '"connection"'])
+    assert not any(
+        RAW_DAM_KEY.search(line)
+        for line in [
+            f'"""``{session}<type>:<id>`` atoms"""',
+            "async def _serve(self, conn: socket.socket)",
+            'session_key("app", "x")',
+            '"connection"',
+        ]
+    )
 
 
 def test_only_dam_atoms_spells_dam_keys() -> None:
     files = sorted(str(path.relative_to(REPO)) for tree in SOURCE_TREES for path in (REPO / tree).rglob("*.py"))
     assert "nlb_sdn/dam/atoms.py" in files
-    found = [hit for relative in files if relative not in DAM_KEY_OWNERS
-             for hit in raw_dam_keys(relative)]
+    found = [hit for relative in files if relative not in DAM_KEY_OWNERS for hit in raw_dam_keys(relative)]
     assert found == [], "use nlb_sdn.dam.atoms (route_key, session_key, ROUTE_PREFIX, ...):\n" + "\n".join(found)

@@ -133,8 +133,15 @@ def test_list_members(app, backend: FakeBackend) -> None:
 def test_get_member_by_name_or_endpoint(app, ident: str) -> None:
     response = call(app, "GET", f"/v1/vips/web/members/{ident}")
     assert response.status_int == 200
-    assert response.json == {"name": "b1", "address": "10.0.0.11", "port": 8080, "weight": 2, "mac": "",
-                             "health": "static", "state": "active"}
+    assert response.json == {
+        "name": "b1",
+        "address": "10.0.0.11",
+        "port": 8080,
+        "weight": 2,
+        "mac": "",
+        "health": "static",
+        "state": "active",
+    }
 
 
 def test_config(app, backend: FakeBackend) -> None:
@@ -203,8 +210,15 @@ def test_create_vip(app, backend: FakeBackend) -> None:
     assert response.json["name"] == "ssh"
     assert response.json["mac"] == "02:4e:0a:00:00:66"
     assert response.json["members"] == [
-        {"name": "10.0.0.14:22", "address": "10.0.0.14", "port": 22, "weight": 1, "mac": "", "health": "static",
-         "state": "active"}
+        {
+            "name": "10.0.0.14:22",
+            "address": "10.0.0.14",
+            "port": 22,
+            "weight": 1,
+            "mac": "",
+            "health": "static",
+            "state": "active",
+        }
     ]
     assert len(backend.applied) == 1
     assert [v.name for v in backend.config.vips] == ["web", "api", "ssh"]
@@ -266,8 +280,15 @@ def test_create_member(app, backend: FakeBackend) -> None:
     response = call(app, "POST", "/v1/vips/web/members", {"name": "b3", "address": "10.0.0.13", "port": 8080})
     assert response.status_int == 201, response.text
     assert response.location == "http://localhost/v1/vips/web/members/b3"
-    assert response.json == {"name": "b3", "address": "10.0.0.13", "port": 8080, "weight": 1, "mac": "",
-                             "health": "static", "state": "active"}
+    assert response.json == {
+        "name": "b3",
+        "address": "10.0.0.13",
+        "port": 8080,
+        "weight": 1,
+        "mac": "",
+        "health": "static",
+        "state": "active",
+    }
     assert len(backend.applied) == 1
     assert [m["name"] for m in vip_of(backend, "web")["members"]] == ["b1", "10.0.0.12:8080", "b3"]
     assert vip_of(backend, "api") == next(v for v in dump_config(parse_config(BASE))["vips"] if v["name"] == "api")

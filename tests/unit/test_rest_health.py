@@ -60,9 +60,14 @@ def test_member_state_reads_and_sets_the_directive(lb: ShellDouble):
     assert call(app, "GET", "/v1/vips/web/allotment").json["values"].keys() == {"h2", "h3"}
 
 
-@pytest.mark.parametrize("body, status", [
-    ({"state": "sleeping"}, 400), ({"weight": 2}, 400), ({}, 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"state": "sleeping"}, 400),
+        ({"weight": 2}, 400),
+        ({}, 400),
+    ],
+)
 def test_bad_state_changes_are_refused(lb: ShellDouble, body: dict, status: int):
     app = make_app(CoreBackend(lb))
     response = call(app, "PUT", "/v1/vips/web/members/h1/state", body)

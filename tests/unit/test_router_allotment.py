@@ -10,10 +10,17 @@ from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.daemon import Service, ServiceMember
 from tests.lib.polling import poll_until_async
 
-SERVICE = Service("web", "10.0.0.100", 80, (ServiceMember("h1", "10.0.0.11", 80, weight=1),
-                                            ServiceMember("h2", "10.0.0.12", 80, weight=1),
-                                            ServiceMember("h3", "10.0.0.13", 80, weight=2)),
-                  pools=(Pool(name="api", members=["h1", "h2"]),))
+SERVICE = Service(
+    "web",
+    "10.0.0.100",
+    80,
+    (
+        ServiceMember("h1", "10.0.0.11", 80, weight=1),
+        ServiceMember("h2", "10.0.0.12", 80, weight=1),
+        ServiceMember("h3", "10.0.0.13", 80, weight=2),
+    ),
+    pools=(Pool(name="api", members=["h1", "h2"]),),
+)
 
 
 def picks(chooser: AllotmentChooser, pool: str | None, count: int) -> Counter[str]:

@@ -91,10 +91,16 @@ class Backends:
                 self.received[name].append(head)
                 request_line = head.split(b"\r\n")[0].decode()
                 path = request_line.split(" ")[1]
-                body = bytes(i % 251 for i in range(int(path[6:]))) if path.startswith("/bulk/") else \
-                    f"{name} {request_line}\n".encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nX-Served-By: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
-                             % (name.encode(), len(body)) + body)
+                body = (
+                    bytes(i % 251 for i in range(int(path[6:])))
+                    if path.startswith("/bulk/")
+                    else f"{name} {request_line}\n".encode()
+                )
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nX-Served-By: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                    % (name.encode(), len(body))
+                    + body
+                )
                 await writer.drain()
             except (OSError, TimeoutError, asyncio.IncompleteReadError):
                 pass
@@ -138,19 +144,33 @@ class Lab:
     def __init__(self, loop: LoopThread) -> None:
         self.loop = loop
         self.backends = Backends(loop)
-        web_members = (ServiceMember("a1", "127.0.0.1", self.backends.http("a1"), weight=1),
-                       ServiceMember("a2", "127.0.0.1", self.backends.http("a2"), weight=1),
-                       ServiceMember("b1", "127.0.0.1", self.backends.http("b1"), weight=2))
-        self.web = Service("web", "127.0.0.1", free_port(), web_members,
-                           pools=(Pool(name="A", members=["a1", "a2"]), Pool(name="B", members=["b1"])),
-                           rules=rules({"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie"},
-                                       {"match": {"path_prefix": "/api/"}, "pool": "A"},
-                                       {"match": {"path_prefix": "/static/"}, "pool": "B"}))
+        web_members = (
+            ServiceMember("a1", "127.0.0.1", self.backends.http("a1"), weight=1),
+            ServiceMember("a2", "127.0.0.1", self.backends.http("a2"), weight=1),
+            ServiceMember("b1", "127.0.0.1", self.backends.http("b1"), weight=2),
+        )
+        self.web = Service(
+            "web",
+            "127.0.0.1",
+            free_port(),
+            web_members,
+            pools=(Pool(name="A", members=["a1", "a2"]), Pool(name="B", members=["b1"])),
+            rules=rules(
+                {"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie"},
+                {"match": {"path_prefix": "/api/"}, "pool": "A"},
+                {"match": {"path_prefix": "/static/"}, "pool": "B"},
+            ),
+        )
         self.hello = client_hello("secure.example", session_id=b"\x07" * 32)
         tls_member = ServiceMember("t1", "127.0.0.1", self.backends.raw("t1", len(self.hello)))
-        self.tls = Service("tls", "127.0.0.2", free_port("127.0.0.2"), (tls_member,),
-                           pools=(Pool(name="T", members=["t1"]),),
-                           rules=rules({"match": {"sni": "*.example"}, "pool": "T"}))
+        self.tls = Service(
+            "tls",
+            "127.0.0.2",
+            free_port("127.0.0.2"),
+            (tls_member,),
+            pools=(Pool(name="T", members=["t1"]),),
+            rules=rules({"match": {"sni": "*.example"}, "pool": "T"}),
+        )
         self.sessions = SessionTable()
         self.routers: list[Router] = []
 
@@ -197,8 +217,14 @@ def get(port: int, path: str, *headers: str) -> tuple[int, str, bytes]:
     reply = exchange(port, http_head(path, "www.example.com", *headers))
     status_line, _, rest = reply.partition(b"\r\n")
     fields, _, body = rest.partition(b"\r\n\r\n")
-    served_by = next((line.split(b":", 1)[1].strip().decode() for line in fields.split(b"\r\n")
-                      if line.lower().startswith(b"x-served-by:")), "")
+    served_by = next(
+        (
+            line.split(b":", 1)[1].strip().decode()
+            for line in fields.split(b"\r\n")
+            if line.lower().startswith(b"x-served-by:")
+        ),
+        "",
+    )
     return int(status_line.split()[1]), served_by, body
 
 
@@ -222,7 +248,9 @@ def test_routes_by_path_default_and_counts(lab: Lab) -> None:
     assert {get(port, f"/static/{i}.css")[1] for i in range(4)} == {"b1"}
     status, served_by, body = get(port, "/static/../api/x")
     assert (status, body) == (200, f"{served_by} GET /static/../api/x HTTP/1.1\n".encode()) and served_by in (
-        "a1", "a2")
+        "a1",
+        "a2",
+    )
     default = [get(port, f"/other/{i}")[1] for i in range(8)]
     assert {name: default.count(name) for name in set(default)} == {"a1": 2, "a2": 2, "b1": 4}
     stats = lab.stats(router)
@@ -238,8 +266,9 @@ def test_bulk_and_parallel_connections_through_the_proxy(lab: Lab) -> None:
     status, _, body = get(lab.web.port, f"/bulk/{size}")
     assert status == 200 and body == bytes(i % 251 for i in range(size))
     results: list[int] = []
-    threads = [threading.Thread(target=lambda i=i: results.append(get(lab.web.port, f"/api/{i}")[0]))
-               for i in range(40)]
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(get(lab.web.port, f"/api/{i}")[0])) for i in range(40)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -259,10 +288,8 @@ def test_head_split_over_several_segments(lab: Lab) -> None:
 
 def test_cookie_pins_a_client(lab: Lab) -> None:
     router = lab.router()
-    lab.sessions.upsert(Session("s-77", APP, "web", "b1", "127.0.0.1", 0, "127.0.0.1", "hb1", time.time() + 60,
-                                "test"))
-    lab.sessions.upsert(Session("s-old", APP, "web", "b1", "127.0.0.1", 0, "127.0.0.1", "hb1", time.time() - 1,
-                                "test"))
+    lab.sessions.upsert(Session("s-77", APP, "web", "b1", "127.0.0.1", 0, "127.0.0.1", "hb1", time.time() + 60, "test"))
+    lab.sessions.upsert(Session("s-old", APP, "web", "b1", "127.0.0.1", 0, "127.0.0.1", "hb1", time.time() - 1, "test"))
     assert {get(lab.web.port, f"/api/{i}", "Cookie: theme=dark; NLBSESS=s-77")[1] for i in range(5)} == {"b1"}
     assert get(lab.web.port, "/api/x", "Cookie: NLBSESS=s-old")[1] in ("a1", "a2")
     assert get(lab.web.port, "/api/x", "Cookie: NLBSESS=unknown")[1] in ("a1", "a2")
@@ -283,10 +310,14 @@ def test_tls_routed_by_sni_and_bytes_pass_intact(lab: Lab) -> None:
 def test_bad_input_is_rejected_and_the_router_keeps_serving(lab: Lab) -> None:
     router = lab.router()
     port = lab.web.port
-    bad_heads = [b"GET /\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a\nX-Evil: 1\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
-                 b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 12000 + b"\r\n\r\n",
-                 b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"y" * 3000) for i in range(4)),
-                 b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n"]
+    bad_heads = [
+        b"GET /\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\nX-Evil: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"x" * 12000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"y" * 3000) for i in range(4)),
+        b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(100)) + b"\r\n",
+    ]
     for head in bad_heads:
         reply = exchange(port, head)
         assert reply.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (head[:40], reply)
@@ -297,9 +328,17 @@ def test_bad_input_is_rejected_and_the_router_keeps_serving(lab: Lab) -> None:
     assert get(port, "/static/after")[0] == 200
     stats = lab.stats(router)
     assert stats["bad_request"] == 6 and stats["closed"] == 3 and stats["proxied"] == 7
-    assert stats["reasons"] == {"bad_request_line": 1, "header_injection": 1, "missing_host": 1,
-                                "header_too_large": 1, "head_too_large": 1, "too_many_headers": 1, "not_http": 1,
-                                "not_client_hello": 1, "bad_hello": 1}
+    assert stats["reasons"] == {
+        "bad_request_line": 1,
+        "header_injection": 1,
+        "missing_host": 1,
+        "header_too_large": 1,
+        "head_too_large": 1,
+        "too_many_headers": 1,
+        "not_http": 1,
+        "not_client_hello": 1,
+        "bad_hello": 1,
+    }
     assert stats["accepted"] == outcomes(stats) == 16
 
 
@@ -390,8 +429,9 @@ def test_declined_migration_falls_back_to_the_proxy(lab: Lab) -> None:
 
 
 def test_declined_migration_without_fallback_fails(lab: Lab) -> None:
-    router = lab.router(migrator=FakeMigrator(Outcome.DECLINED),
-                        settings=RouterSettings(fallback="close", status_port=0))
+    router = lab.router(
+        migrator=FakeMigrator(Outcome.DECLINED), settings=RouterSettings(fallback="close", status_port=0)
+    )
     assert exchange(lab.web.port, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") == b""
     stats = lab.stats(router)
     assert stats["failed"] == 1 and stats["reasons"] == {"migration_declined": 1}
@@ -399,10 +439,14 @@ def test_declined_migration_without_fallback_fails(lab: Lab) -> None:
 
 def test_member_down_and_no_member(lab: Lab) -> None:
     members = (ServiceMember("gone", "127.0.0.1", free_port()), ServiceMember("idle", "127.0.0.1", 1, weight=0))
-    lab.web = Service("web", "127.0.0.1", lab.web.port, members,
-                      pools=(Pool(name="P", members=["gone"]), Pool(name="I", members=["idle"])),
-                      rules=rules({"match": {"path_prefix": "/p"}, "pool": "P"},
-                                  {"match": {"path_prefix": "/idle"}, "pool": "I"}))
+    lab.web = Service(
+        "web",
+        "127.0.0.1",
+        lab.web.port,
+        members,
+        pools=(Pool(name="P", members=["gone"]), Pool(name="I", members=["idle"])),
+        rules=rules({"match": {"path_prefix": "/p"}, "pool": "P"}, {"match": {"path_prefix": "/idle"}, "pool": "I"}),
+    )
     router = lab.router()
     assert exchange(lab.web.port, b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n") == b""
     status, _, body = get(lab.web.port, "/idle")
@@ -433,8 +477,9 @@ def test_listen_socket_binds_before_the_address_exists() -> None:
 
 
 def test_http_reply() -> None:
-    assert http_reply(400, "Bad Request", "no\n") == (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n"
-                                                      b"Content-Length: 3\r\nConnection: close\r\n\r\nno\n")
+    assert http_reply(400, "Bad Request", "no\n") == (
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n"
+    )
 
 
 ROUTED_CONFIG = """

@@ -26,8 +26,10 @@ from nlb_sdn.router.parse import (
 )
 from tests.lib.router import client_hello
 
-GOOD_HEAD = (b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nUser-Agent: test\r\n"
-             b"Cookie: NLBSESS=abc123; theme=\"dark\"\r\nX-Tag: one\r\nx-tag: two\r\nCookie: late=1\r\n\r\n")
+GOOD_HEAD = (
+    b"GET /api/v1/items?id=7 HTTP/1.1\r\nHost: Shop.Example.com:8080\r\nUser-Agent: test\r\n"
+    b'Cookie: NLBSESS=abc123; theme="dark"\r\nX-Tag: one\r\nx-tag: two\r\nCookie: late=1\r\n\r\n'
+)
 
 
 class TestHttp:
@@ -37,7 +39,12 @@ class TestHttp:
         request = parse_http_head(GOOD_HEAD + b"body bytes")
         assert isinstance(request, HttpRequest)
         assert (request.method, request.target, request.path, request.query, request.version) == (
-            "GET", "/api/v1/items?id=7", "/api/v1/items", "id=7", "HTTP/1.1")
+            "GET",
+            "/api/v1/items?id=7",
+            "/api/v1/items",
+            "id=7",
+            "HTTP/1.1",
+        )
         assert request.host == "shop.example.com"
         assert request.headers.get("HOST") == "Shop.Example.com:8080"
         assert request.headers.get_all("x-tag") == ["one", "two"]
@@ -53,10 +60,18 @@ class TestHttp:
         request = parse_http_head(b"POST /form HTTP/1.0\r\nContent-Length: 3\r\n\r\n")
         assert isinstance(request, HttpRequest) and request.host == "" and request.method == "POST"
 
-    @pytest.mark.parametrize("target,path", [
-        ("/static/../api/x", "/api/x"), ("/a/./b/", "/a/b/"), ("/..", "/"), ("/a/%2e%2E/b", "/b"), ("/", "/"),
-        ("/a/b/..", "/a/"), ("//x", "//x"),
-    ])
+    @pytest.mark.parametrize(
+        "target,path",
+        [
+            ("/static/../api/x", "/api/x"),
+            ("/a/./b/", "/a/b/"),
+            ("/..", "/"),
+            ("/a/%2e%2E/b", "/b"),
+            ("/", "/"),
+            ("/a/b/..", "/a/"),
+            ("//x", "//x"),
+        ],
+    )
     def test_paths_are_normalised(self, target: str, path: str) -> None:
         assert normalise_path(target) == path
         request = parse_http_head(f"GET {target} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
@@ -71,34 +86,40 @@ class TestHttp:
         request = parse_http_head(b"GET / HTTP/1.1\r\nHost: [2001:DB8::1]:80\r\n\r\n")
         assert isinstance(request, HttpRequest) and request.host == "[2001:db8::1]"
 
-    @pytest.mark.parametrize("head,reason", [
-        (b"\x00\x01\x02garbage\r\n\r\n", "not_http"),
-        (b"\xff\xfe binary", "not_http"),
-        (b"SSH-2.0-OpenSSH_9.2\r\n", "bad_request_line"),
-        (b"GET /\r\n\r\n", "bad_request_line"),
-        (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_line"),
-        (b"G(T / HTTP/1.1\r\n\r\n", "bad_request_line"),
-        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", "bad_version"),
-        (b"GET / FOO/1.1\r\n\r\n", "bad_request_line"),
-        (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
-        (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
-        (b"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", "bad_header"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", "bad_header"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n", "bad_header"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", "bad_header"),
-        (b"GET / HTTP/1.1\r\nHost: a\nX-Injected: 1\r\n\r\n", "header_injection"),
-        (b"GET / HTTP/1.1\r\nHost: a\rX-Injected: 1\r\n\r\n", "header_injection"),
-        (b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n", "header_injection"),
-        (b"GET / HTTP/1.1\r\n\r\n", "missing_host"),
-        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate_host"),
-        (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "bad_host"),
-        (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", "bad_host"),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "ambiguous_length"),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad_content_length"),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "bad_content_length"),
-        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "bad_transfer_encoding"),
-    ])
+    @pytest.mark.parametrize(
+        "head,reason",
+        [
+            (b"\x00\x01\x02garbage\r\n\r\n", "not_http"),
+            (b"\xff\xfe binary", "not_http"),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", "bad_request_line"),
+            (b"GET /\r\n\r\n", "bad_request_line"),
+            (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", "bad_request_line"),
+            (b"G(T / HTTP/1.1\r\n\r\n", "bad_request_line"),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", "bad_version"),
+            (b"GET / FOO/1.1\r\n\r\n", "bad_request_line"),
+            (b"GET x HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
+            (b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
+            (b"GET /%zz HTTP/1.1\r\nHost: a\r\n\r\n", "bad_target"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", "bad_header"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", "bad_header"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n folded\r\n\r\n", "bad_header"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", "bad_header"),
+            (b"GET / HTTP/1.1\r\nHost: a\nX-Injected: 1\r\n\r\n", "header_injection"),
+            (b"GET / HTTP/1.1\r\nHost: a\rX-Injected: 1\r\n\r\n", "header_injection"),
+            (b"GET / HTTP/1.1\r\nHost: a\x00\r\n\r\n", "header_injection"),
+            (b"GET / HTTP/1.1\r\n\r\n", "missing_host"),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "duplicate_host"),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", "bad_host"),
+            (b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n", "bad_host"),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "ambiguous_length",
+            ),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "bad_content_length"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", "bad_content_length"),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "bad_transfer_encoding"),
+        ],
+    )
     def test_errors(self, head: bytes, reason: str) -> None:
         result = parse_http_head(head)
         assert isinstance(result, ParseError) and result.reason == reason, result
@@ -133,7 +154,11 @@ class TestHttp:
 
     def test_cookies(self) -> None:
         assert parse_cookies(['a=1; b=2;c="three"', "a=ignored; =x; bad name=1; noeq; d="]) == {
-            "a": "1", "b": "2", "c": "three", "d": ""}
+            "a": "1",
+            "b": "2",
+            "c": "three",
+            "d": "",
+        }
 
     def test_headers_mapping(self) -> None:
         headers = Headers([("A", "1"), ("a", "2"), ("B", "3")])
@@ -149,7 +174,11 @@ class TestTls:
         hello = parse_client_hello(data + b"trailing application data")
         assert isinstance(hello, ClientHello)
         assert (hello.sni, hello.session_id, hello.legacy_version, hello.length) == (
-            "www.example.com", b"\xaa" * 32, 0x0303, len(data))
+            "www.example.com",
+            b"\xaa" * 32,
+            0x0303,
+            len(data),
+        )
         assert parse_request(data) == hello
 
     def test_real_client_hello(self) -> None:
@@ -182,15 +211,18 @@ class TestTls:
             assert hello.sni == "a.example" and hello.length == len(data)
             assert parse_client_hello(data[:-1]) is NEED_MORE
 
-    @pytest.mark.parametrize("data,reason", [
-        (b"\x17\x03\x03\x00\x05hello", "not_tls"),
-        (b"\x16\x02\x00\x00\x05", "not_tls"),
-        (b"\x16\x03\x01\x00\x00", "bad_record"),
-        (b"\x16\x03\x01\x40\x01", "bad_record"),
-        (b"\x16\x03\x01\x00\x04\x02\x00\x00\x00", "not_client_hello"),
-        (b"\x16\x03\x01\x00\x04\x01\x00\x00\x00", "bad_hello"),
-        (b"\x16\x03\x01\x00\x06\x01\x00\x00\x02\x02\x00", "bad_hello"),
-    ])
+    @pytest.mark.parametrize(
+        "data,reason",
+        [
+            (b"\x17\x03\x03\x00\x05hello", "not_tls"),
+            (b"\x16\x02\x00\x00\x05", "not_tls"),
+            (b"\x16\x03\x01\x00\x00", "bad_record"),
+            (b"\x16\x03\x01\x40\x01", "bad_record"),
+            (b"\x16\x03\x01\x00\x04\x02\x00\x00\x00", "not_client_hello"),
+            (b"\x16\x03\x01\x00\x04\x01\x00\x00\x00", "bad_hello"),
+            (b"\x16\x03\x01\x00\x06\x01\x00\x00\x02\x02\x00", "bad_hello"),
+        ],
+    )
     def test_errors(self, data: bytes, reason: str) -> None:
         result = parse_client_hello(data)
         assert isinstance(result, ParseError) and result.reason == reason, result
@@ -230,11 +262,11 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
         if kind == 0 and buffer:
             buffer[min(position, len(buffer) - 1)] = rng.randrange(256)
         elif kind == 1:
-            del buffer[position:position + rng.randint(1, 16)]
+            del buffer[position : position + rng.randint(1, 16)]
         elif kind == 2:
             buffer[position:position] = rng.choice([b"\r", b"\n", b"\x00", b" ", b":", b"\r\n", b"\r\n\r\n", b"\xff"])
         elif kind == 3:
-            buffer[position:position] = buffer[position:position + rng.randint(1, 64)] * rng.randint(1, 8)
+            buffer[position:position] = buffer[position : position + rng.randint(1, 64)] * rng.randint(1, 8)
         else:
             buffer = buffer[:position]
     return bytes(buffer)
@@ -243,9 +275,14 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 def test_fuzz_only_documented_results() -> None:
     """Random and mutated inputs: nothing raises, and only parsed requests, NEED_MORE or a known error come out."""
     rng = random.Random(5)
-    seeds = [GOOD_HEAD, client_hello(session_id=b"\x01" * 32), client_hello(record_split=7),
-             b"POST /x HTTP/1.0\r\nContent-Length: 2\r\n\r\n", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-             b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n"]
+    seeds = [
+        GOOD_HEAD,
+        client_hello(session_id=b"\x01" * 32),
+        client_hello(record_split=7),
+        b"POST /x HTTP/1.0\r\nContent-Length: 2\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
+    ]
     small = Limits(max_head=512, max_header_line=128, max_headers=4, max_hello=600)
     for case in range(FUZZ_CASES):
         if case % 3 == 0:
@@ -253,8 +290,11 @@ def test_fuzz_only_documented_results() -> None:
         else:
             data = mutate(rng, rng.choice(seeds))
         for limits in (Limits(), small):
-            for result in (parse_request(data, limits), parse_http_head(data, limits),
-                           parse_client_hello(data, limits)):
+            for result in (
+                parse_request(data, limits),
+                parse_http_head(data, limits),
+                parse_client_hello(data, limits),
+            ):
                 assert result is NEED_MORE or isinstance(result, (HttpRequest, ClientHello, ParseError)), data
                 if isinstance(result, ParseError):
                     assert result.reason in HTTP_ERRORS | TLS_ERRORS, result

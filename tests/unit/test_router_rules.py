@@ -13,8 +13,11 @@ from nlb_sdn.router.parse import ClientHello, HttpRequest, parse_request
 from nlb_sdn.router.rules import DEFAULT, Decision, choose, host_matches
 from tests.lib.router import client_hello, http_head, route_rules as rules
 
-POOLS = [Pool(name="api", members=["h1", "h2"]), Pool(name="static", members=["h3"]),
-         Pool(name="web", members=["h1", "h2", "h3"])]
+POOLS = [
+    Pool(name="api", members=["h1", "h2"]),
+    Pool(name="static", members=["h3"]),
+    Pool(name="web", members=["h1", "h2", "h3"]),
+]
 
 
 def http(target: str = "/", host: str = "www.example.com", *headers: str) -> HttpRequest:
@@ -42,44 +45,54 @@ class TestModels:
     """The rule and pool config models: YAML shapes, errors naming key and reason, and the routing check."""
 
     def test_yaml_shapes(self) -> None:
-        parsed = rules({"match": {"path_prefix": "/api/"}, "pool": "api"},
-                       {"match": {"host": "*.Example.COM", "header": {"name": "X-Canary", "value": "1"}},
-                        "pool": "static"},
-                       {"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie"},
-                       {"match": {"tls_session_id": True}, "pin": "tls_session_id", "pool": "web"},
-                       {"pool": "web"})
+        parsed = rules(
+            {"match": {"path_prefix": "/api/"}, "pool": "api"},
+            {"match": {"host": "*.Example.COM", "header": {"name": "X-Canary", "value": "1"}}, "pool": "static"},
+            {"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie"},
+            {"match": {"tls_session_id": True}, "pin": "tls_session_id", "pool": "web"},
+            {"pool": "web"},
+        )
         assert parsed[1].match.host == "*.example.com"
         assert parsed[2].lookup_type == "app" and parsed[3].lookup_type == "tls_session_id"
         assert not parsed[4].match.uses("http") and not parsed[4].match.uses("tls")
 
-    @pytest.mark.parametrize("data,key,reason", [
-        ({"match": {"path_prefix": "/a"}}, "(top level)", "a rule without pin needs a pool"),
-        ({"match": {"path_prefix": "api"}, "pool": "a"}, "match.path_prefix", "must start with /"),
-        ({"match": {"host": "bad host"}, "pool": "a"}, "match.host", "not a host name"),
-        ({"match": {"sni": "*.*.x"}, "pool": "a"}, "match.sni", "not a host name"),
-        ({"match": {"header": {"name": "Bad Name"}}, "pool": "a"}, "match.header.name", "should match pattern"),
-        ({"match": {"header": {"name": "X", "value": "a\nb"}}, "pool": "a"}, "match.header.value", "control"),
-        ({"match": {"cookie": {"name": "a;b"}}, "pool": "a"}, "match.cookie.name", "should match pattern"),
-        ({"match": {"host": "a.example", "sni": "a.example"}, "pool": "a"}, "match", "mixes HTTP conditions"),
-        ({"match": {"colour": "red"}, "pool": "a"}, "match.colour", "unknown key"),
-        ({"match": {}, "pin": "cookie"}, "(top level)", "pin cookie needs match.cookie"),
-        ({"match": {"cookie": {"name": "S", "value": "x"}}, "pin": "cookie"}, "(top level)", "no value"),
-        ({"match": {"sni": "a.example"}, "pin": "tls_session_id"}, "(top level)", "tls_session_id: true"),
-        ({"match": {}, "pin": "sticky", "pool": "a"}, "pin", "Input should be"),
-        ({"pool": "a", "session_type": "app"}, "(top level)", "only for pin rules"),
-        ({"match": {"cookie": {"name": "S"}}, "pin": "cookie", "session_type": "Bad-Type"}, "session_type",
-         "should match pattern"),
-    ])
+    @pytest.mark.parametrize(
+        "data,key,reason",
+        [
+            ({"match": {"path_prefix": "/a"}}, "(top level)", "a rule without pin needs a pool"),
+            ({"match": {"path_prefix": "api"}, "pool": "a"}, "match.path_prefix", "must start with /"),
+            ({"match": {"host": "bad host"}, "pool": "a"}, "match.host", "not a host name"),
+            ({"match": {"sni": "*.*.x"}, "pool": "a"}, "match.sni", "not a host name"),
+            ({"match": {"header": {"name": "Bad Name"}}, "pool": "a"}, "match.header.name", "should match pattern"),
+            ({"match": {"header": {"name": "X", "value": "a\nb"}}, "pool": "a"}, "match.header.value", "control"),
+            ({"match": {"cookie": {"name": "a;b"}}, "pool": "a"}, "match.cookie.name", "should match pattern"),
+            ({"match": {"host": "a.example", "sni": "a.example"}, "pool": "a"}, "match", "mixes HTTP conditions"),
+            ({"match": {"colour": "red"}, "pool": "a"}, "match.colour", "unknown key"),
+            ({"match": {}, "pin": "cookie"}, "(top level)", "pin cookie needs match.cookie"),
+            ({"match": {"cookie": {"name": "S", "value": "x"}}, "pin": "cookie"}, "(top level)", "no value"),
+            ({"match": {"sni": "a.example"}, "pin": "tls_session_id"}, "(top level)", "tls_session_id: true"),
+            ({"match": {}, "pin": "sticky", "pool": "a"}, "pin", "Input should be"),
+            ({"pool": "a", "session_type": "app"}, "(top level)", "only for pin rules"),
+            (
+                {"match": {"cookie": {"name": "S"}}, "pin": "cookie", "session_type": "Bad-Type"},
+                "session_type",
+                "should match pattern",
+            ),
+        ],
+    )
     def test_rule_errors_name_key_and_reason(self, data: dict[str, Any], key: str, reason: str) -> None:
         error = rule_error(data)
         assert error.key == key and reason in error.reason, error
 
-    @pytest.mark.parametrize("data,key,reason", [
-        ({"name": "a", "members": []}, "members", "at least 1 item"),
-        ({"name": "a", "members": ["h1", "h1"]}, "members", "listed twice"),
-        ({"name": "a b", "members": ["h1"]}, "name", "should match pattern"),
-        ({"members": ["h1"]}, "name", "Field required"),
-    ])
+    @pytest.mark.parametrize(
+        "data,key,reason",
+        [
+            ({"name": "a", "members": []}, "members", "at least 1 item"),
+            ({"name": "a", "members": ["h1", "h1"]}, "members", "listed twice"),
+            ({"name": "a b", "members": ["h1"]}, "name", "should match pattern"),
+            ({"members": ["h1"]}, "name", "Field required"),
+        ],
+    )
     def test_pool_errors(self, data: dict[str, Any], key: str, reason: str) -> None:
         with pytest.raises(ConfigError) as info:
             validate_model(Pool, data, "test.yaml")
@@ -104,17 +117,20 @@ class TestModels:
 class TestChoose:
     """First-match-wins decisions over one rule list, and the session pins they look up."""
 
-    RULES = rules({"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie", "pool": "web"},
-                  {"match": {"tls_session_id": True}, "pin": "tls_session_id"},
-                  {"match": {"path_prefix": "/api/"}, "pool": "api"},
-                  {"match": {"path_prefix": "/static/", "host": "www.example.com"}, "pool": "static"},
-                  {"match": {"header": {"name": "x-canary", "value": "on"}}, "pool": "static"},
-                  {"match": {"cookie": {"name": "beta", "value": "yes"}}, "pool": "static"},
-                  {"match": {"sni": "*.images.example"}, "pool": "static"},
-                  {"match": {"host": "*.api.example"}, "pool": "api"})
+    RULES = rules(
+        {"match": {"cookie": {"name": "NLBSESS"}}, "pin": "cookie", "pool": "web"},
+        {"match": {"tls_session_id": True}, "pin": "tls_session_id"},
+        {"match": {"path_prefix": "/api/"}, "pool": "api"},
+        {"match": {"path_prefix": "/static/", "host": "www.example.com"}, "pool": "static"},
+        {"match": {"header": {"name": "x-canary", "value": "on"}}, "pool": "static"},
+        {"match": {"cookie": {"name": "beta", "value": "yes"}}, "pool": "static"},
+        {"match": {"sni": "*.images.example"}, "pool": "static"},
+        {"match": {"host": "*.api.example"}, "pool": "api"},
+    )
 
-    def decide(self, request: HttpRequest | ClientHello, sessions: dict[tuple[str, str], str] | None = None
-               ) -> Decision:
+    def decide(
+        self, request: HttpRequest | ClientHello, sessions: dict[tuple[str, str], str] | None = None
+    ) -> Decision:
         """The decision for ``request`` with a lookup over ``sessions``."""
         table = sessions or {}
         return choose(request, self.RULES, POOLS, lambda stype, sid: table.get((stype, sid)))
@@ -137,8 +153,9 @@ class TestChoose:
         request = http("/api/x", "www.example.com", "X-Canary: on")
         assert self.decide(request).rule == 2
         assert choose(request, list(reversed(self.RULES)), POOLS) == Decision("static", 3, "rule")
-        assert choose(request, rules({"pool": "web"}, {"match": {"path_prefix": "/api/"}, "pool": "api"}),
-                      POOLS) == Decision("web", 0, "rule")
+        assert choose(
+            request, rules({"pool": "web"}, {"match": {"path_prefix": "/api/"}, "pool": "api"}), POOLS
+        ) == Decision("web", 0, "rule")
 
     def test_tls_rules_only_match_tls(self) -> None:
         assert self.decide(tls("cdn.images.example")) == Decision("static", 6, "rule")
@@ -167,8 +184,9 @@ class TestChoose:
     def test_pin_session_type_is_configurable(self) -> None:
         pin = rules({"match": {"cookie": {"name": "JSESSIONID"}}, "pin": "cookie", "session_type": "http_cookie"})
         seen: list[tuple[str, str]] = []
-        decision = choose(http("/", "x", "Cookie: JSESSIONID=abc"), pin, POOLS,
-                          lambda stype, sid: seen.append((stype, sid)) or "h1")
+        decision = choose(
+            http("/", "x", "Cookie: JSESSIONID=abc"), pin, POOLS, lambda stype, sid: seen.append((stype, sid)) or "h1"
+        )
         assert seen == [("http_cookie", "abc")] and decision == Decision(None, 0, "cookie", "h1")
 
     def test_no_rules(self) -> None:

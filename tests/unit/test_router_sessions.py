@@ -19,7 +19,12 @@ def row(sid: str, member: str, vip: str = "web", expires_in: float = 60.0) -> di
 def test_a_row_becomes_the_same_session_with_its_expiry_on_our_clock():
     session = session_from_row(row("abc", "h3", expires_in=30.0), now=50.0)
     assert (session.key, session.member, session.pip, session.pport, session.expires_at) == (
-        session_key("app", "abc"), "h3", "10.0.0.13", 80, 80.0)
+        session_key("app", "abc"),
+        "h3",
+        "10.0.0.13",
+        80,
+        80.0,
+    )
 
 
 def test_replacing_keeps_exactly_the_controllers_live_rows_of_the_vip():
@@ -27,8 +32,7 @@ def test_replacing_keeps_exactly_the_controllers_live_rows_of_the_vip():
     assert replace_sessions(table, "web", [row("a", "h1"), row("b", "h2"), row("x", "h1", vip="api")], 0.0) == 0
     assert sorted(table.sessions) == [session_key("app", "a"), session_key("app", "b")]
     table.upsert(session_from_row(row("keep", "h1", vip="api"), 0.0))
-    bad = replace_sessions(table, "web", [row("b", "h3"), row("gone", "h1", expires_in=-1.0), {"identifier": "z"}],
-                           0.0)
+    bad = replace_sessions(table, "web", [row("b", "h3"), row("gone", "h1", expires_in=-1.0), {"identifier": "z"}], 0.0)
     assert bad == 1
     assert sorted(table.sessions) == [session_key("app", "b"), session_key("app", "keep")]
     assert table.sessions[session_key("app", "b")].member == "h3"

@@ -37,8 +37,9 @@ def run_with_site(site_dir: Path, packages: Path, code: str) -> subprocess.Compl
     prelude = f"import site, sys\nsite.addsitedir({str(site_dir)!r})\nsite.addsitedir({str(site_dir)!r})\n"
     env = {k: v for k, v in os.environ.items() if k not in ("NLB_SDN_FRAMEWORK", "PYTHONPATH")}
     env["PYTHONPATH"] = str(packages)
-    return subprocess.run([sys.executable, "-c", prelude + code], env=env, cwd=packages, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], env=env, cwd=packages, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_ryu_imports_in_a_process_with_the_hook_and_not_without(tmp_path: Path, packages: Path) -> None:
@@ -86,8 +87,13 @@ def test_the_script_installs_and_checks_without_importing_nlb_sdn(tmp_path: Path
     """scripts/ryu-venv.sh runs ryu_compat.py by path: --check exits 1 while the hook is stale, 0 once installed."""
 
     def script(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-X", "importtime", str(COMPAT), *args], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-X", "importtime", str(COMPAT), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     assert script("--check", str(tmp_path)).returncode == 1
     installed = script(str(tmp_path))
@@ -101,7 +107,8 @@ def test_the_script_installs_and_checks_without_importing_nlb_sdn(tmp_path: Path
 @pytest.mark.skipif(not RYU_MANAGER.exists(), reason="no .venv-ryu (scripts/ryu-venv.sh creates it)")
 def test_bare_ryu_manager_starts_without_nlb_sdn_framework_set() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NLB_SDN_FRAMEWORK", "PYTHONPATH")}
-    result = subprocess.run([str(RYU_MANAGER), "--version"], env=env, cwd="/", capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [str(RYU_MANAGER), "--version"], env=env, cwd="/", capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert "ryu-manager 4.34" in result.stdout + result.stderr

@@ -14,7 +14,8 @@ KEY = b"k" * 32
 NOW = 1000.5
 GOLDEN = bytes.fromhex(
     "5e430150ef4569b6eb8d15b0cf1fb80e8249981b951b8a798aabe495b1724c4186a17601a474797065aa6d6967726174655f676fa3737263"
-    "a27231a373657107a27473cb408f440000000000a4626f647981a26964a36d2d31")
+    "a27231a373657107a27473cb408f440000000000a4626f647981a26964a36d2d31"
+)
 """``encode(KEY, "migrate_go", "r1", 7, 1000.5, {"id": "m-1"})`` as H&L and migration have always sent it."""
 HEARTBEAT = {"host_id": "h1", "checksum": 7, "row_count": 0, "period_ms": 1000}
 

@@ -12,12 +12,45 @@ from nlb_sdn.flows.pipeline import CookieKind, Table, make_cookie
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 ROUTES = [
-    builders.NatRoute("10.1.2.3", 40000, "10.0.0.100", 80, "02:4e:0a:00:00:64", "10.0.0.11", 8080,
-                      "00:00:00:00:00:11", make_cookie(CookieKind.NAT, 1, 1, 0xDEADBEEF), 15, 0),
-    builders.NatRoute("192.168.255.254", 65535, "172.16.0.1", 443, "02:4e:ac:10:00:01", "10.9.8.7", 1,
-                      "aa:bb:cc:dd:ee:ff", make_cookie(CookieKind.NAT, 255, 0xFFFF, 0xFFFFFFFF), 0, 3600),
-    builders.NatRoute("0.0.0.1", 1, "10.0.0.100", 80, "02:4e:0a:00:00:64", "10.0.0.12", 80,
-                      "00:00:00:00:00:12", make_cookie(CookieKind.NAT, 0, 7, 1), 65535, 65535),
+    builders.NatRoute(
+        "10.1.2.3",
+        40000,
+        "10.0.0.100",
+        80,
+        "02:4e:0a:00:00:64",
+        "10.0.0.11",
+        8080,
+        "00:00:00:00:00:11",
+        make_cookie(CookieKind.NAT, 1, 1, 0xDEADBEEF),
+        15,
+        0,
+    ),
+    builders.NatRoute(
+        "192.168.255.254",
+        65535,
+        "172.16.0.1",
+        443,
+        "02:4e:ac:10:00:01",
+        "10.9.8.7",
+        1,
+        "aa:bb:cc:dd:ee:ff",
+        make_cookie(CookieKind.NAT, 255, 0xFFFF, 0xFFFFFFFF),
+        0,
+        3600,
+    ),
+    builders.NatRoute(
+        "0.0.0.1",
+        1,
+        "10.0.0.100",
+        80,
+        "02:4e:0a:00:00:64",
+        "10.0.0.12",
+        80,
+        "00:00:00:00:00:12",
+        make_cookie(CookieKind.NAT, 0, 7, 1),
+        65535,
+        65535,
+    ),
 ]
 
 
@@ -49,8 +82,9 @@ def test_one_template_serves_every_client_of_a_member_route() -> None:
 
 @pytest.mark.parametrize("route", ROUTES)
 def test_prepared_flow_mods_decode_to_the_builders_fields(route: builders.NatRoute) -> None:
-    for prepared, built in zip(templates.nat_connection_flows(route), builders.nat_connection_flows(route),
-                               strict=True):
+    for prepared, built in zip(
+        templates.nat_connection_flows(route), builders.nat_connection_flows(route), strict=True
+    ):
         assert type(prepared).__name__ == "OFPFlowMod" and isinstance(prepared, parser.OFPFlowMod)
         for field in templates.FLOW_MOD_FIELDS:
             if field in ("match", "instructions"):

@@ -13,8 +13,9 @@ from tests.lib.net import exchange, free_port, loopback_connection
 from tests.lib.polling import poll_until, poll_until_async
 from tests.lib.processes import stop_process
 
-IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
-                  "time.sleep(60)"
+IGNORES_SIGTERM = (
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+)
 
 
 def test_poll_until_returns_the_first_truthy_value_or_the_last_falsy_one_after_the_timeout() -> None:

@@ -38,10 +38,20 @@ VIP = "10.0.0.100"
 
 def route(**changes: Any) -> TunnelRoute:
     """A tunnel route from c1:40000 to the VIP, member h1 (label 0x1000b)."""
-    fields: dict[str, Any] = dict(client_ip="10.0.0.1", client_port=40000, vip_ip=VIP, vip_port=80,
-                                  vip_mac="02:4e:0a:00:00:64", member_ip="10.0.0.11", member_port=80,
-                                  member_mac="00:00:00:00:00:11", cookie=0x0301000100000011, idle_timeout=15,
-                                  hard_timeout=0, label=0x1000B)
+    fields: dict[str, Any] = dict(
+        client_ip="10.0.0.1",
+        client_port=40000,
+        vip_ip=VIP,
+        vip_port=80,
+        vip_mac="02:4e:0a:00:00:64",
+        member_ip="10.0.0.11",
+        member_port=80,
+        member_mac="00:00:00:00:00:11",
+        cookie=0x0301000100000011,
+        idle_timeout=15,
+        hard_timeout=0,
+        label=0x1000B,
+    )
     fields.update(changes)
     return TunnelRoute(**fields)
 
@@ -49,8 +59,11 @@ def route(**changes: Any) -> TunnelRoute:
 def fabric_data(mode: str = "tunnel", **vip: Any) -> dict[str, Any]:
     """A FabricTopo config with VIP web in ``mode`` over h1..h3:80 (``vip`` overrides keys of the VIP)."""
     topo = FabricTopo()
-    return lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "mode": mode, "members": topo.members(),
-                              **vip}], rest={"enabled": False})
+    return lab_config(
+        topo,
+        [{"name": "web", "address": VIP, "port": 80, "mode": mode, "members": topo.members(), **vip}],
+        rest={"enabled": False},
+    )
 
 
 def vars_of(value: Any) -> dict[str, Any]:
@@ -108,8 +121,11 @@ def test_label_flows_forward_or_pop_and_address_the_host() -> None:
         assert Cookie.decode(msg.cookie).kind == CookieKind.FABRIC and msg.idle_timeout == 0
     assert dict(transit.match.items()) == {"eth_type": ETH_TYPE_MPLS, "mpls_label": 0x1000C}
     assert instructions(transit) == [("output", 2)]
-    assert instructions(last) == [("OFPActionPopMpls", ETH_TYPE_IP), ("set", ("eth_dst", "00:00:00:00:00:11")),
-                                  ("output", 3)]
+    assert instructions(last) == [
+        ("OFPActionPopMpls", ETH_TYPE_IP),
+        ("set", ("eth_dst", "00:00:00:00:00:11")),
+        ("output", 3),
+    ]
 
 
 def test_tunnel_base_sends_mpls_to_the_label_table_and_drops_unknown_labels() -> None:
@@ -118,9 +134,11 @@ def test_tunnel_base_sends_mpls_to_the_label_table_and_drops_unknown_labels() ->
     assert instructions(to_labels) == [("goto", Table.TUNNEL)]
     assert (miss.table_id, miss.priority, instructions(miss)) == (Table.TUNNEL, Priority.MISS, [])
     deletes = tunnel_base_deletes() + label_deletes()
-    assert [(m.command, m.table_id) for m in deletes] == [(ofp.OFPFC_DELETE_STRICT, Table.CLASSIFY),
-                                                          (ofp.OFPFC_DELETE_STRICT, Table.TUNNEL),
-                                                          (ofp.OFPFC_DELETE, Table.TUNNEL)]
+    assert [(m.command, m.table_id) for m in deletes] == [
+        (ofp.OFPFC_DELETE_STRICT, Table.CLASSIFY),
+        (ofp.OFPFC_DELETE_STRICT, Table.TUNNEL),
+        (ofp.OFPFC_DELETE, Table.TUNNEL),
+    ]
     assert deletes[2].cookie_mask and Cookie.decode(deletes[2].cookie).kind == CookieKind.FABRIC
 
 
@@ -128,13 +146,25 @@ def test_a_tunnel_connection_is_one_entry_pushing_the_label_with_its_timers() ->
     [msg] = connection_flows(route())
     assert (msg.table_id, msg.priority, msg.cookie) == (Table.CONNECTIONS, Priority.CONNECTION, 0x0301000100000011)
     assert (msg.idle_timeout, msg.hard_timeout, msg.flags) == (15, 0, ofp.OFPFF_SEND_FLOW_REM)
-    assert dict(msg.match.items()) == {"eth_type": ETH_TYPE_IP, "ip_proto": 6, "ipv4_src": "10.0.0.1",
-                                       "ipv4_dst": VIP, "tcp_src": 40000, "tcp_dst": 80}
-    assert instructions(msg) == [("OFPActionPushMpls", ETH_TYPE_MPLS), ("set", ("mpls_label", 0x1000B)),
-                                 ("goto", Table.TUNNEL)]
+    assert dict(msg.match.items()) == {
+        "eth_type": ETH_TYPE_IP,
+        "ip_proto": 6,
+        "ipv4_src": "10.0.0.1",
+        "ipv4_dst": VIP,
+        "tcp_src": 40000,
+        "tcp_dst": 80,
+    }
+    assert instructions(msg) == [
+        ("OFPActionPushMpls", ETH_TYPE_MPLS),
+        ("set", ("mpls_label", 0x1000B)),
+        ("goto", Table.TUNNEL),
+    ]
     [delete] = tunnel_connection_deletes(route())
     assert (delete.command, delete.table_id, dict(delete.match.items())) == (
-        ofp.OFPFC_DELETE_STRICT, Table.CONNECTIONS, dict(msg.match.items()))
+        ofp.OFPFC_DELETE_STRICT,
+        Table.CONNECTIONS,
+        dict(msg.match.items()),
+    )
     [vip_delete] = tunnel_vip_deletes(1, 7)
     assert Cookie.decode(vip_delete.cookie) == Cookie(CookieKind.TUNNEL, 1, 7, 0)
     assert vip_delete.cookie_mask == 0xFF00FFFF00000000
@@ -146,11 +176,16 @@ def test_nat_routes_still_build_the_nat_pair() -> None:
     assert (route_mode(nat), route_mode(route())) == ("nat", "tunnel")
 
 
-@pytest.mark.parametrize("vip, reason", [
-    ({"dispatch": "switch"}, "mode tunnel needs dispatch controller and granularity connection"),
-    ({"affinity": "client_ip", "granularity": "session"},
-     "mode tunnel needs dispatch controller and granularity connection"),
-])
+@pytest.mark.parametrize(
+    "vip, reason",
+    [
+        ({"dispatch": "switch"}, "mode tunnel needs dispatch controller and granularity connection"),
+        (
+            {"affinity": "client_ip", "granularity": "session"},
+            "mode tunnel needs dispatch controller and granularity connection",
+        ),
+    ],
+)
 def test_tunnel_mode_refuses_what_it_cannot_do(vip: dict[str, Any], reason: str) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(fabric_data(**vip))

@@ -16,19 +16,32 @@ KEY = b"typed-boundaries-test-key-012345"
 
 def vip(**fields: object) -> Vip:
     """A one-member VIP service with ``fields`` over the defaults."""
-    data = {"name": "web", "address": "10.0.0.100", "port": 80,
-            "members": [{"name": "h1", "address": "10.0.0.11", "port": 80}], **fields}
+    data = {
+        "name": "web",
+        "address": "10.0.0.100",
+        "port": 80,
+        "members": [{"name": "h1", "address": "10.0.0.11", "port": 80}],
+        **fields,
+    }
     return parse_config({"vips": [data]}).vips[0]
 
 
 def test_vip_state_keeps_the_models_modes_as_enums_in_step_with_the_model() -> None:
     state = VipState(vip(), 1)
     assert (state.mode, state.dispatch, state.pinning, state.affinity) == (
-        Mode.NAT, Dispatch.CONTROLLER, Pinning.CONNTRACK, Affinity.NONE)
+        Mode.NAT,
+        Dispatch.CONTROLLER,
+        Pinning.CONNTRACK,
+        Affinity.NONE,
+    )
     assert all(type(view) is not str for view in (state.mode, state.dispatch, state.pinning, state.affinity))
     state.vip = vip(dispatch="switch", affinity="client_ip")
     assert (state.mode, state.dispatch, state.pinning, state.affinity) == (
-        Mode.NAT, Dispatch.SWITCH, Pinning.LEARN, Affinity.CLIENT_IP)
+        Mode.NAT,
+        Dispatch.SWITCH,
+        Pinning.LEARN,
+        Affinity.CLIENT_IP,
+    )
     assert isinstance(state.dispatch, Dispatch) and isinstance(state.affinity, Affinity)
 
 

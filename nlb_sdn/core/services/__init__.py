@@ -14,12 +14,19 @@ from nlb_sdn.core.switching import SwitchDispatchManager
 Service = NatService
 """Every service kind is a :class:`NatService` refined: the interface the dispatcher uses."""
 
-__all__ = ["L7Service", "NatService", "PacketIn", "Service", "SessionService", "SwitchService", "TunnelService",
-           "service_for"]
+__all__ = [
+    "L7Service",
+    "NatService",
+    "PacketIn",
+    "Service",
+    "SessionService",
+    "SwitchService",
+    "TunnelService",
+    "service_for",
+]
 
 
-def service_for(ctx: CoreContext, state: VipState, switching: SwitchDispatchManager,
-                picker: RouterPicker) -> Service:
+def service_for(ctx: CoreContext, state: VipState, switching: SwitchDispatchManager, picker: RouterPicker) -> Service:
     """The service kind of a VIP service's current model."""
     if state.dispatch == Dispatch.SWITCH:
         return SwitchService(ctx, state, switching)

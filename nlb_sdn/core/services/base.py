@@ -27,12 +27,18 @@ def plumb(route: builders.NatRoute, pkt: PacketIn, ctx: CoreContext, syn: bool =
     """
     if isinstance(route, tunnel.TunnelRoute):
         msgs = tunnel.tunnel_connection_flows(route)
-        release = (tunnel.tunnel_packet_out(route, pkt.in_port, pkt.data) if syn
-                   else templates.packet_out_table(pkt.in_port, pkt.data))
+        release = (
+            tunnel.tunnel_packet_out(route, pkt.in_port, pkt.data)
+            if syn
+            else templates.packet_out_table(pkt.in_port, pkt.data)
+        )
     else:
         msgs = templates.nat_connection_flows(route)
-        release = (templates.nat_packet_out(route, pkt.in_port, pkt.data) if syn
-                   else templates.packet_out_table(pkt.in_port, pkt.data))
+        release = (
+            templates.nat_packet_out(route, pkt.in_port, pkt.data)
+            if syn
+            else templates.packet_out_table(pkt.in_port, pkt.data)
+        )
     if pkt.whole:
         msgs.append(release)
     else:
@@ -115,17 +121,30 @@ class NatService:
         ctx.table.add(pkt.key, conn, out)
 
 
-def nat_route(ctx: CoreContext, state: VipState, member: Member, client_ip: str, client_port: int,
-              kind: CookieKind = CookieKind.NAT) -> builders.NatRoute:
+def nat_route(
+    ctx: CoreContext,
+    state: VipState,
+    member: Member,
+    client_ip: str,
+    client_port: int,
+    kind: CookieKind = CookieKind.NAT,
+) -> builders.NatRoute:
     """The nat rewrite toward ``member`` for one client connection (or, with kind SESSION, a client's session)."""
     vip = state.vip
     session = kind == CookieKind.SESSION
     return builders.NatRoute(
-        client_ip=client_ip, client_port=client_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
-        member_ip=member.address, member_port=member.port,
+        client_ip=client_ip,
+        client_port=client_port,
+        vip_ip=vip.address,
+        vip_port=vip.port,
+        vip_mac=vip.mac,
+        member_ip=member.address,
+        member_port=member.port,
         member_mac=ctx.fabric.member_mac(member.address, member.mac),
         cookie=make_cookie(kind, ctx.lbu_id, state.vip_id, member.endpoint_id),
-        idle_timeout=vip.session_flow_idle if session else vip.idle_timeout, hard_timeout=vip.hard_timeout)
+        idle_timeout=vip.session_flow_idle if session else vip.idle_timeout,
+        hard_timeout=vip.hard_timeout,
+    )
 
 
 class SessionService(NatService):
@@ -150,4 +169,3 @@ class SessionService(NatService):
         if pkt.whole:
             msgs.append(builders.packet_out_table(pkt.in_port, pkt.data))
         out.send(pkt.dpid, msgs)
-

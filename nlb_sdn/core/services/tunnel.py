@@ -10,16 +10,26 @@ from nlb_sdn.flows import tunnel
 from nlb_sdn.flows.pipeline import CookieKind, make_cookie
 
 
-def tunnel_route(ctx: CoreContext, state: VipState, member: Member, client_ip: str,
-                 client_port: int) -> tunnel.TunnelRoute:
+def tunnel_route(
+    ctx: CoreContext, state: VipState, member: Member, client_ip: str, client_port: int
+) -> tunnel.TunnelRoute:
     """The label toward the host of ``member`` for one client connection of a tunnel-mode (or l7) VIP service."""
     vip = state.vip
     host_mac = ctx.fabric.hosts_by_ip[member.address].mac
     return tunnel.TunnelRoute(
-        client_ip=client_ip, client_port=client_port, vip_ip=vip.address, vip_port=vip.port, vip_mac=vip.mac,
-        member_ip=member.address, member_port=member.port, member_mac=host_mac,
+        client_ip=client_ip,
+        client_port=client_port,
+        vip_ip=vip.address,
+        vip_port=vip.port,
+        vip_mac=vip.mac,
+        member_ip=member.address,
+        member_port=member.port,
+        member_mac=host_mac,
         cookie=make_cookie(CookieKind.TUNNEL, ctx.lbu_id, state.vip_id, member.endpoint_id),
-        idle_timeout=vip.idle_timeout, hard_timeout=vip.hard_timeout, label=ctx.fabric.labels[host_mac])
+        idle_timeout=vip.idle_timeout,
+        hard_timeout=vip.hard_timeout,
+        label=ctx.fabric.labels[host_mac],
+    )
 
 
 class TunnelService(NatService):
