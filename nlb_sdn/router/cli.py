@@ -41,6 +41,19 @@ def _address(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def settings_from_args(args: argparse.Namespace) -> RouterSettings:
+    """The router settings the ``run`` flags ask for (pydantic's ValidationError, a ValueError, if out of range)."""
+    return RouterSettings(
+        max_head=args.max_head,
+        head_timeout=args.head_timeout,
+        proxy_idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_client=args.max_per_client,
+        status_host=args.status[0],
+        status_port=args.status[1],
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the router in the foreground until SIGTERM or SIGINT; the exit status."""
     logging.basicConfig(
@@ -48,12 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         services = load_services(args.config, args.vips or [])
-        settings = RouterSettings(
-            max_head=args.max_head,
-            head_timeout=args.head_timeout,
-            status_host=args.status[0],
-            status_port=args.status[1],
-        )
+        settings = settings_from_args(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -173,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=defaults.head_timeout,
         help=f"seconds a client has to send its head (default {defaults.head_timeout:g})",
+    )
+    run_parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.proxy_idle_timeout,
+        help=f"seconds a proxied connection may move no bytes before it is closed "
+        f"(default {defaults.proxy_idle_timeout:g})",
+    )
+    run_parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help=f"connections the router holds at most; more are closed at once (default {defaults.max_connections})",
+    )
+    run_parser.add_argument(
+        "--max-per-client",
+        type=int,
+        default=defaults.max_connections_per_client,
+        help=f"connections one client address may hold; more are closed at once "
+        f"(default {defaults.max_connections_per_client})",
     )
     run_parser.add_argument(
         "--controller",

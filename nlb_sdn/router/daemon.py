@@ -28,6 +28,7 @@ from nlb_sdn.config import Config, Vip
 from nlb_sdn.config.routing import Pool, RouteRule
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.dam.atoms import any_type_session_key
+from nlb_sdn.router.admission import Admission
 from nlb_sdn.router.parse import ClientHello, HttpRequest, Limits, NeedMore, ParseError, parse_http_head, parse_request
 from nlb_sdn.router.rules import Decision, SessionLookup, choose
 
@@ -97,20 +98,46 @@ class _Activity:
         self.last = now
 
 
+class RelayEnd(enum.StrEnum):
+    """How a proxy relay ended (counted under ``relays_ended`` in the router's stats)."""
+
+    COMPLETED = "completed"
+    """Both directions reached their end of stream."""
+    IDLE_TIMEOUT = "idle_timeout"
+    """No bytes moved either way (or a peer stopped reading) for the idle timeout."""
+    ERROR = "error"
+    """A socket error (for example a reset) ended it."""
+    STOPPED = "stopped"
+    """The router stopped."""
+
+
 class ProxyMigrator:
     """The fallback hand-off: the router connects to the member itself and relays bytes both ways (bounded)."""
 
-    def __init__(self, connect_timeout: float = 2.0, idle_timeout: float = 300.0, buffer_size: int = 65536) -> None:
-        """A proxy with a connect timeout, an idle timeout (no bytes either way) and a per-read buffer size."""
+    def __init__(
+        self,
+        connect_timeout: float = 2.0,
+        idle_timeout: float = 60.0,
+        buffer_size: int = 65536,
+        on_relay_end: Callable[[socket.socket], None] | None = None,
+    ) -> None:
+        """A proxy with a connect timeout, an idle timeout (no bytes either way) and a per-read buffer size;
+        ``on_relay_end`` is called with the client socket once its relay has ended and both sockets are closed."""
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.buffer_size = buffer_size
-        self._relays: set[asyncio.Task[None]] = set()
+        self.on_relay_end = on_relay_end
+        self.ended: Counter[RelayEnd] = Counter({end: 0 for end in RelayEnd})
+        self._relays: dict[socket.socket, asyncio.Task[None]] = {}
 
     @property
     def active(self) -> int:
         """Connections being relayed."""
         return len(self._relays)
+
+    def relays(self, client: socket.socket) -> bool:
+        """Whether ``client`` is being relayed."""
+        return client in self._relays
 
     async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
         """Connect to ``member`` and start relaying; PROXIED once connected, FAILED (socket closed) otherwise."""
@@ -132,35 +159,52 @@ class ProxyMigrator:
             sock.close()
             return Outcome.FAILED
         relay = asyncio.create_task(self._relay(sock, upstream))
-        self._relays.add(relay)
-        relay.add_done_callback(self._relays.discard)
+        self._relays[sock] = relay
+        relay.add_done_callback(lambda _: self._relay_done(sock, upstream))
         return Outcome.PROXIED
 
     async def close(self) -> None:
         """Stop every relay and close its sockets."""
-        for relay in list(self._relays):
+        relays = list(self._relays.values())
+        for relay in relays:
             relay.cancel()
-        await asyncio.gather(*self._relays, return_exceptions=True)
+        await asyncio.gather(*relays, return_exceptions=True)
+
+    def _relay_done(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Close a finished relay's sockets (even one cancelled before it ran), forget it and report its end."""
+        client.close()
+        upstream.close()
+        del self._relays[client]
+        if self.on_relay_end is not None:
+            self.on_relay_end(client)
 
     async def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
         """Relay both directions until both have ended, one fails, or the connection idles out."""
         activity = _Activity(asyncio.get_running_loop().time())
+        end = RelayEnd.STOPPED
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._pump(client, upstream, activity))
                 group.create_task(self._pump(upstream, client, activity))
-        except* (OSError, TimeoutError) as errors:
+            end = RelayEnd.COMPLETED
+        except* TimeoutError:
+            end = RelayEnd.IDLE_TIMEOUT
+            log.debug("relay idle for %g s: closed", self.idle_timeout)
+        except* OSError as errors:
+            end = RelayEnd.ERROR
             log.debug("relay ended: %s", errors.exceptions[0])
         finally:
-            client.close()
-            upstream.close()
+            self.ended[end] += 1
 
     async def _pump(self, source: socket.socket, sink: socket.socket, activity: _Activity) -> None:
-        """Copy ``source`` to ``sink`` one buffer at a time; pass the end of stream on as a half-close."""
+        """Copy ``source`` to ``sink`` one buffer at a time; pass the end of stream on as a half-close.
+
+        Raises TimeoutError once no bytes have moved either way for the idle timeout, or ``sink`` took none for as
+        long."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                async with asyncio.timeout(self.idle_timeout):
+                async with asyncio.timeout_at(activity.last + self.idle_timeout):
                     data = await loop.sock_recv(source, self.buffer_size)
             except TimeoutError:
                 if loop.time() - activity.last < self.idle_timeout:
@@ -286,9 +330,10 @@ class RouterSettings(BaseModel):
     head_timeout: float = Field(default=5.0, gt=0, le=300)
     max_peeks: int = Field(default=64, ge=1, le=10000)
     connect_timeout: float = Field(default=2.0, gt=0, le=60)
-    proxy_idle_timeout: float = Field(default=300.0, gt=0, le=86400)
+    proxy_idle_timeout: float = Field(default=60.0, gt=0, le=86400)
     proxy_buffer: int = Field(default=65536, ge=1024, le=1 << 20)
     max_connections: int = Field(default=1024, ge=1, le=1_000_000)
+    max_connections_per_client: int = Field(default=64, ge=1, le=1_000_000)
     backlog: int = Field(default=512, ge=1, le=65535)
     fallback: Literal["proxy", "close"] = "proxy"
     status_host: str = "127.0.0.1"
@@ -356,8 +401,12 @@ class Router:
         self.services = list(services)
         self.settings = settings or RouterSettings()
         self.limits = self.settings.limits
+        self.admission = Admission(self.settings.max_connections, self.settings.max_connections_per_client)
         self.proxy = ProxyMigrator(
-            self.settings.connect_timeout, self.settings.proxy_idle_timeout, self.settings.proxy_buffer
+            self.settings.connect_timeout,
+            self.settings.proxy_idle_timeout,
+            self.settings.proxy_buffer,
+            on_relay_end=self.admission.release,
         )
         self.migrator: Migrator = migrator or self.proxy
         use_fallback = migrator is not None and self.settings.fallback == "proxy"
@@ -368,6 +417,7 @@ class Router:
         self._listeners: list[tuple[socket.socket, Service]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._active = 0
+        self._peak_open = 0
         self._status: asyncio.Server | None = None
         self._started = time.monotonic()
         self.counters: Counter[str] = Counter()
@@ -395,6 +445,10 @@ class Router:
             "accepted": self.counters["accepted"],
             "active": self._active,
             "relaying": self.proxy.active,
+            "open": self.admission.open,
+            "peak_open": self._peak_open,
+            "clients": self.admission.clients,
+            "relays_ended": {str(end): count for end, count in self.proxy.ended.items()},
             "decided": dict(self.decided),
             "migrated": self.counters["migrated"],
             "proxied": self.counters["proxied"],
@@ -435,6 +489,7 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.proxy.close()
+        self.admission.close_all()
         for sock, _ in self._listeners:
             sock.close()
         self._listeners.clear()
@@ -449,19 +504,24 @@ class Router:
         task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, loop: asyncio.AbstractEventLoop, listener: socket.socket, service: Service) -> None:
-        """Accept connections for ``service`` forever; over the cap (peeking plus relaying) they are closed at once."""
+        """Accept connections for ``service`` forever; one over the cap or its client's limit is closed at once.
+
+        The slot is taken right after the accept, with no await in between, so the cap is exact however many
+        connections arrive together."""
         while True:
             try:
-                conn, _ = await loop.sock_accept(listener)
+                conn, peer = await loop.sock_accept(listener)
             except OSError as exc:
                 log.warning("accept on %s: %s", service.name, exc)
                 await asyncio.sleep(0.1)
                 continue
             self.counters["accepted"] += 1
-            if self._active + self.proxy.active >= self.settings.max_connections:
+            refusal = self.admission.admit(conn, peer[0])
+            if refusal is not None:
                 conn.close()
-                self._count_end("closed", "over_capacity")
+                self._count_end("closed", refusal.value)
                 continue
+            self._peak_open = max(self._peak_open, self.admission.open)
             self._spawn(self._serve(conn, service))
 
     def _count_end(self, outcome: str, reason: str | None = None) -> None:
@@ -508,6 +568,8 @@ class Router:
             self._active -= 1
             if not handed_off:
                 conn.close()
+            if not self.proxy.relays(conn):
+                self.admission.release(conn)
 
     @staticmethod
     def _alternatives(service: Service, decision: Decision, chosen: str) -> tuple[Endpoint, ...]:
