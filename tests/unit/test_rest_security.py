@@ -122,7 +122,7 @@ def test_config_redacts_the_redis_password_and_token_hashes() -> None:
 
 
 def test_a_non_loopback_bind_without_tokens_refuses_to_start() -> None:
-    with pytest.raises(ConfigError, match="controller.rest: host 0.0.0.0 is not a loopback address"):
+    with pytest.raises(ConfigError, match=r"controller\.rest: host 0\.0\.0\.0 is not a loopback address"):
         parse_config(config_data(host="0.0.0.0"))
     assert parse_config(config_data(host="0.0.0.0", allow_unauthenticated=True)).controller.rest.open
     assert parse_config(config_data(host="::1")).controller.rest.open
