@@ -237,7 +237,7 @@ def test_connections_in_pages(app: Any) -> None:
 
 
 def test_sessions_in_pages(backend: FakeBackend) -> None:
-    rows = [{"id": f"sess:client_ip:web@10.0.0.{n}", "vip": "web", "member": "b1"} for n in range(5)]
+    rows = [{"id": f"session-{n}", "vip": "web", "member": "b1"} for n in range(5)]
     backend.sessions = lambda vip=None, member=None: rows  # type: ignore[attr-defined]
     app = make_app(backend)
     page = call(app, "GET", "/v1/sessions?limit=3").json
