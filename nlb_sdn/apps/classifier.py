@@ -42,7 +42,7 @@ from nlb_sdn.framework import (
     use_fast_packet_in_path,
 )
 from nlb_sdn.rest.app import make_app
-from nlb_sdn.rest.server import listen, serve_on
+from nlb_sdn.rest.server import limits_of, listen_rest, rest_url, serve_on
 from nlb_sdn.signed import load_key
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
@@ -153,9 +153,9 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.timer, controller.switch_sync_period, EventSwitchSync))
         self.threads.append(hub.spawn(self.dam_loop))
         if controller.rest.enabled:
-            sock = listen(controller.rest.host, controller.rest.port)
-            self.threads.append(hub.spawn(serve_on, sock, make_app(self.api)))
-            LOG.info("REST listening on http://%s:%d/v1/", controller.rest.host, controller.rest.port)
+            sock = listen_rest(controller.rest)
+            self.threads.append(hub.spawn(serve_on, sock, make_app(self.api), None, limits_of(controller.rest)))
+            LOG.info("REST listening on %s", rest_url(controller.rest))
 
     def post(self, ev: Any) -> None:
         """Queue an event for the app's event loop (from a timer, a socket thread or REST)."""

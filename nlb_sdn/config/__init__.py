@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nlb_sdn.config.base import Strict
+from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.dam import DamConfig
 
@@ -49,6 +50,24 @@ def _ipv4(value: str) -> str:
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 
 
+def _service_ipv4(value: str) -> str:
+    """A dotted IPv4 address that can carry a service: not unspecified, loopback, multicast or broadcast."""
+    address = ipaddress.IPv4Address(_ipv4(value))
+    for unusable, what in (
+        (address.is_unspecified, "unspecified"),
+        (address.is_loopback, "loopback"),
+        (address.is_multicast, "multicast"),
+        (address == ipaddress.IPv4Address("255.255.255.255"), "broadcast"),
+    ):
+        if unusable:
+            raise ValueError(f"{value} is a {what} address; a VIP or member needs a unicast address")
+    return str(address)
+
+
+ServiceIPv4 = Annotated[str, AfterValidator(_service_ipv4)]
+"""The address of a VIP or a member: unicast IPv4 only."""
+
+
 def endpoint_id(address: str, port: int) -> int:
     """The 32-bit endpoint id used in cookies: CRC32 of ``"ip:port"``."""
     return zlib.crc32(f"{address}:{port}".encode()) & 0xFFFFFFFF
@@ -64,7 +83,7 @@ class Member(Strict):
     """One endpoint of a pool: an application instance at (address, port) with a static weight."""
 
     name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)
-    address: IPv4
+    address: ServiceIPv4
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=10000)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
@@ -123,7 +142,7 @@ class Vip(Strict):
     """A VIP service: (address, port, protocol) with its forwarding mode, timers and member pool."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    address: IPv4
+    address: ServiceIPv4
     port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp"] = "tcp"
     mode: Literal["nat", "tunnel", "l7"] = "nat"
@@ -268,14 +287,6 @@ class Fabric(Strict):
         )
 
 
-class Rest(Strict):
-    """Where the REST API listens."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=1, le=65535)
-
-
 class Probe(Strict):
     """Controller-side active health checks of agentless members (TCP SYN through the switches)."""
 
@@ -407,13 +418,20 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def validate_model(model: type[ModelT], data: Any, source: str) -> ModelT:
-    """Validate plain data into ``model``, or raise ConfigError naming source, key and reason."""
+    """Validate plain data into ``model`` strictly, or raise ConfigError naming source, key and reason.
+
+    Strict as JSON is: no string to number, no bool to number, no number to string; an integer is a valid float.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, "(top level)", "expected a mapping")
     try:
-        return model.model_validate(data)
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(source, "(top level)", f"not plain data: {exc}") from None
+    try:
+        return model.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise validation_error(exc, source, data) from None
 

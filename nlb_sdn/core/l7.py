@@ -28,6 +28,11 @@ Outcome = Literal["migrated", "proxied", "declined", "failed", "reset"]
 (the router kept it), lost, or reset by the router (``fallback: reset``)."""
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 RECENT_MIGRATIONS = 512
+MIGRATION_REASONS = frozenset(
+    {"dump_failed", "too_large", "unreachable", "timeout", "connection_lost", "bad_reply", "refused", "commit_failed"}
+)
+"""Why a router's migration fell back (``migration.sender.FAILURE_REASONS``); any other reason a report gives is
+counted as ``reason:other``, so the counters stay bounded whatever clients send."""
 
 
 def vip_routers(vip: Vip, fabric: Fabric) -> list[Host]:
@@ -135,7 +140,7 @@ class MigrationLog:
         migration.router = router or migration.router
         self.counters[outcome] += 1
         if reason:
-            self.counters[f"reason:{reason}"] += 1
+            self.counters[f"reason:{reason if reason in MIGRATION_REASONS else 'other'}"] += 1
         return migration, was_committed
 
     def view(self, limit: int | None = None) -> dict[str, Any]:

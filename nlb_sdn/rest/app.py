@@ -13,18 +13,24 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from webob import Request, Response
 
 from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
+from nlb_sdn.rest.auth import authorize
+from nlb_sdn.rest.body import (
+    MAX_BODY as MAX_BODY,  # re-exported: the public name of the limit
+    read_json_object,
+)
+from nlb_sdn.rest.errors import HttpError
+from nlb_sdn.rest.views import page_of, redacted_config
 
 LOG = logging.getLogger(__name__)
 
-MAX_BODY = 1 << 20
-"""Largest accepted request body in bytes (1 MiB); larger bodies get 413."""
-
 SOURCE = "REST"
+MAX_CURSOR = 512
+"""Longest accepted ``/v1/dam`` cursor."""
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -81,17 +87,6 @@ class RestBackend(Protocol):
         ...
 
 
-class HttpError(Exception):
-    """An error response: HTTP status, short code and a detail naming the key."""
-
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = headers or {}
-
-
 def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
     """A JSON response with the given status and optional Location header."""
     response = Response(status=status, content_type="application/json")
@@ -113,32 +108,27 @@ def _invalid(exc: ConfigError) -> HttpError:
     return HttpError(400, "invalid", f"{exc.key}: {exc.reason}")
 
 
-def _read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object; 413 when over MAX_BODY, 400 when not JSON or not an object."""
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        raise HttpError(413, "too_large", f"body of {length} bytes exceeds the limit of {MAX_BODY} bytes")
-    if length is None and request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        raw = request.body_file_raw.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            raise HttpError(413, "too_large", f"body exceeds the limit of {MAX_BODY} bytes")
-    else:
-        raw = request.body
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise HttpError(400, "bad_json", f"(body): malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise HttpError(400, "invalid", f"(body): expected a JSON object, got {type(body).__name__}")
-    return body
-
-
 def _valid_or_none(model: type[_M], body: dict[str, Any]) -> _M | None:
     """``body`` validated as ``model`` on its own, or None (parse_config then reports the error with its full key)."""
     try:
-        return model.model_validate(body)
-    except ValidationError:
+        return validate_model(model, body, SOURCE)
+    except ConfigError:
         return None
+
+
+def _connection_marker(connection: dict[str, Any]) -> str:
+    """A tracked connection's place in a paged listing: its VIP and client."""
+    return f"{connection['vip']}/{connection['client']}"
+
+
+def _session_marker(session: dict[str, Any]) -> str:
+    """A session's place in a paged listing: its id (the DAM key)."""
+    return str(session["id"])
+
+
+def _raw_path(request: Request) -> str:
+    """The path as the client sent it (still percent-encoded), safe to log whatever it holds."""
+    return str(request.environ.get("RAW_PATH_INFO") or request.environ.get("PATH_INFO", ""))
 
 
 def _known_params(request: Request, allowed: tuple[str, ...]) -> None:
@@ -232,18 +222,30 @@ class RestApp:
         return self.handle(Request(environ))(environ, start_response)
 
     def handle(self, request: Request) -> Response:
-        """Route ``request`` and turn every failure into a JSON error response; never raises."""
+        """Authorize and route ``request`` and turn every failure into a JSON error response; never raises.
+
+        A client's mistake is a 4xx; every 5xx is logged with its traceback."""
         try:
             return self._dispatch(request)
         except HttpError as error:
+            if error.status >= 500:
+                LOG.error("REST %s %r: %s", request.method, _raw_path(request), error, exc_info=True)
             return error_response(error)
         except Exception as exc:  # the server must survive any handler failure
-            LOG.exception("REST %s %s failed", request.method, request.path_info)
+            LOG.exception("REST %s %r failed", request.method, _raw_path(request))
             return error_response(HttpError(500, "internal", str(exc) or type(exc).__name__))
 
     def _dispatch(self, request: Request) -> Response:
-        """Find the route for the path and method and call its handler."""
-        path = request.path_info
+        """Check the caller's token, then find the route for the path and method and call its handler."""
+        settings = self.backend.current_config().controller.rest
+        token = authorize(settings, request.method, request.headers.get("Authorization"))
+        try:
+            path = request.path_info
+            request.GET  # noqa: B018 - decoded here so that a bad query is a 400, not a failure in a handler
+        except UnicodeDecodeError:
+            raise HttpError(400, "bad_path", f"{_raw_path(request)}: the path or query is not UTF-8") from None
+        if token is not None and request.method not in ("GET", "HEAD"):
+            LOG.info("REST %s %s by token %r", request.method, path, token.name)
         for pattern, methods in self.routes:
             match = pattern.match(path)
             if match is None:
@@ -279,7 +281,7 @@ class RestApp:
 
     def create_vip(self, request: Request) -> Response:
         """POST /v1/vips: add a VIP; 201 with the created VIP and its Location."""
-        body = _read_json_object(request)
+        body = read_json_object(request)
         config = self.backend.current_config()
         candidate = _valid_or_none(Vip, body)
         if candidate is not None:
@@ -296,7 +298,7 @@ class RestApp:
 
     def replace_vip(self, request: Request, vip: str) -> Response:
         """PUT /v1/vips/{vip}: replace the whole VIP; a name in the body must equal the one in the path."""
-        body = _read_json_object(request)
+        body = read_json_object(request)
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         if body.setdefault("name", vip) != vip:
@@ -327,7 +329,7 @@ class RestApp:
 
     def create_member(self, request: Request, vip: str) -> Response:
         """POST /v1/vips/{vip}/members: add a member; 201 with the created member and its Location."""
-        body = _read_json_object(request)
+        body = read_json_object(request)
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         candidate = _valid_or_none(Member, body)
@@ -347,7 +349,7 @@ class RestApp:
 
     def update_member(self, request: Request, vip: str, member: str) -> Response:
         """PUT /v1/vips/{vip}/members/{member}: change the weight, and only the weight."""
-        body = _read_json_object(request)
+        body = read_json_object(request)
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         position = _member_index(config.vips[index], member)
@@ -379,7 +381,7 @@ class RestApp:
 
     def set_member_state(self, request: Request, vip: str, member: str) -> Response:
         """PUT /v1/vips/{vip}/members/{member}/state: set the target state (active, draining or inactive)."""
-        body = _read_json_object(request)
+        body = read_json_object(request)
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         position = _member_index(config.vips[index], member)
@@ -405,7 +407,7 @@ class RestApp:
 
     def get_sessions(self, request: Request) -> Response:
         """GET /v1/sessions?vip=&endpoint=: the session table; ``endpoint`` is a member name or ``ip:port``."""
-        _known_params(request, ("vip", "endpoint"))
+        _known_params(request, ("vip", "endpoint", "limit", "marker"))
         vip = request.GET.get("vip") or None
         endpoint = request.GET.get("endpoint") or None
         config = self.backend.current_config()
@@ -417,8 +419,7 @@ class RestApp:
             if not names:
                 raise HttpError(404, "not_found", f"endpoint: no member {endpoint!r}")
             endpoint = names[0]
-        sessions = self.backend.sessions(vip, endpoint)
-        return json_response({"sessions": sessions, "count": len(sessions)})
+        return json_response(page_of(request, "sessions", self.backend.sessions(vip, endpoint), _session_marker))
 
     def delete_session(self, request: Request, session: str) -> Response:
         """DELETE /v1/sessions/{id}: 204; the id is the session's DAM key, e.g. ``sess:client_ip:web@10.0.0.1``."""
@@ -438,7 +439,13 @@ class RestApp:
             raise HttpError(400, "invalid", "count: not a whole number") from None
         if not 1 <= count <= 1000:
             raise HttpError(400, "invalid", "count: must be 1..1000")
-        return json_response(self.backend.dam_page(kind, request.GET.get("cursor") or None, count))
+        cursor = request.GET.get("cursor") or None
+        if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
+            raise HttpError(400, "invalid", f"cursor: not a cursor of this listing (at most {MAX_CURSOR} characters)")
+        try:
+            return json_response(self.backend.dam_page(kind, cursor, count))
+        except ValueError as exc:
+            raise HttpError(400, "invalid", f"cursor: not a cursor of this listing: {exc}") from None
 
     # --- l7 migrations ---------------------------------------------------------------------------------------
 
@@ -453,9 +460,10 @@ class RestApp:
     def post_migration(self, request: Request) -> Response:
         """POST /v1/migrations: a router's commit (answered once the switch confirmed the move) or outcome report."""
         try:
-            body = validate_model(MigrationRequest, _read_json_object(request), SOURCE)
+            body = validate_model(MigrationRequest, read_json_object(request), SOURCE)
         except ConfigError as exc:
             raise _invalid(exc) from None
+        _vip_index(self.backend.current_config(), body.vip)
         try:
             migration, confirmed = self.backend.migrate(body)
         except LookupError as exc:
@@ -472,7 +480,7 @@ class RestApp:
 
     def get_connections(self, request: Request) -> Response:
         """GET /v1/connections?vip=&member=: tracked connections; the member filter is passed on as its name."""
-        _known_params(request, ("vip", "member"))
+        _known_params(request, ("vip", "member", "limit", "marker"))
         vip = request.GET.get("vip") or None
         member = request.GET.get("member") or None
         config = self.backend.current_config()
@@ -485,15 +493,15 @@ class RestApp:
             pool, position = found[0]
             member = pool.members[position].name
         connections = self.backend.connections(vip=vip, member=member)
-        return json_response({"connections": connections, "count": len(connections)})
+        return json_response(page_of(request, "connections", connections, _connection_marker))
 
     def get_stats(self, request: Request) -> Response:
         """GET /v1/stats: the backend's counters as they are."""
         return json_response(self.backend.stats())
 
     def get_config(self, request: Request) -> Response:
-        """GET /v1/config: the whole current model."""
-        return json_response(dump_config(self.backend.current_config()))
+        """GET /v1/config: the whole current model, secrets (the DAM URL's password, token hashes) redacted."""
+        return json_response(redacted_config(self.backend.current_config()))
 
 
 def make_app(backend: RestBackend) -> RestApp:

@@ -518,7 +518,7 @@ def test_body_at_the_limit_is_read(app) -> None:
 
 def test_chunked_body(app, backend: FakeBackend) -> None:
     def chunked(raw: bytes):
-        request = Request.blank("/v1/vips", method="POST")
+        request = Request.blank("/v1/vips", method="POST", content_type="application/json")
         request.environ.pop("CONTENT_LENGTH", None)
         request.environ["HTTP_TRANSFER_ENCODING"] = "chunked"
         request.environ["wsgi.input"] = io.BytesIO(raw)
@@ -574,7 +574,9 @@ def test_serve_over_http(backend: FakeBackend) -> None:
                 connection.request("GET", "/v1/vips/web")
                 response = connection.getresponse()
                 body = json.loads(response.read())
-                connection.request("POST", "/v1/vips", body=json.dumps(GOOD_VIP))
+                connection.request(
+                    "POST", "/v1/vips", body=json.dumps(GOOD_VIP), headers={"Content-Type": "application/json"}
+                )
                 created = connection.getresponse()
                 created.read()
             finally:
