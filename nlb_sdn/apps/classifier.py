@@ -25,7 +25,7 @@ from nlb_sdn.config import load_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
 from nlb_sdn.dam import make_dam
-from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.templates import Prepared
@@ -49,6 +49,8 @@ CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
 DAM_PERIOD = 0.05
 DAM_MAINTAIN_PERIOD = 1.0
+DAM_LOAD_PAGE = 1000
+"""Atoms per DAM scan page at start."""
 BARRIER_TIMEOUT = 1.0
 """Seconds a REST handler waits for a switch to confirm a flow change (migration commits)."""
 Barrier = tuple[int, int, Any]
@@ -99,12 +101,13 @@ class EventDatagram(EventBase):
 
 
 class EventDamChanges(EventBase):
-    """Other LBUs' atom changes the DAM reported, and whether expiry is due."""
+    """Other LBUs' atom changes the DAM reported, whether expiry is due, and whether the store lost our atoms."""
 
-    def __init__(self, changes: list[Any], expire: bool) -> None:
+    def __init__(self, changes: list[Any], expire: bool, republish: bool = False) -> None:
         super().__init__()
         self.changes = changes
         self.expire = expire
+        self.republish = republish
 
 
 class Classifier(RyuApp):
@@ -133,6 +136,8 @@ class Classifier(RyuApp):
         self.started_at = time.time()
         self.barriers: dict[tuple[int, int], Any] = {}
         self.dam_writes: deque[DamOp] = deque()
+        self.bad_atoms = BadAtomLog(LOG)
+        """Atoms the core refused (after a reload or another LBU's change): each key logged once."""
         self.dam = make_dam(config.controller.dam)
         self.dam_stats: dict[str, Any] = self.dam.stats()
         self.load_from_dam()
@@ -184,20 +189,31 @@ class Classifier(RyuApp):
         while True:
             hub.sleep(DAM_PERIOD)
             now = time.time()
-            while self.dam_writes:
-                self.apply_dam_op(self.dam_writes.popleft(), now)
-            try:
-                changes = list(self.dam.poll_changes())
-                maintain = now >= next_maintain
-                if maintain:
-                    self.dam.maintain(now)
-                    self.dam_stats = self.dam.stats()
-                    next_maintain = now + DAM_MAINTAIN_PERIOD
-                if changes or maintain:
-                    self.post(EventDamChanges(changes, maintain))
-            except Exception:  # the follower must keep running
-                self.errors["handler:dam"] += 1
-                LOG.exception("DAM work failed")
+            maintain = now >= next_maintain
+            if maintain:
+                next_maintain = now + DAM_MAINTAIN_PERIOD
+            self.dam_round(now, maintain)
+
+    def dam_round(self, now: float, maintain: bool) -> None:
+        """One round of the DAM thread: the queued writes, the feed, and (``maintain``) the store's upkeep.
+
+        What the core must handle is posted into the event loop: the changes, expiry, and a re-publish when the store
+        lost our atoms (never called from the loop itself).
+        """
+        while self.dam_writes:
+            self.apply_dam_op(self.dam_writes.popleft(), now)
+        try:
+            changes = list(self.dam.poll_changes())
+            republish = False
+            if maintain:
+                self.dam.maintain(now)
+                republish = self.dam.take_data_loss()
+                self.dam_stats = self.dam.stats()
+            if changes or maintain:
+                self.post(EventDamChanges(changes, maintain, republish))
+        except Exception:  # the follower must keep running
+            self.errors["handler:dam"] += 1
+            LOG.exception("DAM work failed")
 
     def apply_dam_op(self, op: DamOp, now: float) -> None:
         """One write of the core: put, touch or delete; a failed write fails alone (logged and counted)."""
@@ -214,18 +230,40 @@ class Classifier(RyuApp):
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
 
     def load_from_dam(self) -> None:
-        """At start: every route and session atom the DAM holds (the Redis backend survives our restarts)."""
+        """At start: every route and session atom the DAM holds (the Redis backend survives our restarts).
+
+        Nothing the store holds stops a start: corrupt atoms are skipped (by the backend, or refused by the core),
+        counted and logged, and a listing that fails is logged and ends early.
+        """
         now = time.time()
-        atoms = []
-        for prefix in (ROUTE_PREFIX, SESSION_PREFIX):
-            cursor: str | None = None
+        atoms = [atom for prefix in (ROUTE_PREFIX, SESSION_PREFIX) for atom in self.scan_all(prefix, now)]
+        try:
+            self.carry_out(self.lb.load_atoms(atoms, now))
+        except Exception:  # a start must never fail on what the store holds
+            self.errors["dam_load"] += 1
+            LOG.exception("loading %d atoms from the DAM failed; starting without them", len(atoms))
+        self.log_rejected_atoms()
+        LOG.info("loaded %d atoms from the DAM (%s)", len(atoms), self.lb.config.controller.dam.backend)
+
+    def scan_all(self, prefix: str, now: float) -> list[Atom]:
+        """Every live atom whose key starts with ``prefix``; what was listed before a failing scan (logged)."""
+        atoms: list[Atom] = []
+        cursor: str | None = None
+        try:
             while True:
-                page, cursor = self.dam.scan(prefix, cursor, 1000, now)
+                page, cursor = self.dam.scan(prefix, cursor, DAM_LOAD_PAGE, now)
                 atoms += page
                 if cursor is None:
-                    break
-        self.carry_out(self.lb.load_atoms(atoms, now))
-        LOG.info("loaded %d atoms from the DAM (%s)", len(atoms), self.lb.config.controller.dam.backend)
+                    return atoms
+        except Exception:  # e.g. a store refusing SCAN: start with what was listed
+            self.errors["dam_load"] += 1
+            LOG.exception("listing DAM atoms %r* failed after %d; starting without the rest", prefix, len(atoms))
+            return atoms
+
+    def log_rejected_atoms(self) -> None:
+        """Log (once per key) the atoms the core refused since the last call."""
+        for key, reason in self.lb.rejected_atoms():
+            self.bad_atoms.report(key, reason)
 
     def dam_page(self, kind: str, cursor: str | None, count: int) -> dict[str, Any]:
         """One page of DAM atoms of a kind (``route`` or ``session``)."""
@@ -358,12 +396,17 @@ class Classifier(RyuApp):
     @set_ev_cls(EventDamChanges)
     @guarded
     def on_dam_changes(self, ev: Any) -> None:
-        """Follow other LBUs' atom changes; expire what is due."""
+        """Follow other LBUs' atom changes; expire what is due; re-publish our atoms if the store lost them."""
         now = time.time()
         for change in ev.changes:
             self.carry_out(self.lb.apply_dam_change(change.op, change.key, change.atom, now))
+        self.log_rejected_atoms()
         if ev.expire:
             self.carry_out(self.lb.expire(now))
+        if ev.republish:
+            effects = self.lb.republish(now)
+            LOG.warning("the DAM store lost its atoms: re-publishing %d of ours", len(effects.dam))
+            self.carry_out(effects)
 
     @set_ev_cls(EventCall)
     def on_call(self, ev: Any) -> None:

@@ -167,9 +167,18 @@ class AffinityManager(Manager):
         """Forget sessions whose time is up."""
         self.sessions.expire(now)
 
-    def load(self, data: dict[str, Any], expires_at: float, origin: str) -> None:
-        """A session atom from the DAM into the table."""
-        self.sessions.upsert(Session.from_data(data, expires_at, origin))
+    def load(self, key: str, data: dict[str, Any], expires_at: float, origin: str) -> None:
+        """A session atom from the DAM into the table (KeyError, TypeError or ValueError if it is not a session's)."""
+        session = Session.from_data(data, expires_at, origin)
+        if session.key != key:
+            raise ValueError(f"the data is that of session {session.key!r}")
+        self.sessions.upsert(session)
+
+    def republish(self, now: float, out: Out) -> None:
+        """Put every live session this LBU wrote again, with its remaining time (the store lost them)."""
+        for session in self.sessions.sessions.values():
+            if session.origin == self.origin and session.expires_at > now:
+                out.put(session.key, session.to_data(), session.expires_at - now)
 
     def live_flows(self, vip: str, member: str) -> int:
         """Per-session flow pairs of one member of one VIP service."""

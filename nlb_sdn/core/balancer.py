@@ -243,6 +243,17 @@ class LoadBalancer:
         self.reconciler.dam_change(op, key, atom, now)
         return Out().effects()
 
+    def rejected_atoms(self) -> list[tuple[str, str]]:
+        """Atoms that ``load_atoms`` or ``apply_dam_change`` refused since the last call: (key, reason), to log."""
+        return self.reconciler.take_rejected()
+
+    def republish(self, now: float) -> Effects:
+        """The DAM store lost its atoms: put this LBU's live sessions (remaining TTLs) and tracked routes again."""
+        out = Out()
+        self.ctx.affinity.republish(now, out)
+        self.ctx.table.republish(out)
+        return out.effects()
+
     # -- operator and router requests -------------------------------------------------------------------------------
 
     def delete_session(self, key: str) -> Effects:

@@ -46,6 +46,11 @@ class ConnectionTable(Manager):
         if out is not None:
             out.put(atom_key(key), conn.atom_data())
 
+    def republish(self, out: Out) -> None:
+        """Put the route atom of every tracked connection again (the store lost them); lingering routes are not."""
+        for key, conn in self.by_key.items():
+            out.put(atom_key(key), conn.atom_data())
+
     def forget(self, key: ConnKey) -> Connection | None:
         """Remove a connection from the table and the per-member counts."""
         conn = self.by_key.pop(key, None)

@@ -19,6 +19,10 @@ FlowEntry = tuple[int, int, dict[str, Any], int]
 """A switch's flow as flow stats report it: (table id, priority, match fields, cookie)."""
 SESSION_TTL_UNKNOWN = 600.0
 """Seconds a session atom without an expiry is kept after a reload."""
+BAD_ATOM_ERRORS = (LookupError, TypeError, ValueError, AttributeError, ArithmeticError)
+"""What reading a connection or session out of an atom's key and data raises when the atom is not one we wrote."""
+REJECTED_LIMIT = 1000
+"""Refused atoms kept (key and reason) until the shell takes them to log; more are only counted."""
 
 
 class Reconciler(Manager):
@@ -27,6 +31,8 @@ class Reconciler(Manager):
     def __init__(self, ctx: CoreContext, conntrack: ConntrackManager) -> None:
         self.ctx = ctx
         self.conntrack = conntrack
+        self.rejected: dict[str, str] = {}
+        """Atoms refused since the shell last took them: key to reason (bounded; all are counted)."""
 
     def reconcile(self, dpid: int, entries: list[FlowEntry], wanted: list[Any], now: float, out: Out) -> None:
         """Delete what a switch holds that the model does not want (``wanted``: its switch flows), adopt the rest.
@@ -108,15 +114,30 @@ class Reconciler(Manager):
         ctx.table.rebuilt += 1
 
     def load_atoms(self, atoms: list[Atom], now: float) -> None:
-        """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
+        """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions.
+
+        An atom whose key or data is not what an LBU writes is refused alone (counted, kept for the shell to log).
+        """
         for atom in atoms:
             try:
                 if atom.key.startswith(SESSION_PREFIX):
-                    self.ctx.affinity.load(atom.data, atom.expires_at or now + SESSION_TTL_UNKNOWN, atom.origin)
+                    expires_at = atom.expires_at or now + SESSION_TTL_UNKNOWN
+                    self.ctx.affinity.load(atom.key, atom.data, expires_at, atom.origin)
                 elif atom.key.startswith(ROUTE_PREFIX):
                     self._load_route(atom, now)
-            except (KeyError, TypeError, ValueError):
-                self.ctx.counters.dropped["dam_bad_atom"] += 1
+            except BAD_ATOM_ERRORS as exc:
+                self._reject(atom.key, exc)
+
+    def _reject(self, key: str, exc: Exception) -> None:
+        """Count an atom that could not be read, and keep why for the shell's log."""
+        self.ctx.counters.dropped["dam_bad_atom"] += 1
+        if len(self.rejected) < REJECTED_LIMIT:
+            self.rejected.setdefault(key, f"{type(exc).__name__}: {exc}")
+
+    def take_rejected(self) -> list[tuple[str, str]]:
+        """The atoms refused since the last call, with the reasons (for the shell to log); the list is cleared."""
+        rejected, self.rejected = list(self.rejected.items()), {}
+        return rejected
 
     def _route_atom(self, key: str, data: dict[str, Any], now: float) -> tuple[ConnKey, Connection] | None:
         """The connection a route atom describes, if its VIP service and member still exist."""
@@ -143,9 +164,19 @@ class Reconciler(Manager):
             self.ctx.table.lingering[key] = (conn, atom.expires_at)
 
     def dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> None:
-        """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
+        """Another LBU changed an atom: keep the local session table and re-plumbable routes in step.
+
+        A change whose atom cannot be read is refused alone, as in :meth:`load_atoms`.
+        """
         if atom is not None and atom.origin == self.ctx.origin:
             return
+        try:
+            self._follow(op, key, atom, now)
+        except BAD_ATOM_ERRORS as exc:
+            self._reject(key, exc)
+
+    def _follow(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> None:
+        """Apply another LBU's change to the session table or the re-plumbable routes."""
         if key.startswith(SESSION_PREFIX):
             if op == "put" and atom is not None:
                 self.load_atoms([atom], now)

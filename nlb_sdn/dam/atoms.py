@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -10,6 +11,7 @@ from typing import Any, Literal
 
 import msgpack
 
+LOG = logging.getLogger(__name__)
 KINDS = {"conn": "route", "sess": "session"}
 """Key prefix (before the first ``:``) to atom kind; any other key is of kind ``other``."""
 ROUTE_PREFIX = "conn:"
@@ -18,6 +20,9 @@ SESSION_PREFIX = "sess:"
 """Every session atom's key starts with this."""
 SESSION_TYPES = ("http_cookie", "tls_session_id", "client_ip", "app")
 ChangeOp = Literal["put", "delete", "expire"]
+CHANGE_OPS: tuple[ChangeOp, ...] = ("put", "delete", "expire")
+BAD_ATOM_LOG_LIMIT = 10_000
+"""Distinct atom keys a :class:`BadAtomLog` logs; beyond them bad atoms are only counted (the log stays bounded)."""
 
 
 def route_key(cip: str, cport: int, vip: str, vport: int) -> str:
@@ -116,6 +121,49 @@ class Change:
     atom: Atom | None
 
 
+class CorruptAtom(ValueError):
+    """A stored atom (or a change message) that cannot be read back: skipped, counted and logged, never fatal."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def atom_from_fields(key: str, version: Any, origin: Any, expires_at: Any, data: Any) -> Atom:
+    """The atom of stored fields, checked: CorruptAtom names the first field of the wrong type."""
+    if type(version) is not int or version < 0:
+        raise CorruptAtom(key, f"version: expected an int >= 0, got {version!r}")
+    if not isinstance(origin, str):
+        raise CorruptAtom(key, f"origin: expected a string, got {type(origin).__name__}")
+    if expires_at is not None and (type(expires_at) not in (int, float) or not math.isfinite(expires_at)):
+        raise CorruptAtom(key, f"expires_at: expected a finite number or nil, got {expires_at!r}")
+    if not isinstance(data, dict):
+        raise CorruptAtom(key, f"data: expected a map, got {type(data).__name__}")
+    return Atom(key, data, version, origin, None if expires_at is None else float(expires_at))
+
+
+class BadAtomLog:
+    """Logs each bad atom key once (with the reason) and counts every sighting, so one bad atom cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger = LOG, limit: int = BAD_ATOM_LOG_LIMIT) -> None:
+        self.logger = logger
+        self.limit = limit
+        self.count = 0
+        """Bad atoms seen, every sighting counted (a key read twice counts twice)."""
+        self.logged: set[str] = set()
+
+    def report(self, key: str, reason: str) -> None:
+        """Count a bad atom; log it with its key and reason unless this key was logged already (or the log is full)."""
+        self.count += 1
+        if key in self.logged or len(self.logged) >= self.limit:
+            return
+        self.logged.add(key)
+        self.logger.warning("DAM atom %r skipped: %s", key, reason)
+        if len(self.logged) == self.limit:
+            self.logger.warning("DAM: %d bad atom keys logged; further ones are only counted", self.limit)
+
+
 class VersionConflict(Exception):
     """A compare-and-set write whose expected version is not the stored one (0 = the atom does not exist)."""
 
@@ -185,6 +233,14 @@ class Dam(ABC):
     @abstractmethod
     def stats(self) -> dict[str, Any]:
         """Atoms by kind, operation counters, and the degraded state with its queue."""
+
+    def take_data_loss(self) -> bool:
+        """Whether the store lost its atoms (flushed, or restarted empty) since the last call; the flag is cleared.
+
+        :meth:`maintain` detects it; the caller then re-publishes the atoms it owns. A store in this process never
+        loses them.
+        """
+        return False
 
     def close(self) -> None:  # noqa: B027 - a deliberate no-op default: only backends with connections override it
         """Release connections (nothing to release by default)."""

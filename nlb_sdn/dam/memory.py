@@ -192,6 +192,9 @@ class MemoryDam(Dam):
             "queued": 0,
             "dropped_writes": 0,
             "replayed": 0,
+            "failed_writes": 0,
+            "data_losses": 0,
+            "corrupt_atoms": 0,
             "feed_pending": len(self._feed),
             "feed_dropped": self._feed_dropped,
         }

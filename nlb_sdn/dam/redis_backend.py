@@ -3,12 +3,17 @@
 Each atom is one Redis string ``<prefix><key>`` holding four concatenated msgpack objects: version, origin,
 expires_at and data. Writes are compare-and-set Lua scripts that also publish the change on ``<prefix>changes``;
 expiry is the key's Redis TTL (``PXAT``). Placement, replication and failover are Redis's own.
+
+Bad data never stops a reader: a value that is not an atom (or a key that is not UTF-8, or a value of another Redis
+type) is skipped as absent, counted and logged once per key. An epoch marker beside the atoms tells a store that lost
+them (flushed, or restarted without persistence) from one that holds them, so their owners can re-publish them.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple, cast
@@ -18,7 +23,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from nlb_sdn.dam.atoms import Atom, Change, Dam, VersionConflict, expiry, kind_of, pack_data
+from nlb_sdn.dam.atoms import (
+    CHANGE_OPS,
+    Atom,
+    BadAtomLog,
+    Change,
+    CorruptAtom,
+    Dam,
+    VersionConflict,
+    atom_from_fields,
+    expiry,
+    kind_of,
+    pack_data,
+)
 
 LOG = logging.getLogger(__name__)
 UNREACHABLE = (
@@ -29,15 +46,32 @@ UNREACHABLE = (
 )
 """Errors that mean the store cannot take our calls now (down, silent, a read-only replica, not Redis at all)."""
 OPERATIONS = ("put", "get", "hits", "misses", "delete", "touch", "scan", "conflicts", "degraded_reads")
+COUNTERS = (
+    "dropped_writes",
+    "failed_writes",
+    "replayed",
+    "replay_conflicts",
+    "replay_expired",
+    "feed_resets",
+    "data_losses",
+)
 STATS_SCAN_COUNT = 1000
+UNREADABLE = (ValueError, TypeError, msgpack.UnpackException)
+"""What msgpack raises for bytes that are not the objects we stored (bad format, truncated, unhashable map keys)."""
+EPOCH_KEY = "#epoch:"
+"""Redis key of the epoch marker, before the prefix: outside every prefix's atoms (``#`` is not allowed in one)."""
 
-# Shared prologue: the stored version of KEYS[1], 0 if absent or expired at ARGV[2] (the caller's ``now``).
+# Shared prologue: the stored version of KEYS[1], 0 if absent, expired at ARGV[2] (the caller's ``now``) or not an
+# atom at all (not msgpack, or a value of another Redis type): a corrupt atom is overwritten, deleted or left alone.
 _STORED = """
-local old = redis.call('GET', KEYS[1])
+local old = redis.pcall('GET', KEYS[1])
+if type(old) == 'table' then old = true end
 local version = 0
-if old then
-  local _, v, _, e = cmsgpack.unpack_limit(old, 3)
-  if not e or e > tonumber(ARGV[2]) then version = v end
+if type(old) == 'string' then
+  local ok, _, v, _, e = pcall(cmsgpack.unpack_limit, old, 3)
+  if ok and type(v) == 'number' and (e == nil or (type(e) == 'number' and e > tonumber(ARGV[2]))) then
+    version = v
+  end
 end
 """
 # ARGV: expected version ('' = any), now, tail (origin, expires_at, data), PXAT ms ('' = none), channel, key.
@@ -75,6 +109,13 @@ if ARGV[4] == '' then redis.call('SET', KEYS[1], blob) else redis.call('SET', KE
 return {1, version}
 """
 )
+# KEYS: the epoch marker; ARGV: a new epoch. The stored epoch, written first if there was none.
+EPOCH_LUA = """
+local epoch = redis.call('GET', KEYS[1])
+if epoch then return epoch end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]
+"""
 
 
 class Write(NamedTuple):
@@ -92,19 +133,43 @@ def glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
+def parse_blob(key: str, blob: bytes) -> Atom:
+    """The atom stored as ``blob`` (version, origin, expires_at, data); CorruptAtom if it is not one."""
+    try:
+        fields = msgpack.unpackb(b"\x94" + blob, raw=False, strict_map_key=False)
+    except UNREADABLE as exc:
+        raise CorruptAtom(key, f"not the four msgpack objects of an atom ({type(exc).__name__}: {exc})") from None
+    return atom_from_fields(key, *fields)
+
+
 def decode(key: str, blob: bytes | None, now: float) -> Atom | None:
-    """The atom stored as ``blob`` (version, origin, expires_at, data), or None if absent or expired at ``now``."""
+    """The atom stored as ``blob``, or None if absent or expired at ``now``; CorruptAtom if it is not an atom."""
     if blob is None:
         return None
-    version, origin, expires_at, data = msgpack.unpackb(b"\x94" + blob, raw=False, strict_map_key=False)
-    if expires_at is not None and expires_at <= now:
+    atom = parse_blob(key, blob)
+    if atom.expires_at is not None and atom.expires_at <= now:
         return None
-    return Atom(key, data, version, origin, None if expires_at is None else float(expires_at))
+    return atom
 
 
 def _pxat(expires_at: float | None) -> str:
     """The ``PXAT`` argument (Unix ms, rounded up) for an expiry, or '' for none."""
     return "" if expires_at is None else str(math.ceil(expires_at * 1000))
+
+
+def parse_change(data: bytes) -> Change:
+    """The change a message on the change channel carries: op, key and, for a put, the atom; CorruptAtom if not one."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(data)
+    try:
+        op, key = unpacker.unpack(), unpacker.unpack()
+    except UNREADABLE as exc:
+        raise CorruptAtom("<change message>", f"no op and key ({type(exc).__name__}: {exc})") from None
+    if op not in CHANGE_OPS or not isinstance(key, str):
+        raise CorruptAtom(repr(key), f"not a change: op {op!r}")
+    if op != "put":
+        return Change(op, key, None)
+    return Change(op, key, parse_blob(key, data[unpacker.tell() :]))
 
 
 class RedisDam(Dam):
@@ -135,15 +200,23 @@ class RedisDam(Dam):
         self._put = self._client.register_script(PUT_LUA)
         self._delete = self._client.register_script(DELETE_LUA)
         self._touch = self._client.register_script(TOUCH_LUA)
+        self._epoch_script = self._client.register_script(EPOCH_LUA)
+        self._epoch_key = EPOCH_KEY + prefix
+        self._epoch: bytes | None = None
+        """The store's epoch when last seen; another (or none) later means the store lost our atoms."""
+        self._data_lost = False
+        self._epoch_unreadable = False
         self._pubsub: redis.client.PubSub | None = None
         self._queue: deque[Write] = deque(maxlen=queue_limit)
         self._ops = dict.fromkeys(OPERATIONS, 0)
-        self._counters = dict.fromkeys(
-            ("dropped_writes", "replayed", "replay_conflicts", "replay_expired", "feed_resets"), 0
-        )
+        self._counters = dict.fromkeys(COUNTERS, 0)
+        self._corrupt_atoms = BadAtomLog(LOG)
+        self._corrupt_changes = BadAtomLog(LOG)
         self.degraded = False
         if not self._connect():
             self._fail("unreachable at start")
+        else:
+            self._check_epoch()
 
     def _connect(self) -> bool:
         """Check the store and (re)subscribe the change feed; False if Redis is unreachable."""
@@ -199,12 +272,15 @@ class RedisDam(Dam):
         return int(version)
 
     def _write(self, write: Write, now: float) -> int | None:
-        """Execute ``write``, or queue it if the store is unreachable (None)."""
+        """Execute ``write``, or queue it if the store is unreachable (None); a write Redis refuses raises alone."""
         if not self.degraded:
             try:
                 return self._apply(write, now)
             except UNREACHABLE as exc:
                 self._fail(f"{type(exc).__name__}: {exc}")
+            except redis.exceptions.RedisError:
+                self._counters["failed_writes"] += 1
+                raise
         self._enqueue(write)
         return None
 
@@ -234,6 +310,14 @@ class RedisDam(Dam):
             self._fail(f"{type(exc).__name__}: {exc}")
         self._ops["degraded_reads"] += 1
 
+    def _read(self, key: str, blob: bytes | None, now: float) -> Atom | None:
+        """The live atom stored as ``blob``; a corrupt one reads as absent, and is counted and logged (once)."""
+        try:
+            return decode(key, blob, now)
+        except CorruptAtom as exc:
+            self._corrupt_atoms.report(exc.key, exc.reason)
+            return None
+
     def _mget(self, keys: list[str]) -> list[bytes | None]:
         """The stored blobs of ``keys``, in order (redis-py types every reply as maybe awaitable; ours is not)."""
         return cast(list[bytes | None], self._client.mget([self._prefix + key for key in keys]))
@@ -255,7 +339,7 @@ class RedisDam(Dam):
             except UNREACHABLE as exc:
                 self._unreachable_read(exc)
         found = {
-            key: atom for key, blob in zip(keys, blobs, strict=True) if (atom := decode(key, blob, now)) is not None
+            key: atom for key, blob in zip(keys, blobs, strict=True) if (atom := self._read(key, blob, now)) is not None
         }
         self._ops["hits"] += len(found)
         self._ops["misses"] += len(keys) - len(found)
@@ -285,28 +369,47 @@ class RedisDam(Dam):
                 tuple[int, list[bytes]],
                 self._client.scan(int(cursor or 0), match=glob_escape(self._prefix + prefix) + "*", count=count),
             )
-            keys = sorted(raw.decode()[len(self._prefix) :] for raw in raw_keys)
+            keys = sorted(self._atom_keys(raw_keys))
             blobs = self._mget(keys) if keys else []
         except UNREACHABLE as exc:
             self._unreachable_read(exc)
             return [], None
-        atoms = [atom for key, blob in zip(keys, blobs, strict=True) if (atom := decode(key, blob, now)) is not None]
+        atoms = [
+            atom for key, blob in zip(keys, blobs, strict=True) if (atom := self._read(key, blob, now)) is not None
+        ]
         return atoms, (str(after) if after else None)
 
+    def _atom_keys(self, raw_keys: list[bytes]) -> list[str]:
+        """The atom keys of Redis key names of our prefix; a name that is not UTF-8 is skipped and reported."""
+        keys = []
+        for raw in raw_keys:
+            try:
+                keys.append(raw.decode()[len(self._prefix) :])
+            except UnicodeDecodeError:
+                self._corrupt_atoms.report(raw.decode(errors="backslashreplace"), "the Redis key name is not UTF-8")
+        return keys
+
     def _change(self, message: dict[str, Any]) -> Change | None:
-        """The change carried by a pub/sub message, if it is one of ours."""
+        """The change carried by a pub/sub message, if it is one of ours (a corrupt one is reported and skipped)."""
         if message["type"] != "message":
             return None
-        if message["channel"].decode() == self._expired_channel:
-            name = message["data"].decode()
-            return Change("expire", name[len(self._prefix) :], None) if name.startswith(self._prefix) else None
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
-        unpacker.feed(message["data"])
-        op, key, *rest = unpacker
-        if op != "put":
-            return Change(op, key, None)
-        version, origin, expires_at, data = rest
-        return Change(op, key, Atom(key, data, version, origin, None if expires_at is None else float(expires_at)))
+        try:
+            if message["channel"] == self._expired_channel.encode():
+                return self._expired(message["data"])
+            return parse_change(message["data"])
+        except CorruptAtom as exc:
+            self._corrupt_changes.report(exc.key, exc.reason)
+            return None
+
+    def _expired(self, name: bytes) -> Change | None:
+        """The ``expire`` change of a Redis expiry event, if the expired key is one of our atoms."""
+        try:
+            text = name.decode()
+        except UnicodeDecodeError:
+            raise CorruptAtom(
+                name.decode(errors="backslashreplace"), "an expired Redis key name is not UTF-8"
+            ) from None
+        return Change("expire", text[len(self._prefix) :], None) if text.startswith(self._prefix) else None
 
     def poll_changes(self, max_items: int = 1000) -> list[Change]:
         """Up to ``max_items`` changes from the pub/sub feed (every instance's writes and Redis expiries)."""
@@ -347,6 +450,11 @@ class RedisDam(Dam):
             except UNREACHABLE as exc:
                 self._fail(f"{type(exc).__name__}: {exc}")
                 break
+            except redis.exceptions.RedisError as exc:  # refused (a script error, no permission): it fails alone
+                self._counters["failed_writes"] += 1
+                LOG.warning(
+                    "DAM store %s: queued %s of %r failed and is dropped: %s", self._where, write.op, write.key, exc
+                )
             self._queue.popleft()
         else:
             self.degraded = False
@@ -355,15 +463,49 @@ class RedisDam(Dam):
         return applied
 
     def maintain(self, now: float) -> None:
-        """Reconnect, resubscribe and replay queued writes if needed."""
+        """Reconnect, resubscribe and replay queued writes if needed; then check whether the store lost its atoms."""
         self.replay(now)
+        if not self.degraded:
+            self._check_epoch()
+
+    def _check_epoch(self) -> None:
+        """Read the store's epoch marker, writing one if there is none; a new epoch means the store lost its atoms.
+
+        Another epoch than last time, or none, means the store was flushed, restarted without persistence, or failed
+        over to an empty replica since: ``data_losses`` counts it and :meth:`take_data_loss` reports it once.
+        """
+        try:
+            epoch = cast(bytes, self._epoch_script(keys=[self._epoch_key], args=[uuid.uuid4().hex]))
+        except UNREACHABLE as exc:
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return
+        except redis.exceptions.RedisError as exc:  # e.g. no permission on the marker: data loss goes unnoticed
+            if not self._epoch_unreadable:
+                LOG.warning(
+                    "DAM store %s: epoch marker %r unusable, data loss is not detected: %s",
+                    self._where,
+                    self._epoch_key,
+                    exc,
+                )
+            self._epoch_unreadable = True
+            return
+        if self._epoch is not None and epoch != self._epoch:
+            self._data_lost = True
+            self._counters["data_losses"] += 1
+            LOG.warning("DAM store %s: the store lost its atoms (new epoch); they are re-published", self._where)
+        self._epoch = epoch
+
+    def take_data_loss(self) -> bool:
+        """Whether the store lost its atoms since the last call (seen by :meth:`maintain`); the flag is cleared."""
+        lost, self._data_lost = self._data_lost, False
+        return lost
 
     def _count(self) -> dict[str, int] | None:
         """Atoms by kind from a full SCAN of the prefix (O(atoms)), or None if unreachable."""
         kinds = {"route": 0, "session": 0, "other": 0}
         try:
             for raw in self._client.scan_iter(match=glob_escape(self._prefix) + "*", count=STATS_SCAN_COUNT):
-                kinds[kind_of(raw.decode()[len(self._prefix) :])] += 1
+                kinds[kind_of(raw.decode(errors="replace")[len(self._prefix) :])] += 1
         except UNREACHABLE as exc:
             self._fail(f"{type(exc).__name__}: {exc}")
             return None
@@ -378,6 +520,8 @@ class RedisDam(Dam):
             "degraded": self.degraded,
             "queued": len(self._queue),
             **self._counters,
+            "corrupt_atoms": self._corrupt_atoms.count,
+            "corrupt_changes": self._corrupt_changes.count,
         }
 
     def close(self) -> None:
