@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from nlb_sdn.config.openflow import DEFAULT_OPENFLOW_PORT
+
 CLASSIFIER_APP = "nlb_sdn.apps.classifier"
 LISTENER_FLAGS = (
     ("ofp_listen_host", "--ofp-listen-host"),
@@ -38,7 +40,8 @@ def check_config(path: str) -> int:
 def listener_args(args: argparse.Namespace) -> list[str]:
     """The manager's listener options the operator gave (``controller.openflow`` supplies the others' defaults).
 
-    File paths are made absolute; ValueError when TLS is asked for without its certificate, key or CA.
+    File paths are made absolute; TLS files without a TLS port listen on 6653; ValueError when TLS is asked for
+    without its certificate, key or CA.
     """
     tls = [args.ctl_privkey, args.ctl_cert, args.ca_certs]
     if any(tls) and not all(tls):
@@ -49,6 +52,8 @@ def listener_args(args: argparse.Namespace) -> list[str]:
         if value is not None:
             path = dest in ("ctl_privkey", "ctl_cert", "ca_certs")
             argv += [flag, os.path.abspath(value) if path else str(value)]
+    if all(tls) and args.ofp_ssl_listen_port is None:
+        argv += ["--ofp-ssl-listen-port", str(DEFAULT_OPENFLOW_PORT)]
     return argv
 
 

@@ -462,7 +462,7 @@ class Classifier(RyuApp):
             return
         stats = self.flow_stats.pop((dpid, msg.xid))
         entries: list[FlowEntry] = [(s.table_id, s.priority, dict(s.match.items()), s.cookie) for s in stats]
-        after_connect = self.audits.get(dpid) == msg.xid
+        after_connect = dpid in self.audits and self.audits[dpid] == msg.xid
         if after_connect:
             del self.audits[dpid]
         now = time.time()

@@ -16,9 +16,10 @@ from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 
 LEARNED_TABLES = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
 """Tables whose connection entries the switch made itself (``dispatch: switch``)."""
-HANDSHAKE_PACKETS = 2
-"""Packets a connection's forward entry counts once its handshake went on: the SYN (released through the entry)
-and the client's ACK. Fewer after ``half_open_timeout``: half-open, dropped."""
+HANDSHAKE_PACKETS = 1
+"""Packets a connection's forward entry counts once its handshake went on: the client's ACK. The SYN never counts
+(it is released with the entry's actions, and a repeated SYN meets the VIP's SYN entry, of higher priority, first).
+Fewer after ``half_open_timeout``: half-open, dropped."""
 HALF_OPEN_CHECKS_PER_TICK = 1000
 """At most this many half-open checks (a flow stats request each) go out per tick; the rest wait for the next."""
 
