@@ -486,9 +486,7 @@ class Classifier(RyuApp):
         elif dpid is not None and self.datapaths.get(dpid) is datapath:
             del self.datapaths[dpid]
             self.audits.pop(dpid, None)
-            effects = self.lb.switch_disconnected(dpid, time.time())
-            LOG.info("dpid=%016x disconnected: %d connections wait for it in lingering routes", dpid, len(effects.dam))
-            self.carry_out(effects)
+            LOG.info("dpid=%016x disconnected: its connections are checked against its flows when it reconnects", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded

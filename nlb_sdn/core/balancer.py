@@ -202,18 +202,6 @@ class LoadBalancer:
         self.reconciler.connected(dpid, now)
         return Effects({dpid: tuple(self.switch_flows(dpid))})
 
-    def switch_disconnected(self, dpid: int, now: float) -> Effects:
-        """A switch's OpenFlow connection closed: its controller-dispatched connections leave the table.
-
-        Their routes linger (route atoms touched) so a late segment re-plumbs them, and the reconcile after the switch
-        reconnects adopts again those whose entries it still holds.
-        """
-        out = Out()
-        gone = self.ctx.table.switch_gone(dpid, now, self.config.controller.dam.route_linger, out)
-        if gone:
-            self.ctx.counters.dropped["switch_disconnected"] += gone
-        return out.effects()
-
     def reconcile(self, dpid: int, entries: list[FlowEntry], now: float = 0.0, after_connect: bool = False) -> Effects:
         """A switch's flows (from flow stats): delete what the model no longer wants, adopt live connections.
 

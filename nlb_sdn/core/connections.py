@@ -1,10 +1,10 @@
 """The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows.
 
 Connection state comes from switches (a packet-in names its dpid), so it is trusted no further than that switch:
-a switch's connections leave the table when it disconnects (:meth:`ConnectionTable.switch_gone`), are re-adopted
-from the flows it still holds when it reconnects (``Reconciler.reconcile``), and a connection plumbed for a SYN is
-*half-open* until a check of its forward entry's packet count shows the handshake went on
-(``ConnectionTracker.half_open_checks``).
+when it reconnects, the connections tracked from it that the flows it holds do not show are forgotten
+(:meth:`ConnectionTable.untrusted`, from ``Reconciler.reconcile``), and a connection plumbed for a SYN is *half-open*
+until a check of its forward entry's packet count shows the handshake went on (``ConnectionTracker.half_open_checks``).
+A switch that only disconnects keeps its connections: in ``fail_mode=secure`` it goes on forwarding them.
 """
 
 from __future__ import annotations
@@ -112,16 +112,6 @@ class ConnectionTable(Manager):
         for key, _conn in due:
             del self.half_open[key]
         return due
-
-    def switch_gone(self, dpid: int, now: float, linger: float, out: Out) -> int:
-        """A switch disconnected: its controller-dispatched connections leave the table (and stop counting against
-        the cap); their routes linger like idle-ended ones, re-adopted from its flows if it comes back. How many."""
-        gone = [key for key, conn in self.by_key.items() if conn.dpid == dpid and conn.dispatch == Dispatch.CONTROLLER]
-        for key in gone:
-            conn = self.forget(key)
-            if conn is not None:
-                self.ended(key, conn, True, now, linger, out)
-        return len(gone)
 
     def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
         """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries

@@ -165,18 +165,17 @@ def test_forged_connections_do_not_survive_the_real_switch_reconnecting(shell: S
     assert shell.app.stats()["dropped"]["not_on_switch"] == 5
 
 
-def test_a_disconnected_switch_s_connections_leave_the_table_and_come_back_from_its_flows(shell: Shell) -> None:
+def test_a_forger_that_hung_up_leaves_nothing_once_the_real_switch_reconnects(shell: Shell) -> None:
     real = shell.syn(41000)
     forger = ClosableDatapath(real.id, shell.fab)
     shell.connect(forger)
     shell.syn(42000, datapath=forger)
-    assert len(shell.clients()) == 2
     shell.disconnect(forger)
-    assert shell.app.api.connections() == [], "nothing of the gone switch counts against the cap"
-    assert len(shell.app.lb.ctx.table.lingering) == 2
+    shell.disconnect(real)
+    assert len(shell.clients()) == 2, "a switch that only disconnects goes on forwarding (fail_mode=secure)"
     shell.clock.now += 1
     shell.connect(real)
-    assert len(shell.clients()) == 1, "the real switch's flows bring its connection back"
+    assert shell.clients() == {"10.0.0.1:41000"}, "the real switch's flows keep its own connection only"
 
 
 def test_a_half_open_connection_goes_after_its_check_and_an_open_one_stays(shell: Shell) -> None:

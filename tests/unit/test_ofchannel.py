@@ -12,6 +12,7 @@ from nlb_sdn.config import ConfigError, parse_config
 from nlb_sdn.core.connections import ConnectionTable
 from nlb_sdn.core.effects import DamVerb, Out
 from nlb_sdn.core.model import Connection, Dispatch
+from nlb_sdn.dam.atoms import route_key
 from nlb_sdn.flows.builders import NatRoute
 from nlb_sdn.framework import ListenerOptions, set_listener_defaults
 
@@ -90,18 +91,7 @@ def test_connections_the_switch_does_not_hold_are_forgotten_after_its_reconnect(
     out = Out()
     assert table.untrusted(1, {key(1)}, before=20.0, out=out) == 1
     assert set(table.by_key) == {key(1), key(3), key(4), key(5)} and key(2) not in table.half_open
-    assert [(op.verb, op.key) for op in out.effects().dam] == [(DamVerb.DELETE, "conn:tcp:10.0.0.1:2:10.0.0.100:80")]
-
-
-def test_a_gone_switch_s_connections_leave_the_cap_and_linger() -> None:
-    table, out = ConnectionTable(2), Out()
-    table.add(key(1), conn(1, 1, 10.0), out)
-    table.add(key(2), conn(2, 2, 10.0), out)
-    assert table.full()
-    out = Out()
-    assert table.switch_gone(1, 11.0, 120.0, out) == 1
-    assert not table.full() and set(table.by_key) == {key(2)} and table.lingering[key(1)][1] == 131.0
-    assert [op.verb for op in out.effects().dam] == [DamVerb.TOUCH]
+    assert [(op.verb, op.key) for op in out.effects().dam] == [(DamVerb.DELETE, route_key(*key(2)))]
 
 
 def test_half_open_connections_are_due_once_after_their_timeout() -> None:
