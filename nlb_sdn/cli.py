@@ -6,7 +6,18 @@ import argparse
 import os
 import sys
 
+from nlb_sdn.config.openflow import DEFAULT_OPENFLOW_PORT
+
 CLASSIFIER_APP = "nlb_sdn.apps.classifier"
+LISTENER_FLAGS = (
+    ("ofp_listen_host", "--ofp-listen-host"),
+    ("ofp_tcp_listen_port", "--ofp-tcp-listen-port"),
+    ("ofp_ssl_listen_port", "--ofp-ssl-listen-port"),
+    ("ctl_privkey", "--ctl-privkey"),
+    ("ctl_cert", "--ctl-cert"),
+    ("ca_certs", "--ca-certs"),
+)
+"""The OpenFlow listener options passed on to the manager when given (they override ``controller.openflow``)."""
 
 
 def check_config(path: str) -> int:
@@ -26,6 +37,26 @@ def check_config(path: str) -> int:
     return 0
 
 
+def listener_args(args: argparse.Namespace) -> list[str]:
+    """The manager's listener options the operator gave (``controller.openflow`` supplies the others' defaults).
+
+    File paths are made absolute; TLS files without a TLS port listen on 6653; ValueError when TLS is asked for
+    without its certificate, key or CA.
+    """
+    tls = [args.ctl_privkey, args.ctl_cert, args.ca_certs]
+    if any(tls) and not all(tls):
+        raise ValueError("--ctl-privkey, --ctl-cert and --ca-certs go together (switch certificates are checked)")
+    argv: list[str] = []
+    for dest, flag in LISTENER_FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            path = dest in ("ctl_privkey", "ctl_cert", "ca_certs")
+            argv += [flag, os.path.abspath(value) if path else str(value)]
+    if all(tls) and args.ofp_ssl_listen_port is None:
+        argv += ["--ofp-ssl-listen-port", str(DEFAULT_OPENFLOW_PORT)]
+    return argv
+
+
 def run_controller(args: argparse.Namespace) -> int:
     """Validate the config, then replace this process with the framework's manager running the classifier app.
 
@@ -34,10 +65,15 @@ def run_controller(args: argparse.Namespace) -> int:
     status = check_config(args.config)
     if status:
         return status
+    try:
+        listener = listener_args(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     os.environ["NLB_SDN_CONFIG"] = os.path.abspath(args.config)
     if args.framework:
         os.environ["NLB_SDN_FRAMEWORK"] = args.framework
-    argv = [sys.executable, "-m", "nlb_sdn.framework", "--ofp-tcp-listen-port", str(args.ofp_tcp_listen_port)]
+    argv = [sys.executable, "-m", "nlb_sdn.framework", *listener]
     if args.verbose:
         argv.append("--verbose")
     argv += [*args.extra_apps, CLASSIFIER_APP]
@@ -53,7 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     controller = sub.add_parser("controller", help="run one LBU instance (os-ken or ryu manager + classifier app)")
     controller.add_argument("--config", required=True, help="YAML, TOML or JSON config file")
-    controller.add_argument("--ofp-tcp-listen-port", type=int, default=6653)
+    listen = controller.add_argument_group(
+        "OpenFlow channel", "override controller.openflow (default: 127.0.0.1:6653, TCP; TLS when tls is set)"
+    )
+    listen.add_argument("--ofp-listen-host", help="address switches connect to")
+    listen.add_argument("--ofp-tcp-listen-port", type=int, help="TCP port (plain OpenFlow)")
+    listen.add_argument("--ofp-ssl-listen-port", type=int, help="TLS port (with the three files below)")
+    listen.add_argument("--ctl-privkey", help="the controller's private key (PEM)")
+    listen.add_argument("--ctl-cert", help="the controller's certificate (PEM)")
+    listen.add_argument("--ca-certs", help="the CA certificate(s) that signed the switches' certificates (PEM)")
     controller.add_argument("--framework", choices=["os_ken", "ryu"], help="default: os_ken if installed")
     controller.add_argument("--verbose", action="store_true")
     controller.add_argument(

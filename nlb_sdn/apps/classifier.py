@@ -22,23 +22,30 @@ from typing import Any, ClassVar
 
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.config import load_config
+from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
+from nlb_sdn.core.model import ConnKey
+from nlb_sdn.core.reconcile import FlowEntry
+from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
+from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.flows.templates import Prepared
 from nlb_sdn.framework import (
     CONFIG_DISPATCHER,
     DEAD_DISPATCHER,
     MAIN_DISPATCHER,
     EventBase,
+    ListenerOptions,
     RyuApp,
     hub,
     ofp_event,
     ofproto_v1_3,
     set_ev_cls,
+    set_listener_defaults,
     use_fast_packet_in_path,
 )
 from nlb_sdn.rest.app import make_app
@@ -68,6 +75,18 @@ def read_key(path: str) -> bytes:
         raise RuntimeError(f"{path}: the H&L {exc}") from exc
 
 
+def listener_options(openflow: OpenFlow, config_dir: str) -> ListenerOptions:
+    """The manager's OpenFlow listener settings from ``controller.openflow`` (TLS files relative to the config's
+    directory); a missing TLS file stops the start, naming it."""
+    if openflow.tls is None:
+        return ListenerOptions(openflow.listen_host, openflow.port)
+    tls = openflow.tls.resolved(config_dir)
+    for path in (tls.cert, tls.key, tls.ca):
+        if not os.path.isfile(path):
+            raise RuntimeError(f"controller.openflow.tls: {path}: no such file")
+    return ListenerOptions(openflow.listen_host, openflow.port, tls.cert, tls.key, tls.ca)
+
+
 def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     """Log and count any exception a handler raises, naming the datapath, instead of killing the event loop."""
 
@@ -81,6 +100,18 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
             LOG.exception("dpid=%s: %s failed", f"{dpid:016x}" if isinstance(dpid, int) else dpid, handler.__name__)
 
     return wrapper
+
+
+def connection_counts(stats: list[Any]) -> dict[ConnKey, int]:
+    """Packet counts of the exact client-to-VIP entries of table 1 in flow stats, by connection."""
+    counts: dict[ConnKey, int] = {}
+    for stat in stats:
+        if stat.table_id == Table.CONNECTIONS:
+            try:
+                counts[forward_key(dict(stat.match.items()))] = stat.packet_count
+            except KeyError:
+                continue
+    return counts
 
 
 class EventTick(EventBase):
@@ -121,6 +152,10 @@ class Classifier(RyuApp):
         if not path:
             raise RuntimeError(f"set {CONFIG_ENV} to the config file (or use `nlb-sdn controller --config FILE`)")
         config = load_config(path)
+        self.listener = set_listener_defaults(
+            listener_options(config.controller.openflow, os.path.dirname(os.path.abspath(path)))
+        )
+        """The manager's OpenFlow listener options in effect (the config's, unless its command line set them)."""
         key_file = config.controller.health.key_file
         if key_file and not os.path.isabs(key_file):
             key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
@@ -132,7 +167,12 @@ class Classifier(RyuApp):
         self.datapaths: dict[int, Any] = {}
         self.sent: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.flow_stats: dict[int, list[tuple[int, int, dict[str, Any], int]]] = {}
+        self.flow_stats: dict[tuple[int, int], list[Any]] = {}
+        """Flow stats replies being gathered, by (dpid, xid)."""
+        self.audits: dict[int, int] = {}
+        """The xid of the full flow stats request each (re)connected switch is to answer."""
+        self.refused_switches: Counter[int] = Counter()
+        """Connections of switches that may not connect, by dpid."""
         self.started_at = time.time()
         self.barriers: dict[tuple[int, int], Any] = {}
         self.dam_writes: deque[DamOp] = deque()
@@ -369,6 +409,10 @@ class Classifier(RyuApp):
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
         stats["dam"] = self.dam_stats
+        stats["openflow"] = {
+            "listener": self.listener,
+            "refused": {f"{dpid:016x}": count for dpid, count in sorted(self.refused_switches.items())},
+        }
         return stats
 
     # -- events -----------------------------------------------------------------------------------------------------
@@ -418,14 +462,34 @@ class Classifier(RyuApp):
     def switch_features(self, ev: Any) -> None:
         """Install the pipeline on a (re)connecting switch; connection flows in table 1 are never wiped."""
         datapath = ev.msg.datapath
+        if not self.lb.switch_allowed(datapath.id):
+            self.refuse(datapath)
+            return
         if not self.lb.known_switch(datapath.id):
             LOG.warning("dpid=%016x is not in the fabric config: base pipeline only, no paths", datapath.id)
         parser = datapath.ofproto_parser
         max_len = self.lb.config.controller.packet_in_max_len
         self.send(datapath, [parser.OFPSetConfig(None, datapath.ofproto.OFPC_FRAG_NORMAL, max_len)])
-        self.carry_out(self.lb.switch_connected(datapath.id), datapath)
-        self.send(datapath, [parser.OFPBarrierRequest(None), flow_stats_request()])
-        self.flow_stats[datapath.id] = []
+        self.carry_out(self.lb.switch_connected(datapath.id, time.time()), datapath)
+        audit = flow_stats_request()
+        self.audits[datapath.id] = datapath.set_xid(audit)
+        self.send(datapath, [parser.OFPBarrierRequest(None), audit])
+
+    def refuse(self, datapath: Any) -> None:
+        """Close the OpenFlow connection of a switch that may not connect: nothing is installed, nothing tracked.
+
+        Logged once per dpid, counted every time (``openflow.refused`` in the stats).
+        """
+        dpid = datapath.id
+        if not self.refused_switches[dpid]:
+            LOG.warning(
+                "dpid=%016x from %s may not connect (not in the fabric or controller.openflow.allowed_dpids): "
+                "closing its connection",
+                dpid,
+                getattr(datapath, "address", "?"),
+            )
+        self.refused_switches[dpid] += 1
+        datapath.close()
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     @guarded
@@ -433,14 +497,24 @@ class Classifier(RyuApp):
         """Collect a switch's flows; once complete, delete what the model no longer wants."""
         msg = ev.msg
         dpid = msg.datapath.id
-        entries = self.flow_stats.setdefault(dpid, [])
-        entries += [(stat.table_id, stat.priority, dict(stat.match.items()), stat.cookie) for stat in msg.body]
+        if not self.lb.switch_allowed(dpid):
+            return
+        stats = self.flow_stats.setdefault((dpid, msg.xid), [])
+        stats += msg.body
         if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
             return
-        effects = self.lb.reconcile(dpid, self.flow_stats.pop(dpid), now=time.time())
+        stats = self.flow_stats.pop((dpid, msg.xid))
+        entries: list[FlowEntry] = [(s.table_id, s.priority, dict(s.match.items()), s.cookie) for s in stats]
+        after_connect = dpid in self.audits and self.audits[dpid] == msg.xid
+        if after_connect:
+            del self.audits[dpid]
+        now = time.time()
+        effects = self.lb.reconcile(dpid, entries, now, after_connect)
         if effects.messages:
             LOG.info("dpid=%016x: removing %d stale flows", dpid, len(effects.to(dpid)))
         self.carry_out(effects, msg.datapath)
+        if not after_connect:
+            self.carry_out(self.lb.packet_counts(dpid, connection_counts(stats), now), msg.datapath)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded
@@ -448,17 +522,22 @@ class Classifier(RyuApp):
         """Track connected datapaths."""
         datapath, dpid = ev.datapath, ev.datapath.id
         if ev.state == MAIN_DISPATCHER:
+            if not self.lb.switch_allowed(dpid):
+                return
             self.datapaths[dpid] = datapath
             LOG.info("dpid=%016x connected", dpid)
         elif dpid is not None and self.datapaths.get(dpid) is datapath:
             del self.datapaths[dpid]
-            LOG.info("dpid=%016x disconnected", dpid)
+            self.audits.pop(dpid, None)
+            LOG.info("dpid=%016x disconnected: its connections are checked against its flows when it reconnects", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded
     def packet_in(self, ev: Any) -> None:
         """Classify a punted packet and plumb its connection."""
         msg = ev.msg
+        if not self.lb.switch_allowed(msg.datapath.id):
+            return
         self.carry_out(
             self.lb.handle_packet_in(
                 msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
@@ -471,6 +550,8 @@ class Classifier(RyuApp):
     def flow_removed(self, ev: Any) -> None:
         """Keep the connection table exact as connection flows expire or are deleted."""
         msg = ev.msg
+        if not self.lb.switch_allowed(msg.datapath.id):
+            return
         ofp = msg.datapath.ofproto
         idle = msg.reason in (ofp.OFPRR_IDLE_TIMEOUT, ofp.OFPRR_HARD_TIMEOUT)
         self.carry_out(

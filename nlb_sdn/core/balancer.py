@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from nlb_sdn.config import Config
+from nlb_sdn.config.openflow import allowed_dpids
 from nlb_sdn.core import l7
 from nlb_sdn.core.arp import ArpResponder
 from nlb_sdn.core.conntrack import ConntrackManager
@@ -20,7 +21,7 @@ from nlb_sdn.core.frames import ArpRequest, FrameError, parse_frame
 from nlb_sdn.core.health import HealthManager
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.migration import MigrationManager
-from nlb_sdn.core.model import PacketIn
+from nlb_sdn.core.model import ConnKey, PacketIn
 from nlb_sdn.core.paths import FabricPaths
 from nlb_sdn.core.reconcile import FlowEntry, Reconciler
 from nlb_sdn.core.services import service_for
@@ -66,6 +67,8 @@ class LoadBalancer:
             self.hl,
         )
         """Every manager, in the order their entries go to a (re)connecting switch."""
+        self.allowed_dpids: frozenset[int] | None = None
+        """The switches that may connect (None: any, while neither the fabric nor ``allowed_dpids`` lists one)."""
         self._startup = self.apply_config(config, dpids=(), now=now).datagrams
         """Datagrams of the first config, sent with the first tick."""
 
@@ -99,6 +102,10 @@ class LoadBalancer:
     def known_switch(self, dpid: int) -> bool:
         """Whether the static fabric lists this dpid."""
         return self.ctx.fabric.known_switch(dpid)
+
+    def switch_allowed(self, dpid: int) -> bool:
+        """Whether a switch may connect: listed in ``controller.openflow.allowed_dpids``, else in the fabric."""
+        return self.allowed_dpids is None or dpid in self.allowed_dpids
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """Everything a (re)connecting switch needs: base pipeline, VIP entries, paths, dispatch and conntrack."""
@@ -187,14 +194,28 @@ class LoadBalancer:
             self.tracker.flow_removed(dpid, table_id, decoded, match, idle, now, out)
         return out.effects()
 
-    def switch_connected(self, dpid: int) -> Effects:
-        """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped)."""
+    def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
+        """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped).
+
+        The full reconcile of its flows (``reconcile(..., after_connect=True)``) is to follow.
+        """
+        self.reconciler.connected(dpid, now)
         return Effects({dpid: tuple(self.switch_flows(dpid))})
 
-    def reconcile(self, dpid: int, entries: list[FlowEntry], now: float = 0.0) -> Effects:
-        """A switch's flows (from flow stats): delete what the model no longer wants, adopt live connections."""
+    def reconcile(self, dpid: int, entries: list[FlowEntry], now: float = 0.0, after_connect: bool = False) -> Effects:
+        """A switch's flows (from flow stats): delete what the model no longer wants, adopt live connections.
+
+        ``after_connect``: all its flows, listed after it (re)connected: connections tracked from it before that
+        whose entries it does not hold are forgotten.
+        """
         out = Out()
-        self.reconciler.reconcile(dpid, entries, self.switch_flows(dpid), now, out)
+        self.reconciler.reconcile(dpid, entries, self.switch_flows(dpid), now, out, after_connect)
+        return out.effects()
+
+    def packet_counts(self, dpid: int, counts: dict[ConnKey, int], now: float) -> Effects:
+        """Packet counts of connection entries (the replies to half-open checks): half-open connections go."""
+        out = Out()
+        self.tracker.packet_counts(dpid, counts, now, out)
         return out.effects()
 
     # -- timers, agents and the DAM ---------------------------------------------------------------------------------
@@ -205,6 +226,7 @@ class LoadBalancer:
         out.datagrams.extend(self._startup)
         self._startup = ()
         self.hl.tick(now, out)
+        self.tracker.half_open_checks(now, out)
         out.send_all(dpids, self.conntrack.expire_retired(now) + self.switching.group_updates(now))
         self.conntrack.audits(now, out)
         return out.effects()
@@ -308,6 +330,8 @@ class LoadBalancer:
         changes = ctx.vips.apply(new.vips, lambda state: ctx.table.forget_vip(state.vip.name))
         ctx.config = new
         ctx.table.max_connections = new.controller.max_connections
+        ctx.table.half_open_timeout = new.controller.openflow.half_open_timeout
+        self.allowed_dpids = allowed_dpids(new.controller.openflow, [switch.dpid for switch in new.fabric.switches])
         for change in changes:
             if change.change != Change.REMOVED:
                 change.state.service = service_for(ctx, change.state, self.switching, self.router_picker)

@@ -1,4 +1,11 @@
-"""The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows."""
+"""The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows.
+
+Connection state comes from switches (a packet-in names its dpid), so it is trusted no further than that switch:
+when it reconnects, the connections tracked from it that the flows it holds do not show are forgotten
+(:meth:`ConnectionTable.untrusted`, from ``Reconciler.reconcile``), and a connection plumbed for a SYN is *half-open*
+until a check of its forward entry's packet count shows the handshake went on (``ConnectionTracker.half_open_checks``).
+A switch that only disconnects keeps its connections: in ``fail_mode=secure`` it goes on forwarding them.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,11 @@ from typing import Any
 
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
-from nlb_sdn.core.model import Connection, ConnKey, Dispatch
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.dam.atoms import route_key
+
+DEFAULT_HALF_OPEN_TIMEOUT = 3.0
+"""Seconds after its SYN before a controller-dispatched connection's handshake is checked."""
 
 
 def atom_key(key: ConnKey) -> str:
@@ -16,11 +26,19 @@ def atom_key(key: ConnKey) -> str:
     return route_key(*key)
 
 
+def half_open_candidate(conn: Connection) -> bool:
+    """Whether a new connection's handshake is checked: nat connections the controller plumbed for their SYN."""
+    return conn.syn_tag is not None and conn.dispatch == Dispatch.CONTROLLER and conn.mode == Mode.NAT
+
+
 class ConnectionTable(Manager):
     """Every connection this LBU instance tracks, by key, with per-member counts and lingering routes."""
 
-    def __init__(self, max_connections: int) -> None:
+    def __init__(self, max_connections: int, half_open_timeout: float = DEFAULT_HALF_OPEN_TIMEOUT) -> None:
         self.max_connections = max_connections
+        self.half_open_timeout = half_open_timeout
+        self.half_open: dict[ConnKey, float] = {}
+        """Connections plumbed for a SYN whose handshake is not confirmed yet, with when to check them."""
         self.by_key: dict[ConnKey, Connection] = {}
         self.per_member: Counter[tuple[str, str]] = Counter()
         self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
@@ -45,6 +63,8 @@ class ConnectionTable(Manager):
         self.per_member[(conn.vip, conn.member)] += 1
         if out is not None:
             out.put(atom_key(key), conn.atom_data())
+            if half_open_candidate(conn):
+                self.half_open[key] = conn.installed_at + self.half_open_timeout
 
     def republish(self, out: Out) -> None:
         """Put the route atom of every tracked connection again (the store lost them); lingering routes are not."""
@@ -54,6 +74,7 @@ class ConnectionTable(Manager):
     def forget(self, key: ConnKey) -> Connection | None:
         """Remove a connection from the table and the per-member counts."""
         conn = self.by_key.pop(key, None)
+        self.half_open.pop(key, None)
         if conn is not None:
             pair = (conn.vip, conn.member)
             self.per_member[pair] -= 1
@@ -82,7 +103,36 @@ class ConnectionTable(Manager):
         conn = remembered[0]
         conn.dpid = dpid
         self.add(key, conn, out)
+        self.half_open.pop(key, None)  # a later segment came: the handshake went on
         return conn
+
+    def due_half_open(self, now: float, limit: int) -> list[tuple[ConnKey, Connection]]:
+        """Up to ``limit`` half-open connections whose check is due; they leave ``half_open`` (checked once)."""
+        due: list[tuple[ConnKey, Connection]] = []
+        for key, deadline in self.half_open.items():
+            if len(due) >= limit:
+                break
+            if deadline <= now:
+                due.append((key, self.by_key[key]))
+        for key, _conn in due:
+            del self.half_open[key]
+        return due
+
+    def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
+        """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries
+        the switch does not hold (not in ``seen``), and delete their route atoms. How many."""
+        stale = [
+            key
+            for key, conn in self.by_key.items()
+            if conn.dpid == dpid
+            and conn.dispatch == Dispatch.CONTROLLER
+            and conn.installed_at < before
+            and key not in seen
+        ]
+        for key in stale:
+            self.forget(key)
+            out.delete(atom_key(key))
+        return len(stale)
 
     def expire(self, now: float) -> None:
         """Drop lingering routes whose time is up."""

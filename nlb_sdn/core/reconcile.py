@@ -25,6 +25,14 @@ REJECTED_LIMIT = 1000
 """Refused atoms kept (key and reason) until the shell takes them to log; more are only counted."""
 
 
+def _connection_key(match: dict[str, Any]) -> ConnKey:
+    """The connection of a client-to-VIP entry's match, or an impossible key when the match is not exact."""
+    try:
+        return forward_key(match)
+    except KeyError:
+        return ("", 0, "", 0)
+
+
 class Reconciler(Manager):
     """Audits a switch's flows against the model (stale ones go, live connections are adopted) and reloads atoms."""
 
@@ -33,13 +41,31 @@ class Reconciler(Manager):
         self.conntrack = conntrack
         self.rejected: dict[str, str] = {}
         """Atoms refused since the shell last took them: key to reason (bounded; all are counted)."""
+        self.connected_at: dict[int, float] = {}
+        """When each switch last (re)connected: its first full reconcile trusts nothing tracked before that."""
 
-    def reconcile(self, dpid: int, entries: list[FlowEntry], wanted: list[Any], now: float, out: Out) -> None:
+    def connected(self, dpid: int, now: float) -> None:
+        """A switch (re)connected at ``now``; the full reconcile of its flows follows."""
+        self.connected_at[dpid] = now
+
+    def reconcile(
+        self,
+        dpid: int,
+        entries: list[FlowEntry],
+        wanted: list[Any],
+        now: float,
+        out: Out,
+        after_connect: bool = False,
+    ) -> None:
         """Delete what a switch holds that the model does not want (``wanted``: its switch flows), adopt the rest.
 
         Our base and fabric entries not wanted go, and so do connection flows of VIP services that no longer exist.
         Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services that the
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
+
+        ``after_connect``: ``entries`` are all the switch's flows, listed after it (re)connected. Connections tracked
+        from it before that whose entries it does not hold are forgotten (state from a switch is not trusted beyond
+        that switch: a forged or stale claim of its dpid, or atoms reloaded from the DAM, do not survive).
         """
         wanted_keys = {
             flow_identity(msg.table_id, msg.priority, dict(msg.match.items()))
@@ -47,8 +73,11 @@ class Reconciler(Manager):
             if isinstance(msg, parser.OFPFlowMod)
         }
         deletes: list[Any] = []
+        seen: set[ConnKey] = set()
         for table_id, priority, match, raw_cookie in entries:
             cookie = Cookie.decode(raw_cookie)
+            if table_id == Table.CONNECTIONS and cookie.kind in (CookieKind.NAT, CookieKind.TUNNEL):
+                seen.add(_connection_key(match))
             if cookie.kind in (CookieKind.BASE, CookieKind.FABRIC):
                 stale = flow_identity(table_id, priority, match) not in wanted_keys
             elif cookie.kind == CookieKind.TUNNEL:
@@ -62,6 +91,11 @@ class Reconciler(Manager):
             if stale:
                 deletes.append(builders.flow_delete_strict(table_id, priority, builders.match_from_fields(match)))
         out.send(dpid, deletes)
+        if after_connect:
+            since = self.connected_at.pop(dpid, now)
+            forgotten = self.ctx.table.untrusted(dpid, seen, since, out)
+            if forgotten:
+                self.ctx.counters.dropped["not_on_switch"] += forgotten
 
     def _tunnel_stale(
         self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.core.connections import atom_key
+from nlb_sdn.core.connections import atom_key, half_open_candidate
 from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
@@ -16,6 +16,12 @@ from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 
 LEARNED_TABLES = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
 """Tables whose connection entries the switch made itself (``dispatch: switch``)."""
+HANDSHAKE_PACKETS = 1
+"""Packets a connection's forward entry counts once its handshake went on: the client's ACK. The SYN never counts
+(it is released with the entry's actions, and a repeated SYN meets the VIP's SYN entry, of higher priority, first).
+Fewer after ``half_open_timeout``: half-open, dropped."""
+HALF_OPEN_CHECKS_PER_TICK = 1000
+"""At most this many half-open checks (a flow stats request each) go out per tick; the rest wait for the next."""
 
 
 def forward_key(match: dict[str, Any]) -> ConnKey:
@@ -47,6 +53,31 @@ class ConnectionTracker(Manager):
             self.conntrack.audit_removed(match, idle, out)
         else:
             self._nat_removed(dpid, table_id, cookie, match, idle, now, out)
+
+    def half_open_checks(self, now: float, out: Out) -> None:
+        """Ask each switch for the forward entry of its connections whose half-open check is due."""
+        for _key, conn in self.ctx.table.due_half_open(now, HALF_OPEN_CHECKS_PER_TICK):
+            out.send(conn.dpid, [builders.connection_stats_request(conn.route)])
+
+    def packet_counts(self, dpid: int, counts: dict[ConnKey, int], now: float, out: Out) -> None:
+        """A switch's packet counts of connection entries: a controller-plumbed nat connection past its half-open
+        time whose entry saw fewer than ``HANDSHAKE_PACKETS`` never finished its handshake, so it is forgotten, its
+        route atom deleted and its entries removed."""
+        table = self.ctx.table
+        for key, count in counts.items():
+            conn = table.get(key)
+            if (
+                conn is None
+                or conn.dpid != dpid
+                or count >= HANDSHAKE_PACKETS
+                or not half_open_candidate(conn)
+                or conn.installed_at + table.half_open_timeout > now
+            ):
+                continue
+            table.forget(key)
+            out.delete(atom_key(key))
+            out.send(dpid, builders.nat_connection_deletes(conn.route))
+            self.ctx.counters.dropped["half_open"] += 1
 
     def _nat_removed(
         self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], idle: bool, now: float, out: Out

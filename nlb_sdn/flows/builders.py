@@ -117,6 +117,13 @@ def flow_stats_request() -> Any:
     return parser.OFPFlowStatsRequest(None, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
 
 
+def connection_stats_request(route: NatRoute) -> Any:
+    """Ask for one controller-plumbed connection's forward entry (its packet count tells a finished handshake)."""
+    return parser.OFPFlowStatsRequest(
+        None, 0, int(Table.CONNECTIONS), ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, forward_match(route)
+    )
+
+
 def apply(*actions: Any) -> Any:
     """An APPLY_ACTIONS instruction."""
     return parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, list(actions))

@@ -6,6 +6,8 @@ Three parts, all importable from here (``from nlb_sdn.framework import RyuApp, s
   else os_ken with ryu as the fallback) and names the modules of its API that nlb_sdn uses.
 * :mod:`nlb_sdn.framework.ryu_compat`: what ryu 4.34 needs from today's eventlet and Python, and the start-up hook
   that gives a bare ``ryu-manager`` in .venv-ryu the same fix.
+* :mod:`nlb_sdn.framework.options`: the manager's OpenFlow listener options (address, port, TLS), whose defaults
+  the classifier takes from the config file.
 * :mod:`nlb_sdn.framework.fast_path`: the opt-in packet-in fast path (the classifier uses it), guarded by the
   framework versions it was tested with; ``NLB_SDN_FAST_PATH=off`` turns it off.
 
@@ -54,6 +56,7 @@ from nlb_sdn.framework.fast_path import (
     require_fast_path_support,
     use_fast_packet_in_path,
 )
+from nlb_sdn.framework.options import ListenerOptions, set_listener_defaults
 from nlb_sdn.framework.ryu_compat import ALREADY_HANDLED_STANDIN, apply_eventlet_fix
 
 __all__ = [
@@ -71,6 +74,7 @@ __all__ = [
     "EventBase",
     "FastPathSetting",
     "FastPathUnsupported",
+    "ListenerOptions",
     "RyuApp",
     "app_manager",
     "apply_eventlet_fix",
@@ -94,6 +98,7 @@ __all__ = [
     "parse_packet_in",
     "require_fast_path_support",
     "set_ev_cls",
+    "set_listener_defaults",
     "tcp",
     "udp",
     "use_fast_packet_in_path",
