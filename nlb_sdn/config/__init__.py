@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nlb_sdn.config.base import Strict
+from nlb_sdn.config.flood import FloodProtection
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.dam import DamConfig
 
@@ -314,6 +315,7 @@ class Controller(Strict):
     rest: Rest = Field(default_factory=Rest)
     health: Health = Field(default_factory=Health)
     dam: DamConfig = Field(default_factory=DamConfig)
+    flood: FloodProtection = Field(default_factory=FloodProtection)
 
 
 class Config(Strict):
