@@ -2,9 +2,10 @@
 
 ``PIPELINE`` declares every table: its purpose, the match fields its flows may use, where its flows may send a
 packet on (``Hop``: goto, resubmit, ct, the select group), what its miss entry does, the named priorities it uses,
-the cookie kinds that may own its flows and the meters (``MeterKind``) its punts may go through. ``check_message`` lists how a built message (flow-mod, prepared template,
-group-mod, packet-out) breaks that declaration; the fake OpenFlow switch of the tests runs it on every message it
-applies. ``render_markdown`` writes the tables section of docs/pipeline.md (``python -m nlb_sdn.flows.pipeline``).
+the cookie kinds that may own its flows and the meters (``MeterKind``) its punts may go through. ``check_message``
+lists how a built message (flow-mod, prepared template, group-mod, meter-mod, packet-out) breaks that declaration;
+the fake OpenFlow switch of the tests runs it on every message it applies. ``render_markdown`` writes the tables
+section of docs/pipeline.md (``python -m nlb_sdn.flows.pipeline``).
 """
 
 from __future__ import annotations
