@@ -24,8 +24,9 @@ class FloodProtection(Strict):
     """Table-miss punts (segments of no known connection, SYNs of VIPs with no SYN entry) per switch, per second."""
     control_rate: int = Field(default=1000, ge=1, le=MAX_METER_RATE)
     """ARP and health-probe-reply punts per switch, per second."""
-    half_open_idle: int = Field(default=3, ge=0, le=65535)
-    """Idle timeout, seconds, of a new connection's flows until it is re-plumbed (0: the VIP's ``idle_timeout``)."""
+    half_open_idle: int = Field(default=0, ge=0, le=65535)
+    """Idle timeout, seconds, of a new connection's flows until it is re-plumbed (0: the VIP's ``idle_timeout``;
+    2-3 s is the recommended setting under SYN-flood exposure, see docs/config.md for the trade-off)."""
     source_prefix: int = Field(default=32, ge=0, le=32)
     """Prefix length that groups client addresses for ``source_quota``."""
     source_quota: int = Field(default=0, ge=0)
