@@ -145,7 +145,7 @@ def test_the_checker_refuses_a_meter_where_none_is_declared_or_outside_the_schem
 
 
 def test_flood_settings_are_validated() -> None:
-    with pytest.raises(ConfigError, match="flood.colour"):
+    with pytest.raises(ConfigError, match=r"flood\.colour"):
         parse_config({"controller": {"flood": {"colour": 1}}})
     with pytest.raises(ConfigError, match="vip_syn_rate"):
         parse_config({"controller": {"flood": {"vip_syn_rate": 0}}})
