@@ -17,6 +17,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nlb_sdn.config.base import Strict
+from nlb_sdn.config.flood import FloodProtection
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
@@ -327,6 +328,7 @@ class Controller(Strict):
     health: Health = Field(default_factory=Health)
     dam: DamConfig = Field(default_factory=DamConfig)
     openflow: OpenFlow = Field(default_factory=OpenFlow)
+    flood: FloodProtection = Field(default_factory=FloodProtection)
 
 
 class Config(Strict):

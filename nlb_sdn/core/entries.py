@@ -1,4 +1,8 @@
-"""Table 0's base pipeline and each VIP service's entries: the service entry and, when punted, the SYN entry."""
+"""Table 0's base pipeline and each VIP service's entries: the service entry and, when punted, the SYN entry.
+
+Every punt goes through a meter (``flows/pipeline.py``, "meters"): the switch-wide ones come with the base pipeline,
+and each VIP service has its own SYN meter for as long as it exists (``controller.flood``).
+"""
 
 from __future__ import annotations
 
@@ -24,33 +28,41 @@ class VipEntries(Manager):
         self.ctx = ctx
 
     def switch_flows(self, dpid: int) -> list[Any]:
-        """The base pipeline, then each VIP service's entries."""
-        ctx = self.ctx
-        msgs = builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
+        """The meters (every old one deleted first), the base pipeline, then each VIP service's entries."""
+        ctx, flood = self.ctx, self.ctx.config.controller.flood
+        msgs = builders.switch_meters(flood.miss_rate, flood.control_rate)
+        msgs += [builders.vip_meter(state.vip_id, flood.vip_syn_rate) for state in ctx.vips]
+        msgs += builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
         for state in ctx.vips:
             msgs += builders.vip_flows(ctx.lbu_id, state.vip_id, state.vip.address, state.vip.port)
             msgs += self._syn_entry(state, punted=True, was_punted=False)
         return msgs
 
     def changes(self, changes: list[VipChange], shared: list[Any]) -> list[Any]:
-        """Entries of added and removed VIP services, then ``shared``, then SYN entries that came or went.
+        """Meters of removed and added VIP services, their entries, then ``shared``, then SYN entries that came or went.
 
-        SYN entries come last: a VIP service leaving switch dispatch has its entries deleted by cookie first.
+        SYN entries come last: a VIP service leaving switch dispatch has its entries deleted by cookie first. Meters
+        come first: a removed service's goes before an added one may take its id, and an added one's before its SYN
+        entry uses it. Meter rates (``controller.flood``) take effect when a switch (re)connects.
         """
-        lbu_id = self.ctx.lbu_id
+        lbu_id, rate = self.ctx.lbu_id, self.ctx.config.controller.flood.vip_syn_rate
         remaining_ips = {vip.address for vip in self.ctx.config.vips}
+        gone_meters: list[Any] = []
+        meters: list[Any] = []
         msgs: list[Any] = []
         syn_entries: list[Any] = []
         for change in changes:
             state, vip = change.state, change.state.vip
             if change.change == Change.REMOVED:
+                gone_meters.append(builders.vip_meter_delete(state.vip_id))
                 msgs += builders.vip_flow_deletes(lbu_id, state.vip_id, vip.address, vip.port, remaining_ips)
                 syn_entries += self._syn_entry(state, punted=False, was_punted=syn_punted(change.old))
             else:
                 if change.change == Change.ADDED:
+                    meters.append(builders.vip_meter(state.vip_id, rate))
                     msgs += builders.vip_flows(lbu_id, state.vip_id, vip.address, vip.port)
                 syn_entries += self._syn_entry(state, punted=True, was_punted=syn_punted(change.old))
-        return msgs + shared + syn_entries
+        return gone_meters + meters + msgs + shared + syn_entries
 
     def _syn_entry(self, state: VipState, punted: bool, was_punted: bool) -> list[Any]:
         """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,

@@ -19,7 +19,18 @@ from nlb_sdn.core.frames import (
     TCP_SYN,
     arp_reply_frame as arp_reply_frame,  # the frame module's, re-exported for the core
 )
-from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
+from nlb_sdn.flows.pipeline import (
+    CONTROL_METER_ID,
+    KIND_MASK,
+    METER_BURST_DIVISOR,
+    MISS_METER_ID,
+    VIP_MASK,
+    CookieKind,
+    Priority,
+    Table,
+    make_cookie,
+    vip_meter_id,
+)
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 PROBE_MAX_LEN = 128
@@ -144,6 +155,43 @@ def to_controller(max_len: int) -> Any:
     return parser.OFPActionOutput(ofp.OFPP_CONTROLLER, max_len)
 
 
+def punt(max_len: int, meter_id: int) -> list[Any]:
+    """The instructions of a punt-only entry: through meter ``meter_id`` (over its rate: dropped), to the controller."""
+    return [parser.OFPInstructionMeter(meter_id, ofp.OFPIT_METER), apply(to_controller(max_len))]
+
+
+def meter_mod(meter_id: int, rate: int, command: int = ofp.OFPMC_ADD) -> Any:
+    """An OFPMeterMod of a packets-per-second drop meter, burst a fraction of a second of ``rate``."""
+    burst = max(1, rate // METER_BURST_DIVISOR)
+    return parser.OFPMeterMod(
+        None,
+        command=command,
+        flags=ofp.OFPMF_PKTPS | ofp.OFPMF_BURST,
+        meter_id=meter_id,
+        bands=[parser.OFPMeterBandDrop(rate=rate, burst_size=burst)],
+    )
+
+
+def meter_delete(meter_id: int) -> Any:
+    """Delete a meter (``OFPM_ALL``: every meter); the switch removes the flows that use it."""
+    return parser.OFPMeterMod(None, command=ofp.OFPMC_DELETE, meter_id=meter_id)
+
+
+def switch_meters(miss_rate: int, control_rate: int) -> list[Any]:
+    """A (re)connecting switch's meters start afresh: every old one deleted, then the switch-wide punt meters."""
+    return [meter_delete(ofp.OFPM_ALL), meter_mod(MISS_METER_ID, miss_rate), meter_mod(CONTROL_METER_ID, control_rate)]
+
+
+def vip_meter(vip_id: int, rate: int) -> Any:
+    """The meter of a VIP service's SYN punts."""
+    return meter_mod(vip_meter_id(vip_id), rate)
+
+
+def vip_meter_delete(vip_id: int) -> Any:
+    """Delete a VIP service's SYN meter (and, at the switch, its SYN entry with it)."""
+    return meter_delete(vip_meter_id(vip_id))
+
+
 def base_flows(lbu_id: int, max_len: int) -> list[Any]:
     """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses.
 
@@ -157,7 +205,7 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
             Table.CLASSIFY,
             Priority.ARP,
             parser.OFPMatch(eth_type=ETH_TYPE_ARP),
-            [apply(to_controller(max_len))],
+            punt(max_len, CONTROL_METER_ID),
             cookie,
         ),
         flow_add(
@@ -165,7 +213,7 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
         ),
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
         flow_add(
-            Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(), [apply(to_controller(max_len))], cookie
+            Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(), punt(max_len, MISS_METER_ID), cookie
         ),
         flow_add(
             Table.CONNECTIONS,
@@ -223,7 +271,7 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
             Table.CLASSIFY,
             Priority.PROBE_REPLY,
             probe_reply_match(vip_ip, PROBE_PORT_BASE, PROBE_PORT_MASK),
-            [apply(to_controller(PROBE_MAX_LEN))],
+            punt(PROBE_MAX_LEN, CONTROL_METER_ID),
             make_cookie(CookieKind.BASE, lbu_id),
         ),
     ]
@@ -248,12 +296,13 @@ def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
     (until it idles out). Riding the entry, its SYN would reach the old member even if that member was drained or
     removed meanwhile, and for an ``l7`` service it would reach a host without any rule deciding. The SYN goes up
     whole (a SYN with data, TCP Fast Open, may be longer than ``packet_in_max_len``): it can always be released.
+    It goes through the VIP service's meter (``vip_meter``): a SYN flood costs the controller at most its rate.
     """
     return flow_add(
         Table.CONNECTIONS,
         Priority.VIP_SYN,
         vip_syn_match(vip_ip, vip_port),
-        [apply(to_controller(ofp.OFPCML_NO_BUFFER))],
+        punt(ofp.OFPCML_NO_BUFFER, vip_meter_id(vip_id)),
         make_cookie(CookieKind.BASE, lbu_id, vip_id),
     )
 

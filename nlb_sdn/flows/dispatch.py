@@ -29,11 +29,12 @@ from nlb_sdn.flows.builders import (
     flow_delete,
     flow_delete_strict,
     goto,
+    punt,
     resubmit,
     to_controller,
     vip_match,
 )
-from nlb_sdn.flows.pipeline import KIND_MASK, VIP_MASK, CookieKind, Priority, Table, make_cookie
+from nlb_sdn.flows.pipeline import KIND_MASK, MISS_METER_ID, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 SLOTS = 64
@@ -188,10 +189,11 @@ def learns(vip: SwitchVip, target: SwitchTarget) -> list[Any]:
 
 
 def dispatch_base_flows(lbu_id: int, max_len: int) -> list[Any]:
-    """Table misses of the switch-dispatch tables: an unknown non-SYN goes to the controller; the rest do nothing."""
+    """Table misses of the switch-dispatch tables: an unknown non-SYN goes to the controller (through the switch's miss
+    meter); the rest do nothing."""
     cookie = make_cookie(CookieKind.BASE, lbu_id)
     return [
-        flow_add(Table.SWITCH_CONNECTIONS, Priority.MISS, parser.OFPMatch(), [apply(to_controller(max_len))], cookie),
+        flow_add(Table.SWITCH_CONNECTIONS, Priority.MISS, parser.OFPMatch(), punt(max_len, MISS_METER_ID), cookie),
         flow_add(Table.SWITCH_REVERSE, Priority.MISS, parser.OFPMatch(), [], cookie),
         flow_add(Table.SWITCH_SELECT, Priority.MISS, parser.OFPMatch(), [], cookie),
     ]

@@ -1,10 +1,11 @@
 """The forwarder pipeline, declared once as data: tables, priorities, cookie layout, and a checker of built messages.
 
 ``PIPELINE`` declares every table: its purpose, the match fields its flows may use, where its flows may send a
-packet on (``Hop``: goto, resubmit, ct, the select group), what its miss entry does, the named priorities it uses
-and the cookie kinds that may own its flows. ``check_message`` lists how a built message (flow-mod, prepared template,
-group-mod, packet-out) breaks that declaration; the fake OpenFlow switch of the tests runs it on every message it
-applies. ``render_markdown`` writes the tables section of docs/pipeline.md (``python -m nlb_sdn.flows.pipeline``).
+packet on (``Hop``: goto, resubmit, ct, the select group), what its miss entry does, the named priorities it uses,
+the cookie kinds that may own its flows and the meters (``MeterKind``) its punts may go through. ``check_message``
+lists how a built message (flow-mod, prepared template, group-mod, meter-mod, packet-out) breaks that declaration;
+the fake OpenFlow switch of the tests runs it on every message it applies. ``render_markdown`` writes the tables
+section of docs/pipeline.md (``python -m nlb_sdn.flows.pipeline``).
 """
 
 from __future__ import annotations
@@ -133,6 +134,45 @@ def make_cookie(kind: CookieKind, lbu_id: int = 0, vip_id: int = 0, endpoint_id:
     return (int(kind) << KIND_SHIFT) | (lbu_id << LBU_SHIFT) | (vip_id << VIP_SHIFT) | endpoint_id
 
 
+# -- meters ------------------------------------------------------------------------------------------------------------
+
+
+class MeterKind(Enum):
+    """Which punt path a meter bounds; every switch has one meter of each kind (``VIP_SYN``: one per VIP service)."""
+
+    VIP_SYN = "vip_syn"
+    MISS = "miss"
+    CONTROL = "control"
+
+
+MISS_METER_ID = 1
+"""The meter of a switch's table-miss punts (table 1 ``NEW_CONNECTION``, table 4's miss)."""
+CONTROL_METER_ID = 2
+"""The meter of a switch's ARP and health-probe-reply punts (table 0)."""
+VIP_METER_BASE = 0x10000
+"""A VIP service's SYN meter is ``VIP_METER_BASE + vip_id`` (vip ids are 16 bits: 0x10000-0x1ffff)."""
+METER_BURST_DIVISOR = 4
+"""A meter's burst is a quarter second of its rate."""
+
+
+def vip_meter_id(vip_id: int) -> int:
+    """The id of the meter on a VIP service's SYN punts."""
+    if not 0 <= vip_id <= MAX_VIP_ID:
+        raise ValueError(f"vip id out of range: {vip_id}")
+    return VIP_METER_BASE + vip_id
+
+
+def meter_kind(meter_id: int) -> MeterKind | None:
+    """The kind of a meter id of the scheme above, or None for an id outside it."""
+    if meter_id == MISS_METER_ID:
+        return MeterKind.MISS
+    if meter_id == CONTROL_METER_ID:
+        return MeterKind.CONTROL
+    if VIP_METER_BASE <= meter_id <= VIP_METER_BASE + MAX_VIP_ID:
+        return MeterKind.VIP_SYN
+    return None
+
+
 # -- the declaration ---------------------------------------------------------------------------------------------------
 
 
@@ -186,6 +226,7 @@ class TableSpec:
     priorities: tuple[NamedPriority, ...]
     cookie_kinds: frozenset[CookieKind]
     learns_into: frozenset[Table] = frozenset()
+    meters: frozenset[MeterKind] = frozenset()
 
     def priority_named(self, value: int) -> NamedPriority | None:
         """The table's priority of ``value``, or None when the table declares none."""
@@ -230,6 +271,7 @@ _TABLES = (
             Priority.MISS,
         ),
         frozenset({CookieKind.BASE}),
+        meters=frozenset({MeterKind.CONTROL}),
     ),
     TableSpec(
         Table.CONNECTIONS,
@@ -252,6 +294,7 @@ _TABLES = (
             Priority.MISS,
         ),
         frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.TUNNEL, CookieKind.SESSION}),
+        meters=frozenset({MeterKind.VIP_SYN, MeterKind.MISS}),
     ),
     TableSpec(
         Table.REVERSE,
@@ -280,6 +323,7 @@ _TABLES = (
         Miss(to_controller=True),
         (Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_SYN, Priority.MISS),
         frozenset({CookieKind.BASE, CookieKind.NAT, CookieKind.SESSION}),
+        meters=frozenset({MeterKind.MISS}),
     ),
     TableSpec(
         Table.SWITCH_REVERSE,
@@ -404,6 +448,7 @@ class ViolationKind(Enum):
     PRIORITY = "priority not declared"
     COOKIE_KIND = "cookie kind not allowed"
     MISS = "miss entry not as declared"
+    METER = "meter not declared"
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,10 +479,17 @@ def check_messages(msgs: Iterable[Any]) -> list[Violation]:
 def check_message(msg: Any) -> list[Violation]:
     """How a built message breaks the declared pipeline: empty when it keeps to it, and for other message types.
 
-    Flow-mods (the framework's and ``templates``' prepared ones), group-mods and packet-outs are checked.
+    Flow-mods (the framework's and ``templates``' prepared ones), group-mods, meter-mods and packet-outs are checked.
     """
     if isinstance(msg, parser.OFPFlowMod):
         return check_flow_mod(msg)
+    if isinstance(msg, parser.OFPMeterMod):
+        unknown = msg.meter_id != ofp.OFPM_ALL and meter_kind(msg.meter_id) is None
+        return (
+            [Violation(ViolationKind.METER, None, f"meter id {msg.meter_id:#x} is outside the scheme")]
+            if unknown
+            else []
+        )
     if isinstance(msg, parser.OFPGroupMod):
         return [
             Violation(ViolationKind.NEXT_TABLE, None, f"a bucket of group {msg.group_id} goes on by {hop}")
@@ -503,6 +555,11 @@ def _instruction_violations(spec: TableSpec, instructions: list[Any]) -> list[Vi
         Violation(ViolationKind.NEXT_TABLE, int(spec.table), str(hop))
         for hop in instruction_hops(instructions)
         if hop not in spec.hops
+    ]
+    violations += [
+        Violation(ViolationKind.METER, int(spec.table), f"meter {inst.meter_id:#x}")
+        for inst in instructions
+        if isinstance(inst, parser.OFPInstructionMeter) and meter_kind(inst.meter_id) not in spec.meters
     ]
     for learn in _instruction_actions(instructions, parser.NXActionLearn):
         if learn.table_id not in spec.learns_into:
@@ -570,8 +627,8 @@ _OXM_ORDER = {name: index for index, name in enumerate(field.name for field in o
 def render_markdown(pipeline: Mapping[int, TableSpec] = PIPELINE) -> str:
     """The tables section of docs/pipeline.md: one row per declared table, then where packet-outs and groups go."""
     lines = [
-        "| table | purpose | match fields | goes on by | miss | priorities | cookie kinds |",
-        "|---|---|---|---|---|---|---|",
+        "| table | purpose | match fields | goes on by | miss | priorities | cookie kinds | meters |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for table_id in sorted(pipeline):
         spec = pipeline[table_id]
@@ -579,9 +636,10 @@ def render_markdown(pipeline: Mapping[int, TableSpec] = PIPELINE) -> str:
         hops = ", ".join([str(hop) for hop in spec.hops] + [f"learn into {int(t)}" for t in sorted(spec.learns_into)])
         priorities = ", ".join(f"`{p.name}` {int(p)}" for p in sorted(spec.priorities, reverse=True))
         kinds = ", ".join(f"{int(kind):#04x} {kind.name.lower()}" for kind in sorted(spec.cookie_kinds))
+        meters = ", ".join(f"`{kind.value}`" for kind in MeterKind if kind in spec.meters) or "-"
         lines.append(
             f"| {int(table_id)} `{spec.table.name}` | {spec.purpose} | {fields} | {hops or '-'} | "
-            f"{spec.miss} | {priorities} | {kinds} |"
+            f"{spec.miss} | {priorities} | {kinds} | {meters} |"
         )
     lines += [
         "",
@@ -590,6 +648,10 @@ def render_markdown(pipeline: Mapping[int, TableSpec] = PIPELINE) -> str:
         + "; a VIP's select group sends the packet on by "
         + ", ".join(str(h) for h in GROUP_BUCKET_HOPS)
         + ".",
+        "",
+        f"Meters (per switch, packets per second, burst a 1/{METER_BURST_DIVISOR} second of the rate): "
+        f"`miss` is meter {MISS_METER_ID}, `control` meter {CONTROL_METER_ID}, and `vip_syn` of a VIP service "
+        f"meter {VIP_METER_BASE:#x} + its VIP id.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,9 @@ match prerequisites, set-field without its prerequisites, ``OFPP_TABLE`` in a fl
 Select groups (a stable hash of the 5-tuple picks the bucket, in proportion to the weights), and Open vSwitch's
 ``resubmit`` and ``learn`` actions are modelled, for switch-resident dispatch; a group bucket acts on a copy of the
 packet, as in Open vSwitch. So is ``ct`` (IPv4, destination NAT), with ``FakeSwitch.conntrack`` as the tracker's
-table. Meters, flooding and other unsupported features raise ``NotImplementedError``.
+table. Packets-per-second drop meters are modelled as token buckets on the switch's clock (``now``): a meter refills
+at its rate up to its burst, and a packet that finds it empty is dropped. Flooding and other unsupported features
+raise ``NotImplementedError``.
 
 Every flow-mod, group-mod and packet-out the switch applies (the learned entries of its ``learn`` actions included) is
 checked against the declared forwarder pipeline (``nlb_sdn.flows.pipeline.check_message``); a violation raises
@@ -685,6 +687,7 @@ def _action_set_key(action: Any) -> Any:
 # Pipeline
 
 _INSTRUCTION_ORDER = {
+    ofp.OFPIT_METER: -1,
     ofp.OFPIT_APPLY_ACTIONS: 0,
     ofp.OFPIT_CLEAR_ACTIONS: 1,
     ofp.OFPIT_WRITE_ACTIONS: 2,
@@ -692,6 +695,29 @@ _INSTRUCTION_ORDER = {
     ofp.OFPIT_GOTO_TABLE: 4,
 }
 """The order OpenFlow 1.3 executes an entry's instructions in, whatever their order in the flow-mod."""
+
+
+@dataclass
+class Meter:
+    """A pktps drop meter as a token bucket: ``tokens`` refill at ``rate`` per second up to ``burst``."""
+
+    meter_id: int
+    rate: int
+    burst: int
+    tokens: float
+    refilled_at: float
+    passed: int = 0
+    dropped: int = 0
+
+    def take(self, now: float) -> None:
+        """Let one packet through, or drop it (``_Dropped``) when the bucket is empty."""
+        self.tokens = min(float(self.burst), self.tokens + (now - self.refilled_at) * self.rate)
+        self.refilled_at = now
+        if self.tokens < 1:
+            self.dropped += 1
+            raise _Dropped(f"meter {self.meter_id}: over its rate")
+        self.tokens -= 1
+        self.passed += 1
 
 
 class _Run:
@@ -752,6 +778,7 @@ class FakeSwitch:
         self.packet_outs: list[TraceResult] = []
         self.stats_requests: list[Any] = []
         self.groups: dict[int, Any] = {}
+        self.meters: dict[int, Meter] = {}
         self._seq = itertools.count()
         self.conntrack: dict[CtTuple, Connection] = {}
         """Tracked connections by original-direction tuple; they never expire (tests delete them, or ct_flush)."""
@@ -767,6 +794,8 @@ class FakeSwitch:
             self.packet_out(msg)
         elif isinstance(msg, parser.OFPGroupMod):
             self.group_mod(msg)
+        elif isinstance(msg, parser.OFPMeterMod):
+            self.meter_mod(msg)
         elif isinstance(msg, parser.OFPFlowStatsRequest):
             self.stats_requests.append(msg)
         elif not isinstance(msg, parser.OFPBarrierRequest):
@@ -798,6 +827,31 @@ class FakeSwitch:
         if msg.command == ofp.OFPGC_MODIFY and not exists:
             raise SwitchError("OFPET_GROUP_MOD_FAILED", "OFPGMFC_UNKNOWN_GROUP", f"group {msg.group_id}")
         self.groups[msg.group_id] = msg
+
+    def meter_mod(self, msg: Any) -> None:
+        """Apply an OFPMeterMod (one pktps drop band); deleting a meter removes the entries that use it, as OVS does."""
+        self.keeps_to_pipeline(msg)
+        if msg.command == ofp.OFPMC_DELETE:
+            gone = set(self.meters) if msg.meter_id == ofp.OFPM_ALL else {msg.meter_id}
+            for meter_id in gone:
+                self.meters.pop(meter_id, None)
+            for table in self.tables:
+                table[:] = [e for e in table if not gone & _meters_of(e)]
+            return
+        exists = msg.meter_id in self.meters
+        if msg.command == ofp.OFPMC_ADD and exists:
+            raise SwitchError("OFPET_METER_MOD_FAILED", "OFPMMFC_METER_EXISTS", f"meter {msg.meter_id}")
+        if msg.command == ofp.OFPMC_MODIFY and not exists:
+            raise SwitchError("OFPET_METER_MOD_FAILED", "OFPMMFC_UNKNOWN_METER", f"meter {msg.meter_id}")
+        if (
+            not msg.flags & ofp.OFPMF_PKTPS
+            or len(msg.bands) != 1
+            or not isinstance(msg.bands[0], parser.OFPMeterBandDrop)
+        ):
+            raise NotImplementedError("fake switch: only pktps meters with one drop band are supported")
+        band = msg.bands[0]
+        burst = band.burst_size if msg.flags & ofp.OFPMF_BURST else band.rate
+        self.meters[msg.meter_id] = Meter(msg.meter_id, band.rate, burst, float(burst), self.now)
 
     def run_group(self, group: Any, run: _Run) -> None:
         """Run one bucket of a select group on a copy of the packet (weights honoured, 5-tuple hash)."""
@@ -940,7 +994,9 @@ class FakeSwitch:
         """Execute the entry's instructions in OpenFlow order; the goto table, or None at the end of the pipeline."""
         goto = None
         for inst in sorted(entry.instructions, key=lambda i: _INSTRUCTION_ORDER[i.type]):
-            if inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            if inst.type == ofp.OFPIT_METER:
+                run.switch.meters[inst.meter_id].take(run.switch.now)
+            elif inst.type == ofp.OFPIT_APPLY_ACTIONS:
                 run.apply(inst.actions)
             elif inst.type == ofp.OFPIT_CLEAR_ACTIONS:
                 run.action_set.clear()
@@ -1051,6 +1107,9 @@ class FakeSwitch:
                         _action_kind(action).check(action, view)
                 elif inst.type == ofp.OFPIT_WRITE_ACTIONS:
                     written.extend(inst.actions)
+            elif isinstance(inst, parser.OFPInstructionMeter):
+                if inst.meter_id not in self.meters:
+                    raise SwitchError("OFPET_METER_MOD_FAILED", "OFPMMFC_UNKNOWN_METER", f"meter {inst.meter_id}")
             elif not isinstance(inst, parser.OFPInstructionWriteMetadata):
                 raise NotImplementedError(f"fake switch: instruction {type(inst).__name__} is not supported")
         for action in sorted(written, key=lambda a: _action_kind(a).order):
@@ -1143,6 +1202,11 @@ def _groups_in(instructions: list[Any]) -> set[int]:
         for a in inst.actions
         if isinstance(a, parser.OFPActionGroup)
     }
+
+
+def _meters_of(entry: FlowEntry) -> set[int]:
+    """The meters an entry's packets go through."""
+    return {inst.meter_id for inst in entry.instructions if isinstance(inst, parser.OFPInstructionMeter)}
 
 
 def _groups_of(entry: FlowEntry) -> set[int]:

@@ -657,7 +657,6 @@ def test_delete_of_a_missing_table_and_modify_of_all_tables_raise(fake_dp: FakeD
 @pytest.mark.parametrize(
     "instructions",
     [
-        [parser.OFPInstructionMeter(1)],
         apply(out(ofp.OFPP_FLOOD)),
         apply(out(ofp.OFPP_NORMAL)),
     ],
@@ -665,6 +664,32 @@ def test_delete_of_a_missing_table_and_modify_of_all_tables_raise(fake_dp: FakeD
 def test_unsupported_features_raise_not_implemented(fake_dp: FakeDatapath, instructions: list[Any]) -> None:
     with pytest.raises(NotImplementedError, match="fake switch"):
         add(fake_dp, instructions=instructions)
+
+
+def test_a_kbps_meter_is_not_supported(fake_dp: FakeDatapath) -> None:
+    band = parser.OFPMeterBandDrop(rate=1000, burst_size=10)
+    with pytest.raises(NotImplementedError, match="fake switch"):
+        fake_dp.send_msg(
+            parser.OFPMeterMod(fake_dp, command=ofp.OFPMC_ADD, flags=ofp.OFPMF_KBPS, meter_id=1, bands=[band])
+        )
+
+
+def test_a_flow_through_an_unknown_meter_is_refused(fake_dp: FakeDatapath) -> None:
+    with pytest.raises(SwitchError, match="OFPMMFC_UNKNOWN_METER"):
+        add(fake_dp, instructions=[parser.OFPInstructionMeter(1)])
+
+
+def test_a_meter_drops_what_exceeds_its_burst_until_it_refills(fake_dp: FakeDatapath) -> None:
+    band = parser.OFPMeterBandDrop(rate=10, burst_size=2)
+    flags = ofp.OFPMF_PKTPS | ofp.OFPMF_BURST
+    fake_dp.send_msg(parser.OFPMeterMod(fake_dp, command=ofp.OFPMC_ADD, flags=flags, meter_id=1, bands=[band]))
+    add(fake_dp, instructions=[parser.OFPInstructionMeter(1), *apply(out(2))])
+    pkt = make_packet(ipv4_src="10.0.0.1", ipv4_dst="10.0.0.2")
+    assert [fake_dp.switch.trace(pkt, in_port=1).dropped for _ in range(3)] == [False, False, True]
+    fake_dp.switch.now += 0.1  # one token back
+    assert [fake_dp.switch.trace(pkt, in_port=1).dropped for _ in range(2)] == [False, True]
+    fake_dp.send_msg(parser.OFPMeterMod(fake_dp, command=ofp.OFPMC_DELETE, meter_id=ofp.OFPM_ALL))
+    assert fake_dp.switch.tables[0] == [] and fake_dp.switch.meters == {}
 
 
 # -- packets and frames ------------------------------------------------------------------------------------------------

@@ -3,10 +3,16 @@
 :class:`NatService` is controller dispatch in nat mode, per connection; the other kinds (``services/``) refine it.
 The dispatcher hands a service every punted segment of its VIP from the connection tables; the service never asks
 which kind it is.
+
+SYN-flood protection (``controller.flood``): a new connection's flows first get the short ``half_open_idle`` timeout,
+so a spoofed SYN's entries are gone within seconds; a real connection's segments keep them alive, and one that idles
+out after its handshake is re-plumbed from its lingering route with the VIP's full ``idle_timeout``. A client prefix
+opens at most ``source_quota`` new connections per window (``SourceQuota``); the excess is refused, never tracked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 from nlb_sdn.affinity.sessions import client_prefix
@@ -15,6 +21,7 @@ from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.model import SYN_TAG_MASK, Affinity, Connection, PacketIn, VipState
+from nlb_sdn.core.quota import SourceQuota
 from nlb_sdn.flows import builders, templates, tunnel
 from nlb_sdn.flows.pipeline import CookieKind, make_cookie
 
@@ -46,6 +53,14 @@ def plumb(route: builders.NatRoute, pkt: PacketIn, ctx: CoreContext, syn: bool =
     return msgs
 
 
+def half_open(route: builders.NatRoute, ctx: CoreContext) -> builders.NatRoute:
+    """The route whose flows a connection gets until its handshake is known to be done: the short idle timeout."""
+    short = ctx.config.controller.flood.half_open_idle
+    if not short or short >= route.idle_timeout:
+        return route
+    return dataclasses.replace(route, idle_timeout=short)
+
+
 class NatService:
     """Controller dispatch in nat mode: the classifier picks a member per connection and rewrites both directions."""
 
@@ -55,6 +70,10 @@ class NatService:
     def __init__(self, ctx: CoreContext, state: VipState) -> None:
         self.ctx = ctx
         self.state = state
+        flood = ctx.config.controller.flood
+        window = flood.half_open_idle or state.vip.idle_timeout
+        self.quota = SourceQuota(flood.source_prefix, flood.source_quota, window)
+        """New connections per client prefix: the ``source_quota`` of ``controller.flood``."""
 
     def route(self, member: Member, client_ip: str, client_port: int) -> builders.NatRoute:
         """The rewrite toward ``member`` for one client connection."""
@@ -71,11 +90,14 @@ class NatService:
         if conn is not None:
             ctx.counters.packet_in["syn_retransmit" if seg.is_pure_syn else "existing_connection"] += 1
             conn.dpid = pkt.dpid
-            out.send(pkt.dpid, plumb(conn.route, pkt, ctx, seg.is_pure_syn))
+            route = half_open(conn.route, ctx) if seg.is_pure_syn else conn.route
+            out.send(pkt.dpid, plumb(route, pkt, ctx, seg.is_pure_syn))
         elif not seg.is_pure_syn:
             self._replumb(pkt, out)
         elif ctx.table.full():
             ctx.counters.refused["cap"] += 1
+        elif not self.quota.admit(seg.src_ip, pkt.now):
+            ctx.counters.refused["source_quota"] += 1
         else:
             self.new_connection(pkt, out)
 
@@ -85,7 +107,11 @@ class NatService:
         return conn.syn_tag is not None and conn.syn_tag != seg.seq & SYN_TAG_MASK
 
     def _replumb(self, pkt: PacketIn, out: Out) -> None:
-        """A later segment of a connection whose entry is gone: re-plumb its remembered route, or drop an orphan."""
+        """A later segment of a connection whose entry is gone: re-plumb its remembered route, or drop an orphan.
+
+        The route has the VIP's full idle timeout: a segment after the half-open entries idled out shows a connection
+        that got past its handshake.
+        """
         conn = self.ctx.table.revive(pkt.key, pkt.dpid, pkt.now, out)
         if conn is None:
             self.ctx.counters.dropped["orphan"] += 1
@@ -112,11 +138,11 @@ class NatService:
             self.track(pkt, member, self.route(member, pkt.segment.src_ip, pkt.segment.src_port), out)
 
     def track(self, pkt: PacketIn, member: Member, route: builders.NatRoute, out: Out) -> None:
-        """Plumb a new connection along ``route`` (its SYN released through it) and track it."""
+        """Plumb a new connection along ``route`` with the half-open timeout (its SYN released through it), track it."""
         ctx, vip = self.ctx, self.state.vip
         ctx.counters.selected(vip.name, member.name)
         ctx.counters.packet_in["new_connection"] += 1
-        out.send(pkt.dpid, plumb(route, pkt, ctx, syn=True))
+        out.send(pkt.dpid, plumb(half_open(route, ctx), pkt, ctx, syn=True))
         conn = Connection(pkt.dpid, vip.name, member.name, route, pkt.now, syn_tag=pkt.segment.seq & SYN_TAG_MASK)
         ctx.table.add(pkt.key, conn, out)
 
