@@ -8,6 +8,8 @@ idle-out of an exact audit entry each connection gets once it has lived its VIP'
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from nlb_sdn.core.connections import atom_key
@@ -41,6 +43,43 @@ def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[
     )
 
 
+@dataclass(frozen=True, slots=True)
+class SharedFlows:
+    """The per-member conntrack entries at one moment, kept as their members: flow-mods are built only on demand.
+
+    Building every member's four flow-mods takes about a millisecond; a config change of a VIP service with 20,000
+    members diffs two snapshots by member and builds only the entries of members that came, went or changed.
+    """
+
+    lbu_id: int
+    targets: dict[int, dispatch.SwitchTarget]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.messages(self.targets))
+
+    def messages(self, endpoints: Iterable[int]) -> list[Any]:
+        """The flow-mods of these endpoints' members (those the snapshot holds)."""
+        chosen = [self.targets[endpoint] for endpoint in endpoints if endpoint in self.targets]
+        return dispatch.ct_shared_flows(self.lbu_id, chosen)
+
+    def changes_from(self, before: SharedFlows) -> tuple[list[Any], list[Any]]:
+        """(adds, deletes) that take the entries of ``before`` to these: only members that differ are built."""
+        differ = {
+            endpoint
+            for endpoint in before.targets.keys() | self.targets.keys()
+            if before.targets.get(endpoint) != self.targets.get(endpoint)
+        }
+        old = {_flow_key(msg): msg for msg in before.messages(differ)}
+        new = {_flow_key(msg): msg for msg in self.messages(differ)}
+        adds = [msg for key, msg in new.items() if key not in old]
+        deletes = [
+            builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
+            for key, msg in old.items()
+            if key not in new
+        ]
+        return adds, deletes
+
+
 class ConntrackManager(Manager):
     """Owns the conntrack-pinned connections' index by NATed key, their audits and the retired members' entries."""
 
@@ -66,13 +105,13 @@ class ConntrackManager(Manager):
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The conntrack skeleton and the per-member conntrack entries."""
-        return dispatch.ct_base_flows(self.ctx.lbu_id) + self.shared_flows()
+        return dispatch.ct_base_flows(self.ctx.lbu_id) + list(self.shared_flows())
 
-    def shared_flows(self) -> list[Any]:
+    def shared_flows(self) -> SharedFlows:
         """The per-member conntrack entries, shared by the VIP services; retired members keep theirs for a while."""
         targets = {endpoint: target for endpoint, (target, _since) in self.retired.items()}
         targets.update(self.targets())
-        return dispatch.ct_shared_flows(self.ctx.lbu_id, list(targets.values()))
+        return SharedFlows(self.ctx.lbu_id, targets)
 
     def retire(self, before: dict[int, dispatch.SwitchTarget], now: float) -> None:
         """Members that left every conntrack pool keep their entries while their tracked connections run on."""
@@ -94,17 +133,9 @@ class ConntrackManager(Manager):
                 del self.retired[endpoint]
         return self.shared_changes(before)[1]
 
-    def shared_changes(self, before: list[Any]) -> tuple[list[Any], list[Any]]:
+    def shared_changes(self, before: SharedFlows) -> tuple[list[Any], list[Any]]:
         """(adds, deletes) that take the shared conntrack entries from ``before`` to what the model wants now."""
-        old = {_flow_key(msg): msg for msg in before}
-        new = {_flow_key(msg): msg for msg in self.shared_flows()}
-        adds = [msg for key, msg in new.items() if key not in old]
-        deletes = [
-            builders.flow_delete_strict(msg.table_id, msg.priority, msg.match)
-            for key, msg in old.items()
-            if key not in new
-        ]
-        return adds, deletes
+        return self.shared_flows().changes_from(before)
 
     def schedule(self, key: ConnKey, conn: Connection) -> None:
         """Audit a conntrack-pinned connection once it has lived its VIP's ``idle_timeout``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.config import Vip
+from nlb_sdn.config import Fabric, Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
@@ -25,7 +25,10 @@ class SwitchDispatchManager(Manager):
         self.ctx = ctx
         self.slots: dict[str, list[int]] = {}
         """Each switch-dispatched VIP service's group buckets: the endpoint id each slot names."""
+        self.sent: dict[str, dict[int, dispatch.SwitchTarget]] = {}
+        """Each switch-dispatched VIP service's members as its table 6 entries name them, by endpoint id."""
         self.reinjected: dict[ConnKey, float] = {}
+        self._targets: dict[str, tuple[Vip, Fabric, list[dispatch.SwitchTarget]]] = {}
 
     def states(self) -> list[VipState]:
         """The VIP services the switches dispatch themselves."""
@@ -48,13 +51,21 @@ class SwitchDispatchManager(Manager):
         )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
-        """The members the switch can rewrite toward (those with a known MAC)."""
+        """The members the switch can rewrite toward (those with a known MAC).
+
+        Remembered per VIP model and fabric (both immutable): one config change asks several times for each.
+        """
         fabric = self.ctx.fabric
-        return [
+        cached = self._targets.get(vip.name)
+        if cached is not None and cached[0] is vip and cached[1] is fabric.fabric:
+            return cached[2]
+        targets = [
             dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
             for m in vip.members
             if fabric.has_mac(m)
         ]
+        self._targets[vip.name] = (vip, fabric.fabric, targets)
+        return targets
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The switch-dispatch skeleton, then every switch-dispatched VIP service's group and entries."""
@@ -89,30 +100,43 @@ class SwitchDispatchManager(Manager):
     def removed(self, state: VipState) -> list[Any]:
         """A removed VIP service: its switch-dispatch entries and group, and every connection the switch learned."""
         self.slots.pop(state.vip.name, None)
+        self.sent.pop(state.vip.name, None)
+        self._targets.pop(state.vip.name, None)
         msgs = dispatch.learned_flow_deletes(self.ctx.lbu_id, state.vip_id)
         if state.dispatch == Dispatch.SWITCH:
             msgs = dispatch.switch_vip_deletes(self.switch_vip(state.vip, state.vip_id)) + msgs
         return msgs
 
     def changed(self, state: VipState, old: Vip | None, now: float) -> list[Any]:
-        """Switch-dispatch changes for an added (``old`` None) or changed VIP service; learned connections stay."""
+        """Switch-dispatch changes for an added (``old`` None) or changed VIP service; learned connections stay.
+
+        A VIP service that stays switch-dispatched gets new table 6 entries only for members that came or changed
+        (all of them when the VIP's own settings changed): a weight change of a 20,000-member pool sends one group.
+        """
         new = state.vip
         was_switch = old is not None and Dispatch(old.dispatch) == Dispatch.SWITCH
+        sent = self.sent.pop(new.name, {})
         if state.dispatch != Dispatch.SWITCH:
             self.slots.pop(new.name, None)
             return dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
         switch_vip, targets = self.switch_vip(new, state.vip_id), self.targets(new)
         slots = self._slots(new, now)
         self.slots[new.name] = slots
+        self.sent[new.name] = {target.endpoint_id: target for target in targets}
         if old is None or not was_switch or old.switch_pinning != new.switch_pinning:
             removal = dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
             return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
-        kept = {target.endpoint_id for target in targets}
-        gone = [target for target in self.targets(old) if target.endpoint_id not in kept]
+        old_vip = self.switch_vip(old, state.vip_id)
+        fresh = (
+            targets
+            if old_vip != switch_vip
+            else [target for target in targets if sent.get(target.endpoint_id) != target]
+        )
+        gone = [target for endpoint, target in sent.items() if endpoint not in self.sent[new.name]]
         return [
             dispatch.group_modify(state.vip_id, slots),
-            *dispatch.switch_vip_flows(switch_vip, targets),
-            *dispatch.select_flow_strict_deletes(self.switch_vip(old, state.vip_id), gone),
+            *dispatch.switch_vip_flows(switch_vip, fresh),
+            *dispatch.select_flow_strict_deletes(old_vip, gone),
         ]
 
     def punt(self, pkt: PacketIn, out: Out) -> None:

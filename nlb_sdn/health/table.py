@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import zlib
@@ -27,14 +28,22 @@ def app_id_of(vip: str, vport: int, proto: str, pip: str, pport: int, proto_info
     return f"{app_id}?{proto_info}" if proto_info else app_id
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _canonical_ipv4(value: str) -> str | None:
+    """The canonical dotted form of an IPv4 address, or None if ``value`` is not one (remembered: rows repeat them)."""
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except ValueError:
+        return None
+
+
 def _address(name: str, value: Any) -> None:
     """Raise unless ``value`` is an IPv4 address in canonical dotted form."""
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected a string, got {type(value).__name__}")
-    try:
-        canonical = str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError(f"{name}: not an IPv4 address: {value!r}") from None
+    canonical = _canonical_ipv4(value)
+    if canonical is None:
+        raise ValueError(f"{name}: not an IPv4 address: {value!r}")
     if canonical != value:
         raise ValueError(f"{name}: not in canonical form: {value!r} (use {canonical!r})")
 
