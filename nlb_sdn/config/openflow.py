@@ -33,8 +33,9 @@ class OpenFlow(Strict):
     tls: OpenFlowTls | None = None
     allowed_dpids: list[int] | None = None
     """None: the fabric's switches (any switch while the fabric lists none); a list: exactly these dpids."""
-    half_open_timeout: float = Field(default=3.0, gt=0, le=3600)
-    """Seconds a controller-dispatched connection may stay without a packet after its SYN before it is dropped."""
+    half_open_timeout: float = Field(default=0.0, ge=0, le=3600)
+    """Seconds a controller-dispatched connection may stay without a packet after its SYN before it is dropped; 0 (the
+    default) turns the check off: it costs the switch one flow-stats request per connection that lives that long."""
 
     @field_validator("listen_host")
     @classmethod

@@ -17,8 +17,8 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.dam.atoms import route_key
 
-DEFAULT_HALF_OPEN_TIMEOUT = 3.0
-"""Seconds after its SYN before a controller-dispatched connection's handshake is checked."""
+DEFAULT_HALF_OPEN_TIMEOUT = 0.0
+"""Seconds after its SYN before a controller-dispatched connection's handshake is checked (0: never)."""
 
 
 def atom_key(key: ConnKey) -> str:
@@ -63,7 +63,7 @@ class ConnectionTable(Manager):
         self.per_member[(conn.vip, conn.member)] += 1
         if out is not None:
             out.put(atom_key(key), conn.atom_data())
-            if half_open_candidate(conn):
+            if self.half_open_timeout and half_open_candidate(conn):
                 self.half_open[key] = conn.installed_at + self.half_open_timeout
 
     def republish(self, out: Out) -> None:

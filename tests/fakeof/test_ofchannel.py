@@ -66,6 +66,10 @@ def answer(dp: Any, request: Any) -> Any:
     return reply
 
 
+HALF_OPEN_TIMEOUT = 3.0
+"""Seconds after a SYN before its connection's handshake is checked, in these tests."""
+
+
 class Shell:
     """A Classifier made as os-ken makes it, on the fake fabric, with a fake clock."""
 
@@ -76,7 +80,9 @@ class Shell:
         monkeypatch.setattr(classifier, "time", self.clock)
         config = make_config(api=False)
         path = tmp_path / "nlb.json"
-        path.write_text(json.dumps(dump_config(config)))
+        data = dump_config(config)
+        data["controller"]["openflow"]["half_open_timeout"] = HALF_OPEN_TIMEOUT  # the check is opt-in
+        path.write_text(json.dumps(data))
         monkeypatch.setenv(classifier.CONFIG_ENV, str(path))
         self.app = classifier.Classifier()
         self.fab = FakeFabric(config)
