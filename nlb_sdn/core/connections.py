@@ -146,7 +146,7 @@ class ConnectionTable(Manager):
     def switch_endpoints(self) -> set[tuple[str, int]]:
         """The member endpoints that switch-dispatched connections still use."""
         return {
-            (conn.route.member_ip, conn.route.member_port)
+            (conn.route.member_address, conn.route.member_port)
             for conn in self.by_key.values()
             if conn.dispatch == Dispatch.SWITCH
         }

@@ -129,7 +129,7 @@ class ConntrackManager(Manager):
         before = self.shared_flows()
         live = self.ctx.table.switch_endpoints()
         for endpoint, (target, since) in list(self.retired.items()):
-            if (target.member_ip, target.member_port) not in live or now - since > CT_RETIRE_MAX:
+            if (target.member_address, target.member_port) not in live or now - since > CT_RETIRE_MAX:
                 del self.retired[endpoint]
         return self.shared_changes(before)[1]
 
@@ -162,12 +162,14 @@ class ConntrackManager(Manager):
             if member is None or state.dispatch != Dispatch.SWITCH or state.pinning != Pinning.CONNTRACK:
                 continue
             route = conn.route
-            target = dispatch.SwitchTarget(member.endpoint_id, route.member_ip, route.member_port, route.member_mac)
+            target = dispatch.SwitchTarget(
+                member.endpoint_id, route.member_address, route.member_port, route.member_mac
+            )
             out.send(
                 conn.dpid,
                 [dispatch.ct_audit_flow(self.switching.switch_vip(state.vip, state.vip_id), target, key[0], key[1])],
             )
-            self.audited[(key[0], key[1], route.member_ip, route.member_port)] = installed_at
+            self.audited[(key[0], key[1], route.member_address, route.member_port)] = installed_at
             self.ctx.counters.switch_dispatch["conntrack_audits"] += 1
             count += 1
 
@@ -206,7 +208,7 @@ class ConntrackManager(Manager):
         conn = self.ctx.table.forget(key)
         if conn is None:
             return
-        self.index.pop((key[0], key[1], conn.route.member_ip, conn.route.member_port), None)
+        self.index.pop((key[0], key[1], conn.route.member_address, conn.route.member_port), None)
         self.ctx.counters.switch_dispatch[counter] += 1
         out.delete(atom_key(key))
 
@@ -234,7 +236,7 @@ class ConntrackManager(Manager):
     def loaded(self, key: ConnKey, conn: Connection) -> None:
         """A switch-dispatched connection rebuilt from its route atom: indexed and audited again."""
         conn.dispatch = Dispatch.SWITCH
-        self.index[(key[0], key[1], conn.route.member_ip, conn.route.member_port)] = key
+        self.index[(key[0], key[1], conn.route.member_address, conn.route.member_port)] = key
         self.schedule(key, conn)
 
     def expire(self, now: float) -> None:

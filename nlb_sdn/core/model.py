@@ -96,7 +96,7 @@ class Connection:
         return {
             "vip": self.vip,
             "member": self.member,
-            "pip": route.member_ip,
+            "pip": route.member_address,
             "pport": route.member_port,
             "mac": route.member_mac,
             "mode": self.mode,
@@ -114,7 +114,7 @@ class Connection:
             "vip": self.vip,
             "vip_address": f"{vip_ip}:{vip_port}",
             "member": self.member,
-            "member_address": f"{route.member_ip}:{route.member_port}",
+            "member_address": f"{route.member_address}:{route.member_port}",
             "dpid": self.dpid,
             "mode": self.mode,
         }

@@ -47,7 +47,7 @@ class NatRoute:
     vip_ip: str
     vip_port: int
     vip_mac: str
-    member_ip: str
+    member_address: str
     member_port: int
     member_mac: str
     cookie: int
@@ -364,7 +364,7 @@ def forward_match(route: NatRoute) -> Any:
 
 def reverse_match(route: NatRoute) -> Any:
     """Match member→client packets of one connection."""
-    return exact_tcp_match(route.member_ip, route.client_ip, route.member_port, route.client_port)
+    return exact_tcp_match(route.member_address, route.client_ip, route.member_port, route.client_port)
 
 
 def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> list[Any]:
@@ -405,7 +405,7 @@ def to_member_actions(route: NatRoute) -> list[Any]:
     """The rewrite of a client's packet to the VIP toward the route's member."""
     return [
         parser.OFPActionSetField(eth_dst=route.member_mac),
-        parser.OFPActionSetField(ipv4_dst=route.member_ip),
+        parser.OFPActionSetField(ipv4_dst=route.member_address),
         parser.OFPActionSetField(tcp_dst=route.member_port),
     ]
 
@@ -455,12 +455,12 @@ def session_forward_match(client: str, vip_ip: str, vip_port: int) -> Any:
     )
 
 
-def session_reverse_match(client: str, member_ip: str, member_port: int) -> Any:
+def session_reverse_match(client: str, member_address: str, member_port: int) -> Any:
     """Match every reply of the member to a client (or client prefix)."""
     return parser.OFPMatch(
         eth_type=ETH_TYPE_IP,
         ip_proto=IPPROTO_TCP,
-        ipv4_src=member_ip,
+        ipv4_src=member_address,
         tcp_src=member_port,
         ipv4_dst=_client_field(client),
     )
@@ -472,7 +472,7 @@ def session_flows(client: str, route: NatRoute) -> list[Any]:
         route,
         Priority.SESSION,
         session_forward_match(client, route.vip_ip, route.vip_port),
-        session_reverse_match(client, route.member_ip, route.member_port),
+        session_reverse_match(client, route.member_address, route.member_port),
     )
 
 

@@ -76,7 +76,7 @@ class SwitchTarget:
     """One member as the switch rewrites toward it."""
 
     endpoint_id: int
-    member_ip: str
+    member_address: str
     member_port: int
     member_mac: str
 
@@ -138,7 +138,7 @@ def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
         _fixed(_ip_int(vip.vip_ip), "ipv4_dst_nxm", 32),
         _fixed(vip.vip_port, "tcp_dst_nxm", 16),
         _load(_mac_int(target.member_mac), "eth_dst_nxm", 48),
-        _load(_ip_int(target.member_ip), "ipv4_dst_nxm", 32),
+        _load(_ip_int(target.member_address), "ipv4_dst_nxm", 32),
         _load(target.member_port, "tcp_dst_nxm", 16),
     ]
     return _learn(vip, target, Table.SWITCH_CONNECTIONS, specs, per_client)
@@ -148,7 +148,7 @@ def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
     specs = [
         *_tcp_ipv4(),
-        _fixed(_ip_int(target.member_ip), "ipv4_src_nxm", 32),
+        _fixed(_ip_int(target.member_address), "ipv4_src_nxm", 32),
         _fixed(target.member_port, "tcp_src_nxm", 16),
     ]
     specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
@@ -228,7 +228,7 @@ def select_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                 apply(
                     *learns(vip, target),
                     parser.OFPActionSetField(eth_dst=target.member_mac),
-                    parser.OFPActionSetField(ipv4_dst=target.member_ip),
+                    parser.OFPActionSetField(ipv4_dst=target.member_address),
                     parser.OFPActionSetField(tcp_dst=target.member_port),
                     resubmit(Table.FORWARD),
                 )
@@ -369,7 +369,7 @@ def ct_commit(target: SwitchTarget) -> Any:
     """
     nat = parser.NXActionNAT(
         flags=NX_NAT_F_DST,
-        range_ipv4_min=target.member_ip,
+        range_ipv4_min=target.member_address,
         range_proto_min=target.member_port,
         range_proto_max=target.member_port,
     )
@@ -514,7 +514,7 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
         ct_mark=target.endpoint_id,
         ipv4_src=client_ip,
         tcp_src=client_port,
-        ipv4_dst=target.member_ip,
+        ipv4_dst=target.member_address,
         tcp_dst=target.member_port,
     )
     return flow_add(
@@ -531,5 +531,5 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
 def member_reply_match(target: SwitchTarget) -> Any:
     """Match what a member sends from its service port (its replies)."""
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_ip, tcp_src=target.member_port
+        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_address, tcp_src=target.member_port
     )

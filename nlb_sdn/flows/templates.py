@@ -213,7 +213,7 @@ def nat_template(
     vip_ip: str,
     vip_port: int,
     vip_mac: str,
-    member_ip: str,
+    member_address: str,
     member_port: int,
     member_mac: str,
     cookie: int,
@@ -228,7 +228,7 @@ def nat_template(
             vip_ip,
             vip_port,
             vip_mac,
-            member_ip,
+            member_address,
             member_port,
             member_mac,
             cookie,
@@ -244,7 +244,7 @@ def nat_connection_flows(route: builders.NatRoute) -> list[Any]:
         route.vip_ip,
         route.vip_port,
         route.vip_mac,
-        route.member_ip,
+        route.member_address,
         route.member_port,
         route.member_mac,
         route.cookie,
@@ -259,10 +259,10 @@ def packet_out_table(in_port: int, data: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
-def _to_member_actions(member_mac: str, member_ip: str, member_port: int) -> bytes:
+def _to_member_actions(member_mac: str, member_address: str, member_port: int) -> bytes:
     """The serialised actions of ``builders.nat_packet_out`` toward one member (no client field in them)."""
     route = builders.NatRoute(
-        "0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_ip, member_port, member_mac, 0, 0, 0
+        "0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_address, member_port, member_mac, 0, 0, 0
     )
     wire = serialised(builders.nat_packet_out(route, 0, b""))
     return wire[PACKET_OUT_HEAD.size :]
@@ -270,4 +270,4 @@ def _to_member_actions(member_mac: str, member_ip: str, member_port: int) -> byt
 
 def nat_packet_out(route: builders.NatRoute, in_port: int, data: bytes) -> Any:
     """``builders.nat_packet_out(route, in_port, data)``, prepared."""
-    return OFPPacketOut(in_port, data, _to_member_actions(route.member_mac, route.member_ip, route.member_port))
+    return OFPPacketOut(in_port, data, _to_member_actions(route.member_mac, route.member_address, route.member_port))

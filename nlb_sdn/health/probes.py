@@ -28,7 +28,7 @@ class ProbeTarget:
     member: str
     vip_ip: str
     vip_mac: str
-    member_ip: str
+    member_address: str
     member_port: int
     member_mac: str
     dpid: int
@@ -107,7 +107,7 @@ class Prober:
                             target.vip_mac,
                             target.member_mac,
                             target.vip_ip,
-                            target.member_ip,
+                            target.member_address,
                             port,
                             target.member_port,
                             TCP_SYN,
@@ -125,7 +125,7 @@ class Prober:
         if key is None or state is None or state.outstanding is None:
             return None
         target = state.target
-        if (segment.src_ip, segment.src_port) != (target.member_ip, target.member_port):
+        if (segment.src_ip, segment.src_port) != (target.member_address, target.member_port):
             return None
         self._clear_outstanding(state)
         sends: list[ProbeSend] = []
@@ -139,7 +139,7 @@ class Prober:
                         target.vip_mac,
                         target.member_mac,
                         target.vip_ip,
-                        target.member_ip,
+                        target.member_address,
                         segment.dst_port,
                         target.member_port,
                         TCP_RST,

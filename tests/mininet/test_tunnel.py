@@ -121,11 +121,11 @@ def test_replies_come_from_the_vip_and_bypass_every_vip_flow_and_the_controller(
     assert delta.get("new_connection") == 1 and delta["total"] - delta.get("arp", 0) == 1, delta
 
     member = result["served_by"]
-    member_ip = next(h.ip for h in tunnel_lab.model.fabric.hosts if h.name == member)
+    member_address = next(h.ip for h in tunnel_lab.model.fabric.hosts if h.name == member)
     label = host_labels(tunnel_lab.model.fabric)[next(h.mac for h in tunnel_lab.model.fabric.hosts if h.name == member)]
     # On the backend edge's trunks: host->client packets carry source VIP, and none comes from the member's address.
     assert [line for line in lines if f"IP {VIP}.80 > 10.0.0.3." in line], lines[:20]
-    assert not [line for line in lines if f"IP {member_ip}.80 >" in line], lines[:20]
+    assert not [line for line in lines if f"IP {member_address}.80 >" in line], lines[:20]
     # Client->host packets cross the trunks under the member host's label, and only those.
     labelled = [line for line in lines if "MPLS" in line]
     assert labelled and all(f"label {label}," in line and "> 10.0.0.100.80" in line for line in labelled), labelled[:5]

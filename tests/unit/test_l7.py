@@ -137,7 +137,7 @@ def test_a_new_l7_connection_is_tunnelled_to_the_router_on_its_ingress_switch() 
     [conn] = lb.connections()
     assert conn["member"] == "r1" and conn["mode"] == "tunnel" and conn["label"] == label_of(lb, "r1")
     route = next(iter(lb.connections_by_key.values())).route
-    assert isinstance(route, TunnelRoute) and route.member_ip == R1
+    assert isinstance(route, TunnelRoute) and route.member_address == R1
     assert lb.stats()["packet_in"]["new_connection"] == 1
 
 

@@ -44,7 +44,7 @@ def route(**changes: Any) -> TunnelRoute:
         vip_ip=VIP,
         vip_port=80,
         vip_mac="02:4e:0a:00:00:64",
-        member_ip="10.0.0.11",
+        member_address="10.0.0.11",
         member_port=80,
         member_mac="00:00:00:00:00:11",
         cookie=0x0301000100000011,

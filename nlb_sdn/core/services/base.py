@@ -164,7 +164,7 @@ def nat_route(
         vip_ip=vip.address,
         vip_port=vip.port,
         vip_mac=vip.mac,
-        member_ip=member.address,
+        member_address=member.address,
         member_port=member.port,
         member_mac=ctx.fabric.member_mac(member.address, member.mac),
         cookie=make_cookie(kind, ctx.lbu_id, state.vip_id, member.endpoint_id),

@@ -22,7 +22,7 @@ def tunnel_route(
         vip_ip=vip.address,
         vip_port=vip.port,
         vip_mac=vip.mac,
-        member_ip=member.address,
+        member_address=member.address,
         member_port=member.port,
         member_mac=host_mac,
         cookie=make_cookie(CookieKind.TUNNEL, ctx.lbu_id, state.vip_id, member.endpoint_id),
