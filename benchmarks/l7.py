@@ -472,7 +472,7 @@ def run_lab(settings: Settings, workdir: Path) -> tuple[dict[str, list[dict[str,
     config = lab_config(
         topo,
         [l7_vip(topo)],
-        rest={"host": "0.0.0.0"},
+        rest={"host": "0.0.0.0", "allow_unauthenticated": True},  # the routers, in lab namespaces, reach it
         health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
     )
     expected_sha = pattern_sha256(settings.download_bytes)

@@ -52,9 +52,11 @@ def rest_get(port: int, path: str) -> Any:
 
 def controller_config(max_tracked: int, rest_port: int) -> dict[str, Any]:
     """ofload's own nlb_sdn config (its fake switches and VIP), plus a second VIP over the same members and room for
-    every connection; each ofload run feeds one VIP, so the two runs' 5-tuples never repeat."""
+    every connection; each ofload run feeds one VIP, so the two runs' 5-tuples never repeat. The fabric lists a set of
+    fake switches per run: ofload's switches hold no flows, so a second run under the same dpids would be those
+    switches reconnecting without the first run's connections, which the controller then (rightly) forgets."""
     printed = run(
-        [sys.executable, str(OFLOAD), "--print-config", "--switches", str(FAKE_SWITCHES)], timeout=60.0, check=True
+        [sys.executable, str(OFLOAD), "--print-config", "--switches", str(2 * FAKE_SWITCHES)], timeout=60.0, check=True
     ).stdout
     config = json.loads(printed)
     config["controller"]["max_connections"] = 2 * max_tracked
@@ -64,8 +66,9 @@ def controller_config(max_tracked: int, rest_port: int) -> dict[str, Any]:
     return config
 
 
-def ofload_run(ofp_port: int, vip: str, packet_ins: int, out: Path) -> dict[str, Any]:
-    """Feed ``packet_ins`` new connections to ``vip`` through ofload's fake switches; its results section."""
+def ofload_run(ofp_port: int, vip: str, packet_ins: int, out: Path, dpid_base: int) -> dict[str, Any]:
+    """Feed ``packet_ins`` new connections to ``vip`` through ofload's fake switches (dpids from ``dpid_base``); its
+    results section."""
     bound = packet_ins / OFLOAD_MIN_RATE + 10.0
     run(
         [
@@ -75,6 +78,8 @@ def ofload_run(ofp_port: int, vip: str, packet_ins: int, out: Path) -> dict[str,
             str(ofp_port),
             "--switches",
             str(FAKE_SWITCHES),
+            "--dpid-base",
+            str(dpid_base),
             "--vip",
             vip,
             "--max-packets",
@@ -132,7 +137,9 @@ def memory_section(settings: Settings, workdir: Path, ofp_port: int, rest_port: 
         points = []
         flow_entries = 0
         for index, (vip, packet_ins) in enumerate(((FIRST_VIP, first), (SECOND_VIP, second - first))):
-            results = ofload_run(ofp_port, vip, packet_ins, workdir / f"scale-ofload-{index}.json")
+            results = ofload_run(
+                ofp_port, vip, packet_ins, workdir / f"scale-ofload-{index}.json", 1 + index * FAKE_SWITCHES
+            )
             flow_entries += sum(
                 n
                 for switch in results["per_switch"]

@@ -130,7 +130,7 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
     config = lab_config(
         topo,
         [l7_vip(topo)],
-        rest={"host": "0.0.0.0"},
+        rest={"host": "0.0.0.0", "allow_unauthenticated": True},  # the routers, in lab namespaces, reach it
         health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
     )
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=rest_port) as lab:
