@@ -332,8 +332,10 @@ class Classifier(RyuApp):
             target = datapath if datapath is not None and datapath.id == dpid else self.datapaths.get(dpid)
             if target is not None:
                 self.send(target, msgs)
-        self.dam_writes.extend(effects.dam)
-        self.send_datagrams(effects.datagrams)
+        if effects.dam:
+            self.dam_writes.extend(effects.dam)
+        if effects.datagrams:
+            self.send_datagrams(effects.datagrams)
 
     def carry_out_confirmed(self, effects: Effects) -> list[Barrier]:
         """Carry out ``effects`` with a barrier after each switch's messages; the barriers to wait for.

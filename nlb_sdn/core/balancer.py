@@ -180,7 +180,8 @@ class LoadBalancer:
             if state is None or state.service is None:
                 ctx.counters.dropped["not_vip_service"] += 1
             else:
-                state.service.packet_in(PacketIn(dpid, in_port, data, total_len, table_id, now, frame), out)
+                key = (frame.src_ip, frame.src_port, frame.dst_ip, frame.dst_port)
+                state.service.packet_in(PacketIn(dpid, in_port, data, total_len, table_id, now, frame, key), out)
         return out.effects()
 
     def handle_flow_removed(

@@ -9,10 +9,9 @@ sends the datagrams.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 Datagram = tuple[tuple[str, int], bytes]
 """An H&L message for an agent: its (address, port) and its bytes."""
@@ -26,8 +25,7 @@ class DamVerb(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
-class DamOp:
+class DamOp(NamedTuple):
     """One write for the shell's DAM writer."""
 
     verb: DamVerb
@@ -54,11 +52,13 @@ class DamOp:
 _NO_MESSAGES: Mapping[int, tuple[Any, ...]] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Effects:
-    """What handling one event asks of the shell: messages per dpid (in order), DAM operations and datagrams."""
+class Effects(NamedTuple):
+    """What handling one event asks of the shell: messages per dpid (in order), DAM operations and datagrams.
 
-    messages: Mapping[int, tuple[Any, ...]] = field(default_factory=lambda: _NO_MESSAGES)
+    Immutable (a named tuple over a read-only mapping and tuples), and cheap to make: every packet-in makes one.
+    """
+
+    messages: Mapping[int, tuple[Any, ...]] = _NO_MESSAGES
     dam: tuple[DamOp, ...] = ()
     datagrams: tuple[Datagram, ...] = ()
 

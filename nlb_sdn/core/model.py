@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.frames import TcpSegment
@@ -22,9 +22,8 @@ SYN_TAG_MASK = 0xFF
 retransmitted SYN and goes where the old one went)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PacketIn:
-    """A punted segment and where it came from."""
+class PacketIn(NamedTuple):
+    """A punted segment and where it came from (a named tuple: one is made per packet-in, so it must be cheap)."""
 
     dpid: int
     in_port: int
@@ -33,12 +32,8 @@ class PacketIn:
     table_id: int
     now: float
     segment: TcpSegment
-
-    @property
-    def key(self) -> ConnKey:
-        """The segment's connection, as the client sees it."""
-        seg = self.segment
-        return seg.src_ip, seg.src_port, seg.dst_ip, seg.dst_port
+    key: ConnKey
+    """The segment's connection, as the client sees it."""
 
     @property
     def whole(self) -> bool:

@@ -122,9 +122,10 @@ class NatService:
     def choose(self, pkt: PacketIn, out: Out) -> Member | None:
         """The member for a new connection: the client's session's, else the allotment's pick."""
         vip, client_ip = self.state.vip, pkt.segment.src_ip
-        member = self.ctx.affinity.member_for(vip, client_ip, pkt.now, out)
-        if member is not None:
-            return member
+        if self.state.affinity != Affinity.NONE:
+            member = self.ctx.affinity.member_for(vip, client_ip, pkt.now, out)
+            if member is not None:
+                return member
         name = self.ctx.health.pick(vip, self.ctx.fabric.has_mac, pkt.now)
         member = vip.member(name) if name else None
         if member is not None and self.state.affinity == Affinity.CLIENT_IP:
