@@ -17,7 +17,7 @@ from webob import Request, Response
 
 from nlb_sdn.config import Config, Member, Vip, parse_config
 from nlb_sdn.core.l7 import MigrationRequest
-from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, session_key
 from nlb_sdn.dam.memory import MemoryDam
 from nlb_sdn.rest import make_app
 from tests.lib.configs import FABRIC, web_member
@@ -127,7 +127,17 @@ class _App:
 
 APP = _App()
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-NAMES = ["web", "front", "nope", "h1", "h3", "10.0.0.11:80", "10.0.0.12:80", "c1", "sess:client_ip:web@10.0.0.1"]
+NAMES = [
+    "web",
+    "front",
+    "nope",
+    "h1",
+    "h3",
+    "10.0.0.11:80",
+    "10.0.0.12:80",
+    "c1",
+    session_key("client_ip", "web@10.0.0.1"),
+]
 ROUTES = [
     "/v1/vips",
     "/v1/vips/{vip}",
