@@ -456,6 +456,8 @@ def read_config_data(path: str | os.PathLike[str]) -> tuple[Any, str]:
         return yaml.safe_load(raw), source
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(source, "(file)", f"cannot parse: {exc}".splitlines()[0]) from None
+    except RecursionError:  # every one of the three parsers recurses per nesting level
+        raise ConfigError(source, "(file)", "cannot parse: nested too deeply") from None
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
