@@ -11,7 +11,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import pytest
 from hypothesis import example, given, strategies as st
 from webob import Request, Response
 
@@ -232,11 +231,6 @@ def test_json_bodies_on_every_route_never_get_a_server_error(
     _check(send(method, path, query, raw, content_type), f"{method} {path}?{query} {raw!r}")
 
 
-@pytest.mark.xfail(
-    reason="REST fails on bytes that are not UTF-8 after percent-decoding: a %ff in the path raises out of the app, "
-    "one in the query string is a 500 (issue 12, item 5); being fixed on rest/",
-    strict=False,
-)
 @PROPERTY
 @given(
     method=st.sampled_from(METHODS),
