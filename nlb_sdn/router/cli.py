@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 
 from nlb_sdn.config import ConfigError, load_config
 from nlb_sdn.migration.wire import MIGRATION_PORT
@@ -19,6 +21,30 @@ from nlb_sdn.router.sessions import follow_sessions
 from nlb_sdn.signed import load_key
 
 STATS_TIMEOUT = 5.0
+TOKEN_ENV = "NLB_SDN_TOKEN"
+"""The environment variable that may hold the controller's REST bearer token (instead of ``--token-file``)."""
+
+
+def load_token(token_file: str | None, environ: Mapping[str, str]) -> str | None:
+    """The REST bearer token from ``token_file`` (whitespace stripped), else from ``$NLB_SDN_TOKEN``, else None.
+
+    ValueError (never quoting the token) when the file cannot be read, or the token is empty or not one printable
+    word; ``token_file`` takes precedence over the environment."""
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as file:
+                token, source = file.read().strip(), f"--token-file {token_file}"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--token-file {token_file}: cannot read the token: {exc}") from None
+    elif TOKEN_ENV in environ:
+        token, source = environ[TOKEN_ENV].strip(), TOKEN_ENV
+    else:
+        return None
+    if not token:
+        raise ValueError(f"{source}: the token is empty")
+    if not token.isascii() or not token.isprintable() or any(char.isspace() for char in token):
+        raise ValueError(f"{source}: the token must be one word of printable ASCII characters")
+    return token
 
 
 def load_services(path: str, vips: list[str]) -> list[Service]:
@@ -39,6 +65,16 @@ def _address(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+class _RefuseTokenValue(argparse.Action):
+    """``--token VALUE`` is refused (the value would show in ``ps``) without echoing the value."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object, **_kwargs: object) -> None:
+        """Stop with a usage error that points at the safe ways to pass a token."""
+        parser.error(
+            f"--token is not supported (a token on the command line shows in ps): use --token-file or ${TOKEN_ENV}"
+        )
 
 
 def settings_from_args(args: argparse.Namespace) -> RouterSettings:
@@ -69,14 +105,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
     try:
+        controller = controller_client(args, os.environ)
         router = Router(services, settings)
-        if args.controller:
-            router.migrator = repair_migrator(args, router)
+        if controller is not None:
+            router.migrator = repair_migrator(args, router, controller)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(serve(router, ControllerClient(args.controller) if args.controller else None))
+        asyncio.run(serve(router, controller))
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -102,15 +139,26 @@ async def serve(router: Router, controller: ControllerClient | None) -> None:
             feed.cancel()
 
 
-def repair_migrator(args: argparse.Namespace, router: Router) -> RepairMigrator:
-    """The TCP_REPAIR migrator the run flags ask for, falling back to the router's own proxy."""
+def controller_client(args: argparse.Namespace, environ: Mapping[str, str]) -> ControllerClient | None:
+    """The client of ``--controller`` with the token of ``--token-file`` or ``$NLB_SDN_TOKEN``; None without a
+    controller (ValueError for a token file without a controller, or an unusable token)."""
+    if not args.controller:
+        if args.token_file is not None:
+            raise ValueError("--token-file needs --controller (the token is for the controller's REST API)")
+        return None
+    return ControllerClient(args.controller, token=load_token(args.token_file, environ))
+
+
+def repair_migrator(args: argparse.Namespace, router: Router, controller: ControllerClient) -> RepairMigrator:
+    """The TCP_REPAIR migrator the run flags ask for, committing at ``controller``, falling back to the router's
+    own proxy."""
     if not args.key_file:
         raise ValueError("--controller needs --key-file (the H&L key the agents verify migrations with)")
     config = load_config(args.config)
     settings = {vip.name: vip.migration for vip in config.vips}
     return RepairMigrator(
         load_key(args.key_file),
-        ControllerClient(args.controller),
+        controller,
         router.proxy,
         settings,
         args.migration_port,
@@ -144,6 +192,31 @@ def stats(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(counters, indent=2))
     return 0
+
+
+def _add_controller_arguments(run_parser: argparse.ArgumentParser) -> None:
+    """The ``run`` flags of the controller: its URL, the REST token, the migration key, port and name."""
+    run_parser.add_argument(
+        "--controller",
+        metavar="URL",
+        help="the controller's REST base URL (e.g. http://10.99.0.254:8080): migrate connections "
+        "with TCP_REPAIR and commit them there (default: proxy every connection)",
+    )
+    run_parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help=f"a file holding the bearer token for the controller's REST API (an admin token: commits need it); "
+        f"default: ${TOKEN_ENV} if set, else no token",
+    )
+    run_parser.add_argument("--token", nargs="?", action=_RefuseTokenValue, help=argparse.SUPPRESS)
+    run_parser.add_argument("--key-file", help="the deployment's H&L key file (signs the migration messages)")
+    run_parser.add_argument(
+        "--migration-port",
+        type=int,
+        default=MIGRATION_PORT,
+        help=f"the agents' migration port (default {MIGRATION_PORT})",
+    )
+    run_parser.add_argument("--router-name", default="", help="this router's name in reports to the controller")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,20 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"connections one client address may hold; more are closed at once "
         f"(default {defaults.max_connections_per_client})",
     )
-    run_parser.add_argument(
-        "--controller",
-        metavar="URL",
-        help="the controller's REST base URL (e.g. http://10.99.0.254:8080): migrate connections "
-        "with TCP_REPAIR and commit them there (default: proxy every connection)",
-    )
-    run_parser.add_argument("--key-file", help="the deployment's H&L key file (signs the migration messages)")
-    run_parser.add_argument(
-        "--migration-port",
-        type=int,
-        default=MIGRATION_PORT,
-        help=f"the agents' migration port (default {MIGRATION_PORT})",
-    )
-    run_parser.add_argument("--router-name", default="", help="this router's name in reports to the controller")
+    _add_controller_arguments(run_parser)
     run_parser.add_argument("--verbose", action="store_true")
     stats_parser = sub.add_parser("stats", help="print a running router's counters")
     stats_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT")

@@ -20,12 +20,13 @@ import socket
 import struct
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from nlb_sdn.config import MigrationSettings
 from nlb_sdn.migration.sender import AgentChannels, MigrationResult, migrate
@@ -59,34 +60,78 @@ class Controller(Protocol):
         """POST ``body`` to ``/v1/migrations``; the decoded answer, or ControllerError."""
 
 
-class ControllerClient:
-    """The controller's REST for routers: migration commits and reports, sessions, allotments (blocking calls)."""
+@runtime_checkable
+class ControllerWithStats(Controller, Protocol):
+    """A controller client that also counts the requests the controller refused or never answered."""
 
-    def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT) -> None:
+    def stats(self) -> dict[str, int]:
+        """The client's error counters."""
+
+
+AUTH_HINTS = {
+    401: "the controller wants a bearer token (--token-file or NLB_SDN_TOKEN) and has none or another one",
+    403: "the router's token may only read; commits and reports need an admin token",
+}
+"""What a refusal of the controller's REST API means for a router's operator."""
+
+
+class ControllerClient:
+    """The controller's REST for routers: migration commits and reports, sessions, allotments (blocking calls).
+
+    With a ``token`` every request (GET and POST, kept-alive connections too) carries ``Authorization: Bearer``;
+    the token is never logged nor part of an error message.
+    """
+
+    def __init__(self, url: str, timeout: float = CONTROLLER_TIMEOUT, token: str | None = None) -> None:
         """A client of the controller at ``url`` (``http://host:port``) with a per-request ``timeout``."""
         self.base = url.rstrip("/")
         self.url = self.base + "/v1/migrations"
         self.timeout = timeout
+        self._headers = {} if token is None else {"Authorization": f"Bearer {token}"}
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         self._address = urllib.parse.urlsplit(self.base)
         self._kept = threading.local()
+        self._errors: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        """The controller's URL and whether a token is sent (never the token)."""
+        return f"ControllerClient({self.base!r}, token={'yes' if self._headers else 'no'})"
+
+    def stats(self) -> dict[str, int]:
+        """Requests the controller refused (``http_<status>``) or that never got an answer (``unreachable``)."""
+        with self._lock:
+            return dict(sorted(self._errors.items()))
 
     def allotment(self, vip: str) -> dict[str, Any]:
         """The VIP service's allotment in use (``GET /v1/vips/{vip}/allotment``), or ControllerError."""
         url = f"{self.base}/v1/vips/{urllib.parse.quote(vip, safe='')}/allotment"
         try:
-            with self._opener.open(url, timeout=self.timeout) as response:
-                return dict(json.loads(response.read()))
-        except (OSError, ValueError) as exc:
+            return dict(self._get(url))
+        except (TypeError, ValueError) as exc:
             raise ControllerError(f"{url}: {exc}") from None
 
     def sessions(self, vip: str) -> list[dict[str, Any]]:
         """The controller's session table rows of one VIP service (``GET /v1/sessions?vip=``), or ControllerError."""
         url = f"{self.base}/v1/sessions?{urllib.parse.urlencode({'vip': vip})}"
         try:
-            with self._opener.open(url, timeout=self.timeout) as response:
-                return list(json.loads(response.read())["sessions"])
-        except (OSError, ValueError, KeyError) as exc:
+            return list(self._get(url)["sessions"])
+        except (KeyError, TypeError) as exc:
+            raise ControllerError(f"{url}: {exc}") from None
+
+    def _get(self, url: str) -> Any:
+        """The decoded JSON answer to ``GET url``, or ControllerError."""
+        request = urllib.request.Request(url, headers=self._headers)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            with contextlib.closing(exc):
+                raise self._refused(url, exc.code, exc.read()) from None
+        except OSError as exc:
+            self._count("unreachable")
+            raise ControllerError(f"{url}: {exc}") from None
+        except ValueError as exc:
             raise ControllerError(f"{url}: {exc}") from None
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -96,28 +141,47 @@ class ControllerClient:
         path). A kept connection the controller closed while it was idle is replaced once, at once.
         """
         payload = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **self._headers}
         while True:
             connection, kept = self._connection()
             try:
-                connection.request(
-                    "POST", self._address.path + "/v1/migrations", payload, {"Content-Type": "application/json"}
-                )
+                connection.request("POST", self._address.path + "/v1/migrations", payload, headers)
                 response = connection.getresponse()
                 data = response.read()
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 self._drop()
                 if kept:
                     continue
+                self._count("unreachable")
                 raise ControllerError(f"{self.url}: {exc}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
+                self._count("unreachable")
                 raise ControllerError(f"{self.url}: {exc}") from None
             if response.status >= 400:
-                raise ControllerError(f"{self.url}: HTTP {response.status}: {data[:300].decode(errors='replace')}")
+                raise self._refused(self.url, response.status, data)
             try:
                 return dict(json.loads(data or b"{}"))
             except ValueError as exc:
                 raise ControllerError(f"{self.url}: {exc}") from None
+
+    def _refused(self, url: str, status: int, data: bytes) -> ControllerError:
+        """The error for an HTTP error ``status``: counted, and for 401 and 403 what the operator should fix (logged
+        as a warning the first time)."""
+        first = self._count(f"http_{status}") == 1
+        hint = AUTH_HINTS.get(status)
+        text = f"{url}: HTTP {status}: {data[:300].decode(errors='replace').strip()}"
+        if hint is not None:
+            if first:
+                log.warning("controller %s refused a request with HTTP %d: %s", self.base, status, hint)
+            text += f" ({hint})"
+        return ControllerError(text)
+
+    def _count(self, error: str) -> int:
+        """Count one error of the controller's; how many of that kind so far."""
+        with self._lock:
+            self._errors[error] += 1
+            return self._errors[error]
 
     def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
         """This thread's connection to the controller, and whether it was kept from an earlier request."""
@@ -167,6 +231,11 @@ class RepairMigrator:
             "counters": dict(self.counters),
             "reasons": dict(sorted(self.reasons.items())),
             "agent_connections": dict(self.channels.counters),
+            **(
+                {"controller_errors": self.controller.stats()}
+                if isinstance(self.controller, ControllerWithStats)
+                else {}
+            ),
         }
 
     async def migrate(self, sock: socket.socket, member: Endpoint) -> Outcome:
