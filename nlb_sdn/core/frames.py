@@ -69,6 +69,7 @@ class TcpSegment(NamedTuple):
     dst_port: int
     flags: int
     seq: int = 0
+    ack: int = 0
 
     @property
     def is_pure_syn(self) -> bool:
@@ -223,9 +224,9 @@ def _parse_tcp(data: bytes, total_len: int, src_mac: str) -> TcpSegment:
         raise FrameError("bad_tcp_length")
     if len(data) < tcp_offset + TCP_PORTS_SEQ_FLAGS.size + 1:
         raise FrameError("short_tcp")
-    sport, dport, seq, _ack, data_offset, flags = TCP_PORTS_SEQ_FLAGS.unpack_from(data, tcp_offset)
+    sport, dport, seq, ack, data_offset, flags = TCP_PORTS_SEQ_FLAGS.unpack_from(data, tcp_offset)
     if (data_offset >> 4) * 4 < 20 or (data_offset >> 4) * 4 > ip_len - ihl:
         raise FrameError("bad_tcp_header")
     if sport == 0 or dport == 0:
         raise FrameError("bad_tcp_port")
-    return TcpSegment(src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, flags, seq)
+    return TcpSegment(src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, flags, seq, ack)

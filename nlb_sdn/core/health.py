@@ -10,6 +10,7 @@ from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.flows import builders
+from nlb_sdn.health.probes import ProbeReject
 
 
 class HealthManager(Manager):
@@ -24,9 +25,9 @@ class HealthManager(Manager):
 
     def probe_reply(self, segment: TcpSegment, dpid: int, in_port: int, out: Out) -> None:
         """A member's answer to a controller health probe: record it and reset the half-open connection."""
-        sends = self.ctx.health.handle_probe_reply(segment, self.ctx.fabric.has_mac)
-        if sends is None:
-            self.ctx.counters.dropped["probe_reply_unmatched"] += 1
+        sends = self.ctx.health.handle_probe_reply(segment, dpid, in_port, self.ctx.fabric.has_mac)
+        if isinstance(sends, ProbeReject):
+            self.ctx.counters.dropped[sends.value] += 1
             return
         self.ctx.counters.packet_in["probe_reply"] += 1
         out.send(dpid, [builders.packet_out_port(send.port, send.frame) for send in sends])

@@ -15,7 +15,7 @@ from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
 from nlb_sdn.health.cache import Endpoint, HLCache, agent_eligibility
-from nlb_sdn.health.probes import Prober, ProbeSend, ProbeTarget
+from nlb_sdn.health.probes import Prober, ProbeReject, ProbeSend, ProbeTarget
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import app_id_of
 from nlb_sdn.signed import Message, SequenceCounter, encode
@@ -261,11 +261,13 @@ class HealthHandler:
             self._reassess_changed(has_mac, self._members_at_endpoints(changed))
         return self._encode(applied.outgoing, now), None
 
-    def handle_probe_reply(self, segment: TcpSegment, has_mac: Callable[[Member], bool]) -> list[ProbeSend] | None:
-        """A punted reply to a controller probe: frames to send, or None if it answers no probe."""
-        result = self.prober.on_reply(segment)
-        if result is None:
-            return None
+    def handle_probe_reply(
+        self, segment: TcpSegment, dpid: int, in_port: int, has_mac: Callable[[Member], bool]
+    ) -> list[ProbeSend] | ProbeReject:
+        """A reply to a controller probe punted by ``dpid`` from ``in_port``: frames to send, or why it was ignored."""
+        result = self.prober.on_reply(segment, dpid, in_port)
+        if isinstance(result, ProbeReject):
+            return result
         sends, changed = result
         if changed:
             self._reassess_changed(has_mac, self._members_named_in(changed))

@@ -5,11 +5,20 @@ port. The member's SYN-ACK (alive) or RST (port closed) comes back to the VIP ad
 table 0 entry punts to the controller; the controller then resets the half-open connection. No answer within the
 timeout is a failure. Rise/fall counts turn single results into a health state. Pure: it takes ``now`` and returns
 frames to send.
+
+A reply counts only if it comes from the member's address and port, arrives on the member's switch port (the dpid
+and port the probe went out of), and acknowledges the probe: each probe's SYN carries a random initial sequence number
+(ISN), and in SYN-SENT a SYN-ACK or an RST is acceptable only with ACK set and ack = ISN + 1 (RFC 793 section 3.9;
+an RST without ACK is dropped). So a host that spoofs a member's address elsewhere on the data path, or that cannot see
+the probe, can neither keep a dead member in the pool nor take a live one out.
 """
 
 from __future__ import annotations
 
+import enum
+import secrets
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from nlb_sdn.config import PROBE_PORT_BASE, Probe
 from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment, tcp_frame
@@ -17,7 +26,25 @@ from nlb_sdn.core.frames import TCP_ACK, TCP_RST, TCP_SYN, TcpSegment, tcp_frame
 PROBE_PORTS = 0x10000 - PROBE_PORT_BASE
 PROBE_WINDOW = 1024
 """The TCP window of the controller's probe segments."""
+SEQ_MODULUS = 1 << 32
 ProbeKey = tuple[str, str]
+
+
+class ProbeReject(enum.StrEnum):
+    """Why a punted probe reply was ignored (the name of its drop counter)."""
+
+    UNMATCHED = "probe_reply_unmatched"
+    WRONG_PORT = "probe_reply_wrong_port"
+    BAD_ACK = "probe_reply_bad_ack"
+    BAD_FLAGS = "probe_reply_bad_flags"
+
+
+class Outstanding(NamedTuple):
+    """A probe in flight: its source port, when it was sent and its SYN's initial sequence number."""
+
+    port: int
+    sent_at: float
+    isn: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +80,7 @@ class ProbeState:
     successes: int = 0
     failures: int = 0
     next_at: float = 0.0
-    outstanding: tuple[int, float] | None = None
+    outstanding: Outstanding | None = None
     last_result: str = ""
     results: dict[str, int] = field(default_factory=dict)
 
@@ -90,13 +117,14 @@ class Prober:
         sends: list[ProbeSend] = []
         changed: list[ProbeKey] = []
         for key, state in self.states.items():
-            if state.outstanding and now - state.outstanding[1] >= self.settings.timeout:
+            if state.outstanding and now - state.outstanding.sent_at >= self.settings.timeout:
                 self._clear_outstanding(state)
                 if self._observe(state, False, "timeout"):
                     changed.append(key)
             if state.outstanding is None and now >= state.next_at:
                 port = self._allocate_port(key)
-                state.outstanding = (port, now)
+                isn = secrets.randbits(32)
+                state.outstanding = Outstanding(port, now, isn)
                 state.next_at = now + self.settings.interval
                 target = state.target
                 sends.append(
@@ -111,45 +139,51 @@ class Prober:
                             port,
                             target.member_port,
                             TCP_SYN,
-                            seq=port,
+                            seq=isn,
                             window=PROBE_WINDOW,
                         ),
                     )
                 )
         return sends, changed
 
-    def on_reply(self, segment: TcpSegment) -> tuple[list[ProbeSend], list[ProbeKey]] | None:
-        """Handle a punted probe reply; None if it answers no outstanding probe."""
+    def on_reply(
+        self, segment: TcpSegment, dpid: int, in_port: int
+    ) -> tuple[list[ProbeSend], list[ProbeKey]] | ProbeReject:
+        """Handle a reply punted by switch ``dpid`` from ``in_port``; why it was ignored if it answers no probe."""
         key = self._by_port.get(segment.dst_port)
         state = self.states.get(key) if key else None
         if key is None or state is None or state.outstanding is None:
-            return None
-        target = state.target
+            return ProbeReject.UNMATCHED
+        target, probe = state.target, state.outstanding
         if (segment.src_ip, segment.src_port) != (target.member_address, target.member_port):
-            return None
+            return ProbeReject.UNMATCHED
+        if (dpid, in_port) != (target.dpid, target.port):
+            return ProbeReject.WRONG_PORT
+        if not segment.flags & TCP_ACK or segment.ack != (probe.isn + 1) % SEQ_MODULUS:
+            return ProbeReject.BAD_ACK
+        refused = bool(segment.flags & TCP_RST)
+        if not refused and not segment.flags & TCP_SYN:
+            return ProbeReject.BAD_FLAGS
         self._clear_outstanding(state)
-        sends: list[ProbeSend] = []
-        alive = segment.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
-        if alive:
-            sends.append(
-                ProbeSend(
-                    target.dpid,
-                    target.port,
-                    tcp_frame(
-                        target.vip_mac,
-                        target.member_mac,
-                        target.vip_ip,
-                        target.member_address,
-                        segment.dst_port,
-                        target.member_port,
-                        TCP_RST,
-                        seq=segment.dst_port + 1,
-                        window=PROBE_WINDOW,
-                    ),
-                )
-            )
-        changed = [key] if self._observe(state, alive, "syn_ack" if alive else "refused") else []
+        sends = [] if refused else [self._reset(target, probe)]
+        changed = [key] if self._observe(state, not refused, "refused" if refused else "syn_ack") else []
         return sends, changed
+
+    @staticmethod
+    def _reset(target: ProbeTarget, probe: Outstanding) -> ProbeSend:
+        """The RST that closes the member's half-open connection (its sequence number is the one the member expects)."""
+        frame = tcp_frame(
+            target.vip_mac,
+            target.member_mac,
+            target.vip_ip,
+            target.member_address,
+            probe.port,
+            target.member_port,
+            TCP_RST,
+            seq=(probe.isn + 1) % SEQ_MODULUS,
+            window=PROBE_WINDOW,
+        )
+        return ProbeSend(target.dpid, target.port, frame)
 
     def as_dict(self) -> dict[str, dict[str, object]]:
         """Per member: health, last result and result counts (for REST)."""
@@ -186,5 +220,5 @@ class Prober:
     def _clear_outstanding(self, state: ProbeState) -> None:
         """Forget a probe in flight."""
         if state.outstanding is not None:
-            self._by_port.pop(state.outstanding[0], None)
+            self._by_port.pop(state.outstanding.port, None)
             state.outstanding = None

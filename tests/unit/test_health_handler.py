@@ -60,13 +60,21 @@ def test_probe_members_are_unknown_until_a_probe_passes_then_fail_over():
     assert datagrams == [] and set(probes) == {2} and len(probes[2]) == 3
     for msg in probes[2]:
         assert msg.actions[0].port in (1, 2, 3)
-    ports = {key[1]: state.outstanding[0] for key, state in lb.health.prober.states.items()}
+    states = {key[1]: state for key, state in lb.health.prober.states.items()}
     for index, member in enumerate(("h1", "h2", "h3")):
         flags = TCP_SYN | TCP_ACK if member != "h1" else TCP_RST | TCP_ACK
+        probe, target = states[member].outstanding, states[member].target
+        assert probe is not None
         reply = TcpSegment(
-            "00:00:00:00:00:1" + str(index + 1), f"10.0.0.1{index + 1}", "10.0.0.100", 80, ports[member], flags
+            "00:00:00:00:00:1" + str(index + 1),
+            f"10.0.0.1{index + 1}",
+            "10.0.0.100",
+            80,
+            probe.port,
+            flags,
+            ack=(probe.isn + 1) % 2**32,
         )
-        sent = lb.health.handle_probe_reply(reply, lambda m: True)
+        sent = lb.health.handle_probe_reply(reply, target.dpid, target.port, lambda m: True)
         assert sent is not None and len(sent) == (1 if member != "h1" else 0)
     assert lb.health.prober.health("web", "h2") == "ok"
     assert lb.health.prober.health("web", "h1") == "failed"
