@@ -62,8 +62,13 @@ class AffinityManager(Manager):
     def remember_client(self, vip: Vip, member: Member, client_ip: str, now: float, out: Out) -> None:
         """Create the inferred ``client_ip`` session of a client's first connection."""
         client = client_prefix(client_ip, vip.affinity_prefix)
+        sid = client_ip_sid(vip.name, client_ip, vip.affinity_prefix)
+        self._pin_client(vip, member, sid, client, now, "created", out)
+
+    def _pin_client(self, vip: Vip, member: Member, sid: str, client: str, now: float, counter: str, out: Out) -> None:
+        """Record (here and in the DAM) the ``client_ip`` session that keeps ``client`` on ``member``."""
         session = Session(
-            client_ip_sid(vip.name, client_ip, vip.affinity_prefix),
+            sid,
             CLIENT_IP,
             vip.name,
             member.name,
@@ -75,7 +80,7 @@ class AffinityManager(Manager):
             self.origin,
         )
         self.sessions.upsert(session)
-        self.counters.affinity["created"] += 1
+        self.counters.affinity[counter] += 1
         out.put(session.key, session.to_data(), vip.session_ttl)
 
     def drop(self, key: str, out: Out) -> bool:
@@ -116,21 +121,7 @@ class AffinityManager(Manager):
         session = self.sessions.lookup(CLIENT_IP, vip.name, client, now)
         if session is not None and session.member == member.name:
             return
-        session = Session(
-            sid,
-            CLIENT_IP,
-            vip.name,
-            member.name,
-            member.address,
-            member.port,
-            client,
-            "",
-            now + vip.session_ttl,
-            self.origin,
-        )
-        self.sessions.upsert(session)
-        self.counters.affinity["learned"] += 1
-        out.put(session.key, session.to_data(), vip.session_ttl)
+        self._pin_client(vip, member, sid, client, now, "learned", out)
 
     def app_session(self, kind: str, body: dict[str, Any], state: VipState | None, now: float, out: Out) -> None:
         """Record a host's ``session_up`` or forget its ``session_down`` (idempotent; refreshed by the agent)."""
