@@ -20,21 +20,25 @@ LISTENER_FLAGS = (
 """The OpenFlow listener options passed on to the manager when given (they override ``controller.openflow``)."""
 
 
-def check_config(path: str) -> int:
-    """Validate a config file; print the error naming file, key and reason; return an exit status."""
+def check_config(*paths: str) -> int:
+    """Validate config files; print every problem of each naming file, line, key and reason; return an exit status."""
     from nlb_sdn.config import ConfigError, load_config
 
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    members = sum(len(vip.members) for vip in config.vips)
-    print(
-        f"{path}: ok ({len(config.vips)} VIP services, {members} members, "
-        f"{len(config.fabric.switches)} switches, {len(config.fabric.hosts)} hosts)"
-    )
-    return 0
+    status = 0
+    for path in paths:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            for line in str(exc).splitlines():
+                print(f"error: {line}", file=sys.stderr)
+            status = 2
+            continue
+        members = sum(len(vip.members) for vip in config.vips)
+        print(
+            f"{path}: ok ({len(config.vips)} VIP services, {members} members, "
+            f"{len(config.fabric.switches)} switches, {len(config.fabric.hosts)} hosts)"
+        )
+    return status
 
 
 def listener_args(args: argparse.Namespace) -> list[str]:
@@ -107,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="another app module to load in the same manager",
     )
-    check = sub.add_parser("check-config", help="validate a config file offline")
-    check.add_argument("config")
+    check = sub.add_parser("check-config", help="validate config files offline, reporting every problem")
+    check.add_argument("config", nargs="+")
     return parser
 
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``nlb-sdn``."""
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
-        return check_config(args.config)
+        return check_config(*args.config)
     return run_controller(args)
 
 

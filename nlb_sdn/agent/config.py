@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, read_config_data, validate_model
+from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, read_config_document, validate_model
 from nlb_sdn.config.base import Strict
 from nlb_sdn.health.protocol import UDP_MAX_SIZE
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
@@ -235,5 +235,5 @@ def parse_agent_config(data: Any, source: str = "<agent config>") -> AgentConfig
 
 def load_agent_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Load and validate an agent config file (YAML; TOML and JSON by their endings), or raise ConfigError."""
-    data, source = read_config_data(path)
-    return parse_agent_config(data, source)
+    document = read_config_document(path)
+    return validate_model(AgentConfig, document.data, document.source, document)

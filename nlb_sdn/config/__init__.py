@@ -9,11 +9,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import tomllib
 import zlib
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
 
 from nlb_sdn.config.base import Strict
@@ -21,20 +19,34 @@ from nlb_sdn.config.flood import FloodProtection
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
+from nlb_sdn.config.source import Document, ParseFailure, Position, Problem, read_document
 from nlb_sdn.dam import DamConfig
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot be used; names the file, the key and the reason."""
+def _where(source: str, position: Position | None) -> str:
+    """``FILE`` or ``FILE:LINE:COLUMN``."""
+    return f"{source}:{position[0]}:{position[1]}" if position else source
 
-    def __init__(self, source: str, key: str, reason: str) -> None:
-        super().__init__(f"{source}: {key}: {reason}")
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; names the file, the key and the reason (the first of all problems).
+
+    ``problems`` lists every problem found, each with the key's line and column in the file when known; the message
+    has one line per problem, ``FILE[:LINE:COLUMN]: KEY: REASON``.
+    """
+
+    def __init__(
+        self, source: str, key: str, reason: str, position: Position | None = None, more: tuple[Problem, ...] = ()
+    ) -> None:
         self.source = source
         self.key = key
         self.reason = reason
+        self.position = position
+        self.problems = (Problem(key, reason, position), *more)
+        super().__init__("\n".join(f"{_where(source, p.position)}: {p.key}: {p.reason}" for p in self.problems))
 
     def as_dict(self) -> dict[str, str]:
         """The error as a JSON-friendly mapping."""
@@ -406,23 +418,29 @@ def _error_key(loc: tuple[Any, ...], data: Any) -> str:
     return ".".join(parts) or "(top level)"
 
 
-def validation_error(exc: ValidationError, source: str, data: Any) -> ConfigError:
-    """Turn the first pydantic error into a ConfigError naming source, key and reason."""
-    first = exc.errors()[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    reason = first["msg"]
-    if first["type"] == "extra_forbidden":
-        reason = "unknown key"
-    elif reason.startswith("Value error, "):
-        reason = reason[len("Value error, ") :]
-    return ConfigError(source, _error_key(loc, data), reason)
+def validation_error(exc: ValidationError, source: str, data: Any, document: Document | None = None) -> ConfigError:
+    """Turn every pydantic error into a ConfigError naming source, key, reason and, from ``document``, position."""
+    problems: list[Problem] = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        reason = error["msg"]
+        if error["type"] == "extra_forbidden":
+            reason = "unknown key"
+        elif reason.startswith("Value error, "):
+            reason = reason[len("Value error, ") :]
+        position = document.position(loc) if document is not None else None
+        problems.append(Problem(_error_key(loc, data), reason, position))
+    first, *more = problems
+    return ConfigError(source, first.key, first.reason, first.position, tuple(more))
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def validate_model(model: type[ModelT], data: Any, source: str) -> ModelT:
+def validate_model(model: type[ModelT], data: Any, source: str, document: Document | None = None) -> ModelT:
     """Validate plain data into ``model`` strictly, or raise ConfigError naming source, key and reason.
+
+    With the ``document`` the data was read from, each problem names the line and column of its key.
 
     Strict as JSON is: no string to number, no bool to number, no number to string; an integer is a valid float.
     """
@@ -437,27 +455,18 @@ def validate_model(model: type[ModelT], data: Any, source: str) -> ModelT:
     try:
         return model.model_validate_json(text, strict=True)
     except ValidationError as exc:
-        raise validation_error(exc, source, data) from None
+        raise validation_error(exc, source, data, document) from None
 
 
-def read_config_data(path: str | os.PathLike[str]) -> tuple[Any, str]:
-    """Read and parse a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) file into plain data, with its name."""
+def read_config_document(path: str | os.PathLike[str]) -> Document:
+    """Read and parse a config file into a :class:`Document`, or raise ConfigError naming the file and the reason."""
     source = os.fspath(path)
     try:
-        with open(source, "rb") as handle:
-            raw = handle.read()
+        return read_document(source)
     except OSError as exc:
         raise ConfigError(source, "(file)", exc.strerror or str(exc)) from None
-    try:
-        if source.endswith(".toml"):
-            return tomllib.loads(raw.decode()), source
-        if source.endswith(".json"):
-            return json.loads(raw), source
-        return yaml.safe_load(raw), source
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(source, "(file)", f"cannot parse: {exc}".splitlines()[0]) from None
-    except RecursionError:  # every one of the three parsers recurses per nesting level
-        raise ConfigError(source, "(file)", "cannot parse: nested too deeply") from None
+    except ParseFailure as exc:
+        raise ConfigError(source, "(file)", exc.reason, exc.position) from None
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:
@@ -467,8 +476,8 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
 
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Load and validate a YAML (.yaml/.yml), TOML (.toml) or JSON (.json) config file."""
-    data, source = read_config_data(path)
-    return parse_config(data, source)
+    document = read_config_document(path)
+    return validate_model(Config, document.data, document.source, document)
 
 
 def dump_config(config: Config) -> dict[str, Any]:

@@ -183,7 +183,7 @@ def test_load_agent_config_and_check_config(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("host_id: h1\nkey_file: k\ncontrollers: [127.0.0.1]\nhb_perod: 2\n")
     assert check_config(str(bad)) == 2
-    assert f"{bad}: hb_perod: unknown key" in capsys.readouterr().err
+    assert f"{bad}:4:1: hb_perod: unknown key" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="cannot parse"):
         load_agent_config(_write(tmp_path / "broken.yaml", "host_id: [\n"))
     with pytest.raises(ConfigError, match="expected a mapping"):

@@ -110,7 +110,7 @@ def test_check_config_command(tmp_path, capsys):
     assert "1 VIP services, 2 members" in capsys.readouterr().out
     bad = write(tmp_path, "bad.yaml", GOOD.replace("port: 80\n", "port: 80\n    extra: 1\n", 1))
     assert cli_main(["check-config", bad]) == 2
-    assert f"{bad}: vips[web].extra: unknown key" in capsys.readouterr().err
+    assert f"{bad}:7:5: vips[web].extra: unknown key" in capsys.readouterr().err
 
 
 def test_controller_refuses_a_bad_config_before_starting(tmp_path):
