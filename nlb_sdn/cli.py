@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from nlb_sdn import add_version_option
 from nlb_sdn.config.openflow import DEFAULT_OPENFLOW_PORT
 
 CLASSIFIER_APP = "nlb_sdn.apps.classifier"
@@ -90,6 +91,7 @@ def run_controller(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="nlb-sdn", description=__doc__)
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     controller = sub.add_parser("controller", help="run one LBU instance (os-ken or ryu manager + classifier app)")
     controller.add_argument("--config", required=True, help="YAML, TOML or JSON config file")

@@ -10,6 +10,7 @@ import socket
 import sys
 from typing import Any
 
+from nlb_sdn import add_version_option
 from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_config
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL
 from nlb_sdn.config import ConfigError
@@ -220,6 +221,7 @@ def positive_seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-agent", description=__doc__)
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the host agent in the foreground")
     run_parser.add_argument("--config", required=True, help="YAML agent config file")

@@ -21,6 +21,7 @@ import sys
 import time
 from urllib.parse import parse_qs, urlsplit
 
+from nlb_sdn import add_version_option
 from nlb_sdn.migration import handoff
 
 PATTERN_PERIOD = 251
@@ -275,6 +276,7 @@ async def serve(name: str, sock: socket.socket, handoff_listener: socket.socket 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: ``nlb-sdn-backend --name h1 --port 80 [--bind 0.0.0.0]``."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-backend", description=__doc__.splitlines()[0])
+    add_version_option(parser)
     parser.add_argument("--name", required=True, help="name returned in X-Served-By and by GET /")
     parser.add_argument("--port", type=int, default=80, help="TCP port (0 picks a free one; default 80)")
     parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to bind (default 0.0.0.0)")

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Any
 
+from nlb_sdn import add_version_option
 from nlb_sdn.lab.backend import CHUNK, pattern
 
 RESPONSE_LIMIT = 64 * 1024
@@ -250,6 +251,7 @@ def download(
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run a mode, print its JSON summary; exit 0 only if everything succeeded."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-client", description=__doc__.splitlines()[0])
+    add_version_option(parser)
     modes = parser.add_subparsers(dest="mode", required=True)
     conns = modes.add_parser("connections", help="open many new connections, each GET / with Connection: close")
     conns.add_argument("host", help="literal IPv4 address (VIP or backend)")

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from nlb_sdn import add_version_option
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration.tcprepair import ConnectionState, RepairError, drop_silently, restore, resume
 from nlb_sdn.migration.wire import ABORT, GO, MIGRATION_PORT, REPLY, Channel, WireError
@@ -187,6 +188,7 @@ class MigrationServer(socketserver.ThreadingTCPServer):
 def main(argv: list[str] | None = None) -> int:
     """``python -m nlb_sdn.migration.receiver --key-file F --handoff-socket P [--bind A] [--port 7001]``."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-migration-receiver", description=__doc__.splitlines()[0])
+    add_version_option(parser)
     parser.add_argument("--key-file", required=True, help="the H&L key file")
     parser.add_argument("--handoff-socket", required=True, help="the application's hand-off Unix socket")
     parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to listen on (default 0.0.0.0)")

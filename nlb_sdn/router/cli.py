@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Mapping
 
+from nlb_sdn import add_version_option
 from nlb_sdn.config import ConfigError, load_config
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
@@ -224,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = RouterSettings()
     status = (defaults.status_host, defaults.status_port)
     parser = argparse.ArgumentParser(prog="nlb-sdn-router", description=__doc__)
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     run_parser = sub.add_parser("run", help="run the request router in the foreground")
     check = sub.add_parser("check-config", help="validate the config and list the services the router would serve")
