@@ -7,6 +7,9 @@ from typing import Any
 
 from webob import Request, Response
 
+from nlb_sdn.config import Config
+from tests.lib.shell_double import ShellDouble
+
 
 def call(app: Any, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Response:
     """Send one request through the WSGI ``app``; ``body`` is sent as JSON, ``raw`` as is (both as
@@ -18,3 +21,40 @@ def call(app: Any, method: str, path: str, body: Any = None, raw: bytes | None =
         request.body = raw
         request.content_type = "application/json"
     return request.get_response(app)
+
+
+class CoreBackend:
+    """The REST backend the classifier app provides, over the pure core and a fixed clock."""
+
+    def __init__(self, lb: ShellDouble) -> None:
+        self.lb = lb
+
+    def current_config(self) -> Config:
+        return self.lb.config
+
+    def apply_config(self, new: Config) -> None:
+        self.lb.apply_config(new, dpids=[], now=5.0)
+
+    def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
+        return self.lb.connections(vip, member)
+
+    def stats(self) -> dict:
+        return self.lb.stats()
+
+    def member_state(self, vip: str, member: str) -> dict:
+        return self.lb.member_state(vip, member)
+
+    def allotment(self, vip: str) -> dict:
+        return self.lb.allotment(vip, now=5.0)
+
+    def hl_cache(self) -> dict:
+        return self.lb.health.cache.as_dict(5.0)
+
+    def sessions(self, vip: str | None = None, member: str | None = None) -> list[dict]:
+        return [s.as_dict(5.0) for s in self.lb.ctx.affinity.sessions.select(vip, member) if s.expires_at > 5.0]
+
+    def delete_session(self, session_id: str) -> bool:
+        return bool(self.lb.delete_session(session_id))
+
+    def migrations(self, limit: int | None = None) -> dict:
+        return self.lb.migrations.view(limit)

@@ -36,7 +36,7 @@ def test_the_script_makes_a_secure_openflow13_bridge_with_its_dpid_and_controlle
     subprocess.run(argv, check=True, timeout=60)
     assert vsctl("get", "bridge", bridge, "datapath_type") == "netdev"
     assert vsctl("get", "bridge", bridge, "fail_mode") == "secure"
-    assert vsctl("get", "bridge", bridge, "protocols") == '["OpenFlow13"]'
+    assert vsctl("get", "bridge", bridge, "protocols") == "[OpenFlow13]"
     assert vsctl("get", "bridge", bridge, "other-config:datapath-id") == '"000000000000002a"'
     assert sorted(vsctl("get-controller", bridge).split()) == targets
     dpid = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "show", bridge], capture_output=True, text=True, timeout=30)

@@ -4,40 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from nlb_sdn.config import Config
 from nlb_sdn.rest import make_app
 from tests.lib.configs import health_web_config as config
 from tests.lib.core import punt_syns as open_connections
-from tests.lib.rest import call
+from tests.lib.rest import CoreBackend, call
 from tests.lib.shell_double import ShellDouble
-
-
-class CoreBackend:
-    """The REST backend the classifier app provides, over the pure core and a fixed clock."""
-
-    def __init__(self, lb: ShellDouble) -> None:
-        self.lb = lb
-
-    def current_config(self) -> Config:
-        return self.lb.config
-
-    def apply_config(self, new: Config) -> None:
-        self.lb.apply_config(new, dpids=[], now=5.0)
-
-    def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
-        return self.lb.connections(vip, member)
-
-    def stats(self) -> dict:
-        return self.lb.stats()
-
-    def member_state(self, vip: str, member: str) -> dict:
-        return self.lb.member_state(vip, member)
-
-    def allotment(self, vip: str) -> dict:
-        return self.lb.allotment(vip, now=5.0)
-
-    def hl_cache(self) -> dict:
-        return self.lb.health.cache.as_dict(5.0)
 
 
 @pytest.fixture
