@@ -30,6 +30,7 @@ from nlb_sdn.core.reconcile import FlowEntry
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
+from nlb_sdn.events import EventKind
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.pipeline import Table
@@ -199,7 +200,9 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.dam_loop))
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
-            self.threads.append(hub.spawn(serve_on, sock, make_app(self.api), None, limits_of(controller.rest)))
+            self.threads.append(
+                hub.spawn(serve_on, sock, make_app(self.api, self.lb.events), None, limits_of(controller.rest))
+            )
             LOG.info("REST listening on %s", rest_url(controller.rest))
 
     def post(self, ev: Any) -> None:
@@ -491,6 +494,7 @@ class Classifier(RyuApp):
                 getattr(datapath, "address", "?"),
             )
         self.refused_switches[dpid] += 1
+        self.lb.events.record_coalesced(EventKind.SWITCH_REFUSED, time.time(), None, str(dpid), dpid=f"{dpid:016x}")
         datapath.close()
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
@@ -528,9 +532,12 @@ class Classifier(RyuApp):
                 return
             self.datapaths[dpid] = datapath
             LOG.info("dpid=%016x connected", dpid)
+            address = str(getattr(datapath, "address", ""))
+            self.lb.events.record(EventKind.SWITCH_CONNECT, time.time(), dpid=f"{dpid:016x}", address=address)
         elif dpid is not None and self.datapaths.get(dpid) is datapath:
             del self.datapaths[dpid]
             self.audits.pop(dpid, None)
+            self.lb.events.record(EventKind.SWITCH_DISCONNECT, time.time(), dpid=f"{dpid:016x}")
             LOG.info("dpid=%016x disconnected: its connections are checked against its flows when it reconnects", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
