@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.apps.metrics import controller_metrics
 from nlb_sdn.config import load_config
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
@@ -162,6 +163,8 @@ class Classifier(RyuApp):
             key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
         self.lb = LoadBalancer(config, read_key(key_file), time.time())
         self.api = ControllerFacade(self)
+        self.metrics = controller_metrics(self)
+        """Prometheus metrics, served as ``GET /metrics`` by the REST server."""
         self.looping = False
         """Whether the event loop runs (``start``); before that, REST calls run at once."""
         self.hl_socket: socket.socket | None = None
@@ -201,7 +204,13 @@ class Classifier(RyuApp):
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
             self.threads.append(
-                hub.spawn(serve_on, sock, make_app(self.api, self.lb.events), None, limits_of(controller.rest))
+                hub.spawn(
+                    serve_on,
+                    sock,
+                    make_app(self.api, self.lb.events, self.metrics.exposition),
+                    None,
+                    limits_of(controller.rest),
+                )
             )
             LOG.info("REST listening on %s", rest_url(controller.rest))
 
@@ -260,7 +269,7 @@ class Classifier(RyuApp):
 
     def apply_dam_op(self, op: DamOp, now: float) -> None:
         """One write of the core: put, touch or delete; a failed write fails alone (logged and counted)."""
-        origin = self.lb.origin
+        origin, started = self.lb.origin, time.perf_counter()
         try:
             if op.verb == DamVerb.PUT:
                 self.dam.put(op.key, op.data or {}, origin=origin, ttl=op.ttl, now=now)
@@ -268,6 +277,7 @@ class Classifier(RyuApp):
                 self.dam.touch(op.key, op.ttl or 0.0, now)
             else:
                 self.dam.delete(op.key, now)
+            self.metrics.dam_latency.labels(op.verb).observe(time.perf_counter() - started)
         except Exception:  # the other writes of the batch go on
             self.errors[f"dam_{op.verb}"] += 1
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
@@ -547,12 +557,12 @@ class Classifier(RyuApp):
         msg = ev.msg
         if not self.lb.switch_allowed(msg.datapath.id):
             return
-        self.carry_out(
-            self.lb.handle_packet_in(
-                msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
-            ),
-            msg.datapath,
+        started = time.perf_counter()
+        effects = self.lb.handle_packet_in(
+            msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
         )
+        self.metrics.decision_latency.observe(time.perf_counter() - started)
+        self.carry_out(effects, msg.datapath)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     @guarded

@@ -32,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 SOURCE = "REST"
 MAX_CURSOR = 512
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format of ``GET /metrics``."""
 """Longest accepted ``/v1/dam`` cursor."""
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -526,10 +528,8 @@ class RestApp:
         """GET /metrics: the controller's Prometheus metrics (text exposition format)."""
         if self.metrics is None:
             raise HttpError(404, "not_found", "no such resource: /metrics")
-        response = Response(status=200, content_type="text/plain")
-        response.charset = "utf-8"
-        response.content_type_params = {"version": "0.0.4", "charset": "utf-8"}
-        response.body = self.metrics()
+        response = Response(status=200, body=self.metrics())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
 
 
