@@ -9,6 +9,8 @@ flood cannot push every other event out of the ring.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -117,3 +119,11 @@ class EventLog:
             if limit is not None and len(found) >= limit:
                 break
         return found
+
+
+def log_new_events(events: EventLog, after: int, log: logging.Logger) -> int:
+    """Log (INFO, one JSON line each) the events recorded after the id ``after``; the id of the last one logged."""
+    for event in events.select(marker=after):
+        log.info("event %s", json.dumps(event.as_dict(), default=str, sort_keys=True))
+        after = event.id
+    return after

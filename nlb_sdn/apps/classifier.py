@@ -31,7 +31,7 @@ from nlb_sdn.core.reconcile import FlowEntry
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
-from nlb_sdn.events import EventKind
+from nlb_sdn.events import EventKind, log_new_events
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.pipeline import Table
@@ -164,6 +164,8 @@ class Classifier(RyuApp):
         self.lb = LoadBalancer(config, read_key(key_file), time.time())
         self.api = ControllerFacade(self)
         self.metrics = controller_metrics(self)
+        self.events_logged = 0
+        """The id of the last event logged (each tick logs the newer ones)."""
         """Prometheus metrics, served as ``GET /metrics`` by the REST server."""
         self.looping = False
         """Whether the event loop runs (``start``); before that, REST calls run at once."""
@@ -437,6 +439,7 @@ class Classifier(RyuApp):
     def on_tick(self, ev: Any) -> None:
         """Periodic work: host liveness, probes, postulates, directive relays, groups and audits."""
         self.carry_out(self.lb.tick(time.time(), list(self.datapaths)))
+        self.events_logged = log_new_events(self.lb.events, self.events_logged, LOG)
 
     @set_ev_cls(EventSwitchSync)
     @guarded

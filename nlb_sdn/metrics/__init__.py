@@ -10,10 +10,9 @@ status port (``nlb_sdn.metrics.router``). docs/metrics.md lists the metrics.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -22,7 +21,7 @@ HEAD_LIMIT = 8192
 """Longest request head the agent's metrics server reads."""
 REQUEST_TIMEOUT = 5.0
 """Seconds a metrics client has to send its request head."""
-LOG = logging.getLogger(__name__)
+disable_created_metrics()  # no ``*_created`` series: they double every counter's output and nothing here reads them
 
 
 def exposition(registry: CollectorRegistry) -> bytes:
