@@ -7,7 +7,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from nlb_sdn.config import dump_config
 from nlb_sdn.core.effects import DamOp
@@ -17,23 +16,8 @@ from nlb_sdn.rest import make_app
 from tests.fakeof.switch import FakeDatapath
 from tests.frames import syn_frame
 from tests.lib.configs import FABRIC, WEB_VIP, weighted_web_config
+from tests.lib.metrics import samples, value
 from tests.lib.rest import call
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def samples(text: bytes) -> Samples:
-    """Every sample of a Prometheus exposition, by name and sorted labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text.decode())
-        for sample in family.samples
-    }
-
-
-def value(found: Samples, name: str, **labels: str) -> float:
-    """One sample's value (KeyError when the metric does not exist)."""
-    return found[(name, tuple(sorted(labels.items())))]
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from nlb_sdn.agent.core import Outgoing
 from nlb_sdn.agent.daemon import Agent
 from nlb_sdn.config import ConfigError
 from nlb_sdn.metrics import exposition, metrics_reply, serve_metrics
-from tests.unit.test_metrics_controller import samples, value
+from tests.lib.metrics import samples, value
 from tests.unit.test_router_daemon import TIMEOUT, Lab, LoopThread, get
 
 APP_ID = "10.0.0.100:80/tcp/127.0.0.1:8080"
