@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -112,3 +114,16 @@ def test_rest_serves_metrics_in_the_text_format(app: Any) -> None:
 
 def test_rest_without_metrics_has_no_metrics_resource(app: Any) -> None:
     assert call(make_app(app.api), "GET", "/metrics").status_int == 404
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_controller_exposes(app: Any) -> None:
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "nlb-sdn.json").read_text())
+    exposed = {name for name, _ in samples(app.metrics.exposition())}
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bnlb_sdn_\w+", target["expr"])
+    }
+    assert len(queried) >= 12
+    assert queried - exposed == set()
