@@ -18,6 +18,7 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, ClassVar
 
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
@@ -271,7 +272,7 @@ class Classifier(RyuApp):
 
     def apply_dam_op(self, op: DamOp, now: float) -> None:
         """One write of the core: put, touch or delete; a failed write fails alone (logged and counted)."""
-        origin, started = self.lb.origin, time.perf_counter()
+        origin, started = self.lb.origin, perf_counter()
         try:
             if op.verb == DamVerb.PUT:
                 self.dam.put(op.key, op.data or {}, origin=origin, ttl=op.ttl, now=now)
@@ -279,7 +280,7 @@ class Classifier(RyuApp):
                 self.dam.touch(op.key, op.ttl or 0.0, now)
             else:
                 self.dam.delete(op.key, now)
-            self.metrics.dam_latency.labels(op.verb).observe(time.perf_counter() - started)
+            self.metrics.dam_latency.labels(op.verb).observe(perf_counter() - started)
         except Exception:  # the other writes of the batch go on
             self.errors[f"dam_{op.verb}"] += 1
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
@@ -560,11 +561,11 @@ class Classifier(RyuApp):
         msg = ev.msg
         if not self.lb.switch_allowed(msg.datapath.id):
             return
-        started = time.perf_counter()
+        started = perf_counter()
         effects = self.lb.handle_packet_in(
             msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
         )
-        self.metrics.decision_latency.observe(time.perf_counter() - started)
+        self.metrics.decision_latency.observe(perf_counter() - started)
         self.carry_out(effects, msg.datapath)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
