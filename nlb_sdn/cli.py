@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from nlb_sdn import add_version_option
 from nlb_sdn.config.openflow import DEFAULT_OPENFLOW_PORT
+from nlb_sdn.logs import LOG_ENV, add_log_arguments, level_of, log_env
 
 CLASSIFIER_APP = "nlb_sdn.apps.classifier"
 LISTENER_FLAGS = (
@@ -19,6 +21,8 @@ LISTENER_FLAGS = (
     ("ca_certs", "--ca-certs"),
 )
 """The OpenFlow listener options passed on to the manager when given (they override ``controller.openflow``)."""
+MANAGER_LOG_FLAGS = ("--nouse-stderr",)
+"""The manager adds no log handler of its own: ``$NLB_SDN_LOG`` (nlb_sdn.logs) sets them up."""
 
 
 def check_config(*paths: str) -> int:
@@ -78,7 +82,10 @@ def run_controller(args: argparse.Namespace) -> int:
     os.environ["NLB_SDN_CONFIG"] = os.path.abspath(args.config)
     if args.framework:
         os.environ["NLB_SDN_FRAMEWORK"] = args.framework
-    argv = [sys.executable, "-m", "nlb_sdn.framework", *listener]
+    os.environ[LOG_ENV] = log_env(args)
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # library warnings while the framework loads
+    level = logging.getLevelName(level_of(args))
+    argv = [sys.executable, "-m", "nlb_sdn.framework", *listener, *MANAGER_LOG_FLAGS, "--default-log-level", str(level)]
     if args.verbose:
         argv.append("--verbose")
     argv += [*args.extra_apps, CLASSIFIER_APP]
@@ -106,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen.add_argument("--ca-certs", help="the CA certificate(s) that signed the switches' certificates (PEM)")
     controller.add_argument("--framework", choices=["os_ken", "ryu"], help="default: os_ken if installed")
     controller.add_argument("--verbose", action="store_true")
+    add_log_arguments(controller)
     controller.add_argument(
         "--extra-app",
         dest="extra_apps",

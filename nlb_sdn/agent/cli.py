@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import socket
 import sys
 from typing import Any
@@ -15,6 +14,7 @@ from nlb_sdn.agent.config import AgentConfig, load_agent_config, parse_agent_con
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL
 from nlb_sdn.config import ConfigError
 from nlb_sdn.health.table import TARGET_STATES
+from nlb_sdn.logs import add_log_arguments, setup_from_args
 from nlb_sdn.signed import load_key
 
 CONTROL_TIMEOUT = 5.0
@@ -183,11 +183,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    setup_from_args(args)
     try:
         return run_agent(config, key, args.drop_next_row_change)
     except OSError as exc:
@@ -239,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="test hook: do not send the first row_change (to exercise resync)",
     )
     run_parser.add_argument("--verbose", action="store_true")
+    add_log_arguments(run_parser)
     table = sub.add_parser("table", help="print a running agent's H&L table")
     _agent_socket(table)
     table.add_argument("--json", action="store_true", help="print JSON (rows, checksum, receive counters)")

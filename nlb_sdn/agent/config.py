@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from nlb_sdn.config import NAME_PATTERN, ConfigError, IPv4, read_config_document, validate_model
 from nlb_sdn.config.base import Strict
+from nlb_sdn.config.metrics import MetricsListener
 from nlb_sdn.health.protocol import UDP_MAX_SIZE
 from nlb_sdn.health.table import MAX_PROTO_INFO, Row, app_id_of
 from nlb_sdn.migration.wire import MIGRATION_PORT
@@ -186,6 +187,8 @@ class AgentConfig(Strict):
     control_socket: str = Field(default="", max_length=MAX_SOCKET_PATH)
     apps: list[App] = Field(default_factory=list)
     migration: Migration | None = None
+    metrics: MetricsListener | None = None
+    """Where ``GET /metrics`` is served (none by default)."""
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:

@@ -20,13 +20,17 @@ import socket
 import stat
 import threading
 import time
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from nlb_sdn.agent.checks import run_check, sample_load
 from nlb_sdn.agent.config import AgentConfig, App, StaticLoad
 from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL, AgentCore, Outgoing
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
-from nlb_sdn.health.table import TARGET_STATES
+from nlb_sdn.health.table import TARGET_STATES, Row
+from nlb_sdn.metrics import serve_metrics
+from nlb_sdn.metrics.agent import agent_registry
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
 from nlb_sdn.signed import SequenceCounter, encode
 
@@ -49,6 +53,11 @@ class Agent:
         self.seq = SequenceCounter()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_next_row_change = drop_next_row_change
+        self.sent_types: Counter[str] = Counter()
+        """Datagrams sent, by message type (each address counts)."""
+        self.migrations: Receiver | None = None
+        self.registry = agent_registry(self)
+        """The agent's Prometheus metrics (``metrics`` in the config says where they are served)."""
 
     def send(self, outgoing: list[Outgoing]) -> None:
         """Sign each message once and send it to each of its addresses."""
@@ -64,6 +73,7 @@ class Agent:
                 continue
             for address in out.to:
                 self.transport.sendto(data, address)
+                self.sent_types[out.type] += 1
 
     def datagram(self, data: bytes, sender: tuple[str, int]) -> None:
         """Verify a received datagram and send the core's answer."""
@@ -82,6 +92,30 @@ class Agent:
             "accepted": dict(self.verifier.accepted),
             "dropped": dict(self.verifier.dropped),
         }
+
+    def rows(self) -> list[Row]:
+        """The H&L table's rows (metrics)."""
+        return list(self.core.table.rows())
+
+    def received(self) -> Mapping[str, int]:
+        """Datagrams accepted, by message type (metrics)."""
+        return self.verifier.accepted
+
+    def dropped(self) -> Mapping[str, int]:
+        """Datagrams dropped, by reason (metrics)."""
+        return self.verifier.dropped
+
+    def sent(self) -> Mapping[str, int]:
+        """Datagrams sent, by message type (metrics)."""
+        return self.sent_types
+
+    def sessions(self) -> int:
+        """Live application sessions (metrics)."""
+        return len(self.core.live_sessions())
+
+    def migrations_taken(self) -> Mapping[str, int]:
+        """Migrated connections taken, by outcome (metrics; none without a migration port)."""
+        return self.migrations.outcomes if self.migrations is not None else {}
 
     def sessions_view(self) -> dict[str, Any]:
         """The session table, as the ``sessions`` control command returns it."""
@@ -231,6 +265,7 @@ class Agent:
             flush=True,
         )
         migrations = self._start_migrations()
+        metrics = await self._start_metrics()
         self.send(self.core.start())
         tasks = [asyncio.create_task(self._timers())]
         tasks += [asyncio.create_task(self._checks(app)) for app in self.config.apps]
@@ -242,6 +277,8 @@ class Agent:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         control.close()
+        if metrics is not None:
+            metrics.close()
         if migrations is not None:
             migrations.shutdown()
             migrations.server_close()
@@ -252,6 +289,15 @@ class Agent:
         os.unlink(self.config.control_socket)
         log.info("stopped (%s)", reasons[0])
         return 0
+
+    async def _start_metrics(self) -> asyncio.Server | None:
+        """The metrics server (``GET /metrics``), when the config asks for it."""
+        if self.config.metrics is None:
+            return None
+        server = await serve_metrics(self.registry, self.config.metrics.host, self.config.metrics.port)
+        host, port = server.sockets[0].getsockname()[:2]
+        print(f"nlb-sdn-agent {self.core.host_id} serves metrics on http://{host}:{port}/metrics", flush=True)
+        return server
 
     def _start_migrations(self) -> MigrationServer | None:
         """The migration port (FIG. 33 host side) in its own threads, when the config asks for it."""

@@ -18,9 +18,11 @@ import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, ClassVar
 
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.apps.metrics import controller_metrics
 from nlb_sdn.config import load_config
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
@@ -30,6 +32,7 @@ from nlb_sdn.core.reconcile import FlowEntry
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
+from nlb_sdn.events import EventKind, log_new_events
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
 from nlb_sdn.flows.pipeline import Table
@@ -161,6 +164,10 @@ class Classifier(RyuApp):
             key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
         self.lb = LoadBalancer(config, read_key(key_file), time.time())
         self.api = ControllerFacade(self)
+        self.metrics = controller_metrics(self)
+        self.events_logged = 0
+        """The id of the last event logged (each tick logs the newer ones)."""
+        """Prometheus metrics, served as ``GET /metrics`` by the REST server."""
         self.looping = False
         """Whether the event loop runs (``start``); before that, REST calls run at once."""
         self.hl_socket: socket.socket | None = None
@@ -199,7 +206,15 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.dam_loop))
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
-            self.threads.append(hub.spawn(serve_on, sock, make_app(self.api), None, limits_of(controller.rest)))
+            self.threads.append(
+                hub.spawn(
+                    serve_on,
+                    sock,
+                    make_app(self.api, self.lb.events, self.metrics.exposition),
+                    None,
+                    limits_of(controller.rest),
+                )
+            )
             LOG.info("REST listening on %s", rest_url(controller.rest))
 
     def post(self, ev: Any) -> None:
@@ -257,7 +272,7 @@ class Classifier(RyuApp):
 
     def apply_dam_op(self, op: DamOp, now: float) -> None:
         """One write of the core: put, touch or delete; a failed write fails alone (logged and counted)."""
-        origin = self.lb.origin
+        origin, started = self.lb.origin, perf_counter()
         try:
             if op.verb == DamVerb.PUT:
                 self.dam.put(op.key, op.data or {}, origin=origin, ttl=op.ttl, now=now)
@@ -265,6 +280,7 @@ class Classifier(RyuApp):
                 self.dam.touch(op.key, op.ttl or 0.0, now)
             else:
                 self.dam.delete(op.key, now)
+            self.metrics.dam_latency.labels(op.verb).observe(perf_counter() - started)
         except Exception:  # the other writes of the batch go on
             self.errors[f"dam_{op.verb}"] += 1
             LOG.exception("DAM %s of %s failed", op.verb, op.key)
@@ -424,6 +440,7 @@ class Classifier(RyuApp):
     def on_tick(self, ev: Any) -> None:
         """Periodic work: host liveness, probes, postulates, directive relays, groups and audits."""
         self.carry_out(self.lb.tick(time.time(), list(self.datapaths)))
+        self.events_logged = log_new_events(self.lb.events, self.events_logged, LOG)
 
     @set_ev_cls(EventSwitchSync)
     @guarded
@@ -491,6 +508,7 @@ class Classifier(RyuApp):
                 getattr(datapath, "address", "?"),
             )
         self.refused_switches[dpid] += 1
+        self.lb.events.record_coalesced(EventKind.SWITCH_REFUSED, time.time(), None, str(dpid), dpid=f"{dpid:016x}")
         datapath.close()
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
@@ -528,9 +546,12 @@ class Classifier(RyuApp):
                 return
             self.datapaths[dpid] = datapath
             LOG.info("dpid=%016x connected", dpid)
+            address = str(getattr(datapath, "address", ""))
+            self.lb.events.record(EventKind.SWITCH_CONNECT, time.time(), dpid=f"{dpid:016x}", address=address)
         elif dpid is not None and self.datapaths.get(dpid) is datapath:
             del self.datapaths[dpid]
             self.audits.pop(dpid, None)
+            self.lb.events.record(EventKind.SWITCH_DISCONNECT, time.time(), dpid=f"{dpid:016x}")
             LOG.info("dpid=%016x disconnected: its connections are checked against its flows when it reconnects", dpid)
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -540,12 +561,12 @@ class Classifier(RyuApp):
         msg = ev.msg
         if not self.lb.switch_allowed(msg.datapath.id):
             return
-        self.carry_out(
-            self.lb.handle_packet_in(
-                msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
-            ),
-            msg.datapath,
+        started = perf_counter()
+        effects = self.lb.handle_packet_in(
+            msg.datapath.id, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, time.time(), msg.cookie
         )
+        self.metrics.decision_latency.observe(perf_counter() - started)
+        self.carry_out(effects, msg.datapath)
 
     @set_ev_cls(ofp_event.EventOFPFlowRemoved, MAIN_DISPATCHER)
     @guarded

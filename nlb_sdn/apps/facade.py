@@ -60,6 +60,10 @@ class ControllerFacade:
             raise call.error
         return cast(T, call.result)
 
+    def read(self, work: Callable[[], T]) -> T:
+        """Run ``work`` (reading the app's state, e.g. for a metrics scrape) in the event loop; its result."""
+        return self._call(work)
+
     def current_config(self) -> Config:
         """The live model (immutable: safe to read anywhere)."""
         return self.app.lb.config

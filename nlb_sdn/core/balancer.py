@@ -28,7 +28,9 @@ from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
 from nlb_sdn.core.vips import Change, VipChange
+from nlb_sdn.core.watch import MemberWatch
 from nlb_sdn.dam.atoms import Atom, ChangeOp
+from nlb_sdn.events import EventLog
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.handler import HealthHandler
 
@@ -53,6 +55,7 @@ class LoadBalancer:
         self.hl = HealthManager(self.ctx)
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
+        self.watch = MemberWatch(self.ctx, self.hl)
         self.managers: tuple[Manager, ...] = (
             self.entries,
             self.paths,
@@ -93,6 +96,11 @@ class LoadBalancer:
     def health(self) -> HealthHandler:
         """The H&L handler: cache, allotments, probes."""
         return self.ctx.health
+
+    @property
+    def events(self) -> EventLog:
+        """The event log (member changes and refused connections from here; the shell and REST add theirs)."""
+        return self.ctx.events
 
     @property
     def migrations(self) -> l7.MigrationLog:
@@ -227,6 +235,7 @@ class LoadBalancer:
         out.datagrams.extend(self._startup)
         self._startup = ()
         self.hl.tick(now, out)
+        self.watch.check(now)
         self.tracker.half_open_checks(now, out)
         out.send_all(dpids, self.conntrack.expire_retired(now) + self.switching.group_updates(now))
         self.conntrack.audits(now, out)

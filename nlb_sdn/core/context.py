@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nlb_sdn.config import Config
 from nlb_sdn.core.affinity import AffinityManager
@@ -10,6 +10,7 @@ from nlb_sdn.core.connections import ConnectionTable
 from nlb_sdn.core.fabric import FabricView
 from nlb_sdn.core.model import Counters
 from nlb_sdn.core.vips import VipRegistry
+from nlb_sdn.events import EventLog
 from nlb_sdn.health.handler import HealthHandler
 
 
@@ -24,6 +25,8 @@ class CoreContext:
     vips: VipRegistry
     table: ConnectionTable
     affinity: AffinityManager
+    events: EventLog = field(default_factory=EventLog)
+    """What operators see in ``GET /v1/events``: the core records member changes and refused connections."""
 
     @classmethod
     def build(cls, config: Config, health: HealthHandler) -> CoreContext:

@@ -18,18 +18,22 @@ from webob import Request, Response
 
 from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
+from nlb_sdn.events import EventLog
 from nlb_sdn.rest.auth import authorize
 from nlb_sdn.rest.body import (
     MAX_BODY as MAX_BODY,  # re-exported: the public name of the limit
     read_json_object,
 )
 from nlb_sdn.rest.errors import HttpError
+from nlb_sdn.rest.events import events_page, record_edit
 from nlb_sdn.rest.views import page_of, redacted_config
 
 LOG = logging.getLogger(__name__)
 
 SOURCE = "REST"
 MAX_CURSOR = 512
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The Prometheus text exposition format of ``GET /metrics``."""
 """Longest accepted ``/v1/dam`` cursor."""
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -193,8 +197,14 @@ def _member_conflict(vip: Vip, candidate: Member) -> None:
 class RestApp:
     """The WSGI application; one instance per backend."""
 
-    def __init__(self, backend: RestBackend) -> None:
+    def __init__(
+        self, backend: RestBackend, events: EventLog | None = None, metrics: Callable[[], bytes] | None = None
+    ) -> None:
         self.backend = backend
+        self.events = events if events is not None else EventLog()
+        """The event log ``GET /v1/events`` serves and REST edits are recorded in."""
+        self.metrics = metrics
+        """What ``GET /metrics`` serves (the Prometheus text exposition); None: no such resource."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
@@ -214,6 +224,8 @@ class RestApp:
             (r"/v1/migrations", {"GET": self.get_migrations, "POST": self.post_migration}),
             (r"/v1/stats", {"GET": self.get_stats}),
             (r"/v1/config", {"GET": self.get_config}),
+            (r"/v1/events", {"GET": self.get_events}),
+            (r"/metrics", {"GET": self.get_metrics}),
         ]
         self.routes = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in routes]
 
@@ -256,7 +268,12 @@ class RestApp:
                 raise HttpError(
                     405, "method_not_allowed", f"{request.method} {path}: allowed {allow}", headers={"Allow": allow}
                 )
-            return handler(request, **match.groupdict())
+            if request.method in ("GET", "HEAD"):
+                return handler(request, **match.groupdict())
+            before = self.backend.current_config()
+            response: Response = handler(request, **match.groupdict())
+            record_edit(self.events, request, token, response.status_code, before, self.backend.current_config())
+            return response
         raise HttpError(404, "not_found", f"no such resource: {path}")
 
     def _apply(self, data: dict[str, Any]) -> Config:
@@ -503,7 +520,21 @@ class RestApp:
         """GET /v1/config: the whole current model, secrets (the DAM URL's password, token hashes) redacted."""
         return json_response(redacted_config(self.backend.current_config()))
 
+    def get_events(self, request: Request) -> Response:
+        """GET /v1/events?kind=&vip=&since=&limit=&marker=: the event log, oldest first, one page at a time."""
+        return json_response(events_page(request, self.events))
 
-def make_app(backend: RestBackend) -> RestApp:
-    """The REST API as a WSGI callable over ``backend``."""
-    return RestApp(backend)
+    def get_metrics(self, request: Request) -> Response:
+        """GET /metrics: the controller's Prometheus metrics (text exposition format)."""
+        if self.metrics is None:
+            raise HttpError(404, "not_found", "no such resource: /metrics")
+        response = Response(status=200, body=self.metrics())
+        response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+        return response
+
+
+def make_app(
+    backend: RestBackend, events: EventLog | None = None, metrics: Callable[[], bytes] | None = None
+) -> RestApp:
+    """The REST API as a WSGI callable over ``backend``, serving ``events`` and ``metrics`` when given."""
+    return RestApp(backend, events, metrics)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import time
@@ -14,6 +13,7 @@ from collections.abc import Mapping
 
 from nlb_sdn import add_version_option
 from nlb_sdn.config import ConfigError, load_config
+from nlb_sdn.logs import add_log_arguments, setup_from_args
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
@@ -93,9 +93,7 @@ def settings_from_args(args: argparse.Namespace) -> RouterSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Run the router in the foreground until SIGTERM or SIGINT; the exit status."""
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    setup_from_args(args)
     try:
         services = load_services(args.config, args.vips or [])
         settings = settings_from_args(args)
@@ -279,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_controller_arguments(run_parser)
     run_parser.add_argument("--verbose", action="store_true")
+    add_log_arguments(run_parser)
     stats_parser = sub.add_parser("stats", help="print a running router's counters")
     stats_parser.add_argument("--status", type=_address, default=status, metavar="HOST:PORT")
     return parser

@@ -28,6 +28,8 @@ from nlb_sdn.config import Config, Vip
 from nlb_sdn.config.routing import Pool, RouteRule
 from nlb_sdn.core.selection import SmoothWeightedRoundRobin
 from nlb_sdn.dam.atoms import any_type_session_key
+from nlb_sdn.metrics import CONTENT_TYPE, exposition, http_response
+from nlb_sdn.metrics.router import router_registry
 from nlb_sdn.router.admission import Admission
 from nlb_sdn.router.parse import ClientHello, HttpRequest, Limits, NeedMore, ParseError, parse_http_head, parse_request
 from nlb_sdn.router.rules import Decision, SessionLookup, choose
@@ -425,6 +427,8 @@ class Router:
         self.decided: Counter[str] = Counter({reason: 0 for reason in DECISION_REASONS})
         self.rule_hits = {s.name: [0] * len(s.rules) for s in self.services}
         self.member_hits: dict[str, Counter[str]] = {s.name: Counter() for s in self.services}
+        self.registry = router_registry(self.stats, [(s.name, m.name) for s in self.services for m in s.members])
+        """The router's Prometheus metrics, served as ``GET /metrics`` on the status port."""
 
     @property
     def addresses(self) -> list[tuple[str, str, int]]:
@@ -664,7 +668,8 @@ class Router:
             conn.close()
 
     async def _serve_status(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Answer one status request: ``GET /`` or ``GET /stats`` gives the counters as JSON."""
+        """Answer one status request: ``GET /`` or ``GET /stats`` gives the counters as JSON, ``GET /metrics`` the
+        Prometheus metrics."""
         try:
             async with asyncio.timeout(REPLY_TIMEOUT * 5):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -673,8 +678,10 @@ class Router:
                 reply = http_reply(400, "Bad Request", "bad request\n")
             elif request.method != "GET":
                 reply = http_reply(405, "Method Not Allowed", "only GET\n")
+            elif request.path == "/metrics":
+                reply = http_response("200 OK", CONTENT_TYPE, exposition(self.registry))
             elif request.path not in ("/", "/stats"):
-                reply = http_reply(404, "Not Found", "GET /stats\n")
+                reply = http_reply(404, "Not Found", "GET /stats or /metrics\n")
             else:
                 body = json.dumps(self.stats()).encode()
                 reply = (

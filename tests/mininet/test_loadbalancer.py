@@ -21,6 +21,7 @@ from tests.lib.lab import (
     packet_ins,
     plumbed_since,
 )
+from tests.lib.metrics import samples, value
 from tests.lib.net import free_port
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -182,3 +183,18 @@ def test_restarted_controller_removes_flows_the_model_no_longer_wants(fabric_lab
     )
     assert any("nw_dst=10.0.0.100" in flow for flow in fabric_lab.dump_flows("s1", table=0))
     open_connections(fabric_lab, "c1", 10)
+
+
+def test_controller_metrics_show_packet_ins_and_per_member_connections(fabric_lab: Lab):
+    before = packet_ins(fabric_lab).get("new_connection", 0)
+    open_connections(fabric_lab, "c1", 30, concurrency=6)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{fabric_lab.rest_port}/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        found = samples(response.read())
+    assert value(found, "nlb_sdn_packet_ins_total", kind="new_connection") >= before + 30
+    assert value(found, "nlb_sdn_switches_connected") == 4
+    per_member = {name: value(found, "nlb_sdn_member_connections", vip="web", member=name) for name in WEIGHTS}
+    assert sum(per_member.values()) > 0, per_member  # the connections idle out 5 s after they close
+    assert sum(per_member.values()) == value(found, "nlb_sdn_vip_connections", vip="web")
+    assert value(found, "nlb_sdn_flow_mods_total") >= 60

@@ -22,6 +22,7 @@ from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.model import SYN_TAG_MASK, Affinity, Connection, PacketIn, VipState
 from nlb_sdn.core.quota import SourceQuota
+from nlb_sdn.core.refusals import RefusalReason, record_refusal, refuse
 from nlb_sdn.flows import builders, templates, tunnel
 from nlb_sdn.flows.pipeline import CookieKind, make_cookie
 
@@ -95,9 +96,9 @@ class NatService:
         elif not seg.is_pure_syn:
             self._replumb(pkt, out)
         elif ctx.table.full():
-            ctx.counters.refused["cap"] += 1
+            refuse(ctx, self.state.vip.name, RefusalReason.CAP, pkt)
         elif not self.quota.admit(seg.src_ip, pkt.now):
-            ctx.counters.refused["source_quota"] += 1
+            refuse(ctx, self.state.vip.name, RefusalReason.SOURCE_QUOTA, pkt)
         else:
             self.new_connection(pkt, out)
 
@@ -135,7 +136,9 @@ class NatService:
     def new_connection(self, pkt: PacketIn, out: Out) -> None:
         """Pick a member for a new connection and plumb both directions, then track it."""
         member = self.choose(pkt, out)
-        if member is not None:
+        if member is None:
+            record_refusal(self.ctx, self.state.vip.name, RefusalReason.NO_MEMBER, pkt)
+        else:
             self.track(pkt, member, self.route(member, pkt.segment.src_ip, pkt.segment.src_port), out)
 
     def track(self, pkt: PacketIn, member: Member, route: builders.NatRoute, out: Out) -> None:

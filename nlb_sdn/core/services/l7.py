@@ -7,6 +7,7 @@ from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.model import Connection, PacketIn, VipState
+from nlb_sdn.core.refusals import RefusalReason, refuse
 from nlb_sdn.core.services.tunnel import TunnelService
 
 
@@ -24,7 +25,7 @@ class L7Service(TunnelService):
         routers = l7.live_routers(l7.vip_routers(vip, ctx.config.fabric), statuses)
         router = self.picker.pick(vip.name, routers, ctx.fabric.switch_name(pkt.dpid))
         if router is None:
-            ctx.counters.refused["no_router"] += 1
+            refuse(ctx, vip.name, RefusalReason.NO_ROUTER, pkt)
             return
         target = l7.router_member(vip, router)
         self.track(pkt, target, self.route(target, pkt.segment.src_ip, pkt.segment.src_port), out)
