@@ -56,7 +56,7 @@ def tcp_counter(lab: Lab, host: str, name: str) -> int:
     raise AssertionError(f"{host}: nstat shows no {name}:\n{result.stdout}")
 
 
-def open_sockets(lab: Lab, host: str, address: str) -> int:
-    """TCP sockets of ``host`` toward ``address`` in any state (TIME_WAIT included)."""
-    result = lab.host_run(host, ["ss", "-tanH", "dst", address])
-    return len([line for line in result.stdout.splitlines() if line.strip()])
+def open_sockets(lab: Lab, host: str, address: str) -> list[str]:
+    """``ss`` lines of ``host``'s TCP sockets toward ``address`` that are still open (TIME_WAIT is closed)."""
+    result = lab.host_run(host, ["ss", "-tanH", "exclude", "time-wait", "dst", address])
+    return [line for line in result.stdout.splitlines() if line.strip()]

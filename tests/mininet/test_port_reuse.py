@@ -49,11 +49,11 @@ def reuse_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def retransmits_around(lab: Lab, address: str, csv_path: str) -> tuple[AbRun, int]:
     """One ``ab`` run against ``address`` and the client's retransmitted segments during it, counted once the
-    client's sockets toward ``address`` are all gone (a lost last FIN would be retransmitted before)."""
+    client's sockets toward ``address`` are all closed (a lost last FIN would be retransmitted before)."""
     before = tcp_counter(lab, CLIENT, "TcpRetransSegs")
     run = run_ab(lab, CLIENT, f"http://{address}/", REQUESTS, CONCURRENCY, csv_path)
-    settled = poll_until(lambda: open_sockets(lab, CLIENT, address) == 0, timeout=SETTLE_TIMEOUT, interval=0.1)
-    assert settled, f"{CLIENT}'s connections to {address} did not close"
+    settled = poll_until(lambda: not open_sockets(lab, CLIENT, address), timeout=SETTLE_TIMEOUT, interval=0.1)
+    assert settled, f"{CLIENT}'s connections to {address} did not close: {open_sockets(lab, CLIENT, address)}"
     return run, tcp_counter(lab, CLIENT, "TcpRetransSegs") - before
 
 
