@@ -9,7 +9,7 @@ from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
-from nlb_sdn.core.model import ConnKey
+from nlb_sdn.core.model import Connection, ConnKey
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
@@ -27,6 +27,11 @@ HALF_OPEN_CHECKS_PER_TICK = 1000
 def forward_key(match: dict[str, Any]) -> ConnKey:
     """The connection of a client-to-VIP entry's match (KeyError when the match is not exact)."""
     return match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"]
+
+
+def same_endpoint(cookie: Cookie, conn: Connection) -> bool:
+    """Whether an entry with ``cookie`` leads to the member endpoint of ``conn`` (entries of one connection do)."""
+    return cookie.endpoint_id == Cookie.decode(conn.route.cookie).endpoint_id
 
 
 class ConnectionTracker(Manager):
@@ -99,6 +104,10 @@ class ConnectionTracker(Manager):
             ctx.counters.dropped["flow_removed_bad_match"] += 1
             return
         conn = ctx.table.get(key)
+        if conn is not None and conn.dpid == dpid and not same_endpoint(cookie, conn):
+            # An ended connection's entry toward another member (its client port was reused since): not this one's.
+            ctx.counters.dropped["flow_removed_other_member"] += 1
+            return
         if conn is not None and conn.dpid == dpid:
             ctx.table.forget(key)
             if learned:

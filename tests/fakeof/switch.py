@@ -7,7 +7,8 @@ A packet is a dict keyed by os-ken OXM field names (``in_port``, ``eth_src``, ``
   ethertype after the tags, as OpenFlow matches it, and ``vlan_vid``/``vlan_pcp`` read the outermost tag;
 - ``mpls``: list of labels, outermost first, each ``{"label": 16, "tc": 0, "ttl": 64}``; ``mpls_label``/``mpls_tc``/
   ``mpls_bos`` read the outermost label and ``mpls_payload_type`` is the ethertype under the bottom label;
-- ``nw_ttl`` (IPv4 TTL), ``tcp_flags`` and ``payload`` (bytes after the last parsed header);
+- ``nw_ttl`` (IPv4 TTL), ``tcp_flags``, ``tcp_seq`` (sent in the frame, not parsed back: 0 when absent) and
+  ``payload`` (bytes after the last parsed header);
 - ``ct_state``/``ct_zone``/``ct_mark`` (absent reads as 0) and ``ct_tuple``, which ct actions set (see the
   connection tracking section).
 
@@ -1419,6 +1420,7 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
                     src_port=pkt.get("tcp_src", 0),
                     dst_port=pkt.get("tcp_dst", 0),
                     bits=pkt.get("tcp_flags", 0),
+                    seq=pkt.get("tcp_seq", 0),
                     window_size=0xFFFF,
                 )
             )

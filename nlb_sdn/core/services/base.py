@@ -67,6 +67,9 @@ class NatService:
 
     punts_syns: ClassVar[bool] = True
     """Whether every SYN to the VIP service goes to the controller (it dispatches it, and per connection)."""
+    reuse_keeps_member: ClassVar[bool] = True
+    """Whether a new connection from a reused client port goes to the ended connection's member while that member
+    may take new connections (``reuse_member``)."""
 
     def __init__(self, ctx: CoreContext, state: VipState) -> None:
         self.ctx = ctx
@@ -83,11 +86,11 @@ class NatService:
     def packet_in(self, pkt: PacketIn, out: Out) -> None:
         """A segment that met no connection entry: a new connection, a known one, or a late one to re-plumb."""
         ctx, seg, key = self.ctx, pkt.segment, pkt.key
-        conn = ctx.table.get(key)
+        conn, ended = ctx.table.get(key), None
         if conn is not None and seg.is_pure_syn and self.reused_ports(conn, seg):
             ctx.counters.packet_in["port_reuse"] += 1
             ctx.table.forget(key)
-            conn = None
+            conn, ended = None, conn
         if conn is not None:
             ctx.counters.packet_in["syn_retransmit" if seg.is_pure_syn else "existing_connection"] += 1
             conn.dpid = pkt.dpid
@@ -99,8 +102,30 @@ class NatService:
             refuse(ctx, self.state.vip.name, RefusalReason.CAP, pkt)
         elif not self.quota.admit(seg.src_ip, pkt.now):
             refuse(ctx, self.state.vip.name, RefusalReason.SOURCE_QUOTA, pkt)
+        elif (kept := self.reuse_member(ended)) is not None:
+            ctx.counters.packet_in["port_reuse_same_member"] += 1
+            self.track(pkt, kept, self.route(kept, seg.src_ip, seg.src_port), out)
         else:
             self.new_connection(pkt, out)
+
+    def reuse_member(self, ended: Connection | None) -> Member | None:
+        """The member a new connection from the client port of the ``ended`` one goes to without being balanced:
+        the ended connection's, while it may take new connections and the VIP pins no clients (affinity decides).
+
+        Replacing the ended connection's table-1 entry in place does not reach Open vSwitch's datapath at once: its
+        cached flow for the client's segments (same headers, the ACK flag) keeps the old rewrite until a revalidator
+        re-checks it, a few ms later and never synchronised with a barrier. Toward another member the new connection's
+        first ACK and request went to the old member (a TIME_WAIT socket there) and were lost: one retransmission
+        timeout, 200 ms (docs/pipeline.md, "SYNs and reused client ports"). Toward the same member the cached flow
+        does what the new entry does, and the member's TIME_WAIT socket takes the new SYN as any server does.
+        """
+        if ended is None or not self.reuse_keeps_member or self.state.affinity != Affinity.NONE:
+            return None
+        vip = self.state.vip
+        member = vip.member(ended.member)
+        if member is None or member.address != ended.route.member_address or member.port != ended.route.member_port:
+            return None
+        return member if self.ctx.health.candidate(vip, member, self.ctx.fabric.has_mac).eligible else None
 
     def reused_ports(self, conn: Connection, seg: TcpSegment) -> bool:
         """Whether a SYN for a known connection opens a new one from the same client port (rather than repeating
@@ -181,6 +206,7 @@ class SessionService(NatService):
     """Controller dispatch with per-session flows: one flow pair carries all of a client's connections."""
 
     punts_syns = False
+    reuse_keeps_member = False
 
     def new_connection(self, pkt: PacketIn, out: Out) -> None:
         """One flow pair for all of a client's connections to the VIP, then the SYN released through it."""

@@ -14,6 +14,9 @@ from nlb_sdn.core.services.tunnel import TunnelService
 class L7Service(TunnelService):
     """A VIP service whose connections start at a request router (3302) and move to members by migration."""
 
+    reuse_keeps_member = False
+    """A new connection always starts at a router, never at the host the ended one moved to."""
+
     def __init__(self, ctx: CoreContext, state: VipState, picker: l7.RouterPicker) -> None:
         super().__init__(ctx, state)
         self.picker = picker
