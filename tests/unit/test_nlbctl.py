@@ -103,7 +103,7 @@ def test_add_and_remove_a_member_and_create_and_delete_a_vip(lb: ShellDouble, tm
         (("vip", "show", "nope"), ctl.Exit.NOT_FOUND, "404 not_found"),
         (("member", "weight", "web", "h1", "-1"), ctl.Exit.REFUSED, "400 invalid"),
         (("member", "add", "web", "--address", "10.0.0.11", "--port", "80"), ctl.Exit.CONFLICT, "409"),
-        (("session", "delete", "sess:none"), ctl.Exit.NOT_FOUND, "no session"),
+        (("session", "delete", "no-such-session"), ctl.Exit.NOT_FOUND, "no session"),
     ],
 )
 def test_errors_are_one_line_with_an_exit_code_scripts_can_use(
