@@ -146,11 +146,27 @@ class MigrationResult(BaseModel):
     confirmed: bool
 
 
+class AtomMetadata(BaseModel):
+    """An atom's metadata: version, origin LBU and expiry (null: none)."""
+
+    version: int
+    origin: str
+    expires_at: float | None
+
+
+class DamAtom(BaseModel):
+    """A row of the DAM table (FIG. 23B)."""
+
+    key: str
+    data: dict[str, Any]
+    metadata: AtomMetadata
+
+
 class DamPage(BaseModel):
     """``GET /v1/dam``: one page of atoms of a kind."""
 
     kind: str
-    atoms: list[Any] = Field(description="FIG. 23B rows: `key`, `data`, `metadata`.")
+    atoms: list[DamAtom]
     count: int = COUNT
     next_cursor: str | None = Field(default=None, description="The same as `next_marker` (its older name).")
     next_marker: str | None = Field(default=None, description="Pass it as `marker` for the next page; null at the end.")
