@@ -25,6 +25,7 @@ from nlb_sdn.rest.body import (
 )
 from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
+from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
 from nlb_sdn.rest.views import migrations_after, one_of, page_of, redacted_config
 
 LOG = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ class RestApp:
     def list_vips(self, request: Request) -> Response:
         """GET /v1/vips?mode=&limit=&marker=: every VIP with its members, in the list envelope."""
         _known_params(request, ("mode", "limit", "marker"))
-        mode = one_of(request, "mode", ("nat", "tunnel", "l7"))
+        mode = one_of(request, "mode", VIP_MODES)
         vips = [vip for vip in dump_config(self.backend.current_config())["vips"] if mode in (None, vip["mode"])]
         return json_response(page_of(request, "vips", vips, _name_marker))
 
@@ -334,7 +335,7 @@ class RestApp:
     def list_members(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/members?state=&limit=&marker=: the VIP's members, in the list envelope."""
         _known_params(request, ("state", "limit", "marker"))
-        state = one_of(request, "state", ("active", "draining", "inactive"))
+        state = one_of(request, "state", MEMBER_STATES)
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
         members = [m.model_dump(mode="json") for m in service.members if state in (None, m.state)]

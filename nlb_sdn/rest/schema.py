@@ -6,11 +6,16 @@ Schema). Views that the controller may grow (stats, allotments, the H&L cache) a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from nlb_sdn.config import Member, Vip
+
+VIP_MODES: tuple[str, ...] = get_args(Vip.model_fields["mode"].annotation)
+"""The ``mode`` filter's values: a VIP's modes."""
+MEMBER_STATES: tuple[str, ...] = get_args(Member.model_fields["state"].annotation)
+"""The ``state`` filter's values: a member's target states."""
 
 NEXT_MARKER = Field(
     default=None,
