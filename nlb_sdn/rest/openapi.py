@@ -166,12 +166,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "A router's commit or report",
         (schema.MigrationResult, 200),
         "MigrationRequest",
-        extra_errors=(Status.UNAVAILABLE, Status.TIMEOUT),
+        extra_errors=(Status.NOT_FOUND, Status.UNAVAILABLE, Status.TIMEOUT),
     ),
     Operation("GET", "/v1/stats", "The controller's counters", (schema.Stats, 200)),
     Operation("GET", "/v1/config", "The whole config, secrets redacted", (schema.ConfigView, 200)),
     Operation("GET", "/v1/openapi.json", "This document", (schema.OpenApiView, 200)),
 )
+
+PATH_EXAMPLES = {"vip": "web", "member": "h1", "session": "sess:client_ip:web@10.0.0.1"}
+"""An example of each path parameter."""
 
 BODIES: dict[str, tuple[type[BaseModel], str]] = {
     "Vip": (Vip, "A VIP, as in the config file."),
@@ -226,7 +229,13 @@ def _responses(operation: Operation, refs: Refs) -> dict[str, Any]:
 def _parameters(operation: Operation) -> list[dict[str, Any]]:
     """The operation's path and query parameters."""
     path = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1},
+            "example": PATH_EXAMPLES[name],
+        }
         for name in re.findall(r"\{(\w+)\}", operation.path)
     ]
     query = [

@@ -1,17 +1,22 @@
 """schemathesis against the live REST API: every operation of ``/v1/openapi.json``, with generated requests.
 
 The API runs on a real eventlet WSGI server on 127.0.0.1 over the real core (``tests/lib/live_rest.py``). Each
-operation gets at most MAX_EXAMPLES requests that fit its schema and as many that do not (the whole run stays well
-under a minute); every answer must not be a 5xx, must have a documented status and content type, and its body must
-match the documented schema. The document is the one the API serves (checked here too).
+operation gets at most MAX_EXAMPLES requests that fit its schema and as many that do not; then schemathesis' own
+runner (``st run``) adds its examples, coverage (boundary values, wrong types, missing parameters) and stateful
+(chains of calls linked by the answers) phases. The whole run stays under a minute. Every answer must not be a 5xx,
+must have a documented status and content type, and its body must match the documented schema. The document is the
+one the API serves (checked here too).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +37,9 @@ MAX_EXAMPLES = int(os.environ.get("NLB_SDN_SCHEMATHESIS_EXAMPLES", "10"))
 """Requests per operation and mode; raise it (environment) for a longer hunt."""
 REQUEST_TIMEOUT = 10.0
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
+CLI = Path(sys.executable).with_name("st")
+CLI_SEED = 1
+CLI_TIMEOUT = 180.0
 SCHEMA = schemathesis.openapi.from_dict(openapi_document())
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 NEGATABLE = [op for op in OPERATIONS if op.body or op.query]
@@ -67,3 +75,26 @@ def test_live_api_conforms_to_its_openapi_document(operation: Any, mode: Generat
         case.call_and_validate(base_url=base_url, checks=CHECKS, timeout=REQUEST_TIMEOUT)
 
     conforms()
+
+
+def test_schemathesis_runner_phases_find_nothing(base_url: str, tmp_path: Path) -> None:
+    command = [
+        str(CLI),
+        "run",
+        base_url + "/v1/openapi.json",
+        "--checks",
+        ",".join(check.__name__ for check in CHECKS),
+        "--phases",
+        "examples,coverage,stateful",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--seed",
+        str(CLI_SEED),
+        "--workers",
+        "1",
+        "--request-timeout",
+        str(REQUEST_TIMEOUT),
+        "--no-color",
+    ]
+    run = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=CLI_TIMEOUT, check=False)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
