@@ -19,6 +19,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from nlb_sdn.config import Member, Vip
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
+from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.rest import schema
 from nlb_sdn.rest.views import MAX_PAGE
 
@@ -173,7 +174,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/openapi.json", "This document", (schema.OpenApiView, 200)),
 )
 
-PATH_EXAMPLES = {"vip": "web", "member": "h1", "session": "sess:client_ip:web@10.0.0.1"}
+PATH_EXAMPLES = {"vip": "web", "member": "h1", "session": session_key("client_ip", "web@10.0.0.1")}
 """An example of each path parameter."""
 
 BODIES: dict[str, tuple[type[BaseModel], str]] = {
