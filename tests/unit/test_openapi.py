@@ -60,6 +60,7 @@ def test_the_document_declares_bearer_auth_and_the_error_shape() -> None:
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Vip"}
     assert document["components"]["schemas"]["Vip"]["properties"].keys() == Vip.model_fields.keys()
     assert "name" not in document["components"]["schemas"]["VipPut"]["required"]
+    assert document["components"]["schemas"]["Member"]["properties"]["address"]["format"] == "ipv4"
 
 
 # --- the list envelope ----------------------------------------------------------------------------------------------
