@@ -412,7 +412,7 @@ def disruption_section(lab: Lab, settings: Settings) -> dict[str, Any]:
         "trials": trials,
         "totals": totals,
         "final_members": {
-            s: [m["name"] for m in lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}/members")] for s in SUBJECTS
+            s: [m["name"] for m in lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}/members")["members"]] for s in SUBJECTS
         },
     }
 
@@ -463,7 +463,7 @@ def many_vips(lab: Lab, count: int) -> dict[str, Any]:
         "flows_per_switch_before": flows_before,
         "flows_per_switch": flows_after,
         "flows_per_vip": round((flows_after - flows_before) / count, 2),
-        "vips_in_config": len(lab.rest("GET", "/v1/vips")),
+        "vips_in_config": lab.rest("GET", "/v1/vips")["count"],
     }
 
 

@@ -12,7 +12,7 @@ import os
 import zlib
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from nlb_sdn.config.base import Strict
 from nlb_sdn.config.flood import FloodProtection
@@ -61,7 +61,9 @@ def _ipv4(value: str) -> str:
         raise ValueError(f"not an IPv4 address: {value!r}") from exc
 
 
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
+_IPV4_JSON_SCHEMA = WithJsonSchema({"type": "string", "format": "ipv4"})
+"""How an address field shows in JSON Schema (the REST API's OpenAPI document)."""
+IPv4 = Annotated[str, AfterValidator(_ipv4), _IPV4_JSON_SCHEMA]
 
 
 def _service_ipv4(value: str) -> str:
@@ -78,7 +80,7 @@ def _service_ipv4(value: str) -> str:
     return str(address)
 
 
-ServiceIPv4 = Annotated[str, AfterValidator(_service_ipv4)]
+ServiceIPv4 = Annotated[str, AfterValidator(_service_ipv4), _IPV4_JSON_SCHEMA]
 """The address of a VIP or a member: unicast IPv4 only."""
 
 

@@ -26,7 +26,9 @@ from nlb_sdn.rest.body import (
 )
 from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
-from nlb_sdn.rest.views import page_of, redacted_config
+from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
+from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
+from nlb_sdn.rest.views import migrations_after, one_of, page_of, redacted_config
 
 LOG = logging.getLogger(__name__)
 
@@ -123,6 +125,11 @@ def _valid_or_none(model: type[_M], body: dict[str, Any]) -> _M | None:
 def _connection_marker(connection: dict[str, Any]) -> str:
     """A tracked connection's place in a paged listing: its VIP and client."""
     return f"{connection['vip']}/{connection['client']}"
+
+
+def _name_marker(item: dict[str, Any]) -> str:
+    """A VIP's or member's place in a paged listing: its name."""
+    return str(item["name"])
 
 
 def _session_marker(session: dict[str, Any]) -> str:
@@ -226,6 +233,7 @@ class RestApp:
             (r"/v1/config", {"GET": self.get_config}),
             (r"/v1/events", {"GET": self.get_events}),
             (r"/metrics", {"GET": self.get_metrics}),
+            (r"/v1/openapi.json", {"GET": self.get_openapi}),
         ]
         self.routes = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in routes]
 
@@ -293,8 +301,11 @@ class RestApp:
     # --- VIPs -------------------------------------------------------------------------------------------------
 
     def list_vips(self, request: Request) -> Response:
-        """GET /v1/vips: every VIP with its members."""
-        return json_response(dump_config(self.backend.current_config())["vips"])
+        """GET /v1/vips?mode=&limit=&marker=: every VIP with its members, in the list envelope."""
+        _known_params(request, ("mode", "limit", "marker"))
+        mode = one_of(request, "mode", VIP_MODES)
+        vips = [vip for vip in dump_config(self.backend.current_config())["vips"] if mode in (None, vip["mode"])]
+        return json_response(page_of(request, "vips", vips, _name_marker))
 
     def create_vip(self, request: Request) -> Response:
         """POST /v1/vips: add a VIP; 201 with the created VIP and its Location."""
@@ -339,10 +350,13 @@ class RestApp:
     # --- members ----------------------------------------------------------------------------------------------
 
     def list_members(self, request: Request, vip: str) -> Response:
-        """GET /v1/vips/{vip}/members."""
+        """GET /v1/vips/{vip}/members?state=&limit=&marker=: the VIP's members, in the list envelope."""
+        _known_params(request, ("state", "limit", "marker"))
+        state = one_of(request, "state", MEMBER_STATES)
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
-        return json_response([member.model_dump(mode="json") for member in service.members])
+        members = [m.model_dump(mode="json") for m in service.members if state in (None, m.state)]
+        return json_response(page_of(request, "members", members, _name_marker))
 
     def create_member(self, request: Request, vip: str) -> Response:
         """POST /v1/vips/{vip}/members: add a member; 201 with the created member and its Location."""
@@ -445,34 +459,42 @@ class RestApp:
         return Response(status=204)
 
     def get_dam(self, request: Request) -> Response:
-        """GET /v1/dam?kind=route|session&cursor=&count=: atoms, one page at a time."""
-        _known_params(request, ("kind", "cursor", "count"))
+        """GET /v1/dam?kind=route|session&marker=&limit=: atoms, one page at a time (``cursor`` and ``count`` are
+        the older names of ``marker`` and ``limit``)."""
+        _known_params(request, ("kind", "cursor", "count", "marker", "limit"))
         kind = request.GET.get("kind", "route")
         if kind not in ("route", "session"):
             raise HttpError(400, "invalid", f"kind: {kind!r} is not route or session")
         try:
-            count = int(request.GET.get("count", "100"))
+            count = int(request.GET.get("limit", request.GET.get("count", "100")))
         except ValueError:
-            raise HttpError(400, "invalid", "count: not a whole number") from None
-        if not 1 <= count <= 1000:
-            raise HttpError(400, "invalid", "count: must be 1..1000")
-        cursor = request.GET.get("cursor") or None
+            raise HttpError(400, "invalid", "limit: not a whole number") from None
+        if not 1 <= count <= MAX_DAM_PAGE:
+            raise HttpError(400, "invalid", f"limit: must be 1..{MAX_DAM_PAGE}")
+        cursor = request.GET.get("marker") or request.GET.get("cursor") or None
         if cursor is not None and (len(cursor) > MAX_CURSOR or not cursor.isprintable()):
             raise HttpError(400, "invalid", f"cursor: not a cursor of this listing (at most {MAX_CURSOR} characters)")
         try:
-            return json_response(self.backend.dam_page(kind, cursor, count))
+            page = self.backend.dam_page(kind, cursor, count)
         except ValueError as exc:
             raise HttpError(400, "invalid", f"cursor: not a cursor of this listing: {exc}") from None
+        return json_response({**page, "count": len(page["atoms"]), "next_marker": page.get("next_cursor")})
 
     # --- l7 migrations ---------------------------------------------------------------------------------------
 
     def get_migrations(self, request: Request) -> Response:
-        """GET /v1/migrations?limit=: recent migrations of l7 connections (newest last) and their counters."""
-        _known_params(request, ("limit",))
+        """GET /v1/migrations?limit=&marker=: recent migrations of l7 connections (oldest first) and their counters;
+        without ``marker`` the newest ``limit``, with it the first ``limit`` after the migration of that id."""
+        _known_params(request, ("limit", "marker"))
         text = request.GET.get("limit") or ""
-        if text and not (text.isdigit() and 1 <= int(text) <= RECENT_MIGRATIONS):
+        if text and not (text.isascii() and text.isdigit() and 1 <= int(text) <= RECENT_MIGRATIONS):
             raise HttpError(400, "invalid", f"limit: must be 1..{RECENT_MIGRATIONS}")
-        return json_response(self.backend.migrations(int(text) if text else None))
+        limit = int(text) if text else None
+        marker = request.GET.get("marker")
+        if marker is None:
+            view = self.backend.migrations(limit)
+            return json_response(view if limit is None else {**view, "next_marker": None})
+        return json_response(migrations_after(self.backend.migrations(None), marker, limit))
 
     def post_migration(self, request: Request) -> Response:
         """POST /v1/migrations: a router's commit (answered once the switch confirmed the move) or outcome report."""
@@ -523,6 +545,10 @@ class RestApp:
     def get_events(self, request: Request) -> Response:
         """GET /v1/events?kind=&vip=&since=&limit=&marker=: the event log, oldest first, one page at a time."""
         return json_response(events_page(request, self.events))
+
+    def get_openapi(self, request: Request) -> Response:
+        """GET /v1/openapi.json: the OpenAPI 3.1 document of this API (any token may read it, as every GET)."""
+        return json_response(openapi_document())
 
     def get_metrics(self, request: Request) -> Response:
         """GET /metrics: the controller's Prometheus metrics (text exposition format)."""

@@ -45,6 +45,27 @@ def page_of(
     return {name: page, "count": len(page), "next_marker": marker_of(page[-1]) if more else None}
 
 
+def one_of(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    """The filter query parameter ``name`` (empty or absent: None); 400 unless it is one of ``allowed``."""
+    value = request.GET.get(name) or None
+    if value is not None and value not in allowed:
+        raise HttpError(400, "invalid", f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def migrations_after(view: dict[str, Any], marker: str, limit: int | None) -> dict[str, Any]:
+    """The migrations view cut to those after the migration ``marker`` (oldest first), at most ``limit``, with
+    ``next_marker``; 400 when no recent migration has that id."""
+    recent: list[dict[str, Any]] = view["migrations"]
+    ids = [migration["id"] for migration in recent]
+    if marker not in ids:
+        raise HttpError(400, "invalid", f"marker: no recent migration {marker!r}")
+    after = recent[len(ids) - ids[::-1].index(marker) :]
+    page = after if limit is None else after[:limit]
+    more = len(page) < len(after)
+    return {**view, "migrations": page, "count": len(page), "next_marker": page[-1]["id"] if more else None}
+
+
 def redact_url(url: str) -> str:
     """``url`` with its password (if any) replaced by ``(redacted)``."""
     parts = urlsplit(url)

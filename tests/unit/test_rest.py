@@ -112,9 +112,10 @@ def test_list_vips(app, backend: FakeBackend) -> None:
     response = call(app, "GET", "/v1/vips")
     assert response.status_int == 200
     assert response.content_type == "application/json"
-    assert response.json == dump_config(backend.config)["vips"]
-    assert response.json[0]["members"][1]["name"] == "10.0.0.12:8080"
-    assert response.json[0]["mac"] == "02:4e:0a:00:00:64"
+    vips = dump_config(backend.config)["vips"]
+    assert response.json == {"vips": vips, "count": len(vips)}
+    assert response.json["vips"][0]["members"][1]["name"] == "10.0.0.12:8080"
+    assert response.json["vips"][0]["mac"] == "02:4e:0a:00:00:64"
 
 
 def test_get_vip(app, backend: FakeBackend) -> None:
@@ -126,7 +127,7 @@ def test_get_vip(app, backend: FakeBackend) -> None:
 def test_list_members(app, backend: FakeBackend) -> None:
     response = call(app, "GET", "/v1/vips/web/members")
     assert response.status_int == 200
-    assert response.json == vip_of(backend, "web")["members"]
+    assert response.json == {"members": vip_of(backend, "web")["members"], "count": 2}
 
 
 @pytest.mark.parametrize("ident", ["b1", "10.0.0.11:8080"])
