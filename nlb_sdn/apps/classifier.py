@@ -417,6 +417,7 @@ class Classifier(RyuApp):
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
         stats["dam"] = self.dam_stats
+        stats["state"] = {"version": self.state.version, "store": self.state.store.location}
         stats["openflow"] = {
             "listener": self.listener,
             "refused": {f"{dpid:016x}": count for dpid, count in sorted(self.refused_switches.items())},

@@ -202,3 +202,16 @@ def test_operator_states_on_one_redis_follow_each_other(redis_url: str) -> None:
     assert stored.version == 2 and model.vips[0].members[0].weight == 5
     assert second.follow(stored) is True and second.follow(stored) is False
     assert json.loads(json.dumps(stored.vip_ids)) == {"web": 1}
+
+
+def test_the_controller_command_refuses_a_corrupt_state_file_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nlb_sdn.cli import main
+
+    config = tmp_path / "nlb.json"
+    config.write_text(json.dumps(web_config([web_member(1)]).model_dump(mode="json")))
+    state = Path(str(config) + STATE_SUFFIX)
+    state.write_text('{"format": 1, "version": 2, "vips": [{"name": "web"}], "vip_ids": {}}')
+    assert main(["controller", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {state}: version 2: vips[web].address: Field required")
