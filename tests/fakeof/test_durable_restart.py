@@ -102,3 +102,33 @@ def test_a_corrupt_state_file_stops_the_start_naming_the_file(tmp_path: Path, mo
     with pytest.raises(StateError, match=f"^{state}: the state file is corrupt"):
         start(path, monkeypatch)
     assert state.read_text() == '{"format": 1, "version": 4, "vips": [', "the state file is left for the operator"
+
+
+def test_controllers_on_one_redis_apply_the_same_versions_with_the_same_vip_ids(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlb_sdn.apps.durable import EventStateChange
+    from tests.lib.polling import poll_until
+    from tests.lib.redis_server import RedisServer
+
+    server = RedisServer()
+    server.start()
+    try:
+        apps = []
+        for lbu in (1, 2):
+            data = dump_config(make_config())
+            data["controller"].update(lbu_id=lbu, state={"backend": "redis", "url": server.url})
+            path = tmp_path / f"lbu{lbu}.json"
+            path.write_text(json.dumps(data))
+            apps.append(start(path, monkeypatch))
+        first, second = apps
+        assert first.api.config_version() == second.api.config_version() == 1
+        rest_changes(first)
+        newer = poll_until(second.state.newer, 2.0, 0.02)
+        assert newer is not None
+        second.on_state_change(EventStateChange(*newer))
+        assert second.api.config_version() == 3 and second.errors == {}
+        assert second.lb.ctx.vips.ids() == first.lb.ctx.vips.ids() == {"web": 1, "ssh": 3}
+        assert dump_config(second.api.current_config())["vips"] == dump_config(first.api.current_config())["vips"]
+    finally:
+        server.cleanup()
