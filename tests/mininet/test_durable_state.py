@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.lab.harness import Lab, wait_for
 from tests.lib.lab import VIP, connections_of, needs_lab, web_vip
 from tests.lib.net import free_port
@@ -17,6 +18,7 @@ from topologies import FabricTopo, lab_config
 pytestmark = [pytest.mark.mininet, needs_lab]
 
 API = "10.0.0.101"
+OLD = "10.0.0.102"
 SIZE, RATE = 4_000_000, 250_000
 """Each download takes 16 s, so it is established before the crash and still running after the restart."""
 
@@ -24,7 +26,8 @@ SIZE, RATE = 4_000_000, 250_000
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     topo = FabricTopo(clients=2, backends=3)
-    config = lab_config(topo, [web_vip(topo, idle_timeout=15)])
+    old = {"name": "old", "address": OLD, "port": 80, "members": topo.members(backends=["h1"])}
+    config = lab_config(topo, [web_vip(topo, idle_timeout=15), old])
     lab = Lab(
         topo, config, workdir=str(tmp_path_factory.mktemp("durable-lab")), ofp_port=free_port(), rest_port=free_port()
     )
@@ -41,12 +44,14 @@ def etag(lab: Lab) -> str:
 
 
 def operator_changes(lab: Lab) -> None:
-    """VIP api and its members through REST; weights and drain states of both VIPs changed through REST."""
+    """VIP api and its members through REST, then file VIP old deleted (api keeps id 3, a fresh start would give it
+    2); weights and drain states of both remaining VIPs changed through REST."""
     topo = lab.topo
     member = topo.members(backends=["h1"])[0]
     lab.rest("POST", "/v1/vips", {"name": "api", "address": API, "port": 80, "idle_timeout": 15, "members": [member]})
     for name in ("h2", "h3"):
         lab.rest("POST", "/v1/vips/api/members", topo.members(backends=[name])[0])
+    lab.rest("DELETE", "/v1/vips/old")
     lab.rest("PUT", "/v1/vips/api/members/h1", {"weight": 3})
     lab.rest("PUT", "/v1/vips/api/members/h2/state", {"state": "draining"})
     lab.rest("PUT", "/v1/vips/web/members/h3", {"weight": 5})
@@ -56,7 +61,7 @@ def operator_changes(lab: Lab) -> None:
 def test_a_sigkilled_controller_keeps_the_rest_state_and_every_established_connection(lab: Lab) -> None:
     operator_changes(lab)
     vips, version = lab.rest("GET", "/v1/vips"), etag(lab)
-    assert version == '"8"', "the seed and seven REST changes"
+    assert version == '"9"', "the seed and eight REST changes"
     assert [vip["name"] for vip in vips] == ["web", "api"]
     downloads = {
         vip: lab.start_client(client, ["download", address, "--bytes", SIZE, "--rate", RATE, "--timeout", 60])
@@ -80,6 +85,7 @@ def test_a_sigkilled_controller_keeps_the_rest_state_and_every_established_conne
         timeout=10,
         what="the established connections adopted after the restart",
     )
+    assert {Cookie.decode(int(c["cookie"], 16)).vip_id for c in connections_of(lab, "api")} == {3}
     assert all(proc.poll() is None for proc in downloads.values()), "the downloads outlive the restart"
     results = {vip: lab.collect_client(proc, timeout=90) for vip, proc in downloads.items()}
     assert {vip: (r["ok"], r["bytes"]) for vip, r in results.items()} == {"web": (True, SIZE), "api": (True, SIZE)}
