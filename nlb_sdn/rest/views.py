@@ -56,10 +56,12 @@ def redact_url(url: str) -> str:
 
 
 def redacted_config(config: Config) -> dict[str, Any]:
-    """The config as plain data without secrets: the DAM URL's password and the REST token hashes are redacted."""
+    """The config as plain data without secrets: the DAM's and the state store's URL passwords and the REST token
+    hashes are redacted."""
     data = dump_config(config)
     controller = data["controller"]
     controller["dam"]["url"] = redact_url(controller["dam"]["url"])
+    controller["state"]["url"] = redact_url(controller["state"]["url"])
     for token in controller["rest"]["tokens"]:
         token["sha256"] = REDACTED
     return data

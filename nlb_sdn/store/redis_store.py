@@ -86,7 +86,7 @@ class RedisStore:
         if done == -1:
             raise StateError(self.location, "the stored version is not a number")
         if not done:
-            raise StaleVersion(-1 if expected is None else expected, int(version))
+            raise StaleVersion(expected or 0, int(version))
         return int(version)
 
     def changed(self) -> bool:

@@ -93,3 +93,11 @@ def test_a_store_that_cannot_keep_the_change_is_503(backend: FakeBackend) -> Non
     response = send(make_app(backend), "POST", "/v1/vips", NEW_VIP)
     assert response.status_int == 503 and response.json["error"] == "unavailable"
     assert "/var/lib/nlb.state.json" in response.json["detail"]
+
+
+def test_the_state_store_password_is_redacted_in_the_config() -> None:
+    data = json.loads(json.dumps(BASE))
+    data["controller"] = {"state": {"backend": "redis", "url": "redis://ops:hunter2@10.9.9.9:6379/0"}}
+    shown = send(make_app(FakeBackend(parse_config(data, source="test"))), "GET", "/v1/config")
+    assert shown.json["controller"]["state"]["url"] == "redis://ops:(redacted)@10.9.9.9:6379/0"
+    assert "hunter2" not in shown.text
