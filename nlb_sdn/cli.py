@@ -46,6 +46,27 @@ def check_config(*paths: str) -> int:
     return status
 
 
+def check_state(path: str) -> int:
+    """Check the stored operator state the controller would start from (``controller.state``); print the error
+    naming the state file (or Redis key) and why; return an exit status."""
+    from nlb_sdn.config import load_config
+    from nlb_sdn.store import StateError
+    from nlb_sdn.store.operator import OperatorState, make_store
+
+    config = load_config(path)
+    store = make_store(config, path)
+    try:
+        stored = store.load()
+        if stored is not None:
+            OperatorState(store, config).model_of(stored)
+    except StateError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
 def listener_args(args: argparse.Namespace) -> list[str]:
     """The manager's listener options the operator gave (``controller.openflow`` supplies the others' defaults).
 
@@ -71,7 +92,7 @@ def run_controller(args: argparse.Namespace) -> int:
 
     The manager starts in a fresh interpreter (same PID), so eventlet monkey-patches before any library loads.
     """
-    status = check_config(args.config)
+    status = check_config(args.config) or check_state(args.config)
     if status:
         return status
     try:

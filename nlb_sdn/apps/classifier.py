@@ -21,6 +21,7 @@ from collections.abc import Callable
 from time import perf_counter
 from typing import Any, ClassVar
 
+from nlb_sdn.apps.durable import EventStateChange, apply_state_change, follow_state
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.apps.metrics import controller_metrics
 from nlb_sdn.config import load_config
@@ -54,6 +55,7 @@ from nlb_sdn.framework import (
 from nlb_sdn.rest.app import make_app
 from nlb_sdn.rest.server import limits_of, listen_rest, rest_url, serve_on
 from nlb_sdn.signed import load_key
+from nlb_sdn.store.operator import OperatorState, make_store
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
@@ -155,6 +157,9 @@ class Classifier(RyuApp):
         if not path:
             raise RuntimeError(f"set {CONFIG_ENV} to the config file (or use `nlb-sdn controller --config FILE`)")
         config = load_config(path)
+        self.state = OperatorState(make_store(config, path), config)
+        """The durable operator state: the store is the truth for the VIPs once the config file seeded it."""
+        config = self.state.start()
         self.listener = set_listener_defaults(
             listener_options(config.controller.openflow, os.path.dirname(os.path.abspath(path)))
         )
@@ -162,7 +167,7 @@ class Classifier(RyuApp):
         key_file = config.controller.health.key_file
         if key_file and not os.path.isabs(key_file):
             key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
-        self.lb = LoadBalancer(config, read_key(key_file), time.time())
+        self.lb = LoadBalancer(config, read_key(key_file), time.time(), vip_ids=self.state.vip_ids)
         self.api = ControllerFacade(self)
         self.metrics = controller_metrics(self)
         self.events_logged = 0
@@ -204,6 +209,7 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.timer, TICK_PERIOD, EventTick))
         self.threads.append(hub.spawn(self.timer, controller.switch_sync_period, EventSwitchSync))
         self.threads.append(hub.spawn(self.dam_loop))
+        self.threads.append(hub.spawn(follow_state, self))
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
             self.threads.append(
@@ -427,6 +433,7 @@ class Classifier(RyuApp):
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
         stats["dam"] = self.dam_stats
+        stats["state"] = {"version": self.state.version, "store": self.state.store.location}
         stats["openflow"] = {
             "listener": self.listener,
             "refused": {f"{dpid:016x}": count for dpid, count in sorted(self.refused_switches.items())},
@@ -470,6 +477,12 @@ class Classifier(RyuApp):
             effects = self.lb.republish(now)
             LOG.warning("the DAM store lost its atoms: re-publishing %d of ours", len(effects.dam))
             self.carry_out(effects)
+
+    @set_ev_cls(EventStateChange)
+    @guarded
+    def on_state_change(self, ev: Any) -> None:
+        """Apply a newer operator state another controller stored."""
+        apply_state_change(self, ev)
 
     @set_ev_cls(EventCall)
     def on_call(self, ev: Any) -> None:

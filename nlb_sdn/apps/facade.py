@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from nlb_sdn.apps.durable import commit_config
 from nlb_sdn.config import Config
 from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.framework import EventBase, hub
@@ -68,11 +69,14 @@ class ControllerFacade:
         """The live model (immutable: safe to read anywhere)."""
         return self.app.lb.config
 
-    def apply_config(self, new: Config) -> None:
-        """Switch to a new model through the one flow-diff path, on every connected switch."""
-        self._call(
-            lambda: self.app.carry_out(self.app.lb.apply_config(new, dpids=list(self.app.datapaths), now=time.time()))
-        )
+    def config_version(self) -> int:
+        """The stored version of the live model."""
+        return self.app.state.version
+
+    def apply_config(self, new: Config, expected_version: int | None = None) -> int:
+        """Store a new model (compare-and-set on ``expected_version`` when given), then switch to it through the one
+        flow-diff path, on every connected switch; its version."""
+        return self._call(lambda: commit_config(self.app, new, expected_version))
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """Target and current state of a member."""

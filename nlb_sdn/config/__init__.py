@@ -20,6 +20,7 @@ from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.config.source import Document, ParseFailure, Position, Problem, read_document
+from nlb_sdn.config.state import StateSettings
 from nlb_sdn.dam import DamConfig
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
@@ -343,6 +344,7 @@ class Controller(Strict):
     dam: DamConfig = Field(default_factory=DamConfig)
     openflow: OpenFlow = Field(default_factory=OpenFlow)
     flood: FloodProtection = Field(default_factory=FloodProtection)
+    state: StateSettings = Field(default_factory=StateSettings)
 
 
 class Config(Strict):

@@ -43,8 +43,11 @@ CONNTRACK_COPY_TABLES = frozenset((Table.SWITCH_SELECT, Table.CT_FORWARD, Table.
 class LoadBalancer:
     """The classifier's pure state machine: events and ``now`` in, effects out."""
 
-    def __init__(self, config: Config, hl_key: bytes = b"", now: float = 0.0) -> None:
+    def __init__(
+        self, config: Config, hl_key: bytes = b"", now: float = 0.0, vip_ids: dict[str, int] | None = None
+    ) -> None:
         self.ctx = CoreContext.build(config, HealthHandler(config, hl_key, now))
+        self.ctx.vips.prefer(vip_ids or {})
         self.router_picker = l7.RouterPicker()
         self.switching = SwitchDispatchManager(self.ctx)
         self.conntrack = ConntrackManager(self.ctx, self.switching)

@@ -35,6 +35,8 @@ class VipRegistry:
         self._by_name: dict[str, VipState] = {}
         self._by_service: dict[tuple[str, int], VipState] = {}
         self._by_id: dict[int, VipState] = {}
+        self._preferred: dict[str, int] = {}
+        """Ids the VIP services of these names get when next added, if free (the stored ids, after a restart)."""
 
     def __iter__(self) -> Iterator[VipState]:
         return iter(list(self._by_name.values()))
@@ -74,7 +76,7 @@ class VipRegistry:
         for vip in vips:
             kept = self._by_name.get(vip.name)
             if kept is None:
-                added = VipState(vip, self._free_id())
+                added = VipState(vip, self._free_id(vip.name))
                 self._by_name[vip.name] = added
                 self._by_service[(vip.address, vip.port)] = added
                 self._by_id[added.vip_id] = added
@@ -82,11 +84,39 @@ class VipRegistry:
             else:
                 changes.append(VipChange(Change.UPDATED, kept, kept.vip))
                 kept.vip = vip
+        self._preferred = {}
         return changes
 
-    def _free_id(self) -> int:
-        """The lowest VIP service id not in use (ids appear in cookies)."""
+    def ids(self) -> dict[str, int]:
+        """The id of every VIP service, by name."""
+        return {name: state.vip_id for name, state in self._by_name.items()}
+
+    def prefer(self, ids: dict[str, int]) -> None:
+        """Give the VIP services of these names these ids if the next ``apply`` adds them, where free."""
+        self._preferred = dict(ids)
+
+    def plan(self, vips: list[Vip]) -> dict[str, int]:
+        """The id each of ``vips`` will have once applied (as ``apply`` assigns them), without changing anything."""
+        ids = {
+            vip.name: state.vip_id
+            for vip in vips
+            if (state := self._by_name.get(vip.name)) is not None
+            and (state.vip.address, state.vip.port) == (vip.address, vip.port)
+        }
+        for vip in vips:
+            if vip.name not in ids:
+                ids[vip.name] = self._free_id(vip.name, taken=set(ids.values()))
+        return ids
+
+    def _free_id(self, name: str, taken: set[int] | None = None) -> int:
+        """The id preferred for ``name`` if free, else the lowest VIP service id neither in use nor preferred for
+        another (ids appear in cookies); ``taken``: the ids in use instead of the live ones."""
+        used = set(self._by_id) if taken is None else taken
+        preferred = self._preferred.get(name)
+        reserved = {vip_id for other, vip_id in self._preferred.items() if other != name}
+        if preferred is not None and preferred not in used:
+            return preferred
         for vip_id in range(1, MAX_VIP_ID + 1):
-            if vip_id not in self._by_id:
+            if vip_id not in used and vip_id not in reserved:
                 return vip_id
         raise RuntimeError("no free VIP service id")

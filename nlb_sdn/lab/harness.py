@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from pathlib import Path
 from types import TracebackType
 
 import yaml
@@ -36,6 +37,7 @@ from nlb_sdn.lab.controller import LabController
 from nlb_sdn.lab.machine import LabMachine
 from nlb_sdn.lab.network import LabNetwork, require_mininet
 from nlb_sdn.lab.services import LabServices
+from nlb_sdn.store import state_path
 
 __all__ = ["Lab", "LabError", "RestError", "run", "wait_for"]
 
@@ -75,6 +77,8 @@ class Lab(LabMachine, LabNetwork, LabController, LabServices):
             if self._listening_locally(port):
                 raise LabError(f"something already listens on 127.0.0.1:{port}; is another controller running?")
         self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        # A new lab: its config file seeds the operator state afresh (a state file left by an earlier lab goes).
+        Path(state_path(str(self.config_path), self.model.controller.state.path)).unlink(missing_ok=True)
         self.start_controller()
         self._start_net()
         self._start_backends()

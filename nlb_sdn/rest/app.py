@@ -28,7 +28,8 @@ from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
-from nlb_sdn.rest.views import migrations_after, one_of, page_of, redacted_config
+from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
+from nlb_sdn.store import StaleVersion, StateError
 
 LOG = logging.getLogger(__name__)
 
@@ -37,6 +38,11 @@ MAX_CURSOR = 512
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format of ``GET /metrics``."""
 """Longest accepted ``/v1/dam`` cursor."""
+
+EXPECTED_VERSION = "nlb_sdn.expected_version"
+"""The request's environ key of the version a change must replace (If-Match given), absent otherwise."""
+NEW_VERSION = "nlb_sdn.new_version"
+"""The request's environ key of the version its change was stored as."""
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -48,8 +54,13 @@ class RestBackend(Protocol):
         """The live model."""
         ...
 
-    def apply_config(self, new: Config) -> None:
-        """Apply a validated new model (the flow diff); may raise ConfigError."""
+    def config_version(self) -> int:
+        """The stored version of the live model (the operator state), shown as ``ETag``."""
+        ...
+
+    def apply_config(self, new: Config, expected_version: int | None = None) -> int:
+        """Store a validated new model, then apply it (the flow diff); its version. Raises StaleVersion when
+        ``expected_version`` is given and not the stored one, StateError when the store fails, maybe ConfigError."""
         ...
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
@@ -147,6 +158,26 @@ def _known_params(request: Request, allowed: tuple[str, ...]) -> None:
     for key in request.GET:
         if key not in allowed:
             raise HttpError(400, "invalid", f"{key}: unknown query parameter")
+
+
+def _etag_versions(header: str) -> set[str]:
+    """The entity tags of an ``If-Match`` header without quotes and weakness marks (``*`` stays ``*``)."""
+    return {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+
+
+def _precondition(request: Request, base: int) -> None:
+    """412 unless ``If-Match`` (when given) names the state version ``base`` or is ``*``; record what a change
+    must then replace."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    tags = _etag_versions(header)
+    if "*" in tags:
+        return
+    if str(base) not in tags:
+        detail = f'If-Match: the operator state is at version {base} (ETag "{base}")'
+        raise HttpError(412, "precondition_failed", detail, headers={"ETag": f'"{base}"'})
+    request.environ[EXPECTED_VERSION] = base
 
 
 def _vip_index(config: Config, name: str) -> int:
@@ -276,26 +307,42 @@ class RestApp:
                 raise HttpError(
                     405, "method_not_allowed", f"{request.method} {path}: allowed {allow}", headers={"Allow": allow}
                 )
-            if request.method in ("GET", "HEAD"):
-                return handler(request, **match.groupdict())
             before = self.backend.current_config()
-            response: Response = handler(request, **match.groupdict())
-            record_edit(self.events, request, token, response.status_code, before, self.backend.current_config())
+            if path.startswith(VERSIONED_PATHS):
+                response: Response = self._versioned(request, handler, match.groupdict())
+            else:
+                response = handler(request, **match.groupdict())
+            if request.method not in ("GET", "HEAD"):
+                record_edit(self.events, request, token, response.status_code, before, self.backend.current_config())
             return response
         raise HttpError(404, "not_found", f"no such resource: {path}")
 
-    def _apply(self, data: dict[str, Any]) -> Config:
-        """Validate edited plain data into a new model and apply it; ConfigError becomes 400 (409 for duplicates)."""
+    def _versioned(self, request: Request, handler: Callable[..., Response], args: dict[str, Any]) -> Response:
+        """Run a handler of the operator state: check ``If-Match`` first, answer with the version as ``ETag``."""
+        base = self.backend.config_version()
+        if request.method not in ("GET", "HEAD"):
+            _precondition(request, base)
+        response = handler(request, **args)
+        response.headers["ETag"] = f'"{request.environ.get(NEW_VERSION, base)}"'
+        return response
+
+    def _apply(self, data: dict[str, Any], request: Request) -> Config:
+        """Validate edited plain data into a new model, store and apply it; ConfigError becomes 400 (409 for
+        duplicates), a lost compare-and-set 412, a failing store 503."""
         try:
             new = parse_config(data, source=SOURCE)
         except ConfigError as exc:
             raise _invalid(exc) from None
         try:
-            self.backend.apply_config(new)
+            request.environ[NEW_VERSION] = self.backend.apply_config(new, request.environ.get(EXPECTED_VERSION))
         except ConfigError as exc:
             if exc.reason.startswith("duplicate"):
                 raise HttpError(409, "conflict", f"{exc.key}: {exc.reason}") from None
             raise _invalid(exc) from None
+        except StaleVersion as exc:
+            raise HttpError(412, "precondition_failed", f"If-Match: {exc}") from None
+        except StateError as exc:
+            raise HttpError(503, "unavailable", f"the operator state was not stored: {exc}") from None
         return new
 
     # --- VIPs -------------------------------------------------------------------------------------------------
@@ -316,7 +363,7 @@ class RestApp:
             _vip_conflict(config, candidate)
         data = dump_config(config)
         data["vips"].append(body)
-        created = self._apply(data).vips[-1]
+        created = self._apply(data, request).vips[-1]
         return json_response(created.model_dump(mode="json"), status=201, location=f"/v1/vips/{created.name}")
 
     def get_vip(self, request: Request, vip: str) -> Response:
@@ -336,7 +383,7 @@ class RestApp:
             _vip_conflict(config, candidate, replacing=vip)
         data = dump_config(config)
         data["vips"][index] = body
-        return json_response(self._apply(data).vips[index].model_dump(mode="json"))
+        return json_response(self._apply(data, request).vips[index].model_dump(mode="json"))
 
     def delete_vip(self, request: Request, vip: str) -> Response:
         """DELETE /v1/vips/{vip}: 204."""
@@ -344,7 +391,7 @@ class RestApp:
         index = _vip_index(config, vip)
         data = dump_config(config)
         del data["vips"][index]
-        self._apply(data)
+        self._apply(data, request)
         return Response(status=204)
 
     # --- members ----------------------------------------------------------------------------------------------
@@ -368,7 +415,7 @@ class RestApp:
             _member_conflict(config.vips[index], candidate)
         data = dump_config(config)
         data["vips"][index]["members"].append(body)
-        created = self._apply(data).vips[index].members[-1]
+        created = self._apply(data, request).vips[index].members[-1]
         location = f"/v1/vips/{vip}/members/{created.name}"
         return json_response(created.model_dump(mode="json"), status=201, location=location)
 
@@ -391,7 +438,7 @@ class RestApp:
             raise HttpError(400, "invalid", "weight: field required")
         data = dump_config(config)
         data["vips"][index]["members"][position]["weight"] = body["weight"]
-        return json_response(self._apply(data).vips[index].members[position].model_dump(mode="json"))
+        return json_response(self._apply(data, request).vips[index].members[position].model_dump(mode="json"))
 
     def delete_member(self, request: Request, vip: str, member: str) -> Response:
         """DELETE /v1/vips/{vip}/members/{member}: 204."""
@@ -400,7 +447,7 @@ class RestApp:
         position = _member_index(config.vips[index], member)
         data = dump_config(config)
         del data["vips"][index]["members"][position]
-        self._apply(data)
+        self._apply(data, request)
         return Response(status=204)
 
     def get_member_state(self, request: Request, vip: str, member: str) -> Response:
@@ -423,7 +470,7 @@ class RestApp:
             raise HttpError(400, "invalid", "state: field required (active, draining or inactive)")
         data = dump_config(config)
         data["vips"][index]["members"][position]["state"] = body["state"]
-        name = self._apply(data).vips[index].members[position].name
+        name = self._apply(data, request).vips[index].members[position].name
         return json_response(self.backend.member_state(vip, name))
 
     def get_allotment(self, request: Request, vip: str) -> Response:

@@ -22,7 +22,7 @@ from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.events import EventKind
 from nlb_sdn.rest import schema
-from nlb_sdn.rest.views import MAX_PAGE
+from nlb_sdn.rest.views import MAX_PAGE, VERSIONED_PATHS
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
@@ -43,6 +43,7 @@ class Status(IntEnum):
     FORBIDDEN = 403
     NOT_FOUND = 404
     CONFLICT = 409
+    PRECONDITION_FAILED = 412
     TOO_LARGE = 413
     UNSUPPORTED_MEDIA_TYPE = 415
     INTERNAL = 500
@@ -59,7 +60,8 @@ ERROR_MEANING = {
     Status.TOO_LARGE: "The body is larger than 1 MiB.",
     Status.UNSUPPORTED_MEDIA_TYPE: "The body is not declared `application/json` (utf-8).",
     Status.INTERNAL: "A fault of the controller, logged with its traceback.",
-    Status.UNAVAILABLE: "The connection's switch is not connected.",
+    Status.PRECONDITION_FAILED: "`If-Match` names another version of the operator state: another change won the race.",
+    Status.UNAVAILABLE: "The connection's switch is not connected, or the operator state could not be stored.",
     Status.TIMEOUT: "The switch did not confirm the flow change in time.",
 }
 
@@ -229,7 +231,14 @@ def _error_statuses(operation: Operation) -> list[Status]:
         statuses.append(Status.CONFLICT)
     if operation.body is not None:
         statuses += [Status.TOO_LARGE, Status.UNSUPPORTED_MEDIA_TYPE]
-    return [*statuses, Status.INTERNAL, *operation.extra_errors]
+    if changes and _versioned(operation):
+        statuses += [Status.PRECONDITION_FAILED, Status.UNAVAILABLE]
+    return [*statuses, Status.INTERNAL, *(s for s in operation.extra_errors if s not in statuses)]
+
+
+def _versioned(operation: Operation) -> bool:
+    """Whether the operation reads or changes the operator state (``ETag`` and ``If-Match``)."""
+    return operation.path.startswith(VERSIONED_PATHS)
 
 
 def _responses(operation: Operation, refs: Refs) -> dict[str, Any]:
@@ -244,8 +253,13 @@ def _responses(operation: Operation, refs: Refs) -> dict[str, Any]:
             "description": model.__doc__ or "",
             "content": content,
         }
+        headers = {}
         if status == 201:
-            answer["headers"] = {"Location": {"description": "The created resource's path.", "schema": TEXT}}
+            headers["Location"] = {"description": "The created resource's path.", "schema": TEXT}
+        if _versioned(operation):
+            headers["ETag"] = {"description": "The operator state's version, quoted (for `If-Match`).", "schema": TEXT}
+        if headers:
+            answer["headers"] = headers
         responses[str(status)] = answer
     error = {JSON: {"schema": refs[schema.ErrorBody, "serialization"]}}
     for status in _error_statuses(operation):
@@ -269,6 +283,16 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         {"name": p.name, "in": "query", "required": False, "schema": p.schema, "description": p.description}
         for p in operation.query
     ]
+    if operation.method != "GET" and _versioned(operation):
+        query.append(
+            {
+                "name": "If-Match",
+                "in": "header",
+                "required": False,
+                "schema": TEXT,
+                "description": "Change only if the operator state is still this version (an `ETag`); else 412.",
+            }
+        )
     return path + query
 
 

@@ -16,6 +16,9 @@ MAX_PAGE = 10_000
 
 REDACTED = "(redacted)"
 
+VERSIONED_PATHS = ("/v1/vips", "/v1/config")
+"""Resources of the operator state: their responses carry its version as ``ETag``, their changes honour ``If-Match``."""
+
 
 def _limit(request: Request) -> int | None:
     """The ``limit`` query parameter (1..MAX_PAGE), or None when absent."""
@@ -77,10 +80,12 @@ def redact_url(url: str) -> str:
 
 
 def redacted_config(config: Config) -> dict[str, Any]:
-    """The config as plain data without secrets: the DAM URL's password and the REST token hashes are redacted."""
+    """The config as plain data without secrets: the DAM's and the state store's URL passwords and the REST token
+    hashes are redacted."""
     data = dump_config(config)
     controller = data["controller"]
     controller["dam"]["url"] = redact_url(controller["dam"]["url"])
+    controller["state"]["url"] = redact_url(controller["state"]["url"])
     for token in controller["rest"]["tokens"]:
         token["sha256"] = REDACTED
     return data

@@ -32,8 +32,12 @@ class CoreBackend:
     def current_config(self) -> Config:
         return self.lb.config
 
-    def apply_config(self, new: Config) -> None:
+    def config_version(self) -> int:
+        return 1
+
+    def apply_config(self, new: Config, expected_version: int | None = None) -> int:
         self.lb.apply_config(new, dpids=[], now=5.0)
+        return 1
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
         return self.lb.connections(vip, member)

@@ -54,8 +54,12 @@ class CoreBackend:
     def current_config(self) -> Config:
         return self.lb.config
 
-    def apply_config(self, new: Config) -> None:
+    def config_version(self) -> int:
+        return 1
+
+    def apply_config(self, new: Config, expected_version: int | None = None) -> int:
         self.lb.apply_config(new, dpids=[1, 2, 3], now=NOW)
+        return 1
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
         return self.lb.connections(vip, member)

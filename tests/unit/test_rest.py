@@ -12,6 +12,7 @@ from webob import Request
 
 from nlb_sdn.config import Config, ConfigError, dump_config, parse_config
 from nlb_sdn.rest import MAX_BODY, RestBackend, listen, make_app, serve
+from nlb_sdn.store import StaleVersion
 from tests.lib.net import free_port
 from tests.lib.rest import call
 
@@ -57,15 +58,23 @@ class FakeBackend:
         self.applied: list[Config] = []
         self.queries: list[tuple[str | None, str | None]] = []
         self.fail: Exception | None = None
+        self.version = 1
 
     def current_config(self) -> Config:
         return self.config
 
-    def apply_config(self, new: Config) -> None:
+    def config_version(self) -> int:
+        return self.version
+
+    def apply_config(self, new: Config, expected_version: int | None = None) -> int:
         self.applied.append(new)
         if self.fail is not None:
             raise self.fail
+        if expected_version is not None and expected_version != self.version:
+            raise StaleVersion(expected_version, self.version)
         self.config = new
+        self.version += 1
+        return self.version
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
         self.queries.append((vip, member))
