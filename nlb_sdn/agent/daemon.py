@@ -28,7 +28,7 @@ from nlb_sdn.agent.core import DEFAULT_STYPE, SESSION_TTL, AgentCore, Outgoing
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import TARGET_STATES
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
-from nlb_sdn.signed import SequenceCounter, encode
+from nlb_sdn.signed import OneKey, SequenceCounter, encode
 
 log = logging.getLogger("nlb_sdn.agent")
 
@@ -41,11 +41,12 @@ class Agent:
     """A running host agent: owns the UDP socket, the tasks and the control socket."""
 
     def __init__(self, config: AgentConfig, key: bytes, drop_next_row_change: bool = False) -> None:
-        """An agent for ``config`` signing with ``key``; the test hook drops the first row_change it would send."""
+        """An agent for ``config`` signing with its host ``key`` and taking only messages under it (the controller's,
+        addressed to this host); the test hook drops the first row_change it would send."""
         self.config = config
         self.key = key
         self.core = AgentCore(config, time.time())
-        self.verifier = Verifier(key, UDP_MAX_SIZE)
+        self.verifier = Verifier(OneKey(config.host_id, key), UDP_MAX_SIZE, bind_src=False)
         self.seq = SequenceCounter()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_next_row_change = drop_next_row_change

@@ -31,6 +31,7 @@ from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.dam.atoms import Atom, ChangeOp
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.handler import HealthHandler
+from nlb_sdn.signed import KeyRing
 
 CONNECTION_TABLES = frozenset((Table.CONNECTIONS, Table.SWITCH_CONNECTIONS))
 """Tables whose misses are segments of a VIP service's connections, for its service kind to classify."""
@@ -41,7 +42,7 @@ CONNTRACK_COPY_TABLES = frozenset((Table.SWITCH_SELECT, Table.CT_FORWARD, Table.
 class LoadBalancer:
     """The classifier's pure state machine: events and ``now`` in, effects out."""
 
-    def __init__(self, config: Config, hl_key: bytes = b"", now: float = 0.0) -> None:
+    def __init__(self, config: Config, hl_key: KeyRing | bytes = b"", now: float = 0.0) -> None:
         self.ctx = CoreContext.build(config, HealthHandler(config, hl_key, now))
         self.router_picker = l7.RouterPicker()
         self.switching = SwitchDispatchManager(self.ctx)

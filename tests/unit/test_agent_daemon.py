@@ -99,8 +99,9 @@ apps:
         return (self.directory / "agent.log").read_text()
 
     def send(self, type: str, body: dict[str, Any]) -> None:
-        """Send a signed message as controller ``lbu:1``."""
-        self.ctl.sendto(encode(KEY, type, "lbu:1", self.seq.next(), time.time(), body), ("127.0.0.1", self.port))
+        """Send a signed message as controller ``lbu:1``, under the agent's key (``h1``)."""
+        data = encode(KEY, type, "lbu:1", self.seq.next(), time.time(), body, kid="h1")
+        self.ctl.sendto(data, ("127.0.0.1", self.port))
 
     def receive(self, type: str, where: Callable[[Message], bool] = lambda m: True, timeout: float = 3.0) -> Message:
         """The next verified message of ``type`` satisfying ``where``, within ``timeout`` seconds."""
@@ -340,6 +341,7 @@ def malformed_datagrams(rng: random.Random, valid: bytes, count: int) -> Iterato
                 else msgpack.packb(
                     {
                         "v": 1,
+                        "kid": "h1",
                         "type": "get_snapshot",
                         "src": "lbu:1",
                         "seq": rng.randrange(2**40),
@@ -361,6 +363,7 @@ def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent
         agent.seq.next(),
         time.time(),
         {"lbu_id": 1, "host_id": "h1", "reason": "template"},
+        kid="h1",
     )
     sent = 0
     batch: list[bytes] = []
