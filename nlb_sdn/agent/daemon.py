@@ -47,6 +47,7 @@ class Agent:
         self.key = key
         self.core = AgentCore(config, time.time())
         self.verifier = Verifier(OneKey(config.host_id, key), UDP_MAX_SIZE, bind_src=False)
+        self.migrations: Receiver | None = None
         self.seq = SequenceCounter()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_next_row_change = drop_next_row_change
@@ -82,6 +83,16 @@ class Agent:
             "rows": [row.to_dict() for row in self.core.table.rows()],
             "accepted": dict(self.verifier.accepted),
             "dropped": dict(self.verifier.dropped),
+            **(
+                {}
+                if self.migrations is None
+                else {
+                    "migrations": {
+                        "outcomes": dict(self.migrations.outcomes),
+                        "refused_tickets": dict(self.migrations.tickets.refused),
+                    }
+                }
+            ),
         }
 
     def sessions_view(self) -> dict[str, Any]:

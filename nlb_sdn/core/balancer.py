@@ -31,6 +31,7 @@ from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.dam.atoms import Atom, ChangeOp
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.handler import HealthHandler
+from nlb_sdn.migration.tickets import Grant
 from nlb_sdn.signed import KeyRing
 
 CONNECTION_TABLES = frozenset((Table.CONNECTIONS, Table.SWITCH_CONNECTIONS))
@@ -292,6 +293,12 @@ class LoadBalancer:
         out = Out()
         self.migration.move(vip, client_ip, client_port, target, out)
         return out.effects()
+
+    def migration_ticket(
+        self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float, nonce: str
+    ) -> Grant:
+        """A router's ticket to move a connection to ``member``'s host (see ``MigrationManager.ticket``)."""
+        return self.migration.ticket(migration_id, vip, client_ip, client_port, member, now, nonce)
 
     def commit_migration(
         self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float

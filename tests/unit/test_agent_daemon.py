@@ -31,6 +31,7 @@ from nlb_sdn.agent.config import CommandLoad, ConnectionsLoad, FileLoad
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row, table_checksum
 from nlb_sdn.migration.sender import migrate
+from nlb_sdn.migration.tickets import TICKET_TTL, Grant, Ticket, issue
 from nlb_sdn.signed import Message, SequenceCounter, encode
 from tests.lib.net import free_port
 from tests.lib.polling import poll_until
@@ -454,6 +455,18 @@ def test_connections_load_counts_established_connections_to_the_port():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="TCP_REPAIR needs root")
+def granting(sock: socket.socket, key: bytes, host: str) -> Callable[[str], Grant]:
+    """The controller's tickets for migrating the router's ``sock`` to ``host`` (whose key is ``key``)."""
+    (vip, vport), (client, cport) = sock.getsockname()[:2], sock.getpeername()[:2]
+
+    def ticket(migration_id: str) -> Grant:
+        now = time.time()
+        granted = Ticket(migration_id, host, vip, vport, client, cport, now + TICKET_TTL, os.urandom(16).hex())
+        return issue(key, granted, "lbu:1", 1, now)
+
+    return ticket
+
+
 def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
     """With a ``migration`` section the agent listens for connection state and answers a router (here: no app)."""
     port = free_port()
@@ -468,9 +481,14 @@ def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
             router, _ = listener.accept()
             with client, router:
                 client.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-                result = migrate(router, ("127.0.0.1", port), KEY, timeout=2.0)
+                result = migrate(router, ("127.0.0.1", port), granting(router, KEY, "h1"), timeout=2.0)
                 assert (result.migrated, result.reason) == (False, "refused"), result
                 assert "application unreachable" in result.detail
+                refused = migrate(router, ("127.0.0.1", port), granting(router, b"x" * 32, "h2"), timeout=2.0)
+                assert (refused.migrated, refused.reason) == (False, "connection_lost"), refused
+                migrations = agent.table()["migrations"]
+                assert migrations["outcomes"] == {"no_application": 1, "refused": 1}
+                assert migrations["refused_tickets"] == {"unknown_kid": 1}
                 router.sendall(b"still here")
                 assert client.recv(10) == b"still here"
     finally:
