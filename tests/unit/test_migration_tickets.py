@@ -103,7 +103,7 @@ def keyed_balancer() -> ShellDouble:
     """The l7 core with derived host keys and one connection of CLIENT at router r1."""
     data = l7_data()
     data["controller"]["health"] = {"enabled": True, "key_file": "/dev/null"}
-    lb = ShellDouble(parse_config(data), hl_key=DerivedKeys(MASTER), now=NOW)  # type: ignore[arg-type]
+    lb = ShellDouble(parse_config(data), hl_key=DerivedKeys(MASTER), now=NOW)
     open_connection(lb)
     return lb
 
