@@ -1,4 +1,4 @@
-"""The ``nlb-sdn`` command: run the controller, or check a config file offline."""
+"""The ``nlb-sdn`` command: run the controller, check a config file offline, or derive a host's key."""
 
 from __future__ import annotations
 
@@ -64,6 +64,27 @@ def check_state(path: str) -> int:
         return 2
     finally:
         store.close()
+    return 0
+
+
+def derive_key(master_file: str, host_id: str, out: str | None) -> int:
+    """Write host ``host_id``'s key, derived from the master key file, to ``out`` (mode 0600) or stdout."""
+    from nlb_sdn.signed import derive_host_key, is_ident, load_key
+
+    if not is_ident(host_id):
+        print(f"error: --host: {host_id!r} is not a host id (1 to 128 characters)", file=sys.stderr)
+        return 2
+    try:
+        key = derive_host_key(load_key(master_file), host_id) + b"\n"
+        if out is None:
+            sys.stdout.write(key.decode())
+            return 0
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -144,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate config files offline, reporting every problem")
     check.add_argument("config", nargs="+")
+    derive = sub.add_parser("derive-key", help="write one host's H&L and migration key, derived from the master key")
+    derive.add_argument("--master", required=True, help="the master key file (controller.health.key_file)")
+    derive.add_argument("--host", required=True, help="the host id (the agent's host_id)")
+    derive.add_argument("--out", help="the file to write (mode 0600; default: standard output)")
     return parser
 
 
@@ -152,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "check-config":
         return check_config(*args.config)
+    if args.command == "derive-key":
+        return derive_key(args.master, args.host, args.out)
     return run_controller(args)
 
 

@@ -1,8 +1,9 @@
 """Signed messages, shared by H&L (``nlb_sdn.health.protocol``) and migration (``nlb_sdn.migration.wire``).
 
-The deployment key, HMAC-SHA256-signed msgpack envelopes, their verification (size, MAC in constant time, envelope,
-type and body, sequence against replay, timestamp against staleness), sequence numbers, and the 4-byte length framing
-of messages over TCP. Each protocol brings its own message types as a map of body checks.
+Keys (one per host: derived from the deployment's master key, or listed), HMAC-SHA256-signed msgpack envelopes that
+name their key (``kid``), their verification (size, key by kid, MAC in constant time, envelope, sender bound to its
+key, type and body, sequence against replay, timestamp against staleness), sequence numbers, and the 4-byte length
+framing of messages over TCP. Each protocol brings its own message types as a map of body checks.
 
 Pure: no sockets and no clock reads except :class:`SequenceCounter`'s default start. A receiver feeds every datagram
 (or TCP frame) to :meth:`SignedVerifier.verify`, which never raises: it returns the message, or None after counting
@@ -19,8 +20,9 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
 
 import msgpack
 
@@ -31,8 +33,10 @@ TCP_MAX_SIZE = 64 * 1024
 """Largest message in a TCP frame."""
 MAX_SKEW = 30.0
 MAX_ID = 128
-ENVELOPE_KEYS = frozenset({"v", "type", "src", "seq", "ts", "body"})
-DROP_REASONS = ("oversized", "bad_mac", "malformed", "unknown_type", "replayed", "stale")
+ENVELOPE_KEYS = frozenset({"v", "kid", "type", "src", "seq", "ts", "body"})
+DROP_REASONS = ("oversized", "unknown_kid", "bad_mac", "malformed", "wrong_src", "unknown_type", "replayed", "stale")
+HOST_KEY_LABEL = b"nlb-sdn host-key v1\0"
+"""What a host key derivation hashes before the host id (domain separation from every other use of the master)."""
 FRAME_HEADER = struct.Struct("!I")
 
 BodyCheck = Callable[[dict[str, Any]], bool]
@@ -40,7 +44,7 @@ BodyCheck = Callable[[dict[str, Any]], bool]
 
 
 def load_key(path: str | os.PathLike[str]) -> bytes:
-    """The deployment key: the file's bytes without surrounding ASCII whitespace; raise ValueError if too short."""
+    """A key file: the file's bytes without surrounding ASCII whitespace; raise ValueError if too short."""
     with open(path, "rb") as handle:
         key = handle.read().strip()
     if len(key) < MIN_KEY_SIZE:
@@ -48,11 +52,92 @@ def load_key(path: str | os.PathLike[str]) -> bytes:
     return key
 
 
-def encode(key: bytes, type: str, src: str, seq: int, ts: float, body: dict[str, Any]) -> bytes:
-    """One signed message: ``HMAC-SHA256(key, payload) + payload``, the payload a msgpack envelope."""
-    payload = msgpack.packb(
-        {"v": VERSION, "type": type, "src": src, "seq": seq, "ts": float(ts), "body": body}, use_bin_type=True
-    )
+def derive_host_key(master: bytes, host_id: str) -> bytes:
+    """The key of host ``host_id``: ``HMAC-SHA256(master, HOST_KEY_LABEL + host_id)``, as 64 hex characters."""
+    return hmac.new(master, HOST_KEY_LABEL + host_id.encode(), hashlib.sha256).hexdigest().encode()
+
+
+def load_key_list(path: str | os.PathLike[str]) -> dict[str, bytes]:
+    """A listed key file: one ``HOST_ID KEY`` per line (``#`` comments, blank lines); ValueError naming the line."""
+    keys: dict[str, bytes] = {}
+    with open(path, "rb") as handle:
+        lines = handle.read().decode("utf-8", errors="strict").splitlines()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        parts = text.split()
+        if len(parts) != 2 or not is_ident(parts[0]) or len(parts[1]) < MIN_KEY_SIZE or parts[0] in keys:
+            raise ValueError(f"line {number}: expected a new HOST_ID and a key of at least {MIN_KEY_SIZE} bytes")
+        keys[parts[0]] = parts[1].encode()
+    return keys
+
+
+class KeyMode(StrEnum):
+    """What the controller's key file (``controller.health.key_file``) holds."""
+
+    DERIVED = "derived"
+    """The deployment's master key: each host's key is derived from it (:func:`derive_host_key`)."""
+    LISTED = "listed"
+    """A key list: one ``HOST_ID KEY`` per line (:func:`load_key_list`)."""
+    SHARED = "shared"
+    """One key that every host holds and signs with (the old scheme, for upgrades: any host can act as any other)."""
+
+
+def load_key_ring(mode: KeyMode, path: str | os.PathLike[str]) -> KeyRing:
+    """The controller's key ring from its key file read as ``mode`` says; ValueError (or OSError) if unusable."""
+    if mode == KeyMode.LISTED:
+        return ListedKeys(load_key_list(path))
+    key = load_key(path)
+    return DerivedKeys(key) if mode == KeyMode.DERIVED else SharedKey(key)
+
+
+class KeyRing(Protocol):
+    """Where a verifier finds the key a message names (``kid``)."""
+
+    def key_for(self, kid: str) -> bytes | None:
+        """The key called ``kid``, or None when this ring has no such key."""
+
+
+@dataclass(frozen=True)
+class DerivedKeys:
+    """Every host's key, derived from the deployment's master key (the controller's ring)."""
+
+    master: bytes
+
+    def key_for(self, kid: str) -> bytes | None:
+        """The derived key of host ``kid``."""
+        return derive_host_key(self.master, kid) if is_ident(kid) else None
+
+
+@dataclass(frozen=True)
+class ListedKeys:
+    """The keys of a listed key file, by host id (the controller's ring when keys are not derived)."""
+
+    keys: Mapping[str, bytes]
+
+    def key_for(self, kid: str) -> bytes | None:
+        """The listed key of host ``kid``, if any."""
+        return self.keys.get(kid)
+
+
+@dataclass(frozen=True)
+class OneKey:
+    """One key under one id: a host's own key (an agent's ring), or a migration's channel key."""
+
+    kid: str
+    key: bytes
+
+    def key_for(self, kid: str) -> bytes | None:
+        """The key when ``kid`` is its id."""
+        return self.key if hmac.compare_digest(kid.encode(), self.kid.encode()) else None
+
+
+def encode(key: bytes, type: str, src: str, seq: int, ts: float, body: dict[str, Any], kid: str | None = None) -> bytes:
+    """One signed message: ``HMAC-SHA256(key, payload) + payload``, the payload a msgpack envelope naming its key
+    ``kid`` (default: ``src``, a host signing with its own key)."""
+    envelope = {"v": VERSION, "kid": src if kid is None else kid, "type": type, "src": src, "seq": seq}
+    payload = msgpack.packb({**envelope, "ts": float(ts), "body": body}, use_bin_type=True)
     return hmac.new(key, payload, hashlib.sha256).digest() + payload
 
 
@@ -65,6 +150,8 @@ class Message:
     seq: int
     ts: float
     body: dict[str, Any]
+    kid: str = field(default="", compare=False)
+    """The id of the key that signed it."""
 
 
 def is_ident(value: Any) -> bool:
@@ -72,17 +159,27 @@ def is_ident(value: Any) -> bool:
     return isinstance(value, str) and 0 < len(value) <= MAX_ID
 
 
+@dataclass(frozen=True)
+class SharedKey:
+    """One key for every id: the single deployment key of old (``health.key_mode: shared``); any holder can sign as
+    any host, so it is only for upgrading a deployment."""
+
+    key: bytes
+
+    def key_for(self, kid: str) -> bytes | None:
+        """The shared key, whatever ``kid`` says."""
+        return self.key
+
+
 def _envelope(payload: bytes) -> dict[str, Any] | None:
     """The decoded envelope when it is a well-formed version 1 map, else None."""
-    try:
-        data = msgpack.unpackb(payload, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
+    data = _unpack(payload)
     if not isinstance(data, dict) or set(data) != ENVELOPE_KEYS:
         return None
     ok = (
         type(data["v"]) is int
         and data["v"] == VERSION
+        and is_ident(data["kid"])
         and isinstance(data["type"], str)
         and is_ident(data["src"])
         and type(data["seq"]) is int
@@ -94,21 +191,49 @@ def _envelope(payload: bytes) -> dict[str, Any] | None:
     return data if ok else None
 
 
-class SignedVerifier:
-    """Checks size, HMAC, envelope, type, body, sequence and freshness of received messages; counts every outcome.
+def _unpack(payload: bytes) -> Any:
+    """The msgpack object in ``payload``, or None when it is not one."""
+    try:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
 
-    ``body_checks`` names the message types this receiver accepts, each with the check of its body; any other type is
-    dropped as ``unknown_type``.
+
+def _kid(payload: bytes) -> str:
+    """The key id an unverified payload names, or "" when it names none (only a :class:`SharedKey` has a key then)."""
+    data = _unpack(payload)
+    kid = data.get("kid") if isinstance(data, dict) else None
+    return kid if isinstance(kid, str) and is_ident(kid) else ""
+
+
+class SignedVerifier:
+    """Checks size, key, HMAC, envelope, sender, type, body, sequence and freshness of received messages; counts every
+    outcome.
+
+    ``keys`` finds the key each message names (``kid``); a bare ``bytes`` key is a :class:`SharedKey`. With
+    ``bind_src`` (the controller's side) a message must come from the host whose key signed it (``src == kid``), so
+    that a host can speak only as itself. ``body_checks`` names the message types this receiver accepts, each with
+    the check of its body; any other type is dropped as ``unknown_type``. With ``ordered`` each sender's sequence
+    numbers must grow (``replayed`` otherwise).
     """
 
     def __init__(
-        self, key: bytes, max_size: int, body_checks: Mapping[str, BodyCheck], max_skew: float = MAX_SKEW
+        self,
+        keys: KeyRing | bytes,
+        max_size: int,
+        body_checks: Mapping[str, BodyCheck],
+        max_skew: float = MAX_SKEW,
+        bind_src: bool = True,
+        ordered: bool = True,
     ) -> None:
-        """A verifier for messages signed with ``key``, at most ``max_size`` bytes long, of the types given."""
-        self.key = key
+        """A verifier for messages signed with a key of ``keys``, at most ``max_size`` bytes long, of the types
+        given."""
+        self.keys: KeyRing = SharedKey(keys) if isinstance(keys, bytes) else keys
         self.max_size = max_size
         self.max_skew = max_skew
         self.body_checks = body_checks
+        self.bind_src = bind_src
+        self.ordered = ordered
         self.dropped: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()
         self._last_seq: dict[str, int] = {}
@@ -119,7 +244,8 @@ class SignedVerifier:
         if isinstance(outcome, str):
             self.dropped[outcome] += 1
             return None
-        self._last_seq[outcome.src] = outcome.seq
+        if self.ordered:
+            self._last_seq[outcome.src] = outcome.seq
         self.accepted[outcome.type] += 1
         return outcome
 
@@ -128,22 +254,28 @@ class SignedVerifier:
         if len(data) > self.max_size:
             return "oversized"
         mac, payload = bytes(data[:MAC_SIZE]), bytes(data[MAC_SIZE:])
-        if len(mac) < MAC_SIZE or not hmac.compare_digest(mac, hmac.new(self.key, payload, hashlib.sha256).digest()):
+        kid = _kid(payload)
+        key = self.keys.key_for(kid)
+        if key is None:
+            return "unknown_kid" if kid else "bad_mac"
+        if len(mac) < MAC_SIZE or not hmac.compare_digest(mac, hmac.new(key, payload, hashlib.sha256).digest()):
             return "bad_mac"
         envelope = _envelope(payload)
         if envelope is None:
             return "malformed"
+        if self.bind_src and envelope["src"] != kid:
+            return "wrong_src"
         body_check = self.body_checks.get(envelope["type"])
         if body_check is None:
             return "unknown_type"
         if not body_check(envelope["body"]):
             return "malformed"
         last = self._last_seq.get(envelope["src"])
-        if last is not None and envelope["seq"] <= last:
+        if self.ordered and last is not None and envelope["seq"] <= last:
             return "replayed"
         if abs(now - envelope["ts"]) > self.max_skew:
             return "stale"
-        return Message(envelope["type"], envelope["src"], envelope["seq"], float(envelope["ts"]), envelope["body"])
+        return Message(envelope["type"], envelope["src"], envelope["seq"], float(envelope["ts"]), envelope["body"], kid)
 
 
 class SequenceCounter:

@@ -179,6 +179,10 @@ class SoakRun:
 
     # --- load -------------------------------------------------------------------------------------------------
 
+    def host_key(self, host: str) -> Path:
+        """``host``'s own H&L key, derived from the master ``key_file`` (controller.health.key_mode derived)."""
+        return Path(self.lab.host_key_file(host, self.key_file))
+
     def sample_memory(self) -> None:
         """Sample the controller's and ovs-vswitchd's RSS every ``sample_s`` until the load stops."""
         ovs_pid = int(OVS_PID_FILE.read_text().strip())
@@ -310,7 +314,7 @@ class SoakRun:
                 }
             )
         else:
-            self.lab.start_agent(host, agent_config(self.lab.topo, host, self.hl_port, self.key_file))
+            self.lab.start_agent(host, agent_config(self.lab.topo, host, self.hl_port, self.host_key(host)))
             self.state.flaps[-1]["back_in_allotment_s"] = self.wait_allotted(host, True)
             self.flap_index += 1
         log(f"  flap {host} {'down' if down else 'up'} after {time.monotonic() - started:.1f} s")
@@ -398,7 +402,7 @@ def run_soak(settings: SoakSettings, workdir: Path, ofp_port: int, rest_port: in
         lab.wait_switches_connected()
         run = SoakRun(lab, settings, hl_port, key_file)
         for host in MEMBERS:
-            lab.start_agent(host, agent_config(topo, host, hl_port, key_file))
+            lab.start_agent(host, agent_config(topo, host, hl_port, run.host_key(host)))
         wait_for(lambda: all(run.allotted(h) for h in MEMBERS), 30.0, 0.2, "every member allotted")
         run.state = SoakState()
         streams = run.start_streams()

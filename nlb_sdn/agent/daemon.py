@@ -32,7 +32,7 @@ from nlb_sdn.health.table import TARGET_STATES, Row
 from nlb_sdn.metrics import serve_metrics
 from nlb_sdn.metrics.agent import agent_registry
 from nlb_sdn.migration.receiver import MigrationServer, Receiver
-from nlb_sdn.signed import SequenceCounter, encode
+from nlb_sdn.signed import OneKey, SequenceCounter, encode
 
 log = logging.getLogger("nlb_sdn.agent")
 
@@ -45,11 +45,12 @@ class Agent:
     """A running host agent: owns the UDP socket, the tasks and the control socket."""
 
     def __init__(self, config: AgentConfig, key: bytes, drop_next_row_change: bool = False) -> None:
-        """An agent for ``config`` signing with ``key``; the test hook drops the first row_change it would send."""
+        """An agent for ``config`` signing with its host ``key`` and taking only messages under it (the controller's,
+        addressed to this host); the test hook drops the first row_change it would send."""
         self.config = config
         self.key = key
         self.core = AgentCore(config, time.time())
-        self.verifier = Verifier(key, UDP_MAX_SIZE)
+        self.verifier = Verifier(OneKey(config.host_id, key), UDP_MAX_SIZE, bind_src=False)
         self.seq = SequenceCounter()
         self.transport: asyncio.DatagramTransport | None = None
         self._drop_next_row_change = drop_next_row_change
@@ -91,6 +92,16 @@ class Agent:
             "rows": [row.to_dict() for row in self.core.table.rows()],
             "accepted": dict(self.verifier.accepted),
             "dropped": dict(self.verifier.dropped),
+            **(
+                {}
+                if self.migrations is None
+                else {
+                    "migrations": {
+                        "outcomes": dict(self.migrations.outcomes),
+                        "refused_tickets": dict(self.migrations.tickets.refused),
+                    }
+                }
+            ),
         }
 
     def rows(self) -> list[Row]:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 from nlb_sdn.apps.durable import EventStateChange, apply_state_change, follow_state
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.apps.metrics import controller_metrics
-from nlb_sdn.config import load_config
+from nlb_sdn.config import Health, load_config
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
@@ -54,7 +54,7 @@ from nlb_sdn.framework import (
 )
 from nlb_sdn.rest.app import make_app
 from nlb_sdn.rest.server import limits_of, listen_rest, rest_url, serve_on
-from nlb_sdn.signed import load_key
+from nlb_sdn.signed import KeyRing, load_key_ring
 from nlb_sdn.store.operator import OperatorState, make_store
 
 CONFIG_ENV = "NLB_SDN_CONFIG"
@@ -70,14 +70,18 @@ Barrier = tuple[int, int, Any]
 LOG = logging.getLogger("nlb_sdn.classifier")
 
 
-def read_key(path: str) -> bytes:
-    """The shared H&L deployment key (empty when health is disabled); a short key stops the start, naming the file."""
-    if not path:
-        return b""
+def read_key_ring(health: Health, config_path: str) -> KeyRing | None:
+    """The controller's host keys (``health.key_file`` as ``health.key_mode`` says; relative to the config file's
+    directory), None without a key file; an unusable file stops the start, naming it."""
+    key_file = health.key_file
+    if not key_file:
+        return None
+    if not os.path.isabs(key_file):
+        key_file = os.path.join(os.path.dirname(os.path.abspath(config_path)), key_file)
     try:
-        return load_key(path)
-    except ValueError as exc:
-        raise RuntimeError(f"{path}: the H&L {exc}") from exc
+        return load_key_ring(health.key_mode, key_file)
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{key_file}: the H&L {health.key_mode.value} key file: {exc}") from exc
 
 
 def listener_options(openflow: OpenFlow, config_dir: str) -> ListenerOptions:
@@ -164,10 +168,8 @@ class Classifier(RyuApp):
             listener_options(config.controller.openflow, os.path.dirname(os.path.abspath(path)))
         )
         """The manager's OpenFlow listener options in effect (the config's, unless its command line set them)."""
-        key_file = config.controller.health.key_file
-        if key_file and not os.path.isabs(key_file):
-            key_file = os.path.join(os.path.dirname(os.path.abspath(path)), key_file)
-        self.lb = LoadBalancer(config, read_key(key_file), time.time(), vip_ids=self.state.vip_ids)
+        keys = read_key_ring(config.controller.health, path) or b""
+        self.lb = LoadBalancer(config, keys, time.time(), vip_ids=self.state.vip_ids)
         self.api = ControllerFacade(self)
         self.metrics = controller_metrics(self)
         self.events_logged = 0

@@ -7,6 +7,7 @@ loop (a test driving it by hand) calls run at once.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -122,6 +123,17 @@ class ControllerFacade:
     def migrations(self, limit: int | None = None) -> dict[str, Any]:
         """The recent migrations of l7 connections and their counters."""
         return self._call(lambda: self.app.lb.migrations.view(limit))
+
+    def migration_ticket(self, request: MigrationRequest) -> dict[str, str]:
+        """A router's ticket to move a connection to a member's host, with the migration's channel key (hex)."""
+        client_ip, client_port = request.client_address
+        nonce = secrets.token_hex(16)
+        grant = self._call(
+            lambda: self.app.lb.migration_ticket(
+                request.id, request.vip, client_ip, client_port, request.member, time.time(), nonce
+            )
+        )
+        return grant.as_dict()
 
     def migrate(self, request: MigrationRequest) -> tuple[dict[str, Any], bool]:
         """A router's commit (move the connection, wait for the switch's barrier) or outcome report.

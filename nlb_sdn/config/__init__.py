@@ -22,6 +22,7 @@ from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.config.source import Document, ParseFailure, Position, Problem, read_document
 from nlb_sdn.config.state import StateSettings
 from nlb_sdn.dam import DamConfig
+from nlb_sdn.signed import KeyMode
 
 MAC_PATTERN = r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$"
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -314,12 +315,14 @@ class Probe(Strict):
 
 
 class Health(Strict):
-    """The H&L handler: where agents' messages arrive, the shared key, and the timers."""
+    """The H&L handler: where agents' messages arrive, the host keys (``key_file`` read as ``key_mode`` says; also
+    what migration tickets are signed with), and the timers."""
 
     enabled: bool = False
     listen_host: str = "0.0.0.0"
     listen_port: int = Field(default=9100, ge=1, le=65535)
     key_file: str = ""
+    key_mode: KeyMode = KeyMode.DERIVED
     hb_period: float = Field(default=1.0, gt=0, le=60)
     miss_limit: int = Field(default=3, ge=1, le=100)
     postulate_period: float = Field(default=5.0, gt=0, le=3600)

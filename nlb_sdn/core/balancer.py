@@ -33,6 +33,8 @@ from nlb_sdn.dam.atoms import Atom, ChangeOp
 from nlb_sdn.events import EventLog
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.health.handler import HealthHandler
+from nlb_sdn.migration.tickets import Grant
+from nlb_sdn.signed import KeyRing
 
 CONNECTION_TABLES = frozenset((Table.CONNECTIONS, Table.SWITCH_CONNECTIONS))
 """Tables whose misses are segments of a VIP service's connections, for its service kind to classify."""
@@ -44,7 +46,7 @@ class LoadBalancer:
     """The classifier's pure state machine: events and ``now`` in, effects out."""
 
     def __init__(
-        self, config: Config, hl_key: bytes = b"", now: float = 0.0, vip_ids: dict[str, int] | None = None
+        self, config: Config, hl_key: KeyRing | bytes = b"", now: float = 0.0, vip_ids: dict[str, int] | None = None
     ) -> None:
         self.ctx = CoreContext.build(config, HealthHandler(config, hl_key, now))
         self.ctx.vips.prefer(vip_ids or {})
@@ -303,6 +305,12 @@ class LoadBalancer:
         out = Out()
         self.migration.move(vip, client_ip, client_port, target, out)
         return out.effects()
+
+    def migration_ticket(
+        self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float, nonce: str
+    ) -> Grant:
+        """A router's ticket to move a connection to ``member``'s host (see ``MigrationManager.ticket``)."""
+        return self.migration.ticket(migration_id, vip, client_ip, client_port, member, now, nonce)
 
     def commit_migration(
         self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float

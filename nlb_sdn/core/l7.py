@@ -29,7 +29,17 @@ Outcome = Literal["migrated", "proxied", "declined", "failed", "reset"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
 RECENT_MIGRATIONS = 512
 MIGRATION_REASONS = frozenset(
-    {"dump_failed", "too_large", "unreachable", "timeout", "connection_lost", "bad_reply", "refused", "commit_failed"}
+    {
+        "no_ticket",
+        "dump_failed",
+        "too_large",
+        "unreachable",
+        "timeout",
+        "connection_lost",
+        "bad_reply",
+        "refused",
+        "commit_failed",
+    }
 )
 """Why a router's migration fell back (``migration.sender.FAILURE_REASONS``); any other reason a report gives is
 counted as ``reason:other``, so the counters stay bounded whatever clients send."""
@@ -150,9 +160,10 @@ class MigrationLog:
 
 
 class MigrationRequest(Strict):
-    """``POST /v1/migrations``: a router's commit (move the connection to the member) or its report of the outcome."""
+    """``POST /v1/migrations``: a router's ticket request (before it moves the connection), commit (move the
+    connection to the member) or its report of the outcome."""
 
-    phase: Literal["commit", "report"]
+    phase: Literal["ticket", "commit", "report"]
     id: str = Field(pattern=MIGRATION_ID.pattern)
     vip: str = Field(min_length=1, max_length=64)
     client: str
@@ -171,8 +182,8 @@ class MigrationRequest(Strict):
             raise ValueError(f"client: expected IPv4:PORT, got {self.client!r}") from None
         if not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ValueError(f"client: expected IPv4:PORT, got {self.client!r}")
-        if self.phase == "commit" and not self.member:
-            raise ValueError("member: a commit names the member the connection moves to")
+        if self.phase in ("ticket", "commit") and not self.member:
+            raise ValueError(f"member: a {self.phase} names the member the connection moves to")
         if self.phase == "report" and self.outcome is None:
             raise ValueError("outcome: a report names the outcome (" + ", ".join(OUTCOMES) + ")")
         return self

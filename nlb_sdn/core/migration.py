@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nlb_sdn.config import Member, Vip
 from nlb_sdn.core import l7
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
@@ -11,6 +12,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import ConnKey, Mode
 from nlb_sdn.core.services.tunnel import tunnel_route
 from nlb_sdn.flows import tunnel
+from nlb_sdn.migration.tickets import TICKET_TTL, Grant, Ticket, issue
 
 
 class MigrationManager(Manager):
@@ -58,6 +60,54 @@ class MigrationManager(Manager):
         conn.member, conn.route = member.name, route
         ctx.table.add(key, conn, out)
         out.send(conn.dpid, tunnel.connection_flows(route))
+
+    def ticket(
+        self,
+        migration_id: str,
+        vip_name: str,
+        client_ip: str,
+        client_port: int,
+        member_name: str,
+        now: float,
+        nonce: str,
+    ) -> Grant:
+        """A ticket for moving the connection of ``client_ip:client_port`` to VIP ``vip_name`` from the router that
+        holds it to ``member_name``'s host, signed with that host's key, and the migration's channel key.
+
+        Raises LookupError naming what is unknown (VIP, connection, member), ValueError when the VIP is not l7, the
+        connection is not at one of its routers, or there is no key for the member's host.
+        """
+        state = self.ctx.vips.by_name(vip_name)
+        if state is None:
+            raise LookupError(f"vip {vip_name!r} does not exist")
+        vip = state.vip
+        if state.mode != Mode.L7:
+            raise ValueError(f"vip {vip_name!r} is in mode {vip.mode}, not l7")
+        conn = self.ctx.table.get((client_ip, client_port, vip.address, vip.port))
+        if conn is None:
+            raise LookupError(f"no connection from {client_ip}:{client_port} to vip {vip_name!r}")
+        member = vip.member(member_name)
+        if member is None:
+            raise LookupError(f"vip {vip_name!r} has no member {member_name!r}")
+        if conn.member not in {router.name for router in l7.vip_routers(vip, self.ctx.config.fabric)}:
+            raise ValueError(f"the connection from {client_ip}:{client_port} is not at a router of vip {vip_name!r}")
+        host = self.host_of(vip, member)
+        keys = self.ctx.health.keys
+        key = keys.key_for(host) if keys is not None else None
+        if key is None:
+            raise ValueError(f"no key for host {host!r} (controller.health.key_file)")
+        ticket = Ticket(migration_id, host, vip.address, vip.port, client_ip, client_port, now + TICKET_TTL, nonce)
+        self.log.counters["tickets"] += 1
+        return issue(key, ticket, self.ctx.health.cache.src, self.ctx.health.seq.next(), now)
+
+    def host_of(self, vip: Vip, member: Member) -> str:
+        """The host id whose key a member's tickets are signed with: the fabric host with the member's address, else
+        the agent that reports the member's endpoint, else the member's name."""
+        fabric = next((host.name for host in self.ctx.config.fabric.hosts if host.ip == member.address), None)
+        if fabric is not None:
+            return fabric
+        rows = self.ctx.health.cache.rows_for(member.address, member.port, vip.address, vip.port, vip.protocol)
+        return next((entry.host_id for entry, _row in rows), member.name)
 
     def commit(
         self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float, out: Out

@@ -18,7 +18,7 @@ from nlb_sdn.health.cache import Endpoint, HLCache, agent_eligibility
 from nlb_sdn.health.probes import Prober, ProbeReject, ProbeSend, ProbeTarget
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import app_id_of
-from nlb_sdn.signed import Message, SequenceCounter, encode
+from nlb_sdn.signed import KeyRing, Message, SequenceCounter, SharedKey, encode
 
 TARGET_ORDER = {"active": 0, "draining": 1, "inactive": 2}
 Datagram = tuple[tuple[str, int], bytes]
@@ -51,11 +51,12 @@ def current_state(target: str, live_connections: int) -> str:
 class HealthHandler:
     """Eligibility of every member from its health source, and the allotments spent by the classifier."""
 
-    def __init__(self, config: Config, key: bytes, now: float) -> None:
+    def __init__(self, config: Config, keys: KeyRing | bytes, now: float) -> None:
+        """A handler verifying agents' messages with ``keys`` (each host's key; no keys: H&L is off)."""
         settings = config.controller.health
         self.cache = HLCache(settings.hb_period, settings.miss_limit, config.controller.lbu_id, started_at=now)
-        self.verifier = Verifier(key, UDP_MAX_SIZE) if key else None
-        self.key = key
+        self.keys: KeyRing | None = (SharedKey(keys) if keys else None) if isinstance(keys, bytes) else keys
+        self.verifier = Verifier(self.keys, UDP_MAX_SIZE) if self.keys is not None else None
         self.seq = SequenceCounter()
         self.prober = Prober(settings.probe)
         self.spenders: dict[str, AllotmentSpender] = {}
@@ -126,12 +127,20 @@ class HealthHandler:
         """Ask the member's agent to set its row's target state (answered by a row change)."""
         datagrams: list[Datagram] = []
         for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port, vip.protocol):
-            datagrams += self._encode(self.cache.set_target(host.host_id, row.app_id, member.state), now)
+            datagrams += self._encode(self.cache.set_target(host.host_id, row.app_id, member.state), now, host.host_id)
         return datagrams
 
-    def _encode(self, outgoing: list[Any], now: float) -> list[Datagram]:
-        """Encode cache messages with our source id and sequence numbers."""
-        return [(o.addr, encode(self.key, o.type, self.cache.src, self.seq.next(), now, o.body)) for o in outgoing]
+    def _encode(self, outgoing: list[Any], now: float, host_id: str = "") -> list[Datagram]:
+        """Encode cache messages with our source id and sequence numbers, each under its host's key (the body's
+        ``host_id``, else ``host_id``); a message to a host we have no key for is not sent."""
+        datagrams = []
+        for message in outgoing:
+            kid = message.body.get("host_id", host_id)
+            key = self.keys.key_for(kid) if self.keys is not None else None
+            if key is not None:
+                data = encode(key, message.type, self.cache.src, self.seq.next(), now, message.body, kid=kid)
+                datagrams.append((message.addr, data))
+        return datagrams
 
     def candidates(self, vip: Vip, has_mac: Callable[[Member], bool]) -> list[Candidate]:
         """Every member of ``vip`` with its capacity, load and whether it may take new connections now."""

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from nlb_sdn.health.table import CURRENT_STATES, OPS, PROTOCOLS, TARGET_STATES, Row
-from nlb_sdn.signed import MAX_SKEW, SignedVerifier, is_ident
+from nlb_sdn.signed import MAX_SKEW, KeyRing, SignedVerifier, is_ident
 
 UDP_MAX_SIZE = 1400
 MAX_TEXT = 256
@@ -166,6 +166,7 @@ def body_ok(type: str, body: dict[str, Any]) -> bool:
 class Verifier(SignedVerifier):
     """The :class:`~nlb_sdn.signed.SignedVerifier` of H&L messages: the types of :data:`SCHEMAS` and no other."""
 
-    def __init__(self, key: bytes, max_size: int, max_skew: float = MAX_SKEW) -> None:
-        """A verifier for H&L messages signed with ``key`` and at most ``max_size`` bytes long."""
-        super().__init__(key, max_size, {type: partial(body_ok, type) for type in SCHEMAS}, max_skew)
+    def __init__(self, keys: KeyRing | bytes, max_size: int, max_skew: float = MAX_SKEW, bind_src: bool = True) -> None:
+        """A verifier for H&L messages signed with a key of ``keys`` and at most ``max_size`` bytes long; with
+        ``bind_src`` (the controller) each host speaks only as itself, without (an agent) the key is its own."""
+        super().__init__(keys, max_size, {type: partial(body_ok, type) for type in SCHEMAS}, max_skew, bind_src)

@@ -14,6 +14,7 @@ import yaml
 
 from nlb_sdn.lab.base import LabBase
 from nlb_sdn.lab.commands import STOP_TIMEOUT, LabError, command_line, run, tail, terminate, wait_for
+from nlb_sdn.signed import derive_host_key, load_key
 
 
 class LabServices(LabBase):
@@ -125,6 +126,14 @@ class LabServices(LabBase):
 
         wait_for(listening, timeout, 0.05, f"router {name} status port {status_port}")
         return proc
+
+    def host_key_file(self, name: str, master_file: str | Path) -> str:
+        """Host ``name``'s own H&L and migration key, derived from the deployment's master key file (what
+        ``nlb-sdn derive-key`` writes), in the workdir with mode 0600; its path, for the agent's ``key_file``."""
+        path = self.workdir / f"key-{name}"
+        path.touch(mode=0o600)
+        path.write_bytes(derive_host_key(load_key(master_file), name) + b"\n")
+        return str(path)
 
     def agent_config_path(self, name: str) -> Path:
         """Where the agent config of host ``name`` is written."""

@@ -1,6 +1,8 @@
 """The host half of a migration (FIG. 33, 3310-3312): receive the state, restore the connection, hand it over.
 
-Per migration: read one signed ``migrate`` message, check that the application's hand-off socket answers, restore
+Per migration: read the controller's ticket and check it with this host's key (for this host, unexpired, unused:
+:mod:`nlb_sdn.migration.tickets`), then one ``migrate`` message signed with the channel key the ticket grants, whose
+connection must be the one the ticket names; check that the application's hand-off socket answers, restore
 the connection in repair mode and reply ``ok`` (or an error, so that the router tries elsewhere); then wait for
 ``migrate_go`` (leave repair mode, pass the descriptor to the application, reply again) or ``migrate_abort``, end of
 stream or timeout (close the restored socket without a packet to the client). A migration that ended cleanly leaves
@@ -24,8 +26,9 @@ from collections.abc import Callable
 from nlb_sdn import add_version_option
 from nlb_sdn.migration import handoff
 from nlb_sdn.migration.tcprepair import ConnectionState, RepairError, drop_silently, restore, resume
+from nlb_sdn.migration.tickets import TicketChecker, channel_key
 from nlb_sdn.migration.wire import ABORT, GO, MIGRATION_PORT, REPLY, Channel, WireError
-from nlb_sdn.signed import MAX_SKEW, SequenceCounter, load_key
+from nlb_sdn.signed import SequenceCounter, load_key
 
 LOG = logging.getLogger(__name__)
 IO_TIMEOUT = 5.0
@@ -50,8 +53,10 @@ class Receiver:
         go_timeout: float = GO_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """A receiver that verifies with ``key`` and hands connections to the application at ``handoff_path``."""
+        """A receiver for host ``src`` that checks tickets with its host ``key`` and hands connections to the
+        application at ``handoff_path``."""
         self.key = key
+        self.tickets = TicketChecker(src, key)
         self.handoff_path = handoff_path
         self.src = src
         self.io_timeout = io_timeout
@@ -59,7 +64,6 @@ class Receiver:
         self.clock = clock
         self.sequence = SequenceCounter()
         self.outcomes: Counter[str] = Counter()
-        self._seen_ids: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def serve_connection(self, conn: socket.socket) -> str:
@@ -79,17 +83,6 @@ class Receiver:
             self.outcomes[outcome] += 1
         return outcome
 
-    def _first_use(self, migration_id: str, now: float) -> bool:
-        """Whether ``migration_id`` is new; ids are remembered for twice the freshness window (replay guard)."""
-        with self._lock:
-            for seen, at in list(self._seen_ids.items()):
-                if now - at > 2 * MAX_SKEW:
-                    del self._seen_ids[seen]
-            if migration_id in self._seen_ids:
-                return False
-            self._seen_ids[migration_id] = now
-            return True
-
     @staticmethod
     def _reply(channel: Channel, migration_id: str, stage: str, error: str = "") -> None:
         """Answer the router; a router that went away is not our problem any more."""
@@ -103,17 +96,26 @@ class Receiver:
         try:
             data = channel.receive_frame(time.monotonic() + wait)
         except (OSError, WireError) as exc:
-            LOG.info("migration connection without a state message: %s", exc)
+            LOG.info("migration connection without a ticket: %s", exc)
             return "no_state"
+        ticket = self.tickets.check(data, self.clock())
+        if ticket is None:
+            LOG.warning("migration refused: its ticket does not check out (%s)", dict(self.tickets.refused))
+            return "refused"
+        channel.rekey(ticket.id, channel_key(self.key, ticket.nonce))
         try:
+            data = channel.receive_frame(time.monotonic() + self.io_timeout)
             migration_id, state = ConnectionState.from_wire(data, channel.verifier, self.clock())
-        except WireError as exc:
+        except (OSError, WireError) as exc:
             LOG.warning("migration state rejected: %s", exc)
-            self._reply(channel, "-", "restore", f"rejected: {exc}")
+            self._reply(channel, ticket.id, "restore", f"rejected: {exc}")
             return "rejected"
-        if not self._first_use(migration_id, self.clock()):
-            self._reply(channel, migration_id, "restore", "rejected: replayed")
-            return "rejected"
+        local, remote = (state.local_ip, state.local_port), (state.remote_ip, state.remote_port)
+        if migration_id != ticket.id or not ticket.names(local, remote):
+            self.tickets.refuse("wrong_connection")
+            LOG.warning("migration %s refused: not the connection its ticket names", migration_id)
+            self._reply(channel, ticket.id, "restore", "refused: wrong_connection")
+            return "refused"
         try:
             app = handoff.connect(self.handoff_path, self.io_timeout)
         except OSError as exc:
@@ -189,11 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m nlb_sdn.migration.receiver --key-file F --handoff-socket P [--bind A] [--port 7001]``."""
     parser = argparse.ArgumentParser(prog="nlb-sdn-migration-receiver", description=__doc__.splitlines()[0])
     add_version_option(parser)
-    parser.add_argument("--key-file", required=True, help="the H&L key file")
+    parser.add_argument("--key-file", required=True, help="this host's key file (nlb-sdn derive-key)")
     parser.add_argument("--handoff-socket", required=True, help="the application's hand-off Unix socket")
     parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=MIGRATION_PORT, help=f"TCP port (default {MIGRATION_PORT})")
-    parser.add_argument("--src", default="agent", help="the sender id in replies (default agent)")
+    parser.add_argument("--src", default="agent", help="this host's id, as tickets name it (default agent)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

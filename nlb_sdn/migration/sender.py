@@ -16,10 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from nlb_sdn.migration.tcprepair import RepairError, drop_silently, dump, resume
+from nlb_sdn.migration.tickets import Grant
 from nlb_sdn.migration.wire import ABORT, GO, REPLY, Channel, WireError
 from nlb_sdn.signed import SequenceCounter
 
 FAILURE_REASONS = (
+    "no_ticket",
     "dump_failed",
     "too_large",
     "unreachable",
@@ -29,9 +31,10 @@ FAILURE_REASONS = (
     "refused",
     "commit_failed",
 )
-"""Why a migration fell back: the socket could not be frozen, the state is over 64 KiB, the agent's port did not
-answer, no reply in time, the agent closed the connection, its reply did not verify, it refused (restore error,
-no application, rejected state), the caller's commit raised."""
+"""Why a migration fell back: the controller gave no ticket, the socket could not be frozen, the state is over
+64 KiB, the agent's port did not answer, no reply in time, the agent closed the connection (as it does on a ticket it
+refuses), its reply did not verify, it refused (restore error, no application, rejected state), the caller's commit
+raised."""
 _SEQUENCE = SequenceCounter()
 IDLE_REUSE = 30.0
 """Seconds an idle connection to an agent is kept for the next migration (the agent keeps it 60 s)."""
@@ -137,7 +140,7 @@ def _still_open(sock: socket.socket) -> bool:
 def migrate(
     sock: socket.socket,
     agent_addr: tuple[str, int],
-    key: bytes,
+    ticket: Callable[[str], Grant],
     timeout: float = 2.0,
     *,
     src: str = "router",
@@ -149,12 +152,21 @@ def migrate(
 ) -> MigrationResult:
     """Move the established ``sock`` to the agent at ``agent_addr``; ``timeout`` bounds the connect and the ack.
 
-    ``commit`` runs after the host has restored the connection and before the local socket is let go (the router's
-    ``migration_commit``: point the forwarder at the host); if it raises, the migration is aborted. With
+    ``ticket(migration_id)`` fetches the controller's ticket for this connection and that agent's host, with the
+    migration's channel key (:mod:`nlb_sdn.migration.tickets`), before the socket is frozen; if it raises, nothing
+    moves (``no_ticket``). ``commit`` runs after the host has
+    restored the connection and before the local socket is let go (the router's ``migration_commit``: point the
+    forwarder at the host); if it raises, the migration is aborted. With
     ``channels`` the connection to the agent is taken from (and, when the migration ended cleanly, given back to)
     that pool; without, it is made for this migration and closed after it.
     """
     migration_id = migration_id or uuid.uuid4().hex
+    try:
+        grant = ticket(migration_id)
+    except Exception as exc:  # noqa: BLE001 - whatever went wrong, the connection stays here, unfrozen
+        return MigrationResult(migration_id, False, "no_ticket", str(exc))
+    if grant.migration_id != migration_id:
+        return MigrationResult(migration_id, False, "no_ticket", f"a ticket for migration {grant.migration_id}")
 
     def fallback(reason: str, detail: str) -> MigrationResult:
         resume(sock)
@@ -165,7 +177,7 @@ def migrate(
     except RepairError as exc:
         return MigrationResult(migration_id, False, "dump_failed", str(exc))
     try:
-        blob = state.to_wire(key, src, sequence.next(), clock(), migration_id)
+        blob = state.to_wire(grant.channel_key, src, sequence.next(), clock(), migration_id)
     except WireError as exc:
         return fallback("too_large", str(exc))
     deadline = time.monotonic() + timeout
@@ -173,14 +185,17 @@ def migrate(
     while True:
         try:
             channel, kept = (
-                channels.take(agent_addr, deadline, key, src, sequence, clock, fresh)
+                channels.take(agent_addr, deadline, grant.channel_key, src, sequence, clock, fresh)
                 if channels is not None
-                else (Channel(connect(agent_addr, deadline), key, src, sequence, clock), False)
+                else (Channel(connect(agent_addr, deadline), grant.channel_key, src, sequence, clock), False)
             )
+            channel.rekey(migration_id, grant.channel_key)
             channel.sock.settimeout(timeout)
         except OSError as exc:
             return fallback("timeout" if isinstance(exc, TimeoutError) else "unreachable", str(exc))
-        result, clean = _migrate_over(channel, sock, migration_id, blob, deadline, timeout, commit, fallback, kept)
+        result, clean = _migrate_over(
+            channel, sock, migration_id, (grant.ticket, blob), deadline, timeout, commit, fallback, kept
+        )
         if result is not None:
             break
         channel.sock.close()  # the agent had closed the kept connection: a fresh one (never kept) decides
@@ -196,7 +211,7 @@ def _migrate_over(
     channel: Channel,
     sock: socket.socket,
     migration_id: str,
-    blob: bytes,
+    messages: tuple[bytes, bytes],
     deadline: float,
     timeout: float,
     commit: Callable[[], None] | None,
@@ -209,7 +224,7 @@ def _migrate_over(
     agent went away or restarted since, and the caller asks again over a fresh connection.
     """
     try:
-        channel.send_signed(blob)
+        channel.send_signed(*messages)
         reply = channel.receive(deadline, REPLY)
     except TimeoutError as exc:
         return fallback("timeout", str(exc)), False

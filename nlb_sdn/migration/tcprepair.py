@@ -140,8 +140,9 @@ class ConnectionState:
         return cls(**fields, window=RepairWindow(**window))
 
     def to_wire(self, key: bytes, src: str, seq: int, now: float, migration_id: str) -> bytes:
-        """This state as one signed ``migrate`` message (H&L envelope); WireError(``oversized``) over 64 KiB."""
-        return sign(key, MIGRATE, src, seq, now, {"id": migration_id, "state": self.to_dict()})
+        """This state as one ``migrate`` message signed with the migration's channel ``key`` (kid: the migration id);
+        WireError(``oversized``) over 64 KiB."""
+        return sign(key, MIGRATE, src, seq, now, {"id": migration_id, "state": self.to_dict()}, kid=migration_id)
 
     @classmethod
     def from_wire(cls, data: bytes, verifier: SignedVerifier, now: float) -> tuple[str, ConnectionState]:

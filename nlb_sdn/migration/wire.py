@@ -1,8 +1,10 @@
 """The migration messages: signed envelopes in TCP frames (:mod:`nlb_sdn.signed`, as H&L), and their verification.
 
-A migration runs over one TCP connection from the router to the host's migration port (7001):
-``migrate`` (router → host, the connection state), ``migrate_reply`` (host → router, after the restore and again after
-the hand-off), then ``migrate_go`` or ``migrate_abort`` (router → host). Every message is signed with the H&L key.
+A migration runs over one TCP connection from the router to the host's migration port (7001): the controller's
+ticket (:mod:`nlb_sdn.migration.tickets`, signed with the host's key), ``migrate`` (router → host, the connection
+state), ``migrate_reply`` (host → router, after the restore and again after the hand-off), then ``migrate_go`` or
+``migrate_abort`` (router → host). Every message but the ticket is signed with the migration's channel key (kid: the
+migration id), which the ticket grants.
 """
 
 from __future__ import annotations
@@ -13,7 +15,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nlb_sdn.signed import MAX_SKEW, TCP_MAX_SIZE, Message, SequenceCounter, SignedVerifier, encode, frame, read_frame
+from nlb_sdn.signed import (
+    MAX_SKEW,
+    TCP_MAX_SIZE,
+    KeyRing,
+    Message,
+    OneKey,
+    SequenceCounter,
+    SignedVerifier,
+    encode,
+    frame,
+    read_frame,
+)
 
 MIGRATION_PORT = 7001
 MAX_MESSAGE_SIZE = TCP_MAX_SIZE
@@ -67,12 +80,14 @@ def _body_check(checks: dict[str, Callable[[Any], bool]]) -> Callable[[dict[str,
 class MigrationVerifier(SignedVerifier):
     """The :class:`~nlb_sdn.signed.SignedVerifier` of migration messages: the types of :data:`BODY_CHECKS` only.
 
-    H&L messages, signed with the same key, are refused here as ``unknown_type``.
+    H&L messages and tickets, even under the same key, are refused here as ``unknown_type``. The sender of a
+    migration message is not bound to its key: both ends of a migration sign with its channel key.
     """
 
-    def __init__(self, key: bytes, max_size: int = MAX_MESSAGE_SIZE, max_skew: float = MAX_SKEW) -> None:
-        """A verifier for migration messages signed with ``key``."""
-        super().__init__(key, max_size, {type: _body_check(checks) for type, checks in BODY_CHECKS.items()}, max_skew)
+    def __init__(self, keys: KeyRing | bytes, max_size: int = MAX_MESSAGE_SIZE, max_skew: float = MAX_SKEW) -> None:
+        """A verifier for migration messages signed with a key of ``keys``."""
+        checks = {type: _body_check(checks) for type, checks in BODY_CHECKS.items()}
+        super().__init__(keys, max_size, checks, max_skew, bind_src=False)
 
 
 def verify(verifier: SignedVerifier, data: bytes, now: float) -> Message:
@@ -85,9 +100,10 @@ def verify(verifier: SignedVerifier, data: bytes, now: float) -> Message:
     return message
 
 
-def sign(key: bytes, type: str, src: str, seq: int, now: float, body: dict[str, Any]) -> bytes:
-    """One signed migration message, or WireError(``oversized``) when it is over :data:`MAX_MESSAGE_SIZE`."""
-    data = encode(key, type, src, seq, now, body)
+def sign(key: bytes, type: str, src: str, seq: int, now: float, body: dict[str, Any], kid: str | None = None) -> bytes:
+    """One signed migration message (under key id ``kid``, default ``src``), or WireError(``oversized``) when it is
+    over :data:`MAX_MESSAGE_SIZE`."""
+    data = encode(key, type, src, seq, now, body, kid)
     if len(data) > MAX_MESSAGE_SIZE:
         raise WireError("oversized", f"{len(data)} bytes, at most {MAX_MESSAGE_SIZE}")
     return data
@@ -106,20 +122,25 @@ class Channel:
     ) -> None:
         """A channel over the connected ``sock``, signing as ``src`` with numbers from ``sequence``."""
         self.sock = sock
-        self.key = key
         self.src = src
         self.sequence = sequence
         self.clock = clock
-        self.verifier = MigrationVerifier(key)
+        self.rekey(src, key)
         self._buffer = b""
+
+    def rekey(self, kid: str, key: bytes) -> None:
+        """Sign and verify from now on with ``key`` called ``kid`` (each migration's channel key)."""
+        self.key = key
+        self.kid = kid
+        self.verifier = MigrationVerifier(OneKey(kid, key))
 
     def send(self, type: str, body: dict[str, Any]) -> None:
         """Sign and send one message."""
-        self.send_signed(sign(self.key, type, self.src, self.sequence.next(), self.clock(), body))
+        self.send_signed(sign(self.key, type, self.src, self.sequence.next(), self.clock(), body, self.kid))
 
-    def send_signed(self, data: bytes) -> None:
-        """Send one already signed message as a frame."""
-        self.sock.sendall(frame(data))
+    def send_signed(self, *messages: bytes) -> None:
+        """Send already signed messages, a frame each, in one write."""
+        self.sock.sendall(b"".join(frame(data) for data in messages))
 
     def receive_frame(self, deadline: float) -> bytes:
         """The next frame, unverified; TimeoutError after ``deadline`` (monotonic), ConnectionError on EOF."""

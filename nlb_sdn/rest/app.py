@@ -103,6 +103,10 @@ class RestBackend(Protocol):
         """A router's commit or report: the migration, and whether the switch confirmed the flow change."""
         ...
 
+    def migration_ticket(self, request: MigrationRequest) -> dict[str, str]:
+        """A router's ticket request: the signed ticket and the migration's channel key (hex)."""
+        ...
+
 
 def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
     """A JSON response with the given status and optional Location header."""
@@ -544,13 +548,16 @@ class RestApp:
         return json_response(migrations_after(self.backend.migrations(None), marker, limit))
 
     def post_migration(self, request: Request) -> Response:
-        """POST /v1/migrations: a router's commit (answered once the switch confirmed the move) or outcome report."""
+        """POST /v1/migrations: a router's ticket request, commit (answered once the switch confirmed the move) or
+        outcome report."""
         try:
             body = validate_model(MigrationRequest, read_json_object(request), SOURCE)
         except ConfigError as exc:
             raise _invalid(exc) from None
         _vip_index(self.backend.current_config(), body.vip)
         try:
+            if body.phase == "ticket":
+                return json_response({"ticket": self.backend.migration_ticket(body)})
             migration, confirmed = self.backend.migrate(body)
         except LookupError as exc:
             raise HttpError(404, "not_found", str(exc)) from None

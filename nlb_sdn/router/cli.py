@@ -19,7 +19,6 @@ from nlb_sdn.router.allotment import AllotmentChooser, follow_allotments
 from nlb_sdn.router.daemon import Router, RouterSettings, Service, services_from_config
 from nlb_sdn.router.migrator import ControllerClient, RepairMigrator
 from nlb_sdn.router.sessions import follow_sessions
-from nlb_sdn.signed import load_key
 
 STATS_TIMEOUT = 5.0
 TOKEN_ENV = "NLB_SDN_TOKEN"
@@ -151,12 +150,9 @@ def controller_client(args: argparse.Namespace, environ: Mapping[str, str]) -> C
 def repair_migrator(args: argparse.Namespace, router: Router, controller: ControllerClient) -> RepairMigrator:
     """The TCP_REPAIR migrator the run flags ask for, committing at ``controller``, falling back to the router's
     own proxy."""
-    if not args.key_file:
-        raise ValueError("--controller needs --key-file (the H&L key the agents verify migrations with)")
     config = load_config(args.config)
     settings = {vip.name: vip.migration for vip in config.vips}
     return RepairMigrator(
-        load_key(args.key_file),
         controller,
         router.proxy,
         settings,
@@ -194,7 +190,7 @@ def stats(args: argparse.Namespace) -> int:
 
 
 def _add_controller_arguments(run_parser: argparse.ArgumentParser) -> None:
-    """The ``run`` flags of the controller: its URL, the REST token, the migration key, port and name."""
+    """The ``run`` flags of the controller: its URL, the REST token, the migration port and the router's name."""
     run_parser.add_argument(
         "--controller",
         metavar="URL",
@@ -208,7 +204,6 @@ def _add_controller_arguments(run_parser: argparse.ArgumentParser) -> None:
         f"default: ${TOKEN_ENV} if set, else no token",
     )
     run_parser.add_argument("--token", nargs="?", action=_RefuseTokenValue, help=argparse.SUPPRESS)
-    run_parser.add_argument("--key-file", help="the deployment's H&L key file (signs the migration messages)")
     run_parser.add_argument(
         "--migration-port",
         type=int,

@@ -1,7 +1,10 @@
 """The router's ``TCP_REPAIR`` migrator for ``l7`` VIP services (FIG. 33, 3306-3314), with the controller's commit.
 
 For each connection the router hands over, :class:`RepairMigrator` runs :func:`nlb_sdn.migration.sender.migrate`
-in a worker thread toward the member host's agent (its migration port). Once the host has restored the connection,
+in a worker thread toward the member host's agent (its migration port). First it asks the controller for a ticket
+(``POST /v1/migrations``, phase ``ticket``): the controller's word, signed with the member host's key, that this
+connection may move there, and the migration's channel key; the router holds no key of its own. Once the host has
+restored the connection,
 the commit asks the controller (``POST /v1/migrations``, phase ``commit``) to re-plumb the connection's forwarder
 entry to the member's host; the controller answers after the switch confirmed it, and only then does the router let
 go of its socket. A migration the host or the controller declines leaves the socket live here: the migrator tries the
@@ -31,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from nlb_sdn.config import MigrationSettings
 from nlb_sdn.migration.sender import AgentChannels, MigrationResult, migrate
 from nlb_sdn.migration.tcprepair import drop_silently
+from nlb_sdn.migration.tickets import Grant
 from nlb_sdn.migration.wire import MIGRATION_PORT
 from nlb_sdn.router.daemon import Endpoint, Migrator, Outcome
 
@@ -44,7 +48,9 @@ flow cache for a moment longer; a client segment that still reaches the router t
 dropped in silence, where the bare listening socket would have answered it with a RST."""
 CONTROLLER_TIMEOUT = 2.0
 """Seconds a commit or report may take at the controller (its barrier wait included)."""
-HOST_BOUND_REASONS = frozenset({"unreachable", "timeout", "connection_lost", "bad_reply", "refused", "commit_failed"})
+HOST_BOUND_REASONS = frozenset(
+    {"no_ticket", "unreachable", "timeout", "connection_lost", "bad_reply", "refused", "commit_failed"}
+)
 """Reasons that belong to the chosen host (or its commit), so another endpoint may still take the connection."""
 _LINGER_RESET = struct.Struct("ii").pack(1, 0)
 
@@ -207,15 +213,14 @@ class RepairMigrator:
 
     def __init__(
         self,
-        key: bytes,
         controller: Controller,
         proxy: Migrator,
         settings: Mapping[str, MigrationSettings] | None = None,
         migration_port: int = MIGRATION_PORT,
         router: str = "",
     ) -> None:
-        """A migrator signing with the H&L ``key``; ``settings`` per VIP service name (timeout, fallback)."""
-        self.key = key
+        """A migrator getting tickets from and committing at ``controller``; ``settings`` per VIP service name
+        (timeout, fallback)."""
         self.controller = controller
         self.proxy = proxy
         self.settings = dict(settings or {})
@@ -306,22 +311,23 @@ class RepairMigrator:
     ) -> MigrationResult:
         """One blocking migration to ``endpoint``'s agent, committed at the controller (a worker thread)."""
 
+        request = {"id": migration_id, "vip": endpoint.vip, "client": client, "member": endpoint.member}
+        request["router"] = self.router
+
+        def ticket(migration_id: str) -> Grant:
+            answer = self.controller.post({"phase": "ticket", **request, "id": migration_id})
+            try:
+                return Grant.from_dict(answer["ticket"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ControllerError(f"the controller's answer holds no ticket: {exc!r}") from None
+
         def commit() -> None:
-            self.controller.post(
-                {
-                    "phase": "commit",
-                    "id": migration_id,
-                    "vip": endpoint.vip,
-                    "client": client,
-                    "member": endpoint.member,
-                    "router": self.router,
-                }
-            )
+            self.controller.post({"phase": "commit", **request})
 
         return migrate(
             sock,
             (endpoint.address, self.migration_port),
-            self.key,
+            ticket,
             timeout,
             src=self.router or "router",
             migration_id=migration_id,

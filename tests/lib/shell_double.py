@@ -13,12 +13,13 @@ from nlb_sdn.config import Config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.effects import DamOp, Datagram, Effects, Out
 from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.signed import KeyRing
 
 
 class ShellDouble:
     """A LoadBalancer core driven as the shell drives it, with the effects of every event recorded."""
 
-    def __init__(self, config: Config, hl_key: bytes = b"", now: float = 0.0) -> None:
+    def __init__(self, config: Config, hl_key: KeyRing | bytes = b"", now: float = 0.0) -> None:
         self.core = LoadBalancer(config, hl_key, now)
         self.dam_ops: list[DamOp] = []
         self.datagrams: list[Datagram] = []

@@ -70,7 +70,7 @@ def hl_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         lab.hl_port = hl_port  # type: ignore[attr-defined]
         lab.key_file = key_file  # type: ignore[attr-defined]
         for name in topo.backends:
-            lab.start_agent(name, agent_config(topo, name, hl_port, key_file))
+            lab.start_agent(name, agent_config(topo, name, hl_port, Path(lab.host_key_file(name, key_file))))
         wait_for(lambda: all_alive(lab), timeout=15, what="every agent's host alive and warm in the cache")
         yield lab
 
@@ -177,6 +177,28 @@ def test_forged_message_changes_nothing(hl_lab: Lab):
         timeout=5,
         what="the forged goodbye to be dropped",
     )
+    assert hosts(hl_lab)["h2"]["status"] == "alive"
+    assert "h2" in allotted(hl_lab)
+
+
+def test_a_host_holding_its_own_key_cannot_speak_for_another(hl_lab: Lab):
+    """h1's agent key signs as h1 only: a goodbye for h2 under it (kid h1 or kid h2) is dropped, h2 stays."""
+    before = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"]
+    impersonate = (
+        "import time, socket; from nlb_sdn.signed import encode, load_key; "
+        f"key = load_key({hl_lab.host_key_file('h1', hl_lab.key_file)!r}); "
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+        "body = {'host_id': 'h2', 'reason': 'impersonated'}; "
+        "[s.sendto(encode(key, 'goodbye', 'h2', 2**62, time.time(), body, kid=kid), "
+        f"('{MGMT_CONTROLLER}', {hl_lab.hl_port})) for kid in ('h1', 'h2')]"
+    )
+    assert host_python(hl_lab, "h1", impersonate).returncode == 0
+
+    def both_dropped() -> bool:
+        dropped = hl_lab.rest("GET", "/v1/stats")["health"]["messages"]["dropped"]
+        return all(dropped.get(reason, 0) > before.get(reason, 0) for reason in ("wrong_src", "bad_mac"))
+
+    wait_for(both_dropped, timeout=5, what="both impersonating goodbyes to be dropped")
     assert hosts(hl_lab)["h2"]["status"] == "alive"
     assert "h2" in allotted(hl_lab)
 

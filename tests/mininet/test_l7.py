@@ -141,10 +141,10 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
             lab.start_backend(name, 80, handoff_socket=lab.handoff_socket(name))
             setup.agent_configs[name] = {
                 "host_id": name,
-                "key_file": str(key_file),
+                "key_file": lab.host_key_file(name, key_file),
                 "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
                 "listen": f"{topo.mgmt_ip(name)}:9101",
-                "migration": {"listen": "0.0.0.0:7001", "handoff_socket": lab.handoff_socket(name)},
+                "migration": {"listen": f"{topo.host_ip(name)}:7001", "handoff_socket": lab.handoff_socket(name)},
                 "apps": [{"vip": VIP, "vport": 80, "pip": topo.host_ip(name), "pport": 80, "capacity": 100}],
             }
             lab.start_agent(name, setup.agent_configs[name])
@@ -153,7 +153,7 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
                 name,
                 {
                     "host_id": name,
-                    "key_file": str(key_file),
+                    "key_file": lab.host_key_file(name, key_file),
                     "controllers": [f"{MGMT_CONTROLLER}:{hl_port}"],
                     "listen": f"{topo.mgmt_ip(name)}:9101",
                 },
@@ -165,8 +165,6 @@ def l7(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L7Lab]:
                     "web",
                     "--controller",
                     f"http://{MGMT_CONTROLLER}:{rest_port}",
-                    "--key-file",
-                    str(key_file),
                     "--router-name",
                     name,
                 ],
@@ -430,6 +428,32 @@ def test_a_member_that_takes_no_migration_is_proxied_by_the_router(l7: L7Lab):
         assert router_stats(l7.lab)["migration"]["reasons"].get("unreachable", 0) >= 1
     finally:
         l7.lab.start_agent("h3", l7.agent_configs["h3"])
+
+
+FORGE_TICKET = r"""
+import os, socket, sys, time
+from nlb_sdn.migration.tickets import TICKET_TTL, Ticket, issue
+from nlb_sdn.signed import frame, load_key
+key_file, host, agent = sys.argv[1:4]
+now = time.time()
+ticket = Ticket("m-forged", host, "10.0.0.100", 80, "10.0.0.1", 40000, now + TICKET_TTL, os.urandom(16).hex())
+grant = issue(load_key(key_file), ticket, "lbu:1", 1, now)
+with socket.create_connection((agent, 7001), timeout=5) as sock:
+    sock.sendall(frame(grant.ticket))
+    print("closed" if sock.recv(100) == b"" else "answered")
+"""
+
+
+def test_a_router_cannot_forge_a_ticket_and_the_member_refuses_a_migration_without_one(l7: L7Lab):
+    """r1 holds only its own key: a ticket it signs for h2 is refused by h2's agent (its kid h2, r1's MAC) without an
+    answer, counted, and h2 still takes the real migrations the controller tickets."""
+    lab, agent = l7.lab, l7.lab.topo.host_ip("h2")
+    key_r1 = lab.host_key_file("r1", lab.workdir / "hl.key")
+    forged = host_python(lab, "r1", FORGE_TICKET, key_r1, "h2", agent)
+    assert forged.returncode == 0 and forged.stdout.strip() == "closed", forged.stderr[-2000:]
+    table = json.loads(lab.agent_cli("h2", ["table", "--json"]).stdout)
+    assert table["migrations"]["refused_tickets"].get("bad_mac", 0) >= 1, table["migrations"]  # kid h2, r1's key
+    assert request(lab, "/bytes/1000", cookie="h2", expect=1000)["served_by"] == "h2"
 
 
 def test_migrated_downloads_run_on_when_the_router_is_killed_and_r2_takes_new_connections(l7: L7Lab):

@@ -31,6 +31,7 @@ from nlb_sdn.agent.config import CommandLoad, ConnectionsLoad, FileLoad
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import Row, table_checksum
 from nlb_sdn.migration.sender import migrate
+from nlb_sdn.migration.tickets import TICKET_TTL, Grant, Ticket, issue
 from nlb_sdn.signed import Message, SequenceCounter, encode
 from tests.lib.net import free_port
 from tests.lib.polling import poll_until
@@ -99,8 +100,9 @@ apps:
         return (self.directory / "agent.log").read_text()
 
     def send(self, type: str, body: dict[str, Any]) -> None:
-        """Send a signed message as controller ``lbu:1``."""
-        self.ctl.sendto(encode(KEY, type, "lbu:1", self.seq.next(), time.time(), body), ("127.0.0.1", self.port))
+        """Send a signed message as controller ``lbu:1``, under the agent's key (``h1``)."""
+        data = encode(KEY, type, "lbu:1", self.seq.next(), time.time(), body, kid="h1")
+        self.ctl.sendto(data, ("127.0.0.1", self.port))
 
     def receive(self, type: str, where: Callable[[Message], bool] = lambda m: True, timeout: float = 3.0) -> Message:
         """The next verified message of ``type`` satisfying ``where``, within ``timeout`` seconds."""
@@ -340,6 +342,7 @@ def malformed_datagrams(rng: random.Random, valid: bytes, count: int) -> Iterato
                 else msgpack.packb(
                     {
                         "v": 1,
+                        "kid": "h1",
                         "type": "get_snapshot",
                         "src": "lbu:1",
                         "seq": rng.randrange(2**40),
@@ -361,6 +364,7 @@ def test_two_thousand_malformed_datagrams_leave_the_agent_answering(agent: Agent
         agent.seq.next(),
         time.time(),
         {"lbu_id": 1, "host_id": "h1", "reason": "template"},
+        kid="h1",
     )
     sent = 0
     batch: list[bytes] = []
@@ -451,6 +455,18 @@ def test_connections_load_counts_established_connections_to_the_port():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="TCP_REPAIR needs root")
+def granting(sock: socket.socket, key: bytes, host: str) -> Callable[[str], Grant]:
+    """The controller's tickets for migrating the router's ``sock`` to ``host`` (whose key is ``key``)."""
+    (vip, vport), (client, cport) = sock.getsockname()[:2], sock.getpeername()[:2]
+
+    def ticket(migration_id: str) -> Grant:
+        now = time.time()
+        granted = Ticket(migration_id, host, vip, vport, client, cport, now + TICKET_TTL, os.urandom(16).hex())
+        return issue(key, granted, "lbu:1", 1, now)
+
+    return ticket
+
+
 def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
     """With a ``migration`` section the agent listens for connection state and answers a router (here: no app)."""
     port = free_port()
@@ -465,9 +481,13 @@ def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
             router, _ = listener.accept()
             with client, router:
                 client.sendall(b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n")
-                result = migrate(router, ("127.0.0.1", port), KEY, timeout=2.0)
+                result = migrate(router, ("127.0.0.1", port), granting(router, KEY, "h1"), timeout=2.0)
                 assert (result.migrated, result.reason) == (False, "refused"), result
                 assert "application unreachable" in result.detail
+                refused = migrate(router, ("127.0.0.1", port), granting(router, b"x" * 32, "h2"), timeout=2.0)
+                assert (refused.migrated, refused.reason) == (False, "connection_lost"), refused
+                expected = {"outcomes": {"no_application": 1, "refused": 1}, "refused_tickets": {"unknown_kid": 1}}
+                assert poll_until(lambda: agent.table()["migrations"] == expected), agent.table()["migrations"]
                 router.sendall(b"still here")
                 assert client.recv(10) == b"still here"
     finally:

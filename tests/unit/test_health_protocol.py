@@ -68,7 +68,15 @@ def envelope(
     type: str = "heartbeat", src: str = "h1", seq: int = 1, ts: float = NOW, body: Any = None, **extra: Any
 ) -> dict[str, Any]:
     """A version 1 envelope as plain data."""
-    data = {"v": 1, "type": type, "src": src, "seq": seq, "ts": ts, "body": BODIES[type] if body is None else body}
+    data = {
+        "v": 1,
+        "kid": src,
+        "type": type,
+        "src": src,
+        "seq": seq,
+        "ts": ts,
+        "body": BODIES[type] if body is None else body,
+    }
     return {**data, **extra}
 
 

@@ -106,7 +106,7 @@ def test_a_migrated_connection_is_committed_then_reported(
     calls: list[str] = []
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", True)}, calls))
     controller, proxy = FakeController(), FakeProxy()
-    migrator = RepairMigrator(b"k" * 32, controller, proxy, {"web": MigrationSettings()}, 7001, "r1")
+    migrator = RepairMigrator(controller, proxy, {"web": MigrationSettings()}, 7001, "r1")
     assert run(migrator, accepted, H1) is Outcome.MIGRATED
     assert calls == ["10.0.0.11:7001"] and proxy.calls == [] and len(dropped) == 1
     commit, report = controller.posted
@@ -131,7 +131,7 @@ def test_a_declined_member_makes_way_for_the_next_endpoint_of_the_pool(
     results = {"10.0.0.11": MigrationResult("", False, "refused"), "10.0.0.12": MigrationResult("", True)}
     monkeypatch.setattr(module, "migrate", fake_migrate(results, calls))
     controller = FakeController()
-    migrator = RepairMigrator(b"k" * 32, controller, FakeProxy())
+    migrator = RepairMigrator(controller, FakeProxy())
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.MIGRATED
     assert calls == ["10.0.0.11:7001", "10.0.0.12:7001"]
     assert [(b["phase"], b["member"], b.get("outcome"), b.get("reason")) for b in controller.posted] == [
@@ -149,7 +149,7 @@ def test_when_every_endpoint_declines_the_connection_is_proxied_and_reported(
     results = {"10.0.0.11": MigrationResult("", False, "timeout"), "10.0.0.12": MigrationResult("", False, "refused")}
     monkeypatch.setattr(module, "migrate", fake_migrate(results, calls))
     controller, proxy = FakeController(), FakeProxy()
-    migrator = RepairMigrator(b"k" * 32, controller, proxy)
+    migrator = RepairMigrator(controller, proxy)
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.PROXIED
     assert proxy.calls == [WITH_ALTERNATIVE]
     assert [(b["member"], b["outcome"], b["reason"]) for b in controller.posted] == [
@@ -165,7 +165,7 @@ def test_a_local_failure_tries_no_other_endpoint(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(
         module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "dump_failed")}, calls)
     )
-    migrator = RepairMigrator(b"k" * 32, FakeController(), FakeProxy())
+    migrator = RepairMigrator(FakeController(), FakeProxy())
     assert run(migrator, accepted, WITH_ALTERNATIVE) is Outcome.PROXIED
     assert calls == ["10.0.0.11:7001"]
 
@@ -173,7 +173,7 @@ def test_a_local_failure_tries_no_other_endpoint(monkeypatch: pytest.MonkeyPatch
 def test_the_reset_fallback_resets_the_client(monkeypatch: pytest.MonkeyPatch, accepted: socket.socket) -> None:
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "refused")}, []))
     controller, proxy = FakeController(), FakeProxy()
-    migrator = RepairMigrator(b"k" * 32, controller, proxy, {"web": MigrationSettings(fallback="reset")})
+    migrator = RepairMigrator(controller, proxy, {"web": MigrationSettings(fallback="reset")})
     assert run(migrator, accepted, H1) is Outcome.FAILED
     assert accepted.fileno() == -1 and proxy.calls == []
     assert controller.posted[-1]["outcome"] == "reset" and migrator.stats()["counters"]["reset"] == 1
@@ -183,7 +183,7 @@ def test_a_report_the_controller_does_not_take_is_counted_not_raised(
     monkeypatch: pytest.MonkeyPatch, accepted: socket.socket
 ) -> None:
     monkeypatch.setattr(module, "migrate", fake_migrate({"10.0.0.11": MigrationResult("", False, "refused")}, []))
-    migrator = RepairMigrator(b"k" * 32, FakeController(fail=True), FakeProxy())
+    migrator = RepairMigrator(FakeController(fail=True), FakeProxy())
     assert run(migrator, accepted, H1) is Outcome.PROXIED
     assert migrator.stats()["counters"]["report_failed"] == 2
 
@@ -201,7 +201,7 @@ def test_the_router_offers_the_other_pool_members_as_alternatives_and_shows_migr
     assert Router._alternatives(service, Decision("api", 0, "cookie", "h1"), "h1") == ()
     router = Router([service])
     assert "migration" not in router.stats()
-    router.migrator = RepairMigrator(b"k" * 32, FakeController(), router.proxy)
+    router.migrator = RepairMigrator(FakeController(), router.proxy)
     assert router.stats()["migration"] == {
         "counters": {},
         "reasons": {},

@@ -18,9 +18,10 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,6 +38,7 @@ from nlb_sdn.migration.tcprepair import (
     restore,
     resume,
 )
+from nlb_sdn.migration.tickets import TICKET_TTL, Grant, Ticket, issue
 from nlb_sdn.migration.wire import GO, MIGRATE, REPLY, Channel, MigrationVerifier, WireError
 from nlb_sdn.signed import MAC_SIZE, SequenceCounter, encode, frame
 from tests.lib.net import free_port, loopback_connection
@@ -44,6 +46,9 @@ from tests.lib.polling import poll_until
 from tests.lib.processes import stop_process
 
 KEY = b"migration-test-key-0123456789abc"
+"""The agent's host key (its host id is the receiver's default, ``agent``)."""
+OTHER_KEY = b"another-key-of-32-bytes-00000000"
+_TICKETS = SequenceCounter()
 REQUEST = b"GET /bytes/1000000 HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n"
 SIZE = 1_000_000
 
@@ -86,6 +91,27 @@ def _state(**changes: object) -> ConnectionState:
     return replace(state, **changes)
 
 
+def grant(
+    local: tuple[str, int], remote: tuple[str, int], migration_id: str, key: bytes = KEY, host: str = "agent"
+) -> Grant:
+    """The controller's ticket for moving ``remote`` → ``local`` to ``host`` (signed with ``key``)."""
+    now = time.time()
+    ticket = Ticket(migration_id, host, *local, *remote, now + TICKET_TTL, os.urandom(16).hex())
+    return issue(key, ticket, "lbu:1", _TICKETS.next(), now)
+
+
+def granting(sock: socket.socket, key: bytes = KEY, channel_key: bytes | None = None) -> Callable[[str], Grant]:
+    """A ticket source for migrating the router's ``sock`` (its local address is the VIP's, its peer the client);
+    ``channel_key`` replaces the key the grant carries (a router with the wrong key)."""
+    local, remote = sock.getsockname()[:2], sock.getpeername()[:2]
+
+    def ticket(migration_id: str) -> Grant:
+        granted = grant(local, remote, migration_id, key)
+        return granted if channel_key is None else replace(granted, channel_key=channel_key)
+
+    return ticket
+
+
 # -- wire format (no root) ---------------------------------------------------------------------------------------
 
 
@@ -102,7 +128,7 @@ def test_state_round_trips_through_the_signed_wire_format():
 
 def test_the_wire_format_is_the_hl_envelope():
     data = _state().to_wire(KEY, "r1", 7, 1000.0, "m-1")
-    assert data == encode(KEY, MIGRATE, "r1", 7, 1000.0, {"id": "m-1", "state": _state().to_dict()})
+    assert data == encode(KEY, MIGRATE, "r1", 7, 1000.0, {"id": "m-1", "state": _state().to_dict()}, kid="m-1")
 
 
 @pytest.mark.parametrize(
@@ -190,16 +216,19 @@ def test_states_over_64_kib_are_refused_before_sending():
         _state(recv_queue=bytes(70_000)).to_wire(KEY, "r1", 1, 1000.0, "m-1")
 
 
-def _talk_to_receiver(receiver: Receiver, messages: list[bytes]) -> tuple[str, list[dict]]:
-    """Send raw frames to ``receiver`` over a socket pair; return its outcome and the replies it sent."""
+def _talk_to_receiver(
+    receiver: Receiver, messages: list[bytes], granted: Grant | None = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """Send ``messages`` (then end the stream); the outcome and the replies, verified with the grant's channel key."""
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        for message in messages:
-            ours.sendall(frame(message))
+        ours.sendall(b"".join(frame(message) for message in messages))
         ours.shutdown(socket.SHUT_WR)
         outcome = receiver.serve_connection(theirs)
         theirs.shutdown(socket.SHUT_WR)
         channel = Channel(ours, KEY, "r1", SequenceCounter())
+        if granted is not None:
+            channel.rekey(granted.migration_id, granted.channel_key)
         replies = []
         with contextlib.suppress(ConnectionError):
             while True:
@@ -207,21 +236,28 @@ def _talk_to_receiver(receiver: Receiver, messages: list[bytes]) -> tuple[str, l
     return outcome, replies
 
 
+LOCAL, REMOTE = ("10.0.0.100", 80), ("10.0.0.1", 40000)
+"""The VIP and client addresses of :func:`_state`."""
+
+
 def test_receiver_answers_bad_state_wrong_key_and_replays_with_an_error(tmp_path):
     receiver = Receiver(KEY, str(tmp_path / "app.sock"))
-    wrong_key = _state().to_wire(b"another-key-of-32-bytes-00000000", "r1", 1, time.time(), "m-1")
+    first = grant(LOCAL, REMOTE, "m-1")
+    wrong_key = _state().to_wire(OTHER_KEY, "r1", 1, time.time(), "m-1")
     assert receiver.serve_connection(socket.socketpair()[0]) == "no_state"
-    outcome, replies = _talk_to_receiver(receiver, [wrong_key])
+    outcome, replies = _talk_to_receiver(receiver, [first.ticket, wrong_key], first)
     assert outcome == "rejected" and replies[0]["ok"] is False and "bad_mac" in replies[0]["error"]
-    bad_state = encode(KEY, MIGRATE, "r1", 2, time.time(), {"id": "m-2", "state": {"mss": 1}})
-    outcome, replies = _talk_to_receiver(receiver, [bad_state])
+    second = grant(LOCAL, REMOTE, "m-2")
+    bad_state = encode(second.channel_key, MIGRATE, "r1", 2, time.time(), {"id": "m-2", "state": {"mss": 1}}, "m-2")
+    outcome, replies = _talk_to_receiver(receiver, [second.ticket, bad_state], second)
     assert outcome == "rejected" and "bad_state" in replies[0]["error"]
-    good = _state().to_wire(KEY, "r1", 3, time.time(), "m-3")
-    outcome, replies = _talk_to_receiver(receiver, [good])
+    third = grant(LOCAL, REMOTE, "m-3")
+    good = _state().to_wire(third.channel_key, "r1", 3, time.time(), "m-3")
+    outcome, replies = _talk_to_receiver(receiver, [third.ticket, good], third)
     assert outcome == "no_application" and "application unreachable" in replies[0]["error"]
-    outcome, replies = _talk_to_receiver(receiver, [good])
-    assert outcome == "rejected" and replies[0]["error"] == "rejected: replayed"
-    assert receiver.outcomes == {"no_state": 1, "rejected": 3, "no_application": 1}
+    outcome, replies = _talk_to_receiver(receiver, [third.ticket, good], third)
+    assert outcome == "refused" and replies == [] and receiver.tickets.refused == {"replayed": 1}
+    assert receiver.outcomes == {"no_state": 1, "rejected": 2, "no_application": 1, "refused": 1}
 
 
 class SilentAgent:
@@ -553,9 +589,9 @@ def test_failed_migrations_give_the_socket_back_live_and_say_why(loopback_pair, 
                 receiver_server(str(tmp_path / "nobody.sock") if case == "no_application" else path)
             )
             address = server.server_address
-        key = b"another-key-of-32-bytes-00000000" if case == "wrong_key" else KEY
+        tickets = granting(router, channel_key=OTHER_KEY if case == "wrong_key" else None)
         start = time.monotonic()
-        result = migrate(router, address, key, timeout=0.5)
+        result = migrate(router, address, tickets, timeout=0.5)
         elapsed = time.monotonic() - start
     expected = {
         "wrong_key": "bad_reply",
@@ -575,12 +611,37 @@ def test_failed_migrations_give_the_socket_back_live_and_say_why(loopback_pair, 
 
 
 @needs_repair
+@pytest.mark.parametrize("case", ["other_connection", "other_host"])
+def test_a_migration_without_a_valid_ticket_is_refused_and_the_socket_stays_live(loopback_pair, tmp_path, case):
+    _, client, router = loopback_pair
+    path = str(tmp_path / "app.sock")
+    local, remote = router.getsockname()[:2], router.getpeername()[:2]
+
+    def ticket(migration_id: str) -> Grant:
+        if case == "other_connection":
+            return grant(local, (remote[0], remote[1] % 65535 + 1), migration_id)
+        return grant(local, remote, migration_id, key=OTHER_KEY, host="another-host")
+
+    with handoff.listen(path), receiver_server(path) as server:
+        result = migrate(router, server.server_address, ticket, timeout=1.0)
+        reason, refused = {
+            "other_connection": ("refused", {"wrong_connection": 1}),
+            "other_host": ("connection_lost", {"unknown_kid": 1}),
+        }[case]
+        assert (result.migrated, result.reason) == (False, reason), result
+        assert poll_until(lambda: server.receiver.outcomes == {"refused": 1})
+        assert server.receiver.tickets.refused == refused
+    assert not in_repair(router)
+    _assert_usable(client, router)
+
+
+@needs_repair
 def test_a_kept_connection_to_the_agent_carries_the_next_migration(loopback_pair, tmp_path):
     _, client, router = loopback_pair
     channels = sender.AgentChannels()
     with receiver_server(str(tmp_path / "nobody.sock")) as server:
         for _ in range(2):
-            result = migrate(router, server.server_address, KEY, timeout=2.0, channels=channels)
+            result = migrate(router, server.server_address, granting(router), timeout=2.0, channels=channels)
             assert (result.migrated, result.reason) == (False, "refused") and "application unreachable" in result.detail
         assert channels.counters == {"connected": 1, "reused": 1}
         assert poll_until(lambda: server.receiver.outcomes == {"no_application": 2})
@@ -599,12 +660,14 @@ def test_a_kept_connection_the_agent_closed_is_replaced_whether_the_close_is_see
     monkeypatch.setattr(receiver_module, "KEEPALIVE_TIMEOUT", 0.1)
     channels = sender.AgentChannels()
     with receiver_server(str(tmp_path / "nobody.sock")) as server:
-        assert migrate(router, server.server_address, KEY, timeout=2.0, channels=channels).reason == "refused"
+        assert (
+            migrate(router, server.server_address, granting(router), timeout=2.0, channels=channels).reason == "refused"
+        )
         [(kept, _since)] = channels._idle[server.server_address]
         assert poll_until(lambda: not sender._still_open(kept.sock)), "the agent closes an idle connection"
         if not seen_closed:
             monkeypatch.setattr(sender, "_still_open", lambda _sock: True)  # its end arrives only after the check
-        result = migrate(router, server.server_address, KEY, timeout=2.0, channels=channels)
+        result = migrate(router, server.server_address, granting(router), timeout=2.0, channels=channels)
         assert (result.reason, channels.counters) == ("refused", counters), result
         channels.close()
     _assert_usable(client, router)
@@ -615,7 +678,7 @@ def test_a_migration_left_in_doubt_never_leaves_its_connection_for_another(loopb
     _, client, router = loopback_pair
     channels = sender.AgentChannels()
     with silent_agent() as address:
-        result = migrate(router, address, KEY, timeout=0.3, channels=channels)
+        result = migrate(router, address, granting(router), timeout=0.3, channels=channels)
     assert (result.migrated, result.reason) == (False, "timeout")
     assert channels._idle.get(address, []) == [] and channels.counters == {"connected": 1, "reused": 0}
     _assert_usable(client, router)
@@ -631,7 +694,7 @@ def test_states_too_large_for_one_message_fall_back(tmp_path):
             with router:
                 client.sendall(bytes(100_000))
                 assert poll_until(lambda: _inq(router) > 66_000)
-                result = migrate(router, ("127.0.0.1", 9), KEY)
+                result = migrate(router, ("127.0.0.1", 9), granting(router))
                 assert (result.migrated, result.reason) == (False, "too_large")
                 assert not in_repair(router)
                 router.settimeout(5)
@@ -719,7 +782,7 @@ def test_migration_across_namespaces_continues_the_connection_at_the_host(three_
                 committed.append(True)
 
             with netns(names["router"]):
-                result = migrate(router, server.server_address, KEY, timeout=2.0, src="r1", commit=commit)
+                result = migrate(router, server.server_address, granting(router), timeout=2.0, src="r1", commit=commit)
             assert result.migrated and result.delivered, result
             assert committed and router.fileno() == -1
             head, received, digest = _read_response(client)
@@ -754,7 +817,7 @@ def test_a_failed_commit_aborts_and_the_host_discards_its_copy(three_namespaces,
             raise RuntimeError("forwarder master unreachable")
 
         with netns(names["router"]):
-            result = migrate(router, server.server_address, KEY, timeout=2.0, commit=commit)
+            result = migrate(router, server.server_address, granting(router), timeout=2.0, commit=commit)
         assert (result.migrated, result.reason) == (False, "commit_failed")
         assert poll_until(lambda: server.receiver.outcomes["aborted"] == 1)
         _assert_usable(client, router)

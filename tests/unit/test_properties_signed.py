@@ -126,7 +126,7 @@ def _junk_bodies(type: str) -> st.SearchStrategy[Any]:
 
 def _envelope(type: str, body: Any, v: Any, src: Any, seq: Any, ts: Any, extra: dict[str, Any]) -> bytes:
     """A signed envelope of the given fields (``extra`` ones first, so the known ones win)."""
-    envelope = extra | {"v": v, "type": type, "src": src, "seq": seq, "ts": ts, "body": body}
+    envelope = extra | {"v": v, "kid": src, "type": type, "src": src, "seq": seq, "ts": ts, "body": body}
     return sign_payload(msgpack.packb(envelope, use_bin_type=True))
 
 

@@ -184,7 +184,7 @@ def migrate_once(client: ControllerClient, monkeypatch: pytest.MonkeyPatch) -> t
     monkeypatch.setattr(module, "migrate", committing_migrate([]))
     monkeypatch.setattr(module, "FROZEN_LINGER", 0.0)
     monkeypatch.setattr(module, "drop_silently", lambda sock: sock.close())
-    migrator = RepairMigrator(b"k" * 32, client, FakeProxy(), {"web": MigrationSettings()}, 7001, "r1")
+    migrator = RepairMigrator(client, FakeProxy(), {"web": MigrationSettings()}, 7001, "r1")
     with loopback_connection(client_timeout=None) as (_, _, accepted):
 
         async def hand_off() -> Outcome:
