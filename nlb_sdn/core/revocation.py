@@ -82,14 +82,17 @@ class SessionRevoker(Manager):
 
     def health_changed(self, dpids: Iterable[int], out: Out) -> None:
         """Revoke the members whose health or target changed since the last call and who lost session eligibility."""
+        revoked: dict[str, tuple[VipState, list[tuple[Member, Revocation]]]] = {}
         for vip, member in self.ctx.health.take_reassessed():
             state = self.ctx.vips.by_name(vip.name)
-            current = state.vip.member(member.name) if state is not None else None
-            if state is None or current is None:
+            current = state.member_by_endpoint(member.endpoint_id) if state is not None else None
+            if state is None or current is None or current.name != member.name:
                 continue  # gone from the config: its config change revoked it
             reason = self.reason(state.vip, current)
             if reason is not None:
-                self.revoke(state, current, reason, dpids, out)
+                revoked.setdefault(vip.name, (state, []))[1].append((current, reason))
+        for state, members in revoked.values():
+            self.revoke(state, members, dpids, out)
 
     def config_changed(self, changes: list[VipChange], dpids: Iterable[int], out: Out) -> None:
         """Revoke the members a config change removed or took out (a removed VIP service loses all its sessions)."""
@@ -101,15 +104,23 @@ class SessionRevoker(Manager):
             if old is None or old == new:
                 continue
             kept_sessions = old.draining_keeps_sessions == new.draining_keeps_sessions
+            members = {member.name: member for member in new.members}
+            revoked: list[tuple[Member, Revocation]] = []
             for member in old.members:
-                current = new.member(member.name)
+                current = members.get(member.name)
                 if current is None or current.endpoint_id != member.endpoint_id:
-                    self.revoke(change.state, member, Revocation.REMOVED, dpids, out)
+                    revoked.append((member, Revocation.REMOVED))
                 elif (current != member or not kept_sessions) and (reason := self.reason(new, current)) is not None:
-                    self.revoke(change.state, current, reason, dpids, out)
+                    revoked.append((current, reason))
+            self.revoke(change.state, revoked, dpids, out)
 
-    def revoke(self, state: VipState, member: Member, reason: Revocation, dpids: Iterable[int], out: Out) -> None:
-        """Drop ``member``'s sessions (here and in the DAM) and delete its pinned entries in every switch."""
-        self.ctx.affinity.revoke(state.vip.name, member.name, out)
-        self.ctx.counters.affinity[f"revoked_{reason.value}"] += 1
-        out.send_all(dpids, pinned_entry_deletes(self.ctx.lbu_id, state, member, reason))
+    def revoke(self, state: VipState, members: list[tuple[Member, Revocation]], dpids: Iterable[int], out: Out) -> None:
+        """Drop these members' sessions (here and in the DAM) and delete their pinned entries in every switch."""
+        if not members:
+            return
+        self.ctx.affinity.revoke(state.vip.name, {member.name for member, _reason in members}, out)
+        deletes: list[Any] = []
+        for member, reason in members:
+            self.ctx.counters.affinity[f"revoked_{reason.value}"] += 1
+            deletes += pinned_entry_deletes(self.ctx.lbu_id, state, member, reason)
+        out.send_all(dpids, deletes)
