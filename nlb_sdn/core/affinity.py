@@ -90,6 +90,20 @@ class AffinityManager(Manager):
         out.delete(key)
         return True
 
+    def revoke(self, vip: str, members: set[str] | None, out: Out) -> int:
+        """Forget every session and per-session flow record of these members (None: of every member) of a VIP
+        service, here and in the DAM, in one pass; the number of sessions dropped (counted as ``dropped_ineligible``).
+        """
+        sessions = [s for s in self.sessions.select(vip) if members is None or s.member in members]
+        for session in sessions:
+            self.drop(session.key, out)
+        self.counters.affinity["dropped_ineligible"] += len(sessions)
+        for key in [
+            k for k, owner in self.session_flows.items() if k[1] == vip and (members is None or owner in members)
+        ]:
+            del self.session_flows[key]
+        return len(sessions)
+
     def session_flow(self, dpid: int, vip: str, client: str, member: str) -> bool:
         """Record a per-session flow pair toward ``member``; True when the pair was already there (a racing SYN)."""
         key = (dpid, vip, client)
@@ -121,6 +135,8 @@ class AffinityManager(Manager):
         session = self.sessions.lookup(CLIENT_IP, vip.name, client, now)
         if session is not None and session.member == member.name:
             return
+        if not self.health.session_eligible(vip, member, self.fabric.has_mac):
+            return  # a flow stats reply that left the switch before the member's pinned entries were revoked
         self._pin_client(vip, member, sid, client, now, "learned", out)
 
     def app_session(self, kind: str, body: dict[str, Any], state: VipState | None, now: float, out: Out) -> None:

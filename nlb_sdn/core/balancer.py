@@ -24,6 +24,7 @@ from nlb_sdn.core.migration import MigrationManager
 from nlb_sdn.core.model import ConnKey, PacketIn
 from nlb_sdn.core.paths import FabricPaths
 from nlb_sdn.core.reconcile import FlowEntry, Reconciler
+from nlb_sdn.core.revocation import SessionRevoker
 from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
@@ -61,6 +62,7 @@ class LoadBalancer:
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
         self.watch = MemberWatch(self.ctx, self.hl)
+        self.revoker = SessionRevoker(self.ctx)
         self.managers: tuple[Manager, ...] = (
             self.entries,
             self.paths,
@@ -73,6 +75,7 @@ class LoadBalancer:
             self.migration,
             self.arp,
             self.hl,
+            self.revoker,
         )
         """Every manager, in the order their entries go to a (re)connecting switch."""
         self.allowed_dpids: frozenset[int] | None = None
@@ -243,6 +246,7 @@ class LoadBalancer:
         self.watch.check(now)
         self.tracker.half_open_checks(now, out)
         out.send_all(dpids, self.conntrack.expire_retired(now) + self.switching.group_updates(now))
+        self.revoker.health_changed(dpids, out)
         self.conntrack.audits(now, out)
         return out.effects()
 
@@ -364,6 +368,7 @@ class LoadBalancer:
             out.send(
                 dpid, self.entries.changes(changes, shared) + self.paths.changes(dpid, old, changes, fabric_changed)
             )
+        self.revoker.config_changed(changes, dpids, out)
         return out.effects()
 
     def _dispatch_change(self, change: VipChange, now: float) -> list[Any]:

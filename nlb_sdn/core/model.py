@@ -71,6 +71,13 @@ class Affinity(StrEnum):
     APP = "app"
 
 
+class Granularity(StrEnum):
+    """What one controller decision plumbs (the config's ``granularity``)."""
+
+    CONNECTION = "connection"
+    SESSION = "session"
+
+
 @dataclass(slots=True)
 class Connection:
     """One tracked connection: where it was plumbed and to which member."""

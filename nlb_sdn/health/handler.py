@@ -67,6 +67,9 @@ class HealthHandler:
         self.config = config
         self._next_postulate = now + settings.postulate_period
         self._last_current: tuple[dict[str, dict[str, str]], list[str]] = ({}, [])
+        self.reassessed: dict[tuple[str, str], tuple[Vip, Member]] = {}
+        """Members whose eligibility may have changed since the last ``take_reassessed`` (the core revokes the
+        pinned state of those that lost it)."""
 
     @property
     def config(self) -> Config:
@@ -221,8 +224,15 @@ class HealthHandler:
         by_vip: dict[str, tuple[Vip, list[Member]]] = {}
         for vip, member in changed:
             by_vip.setdefault(vip.name, (vip, []))[1].append(member)
+            self.reassessed[(vip.name, member.name)] = (vip, member)
         for vip, members in by_vip.values():
             self._reassess_members(has_mac, vip, members)
+
+    def take_reassessed(self) -> list[tuple[Vip, Member]]:
+        """The members whose eligibility may have changed since the last call (each once), and forget them."""
+        taken = list(self.reassessed.values())
+        self.reassessed.clear()
+        return taken
 
     def _reassess_members(self, has_mac: Callable[[Member], bool], vip: Vip, members: Iterable[Member]) -> None:
         """Revoke the members of the VIP's live allotment that are no longer eligible; drop the allotment when it

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from nlb_sdn.core.frames import TCP_ACK, TCP_SYN, TcpSegment
 from nlb_sdn.flows.pipeline import Table
 from tests.frames import syn_frame
 from tests.lib.configs import WEB_VIP
@@ -23,3 +25,26 @@ def punt_syns(lb: ShellDouble, count: int, first_port: int = 40000, now: float =
     """``count`` SYNs from 10.0.0.1, from consecutive ports starting at ``first_port``, punted by switch 1."""
     for port in range(first_port, first_port + count):
         punt_syn(lb, port=port, now=now)
+
+
+def probe_tick(
+    lb: ShellDouble, now: float, down: Iterable[str] = (), dpids: Iterable[int] = ()
+) -> dict[int, list[Any]]:
+    """The timer at ``now``, then an answer to every health probe outstanding except those to the members named in
+    ``down``; the tick's messages per switch of ``dpids``."""
+    _datagrams, msgs = lb.tick(now, list(dpids))
+    for (_vip, member), state in list(lb.health.prober.states.items()):
+        probe, target = state.outstanding, state.target
+        if probe is None or member in down:
+            continue
+        reply = TcpSegment(
+            target.member_mac,
+            target.member_address,
+            target.vip_ip,
+            target.member_port,
+            probe.port,
+            TCP_SYN | TCP_ACK,
+            ack=(probe.isn + 1) % 2**32,
+        )
+        lb.health.handle_probe_reply(reply, target.dpid, target.port, lambda _member: True)
+    return msgs
