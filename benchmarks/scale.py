@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/scale.py` from anywhere; aft
 
 import nlb_sdn  # noqa: E402 - after the path fix
 from benchmarks.stalls import exponent, member_mac  # noqa: E402
+from nlb_sdn import gcpolicy  # noqa: E402
 from nlb_sdn.config import parse_config  # noqa: E402
 from nlb_sdn.core import frames  # noqa: E402
 from nlb_sdn.core.balancer import LoadBalancer  # noqa: E402
@@ -61,6 +62,7 @@ FULL = Settings(checkpoints=(10_000, 100_000, 250_000, 500_000, 1_000_000), max_
 QUICK = Settings(checkpoints=(10_000, 50_000, 100_000), max_seconds=120.0)
 SMOKE = Settings(checkpoints=(1000, 2000, 4000), max_seconds=60.0)
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}
+GC_POLICIES = ("freeze", "default")
 
 
 def log(message: str) -> None:
@@ -188,16 +190,27 @@ def main(argv: list[str] | None = None) -> int:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--quick", action="store_true", help="to 100,000 connections (about a minute)")
     group.add_argument("--smoke", action="store_true", help="to 4,000 connections (seconds): checks that it works")
+    parser.add_argument(
+        "--gc",
+        choices=GC_POLICIES,
+        default="freeze",
+        help="freeze: the controller's policy (nlb_sdn.gcpolicy, the default); default: CPython's own, for comparison",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON report (default {DEFAULT_OUT})")
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     settings, started = MODES[mode], time.monotonic()
+    if args.gc == "freeze":
+        gcpolicy.freeze_survivors()
+    else:
+        gcpolicy.default_policy()
     report: dict[str, Any] = {
         "benchmark": "scale",
         "mode": mode,
         "environment": lab_report.environment(pydantic=importlib.metadata.version("pydantic")),
         "nlb_sdn": str(Path(nlb_sdn.__file__).parent),
         "settings": asdict(settings),
+        "gc_policy": args.gc,
     }
     log("time per packet-in")
     report["time"] = time_pass(settings)
@@ -231,7 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         raise RuntimeError("a figure is not finite")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"nlb_sdn connection-scale benchmark, {mode} mode, {report['nlb_sdn']}, {report['duration_s']} s\n")
+    print(
+        f"nlb_sdn connection-scale benchmark, {mode} mode, gc {args.gc}, {report['nlb_sdn']}, "
+        f"{report['duration_s']} s\n"
+    )
     print(table(report))
     for target in report["targets"]:
         verdict = "met" if target["met"] else "NOT met"
