@@ -14,9 +14,9 @@ from itertools import islice
 from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.health.cache import HLCache
 
-POSTULATES_PER_TICK = 1000
-"""Postulates encoded by one tick at most; a round to 10,000 hosts takes 10 ticks (2.5 s, half a postulate period)."""
-REFRESH_PER_TICK = 2000
+POSTULATES_PER_TICK = 500
+"""Postulates encoded by one tick at most; a round to 10,000 hosts takes 20 ticks (5 s, one postulate period)."""
+REFRESH_PER_TICK = 1000
 """Changed members looked at again by one tick at most (a config change touches them all); the rest wait a tick."""
 MemberKey = tuple[str, str]
 """``(VIP name, member name)``."""
