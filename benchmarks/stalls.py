@@ -43,6 +43,21 @@ CHANGE_AT = 10.0
 APPLY_TARGET_S = 1.0
 SYNC_TARGET_S = 2.0
 CALL_TARGET_S = 0.1
+TICK = 0.25
+"""The classifier's tick period (s)."""
+TICKS_AFTER_SYNC = 24
+"""Ticks timed after a first sync: work a tick carries over (postulates, current states) is done within them."""
+CALL_KINDS = (
+    ("apply_config, dispatch controller", "config_change", "controller", "apply"),
+    ("tick after a change, dispatch controller", "config_change", "controller", "tick"),
+    ("apply_config, dispatch switch", "config_change", "switch", "apply"),
+    ("tick after a change, dispatch switch", "config_change", "switch", "tick"),
+    ("handle_datagram (first sync), VIPs of 100", "first_sync", "vips_of_100", "longest_datagram"),
+    ("tick after the sync, VIPs of 100", "first_sync", "vips_of_100", "tick"),
+    ("handle_datagram (first sync), one VIP", "first_sync", "one_vip", "longest_datagram"),
+    ("tick after the sync, one VIP", "first_sync", "one_vip", "tick"),
+)
+"""Each kind of core call: its name, the part, the dispatch or shape of the rows, and the figure whose maximum it is."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +183,7 @@ def bench_change(members: int, dispatch: str, repeats: int) -> dict[str, Any]:
 def bench_sync(hosts: int, shape: str, per_vip: int, repeats: int) -> dict[str, Any]:
     """``repeats`` fresh controllers, each fed every host's first heartbeat and snapshot; then one tick."""
     per = per_vip or hosts
-    walls, cpus, longest, ticks = [], [], [], []
+    walls, cpus, longest, ticks, ticks_cpu = [], [], [], [], []
     for _ in range(repeats):
         lb = LoadBalancer(parse_config(config_data(hosts, per, fabric_hosts=False)), KEY, START)
         datagrams = sync_datagrams([Agent(i, vip_of(i, per)) for i in range(hosts)], SYNC_AT)
@@ -187,7 +202,9 @@ def bench_sync(hosts: int, shape: str, per_vip: int, repeats: int) -> dict[str, 
         walls.append(synced.wall_s)
         cpus.append(synced.cpu_s)
         longest.append(worst)
-        ticks.append(Timed(lambda lb=lb: lb.tick(READY_AT)).wall_s)
+        timed_ticks = [Timed(lambda lb=lb, k=k: lb.tick(READY_AT + k * TICK)) for k in range(TICKS_AFTER_SYNC)]
+        ticks.append(max(tick.wall_s for tick in timed_ticks))
+        ticks_cpu.append(max(tick.cpu_s for tick in timed_ticks))
         if synced.result != hosts or len(lb.health.cache.hosts) != hosts:
             raise RuntimeError(f"sync {hosts} {shape}: {synced.result} replies, {len(lb.health.cache.hosts)} hosts")
         del lb, datagrams
@@ -200,13 +217,35 @@ def bench_sync(hosts: int, shape: str, per_vip: int, repeats: int) -> dict[str, 
         "sync_cpu": spread(cpus),
         "longest_datagram": spread(longest),
         "tick": spread(ticks),
+        "tick_cpu": spread(ticks_cpu),
         "longest_call_s": round(max(longest + ticks), 6),
     }
     log(
         f"  {shape} {hosts}: sync median {result['sync']['median_s']:.3f} s (cpu {result['sync_cpu']['median_s']:.3f})"
         f", longest datagram {result['longest_datagram']['max_s'] * 1000:.1f} ms, tick {max(ticks) * 1000:.1f} ms"
+        f" (cpu {max(ticks_cpu) * 1000:.1f} ms)"
     )
     return result
+
+
+def longest_calls(changes: list[dict[str, Any]], syncs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The longest single call of each kind at each size, and its growth exponent (a quadratic step shows as 2)."""
+    parts = {"config_change": (changes, "dispatch", "members"), "first_sync": (syncs, "shape", "hosts")}
+    found = []
+    for name, part, variant, figure in CALL_KINDS:
+        rows, variant_key, size_key = parts[part]
+        chosen = [row for row in rows if row[variant_key] == variant]
+        sizes, longest = [row[size_key] for row in chosen], [row[figure]["max_s"] for row in chosen]
+        found.append(
+            {
+                "kind": name,
+                "sizes": sizes,
+                "longest_s": longest,
+                "growth": exponent(sizes, longest),
+                "met": max(longest) <= CALL_TARGET_S,
+            }
+        )
+    return found
 
 
 def growth(rows: list[dict[str, Any]], size_key: str, figure: str) -> float | None:
@@ -255,6 +294,21 @@ def tables(report: dict[str, Any]) -> str:
                 ]
             )
         )
+    out += ["", "### Longest single call per kind against N (s; goal 0.1 s each)", ""]
+    out.append(_cells(["call", "N", "longest", "growth", "met"]))
+    out.append(_cells(["---", "---:", "---:", "---:", "---"]))
+    for row in report["longest_calls"]:
+        out.append(
+            _cells(
+                [
+                    row["kind"],
+                    " / ".join(f"{size:,}" for size in row["sizes"]),
+                    " / ".join(f"{value:.4f}" for value in row["longest_s"]),
+                    str(row["growth"]),
+                    "yes" if row["met"] else "NO",
+                ]
+            )
+        )
     out += ["", "### Growth exponents (t ~ N^k, smallest to largest size; 1 linear, 2 quadratic)", ""]
     out += [f"- {name}: {value}" for name, value in report["growth"].items()]
     return "\n".join(out)
@@ -273,7 +327,12 @@ def run(settings: Settings) -> dict[str, Any]:
         found[f"parse_config, dispatch {dispatch}"] = growth(rows, "members", "parse_config")
     for shape, _per in SYNC_SHAPES:
         found[f"first sync, {shape}"] = growth([row for row in syncs if row["shape"] == shape], "hosts", "sync_cpu")
-    return {"config_change": changes, "first_sync": syncs, "growth": found}
+    return {
+        "config_change": changes,
+        "first_sync": syncs,
+        "longest_calls": longest_calls(changes, syncs),
+        "growth": found,
+    }
 
 
 def targets(report: dict[str, Any]) -> list[dict[str, Any]]:

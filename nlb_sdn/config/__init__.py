@@ -6,6 +6,7 @@ produces a new :class:`Config` through the same validators, which the controller
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -86,6 +87,7 @@ ServiceIPv4 = Annotated[str, AfterValidator(_service_ipv4), _IPV4_JSON_SCHEMA]
 """The address of a VIP or a member: unicast IPv4 only."""
 
 
+@functools.lru_cache(maxsize=1 << 18)  # asked for every member on each config change: 20,000 CRCs a time
 def endpoint_id(address: str, port: int) -> int:
     """The 32-bit endpoint id used in cookies: CRC32 of ``"ip:port"``."""
     return zlib.crc32(f"{address}:{port}".encode()) & 0xFFFFFFFF

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from nlb_sdn.config import Fabric, Vip
 from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
@@ -43,6 +44,16 @@ def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[
     )
 
 
+def _same(old: dispatch.SwitchTarget | None, new: dispatch.SwitchTarget) -> bool:
+    """Whether a member's target is unchanged (the same object, most often, when its model did not change)."""
+    return old is new or old == new
+
+
+def _same_models(old: list[tuple[int, Vip]], new: list[tuple[int, Vip]]) -> bool:
+    """Whether two lists of (VIP service id, model) hold the same ids and the very same model objects."""
+    return len(old) == len(new) and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(old, new, strict=True))
+
+
 @dataclass(frozen=True, slots=True)
 class SharedFlows:
     """The per-member conntrack entries at one moment, kept as their members: flow-mods are built only on demand.
@@ -64,11 +75,9 @@ class SharedFlows:
 
     def changes_from(self, before: SharedFlows) -> tuple[list[Any], list[Any]]:
         """(adds, deletes) that take the entries of ``before`` to these: only members that differ are built."""
-        differ = {
-            endpoint
-            for endpoint in before.targets.keys() | self.targets.keys()
-            if before.targets.get(endpoint) != self.targets.get(endpoint)
-        }
+        old_targets, new_targets = before.targets, self.targets
+        differ = {endpoint for endpoint, target in new_targets.items() if not _same(old_targets.get(endpoint), target)}
+        differ.update(endpoint for endpoint in old_targets if endpoint not in new_targets)
         old = {_flow_key(msg): msg for msg in before.messages(differ)}
         new = {_flow_key(msg): msg for msg in self.messages(differ)}
         adds = [msg for key, msg in new.items() if key not in old]
@@ -93,15 +102,22 @@ class ConntrackManager(Manager):
         self.audited: dict[ConnKey, float] = {}
         """Audited connections, by their NATed key: the installed_at their audit entry is for."""
         self.retired: dict[int, tuple[dispatch.SwitchTarget, float]] = {}
+        self._targets: tuple[list[tuple[int, Vip]], Fabric, dict[int, dispatch.SwitchTarget]] | None = None
 
     def targets(self) -> dict[int, dispatch.SwitchTarget]:
-        """The members of every conntrack-pinned VIP service, by endpoint id."""
-        return {
-            target.endpoint_id: target
-            for state in self.switching.states()
-            if state.pinning == Pinning.CONNTRACK
-            for target in self.switching.targets(state.vip)
-        }
+        """The members of every conntrack-pinned VIP service, by endpoint id.
+
+        Remembered while those VIP services' models and the fabric stay the same (a config change asks four times).
+        """
+        states = [state for state in self.switching.states() if state.pinning == Pinning.CONNTRACK]
+        inputs = [(state.vip_id, state.vip) for state in states]
+        fabric = self.ctx.fabric.fabric
+        cached = self._targets
+        if cached is not None and cached[1] is fabric and _same_models(cached[0], inputs):
+            return dict(cached[2])
+        targets = {target.endpoint_id: target for state in states for target in self.switching.targets(state.vip)}
+        self._targets = (inputs, fabric, targets)
+        return dict(targets)
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The conntrack skeleton and the per-member conntrack entries."""

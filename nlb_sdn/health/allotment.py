@@ -7,6 +7,7 @@ connection by smooth weighted round-robin and says when the allotment should be 
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
@@ -94,9 +95,7 @@ def largest_remainder(weights: dict[str, float], total: int) -> dict[str, int]:
     """
     if total < 0:
         raise ValueError("total must be >= 0")
-    ratios = {name: w.as_integer_ratio() if w > 0 and math.isfinite(w) else (0, 1) for name, w in weights.items()}
-    denominator = max((den for _num, den in ratios.values()), default=1)
-    scaled = {name: num * (denominator // den) for name, (num, den) in ratios.items()}
+    scaled = _scaled(weights)
     whole = sum(scaled.values())
     if whole == 0:
         return {name: 0 for name in sorted(weights)}
@@ -105,10 +104,20 @@ def largest_remainder(weights: dict[str, float], total: int) -> dict[str, int]:
     for name, weight in scaled.items():
         shares[name], remainders[name] = divmod(total * weight, whole)
     left = total - sum(shares.values())
-    by_remainder = sorted((name for name in scaled if scaled[name] > 0), key=lambda n: (-remainders[n], n))
-    for name in by_remainder[:left]:
-        shares[name] += 1
+    if left:  # the ``left`` largest remainders, ties by name: a partial sort, few of 20,000 members get one more
+        positive = (name for name in scaled if scaled[name] > 0)
+        for name in heapq.nsmallest(left, positive, key=lambda n: (-remainders[n], n)):
+            shares[name] += 1
     return {name: shares[name] for name in sorted(shares)}
+
+
+def _scaled(weights: dict[str, float]) -> dict[str, int]:
+    """The weights as integers in the same exact ratios (not positive or not finite: 0)."""
+    if all(float(w).is_integer() for w in weights.values()):  # the common case (weights, tokens): no ratios to scale
+        return {name: int(w) if w > 0 else 0 for name, w in weights.items()}
+    ratios = {name: w.as_integer_ratio() if w > 0 and math.isfinite(w) else (0, 1) for name, w in weights.items()}
+    denominator = max((den for _num, den in ratios.values()), default=1)
+    return {name: num * (denominator // den) for name, (num, den) in ratios.items()}
 
 
 def _weights(eligible: list[Candidate]) -> dict[str, float]:

@@ -10,7 +10,7 @@ re-compute; eligibility itself is always read back with :meth:`HLCache.endpoint_
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -126,6 +126,10 @@ class HLCache:
         self.ignored: Counter[str] = Counter()
         self.anomalies: Counter[str] = Counter()
         self._index: dict[ServiceEndpoint, set[tuple[str, str]]] = {}
+        self.revision = 0
+        """Counts every change of a row or a host's status: what eligibility and allotments are computed from."""
+        self.touched: set[Endpoint] = set()
+        """Endpoints whose rows changed in any way since the owner last cleared this."""
         self._warm = False
         self._handlers: dict[str, Callable[[Message, Address, float, Applied], bool]] = {
             "heartbeat": self._heartbeat,
@@ -213,15 +217,18 @@ class HLCache:
                 return True, row
         return False, rows[0][1] if rows else None
 
-    def postulates(self, current_by_host: dict[str, dict[str, str]], now: float) -> list[Outgoing]:
-        """A postulate 1512 to every alive, warm host: the checksum cached for it and the current states we report.
+    def postulates(
+        self, current_by_host: dict[str, dict[str, str]], now: float, host_ids: Iterable[str] | None = None
+    ) -> list[Outgoing]:
+        """A postulate 1512 to every alive, warm host (or those of ``host_ids`` that are): the checksum cached for it
+        and the current states we report.
 
         Hosts not yet warm are skipped: a snapshot is already being requested for them on every heartbeat.
         """
         out = []
-        for host_id in sorted(self.hosts):
-            entry = self.hosts[host_id]
-            if entry.status != ALIVE or not entry.warm:
+        for host_id in sorted(self.hosts) if host_ids is None else host_ids:
+            entry = self.hosts.get(host_id)
+            if entry is None or entry.status != ALIVE or not entry.warm:
                 continue
             entry.last_postulate = now
             out.append(
@@ -366,6 +373,7 @@ class HLCache:
         """Change a host's status; the event."""
         event = HostEvent(entry.host_id, entry.status, status, entry.endpoints())
         entry.status = status
+        self.revision += 1
         return event
 
     @staticmethod
@@ -385,5 +393,8 @@ class HLCache:
         if row is not None:
             entry.rows[app_id] = row
             self._index.setdefault((row.vip, row.vport, row.pip, row.pport), set()).add((entry.host_id, app_id))
+        if old != row:
+            self.revision += 1
+            self.touched.update((r.pip, r.pport) for r in (old, row) if r is not None)
         if _eligibility(old) != _eligibility(row):
             result.changed.update((r.pip, r.pport) for r in (old, row) if r is not None)

@@ -15,12 +15,18 @@ from nlb_sdn.config import Config, Member, Vip
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
 from nlb_sdn.health.cache import Endpoint, HLCache, agent_eligibility
+from nlb_sdn.health.current import (
+    TARGET_ORDER as TARGET_ORDER,  # re-exported: its home was here
+    CurrentStates,
+    PostulateQueue,
+    current_state,
+    effective_target,
+)
 from nlb_sdn.health.probes import Prober, ProbeReject, ProbeSend, ProbeTarget
 from nlb_sdn.health.protocol import UDP_MAX_SIZE, Verifier
 from nlb_sdn.health.table import app_id_of
 from nlb_sdn.signed import KeyRing, Message, SequenceCounter, SharedKey, encode
 
-TARGET_ORDER = {"active": 0, "draining": 1, "inactive": 2}
 Datagram = tuple[tuple[str, int], bytes]
 SESSION_TYPES = ("session_up", "session_down")
 
@@ -32,20 +38,6 @@ class Attachment:
     dpid: int
     port: int
     mac: str
-
-
-def effective_target(configured: str, reported: str | None) -> str:
-    """The more restrictive of the operator's target (config/REST) and the host's own (its agent row)."""
-    if reported is None or TARGET_ORDER.get(reported, 0) <= TARGET_ORDER[configured]:
-        return configured
-    return reported
-
-
-def current_state(target: str, live_connections: int) -> str:
-    """The current load-balancing state: ``draining`` turns ``drained`` once no connection of it is left."""
-    if target == "draining":
-        return "drained" if live_connections == 0 else "draining"
-    return target
 
 
 class HealthHandler:
@@ -64,9 +56,14 @@ class HealthHandler:
         self.refused: Counter[str] = Counter()
         self._members_at: dict[Endpoint, list[tuple[Vip, Member]]] = {}
         self._members_named: dict[tuple[str, str], tuple[Vip, Member]] = {}
+        self.current = CurrentStates()
+        """The current state reported to every agent, refreshed where something changed."""
+        self.postulating = PostulateQueue()
+        """The hosts still owed this round's postulate."""
+        self._revision = 0
         self.config = config
         self._next_postulate = now + settings.postulate_period
-        self._last_current: tuple[dict[str, dict[str, str]], list[str]] = ({}, [])
+        self._last_warm_hosts: list[str] = []
         self.reassessed: dict[tuple[str, str], tuple[Vip, Member]] = {}
         """Members whose eligibility may have changed since the last ``take_reassessed`` (the core revokes the
         pinned state of those that lost it)."""
@@ -79,6 +76,8 @@ class HealthHandler:
     @config.setter
     def config(self, config: Config) -> None:
         self._config = config
+        self._revision += 1
+        self.current.set_config(config)
         self._members_at = {}
         self._members_named = {}
         for vip in config.vips:
@@ -289,40 +288,52 @@ class HealthHandler:
             return result
         sends, changed = result
         if changed:
+            self._revision += 1
             self._reassess_changed(has_mac, self._members_named_in(changed))
         return sends
+
+    @property
+    def revision(self) -> tuple[int, int]:
+        """Changes with anything a candidate is computed from: the config, a row, a host's status, a probe's health.
+
+        An allotment computed at one revision holds while the revision does not change (the warm-up gate aside).
+        """
+        return self._revision, self.cache.revision
 
     def tick(
         self, now: float, live: Callable[[str, str], int], has_mac: Callable[[Member], bool]
     ) -> tuple[list[Datagram], list[ProbeSend]]:
-        """Periodic work: host liveness, probes due, postulates with current states."""
+        """Periodic work: host liveness, probes due, postulates with current states.
+
+        A round of postulates starts every ``postulate_period``, and as soon as a current state or the set of warm
+        hosts changed; each tick sends at most ``POSTULATES_PER_TICK`` of them, the rest on the next ticks.
+        """
         events = self.cache.tick(now)
         changed: set[tuple[str, int]] = set()
         for event in events:
             changed |= set(event.endpoints)
         sends, probe_changed = self.prober.due(now)
+        if probe_changed:
+            self._revision += 1
         if changed or probe_changed:
             self._reassess_changed(has_mac, self._members_at_endpoints(changed) + self._members_named_in(probe_changed))
         current = self.current_by_host(live)
         warm_hosts = sorted(h.host_id for h in self.cache.hosts.values() if h.warm and h.status == "alive")
-        datagrams: list[Datagram] = []
-        if now >= self._next_postulate or (current, warm_hosts) != self._last_current:
+        if now >= self._next_postulate or self.current.take_changed() or warm_hosts != self._last_warm_hosts:
             self._next_postulate = now + self.config.controller.health.postulate_period
-            self._last_current = (current, warm_hosts)
-            datagrams = self._encode(self.cache.postulates(current, now), now)
+            self._last_warm_hosts = warm_hosts
+            self.postulating.add(warm_hosts)
+        datagrams: list[Datagram] = []
+        if len(self.postulating):
+            datagrams = self._encode(self.cache.postulates(current, now, self.postulating.take()), now)
         return datagrams, sends
 
     def current_by_host(self, live: Callable[[str, str], int]) -> dict[str, dict[str, str]]:
         """The current state this LBU applies to every agent-reported row, by host and app id."""
-        result: dict[str, dict[str, str]] = {}
-        for vip in self.config.vips:
-            for member in vip.members:
-                if member.health != "agent":
-                    continue
-                for host, row in self.cache.rows_for(member.address, member.port, vip.address, vip.port, vip.protocol):
-                    target = effective_target(member.state, row.target)
-                    result.setdefault(host.host_id, {})[row.app_id] = current_state(target, live(vip.name, member.name))
-        return result
+        self.current.touch(self._members_at_endpoints(self.cache.touched))
+        self.cache.touched = set()
+        self.current.refresh(self.cache, live)
+        return self.current.by_host
 
     def member_state(self, vip: Vip, member: Member, live_connections: int) -> dict[str, Any]:
         """Target, current state and health source of one member (REST)."""

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from benchmarks.stalls import SMOKE, exponent
+from benchmarks.stalls import CALL_KINDS, SMOKE, exponent
 from tests.lib.bench import BENCHMARKS, positive
 
 SMOKE_TIMEOUT = 120.0
@@ -43,3 +43,8 @@ def test_smoke_mode_reports_every_size_and_figure(tmp_path):
         "longest single core call",
     }
     assert "Growth exponents" in result.stdout
+    calls = report["longest_calls"]
+    assert [row["kind"] for row in calls] == [kind[0] for kind in CALL_KINDS]
+    for row in calls:
+        assert len(row["sizes"]) == len(row["longest_s"]) == 3 and all(positive(value) for value in row["longest_s"])
+    assert "Longest single call per kind" in result.stdout
