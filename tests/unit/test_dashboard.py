@@ -178,3 +178,18 @@ def test_the_page_shows_the_fabric_the_vip_and_a_member_draining(browser: Any) -
         assert browser.save_screenshot(str(screenshot))
         print(f"dashboard screenshot: {screenshot}")
         assert severe_logs(browser) == []
+
+
+def test_with_tokens_the_page_asks_for_one_and_keeps_it_for_the_tab(browser: Any) -> None:
+    with live_rest(reader_token=READER_TOKEN) as base:
+        browser.get(base + "/ui/")
+        assert poll_until(lambda: browser.execute_script("return !document.getElementById('login').hidden"), 5.0, 0.1)
+        assert shown_state(browser, "web/h1") is None
+        browser.execute_script("document.getElementById('token').value = arguments[0];", READER_TOKEN)
+        browser.execute_script("document.getElementById('login').requestSubmit();")
+        assert poll_until(lambda: shown_state(browser, "web/h1"), SHOW_TIMEOUT, 0.1) == "active"
+        assert browser.execute_script("return sessionStorage.getItem('nlb_sdn_token');") == READER_TOKEN
+        browser.refresh()
+        assert poll_until(lambda: shown_state(browser, "web/h1"), SHOW_TIMEOUT, 0.1) == "active"
+        errors = [entry for entry in severe_logs(browser) if "401" not in entry["message"]]
+        assert errors == []
