@@ -26,8 +26,10 @@ from nlb_sdn.rest.body import (
 )
 from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
+from nlb_sdn.rest.fabric import fabric_view
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
+from nlb_sdn.rest.ui import ui_response
 from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
 from nlb_sdn.store import StaleVersion, StateError
 
@@ -38,6 +40,9 @@ MAX_CURSOR = 512
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The Prometheus text exposition format of ``GET /metrics``."""
 """Longest accepted ``/v1/dam`` cursor."""
+
+UI_PREFIX = "/ui/"
+"""The dashboard's files: GETs under it need no token (the page asks for one and sends it to the API)."""
 
 EXPECTED_VERSION = "nlb_sdn.expected_version"
 """The request's environ key of the version a change must replace (If-Match given), absent otherwise."""
@@ -269,6 +274,9 @@ class RestApp:
             (r"/v1/events", {"GET": self.get_events}),
             (r"/metrics", {"GET": self.get_metrics}),
             (r"/v1/openapi.json", {"GET": self.get_openapi}),
+            (r"/v1/fabric", {"GET": self.get_fabric}),
+            (r"/ui/", {"GET": self.get_ui}),
+            (r"/ui/(?P<file>[^/]+)", {"GET": self.get_ui}),
         ]
         self.routes = [(re.compile(pattern + r"\Z"), methods) for pattern, methods in routes]
 
@@ -293,7 +301,8 @@ class RestApp:
     def _dispatch(self, request: Request) -> Response:
         """Check the caller's token, then find the route for the path and method and call its handler."""
         settings = self.backend.current_config().controller.rest
-        token = authorize(settings, request.method, request.headers.get("Authorization"))
+        public = request.method == "GET" and str(request.environ.get("PATH_INFO", "")).startswith(UI_PREFIX)
+        token = None if public else authorize(settings, request.method, request.headers.get("Authorization"))
         try:
             path = request.path_info
             request.GET  # noqa: B018 - decoded here so that a bad query is a 400, not a failure in a handler
@@ -611,6 +620,15 @@ class RestApp:
         response = Response(status=200, body=self.metrics())
         response.headers["Content-Type"] = METRICS_CONTENT_TYPE
         return response
+
+    def get_fabric(self, request: Request) -> Response:
+        """GET /v1/fabric: switches (connected or not, and their master), links and hosts with their members."""
+        connected = self.backend.stats().get("switches", [])
+        return json_response(fabric_view(self.backend.current_config(), connected))
+
+    def get_ui(self, request: Request, file: str = "") -> Response:
+        """GET /ui/ and /ui/{file}: the dashboard's static files, served without a token (they hold no data)."""
+        return ui_response(file)
 
 
 def make_app(

@@ -29,6 +29,9 @@ API_VERSION = "1"
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 TEXT_PLAIN = "text/plain"
+HTML = "text/html"
+UI_MEDIA_TYPES = (HTML, "text/javascript", "text/css")
+"""The content types of the dashboard's files."""
 Refs = Mapping[tuple[Any, JsonSchemaMode], dict[str, Any]]
 """JSON Schema references by (model, validation or serialization)."""
 MAX_DAM_PAGE = 1000
@@ -86,6 +89,10 @@ class Operation(NamedTuple):
     extra_errors: tuple[Status, ...] = ()
     text: bool = False
     """The answer is plain text (the Prometheus exposition), not JSON."""
+    media_types: tuple[str, ...] = ()
+    """The answer's content types when it is neither JSON nor plain text (the dashboard's files)."""
+    public: bool = False
+    """Served without a token even when tokens are set (the dashboard's files, which hold no data)."""
 
 
 TEXT = {"type": "string"}
@@ -199,9 +206,18 @@ OPERATIONS: tuple[Operation, ...] = (
         extra_errors=(Status.NOT_FOUND,),
         text=True,
     ),
+    Operation(
+        "GET", "/v1/fabric", "The fabric as a graph: switches, links, hosts, the master", (schema.FabricView, 200)
+    ),
+    Operation(
+        "GET", "/ui/", "The dashboard (docs/dashboard.md)", (schema.UiFile, 200), media_types=(HTML,), public=True
+    ),
+    Operation(
+        "GET", "/ui/{file}", "A file of the dashboard", (schema.UiFile, 200), media_types=UI_MEDIA_TYPES, public=True
+    ),
 )
 
-PATH_EXAMPLES = {"vip": "web", "member": "h1", "session": session_key("client_ip", "web@10.0.0.1")}
+PATH_EXAMPLES = {"file": "app.js", "vip": "web", "member": "h1", "session": session_key("client_ip", "web@10.0.0.1")}
 """An example of each path parameter."""
 
 BODIES: dict[str, tuple[type[BaseModel], str]] = {
@@ -248,7 +264,9 @@ def _responses(operation: Operation, refs: Refs) -> dict[str, Any]:
         responses["204"] = {"description": "Done; no body."}
     else:
         model, status = operation.answer
-        content = {TEXT_PLAIN: {"schema": TEXT}} if operation.text else {JSON: {"schema": refs[model, "serialization"]}}
+        content = {JSON: {"schema": refs[model, "serialization"]}}
+        if operation.text or operation.media_types:
+            content = {media: {"schema": TEXT} for media in operation.media_types or (TEXT_PLAIN,)}
         answer: dict[str, Any] = {
             "description": model.__doc__ or "",
             "content": content,
@@ -304,6 +322,8 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
         "parameters": _parameters(operation),
         "responses": _responses(operation, refs),
     }
+    if operation.public:
+        document["security"] = []
     if operation.body is not None:
         model, description = BODIES[operation.body]
         ref = {"$ref": REF.format(model=operation.body)} if operation.body == "VipPut" else refs[model, "validation"]

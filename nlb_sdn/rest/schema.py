@@ -221,3 +221,45 @@ class MetricsText(BaseModel):
 
 class OpenApiView(Open):
     """This OpenAPI 3.1 document."""
+
+
+class FabricSwitch(BaseModel):
+    """A forwarder of the static fabric and whether it is connected to this controller now."""
+
+    name: str
+    dpid: int
+    connected: bool = Field(description="The switch has an OpenFlow connection to this controller.")
+    master: int | None = Field(description="The `lbu_id` of the controller it answers to (this one), null if none.")
+
+
+class FabricLink(BaseModel):
+    """A switch-to-switch link."""
+
+    a: str
+    a_port: int
+    b: str
+    b_port: int
+
+
+class FabricHost(BaseModel):
+    """A host attached to a switch port, with the VIP members it serves (`vip/member`)."""
+
+    name: str
+    ip: str
+    mac: str
+    switch: str
+    port: int
+    members: list[str] = Field(description="The `vip/member` names served at this host's address.")
+
+
+class FabricView(BaseModel):
+    """``GET /v1/fabric``: the fabric as a graph (switches, links, hosts) and this controller (the master)."""
+
+    lbu_id: int = Field(description="This controller's `controller.lbu_id`.")
+    switches: list[FabricSwitch]
+    links: list[FabricLink]
+    hosts: list[FabricHost]
+
+
+class UiFile(BaseModel):
+    """A static file of the dashboard (HTML, JavaScript or CSS; docs/dashboard.md)."""

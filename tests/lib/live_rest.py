@@ -1,8 +1,8 @@
 """The REST API over the real core on a real eventlet WSGI server on 127.0.0.1, in its own process.
 
-``python -m tests.lib.live_rest PORT`` serves ``make_app`` over the properties tests' ``CoreBackend`` (the
-controller's facade over the pure core and an in-memory DAM), with something in every list, until it is stopped;
-:func:`live_rest` starts it and stops it by its PID.
+``python -m tests.lib.live_rest PORT [READER_TOKEN]`` serves ``make_app`` over the properties tests' ``CoreBackend``
+(the controller's facade over the pure core and an in-memory DAM), with something in every list, until it is stopped;
+with ``READER_TOKEN`` the API needs it (a ``reader`` token). :func:`live_rest` starts it and stops it by its PID.
 """
 
 from __future__ import annotations
@@ -33,13 +33,16 @@ def _answers(url: str) -> bool:
 
 
 @contextmanager
-def live_rest() -> Iterator[str]:
-    """The base URL (``http://127.0.0.1:PORT``) of a live REST API over the real core, stopped on exit."""
+def live_rest(reader_token: str | None = None) -> Iterator[str]:
+    """The base URL (``http://127.0.0.1:PORT``) of a live REST API over the real core, stopped on exit; with
+    ``reader_token`` the API needs that token (a ``reader``)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.lib.live_rest", str(port)], cwd=ROOT)
+    token_args = [] if reader_token is None else [reader_token]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.lib.live_rest", str(port), *token_args], cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
+    started = base + ("/v1/openapi.json" if reader_token is None else "/ui/")
     try:
-        assert poll_until(lambda: _answers(base + "/v1/openapi.json"), START_TIMEOUT, 0.1), "REST API did not start"
+        assert poll_until(lambda: _answers(started), START_TIMEOUT, 0.1), "REST API did not start"
         yield base
     finally:
         stop_process(proc)
@@ -83,12 +86,20 @@ def populated_backend() -> Any:
     return backend
 
 
-def main(port: int) -> None:
-    """Serve the API over a populated backend on 127.0.0.1:``port`` until killed."""
-    from nlb_sdn.rest import make_app, serve
+def main(port: int, reader_token: str | None = None) -> None:
+    """Serve the API over a populated backend on 127.0.0.1:``port`` until killed; with ``reader_token``, only to it."""
+    from nlb_sdn.config import dump_config, parse_config
+    from nlb_sdn.rest import make_app, serve, token_sha256
 
-    serve(make_app(populated_backend()), "127.0.0.1", port)
+    backend = populated_backend()
+    if reader_token is not None:
+        data = dump_config(backend.current_config())
+        data["controller"]["rest"]["tokens"] = [
+            {"name": "dash", "role": "reader", "sha256": token_sha256(reader_token)}
+        ]
+        backend.apply_config(parse_config(data, source="live_rest"))
+    serve(make_app(backend), "127.0.0.1", port)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), *sys.argv[2:3])
