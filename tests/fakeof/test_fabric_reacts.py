@@ -6,14 +6,24 @@ and telling the core (``port_status``) moves it to core B (s4) by table 3 change
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
+from nlb_sdn.config import dump_config
 from nlb_sdn.events import EventKind
 from nlb_sdn.flows.pipeline import Table
-from tests.fakeof.switch import TCP_ACK
-from tests.fakeof.test_pipeline import BACKENDS, Net, make_config
+from nlb_sdn.framework import (
+    DEAD_DISPATCHER,
+    MAIN_DISPATCHER,
+    ofp_event,
+    ofproto_v1_3 as ofp,
+    ofproto_v1_3_parser as parser,
+)
+from tests.fakeof.fabric import FakeFabric
+from tests.fakeof.switch import TCP_ACK, tcp_packet
+from tests.fakeof.test_pipeline import BACKENDS, VIP, VIP_MAC, Net, make_config
 from tests.fakeof.test_tunnel import Net as TunnelNet, tunnel_config
 
 CLIENT_EDGE, BACKEND_EDGE, CORE_A, CORE_B = 1, 2, 3, 4
@@ -159,3 +169,57 @@ def test_a_host_port_down_removes_its_label_entries() -> None:
     before = net.fab.dps[CORE_A].switch.flow_count(Table.TUNNEL)
     send(net, dict(net.lb.port_status(BACKEND_EDGE, net.port("h3"), False, 1.0).messages))
     assert net.fab.dps[CORE_A].switch.flow_count(Table.TUNNEL) == before - 1
+
+
+def ofp_port(port_no: int, down: bool) -> Any:
+    """An OFPPort description, its link down when ``down``."""
+    state = ofp.OFPPS_LINK_DOWN if down else ofp.OFPPS_LIVE
+    return parser.OFPPort(port_no, "00:00:00:00:00:00", f"p{port_no}", 0, state, 0, 0, 0, 0, 0, 0)
+
+
+def test_the_classifier_shell_feeds_port_status_port_descriptions_and_disconnects_to_the_core(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nlb_sdn.apps.classifier import CONFIG_ENV, Classifier
+
+    config = make_config(api=False)
+    path = tmp_path / "nlb.json"
+    path.write_text(json.dumps(dump_config(config)))
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    app = Classifier()
+    fab = FakeFabric(config)
+    fab.clock(0.0)
+    for dpid, dp in fab.dps.items():
+        app.switch_features(ofp_event.EventOFPSwitchFeatures(parser.OFPSwitchFeatures(dp, datapath_id=dpid)))
+        change = ofp_event.EventOFPStateChange(dp)
+        change.state = MAIN_DISPATCHER
+        app.state_change(change)
+        assert len(dp.switch.port_desc_requests) == 1, "port states are read on connect"
+    syn = tcp_packet("00:00:00:00:00:01", VIP_MAC, "10.0.0.1", VIP, 40000, 80)
+    [(dpid, pi)] = fab.inject("c1", syn).packet_ins
+    app.packet_in(ofp_event.EventOFPPacketIn(pi.to_msg(fab.dps[dpid])))
+    [conn] = app.api.connections()
+    ack = dict(syn, tcp_flags=TCP_ACK)
+
+    def via() -> int:
+        went = fab.inject("c1", ack)
+        assert went.hosts == [conn["member"]]
+        return went.hops[1][0]
+
+    assert via() == CORE_A
+    edge = fab.dps[CLIENT_EDGE]
+    fab.cut(CLIENT_EDGE, UPLINK_A)
+    app.port_status(ofp_event.EventOFPPortStatus(parser.OFPPortStatus(edge, ofp.OFPPR_MODIFY, ofp_port(1, True))))
+    assert via() == CORE_B
+    reply = parser.OFPPortDescStatsReply(edge)
+    reply.body = [ofp_port(1, False), ofp_port(3, False)]
+    fab.mend(CLIENT_EDGE, UPLINK_A)
+    app.port_desc_reply(ofp_event.EventOFPPortDescStatsReply(reply))
+    assert via() == CORE_A
+
+    gone = ofp_event.EventOFPStateChange(fab.dps[CORE_A])
+    gone.state = DEAD_DISPATCHER
+    app.state_change(gone)
+    fab.cut(CLIENT_EDGE, UPLINK_A)
+    assert via() == CORE_B
+    assert app.lb.stats()["fabric"]["down_switches"] == 1 and app.errors == {}
