@@ -25,6 +25,7 @@ from tests.fakeof.fabric import FakeFabric
 from tests.fakeof.switch import TCP_ACK, tcp_packet
 from tests.fakeof.test_pipeline import BACKENDS, VIP, VIP_MAC, Net, make_config
 from tests.fakeof.test_tunnel import Net as TunnelNet, tunnel_config
+from tests.lib.metrics import samples, value
 
 CLIENT_EDGE, BACKEND_EDGE, CORE_A, CORE_B = 1, 2, 3, 4
 UPLINK_A = 1
@@ -223,3 +224,7 @@ def test_the_classifier_shell_feeds_port_status_port_descriptions_and_disconnect
     fab.cut(CLIENT_EDGE, UPLINK_A)
     assert via() == CORE_B
     assert app.lb.stats()["fabric"]["down_switches"] == 1 and app.errors == {}
+    found = samples(app.metrics.exposition())
+    assert value(found, "nlb_sdn_fabric_switches_down") == 1
+    assert value(found, "nlb_sdn_fabric_path_recomputations_total") == 3
+    assert value(found, "nlb_sdn_events_total", kind="port_down") == 1
