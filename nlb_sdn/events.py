@@ -33,6 +33,8 @@ class EventKind(StrEnum):
     SWITCH_CONNECT = "switch_connect"
     SWITCH_DISCONNECT = "switch_disconnect"
     SWITCH_REFUSED = "switch_refused"
+    PORT_DOWN = "port_down"
+    PORT_UP = "port_up"
     CONNECTION_REFUSED = "connection_refused"
 
 

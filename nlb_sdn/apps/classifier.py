@@ -112,6 +112,11 @@ def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
     return wrapper
 
 
+def port_is_up(port: Any, ofproto: Any) -> bool:
+    """Whether a port (an ``OFPPort``) carries traffic: administratively up with its link up."""
+    return not (port.config & ofproto.OFPPC_PORT_DOWN or port.state & ofproto.OFPPS_LINK_DOWN)
+
+
 def connection_counts(stats: list[Any]) -> dict[ConnKey, int]:
     """Packet counts of the exact client-to-VIP entries of table 1 in flow stats, by connection."""
     counts: dict[ConnKey, int] = {}
@@ -509,7 +514,7 @@ class Classifier(RyuApp):
         self.carry_out(self.lb.switch_connected(datapath.id, time.time()), datapath)
         audit = flow_stats_request()
         self.audits[datapath.id] = datapath.set_xid(audit)
-        self.send(datapath, [parser.OFPBarrierRequest(None), audit])
+        self.send(datapath, [parser.OFPPortDescStatsRequest(datapath, 0), parser.OFPBarrierRequest(None), audit])
 
     def refuse(self, datapath: Any) -> None:
         """Close the OpenFlow connection of a switch that may not connect: nothing is installed, nothing tracked.
@@ -569,7 +574,29 @@ class Classifier(RyuApp):
             del self.datapaths[dpid]
             self.audits.pop(dpid, None)
             self.lb.events.record(EventKind.SWITCH_DISCONNECT, time.time(), dpid=f"{dpid:016x}")
+            self.carry_out(self.lb.switch_down(dpid, time.time()))
             LOG.info("dpid=%016x disconnected: its connections are checked against its flows when it reconnects", dpid)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    @guarded
+    def port_status(self, ev: Any) -> None:
+        """A port was added, removed or changed state: the core reroutes when a fabric link or host went up or down."""
+        msg = ev.msg
+        if not self.lb.switch_allowed(msg.datapath.id):
+            return
+        up = msg.reason != msg.datapath.ofproto.OFPPR_DELETE and port_is_up(msg.desc, msg.datapath.ofproto)
+        self.carry_out(self.lb.port_status(msg.datapath.id, msg.desc.port_no, up, time.time()))
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    @guarded
+    def port_desc_reply(self, ev: Any) -> None:
+        """A (re)connected switch's ports: the core takes the state of each (a link cut meanwhile is seen here)."""
+        msg = ev.msg
+        if not self.lb.switch_allowed(msg.datapath.id):
+            return
+        for port in msg.body:
+            up = port_is_up(port, msg.datapath.ofproto)
+            self.carry_out(self.lb.port_status(msg.datapath.id, port.port_no, up, time.time()))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     @guarded

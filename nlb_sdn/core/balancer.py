@@ -165,6 +165,11 @@ class LoadBalancer:
             "switch_dispatch": self.switching.stats(),
             "rebuilt_connections": ctx.table.rebuilt,
             "migrations": self.migration.stats(),
+            "fabric": {
+                "down_ports": len(ctx.fabric.down_ports),
+                "down_switches": len(ctx.fabric.down_switches),
+                "path_recomputations": ctx.fabric.recomputations,
+            },
         }
 
     # -- switch events ----------------------------------------------------------------------------------------------
@@ -214,10 +219,32 @@ class LoadBalancer:
     def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
         """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped).
 
-        The full reconcile of its flows (``reconcile(..., after_connect=True)``) is to follow.
+        Its links are up again for the others (``switch_up``). The full reconcile of its flows
+        (``reconcile(..., after_connect=True)``) is to follow.
         """
+        out = Out()
+        self.paths.switch_state(dpid, True, out)
         self.reconciler.connected(dpid, now)
-        return Effects({dpid: tuple(self.switch_flows(dpid))})
+        out.send(dpid, self.switch_flows(dpid))
+        return out.effects()
+
+    def switch_up(self, dpid: int, now: float = 0.0) -> Effects:
+        """A fabric switch is back: the other switches' paths through it, where they are shorter (changes only)."""
+        out = Out()
+        self.paths.switch_state(dpid, True, out)
+        return out.effects()
+
+    def switch_down(self, dpid: int, now: float = 0.0) -> Effects:
+        """A fabric switch disconnected: all its links are down for the others, which are rerouted around it."""
+        out = Out()
+        self.paths.switch_state(dpid, False, out)
+        return out.effects()
+
+    def port_status(self, dpid: int, port: int, up: bool, now: float = 0.0) -> Effects:
+        """A switch port went up or down: paths are recomputed and changed entries sent when the fabric changed."""
+        out = Out()
+        self.paths.port_status(dpid, port, up, now, out)
+        return out.effects()
 
     def reconcile(self, dpid: int, entries: list[FlowEntry], now: float = 0.0, after_connect: bool = False) -> Effects:
         """A switch's flows (from flow stats): delete what the model no longer wants, adopt live connections.

@@ -1,4 +1,9 @@
-"""Fabric paths: table 3's per-switch output toward every host MAC, and the tunnel label entries (table 7)."""
+"""Fabric paths: table 3's per-switch output toward every host MAC, and the tunnel label entries (table 7).
+
+Paths follow the live fabric: a port going down or up, or a switch disconnecting or reconnecting, recomputes them and
+sends each other switch only its changed entries (an add replaces an entry in place, so established connections,
+whose table 1 and 2 entries end in table 3 or 7, move to the new path without a reset).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,16 @@ from typing import Any
 
 from nlb_sdn.config import Config
 from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Mode
 from nlb_sdn.core.vips import Change, VipChange
+from nlb_sdn.events import EventKind
 from nlb_sdn.flows import builders, tunnel
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Table, make_cookie
+
+Forwarding = dict[int, dict[str, int]]
+"""Per switch dpid, the output port toward each host MAC."""
 
 
 class FabricPaths(Manager):
@@ -55,4 +65,54 @@ class FabricPaths(Manager):
         if fabric_changed:
             msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
             msgs += builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))
+        return msgs
+
+    def port_status(self, dpid: int, port: int, up: bool, now: float, out: Out) -> None:
+        """A switch port went up or down: when it is a fabric port whose state changed, reroute around it."""
+        fabric = self.ctx.fabric
+        before = fabric.forwarding
+        if not fabric.set_port(dpid, port, up):
+            return
+        moved = self._reroute(before, out)
+        kind = EventKind.PORT_UP if up else EventKind.PORT_DOWN
+        self.ctx.events.record(kind, now, dpid=f"{dpid:016x}", port=port, rerouted_switches=moved)
+
+    def switch_state(self, dpid: int, up: bool, out: Out) -> int:
+        """A fabric switch disconnected (its links are down for the others) or reconnected; switches rerouted.
+
+        A reconnecting switch itself gets its whole pipeline from ``switch_flows``, so it is left out here.
+        """
+        fabric = self.ctx.fabric
+        before = fabric.forwarding
+        if not fabric.set_switch(dpid, up):
+            return 0
+        return self._reroute(before, out, skip=dpid)
+
+    def _reroute(self, before: Forwarding, out: Out, skip: int | None = None) -> int:
+        """Send every live switch the path and label entries that changed; how many switches changed."""
+        moved = 0
+        for dpid in self.ctx.fabric.live_switches():
+            msgs = self._path_changes(dpid, before.get(dpid, {})) if dpid != skip else []
+            if msgs:
+                out.send(dpid, msgs)
+                moved += 1
+        return moved
+
+    def _path_changes(self, dpid: int, old: dict[str, int]) -> list[Any]:
+        """One switch's table 3 (and, while tunnels are used, table 7) entries that differ from ``old``."""
+        ctx = self.ctx
+        new = ctx.fabric.forwarding.get(dpid, {})
+        msgs = [builders.forward_delete(mac) for mac in sorted(old.keys() - new.keys())]
+        msgs += builders.forward_flows(ctx.lbu_id, {mac: port for mac, port in new.items() if old.get(mac) != port})
+        if tunnel.uses_tunnels(ctx.config):
+            fabric, labels = ctx.fabric.fabric, ctx.fabric.labels
+            old_hops = set(tunnel.label_hops(fabric, dpid, old, labels))
+            new_hops = set(tunnel.label_hops(fabric, dpid, new, labels))
+            kept = {hop.label for hop in new_hops}
+            msgs += [
+                tunnel.label_delete(hop.label)
+                for hop in sorted(old_hops, key=lambda hop: hop.label)
+                if hop.label not in kept
+            ]
+            msgs += tunnel.label_flows(ctx.lbu_id, list(new_hops - old_hops))
         return msgs

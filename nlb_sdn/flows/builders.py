@@ -339,6 +339,11 @@ def forward_flows(lbu_id: int, mac_ports: dict[str, int]) -> list[Any]:
     ]
 
 
+def forward_delete(mac: str) -> Any:
+    """Remove the table 3 entry toward ``mac`` (no live path leads there any more)."""
+    return flow_delete_strict(Table.FORWARD, Priority.FORWARD, parser.OFPMatch(eth_dst=mac))
+
+
 def exact_tcp_match(src_ip: str, dst_ip: str, src_port: int, dst_port: int) -> Any:
     """Match one direction of one TCP connection exactly.
 

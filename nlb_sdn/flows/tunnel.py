@@ -121,6 +121,11 @@ def label_flows(lbu_id: int, hops: list[LabelHop]) -> list[Any]:
     return msgs
 
 
+def label_delete(label: int) -> Any:
+    """Remove the table 7 entry of one label (no live path leads to its host any more)."""
+    return flow_delete_strict(Table.TUNNEL, Priority.TUNNEL_LABEL, label_match(label))
+
+
 def label_deletes() -> list[Any]:
     """Remove every label entry (before the entries of a changed fabric go in, or with the last tunnel VIP)."""
     return [flow_delete(Table.TUNNEL, make_cookie(CookieKind.FABRIC), KIND_MASK)]

@@ -179,6 +179,14 @@ def connection_families(snapshot: ControllerSnapshot) -> Iterator[Metric]:
         migrations,
         MIGRATION_OUTCOMES,
     )
+    fabric = stats.get("fabric", {})
+    yield gauge("nlb_sdn_fabric_ports_down", "Fabric link and host ports down now.", fabric.get("down_ports", 0))
+    yield gauge("nlb_sdn_fabric_switches_down", "Fabric switches disconnected now.", fabric.get("down_switches", 0))
+    yield CounterMetricFamily(
+        "nlb_sdn_fabric_path_recomputations",
+        "Path recomputations after a fabric port or switch went down or up.",
+        value=fabric.get("path_recomputations", 0),
+    )
 
 
 def member_families(snapshot: ControllerSnapshot) -> Iterator[Metric]:

@@ -32,6 +32,8 @@ class Delivery:
     stray: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
     hops: list[tuple[int, int]] = field(default_factory=list)
     traces: list[tuple[int, TraceResult]] = field(default_factory=list)
+    lost: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    """Outputs on a cut link (``FakeFabric.cut``): the packet is gone."""
 
     @property
     def hosts(self) -> list[str]:
@@ -54,6 +56,7 @@ class Delivery:
         self.stray += other.stray
         self.hops += other.hops
         self.traces += other.traces
+        self.lost += other.lost
 
 
 class FabricDatapath(FakeDatapath):
@@ -94,6 +97,25 @@ class FakeFabric:
         self.host_on: dict[tuple[int, int], str] = {where: name for name, where in self.host_at.items()}
         self.hosts = {h.name: h for h in fabric.hosts}
         self.pending = Delivery()
+        self.cut_ports: set[tuple[int, int]] = set()
+        """Both ends of every cut link: what is sent there is lost."""
+
+    # -- links ---------------------------------------------------------------------------------------------------------
+
+    def cut(self, dpid: int, port: int) -> tuple[int, int]:
+        """Cut the link at ``(dpid, port)`` (both directions); its other end."""
+        peer = self.links[(dpid, port)]
+        self.cut_ports |= {(dpid, port), peer}
+        return peer
+
+    def mend(self, dpid: int, port: int) -> None:
+        """Mend the cut link at ``(dpid, port)``."""
+        self.cut_ports -= {(dpid, port), self.links[(dpid, port)]}
+
+    def restart(self, dpid: int) -> FabricDatapath:
+        """Replace a switch by a fresh one with empty tables (a restarted OVS), wired to the same links and hosts."""
+        self.dps[dpid] = FabricDatapath(dpid, self)
+        return self.dps[dpid]
 
     # -- time and flows ------------------------------------------------------------------------------------------------
 
@@ -155,7 +177,9 @@ class FakeFabric:
         delivery.traces.append((dpid, result))
         delivery.packet_ins += [(dpid, pi) for pi in result.packet_ins]
         for port, out in result.outputs:
-            if (dpid, port) in self.links:
+            if (dpid, port) in self.cut_ports:
+                delivery.lost.append((dpid, port, out))
+            elif (dpid, port) in self.links:
                 peer, peer_port = self.links[(dpid, port)]
                 self.enter(peer, peer_port, out, delivery, depth + 1)
             elif (dpid, port) in self.host_on:

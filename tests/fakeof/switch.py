@@ -778,6 +778,8 @@ class FakeSwitch:
         self.flow_removed: list[Any] = []
         self.packet_outs: list[TraceResult] = []
         self.stats_requests: list[Any] = []
+        self.port_desc_requests: list[Any] = []
+        """Port description requests received (the controller reads port states on connect)."""
         self.groups: dict[int, Any] = {}
         self.meters: dict[int, Meter] = {}
         self._seq = itertools.count()
@@ -799,6 +801,8 @@ class FakeSwitch:
             self.meter_mod(msg)
         elif isinstance(msg, parser.OFPFlowStatsRequest):
             self.stats_requests.append(msg)
+        elif isinstance(msg, parser.OFPPortDescStatsRequest):
+            self.port_desc_requests.append(msg)
         elif not isinstance(msg, parser.OFPBarrierRequest):
             raise NotImplementedError(f"fake switch: {type(msg).__name__} is not supported")
 

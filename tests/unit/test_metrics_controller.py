@@ -75,6 +75,9 @@ def test_every_metric_exists_at_zero_from_start(app: Any) -> None:
     for outcome in ("committed", "migrated", "proxied", "failed"):
         assert value(found, "nlb_sdn_migrations_total", outcome=outcome) == 0
     assert value(found, "nlb_sdn_events_total", kind="rest_edit") == 0
+    assert value(found, "nlb_sdn_fabric_ports_down") == 0
+    assert value(found, "nlb_sdn_fabric_switches_down") == 0
+    assert value(found, "nlb_sdn_fabric_path_recomputations_total") == 0
 
 
 def test_metrics_move_with_switches_packet_ins_connections_and_errors(app: Any) -> None:
