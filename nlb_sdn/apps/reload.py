@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -81,7 +80,9 @@ def on_reload_signal(app: Classifier, path: str) -> None:
 def install_reload_signal(app: Classifier) -> bool:
     """Make SIGHUP post an :class:`EventReload` into the app's loop (nothing else runs in the handler); False when
     signals cannot be handled here (not the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
+    try:  # green threads all run in the interpreter's main thread, so the app's start may install it
+        signal.signal(signal.SIGHUP, lambda signum, frame: app.post(EventReload()))
+    except ValueError:  # another OS thread
+        LOG.warning("SIGHUP cannot reload the config here (not the main thread); use POST /v1/config/reload")
         return False
-    signal.signal(signal.SIGHUP, lambda signum, frame: app.post(EventReload()))
     return True

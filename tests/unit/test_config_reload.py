@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,11 @@ def test_core_backend_reload(config_file: Path) -> None:
     assert response.status_code == 200
     assert response.json["changed"] == ["fabric.hosts[h4]"]
     assert call(make_app(CoreBackend(lb)), "POST", "/v1/config/reload").status_code == 400
+
+
+def test_sighup_cannot_be_installed_from_another_thread(app: Any) -> None:
+    installed: list[bool] = []
+    worker = threading.Thread(target=lambda: installed.append(install_reload_signal(app)))
+    worker.start()
+    worker.join(10)
+    assert installed == [False]
