@@ -203,6 +203,7 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("dam", "list"): Command("GET", "/v1/dam", query=("kind", "cursor", "count")),
     ("stats", "show"): Command("GET", "/v1/stats"),
     ("config", "show"): Command("GET", "/v1/config"),
+    ("config", "reload"): Command("POST", "/v1/config/reload", query=("vips",)),
 }
 
 
@@ -329,8 +330,12 @@ def _add_resources(sub: Any) -> None:
     atoms.add_argument("--kind", choices=("route", "session"))
     atoms.add_argument("--cursor")
     atoms.add_argument("--count", type=int)
-    for name, text in (("hl", "the H&L cache"), ("stats", "the controller's counters"), ("config", "the live config")):
+    for name, text in (("hl", "the H&L cache"), ("stats", "the controller's counters")):
         sub.add_parser(name, help=text).add_subparsers(dest="verb", required=True).add_parser("show", help=text)
+    config = sub.add_parser("config", help="the live config").add_subparsers(dest="verb", required=True)
+    config.add_parser("show", help="the live config")
+    reload = config.add_parser("reload", help="re-read the config file and apply it (as SIGHUP does)")
+    reload.add_argument("--vips", choices=("store", "file"), help="keep the stored VIPs (default) or take the file's")
 
 
 def build_parser() -> argparse.ArgumentParser:

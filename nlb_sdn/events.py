@@ -36,6 +36,7 @@ class EventKind(StrEnum):
     PORT_DOWN = "port_down"
     PORT_UP = "port_up"
     CONNECTION_REFUSED = "connection_refused"
+    CONFIG_RELOAD = "config_reload"
 
 
 @dataclass(slots=True)

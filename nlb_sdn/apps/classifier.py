@@ -25,6 +25,7 @@ from nlb_sdn import gcpolicy
 from nlb_sdn.apps.durable import EventStateChange, apply_state_change, follow_state
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.apps.metrics import controller_metrics
+from nlb_sdn.apps.reload import EventReload, install_reload_signal, on_reload_signal
 from nlb_sdn.config import Health, load_config
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
@@ -167,6 +168,8 @@ class Classifier(RyuApp):
         if not path:
             raise RuntimeError(f"set {CONFIG_ENV} to the config file (or use `nlb-sdn controller --config FILE`)")
         config = load_config(path)
+        self.config_path = path
+        """The config file a reload (SIGHUP, ``POST /v1/config/reload``) re-reads."""
         self.state = OperatorState(make_store(config, path), config)
         """The durable operator state: the store is the truth for the VIPs once the config file seeded it."""
         config = self.state.start()
@@ -219,6 +222,7 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.timer, controller.switch_sync_period, EventSwitchSync))
         self.threads.append(hub.spawn(self.dam_loop))
         self.threads.append(hub.spawn(follow_state, self))
+        install_reload_signal(self)
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
             self.threads.append(
@@ -492,6 +496,12 @@ class Classifier(RyuApp):
     def on_state_change(self, ev: Any) -> None:
         """Apply a newer operator state another controller stored."""
         apply_state_change(self, ev)
+
+    @set_ev_cls(EventReload)
+    @guarded
+    def on_reload(self, ev: Any) -> None:
+        """Reload the config file (SIGHUP)."""
+        on_reload_signal(self, self.config_path)
 
     @set_ev_cls(EventCall)
     def on_call(self, ev: Any) -> None:

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from nlb_sdn.apps.durable import commit_config
+from nlb_sdn.apps.reload import reload_config
 from nlb_sdn.config import Config
+from nlb_sdn.config.reload import VipsSource
 from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.framework import EventBase, hub
 
@@ -78,6 +80,10 @@ class ControllerFacade:
         """Store a new model (compare-and-set on ``expected_version`` when given), then switch to it through the one
         flow-diff path, on every connected switch; its version."""
         return self._call(lambda: commit_config(self.app, new, expected_version))
+
+    def reload_config(self, vips: VipsSource, expected_version: int | None = None) -> dict[str, Any]:
+        """Re-read the config file and apply it through the one flow-diff path (``apps/reload.py``); what changed."""
+        return self._call(lambda: reload_config(self.app, self.app.config_path, vips, expected_version))
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """Target and current state of a member."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from webob import Request, Response
 
 from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
+from nlb_sdn.config.reload import VipsSource
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
 from nlb_sdn.events import EventLog
 from nlb_sdn.rest.auth import authorize
@@ -28,6 +29,7 @@ from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
 from nlb_sdn.rest.fabric import fabric_view
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
+from nlb_sdn.rest.reload import reload_refused, reload_source
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
 from nlb_sdn.rest.ui import ui_response
 from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
@@ -102,6 +104,10 @@ class RestBackend(Protocol):
 
     def migrations(self, limit: int | None = None) -> dict:
         """Recent migrations of l7 connections (newest last) and their counters."""
+        ...
+
+    def reload_config(self, vips: VipsSource, expected_version: int | None = None) -> dict:
+        """Re-read the config file and apply it; what changed (ConfigError, StaleVersion, StateError: nothing did)."""
         ...
 
     def migrate(self, request: MigrationRequest) -> tuple[dict, bool]:
@@ -271,6 +277,7 @@ class RestApp:
             (r"/v1/migrations", {"GET": self.get_migrations, "POST": self.post_migration}),
             (r"/v1/stats", {"GET": self.get_stats}),
             (r"/v1/config", {"GET": self.get_config}),
+            (r"/v1/config/reload", {"POST": self.post_config_reload}),
             (r"/v1/events", {"GET": self.get_events}),
             (r"/metrics", {"GET": self.get_metrics}),
             (r"/v1/openapi.json", {"GET": self.get_openapi}),
@@ -604,6 +611,19 @@ class RestApp:
     def get_config(self, request: Request) -> Response:
         """GET /v1/config: the whole current model, secrets (the DAM URL's password, token hashes) redacted."""
         return json_response(redacted_config(self.backend.current_config()))
+
+    def post_config_reload(self, request: Request) -> Response:
+        """POST /v1/config/reload?vips=store|file: re-read the config file and apply it; what changed."""
+        try:
+            view = self.backend.reload_config(reload_source(request), request.environ.get(EXPECTED_VERSION))
+        except ConfigError as exc:
+            raise reload_refused(exc) from None
+        except StaleVersion as exc:
+            raise HttpError(412, "precondition_failed", f"If-Match: {exc}") from None
+        except StateError as exc:
+            raise HttpError(503, "unavailable", f"the operator state was not stored: {exc}") from None
+        request.environ[NEW_VERSION] = view["version"]
+        return json_response(view)
 
     def get_events(self, request: Request) -> Response:
         """GET /v1/events?kind=&vip=&since=&limit=&marker=: the event log, oldest first, one page at a time."""

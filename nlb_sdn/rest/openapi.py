@@ -184,6 +184,20 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation("GET", "/v1/stats", "The controller's counters", (schema.Stats, 200)),
     Operation("GET", "/v1/config", "The whole config, secrets redacted", (schema.ConfigView, 200)),
+    Operation(
+        "POST",
+        "/v1/config/reload",
+        "Re-read the config file and apply it (SIGHUP does the same); an invalid file changes nothing",
+        (schema.ConfigReloadView, 200),
+        query=(
+            Param(
+                "vips",
+                {"enum": ["store", "file"], "default": "store"},
+                "Keep the stored VIPs (store), or store the file's VIPs as the next version (file).",
+            ),
+        ),
+        extra_errors=(Status.TOO_LARGE, Status.UNSUPPORTED_MEDIA_TYPE),
+    ),
     Operation("GET", "/v1/openapi.json", "This document", (schema.OpenApiView, 200)),
     Operation(
         "GET",

@@ -198,6 +198,18 @@ class ConfigView(Open):
     """The whole current config in the shape of the config file, secrets shown as `(redacted)`."""
 
 
+class ConfigReloadView(BaseModel):
+    """``POST /v1/config/reload``: the operator state's version, where the VIPs came from, the dotted keys the reload
+    changed and those that changed in the file but keep their running value until a restart."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    vips: Literal["store", "file"]
+    changed: list[str]
+    needs_restart: list[str]
+
+
 class Event(Open):
     """One event: id (the paging marker), when, its kind and VIP, and the kind's details."""
 

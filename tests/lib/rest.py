@@ -8,6 +8,7 @@ from typing import Any
 from webob import Request, Response
 
 from nlb_sdn.config import Config
+from nlb_sdn.config.reload import VipsSource, read_reload
 from tests.lib.shell_double import ShellDouble
 
 
@@ -26,8 +27,10 @@ def call(app: Any, method: str, path: str, body: Any = None, raw: bytes | None =
 class CoreBackend:
     """The REST backend the classifier app provides, over the pure core and a fixed clock."""
 
-    def __init__(self, lb: ShellDouble) -> None:
+    def __init__(self, lb: ShellDouble, config_path: str = "") -> None:
         self.lb = lb
+        self.config_path = config_path
+        """The config file a reload re-reads (none by default: a reload answers 400)."""
 
     def current_config(self) -> Config:
         return self.lb.config
@@ -38,6 +41,11 @@ class CoreBackend:
     def apply_config(self, new: Config, expected_version: int | None = None) -> int:
         self.lb.apply_config(new, dpids=[], now=5.0)
         return 1
+
+    def reload_config(self, vips: VipsSource, expected_version: int | None = None) -> dict:
+        plan = read_reload(self.config_path, self.lb.config, vips)
+        self.lb.apply_config(plan.config, dpids=[], now=5.0)
+        return plan.view(1, vips)
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
         return self.lb.connections(vip, member)

@@ -128,3 +128,8 @@ def test_the_health_check_tells_an_open_port_from_a_closed_one() -> None:
     assert healthcheck.main(["tcp", f"127.0.0.1:{port}", "--timeout", "1"]) == 1
     with pytest.raises(SystemExit):
         healthcheck.main(["tcp", "no-port"])
+
+
+def test_the_controller_unit_reloads_its_config_by_sighup() -> None:
+    text = (REPO / "deploy" / "systemd" / "nlb-sdn-controller.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text.splitlines()

@@ -171,3 +171,22 @@ def test_an_unreachable_controller_is_its_own_exit_code(capsys: pytest.CaptureFi
 
     assert ctl.main(["--url", f"http://127.0.0.1:{free_port()}", "stats", "show"], environ={}) == ctl.Exit.UNREACHABLE
     assert "cannot reach the controller" in capsys.readouterr().err
+
+
+def test_config_reload_answers_what_changed_and_refuses_an_invalid_file(tmp_path: Path) -> None:
+    lb = ShellDouble(health_web_config())
+    path = tmp_path / "nlb.json"
+    data = dump_config(lb.config)
+    data["vips"][0]["idle_timeout"] = 99
+    path.write_text(json.dumps(data))
+    args = ctl.build_parser().parse_args(["--json", "config", "reload", "--vips", "file"])
+    assert ctl.request_of(ctl.COMMANDS["config", "reload"], args)[:2] == ("POST", "/v1/config/reload?vips=file")
+    out, err = io.StringIO(), io.StringIO()
+    assert ctl.run(args, wsgi_transport(make_app(CoreBackend(lb, str(path)))), out, err) == ctl.Exit.OK
+    assert json.loads(out.getvalue())["changed"] == ["vips[web]"]
+    assert lb.config.vip("web").idle_timeout == 99
+    path.write_text("{")
+    args = ctl.build_parser().parse_args(["config", "reload"])
+    out, err = io.StringIO(), io.StringIO()
+    assert ctl.run(args, wsgi_transport(make_app(CoreBackend(lb, str(path)))), out, err) == ctl.Exit.REFUSED
+    assert "400 invalid" in err.getvalue() and str(path) in err.getvalue() and not out.getvalue()

@@ -15,6 +15,7 @@ from hypothesis import example, given, strategies as st
 from webob import Request, Response
 
 from nlb_sdn.config import Config, Member, Vip, parse_config
+from nlb_sdn.config.reload import VipsSource, read_reload
 from nlb_sdn.core.l7 import MigrationRequest
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, session_key
 from nlb_sdn.dam.memory import MemoryDam
@@ -60,6 +61,10 @@ class CoreBackend:
     def apply_config(self, new: Config, expected_version: int | None = None) -> int:
         self.lb.apply_config(new, dpids=[1, 2, 3], now=NOW)
         return 1
+
+    def reload_config(self, vips: VipsSource, expected_version: int | None = None) -> dict:
+        """No config file: every reload answers 400 and changes nothing."""
+        return read_reload("", self.lb.config, vips).view(1, vips)
 
     def connections(self, vip: str | None = None, member: str | None = None) -> list[dict]:
         return self.lb.connections(vip, member)
