@@ -34,6 +34,7 @@ class EventKind(StrEnum):
     SWITCH_DISCONNECT = "switch_disconnect"
     SWITCH_REFUSED = "switch_refused"
     CONNECTION_REFUSED = "connection_refused"
+    WARNING = "warning"
 
 
 @dataclass(slots=True)
