@@ -257,8 +257,8 @@ class RestApp:
         """The event log ``GET /v1/events`` serves and REST edits are recorded in."""
         self.metrics = metrics
         """What ``GET /metrics`` serves (the Prometheus text exposition); None: no such resource."""
-        self.warned: set[tuple[str, str]] = set()
-        """The (VIP, warning) pairs already recorded in the event log, so that each is recorded once."""
+        self.warned: dict[str, frozenset[str]] = {}
+        """The warnings each VIP last had, already recorded in the event log (each is recorded once while it lasts)."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
@@ -370,10 +370,11 @@ class RestApp:
     def _warnings(self, vip: Vip) -> list[str]:
         """The VIP's warnings (units that do not compare); each new one is recorded in the event log once."""
         warnings = unit_warnings(vip)
+        known = self.warned.get(vip.name, frozenset())
         for warning in warnings:
-            if (vip.name, warning) not in self.warned:
-                self.warned.add((vip.name, warning))
+            if warning not in known:
                 self.events.record(EventKind.WARNING, time.time(), vip.name, warning=warning)
+        self.warned[vip.name] = frozenset(warnings)
         return warnings
 
     def _warned(self, answer: dict[str, Any], vip: Vip) -> dict[str, Any]:

@@ -161,3 +161,6 @@ def test_mixed_units_are_warned_about_in_answers_and_logged_once() -> None:
     assert call(app, "GET", "/v1/events?kind=warning").json["count"] == 1
     patch(app, "/v1/vips/web/members/h1", {"health": "static"})
     assert "warnings" not in call(app, "GET", "/v1/vips/web").json
+    patch(app, "/v1/vips/web/members/h1", {"health": "agent"})  # the mix is back: recorded again, once
+    call(app, "GET", "/v1/vips/web/status")
+    assert len([event for event in app.events if event.kind is EventKind.WARNING]) == 2
