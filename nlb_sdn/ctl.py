@@ -179,11 +179,14 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("vip", "show"): Command("GET", "/v1/vips/{vip}"),
     ("vip", "create"): Command("POST", "/v1/vips", body=_file_body),
     ("vip", "replace"): Command("PUT", "/v1/vips/{vip}", body=_file_body),
+    ("vip", "patch"): Command("PATCH", "/v1/vips/{vip}", body=_file_body),
+    ("vip", "status"): Command("GET", "/v1/vips/{vip}/status"),
     ("vip", "delete"): Command("DELETE", "/v1/vips/{vip}"),
     ("member", "list"): Command("GET", "/v1/vips/{vip}/members", MEMBER_COLUMNS),
     ("member", "show"): Command("GET", "/v1/vips/{vip}/members/{member}"),
     ("member", "add"): Command("POST", "/v1/vips/{vip}/members", body=_member_body),
     ("member", "weight"): Command("PUT", "/v1/vips/{vip}/members/{member}", body=lambda a: {"weight": a.weight}),
+    ("member", "patch"): Command("PATCH", "/v1/vips/{vip}/members/{member}", body=_file_body),
     ("member", "remove"): Command("DELETE", "/v1/vips/{vip}/members/{member}"),
     ("member", "state"): Command("GET", "/v1/vips/{vip}/members/{member}/state"),
     ("member", "set-state"): Command("PUT", "/v1/vips/{vip}/members/{member}/state", body=lambda a: {"state": a.state}),
@@ -277,12 +280,19 @@ def _add_resources(sub: Any) -> None:
     """The resource sub-commands and their verbs' arguments."""
     vip = sub.add_parser("vip", help="VIP services").add_subparsers(dest="verb", required=True)
     vip.add_parser("list", help="every VIP service")
-    for verb, text in (("show", "one VIP service"), ("delete", "delete a VIP service"), ("allotment", "its shares")):
+    for verb, text in (
+        ("show", "one VIP service"),
+        ("delete", "delete a VIP service"),
+        ("allotment", "its shares"),
+        ("status", "its and its members' provisioning and operating status"),
+    ):
         vip.add_parser(verb, help=text).add_argument("vip")
     vip.add_parser("create", help="add a VIP service from a YAML/JSON file").add_argument("--file", required=True)
     replace = vip.add_parser("replace", help="replace a VIP service with a YAML/JSON file")
-    replace.add_argument("vip")
-    replace.add_argument("--file", required=True)
+    patch = vip.add_parser("patch", help="change part of a VIP service: a JSON merge patch from a YAML/JSON file")
+    for parser in (replace, patch):
+        parser.add_argument("vip")
+        parser.add_argument("--file", required=True)
 
     member = sub.add_parser("member", help="members of a VIP service").add_subparsers(dest="verb", required=True)
     member.add_parser("list", help="a VIP service's members").add_argument("vip")
@@ -308,6 +318,10 @@ def _add_resources(sub: Any) -> None:
         parser.add_argument("vip")
         parser.add_argument("member", help="name or ip:port")
     weight.add_argument("weight", type=int)
+    member_patch = member.add_parser("patch", help="change part of a member: a JSON merge patch from a YAML/JSON file")
+    member_patch.add_argument("vip")
+    member_patch.add_argument("member", help="name or ip:port")
+    member_patch.add_argument("--file", required=True)
     set_state.add_argument("state", choices=("active", "draining", "inactive"))
 
     connection = sub.add_parser("connection", help="tracked connections").add_subparsers(dest="verb", required=True)

@@ -37,6 +37,7 @@ class EventKind(StrEnum):
     PORT_UP = "port_up"
     CONNECTION_REFUSED = "connection_refused"
     CONFIG_RELOAD = "config_reload"
+    WARNING = "warning"
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -19,9 +20,10 @@ from webob import Request, Response
 from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
 from nlb_sdn.config.reload import VipsSource
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
-from nlb_sdn.events import EventLog
+from nlb_sdn.events import EventKind, EventLog
 from nlb_sdn.rest.auth import authorize
 from nlb_sdn.rest.body import (
+    JSON_TYPE,
     MAX_BODY as MAX_BODY,  # re-exported: the public name of the limit
     read_json_object,
 )
@@ -31,6 +33,14 @@ from nlb_sdn.rest.fabric import fabric_view
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
 from nlb_sdn.rest.reload import reload_refused, reload_source
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
+from nlb_sdn.rest.status import (
+    MERGE_PATCH_TYPE,
+    ProvisioningStatus,
+    member_operating_status,
+    merge_patch,
+    status_tree,
+    unit_warnings,
+)
 from nlb_sdn.rest.ui import ui_response
 from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
 from nlb_sdn.store import StaleVersion, StateError
@@ -258,14 +268,22 @@ class RestApp:
         """The event log ``GET /v1/events`` serves and REST edits are recorded in."""
         self.metrics = metrics
         """What ``GET /metrics`` serves (the Prometheus text exposition); None: no such resource."""
+        self.warned: dict[str, frozenset[str]] = {}
+        """The warnings each VIP last had, already recorded in the event log (each is recorded once while it lasts)."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
-            (vip, {"GET": self.get_vip, "PUT": self.replace_vip, "DELETE": self.delete_vip}),
+            (vip, {"GET": self.get_vip, "PUT": self.replace_vip, "PATCH": self.patch_vip, "DELETE": self.delete_vip}),
+            (vip + r"/status", {"GET": self.get_vip_status}),
             (vip + r"/members", {"GET": self.list_members, "POST": self.create_member}),
             (
                 vip + r"/members/(?P<member>[^/]+)",
-                {"GET": self.get_member, "PUT": self.update_member, "DELETE": self.delete_member},
+                {
+                    "GET": self.get_member,
+                    "PUT": self.update_member,
+                    "PATCH": self.patch_member,
+                    "DELETE": self.delete_member,
+                },
             ),
             (vip + r"/members/(?P<member>[^/]+)/state", {"GET": self.get_member_state, "PUT": self.set_member_state}),
             (vip + r"/allotment", {"GET": self.get_allotment}),
@@ -365,6 +383,27 @@ class RestApp:
             raise HttpError(503, "unavailable", f"the operator state was not stored: {exc}") from None
         return new
 
+    def _warnings(self, vip: Vip) -> list[str]:
+        """The VIP's warnings (units that do not compare); each new one is recorded in the event log once."""
+        warnings = unit_warnings(vip)
+        known = self.warned.get(vip.name, frozenset())
+        for warning in warnings:
+            if warning not in known:
+                self.events.record(EventKind.WARNING, time.time(), vip.name, warning=warning)
+        self.warned[vip.name] = frozenset(warnings)
+        return warnings
+
+    def _warned(self, answer: dict[str, Any], vip: Vip) -> dict[str, Any]:
+        """``answer`` with ``warnings`` added when the VIP has any."""
+        warnings = self._warnings(vip)
+        return {**answer, "warnings": warnings} if warnings else answer
+
+    def _state_view(self, vip: str, member: str) -> dict[str, Any]:
+        """A member's state view with its Octavia-style statuses."""
+        state = self.backend.member_state(vip, member)
+        operating = member_operating_status(state)
+        return {**state, "provisioning_status": str(ProvisioningStatus.ACTIVE), "operating_status": str(operating)}
+
     # --- VIPs -------------------------------------------------------------------------------------------------
 
     def list_vips(self, request: Request) -> Response:
@@ -384,12 +423,14 @@ class RestApp:
         data = dump_config(config)
         data["vips"].append(body)
         created = self._apply(data, request).vips[-1]
-        return json_response(created.model_dump(mode="json"), status=201, location=f"/v1/vips/{created.name}")
+        answer = self._warned(created.model_dump(mode="json"), created)
+        return json_response(answer, status=201, location=f"/v1/vips/{created.name}")
 
     def get_vip(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}."""
         config = self.backend.current_config()
-        return json_response(config.vips[_vip_index(config, vip)].model_dump(mode="json"))
+        found = config.vips[_vip_index(config, vip)]
+        return json_response(self._warned(found.model_dump(mode="json"), found))
 
     def replace_vip(self, request: Request, vip: str) -> Response:
         """PUT /v1/vips/{vip}: replace the whole VIP; a name in the body must equal the one in the path."""
@@ -403,7 +444,32 @@ class RestApp:
             _vip_conflict(config, candidate, replacing=vip)
         data = dump_config(config)
         data["vips"][index] = body
-        return json_response(self._apply(data, request).vips[index].model_dump(mode="json"))
+        replaced = self._apply(data, request).vips[index]
+        return json_response(self._warned(replaced.model_dump(mode="json"), replaced))
+
+    def patch_vip(self, request: Request, vip: str) -> Response:
+        """PATCH /v1/vips/{vip}: a JSON merge patch (RFC 7396) of the VIP; what it leaves out (members too) stays."""
+        patch = read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE))
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        data = dump_config(config)
+        body = merge_patch(data["vips"][index], patch)
+        if body.get("name", vip) != vip:
+            raise HttpError(400, "invalid", f"name: {body['name']!r} differs from the vip {vip!r} in the path")
+        body["name"] = vip
+        candidate = _valid_or_none(Vip, body)
+        if candidate is not None:
+            _vip_conflict(config, candidate, replacing=vip)
+        data["vips"][index] = body
+        patched = self._apply(data, request).vips[index]
+        return json_response(self._warned(patched.model_dump(mode="json"), patched))
+
+    def get_vip_status(self, request: Request, vip: str) -> Response:
+        """GET /v1/vips/{vip}/status: the status tree, the VIP's and its members' provisioning and operating status."""
+        config = self.backend.current_config()
+        found = config.vips[_vip_index(config, vip)]
+        states = [self.backend.member_state(vip, member.name) for member in found.members]
+        return json_response(status_tree(found, states, self._warnings(found)))
 
     def delete_vip(self, request: Request, vip: str) -> Response:
         """DELETE /v1/vips/{vip}: 204."""
@@ -435,9 +501,10 @@ class RestApp:
             _member_conflict(config.vips[index], candidate)
         data = dump_config(config)
         data["vips"][index]["members"].append(body)
-        created = self._apply(data, request).vips[index].members[-1]
+        changed = self._apply(data, request).vips[index]
+        created = changed.members[-1]
         location = f"/v1/vips/{vip}/members/{created.name}"
-        return json_response(created.model_dump(mode="json"), status=201, location=location)
+        return json_response(self._warned(created.model_dump(mode="json"), changed), status=201, location=location)
 
     def get_member(self, request: Request, vip: str, member: str) -> Response:
         """GET /v1/vips/{vip}/members/{member} (member by name or ``ip:port``)."""
@@ -458,7 +525,25 @@ class RestApp:
             raise HttpError(400, "invalid", "weight: field required")
         data = dump_config(config)
         data["vips"][index]["members"][position]["weight"] = body["weight"]
-        return json_response(self._apply(data, request).vips[index].members[position].model_dump(mode="json"))
+        changed = self._apply(data, request).vips[index]
+        return json_response(self._warned(changed.members[position].model_dump(mode="json"), changed))
+
+    def patch_member(self, request: Request, vip: str, member: str) -> Response:
+        """PATCH /v1/vips/{vip}/members/{member}: a JSON merge patch (RFC 7396) of the member."""
+        patch = read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE))
+        config = self.backend.current_config()
+        index = _vip_index(config, vip)
+        service = config.vips[index]
+        position = _member_index(service, member)
+        data = dump_config(config)
+        body = merge_patch(data["vips"][index]["members"][position], patch)
+        candidate = _valid_or_none(Member, body)
+        if candidate is not None:
+            others = [m for i, m in enumerate(service.members) if i != position]
+            _member_conflict(service.model_copy(update={"members": others}), candidate)
+        data["vips"][index]["members"][position] = body
+        changed = self._apply(data, request).vips[index]
+        return json_response(self._warned(changed.members[position].model_dump(mode="json"), changed))
 
     def delete_member(self, request: Request, vip: str, member: str) -> Response:
         """DELETE /v1/vips/{vip}/members/{member}: 204."""
@@ -475,7 +560,7 @@ class RestApp:
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
         name = service.members[_member_index(service, member)].name
-        return json_response(self.backend.member_state(vip, name))
+        return json_response(self._state_view(vip, name))
 
     def set_member_state(self, request: Request, vip: str, member: str) -> Response:
         """PUT /v1/vips/{vip}/members/{member}/state: set the target state (active, draining or inactive)."""
@@ -491,13 +576,13 @@ class RestApp:
         data = dump_config(config)
         data["vips"][index]["members"][position]["state"] = body["state"]
         name = self._apply(data, request).vips[index].members[position].name
-        return json_response(self.backend.member_state(vip, name))
+        return json_response(self._state_view(vip, name))
 
     def get_allotment(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/allotment: endpoints with percentages or tokens, and the duration timer."""
         config = self.backend.current_config()
-        _vip_index(config, vip)
-        return json_response(self.backend.allotment(vip))
+        found = config.vips[_vip_index(config, vip)]
+        return json_response(self._warned(self.backend.allotment(vip), found))
 
     def get_hl_cache(self, request: Request) -> Response:
         """GET /v1/hl/cache: the consolidated H&L cache."""

@@ -16,14 +16,15 @@ MAX_BODY = 1 << 20
 JSON_TYPE = "application/json"
 
 
-def _check_content_type(request: Request) -> None:
-    """415 unless the body is declared ``application/json`` (charset, if given, utf-8).
+def _check_content_type(request: Request, accepted: tuple[str, ...] = (JSON_TYPE,)) -> None:
+    """415 unless the body is declared ``application/json`` or another of ``accepted`` (charset, if given, utf-8).
 
     A browser sends a cross-origin POST without asking first only as text/plain, form or multipart data, so this
     also refuses requests forged by any web page."""
-    if request.content_type != JSON_TYPE:
+    if request.content_type not in accepted:
         declared = request.content_type or "none"
-        raise HttpError(415, "unsupported_media_type", f"Content-Type: expected {JSON_TYPE}, got {declared}")
+        expected = " or ".join(accepted)
+        raise HttpError(415, "unsupported_media_type", f"Content-Type: expected {expected}, got {declared}")
     charset = request.headers.get("Content-Type", "").partition("charset=")[2].split(";")[0].strip().strip('"')
     if charset and charset.lower() not in ("utf-8", "utf8"):
         raise HttpError(415, "unsupported_media_type", f"Content-Type: charset {charset!r}: only utf-8 is accepted")
@@ -60,9 +61,10 @@ def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object: 415 (type), 413 (size), 400 (not UTF-8, not JSON, not an object)."""
-    _check_content_type(request)
+def read_json_object(request: Request, accepted: tuple[str, ...] = (JSON_TYPE,)) -> dict[str, Any]:
+    """The request body as a JSON object: 415 (not one of the ``accepted`` types), 413 (size), 400 (not UTF-8, not
+    JSON, not an object)."""
+    _check_content_type(request, accepted)
     raw = _read_raw(request)
     try:
         text = raw.decode("utf-8")

@@ -22,6 +22,7 @@ from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.events import EventKind
 from nlb_sdn.rest import schema
+from nlb_sdn.rest.status import MERGE_PATCH_TYPE
 from nlb_sdn.rest.views import MAX_PAGE, VERSIONED_PATHS
 
 OPENAPI_VERSION = "3.1.0"
@@ -80,7 +81,7 @@ class Param(NamedTuple):
 class Operation(NamedTuple):
     """One method on one path: what it takes and what it answers."""
 
-    method: Literal["GET", "POST", "PUT", "DELETE"]
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
     path: str
     summary: str
     answer: tuple[type[BaseModel], int] | None = None
@@ -109,10 +110,27 @@ OPERATIONS: tuple[Operation, ...] = (
         (schema.VipList, 200),
         query=(*PAGE, Param("mode", {"enum": list(schema.VIP_MODES)}, "Only VIPs of this mode.")),
     ),
-    Operation("POST", "/v1/vips", "Add a VIP", (Vip, 201), body="Vip"),
-    Operation("GET", "/v1/vips/{vip}", "One VIP", (Vip, 200)),
+    Operation("POST", "/v1/vips", "Add a VIP", (schema.VipAnswer, 201), body="Vip"),
+    Operation("GET", "/v1/vips/{vip}", "One VIP", (schema.VipAnswer, 200)),
     Operation(
-        "PUT", "/v1/vips/{vip}", "Replace a VIP (a name in the body must equal the path's)", (Vip, 200), "VipPut"
+        "PUT",
+        "/v1/vips/{vip}",
+        "Replace a VIP (a name in the body must equal the path's)",
+        (schema.VipAnswer, 200),
+        "VipPut",
+    ),
+    Operation(
+        "PATCH",
+        "/v1/vips/{vip}",
+        "Change part of a VIP (JSON merge patch); what the patch leaves out, members too, stays",
+        (schema.VipAnswer, 200),
+        "VipPatch",
+    ),
+    Operation(
+        "GET",
+        "/v1/vips/{vip}/status",
+        "The status tree: the VIP's and its members' provisioning and operating status",
+        (schema.StatusTree, 200),
     ),
     Operation("DELETE", "/v1/vips/{vip}", "Remove a VIP"),
     Operation(
@@ -122,9 +140,18 @@ OPERATIONS: tuple[Operation, ...] = (
         (schema.MemberList, 200),
         query=(*PAGE, Param("state", {"enum": list(schema.MEMBER_STATES)}, "Only members in this state.")),
     ),
-    Operation("POST", "/v1/vips/{vip}/members", "Add a member", (Member, 201), body="Member"),
+    Operation("POST", "/v1/vips/{vip}/members", "Add a member", (schema.MemberAnswer, 201), body="Member"),
     Operation("GET", "/v1/vips/{vip}/members/{member}", "One member (by name or ip:port)", (Member, 200)),
-    Operation("PUT", "/v1/vips/{vip}/members/{member}", "Change a member's weight", (Member, 200), "WeightChange"),
+    Operation(
+        "PUT", "/v1/vips/{vip}/members/{member}", "Change a member's weight", (schema.MemberAnswer, 200), "WeightChange"
+    ),
+    Operation(
+        "PATCH",
+        "/v1/vips/{vip}/members/{member}",
+        "Change part of a member (JSON merge patch)",
+        (schema.MemberAnswer, 200),
+        "MemberPatch",
+    ),
     Operation("DELETE", "/v1/vips/{vip}/members/{member}", "Remove a member"),
     Operation("GET", "/v1/vips/{vip}/members/{member}/state", "A member's state", (schema.MemberStateView, 200)),
     Operation(
@@ -231,12 +258,17 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
 )
 
+DERIVED_BODIES = ("VipPut", "VipPatch", "MemberPatch")
+"""Bodies whose schema is a config model's with fewer required keys (components of their own)."""
+
 PATH_EXAMPLES = {"file": "app.js", "vip": "web", "member": "h1", "session": session_key("client_ip", "web@10.0.0.1")}
 """An example of each path parameter."""
 
 BODIES: dict[str, tuple[type[BaseModel], str]] = {
     "Vip": (Vip, "A VIP, as in the config file."),
     "VipPut": (Vip, "A whole VIP; `name` may be left out."),
+    "VipPatch": (Vip, "A JSON merge patch (RFC 7396) of the VIP: keys to change, null to reset one to its default."),
+    "MemberPatch": (Member, "A JSON merge patch (RFC 7396) of the member: keys to change, null to reset one."),
     "Member": (Member, "A member, as in the config file."),
     "WeightChange": (schema.WeightChange, "Only `weight`."),
     "StateChange": (schema.StateChange, "Only `state`."),
@@ -340,8 +372,12 @@ def _operation(operation: Operation, refs: Refs) -> dict[str, Any]:
         document["security"] = []
     if operation.body is not None:
         model, description = BODIES[operation.body]
-        ref = {"$ref": REF.format(model=operation.body)} if operation.body == "VipPut" else refs[model, "validation"]
-        document["requestBody"] = {"required": True, "description": description, "content": {JSON: {"schema": ref}}}
+        derived = operation.body in DERIVED_BODIES
+        ref = {"$ref": REF.format(model=operation.body)} if derived else refs[model, "validation"]
+        content = {
+            media: {"schema": ref} for media in ((JSON, MERGE_PATCH_TYPE) if operation.method == "PATCH" else (JSON,))
+        }
+        document["requestBody"] = {"required": True, "description": description, "content": content}
     return document
 
 
@@ -356,6 +392,11 @@ def _schemas() -> tuple[Refs, dict[str, Any]]:
     put = copy.deepcopy(components[vip_input])
     put["required"] = [key for key in put.get("required", []) if key != "name"]
     components["VipPut"] = put
+    for name, model in (("VipPatch", Vip), ("MemberPatch", Member)):
+        component = refs[model, "validation"]["$ref"].rpartition("/")[2]
+        patch = copy.deepcopy(components[component])
+        patch.pop("required", None)
+        components[name] = patch
     return refs, components
 
 

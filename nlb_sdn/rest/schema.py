@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from nlb_sdn.config import Member, Vip
+from nlb_sdn.rest.status import OperatingStatus, ProvisioningStatus
 
 VIP_MODES: tuple[str, ...] = get_args(Vip.model_fields["mode"].annotation)
 """The ``mode`` filter's values: a VIP's modes."""
@@ -179,7 +180,10 @@ class DamPage(BaseModel):
 
 class MemberStateView(Open):
     """A member's target and current state: ``target``, ``configured_target``, ``reported_target``, ``current``,
-    ``connections``, ``health_source``, ``health``, ``app_id``."""
+    ``connections``, ``health_source``, ``health``, ``app_id``, ``provisioning_status``, ``operating_status``."""
+
+    provisioning_status: ProvisioningStatus
+    operating_status: OperatingStatus
 
 
 class Stats(Open):
@@ -275,3 +279,53 @@ class FabricView(BaseModel):
 
 class UiFile(BaseModel):
     """A static file of the dashboard (HTML, JavaScript or CSS; docs/dashboard.md)."""
+
+
+WARNINGS = Field(
+    default=None,
+    description="Present only when the VIP has something to warn about, e.g. members weighed in different units "
+    "(agent-reported capacity and static weight); each names the members.",
+)
+
+
+class VipAnswer(Vip):
+    """A VIP, as in the config file, with the VIP's warnings when it has any."""
+
+    warnings: list[str] | None = WARNINGS
+
+
+class MemberAnswer(Member):
+    """A member, as in the config file, with its VIP's warnings when it has any."""
+
+    warnings: list[str] | None = WARNINGS
+
+
+class MemberStatus(BaseModel):
+    """A member's node of the status tree."""
+
+    name: str
+    provisioning_status: ProvisioningStatus
+    operating_status: OperatingStatus
+    health_source: str = Field(description="`static`, `agent` or `probe`.")
+    health: str
+    target: str
+    current: str = Field(description="The current load-balancing state: active, draining, drained or inactive.")
+    connections: int
+
+
+class VipStatus(BaseModel):
+    """The VIP's node of the status tree: both statuses and its members' nodes."""
+
+    name: str
+    address: str
+    port: int
+    provisioning_status: ProvisioningStatus
+    operating_status: OperatingStatus
+    members: list[MemberStatus]
+
+
+class StatusTree(BaseModel):
+    """``GET /v1/vips/{vip}/status``: the VIP's and its members' statuses (Octavia-style), and its warnings."""
+
+    vip: VipStatus
+    warnings: list[str]

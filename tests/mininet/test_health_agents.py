@@ -289,6 +289,10 @@ def test_stopped_agent_fails_its_host_and_a_goodbye_removes_it_at_once(hl_lab: L
     wait_for(lambda: hosts(hl_lab)["h3"]["status"] == "failed", timeout=5, interval=0.05, what="h3 failed")
     assert time.monotonic() - stopped < 3.5
     assert "h3" not in allotted(hl_lab)
+    tree = hl_lab.rest("GET", "/v1/vips/web/status")
+    statuses = {member["name"]: member["operating_status"] for member in tree["vip"]["members"]}
+    assert statuses["h3"] != "ONLINE" and statuses["h1"] == "ONLINE", tree
+    assert tree["vip"]["operating_status"] == "DEGRADED"
     hl_lab.stop_agent("h2", graceful=True)
     stopped = time.monotonic()
     wait_for(lambda: hosts(hl_lab)["h2"]["status"] == "gone", timeout=2, interval=0.02, what="h2 gone")

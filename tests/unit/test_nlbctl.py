@@ -190,3 +190,24 @@ def test_config_reload_answers_what_changed_and_refuses_an_invalid_file(tmp_path
     out, err = io.StringIO(), io.StringIO()
     assert ctl.run(args, wsgi_transport(make_app(CoreBackend(lb, str(path)))), out, err) == ctl.Exit.REFUSED
     assert "400 invalid" in err.getvalue() and str(path) in err.getvalue() and not out.getvalue()
+
+
+def test_vip_status_and_patches(lb: ShellDouble, tmp_path: Path) -> None:
+    code, out, _ = nlbctl(lb, "--json", "vip", "status", "web")
+    assert code == ctl.Exit.OK
+    tree = json.loads(out)
+    assert tree["vip"]["operating_status"] == "ONLINE"
+    assert {m["operating_status"] for m in tree["vip"]["members"]} == {"NO_MONITOR"}
+    code, out, _ = nlbctl(lb, "vip", "status", "web")
+    assert code == ctl.Exit.OK and "ONLINE" in out
+    patch = tmp_path / "patch.yaml"
+    patch.write_text("idle_timeout: 45\n")
+    assert nlbctl(lb, "vip", "patch", "web", "--file", str(patch))[0] == ctl.Exit.OK
+    assert lb.config.vip("web").idle_timeout == 45 and len(lb.config.vip("web").members) == 3
+    patch.write_text("weight: 4\nstate: draining\n")
+    assert nlbctl(lb, "member", "patch", "web", "h2", "--file", str(patch))[0] == ctl.Exit.OK
+    member = lb.config.vip("web").member("h2")
+    assert member is not None and (member.weight, member.state) == (4, "draining")
+    patch.write_text("port: eighty\n")
+    code, _, err = nlbctl(lb, "vip", "patch", "web", "--file", str(patch))
+    assert code == ctl.Exit.REFUSED and "400 invalid" in err

@@ -495,9 +495,9 @@ def test_unknown_member(app, backend: FakeBackend, method: str, body: Any, ident
     "method, path, allow",
     [
         ("DELETE", "/v1/vips", "GET, POST"),
-        ("PATCH", "/v1/vips/web", "GET, PUT, DELETE"),
+        ("POST", "/v1/vips/web", "GET, PUT, PATCH, DELETE"),
         ("PUT", "/v1/vips/web/members", "GET, POST"),
-        ("POST", "/v1/vips/web/members/b1", "GET, PUT, DELETE"),
+        ("POST", "/v1/vips/web/members/b1", "GET, PUT, PATCH, DELETE"),
         ("POST", "/v1/connections", "GET"),
         ("DELETE", "/v1/stats", "GET"),
         ("PUT", "/v1/config", "GET"),
