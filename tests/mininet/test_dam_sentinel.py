@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from nlb_sdn.dam.atoms import parse_route_key
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, parse_route_key
 from nlb_sdn.lab.harness import Lab, wait_for
 from tests.lib.lab import VIP, needs_lab, open_connections, start_downloads
 from tests.lib.net import free_port
@@ -90,7 +90,7 @@ def test_killing_the_primary_under_load_breaks_no_connection(sentinel_lab: Lab, 
     after = open_connections(sentinel_lab, "c3", 10)
     assert sum(after["served_by"].values()) == 10
     promoted = redis.Redis(port=sentinels.replica.port)
-    routes = [key.decode()[len(PREFIX) :] for key in promoted.scan_iter(match=PREFIX + "conn:*", count=1000)]
+    routes = [key.decode()[len(PREFIX) :] for key in promoted.scan_iter(match=PREFIX + ROUTE_PREFIX + "*", count=1000)]
     clients = {parse_route_key(key)[0] for key in routes}
     assert {"10.0.0.2", "10.0.0.3"} <= clients, clients  # replayed from the failover, and written after it
     dam = _dam(sentinel_lab)

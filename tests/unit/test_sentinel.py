@@ -76,7 +76,7 @@ def _replicated(group: SentinelGroup) -> None:
 
 
 def _follows(dam: RedisDam, now: float) -> bool:
-    """Run the DAM's periodic maintenance once; whether it is out of degraded mode with its feed subscribed."""
+    """Run the DAM's periodic maintenance once; whether it is out of degraded mode with its queue replayed."""
     dam.maintain(now)
     return not dam.degraded and dam.stats()["queued"] == 0
 
