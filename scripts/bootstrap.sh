@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server haproxy apache2-utils chromium chromium-driver)
+APT_PACKAGES=(openvswitch-switch mininet ethtool iproute2 tcpdump procps psmisc redis-server redis-sentinel haproxy apache2-utils chromium chromium-driver)
 VENV_CHECK="import nlb_sdn, os_ken, mininet, pytest, schemathesis, selenium, prometheus_client, matplotlib, mypy"
 
 need_root() {

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from nlb_sdn.config.base import Strict
+from nlb_sdn.dam.sentinel import check_url
 
 
 class StateBackend(StrEnum):
@@ -26,5 +28,7 @@ class StateSettings(Strict):
 
     backend: StateBackend = StateBackend.FILE
     path: str = ""
-    url: str = Field(default="", pattern=r"^$|^(redis|rediss|unix)://")
+    url: Annotated[str, AfterValidator(check_url)] = Field(
+        default="", pattern=r"^$|^(redis|rediss|unix|redis\+sentinel)://"
+    )
     prefix: str = Field(default="nlb:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from nlb_sdn.dam.atoms import (
     KINDS,
@@ -26,6 +26,7 @@ from nlb_sdn.dam.atoms import (
 )
 from nlb_sdn.dam.memory import MemoryDam
 from nlb_sdn.dam.redis_backend import RedisDam
+from nlb_sdn.dam.sentinel import URL_PATTERN, check_url
 
 __all__ = [
     "KINDS",
@@ -57,7 +58,7 @@ class DamConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     backend: Literal["memory", "redis"] = "memory"
-    url: str = Field(default="redis://127.0.0.1:6379/0", pattern=r"^(redis|rediss|unix)://")
+    url: Annotated[str, AfterValidator(check_url)] = Field(default="redis://127.0.0.1:6379/0", pattern=URL_PATTERN)
     prefix: str = Field(default="nlb:", pattern=r"^[A-Za-z0-9_.:-]{1,32}$")
     queue_limit: int = Field(default=10_000, ge=1, le=10_000_000)
     route_linger: float = Field(default=120, gt=0, le=86_400)

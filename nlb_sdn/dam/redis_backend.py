@@ -20,8 +20,6 @@ from typing import Any, NamedTuple, cast
 
 import msgpack
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from nlb_sdn.dam.atoms import (
     CHANGE_OPS,
@@ -36,6 +34,7 @@ from nlb_sdn.dam.atoms import (
     kind_of,
     pack_data,
 )
+from nlb_sdn.dam.sentinel import database, location, redis_client
 
 LOG = logging.getLogger(__name__)
 UNREACHABLE = (
@@ -188,14 +187,11 @@ class RedisDam(Dam):
         queue_limit: int = 10_000,
         timeout: float = 0.2,
     ) -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-        )
+        self._client = redis_client(url, timeout)
         self._prefix = prefix
         self._channel = prefix + "changes"
-        where = self._client.connection_pool.connection_kwargs
-        self._where = where.get("path") or f"{where.get('host')}:{where.get('port')}/{where.get('db', 0)}"
-        self._expired_channel = f"__keyevent@{where.get('db', 0)}__:expired"
+        self._where = location(url, self._client)
+        self._expired_channel = f"__keyevent@{database(url, self._client)}__:expired"
         self._timeout = timeout
         self._put = self._client.register_script(PUT_LUA)
         self._delete = self._client.register_script(DELETE_LUA)

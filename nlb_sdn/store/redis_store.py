@@ -7,9 +7,8 @@ from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from nlb_sdn.dam.sentinel import redis_client
 from nlb_sdn.store import StaleVersion, StateError, StoredState, state_from_document
 
 STATE_KEY = "state"
@@ -47,9 +46,7 @@ class RedisStore:
     """The operator state as the hash ``<prefix>state``; each new version is published on ``<prefix>state-changes``."""
 
     def __init__(self, url: str, prefix: str = "nlb:") -> None:
-        self._client = redis.Redis.from_url(
-            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry=Retry(NoBackoff(), 0)
-        )
+        self._client = redis_client(url, TIMEOUT)
         self.key = prefix + STATE_KEY
         self.channel = prefix + CHANGES_CHANNEL
         self.location = f"{without_password(url)} key {self.key}"
