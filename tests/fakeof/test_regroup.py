@@ -7,6 +7,7 @@ they had, and the first warm tick must still send the controller's group.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ def group_mods(msgs: list[Any]) -> list[Any]:
 def restart(net: Net) -> ShellDouble:
     """A fresh controller (cold cache) to which every switch of ``net`` reconnects; the group is watched throughout."""
     fresh = ShellDouble(agent_config(), hl_key=b"k" * 32, now=RESTART)
+    ports = itertools.count(39000)
     for dpid, dp in net.fab.dps.items():
         for msg in fresh.switch_connected(dpid, RESTART).to(dpid):
             net.fab.send(dpid, [msg])
             assert 1 not in dp.switch.groups or len(dp.switch.groups[1].buckets) == SLOTS, msg
+            assert net.syn("c1", next(ports)).hosts, f"a new connection found no member after {msg}"
         net.fab.send(dpid, fresh.reconcile(dpid, flow_entries(dp), RESTART, after_connect=True))
     return fresh
 
