@@ -25,6 +25,9 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 CLIENTS = ("c1", "c2")
 COUNT, RATE = 700, 20
 """Per client: 35 s of new connections, long enough to span the crash, the restart (about 7 s) and the warm-up."""
+WARM_UP = 4.0
+"""The controller's hb_period: its H&L cache is warm no sooner than this after a start, later than its switches
+reconnect (about 2 s), so they reconnect to a cold controller (the agents beat every second all the same)."""
 POLL_PERIOD = 0.05
 MAX_GAP = 0.3
 """Seconds between two group samples at most (a dump takes a few tens of ms on a busy machine)."""
@@ -47,7 +50,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     config = lab_config(
         topo,
         [vip],
-        health={"enabled": True, "listen_host": "0.0.0.0", "listen_port": hl_port, "key_file": str(key_file)},
+        health={
+            "enabled": True,
+            "listen_host": "0.0.0.0",
+            "listen_port": hl_port,
+            "key_file": str(key_file),
+            "hb_period": WARM_UP,
+        },
     )
     with Lab(topo, config, workdir=str(workdir), ofp_port=free_port(), rest_port=free_port()) as lab:
         lab.wait_switches_connected()
