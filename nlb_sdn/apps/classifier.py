@@ -190,6 +190,8 @@ class Classifier(RyuApp):
         self.datapaths: dict[int, Any] = {}
         self.sent: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        self.groups_kept: Counter[int] = Counter()
+        """Per switch: switch-dispatch groups it already had when it (re)connected (its ``GROUP_EXISTS`` answers)."""
         self.flow_stats: dict[tuple[int, int], list[Any]] = {}
         """Flow stats replies being gathered, by (dpid, xid)."""
         self.audits: dict[int, int] = {}
@@ -450,6 +452,7 @@ class Classifier(RyuApp):
         stats["openflow"] = {
             "listener": self.listener,
             "refused": {f"{dpid:016x}": count for dpid, count in sorted(self.refused_switches.items())},
+            "groups_kept": {f"{dpid:016x}": count for dpid, count in sorted(self.groups_kept.items())},
         }
         return stats
 
@@ -648,7 +651,14 @@ class Classifier(RyuApp):
 
     @set_ev_cls(ofp_event.EventOFPErrorMsg, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def error_msg(self, ev: Any) -> None:
-        """Count and log OpenFlow errors reported by switches."""
+        """Count and log OpenFlow errors reported by switches (a kept switch-dispatch group is not one)."""
         msg = ev.msg
+        ofproto = msg.datapath.ofproto
+        if (msg.type, msg.code) == (ofproto.OFPET_GROUP_MOD_FAILED, ofproto.OFPGMFC_GROUP_EXISTS):
+            self.groups_kept[msg.datapath.id] += 1
+            LOG.info(
+                "dpid=%016x kept its switch-dispatch group (and its buckets) across the reconnect", msg.datapath.id
+            )
+            return
         self.errors[f"ofp_error:{msg.type}:{msg.code}"] += 1
         LOG.error("dpid=%016x OpenFlow error type=%d code=%d", msg.datapath.id, msg.type, msg.code)

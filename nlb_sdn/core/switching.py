@@ -25,6 +25,9 @@ class SwitchDispatchManager(Manager):
         self.ctx = ctx
         self.slots: dict[str, list[int]] = {}
         """Each switch-dispatched VIP service's group buckets: the endpoint id each slot names."""
+        self.unknown: set[str] = set()
+        """Switch-dispatched VIP services whose members were not known yet (H&L cache cold) when their groups were last
+        sent: switches keep the buckets they had, and the first warm tick sends the group."""
         self.sent: dict[str, dict[int, dispatch.SwitchTarget]] = {}
         """Each switch-dispatched VIP service's members as its table 6 entries name them, by endpoint id."""
         self.reinjected: dict[ConnKey, float] = {}
@@ -74,19 +77,22 @@ class SwitchDispatchManager(Manager):
         ctx = self.ctx
         msgs = dispatch.dispatch_base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
         for state in self.states():
-            msgs += dispatch.group_add(state.vip_id, self.slots.get(state.vip.name, []))
+            name = state.vip.name
+            slots = None if name in self.unknown else self.slots.get(name, [])
+            msgs += dispatch.group_keep_or_add(state.vip_id, slots)
             msgs += dispatch.switch_vip_flows(self.switch_vip(state.vip, state.vip_id), self.targets(state.vip))
         return msgs
 
-    def _slots(self, vip: Vip, now: float) -> list[int]:
+    def _slots(self, vip: Vip, now: float) -> list[int] | None:
         """The VIP's group buckets: each slot names a member's endpoint id, as many as its allotment share.
 
-        Computed again only when the VIP's model, the fabric or what health knows has changed since the last time:
-        a tick of an unchanged 20,000-member VIP costs nothing.
+        None while the members are not known yet (agent health and a cold H&L cache). Computed again only when the
+        VIP's model, the fabric or what health knows has changed since the last time: a tick of an unchanged
+        20,000-member VIP costs nothing.
         """
         health = self.ctx.health
         if health.needs_warm_cache(vip) and not health.cache.warm(now):
-            return []
+            return None
         inputs = (vip, self.ctx.fabric.fabric, health.revision)
         computed = self._computed.get(vip.name)
         if computed is not None and computed[0][0] is vip and computed[0][1:] == inputs[1:]:
@@ -99,12 +105,19 @@ class SwitchDispatchManager(Manager):
         return slots
 
     def group_updates(self, now: float) -> list[Any]:
-        """Group changes for switch-dispatched VIP services whose allotment moved."""
+        """Group changes for switch-dispatched VIP services whose allotment moved or became known (the cache warmed).
+
+        While the members are not known, switches keep the buckets they have.
+        """
         msgs: list[Any] = []
         for state in self.states():
+            name = state.vip.name
             slots = self._slots(state.vip, now)
-            if slots != self.slots.get(state.vip.name):
-                self.slots[state.vip.name] = slots
+            if slots is None:
+                continue
+            if slots != self.slots.get(name) or name in self.unknown:
+                self.unknown.discard(name)
+                self.slots[name] = slots
                 self.ctx.counters.switch_dispatch["group_updates"] += 1
                 msgs.append(dispatch.group_modify(state.vip_id, slots))
         return msgs
@@ -112,6 +125,7 @@ class SwitchDispatchManager(Manager):
     def removed(self, state: VipState) -> list[Any]:
         """A removed VIP service: its switch-dispatch entries and group, and every connection the switch learned."""
         self.slots.pop(state.vip.name, None)
+        self.unknown.discard(state.vip.name)
         self.sent.pop(state.vip.name, None)
         self._targets.pop(state.vip.name, None)
         self._computed.pop(state.vip.name, None)
@@ -131,9 +145,15 @@ class SwitchDispatchManager(Manager):
         sent = self.sent.pop(new.name, {})
         if state.dispatch != Dispatch.SWITCH:
             self.slots.pop(new.name, None)
+            self.unknown.discard(new.name)
             return dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
         switch_vip, targets = self.switch_vip(new, state.vip_id), self.targets(new)
-        slots = self._slots(new, now)
+        known = self._slots(new, now)
+        slots = self.slots.get(new.name, []) if known is None else known
+        if known is None:
+            self.unknown.add(new.name)
+        else:
+            self.unknown.discard(new.name)
         self.slots[new.name] = slots
         self.sent[new.name] = {target.endpoint_id: target for target in targets}
         if old is None or not was_switch or old.switch_pinning != new.switch_pinning:
@@ -147,7 +167,7 @@ class SwitchDispatchManager(Manager):
         )
         gone = [target for endpoint, target in sent.items() if endpoint not in self.sent[new.name]]
         return [
-            dispatch.group_modify(state.vip_id, slots),
+            *([] if known is None else [dispatch.group_modify(state.vip_id, slots)]),
             *dispatch.switch_vip_flows(switch_vip, fresh),
             *dispatch.select_flow_strict_deletes(old_vip, gone),
         ]

@@ -291,6 +291,18 @@ def group_add(vip_id: int, slots: list[int]) -> list[Any]:
     return [group_delete(vip_id), group_mod(ofp.OFPGC_ADD, vip_id, slots)]
 
 
+def group_keep_or_add(vip_id: int, slots: list[int] | None) -> list[Any]:
+    """A (re)connecting switch's group of the VIP, never emptied on the way: an add, and a modify when slots are known.
+
+    The add fails (``GROUP_EXISTS``) on a switch that already has the group, which keeps its buckets and goes on
+    dispatching with them; on a fresh switch it creates the group. ``slots`` None: the controller does not know the
+    members yet (its H&L cache is cold), so only the add, with no bucket, is sent; the first warm tick modifies it.
+    """
+    if slots is None:
+        return [group_mod(ofp.OFPGC_ADD, vip_id, [])]
+    return [group_mod(ofp.OFPGC_ADD, vip_id, slots), group_modify(vip_id, slots)]
+
+
 def group_delete(vip_id: int) -> Any:
     """Delete the VIP's group (and, per OpenFlow, the entries that point at it)."""
     return parser.OFPGroupMod(None, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, vip_id, [])

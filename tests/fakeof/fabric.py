@@ -15,7 +15,7 @@ from typing import Any
 from nlb_sdn.config import Config, vip_mac
 from nlb_sdn.flows.builders import bind
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
-from tests.fakeof.switch import TCP_SYN, FakeDatapath, PacketIn, TraceResult, tcp_packet
+from tests.fakeof.switch import TCP_SYN, FakeDatapath, PacketIn, SwitchError, TraceResult, tcp_packet
 from tests.lib.shell_double import ShellDouble
 
 MAX_HOPS = 16
@@ -59,6 +59,11 @@ class Delivery:
         self.lost += other.lost
 
 
+ANSWERED_ERRORS = frozenset({"OFPGMFC_GROUP_EXISTS"})
+"""Errors a fabric switch answers (recorded in ``answered``) and goes on after, instead of raising: the controller
+expects them (an add of a switch-dispatch group the switch kept across a reconnect)."""
+
+
 class FabricDatapath(FakeDatapath):
     """A FakeDatapath that belongs to a fabric: its packet-outs travel on, and OFPSetConfig is accepted."""
 
@@ -66,6 +71,8 @@ class FabricDatapath(FakeDatapath):
         super().__init__(dpid)
         self.fabric = fabric
         self.miss_send_len: int | None = None
+        self.answered: list[SwitchError] = []
+        """Errors the switch answered and went on after (``ANSWERED_ERRORS``), as Open vSwitch does, in order."""
 
     def send_msg(self, msg: Any) -> bool:
         """Apply a message like the fake switch; propagate a packet-out's outputs through the fabric."""
@@ -74,7 +81,12 @@ class FabricDatapath(FakeDatapath):
             self.miss_send_len = msg.miss_send_len
             return True
         before = len(self.switch.packet_outs)
-        super().send_msg(msg)
+        try:
+            super().send_msg(msg)
+        except SwitchError as error:
+            if error.code_name not in ANSWERED_ERRORS:
+                raise
+            self.answered.append(error)
         for result in self.switch.packet_outs[before:]:
             self.fabric.follow(self.id, result, self.fabric.pending, depth=0)
         return True
