@@ -22,6 +22,7 @@ from time import perf_counter
 from typing import Any, ClassVar
 
 from nlb_sdn import gcpolicy
+from nlb_sdn.apps.dam_pages import scan_all
 from nlb_sdn.apps.durable import EventStateChange, apply_state_change, follow_state
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
 from nlb_sdn.apps.metrics import controller_metrics
@@ -34,7 +35,7 @@ from nlb_sdn.core.model import ConnKey
 from nlb_sdn.core.reconcile import FlowEntry
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam import make_dam
-from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, BadAtomLog
+from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, BadAtomLog
 from nlb_sdn.events import EventKind, log_new_events
 from nlb_sdn.flows.builders import bind, flow_stats_request
 from nlb_sdn.flows.dispatch import switch_flow_stats_request
@@ -63,7 +64,6 @@ CONFIG_ENV = "NLB_SDN_CONFIG"
 TICK_PERIOD = 0.25
 DAM_PERIOD = 0.05
 DAM_MAINTAIN_PERIOD = 1.0
-DAM_LOAD_PAGE = 1000
 """Atoms per DAM scan page at start."""
 BARRIER_TIMEOUT = 1.0
 """Seconds a REST handler waits for a switch to confirm a flow change (migration commits)."""
@@ -313,7 +313,9 @@ class Classifier(RyuApp):
         counted and logged, and a listing that fails is logged and ends early.
         """
         now = time.time()
-        atoms = [atom for prefix in (ROUTE_PREFIX, SESSION_PREFIX) for atom in self.scan_all(prefix, now)]
+        atoms = [
+            atom for prefix in (ROUTE_PREFIX, SESSION_PREFIX) for atom in scan_all(self.dam, prefix, now, self.errors)
+        ]
         try:
             self.carry_out(self.lb.load_atoms(atoms, now))
         except Exception:  # a start must never fail on what the store holds
@@ -322,43 +324,10 @@ class Classifier(RyuApp):
         self.log_rejected_atoms()
         LOG.info("loaded %d atoms from the DAM (%s)", len(atoms), self.lb.config.controller.dam.backend)
 
-    def scan_all(self, prefix: str, now: float) -> list[Atom]:
-        """Every live atom whose key starts with ``prefix``; what was listed before a failing scan (logged)."""
-        atoms: list[Atom] = []
-        cursor: str | None = None
-        try:
-            while True:
-                page, cursor = self.dam.scan(prefix, cursor, DAM_LOAD_PAGE, now)
-                atoms += page
-                if cursor is None:
-                    return atoms
-        except Exception:  # e.g. a store refusing SCAN: start with what was listed
-            self.errors["dam_load"] += 1
-            LOG.exception("listing DAM atoms %r* failed after %d; starting without the rest", prefix, len(atoms))
-            return atoms
-
     def log_rejected_atoms(self) -> None:
         """Log (once per key) the atoms the core refused since the last call."""
         for key, reason in self.lb.rejected_atoms():
             self.bad_atoms.report(key, reason)
-
-    def dam_page(self, kind: str, cursor: str | None, count: int) -> dict[str, Any]:
-        """One page of DAM atoms of a kind (``route`` or ``session``)."""
-        prefix = ROUTE_PREFIX if kind == "route" else SESSION_PREFIX
-        atoms, next_cursor = self.dam.scan(prefix, cursor, count, time.time())
-        return {
-            "kind": kind,
-            "atoms": [
-                {
-                    "key": a.key,
-                    "data": a.data,
-                    "metadata": {"version": a.version, "origin": a.origin, "expires_at": a.expires_at},
-                }
-                for a in atoms
-            ],
-            "count": len(atoms),
-            "next_cursor": next_cursor,
-        }
 
     # -- carrying out the core's effects ----------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from nlb_sdn.apps.dam_pages import dam_page
 from nlb_sdn.apps.durable import commit_config
 from nlb_sdn.apps.reload import reload_config
 from nlb_sdn.config import Config
@@ -124,7 +125,7 @@ class ControllerFacade:
 
     def dam_page(self, kind: str, cursor: str | None, count: int) -> dict[str, Any]:
         """One page of DAM atoms of a kind (read from the store, not the core)."""
-        return self.app.dam_page(kind, cursor, count)
+        return dam_page(self.app.dam, kind, cursor, count, time.time())
 
     def migrations(self, limit: int | None = None) -> dict[str, Any]:
         """The recent migrations of l7 connections and their counters."""
