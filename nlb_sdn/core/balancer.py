@@ -164,7 +164,6 @@ class LoadBalancer:
             "lingering_routes": len(ctx.table.lingering),
             "switch_dispatch": self.switching.stats(),
             "rebuilt_connections": ctx.table.rebuilt,
-            "restored_connections": ctx.table.restored,
             "migrations": self.migration.stats(),
             "fabric": {
                 "down_ports": len(ctx.fabric.down_ports),
@@ -238,7 +237,6 @@ class LoadBalancer:
     def switch_down(self, dpid: int, now: float = 0.0) -> Effects:
         """A fabric switch disconnected: all its links are down for the others, which are rerouted around it."""
         out = Out()
-        self.reconciler.disconnected(dpid, now)
         self.paths.switch_state(dpid, False, out)
         return out.effects()
 
