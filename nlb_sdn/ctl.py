@@ -26,8 +26,8 @@ from typing import Any, TextIO
 import yaml
 
 from nlb_sdn import add_version_option
+from nlb_sdn.router.cli import TOKEN_ENV, load_token
 
-TOKEN_ENV = "NLB_SDN_TOKEN"
 URL_ENV = "NLB_SDN_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_TIMEOUT = 10.0
@@ -102,14 +102,6 @@ def _decode(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return raw.decode(errors="replace")
-
-
-def read_token(token_file: str | None, environ: dict[str, str]) -> str | None:
-    """The bearer token: the file's first line, else ``$NLB_SDN_TOKEN``, else none."""
-    if token_file:
-        lines = Path(token_file).read_text().splitlines()
-        return lines[0].strip() if lines else None
-    return environ.get(TOKEN_ENV) or None
 
 
 def items_of(payload: Any) -> list[Any]:
@@ -370,9 +362,9 @@ def main(argv: list[str] | None = None, environ: dict[str, str] | None = None) -
     environ = dict(os.environ if environ is None else environ)
     args = build_parser().parse_args(argv)
     try:
-        token = read_token(args.token_file, environ)
-    except OSError as exc:
-        print(f"nlbctl: token file: {exc}", file=sys.stderr)
+        token = load_token(args.token_file, environ)
+    except ValueError as exc:
+        print(f"nlbctl: {exc}", file=sys.stderr)
         return Exit.USAGE
     context = ssl.create_default_context(cafile=args.ca_file) if args.ca_file else None
     url = args.url or environ.get(URL_ENV) or DEFAULT_URL

@@ -126,9 +126,9 @@ def test_connections_stats_config_hl_sessions_and_migrations(lb: ShellDouble) ->
 def test_the_token_comes_from_a_file_or_the_environment_never_the_command_line(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    assert ctl.read_token(str(token_file), {ctl.TOKEN_ENV: "other"}) == TOKEN
-    assert ctl.read_token(None, {ctl.TOKEN_ENV: TOKEN}) == TOKEN
-    assert ctl.read_token(None, {}) is None
+    assert ctl.load_token(str(token_file), {ctl.TOKEN_ENV: "other"}) == TOKEN
+    assert ctl.load_token(None, {ctl.TOKEN_ENV: TOKEN}) == TOKEN
+    assert ctl.load_token(None, {}) is None
     with pytest.raises(SystemExit):
         ctl.build_parser().parse_args(["--token", TOKEN, "stats", "show"])
 
