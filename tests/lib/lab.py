@@ -36,6 +36,18 @@ def web_vip(topo: LabTopo, weights: dict[str, int] = WEIGHTS, idle_timeout: int 
     return {"name": "web", "address": VIP, "port": 80, "idle_timeout": idle_timeout, "members": members}
 
 
+def affinity_vip(topo: LabTopo, idle_timeout: int = 5) -> dict[str, Any]:
+    """The lab's VIP service on port 80 over every backend at weight 1, with ``client_ip`` affinity."""
+    return {
+        "name": "web",
+        "address": VIP,
+        "port": 80,
+        "affinity": "client_ip",
+        "idle_timeout": idle_timeout,
+        "members": topo.members(),
+    }
+
+
 def open_connections(
     lab: Lab, client: str, count: int, *, port: int = 80, concurrency: int = 4, timeout: int = 60
 ) -> dict[str, Any]:

@@ -15,7 +15,14 @@ import yaml
 
 from nlb_sdn.dam.atoms import parse_route_key, route_key, session_key
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.lib.lab import VIP, connections_of, needs_lab, open_connections, restart_controller, start_downloads
+from tests.lib.lab import (
+    affinity_vip,
+    connections_of,
+    needs_lab,
+    open_connections,
+    restart_controller,
+    start_downloads,
+)
 from tests.lib.net import free_port
 from tests.lib.processes import stop_process
 from tests.lib.redis_server import RedisServer
@@ -38,16 +45,7 @@ def redis() -> Iterator[RedisServer]:
 @pytest.fixture(scope="module")
 def redis_lab(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     topo = FabricTopo(clients=4, backends=3)
-    vips = [
-        {
-            "name": "web",
-            "address": VIP,
-            "port": 80,
-            "affinity": "client_ip",
-            "idle_timeout": 5,
-            "members": topo.members(),
-        }
-    ]
+    vips = [affinity_vip(topo)]
     config = lab_config(topo, vips, dam={"backend": "redis", "url": redis.url, "prefix": "labtest:"})
     lab = Lab(
         topo, config, workdir=str(tmp_path_factory.mktemp("redis-lab")), ofp_port=free_port(), rest_port=free_port()

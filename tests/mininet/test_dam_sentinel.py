@@ -9,7 +9,7 @@ import redis
 
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, parse_route_key
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.lib.lab import VIP, needs_lab, open_connections, start_downloads
+from tests.lib.lab import affinity_vip, needs_lab, open_connections, start_downloads
 from tests.lib.net import free_port
 from tests.lib.redis_server import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelGroup
 from topologies import FabricTopo, lab_config
@@ -38,16 +38,7 @@ def sentinels() -> Iterator[SentinelGroup]:
 def sentinel_lab(sentinels: SentinelGroup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A lab whose controller keeps its DAM and its operator state on the Sentinel-watched primary."""
     topo = FabricTopo(clients=4, backends=3)
-    vips = [
-        {
-            "name": "web",
-            "address": VIP,
-            "port": 80,
-            "affinity": "client_ip",
-            "idle_timeout": 5,
-            "members": topo.members(),
-        }
-    ]
+    vips = [affinity_vip(topo)]
     config = lab_config(
         topo,
         vips,
