@@ -17,11 +17,15 @@ def positive(value: object) -> bool:
     return is_number(value) and value > 0  # type: ignore[operator]
 
 
-def run_smoke(script: str, out: Path, workdir: Path, timeout: float) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run ``benchmarks/<script> --smoke`` writing its report to ``out``; its result and how long it took (s)."""
+def run_smoke(
+    script: str, out: Path, workdir: Path | None, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``benchmarks/<script> --smoke`` writing its report to ``out`` (and its logs to ``workdir``, for the scripts
+    that keep some); its result and how long it took (s)."""
     started = time.monotonic()
+    where = [] if workdir is None else ["--workdir", str(workdir)]
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), "--workdir", str(workdir)],
+        [sys.executable, str(BENCHMARKS / script), "--smoke", "--out", str(out), *where],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from benchmarks.scale import BYTES_TARGET, SMOKE, client_of
-from tests.lib.bench import BENCHMARKS, positive
+from tests.lib.bench import positive, run_smoke
 
 SMOKE_TIMEOUT = 120.0
 
@@ -20,13 +18,7 @@ def test_every_connection_has_its_own_client_address_and_port():
 
 def test_smoke_mode_reports_time_and_bytes_at_every_checkpoint(tmp_path):
     out = tmp_path / "scale.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "scale.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    result, _elapsed = run_smoke("scale.py", out, None, SMOKE_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert [row["connections"] for row in report["time"]] == list(SMOKE.checkpoints)

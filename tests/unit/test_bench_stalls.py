@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 from benchmarks.stalls import CALL_KINDS, SMOKE, exponent
-from tests.lib.bench import BENCHMARKS, positive
+from tests.lib.bench import positive, run_smoke
 
 SMOKE_TIMEOUT = 120.0
 
@@ -20,13 +18,7 @@ def test_growth_exponent_tells_linear_from_quadratic():
 
 def test_smoke_mode_reports_every_size_and_figure(tmp_path):
     out = tmp_path / "stalls.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "stalls.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=SMOKE_TIMEOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    result, _elapsed = run_smoke("stalls.py", out, None, SMOKE_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke"
