@@ -35,7 +35,7 @@ install_venv() {
   if [ ! -x .venv/bin/python ] || ! venv_ready || [ setup.cfg -nt .venv/.installed ]; then
     echo "nlb_sdn: creating .venv"
     python3 -m venv .venv
-    if ! .venv/bin/pip install -q -e '.[test,lab,bench,lint]' >.venv/pip.log 2>&1; then
+    if ! .venv/bin/pip install -q -e '.[test,lab,bench,lint,ha]' >.venv/pip.log 2>&1; then
       cat .venv/pip.log >&2
       exit 1
     fi

@@ -20,12 +20,13 @@ PYTHON="${PYTHON:-python3}"
 
 RYU_VERSION="4.34"
 EVENTLET_VERSION="0.41.3"
-# Our runtime dependencies, read from setup.cfg, without os-ken (ryu takes its place) and eventlet (pinned above).
+# Our runtime dependencies, read from setup.cfg, without os-ken (ryu takes its place) and eventlet (pinned above), and
+# the `ha` extra (tooz, for controller.ha).
 mapfile -t DEPS < <("$PYTHON" - "$ROOT/setup.cfg" <<'PYEOF'
 import configparser, sys
 parser = configparser.ConfigParser()
 parser.read(sys.argv[1])
-for line in parser["options"]["install_requires"].split():
+for line in parser["options"]["install_requires"].split() + parser["options.extras_require"]["ha"].split():
     if line and not line.lower().startswith(("os-ken", "eventlet")):
         print(line)
 PYEOF

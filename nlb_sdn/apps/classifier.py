@@ -11,7 +11,6 @@ the DAM thread) and datagrams to agents.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import socket
@@ -25,6 +24,8 @@ from nlb_sdn import gcpolicy
 from nlb_sdn.apps.dam_pages import scan_all
 from nlb_sdn.apps.durable import EventStateChange, apply_state_change, follow_state
 from nlb_sdn.apps.facade import ControllerFacade, EventCall
+from nlb_sdn.apps.guard import guarded
+from nlb_sdn.apps.ha import Mastership, MastershipHandlers
 from nlb_sdn.apps.metrics import controller_metrics
 from nlb_sdn.apps.reload import EventReload, install_reload_signal, on_reload_signal
 from nlb_sdn.config import Health, load_config
@@ -98,21 +99,6 @@ def listener_options(openflow: OpenFlow, config_dir: str) -> ListenerOptions:
     return ListenerOptions(openflow.listen_host, openflow.port, tls.cert, tls.key, tls.ca)
 
 
-def guarded(handler: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
-    """Log and count any exception a handler raises, naming the datapath, instead of killing the event loop."""
-
-    @functools.wraps(handler)
-    def wrapper(self: Classifier, ev: Any) -> None:
-        try:
-            handler(self, ev)
-        except Exception:  # a handler must never take the controller down
-            dpid = getattr(getattr(getattr(ev, "msg", None), "datapath", None), "id", None)
-            self.errors[f"handler:{handler.__name__}"] += 1
-            LOG.exception("dpid=%s: %s failed", f"{dpid:016x}" if isinstance(dpid, int) else dpid, handler.__name__)
-
-    return wrapper
-
-
 def port_is_up(port: Any, ofproto: Any) -> bool:
     """Whether a port (an ``OFPPort``) carries traffic: administratively up with its link up."""
     return not (port.config & ofproto.OFPPC_PORT_DOWN or port.state & ofproto.OFPPS_LINK_DOWN)
@@ -157,7 +143,7 @@ class EventDamChanges(EventBase):
         self.republish = republish
 
 
-class Classifier(RyuApp):
+class Classifier(MastershipHandlers, RyuApp):
     """os-ken app: installs the pipeline, classifies punted packets, tracks connections and serves REST."""
 
     OFP_VERSIONS: ClassVar[list[int]] = [ofproto_v1_3.OFP_VERSION]
@@ -206,6 +192,8 @@ class Classifier(RyuApp):
         self.dam = make_dam(config.controller.dam)
         self.dam_stats: dict[str, Any] = self.dam.stats()
         self.load_from_dam()
+        self.ha = Mastership.of(self, config)
+        """The election and the switches' roles with ``controller.ha`` (docs/ha.md), else None (role ``equal``)."""
         use_fast_packet_in_path(self)
 
     def start(self) -> None:
@@ -224,6 +212,8 @@ class Classifier(RyuApp):
         self.threads.append(hub.spawn(self.timer, controller.switch_sync_period, EventSwitchSync))
         self.threads.append(hub.spawn(self.dam_loop))
         self.threads.append(hub.spawn(follow_state, self))
+        if self.ha is not None:
+            self.threads.append(hub.spawn(self.ha.run))
         install_reload_signal(self)
         if controller.rest.enabled:
             sock = listen_rest(controller.rest)
@@ -336,7 +326,7 @@ class Classifier(RyuApp):
         writes for the DAM thread and send its datagrams. Messages for switches gone meanwhile are dropped."""
         for dpid, msgs in effects.messages.items():
             target = datapath if datapath is not None and datapath.id == dpid else self.datapaths.get(dpid)
-            if target is not None:
+            if target is not None and (self.ha is None or self.ha.may_send(dpid)):
                 self.send(target, msgs)
         if effects.dam:
             self.dam_writes.extend(effects.dam)
@@ -417,6 +407,7 @@ class Classifier(RyuApp):
         stats["errors"] = dict(self.errors)
         stats["uptime_s"] = round(time.time() - self.started_at, 3)
         stats["dam"] = self.dam_stats
+        stats["ha"] = self.ha.stats() if self.ha is not None else {"role": "equal"}
         stats["state"] = {"version": self.state.version, "store": self.state.store.location}
         stats["openflow"] = {
             "listener": self.listener,
@@ -490,6 +481,13 @@ class Classifier(RyuApp):
             return
         if not self.lb.known_switch(datapath.id):
             LOG.warning("dpid=%016x is not in the fabric config: base pipeline only, no paths", datapath.id)
+        if self.ha is not None:
+            self.ha.request(datapath)  # as master, its confirmation installs
+            return
+        self.install(datapath)
+
+    def install(self, datapath: Any) -> None:
+        """Set a switch up and audit its flows (the replies reconcile: its live connections are adopted)."""
         parser = datapath.ofproto_parser
         max_len = self.lb.config.controller.packet_in_max_len
         self.send(datapath, [parser.OFPSetConfig(None, datapath.ofproto.OFPC_FRAG_NORMAL, max_len)])
@@ -623,6 +621,8 @@ class Classifier(RyuApp):
         """Count and log OpenFlow errors reported by switches (a kept switch-dispatch group is not one)."""
         msg = ev.msg
         ofproto = msg.datapath.ofproto
+        if self.ha is not None and self.ha.role_error(msg):
+            return
         if (msg.type, msg.code) == (ofproto.OFPET_GROUP_MOD_FAILED, ofproto.OFPGMFC_GROUP_EXISTS):
             self.groups_kept[msg.datapath.id] += 1
             LOG.info(

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJson
 
 from nlb_sdn.config.base import Strict
 from nlb_sdn.config.flood import FloodProtection
+from nlb_sdn.config.ha import HaSettings
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
@@ -350,6 +351,7 @@ class Controller(Strict):
     openflow: OpenFlow = Field(default_factory=OpenFlow)
     flood: FloodProtection = Field(default_factory=FloodProtection)
     state: StateSettings = Field(default_factory=StateSettings)
+    ha: HaSettings = Field(default_factory=HaSettings)
 
 
 class Config(Strict):

@@ -38,6 +38,7 @@ RESTART_KEYS = (
     "controller.openflow.tls",
     "controller.flood",
     "controller.state",
+    "controller.ha",
 )
 """Settings read once at start or at a switch's connection (listeners, keys, stores, timers, identity, the punt
 meters and quotas of ``controller.flood``): a reload reports them as needing a restart and keeps their live value."""

@@ -20,6 +20,7 @@ from nlb_sdn.core.entries import VipEntries
 from nlb_sdn.core.frames import ArpRequest, FrameError, parse_frame
 from nlb_sdn.core.health import HealthManager
 from nlb_sdn.core.manager import Manager
+from nlb_sdn.core.mastership import Role, fenced
 from nlb_sdn.core.migration import MigrationManager
 from nlb_sdn.core.model import ConnKey, PacketIn
 from nlb_sdn.core.paths import FabricPaths
@@ -78,6 +79,8 @@ class LoadBalancer:
             self.revoker,
         )
         """Every manager, in the order their entries go to a (re)connecting switch."""
+        self.role = Role.EQUAL
+        """This controller's OpenFlow role (``controller.ha``): a slave's entry points return only datagrams."""
         self.allowed_dpids: frozenset[int] | None = None
         """The switches that may connect (None: any, while neither the fabric nor ``allowed_dpids`` lists one)."""
         self._startup = self.apply_config(config, dpids=(), now=now).datagrams
@@ -174,6 +177,7 @@ class LoadBalancer:
 
     # -- switch events ----------------------------------------------------------------------------------------------
 
+    @fenced
     def handle_packet_in(
         self, dpid: int, in_port: int, data: bytes, total_len: int, table_id: int, now: float, cookie: int = 0
     ) -> Effects:
@@ -205,6 +209,7 @@ class LoadBalancer:
                 state.service.packet_in(PacketIn(dpid, in_port, data, total_len, table_id, now, frame, key), out)
         return out.effects()
 
+    @fenced
     def handle_flow_removed(
         self, dpid: int, table_id: int, cookie: int, match: dict[str, Any], idle: bool = True, now: float = 0.0
     ) -> Effects:
@@ -216,6 +221,7 @@ class LoadBalancer:
             self.tracker.flow_removed(dpid, table_id, decoded, match, idle, now, out)
         return out.effects()
 
+    @fenced
     def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
         """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped).
 
@@ -228,24 +234,28 @@ class LoadBalancer:
         out.send(dpid, self.switch_flows(dpid))
         return out.effects()
 
+    @fenced
     def switch_up(self, dpid: int, now: float = 0.0) -> Effects:
         """A fabric switch is back: the other switches' paths through it, where they are shorter (changes only)."""
         out = Out()
         self.paths.switch_state(dpid, True, out)
         return out.effects()
 
+    @fenced
     def switch_down(self, dpid: int, now: float = 0.0) -> Effects:
         """A fabric switch disconnected: all its links are down for the others, which are rerouted around it."""
         out = Out()
         self.paths.switch_state(dpid, False, out)
         return out.effects()
 
+    @fenced
     def port_status(self, dpid: int, port: int, up: bool, now: float = 0.0) -> Effects:
         """A switch port went up or down: paths are recomputed and changed entries sent when the fabric changed."""
         out = Out()
         self.paths.port_status(dpid, port, up, now, out)
         return out.effects()
 
+    @fenced
     def reconcile(self, dpid: int, entries: list[FlowEntry], now: float = 0.0, after_connect: bool = False) -> Effects:
         """A switch's flows (from flow stats): delete what the model no longer wants, adopt live connections.
 
@@ -256,6 +266,7 @@ class LoadBalancer:
         self.reconciler.reconcile(dpid, entries, self.switch_flows(dpid), now, out, after_connect)
         return out.effects()
 
+    @fenced
     def packet_counts(self, dpid: int, counts: dict[ConnKey, int], now: float) -> Effects:
         """Packet counts of connection entries (the replies to half-open checks): half-open connections go."""
         out = Out()
@@ -264,6 +275,7 @@ class LoadBalancer:
 
     # -- timers, agents and the DAM ---------------------------------------------------------------------------------
 
+    @fenced
     def tick(self, now: float, dpids: Any = ()) -> Effects:
         """Periodic work: H&L datagrams and probes, switch-dispatch group changes and conntrack audits."""
         out = Out()
@@ -277,35 +289,41 @@ class LoadBalancer:
         self.conntrack.audits(now, out)
         return out.effects()
 
+    @fenced
     def dispatch_updates(self, now: float, dpids: Any) -> Effects:
         """Group changes for switch-dispatched VIPs whose allotment moved, and retired conntrack members' deletes."""
         out = Out()
         out.send_all(dpids, self.conntrack.expire_retired(now) + self.switching.group_updates(now))
         return out.effects()
 
+    @fenced
     def conntrack_audits(self, now: float) -> Effects:
         """Exact audit entries for conntrack-pinned connections that are due."""
         out = Out()
         self.conntrack.audits(now, out)
         return out.effects()
 
+    @fenced
     def handle_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> Effects:
         """An H&L message from an agent: the replies to send back (application sessions are recorded)."""
         out = Out()
         self.hl.datagram(data, addr, now, out)
         return out.effects()
 
+    @fenced
     def expire(self, now: float) -> Effects:
         """Every manager forgets what has timed out: lingering routes, re-injections, conntrack records, sessions."""
         for manager in self.managers:
             manager.expire(now)
         return Out().effects()
 
+    @fenced
     def load_atoms(self, atoms: list[Atom], now: float) -> Effects:
         """Rebuild from the DAM at start: live routes become connections, lingering ones re-plumbable, and sessions."""
         self.reconciler.load_atoms(atoms, now)
         return Out().effects()
 
+    @fenced
     def apply_dam_change(self, op: ChangeOp, key: str, atom: Atom | None, now: float) -> Effects:
         """Another LBU changed an atom: keep the local session table and re-plumbable routes in step."""
         self.reconciler.dam_change(op, key, atom, now)
@@ -315,6 +333,7 @@ class LoadBalancer:
         """Atoms that ``load_atoms`` or ``apply_dam_change`` refused since the last call: (key, reason), to log."""
         return self.reconciler.take_rejected()
 
+    @fenced
     def republish(self, now: float) -> Effects:
         """The DAM store lost its atoms: put this LBU's live sessions (remaining TTLs) and tracked routes again."""
         out = Out()
@@ -324,6 +343,7 @@ class LoadBalancer:
 
     # -- operator and router requests -------------------------------------------------------------------------------
 
+    @fenced
     def delete_session(self, key: str) -> Effects:
         """Forget a session on request (REST); LookupError if there is none."""
         out = Out()
@@ -331,6 +351,7 @@ class LoadBalancer:
             raise LookupError(key)
         return out.effects()
 
+    @fenced
     def move_connection(self, vip: str, client_ip: str, client_port: int, target: str) -> Effects:
         """Re-plumb an l7 connection to ``target`` (LookupError naming what is unknown, ValueError if not l7)."""
         out = Out()
@@ -343,6 +364,7 @@ class LoadBalancer:
         """A router's ticket to move a connection to ``member``'s host (see ``MigrationManager.ticket``)."""
         return self.migration.ticket(migration_id, vip, client_ip, client_port, member, now, nonce)
 
+    @fenced
     def commit_migration(
         self, migration_id: str, vip: str, client_ip: str, client_port: int, member: str, now: float
     ) -> tuple[Effects, l7.Migration]:
@@ -351,6 +373,7 @@ class LoadBalancer:
         migration = self.migration.commit(migration_id, vip, client_ip, client_port, member, now, out)
         return out.effects(), migration
 
+    @fenced
     def report_migration(
         self,
         migration_id: str,
@@ -373,6 +396,7 @@ class LoadBalancer:
 
     # -- config -----------------------------------------------------------------------------------------------------
 
+    @fenced
     def apply_config(self, new: Config, dpids: Any, now: float = 0.0) -> Effects:
         """Switch to ``new`` through the one diff path: the flow changes that take each connected switch there."""
         ctx, out = self.ctx, Out()

@@ -46,8 +46,9 @@ SWITCH_EVENTS = {
 }
 """The ``event`` label of switch connections, and the event kind that counts it."""
 MASTERSHIP_ROLE = "equal"
-"""This controller's OpenFlow role toward every switch: it sends no role request (SPEC §2.12 mastership is not
-built), so each connected switch holds it as ``equal``, which may modify its state as a master can."""
+"""This controller's OpenFlow role toward every switch without ``controller.ha``: it sends no role request, so each
+connected switch holds it as ``equal``, which may modify its state as a master can. With HA the role is ``master``,
+``slave`` or ``none`` (not confirmed yet) per switch, from ``stats["ha"]["switches"]`` (docs/ha.md)."""
 DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 """Seconds: the classifier decides in tens of microseconds; the top buckets catch garbage-collector stalls."""
 DAM_BUCKETS = (0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
@@ -130,8 +131,9 @@ def openflow_families(snapshot: ControllerSnapshot) -> Iterator[Metric]:
     mastership = GaugeMetricFamily(
         "nlb_sdn_mastership", "This controller's role toward each connected switch (1).", labels=["dpid", "role"]
     )
+    roles = stats.get("ha", {}).get("switches", {})
     for dpid in switches:
-        mastership.add_metric([f"{dpid:016x}", MASTERSHIP_ROLE], 1)
+        mastership.add_metric([f"{dpid:016x}", roles.get(f"{dpid:016x}", MASTERSHIP_ROLE)], 1)
     yield mastership
     yield counter(
         "nlb_sdn_events",
