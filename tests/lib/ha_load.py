@@ -8,6 +8,7 @@ the wall-clock times of the successes, and how many attempts failed. Standard li
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import sys
@@ -47,14 +48,9 @@ def main(argv: list[str]) -> None:
     print(json.dumps({"ok_times": ok_times, "failures": failures}))
 
 
-def largest_gap(ok_times: list[float], around: float) -> float:
-    """The longest time without a success that contains ``around`` (a kill): from the last success before it to the
-    first after it (infinite when there is none after it)."""
-    before = [t for t in ok_times if t <= around]
-    after = [t for t in ok_times if t > around]
-    if not after:
-        return float("inf")
-    return min(after) - (max(before) if before else around)
+def longest_gap(ok_times: list[float]) -> float:
+    """The longest time between two consecutive successes (0 with fewer than two)."""
+    return max((later - earlier for earlier, later in itertools.pairwise(sorted(ok_times))), default=0.0)
 
 
 if __name__ == "__main__":
