@@ -151,6 +151,8 @@ class ControllerFacade:
 
         def move() -> tuple[Any, Any]:
             lb, now = self.app.lb, time.time()
+            if request.phase == "commit" and not lb.role.may_write:
+                raise ConnectionError("this controller is a slave (controller.ha): commit to the master")
             if request.phase == "commit":
                 effects, migration = lb.commit_migration(
                     request.id, request.vip, client_ip, client_port, request.member, now

@@ -326,3 +326,15 @@ def test_tooz_over_redis_elects_one_master_and_a_standby_after_the_lock_timeout(
     assert second.role is Role.MASTER and second.generation == first.generation + 1
     lost = a.step()
     assert lost is not None and lost.role is Role.SLAVE
+
+
+def test_a_slave_refuses_a_migration_commit_instead_of_claiming_it():
+    from nlb_sdn.apps.facade import ControllerFacade
+    from nlb_sdn.core.l7 import MigrationRequest
+
+    app = FakeApp()
+    app.looping = False  # type: ignore[attr-defined]
+    app.lb.role = Role.SLAVE
+    commit = MigrationRequest(phase="commit", id="m1", vip="web", client="10.0.0.1:40000", member="h1")
+    with pytest.raises(ConnectionError, match="slave"):
+        ControllerFacade(app).migrate(commit)  # type: ignore[arg-type]
