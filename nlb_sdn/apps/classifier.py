@@ -191,9 +191,9 @@ class Classifier(MastershipHandlers, RyuApp):
         """Atoms the core refused (after a reload or another LBU's change): each key logged once."""
         self.dam = make_dam(config.controller.dam)
         self.dam_stats: dict[str, Any] = self.dam.stats()
-        self.load_from_dam()
         self.ha = Mastership.of(self, config)
         """The election and the switches' roles with ``controller.ha`` (docs/ha.md), else None (role ``equal``)."""
+        self.load_from_dam()
         use_fast_packet_in_path(self)
 
     def start(self) -> None:
