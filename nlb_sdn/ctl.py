@@ -164,8 +164,10 @@ def _member_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
-VIP_COLUMNS = ("name", "address", "port", "mode", "dispatch", "members")
-MEMBER_COLUMNS = ("name", "address", "port", "weight", "state")
+STATUS_COLUMNS = ("provisioning_status", "operating_status")
+"""The Octavia-style statuses every VIP and member answer carries (docs/rest.md)."""
+VIP_COLUMNS = ("name", "address", "port", "mode", "dispatch", "members", *STATUS_COLUMNS)
+MEMBER_COLUMNS = ("name", "address", "port", "weight", "state", *STATUS_COLUMNS)
 COMMANDS: dict[tuple[str, str], Command] = {
     ("vip", "list"): Command("GET", "/v1/vips", VIP_COLUMNS),
     ("vip", "show"): Command("GET", "/v1/vips/{vip}"),

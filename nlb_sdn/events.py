@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     CONNECTION_REFUSED = "connection_refused"
     CONFIG_RELOAD = "config_reload"
     WARNING = "warning"
+    WARNING_CLEARED = "warning_cleared"
 
 
 @dataclass(slots=True)

@@ -29,6 +29,7 @@ from nlb_sdn.core.revocation import SessionRevoker
 from nlb_sdn.core.services import service_for
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.core.tracking import ConnectionTracker
+from nlb_sdn.core.units import UnitMixWatch
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.core.watch import MemberWatch
 from nlb_sdn.dam.atoms import Atom, ChangeOp
@@ -63,6 +64,7 @@ class LoadBalancer:
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
         self.watch = MemberWatch(self.ctx, self.hl)
+        self.units = UnitMixWatch(self.ctx)
         self.revoker = SessionRevoker(self.ctx)
         self.managers: tuple[Manager, ...] = (
             self.entries,
@@ -283,6 +285,7 @@ class LoadBalancer:
         self._startup = ()
         self.hl.tick(now, out)
         self.watch.check(now)
+        self.units.check(now)
         self.tracker.half_open_checks(now, out)
         out.send_all(dpids, self.conntrack.expire_retired(now) + self.switching.group_updates(now))
         self.revoker.health_changed(dpids, out)

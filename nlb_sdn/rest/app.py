@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
@@ -20,7 +19,7 @@ from webob import Request, Response
 from nlb_sdn.config import Config, ConfigError, Member, Vip, dump_config, parse_config, validate_model
 from nlb_sdn.config.reload import VipsSource
 from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
-from nlb_sdn.events import EventKind, EventLog
+from nlb_sdn.events import EventLog
 from nlb_sdn.rest.auth import authorize
 from nlb_sdn.rest.body import (
     JSON_TYPE,
@@ -35,11 +34,11 @@ from nlb_sdn.rest.reload import reload_refused, reload_source
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
 from nlb_sdn.rest.status import (
     MERGE_PATCH_TYPE,
-    ProvisioningStatus,
-    member_operating_status,
+    StatusViews,
+    member_answer,
     merge_patch,
     status_tree,
-    unit_warnings,
+    without_answer_keys,
 )
 from nlb_sdn.rest.ui import ui_response
 from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
@@ -268,8 +267,10 @@ class RestApp:
         """The event log ``GET /v1/events`` serves and REST edits are recorded in."""
         self.metrics = metrics
         """What ``GET /metrics`` serves (the Prometheus text exposition); None: no such resource."""
-        self.warned: dict[str, frozenset[str]] = {}
-        """The warnings each VIP last had, already recorded in the event log (each is recorded once while it lasts)."""
+        self.statuses = StatusViews(backend, self.events)
+        """VIP and member answers with their statuses and warnings."""
+        self.warned = self.statuses.warned
+        """The configured mix each VIP last had, already recorded in the event log (once while it lasts)."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
@@ -383,39 +384,20 @@ class RestApp:
             raise HttpError(503, "unavailable", f"the operator state was not stored: {exc}") from None
         return new
 
-    def _warnings(self, vip: Vip) -> list[str]:
-        """The VIP's warnings (units that do not compare); each new one is recorded in the event log once."""
-        warnings = unit_warnings(vip)
-        known = self.warned.get(vip.name, frozenset())
-        for warning in warnings:
-            if warning not in known:
-                self.events.record(EventKind.WARNING, time.time(), vip.name, warning=warning)
-        self.warned[vip.name] = frozenset(warnings)
-        return warnings
-
-    def _warned(self, answer: dict[str, Any], vip: Vip) -> dict[str, Any]:
-        """``answer`` with ``warnings`` added when the VIP has any."""
-        warnings = self._warnings(vip)
-        return {**answer, "warnings": warnings} if warnings else answer
-
-    def _state_view(self, vip: str, member: str) -> dict[str, Any]:
-        """A member's state view with its Octavia-style statuses."""
-        state = self.backend.member_state(vip, member)
-        operating = member_operating_status(state)
-        return {**state, "provisioning_status": str(ProvisioningStatus.ACTIVE), "operating_status": str(operating)}
-
     # --- VIPs -------------------------------------------------------------------------------------------------
 
     def list_vips(self, request: Request) -> Response:
         """GET /v1/vips?mode=&limit=&marker=: every VIP with its members, in the list envelope."""
         _known_params(request, ("mode", "limit", "marker"))
         mode = one_of(request, "mode", VIP_MODES)
-        vips = [vip for vip in dump_config(self.backend.current_config())["vips"] if mode in (None, vip["mode"])]
-        return json_response(page_of(request, "vips", vips, _name_marker))
+        found = {vip.name: vip for vip in self.backend.current_config().vips if mode in (None, vip.mode)}
+        page = page_of(request, "vips", [{"name": name} for name in found], _name_marker)
+        page["vips"] = [self.statuses.vip_view(found[item["name"]]) for item in page["vips"]]
+        return json_response(page)
 
     def create_vip(self, request: Request) -> Response:
         """POST /v1/vips: add a VIP; 201 with the created VIP and its Location."""
-        body = read_json_object(request)
+        body = without_answer_keys(read_json_object(request))
         config = self.backend.current_config()
         candidate = _valid_or_none(Vip, body)
         if candidate is not None:
@@ -423,18 +405,17 @@ class RestApp:
         data = dump_config(config)
         data["vips"].append(body)
         created = self._apply(data, request).vips[-1]
-        answer = self._warned(created.model_dump(mode="json"), created)
-        return json_response(answer, status=201, location=f"/v1/vips/{created.name}")
+        return json_response(self.statuses.vip_view(created), status=201, location=f"/v1/vips/{created.name}")
 
     def get_vip(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}."""
         config = self.backend.current_config()
         found = config.vips[_vip_index(config, vip)]
-        return json_response(self._warned(found.model_dump(mode="json"), found))
+        return json_response(self.statuses.vip_view(found))
 
     def replace_vip(self, request: Request, vip: str) -> Response:
         """PUT /v1/vips/{vip}: replace the whole VIP; a name in the body must equal the one in the path."""
-        body = read_json_object(request)
+        body = without_answer_keys(read_json_object(request))
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         if body.setdefault("name", vip) != vip:
@@ -445,11 +426,11 @@ class RestApp:
         data = dump_config(config)
         data["vips"][index] = body
         replaced = self._apply(data, request).vips[index]
-        return json_response(self._warned(replaced.model_dump(mode="json"), replaced))
+        return json_response(self.statuses.vip_view(replaced))
 
     def patch_vip(self, request: Request, vip: str) -> Response:
         """PATCH /v1/vips/{vip}: a JSON merge patch (RFC 7396) of the VIP; what it leaves out (members too) stays."""
-        patch = read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE))
+        patch = without_answer_keys(read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE)))
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         data = dump_config(config)
@@ -462,14 +443,14 @@ class RestApp:
             _vip_conflict(config, candidate, replacing=vip)
         data["vips"][index] = body
         patched = self._apply(data, request).vips[index]
-        return json_response(self._warned(patched.model_dump(mode="json"), patched))
+        return json_response(self.statuses.vip_view(patched))
 
     def get_vip_status(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/status: the status tree, the VIP's and its members' provisioning and operating status."""
         config = self.backend.current_config()
         found = config.vips[_vip_index(config, vip)]
         states = [self.backend.member_state(vip, member.name) for member in found.members]
-        return json_response(status_tree(found, states, self._warnings(found)))
+        return json_response(status_tree(found, states, self.statuses.warnings(found, states)))
 
     def delete_vip(self, request: Request, vip: str) -> Response:
         """DELETE /v1/vips/{vip}: 204."""
@@ -488,12 +469,16 @@ class RestApp:
         state = one_of(request, "state", MEMBER_STATES)
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
-        members = [m.model_dump(mode="json") for m in service.members if state in (None, m.state)]
-        return json_response(page_of(request, "members", members, _name_marker))
+        found = {member.name: member for member in service.members if state in (None, member.state)}
+        page = page_of(request, "members", [{"name": name} for name in found], _name_marker)
+        page["members"] = [
+            member_answer(found[item["name"]], self.backend.member_state(vip, item["name"])) for item in page["members"]
+        ]
+        return json_response(page)
 
     def create_member(self, request: Request, vip: str) -> Response:
         """POST /v1/vips/{vip}/members: add a member; 201 with the created member and its Location."""
-        body = read_json_object(request)
+        body = without_answer_keys(read_json_object(request))
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         candidate = _valid_or_none(Member, body)
@@ -502,15 +487,16 @@ class RestApp:
         data = dump_config(config)
         data["vips"][index]["members"].append(body)
         changed = self._apply(data, request).vips[index]
-        created = changed.members[-1]
-        location = f"/v1/vips/{vip}/members/{created.name}"
-        return json_response(self._warned(created.model_dump(mode="json"), changed), status=201, location=location)
+        location = f"/v1/vips/{vip}/members/{changed.members[-1].name}"
+        return json_response(
+            self.statuses.member_view(changed, len(changed.members) - 1), status=201, location=location
+        )
 
     def get_member(self, request: Request, vip: str, member: str) -> Response:
         """GET /v1/vips/{vip}/members/{member} (member by name or ``ip:port``)."""
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
-        return json_response(service.members[_member_index(service, member)].model_dump(mode="json"))
+        return json_response(self.statuses.member_view(service, _member_index(service, member)))
 
     def update_member(self, request: Request, vip: str, member: str) -> Response:
         """PUT /v1/vips/{vip}/members/{member}: change the weight, and only the weight."""
@@ -526,11 +512,11 @@ class RestApp:
         data = dump_config(config)
         data["vips"][index]["members"][position]["weight"] = body["weight"]
         changed = self._apply(data, request).vips[index]
-        return json_response(self._warned(changed.members[position].model_dump(mode="json"), changed))
+        return json_response(self.statuses.member_view(changed, position))
 
     def patch_member(self, request: Request, vip: str, member: str) -> Response:
         """PATCH /v1/vips/{vip}/members/{member}: a JSON merge patch (RFC 7396) of the member."""
-        patch = read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE))
+        patch = without_answer_keys(read_json_object(request, (JSON_TYPE, MERGE_PATCH_TYPE)))
         config = self.backend.current_config()
         index = _vip_index(config, vip)
         service = config.vips[index]
@@ -543,7 +529,7 @@ class RestApp:
             _member_conflict(service.model_copy(update={"members": others}), candidate)
         data["vips"][index]["members"][position] = body
         changed = self._apply(data, request).vips[index]
-        return json_response(self._warned(changed.members[position].model_dump(mode="json"), changed))
+        return json_response(self.statuses.member_view(changed, position))
 
     def delete_member(self, request: Request, vip: str, member: str) -> Response:
         """DELETE /v1/vips/{vip}/members/{member}: 204."""
@@ -560,7 +546,7 @@ class RestApp:
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
         name = service.members[_member_index(service, member)].name
-        return json_response(self._state_view(vip, name))
+        return json_response(self.statuses.state_view(vip, name))
 
     def set_member_state(self, request: Request, vip: str, member: str) -> Response:
         """PUT /v1/vips/{vip}/members/{member}/state: set the target state (active, draining or inactive)."""
@@ -576,13 +562,13 @@ class RestApp:
         data = dump_config(config)
         data["vips"][index]["members"][position]["state"] = body["state"]
         name = self._apply(data, request).vips[index].members[position].name
-        return json_response(self._state_view(vip, name))
+        return json_response(self.statuses.state_view(vip, name))
 
     def get_allotment(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/allotment: endpoints with percentages or tokens, and the duration timer."""
         config = self.backend.current_config()
         found = config.vips[_vip_index(config, vip)]
-        return json_response(self._warned(self.backend.allotment(vip), found))
+        return json_response(self.statuses.warned_answer(self.backend.allotment(vip), found))
 
     def get_hl_cache(self, request: Request) -> Response:
         """GET /v1/hl/cache: the consolidated H&L cache."""

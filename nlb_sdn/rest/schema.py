@@ -57,22 +57,6 @@ class StateChange(BaseModel):
     state: Literal["active", "draining", "inactive"]
 
 
-class VipList(BaseModel):
-    """``GET /v1/vips``: every VIP with its members, by name."""
-
-    vips: list[Vip]
-    count: int = COUNT
-    next_marker: str | None = NEXT_MARKER
-
-
-class MemberList(BaseModel):
-    """``GET /v1/vips/{vip}/members``: the VIP's members, by name."""
-
-    members: list[Member]
-    count: int = COUNT
-    next_marker: str | None = NEXT_MARKER
-
-
 class Connection(Open):
     """A tracked connection (``label`` only in tunnel mode)."""
 
@@ -288,16 +272,46 @@ WARNINGS = Field(
 )
 
 
+PROVISIONING = Field(description="`ACTIVE`: a change is answered once it is applied.")
+OPERATING = Field(description="Whether it serves traffic (docs/rest.md, `GET /v1/vips/{vip}/status`).")
+
+
+class MemberView(Member):
+    """A member, as in the config file, with its provisioning and operating status."""
+
+    provisioning_status: ProvisioningStatus = PROVISIONING
+    operating_status: OperatingStatus = OPERATING
+
+
+class MemberAnswer(MemberView):
+    """A member with its statuses, and its VIP's warnings when it has any."""
+
+    warnings: list[str] | None = WARNINGS
+
+
 class VipAnswer(Vip):
-    """A VIP, as in the config file, with the VIP's warnings when it has any."""
+    """A VIP, as in the config file, with its and its members' statuses, and its warnings when it has any."""
 
+    members: list[MemberView] = Field(default_factory=list)  # type: ignore[assignment]
+    provisioning_status: ProvisioningStatus = PROVISIONING
+    operating_status: OperatingStatus = OPERATING
     warnings: list[str] | None = WARNINGS
 
 
-class MemberAnswer(Member):
-    """A member, as in the config file, with its VIP's warnings when it has any."""
+class VipList(BaseModel):
+    """``GET /v1/vips``: every VIP with its members, by name."""
 
-    warnings: list[str] | None = WARNINGS
+    vips: list[VipAnswer]
+    count: int = COUNT
+    next_marker: str | None = NEXT_MARKER
+
+
+class MemberList(BaseModel):
+    """``GET /v1/vips/{vip}/members``: the VIP's members with their statuses, by name."""
+
+    members: list[MemberView]
+    count: int = COUNT
+    next_marker: str | None = NEXT_MARKER
 
 
 class MemberStatus(BaseModel):

@@ -135,6 +135,27 @@ def test_cache_holds_every_row_with_the_agents_checksums(hl_lab: Lab):
     printed = hl_lab.agent_cli("h1", ["table"]).stdout
     for heading in ("VIP", "PHYSICAL", "PROTO", "PROTO_INFO", "HEALTH", "LOAD", "CAPACITY", "TARGET", "CURRENT"):
         assert heading in printed
+    assert_a_static_member_mixes_units(hl_lab)
+
+
+def warning_events(lab: Lab, kind: str) -> list[dict]:
+    """The VIP's events of ``kind`` (``warning`` or ``warning_cleared``)."""
+    return lab.rest("GET", f"/v1/events?kind={kind}&vip=web")["events"]
+
+
+def assert_a_static_member_mixes_units(lab: Lab) -> None:
+    """A static member next to the reporting agents: the VIP answer warns and the core records the mix's start, then
+    its end once the member is removed (the agents' capacities alone give the shares again)."""
+    address = lab.rest("GET", "/v1/vips/web/members/h1")["address"]
+    lab.rest("POST", "/v1/vips/web/members", {"name": "spare", "address": address, "port": 8081, "weight": 1})
+    try:
+        (warning,) = lab.rest("GET", "/v1/vips/web")["warnings"]
+        assert "mixes units" in warning and "spare" in warning, warning
+        wait_for(lambda: warning_events(lab, "warning"), timeout=3, what="the unit mix's warning event")
+    finally:
+        lab.rest("DELETE", "/v1/vips/web/members/spare")
+    wait_for(lambda: warning_events(lab, "warning_cleared"), timeout=3, what="the unit mix's clearing event")
+    assert len(warning_events(lab, "warning")) == 1 and "warnings" not in lab.rest("GET", "/v1/vips/web")
 
 
 def test_capacities_40_35_25_give_their_shares_of_1000_connections(hl_lab: Lab):

@@ -53,8 +53,9 @@ def nlbctl(lb: ShellDouble, *argv: str) -> tuple[int, str, str]:
 def test_vip_list_is_a_table_and_json_is_the_api_answer(lb: ShellDouble) -> None:
     code, out, _ = nlbctl(lb, "vip", "list")
     header, row = out.splitlines()[:2]
-    assert code == ctl.Exit.OK and header.split() == ["NAME", "ADDRESS", "PORT", "MODE", "DISPATCH", "MEMBERS"]
-    assert row.split()[:3] == ["web", "10.0.0.100", "80"] and row.split()[-1] == "3"
+    columns = ["NAME", "ADDRESS", "PORT", "MODE", "DISPATCH", "MEMBERS", "PROVISIONING_STATUS", "OPERATING_STATUS"]
+    assert code == ctl.Exit.OK and header.split() == columns
+    assert row.split()[:3] == ["web", "10.0.0.100", "80"] and row.split()[5:] == ["3", "ACTIVE", "ONLINE"]
     code, out, _ = nlbctl(lb, "--json", "vip", "list")
     assert ctl.items_of(json.loads(out))[0]["name"] == "web"
 
@@ -62,6 +63,7 @@ def test_vip_list_is_a_table_and_json_is_the_api_answer(lb: ShellDouble) -> None
 def test_members_weight_state_and_allotment(lb: ShellDouble) -> None:
     code, out, _ = nlbctl(lb, "member", "list", "web")
     assert code == 0 and [line.split()[0] for line in out.splitlines()[1:]] == ["h1", "h2", "h3"]
+    assert out.splitlines()[0].split()[-2:] == ["PROVISIONING_STATUS", "OPERATING_STATUS"]
     assert nlbctl(lb, "member", "weight", "web", "h2", "5")[0] == ctl.Exit.OK
     assert lb.config.vip("web").member("h2").weight == 5
     code, out, _ = nlbctl(lb, "member", "set-state", "web", "h1", "draining")

@@ -83,6 +83,11 @@ class FakeBackend:
     def stats(self) -> dict:
         return STATS
 
+    def member_state(self, vip: str, member: str) -> dict:
+        """Every member serves, unmonitored (no core behind this backend)."""
+        view = {"current": "active", "health_source": "static", "health": "ok", "configured_target": "active"}
+        return {"vip": vip, "member": member, **view}
+
 
 @pytest.fixture
 def backend() -> FakeBackend:
@@ -97,6 +102,23 @@ def app(backend: FakeBackend):
 def vip_of(backend: FakeBackend, name: str) -> dict[str, Any]:
     """The VIP called ``name`` in the backend's current config, as plain data."""
     return next(v for v in dump_config(backend.config)["vips"] if v["name"] == name)
+
+
+def answered_member(member: dict[str, Any]) -> dict[str, Any]:
+    """A member as the API answers it over FakeBackend: as in the config, static, so serving unmonitored."""
+    return {**member, "provisioning_status": "ACTIVE", "operating_status": "NO_MONITOR"}
+
+
+def answered_vip(vip: dict[str, Any]) -> dict[str, Any]:
+    """A VIP as the API answers it over FakeBackend: as in the config, with its and its members' statuses."""
+    members = [answered_member(member) for member in vip["members"]]
+    operating = "ONLINE" if members else "OFFLINE"
+    return {**vip, "members": members, "provisioning_status": "ACTIVE", "operating_status": operating}
+
+
+def answer_of(backend: FakeBackend, name: str) -> dict[str, Any]:
+    """The answer for the VIP called ``name`` in the backend's current config."""
+    return answered_vip(vip_of(backend, name))
 
 
 def assert_error(response, status: int, code: str, *in_detail: str) -> None:
@@ -122,7 +144,7 @@ def test_list_vips(app, backend: FakeBackend) -> None:
     assert response.status_int == 200
     assert response.content_type == "application/json"
     vips = dump_config(backend.config)["vips"]
-    assert response.json == {"vips": vips, "count": len(vips)}
+    assert response.json == {"vips": [answered_vip(vip) for vip in vips], "count": len(vips)}
     assert response.json["vips"][0]["members"][1]["name"] == "10.0.0.12:8080"
     assert response.json["vips"][0]["mac"] == "02:4e:0a:00:00:64"
 
@@ -130,28 +152,31 @@ def test_list_vips(app, backend: FakeBackend) -> None:
 def test_get_vip(app, backend: FakeBackend) -> None:
     response = call(app, "GET", "/v1/vips/api")
     assert response.status_int == 200
-    assert response.json == vip_of(backend, "api")
+    assert response.json == answer_of(backend, "api")
 
 
 def test_list_members(app, backend: FakeBackend) -> None:
     response = call(app, "GET", "/v1/vips/web/members")
     assert response.status_int == 200
-    assert response.json == {"members": vip_of(backend, "web")["members"], "count": 2}
+    members = [answered_member(member) for member in vip_of(backend, "web")["members"]]
+    assert response.json == {"members": members, "count": 2}
 
 
 @pytest.mark.parametrize("ident", ["b1", "10.0.0.11:8080"])
 def test_get_member_by_name_or_endpoint(app, ident: str) -> None:
     response = call(app, "GET", f"/v1/vips/web/members/{ident}")
     assert response.status_int == 200
-    assert response.json == {
-        "name": "b1",
-        "address": "10.0.0.11",
-        "port": 8080,
-        "weight": 2,
-        "mac": "",
-        "health": "static",
-        "state": "active",
-    }
+    assert response.json == answered_member(
+        {
+            "name": "b1",
+            "address": "10.0.0.11",
+            "port": 8080,
+            "weight": 2,
+            "mac": "",
+            "health": "static",
+            "state": "active",
+        }
+    )
 
 
 def test_config(app, backend: FakeBackend) -> None:
@@ -220,15 +245,17 @@ def test_create_vip(app, backend: FakeBackend) -> None:
     assert response.json["name"] == "ssh"
     assert response.json["mac"] == "02:4e:0a:00:00:66"
     assert response.json["members"] == [
-        {
-            "name": "10.0.0.14:22",
-            "address": "10.0.0.14",
-            "port": 22,
-            "weight": 1,
-            "mac": "",
-            "health": "static",
-            "state": "active",
-        }
+        answered_member(
+            {
+                "name": "10.0.0.14:22",
+                "address": "10.0.0.14",
+                "port": 22,
+                "weight": 1,
+                "mac": "",
+                "health": "static",
+                "state": "active",
+            }
+        )
     ]
     assert len(backend.applied) == 1
     assert [v.name for v in backend.config.vips] == ["web", "api", "ssh"]
@@ -243,7 +270,7 @@ def test_replace_vip(app, backend: FakeBackend) -> None:
     assert response.status_int == 200, response.text
     assert len(backend.applied) == 1
     web = vip_of(backend, "web")
-    assert response.json == web
+    assert response.json == answered_vip(web)
     assert (web["port"], web["idle_timeout"]) == (8000, 30)
     assert [m["name"] for m in web["members"]] == ["10.0.0.14:80"]
     assert [v.name for v in backend.config.vips] == ["web", "api"]
@@ -290,15 +317,17 @@ def test_create_member(app, backend: FakeBackend) -> None:
     response = call(app, "POST", "/v1/vips/web/members", {"name": "b3", "address": "10.0.0.13", "port": 8080})
     assert response.status_int == 201, response.text
     assert response.location == "http://localhost/v1/vips/web/members/b3"
-    assert response.json == {
-        "name": "b3",
-        "address": "10.0.0.13",
-        "port": 8080,
-        "weight": 1,
-        "mac": "",
-        "health": "static",
-        "state": "active",
-    }
+    assert response.json == answered_member(
+        {
+            "name": "b3",
+            "address": "10.0.0.13",
+            "port": 8080,
+            "weight": 1,
+            "mac": "",
+            "health": "static",
+            "state": "active",
+        }
+    )
     assert len(backend.applied) == 1
     assert [m["name"] for m in vip_of(backend, "web")["members"]] == ["b1", "10.0.0.12:8080", "b3"]
     assert vip_of(backend, "api") == next(v for v in dump_config(parse_config(BASE))["vips"] if v["name"] == "api")
@@ -322,7 +351,7 @@ def test_update_member_changes_only_weight(app, backend: FakeBackend, ident: str
     assert after["vips"][0]["members"][position]["weight"] == 7
     after["vips"][0]["members"][position]["weight"] = before["vips"][0]["members"][position]["weight"]
     assert after == before
-    assert response.json == {**before["vips"][0]["members"][position], "weight": 7}
+    assert response.json == answered_member({**before["vips"][0]["members"][position], "weight": 7})
 
 
 @pytest.mark.parametrize("body, key", [({"weight": 3, "port": 9090}, "port"), ({"address": "10.0.0.11"}, "address")])
@@ -595,7 +624,7 @@ def test_serve_over_http(backend: FakeBackend) -> None:
         server.kill()
     assert response.status == 200
     assert response.getheader("Content-Type") == "application/json"
-    assert body == vip_of(backend, "web")
+    assert body == answer_of(backend, "web")
     assert created.status == 201
     assert created.getheader("Location") == f"http://127.0.0.1:{port}/v1/vips/ssh"
     assert len(backend.applied) == 1

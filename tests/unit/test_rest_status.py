@@ -164,3 +164,55 @@ def test_mixed_units_are_warned_about_in_answers_and_logged_once() -> None:
     patch(app, "/v1/vips/web/members/h1", {"health": "agent"})  # the mix is back: recorded again, once
     call(app, "GET", "/v1/vips/web/status")
     assert len([event for event in app.events if event.kind is EventKind.WARNING]) == 2
+
+
+def test_plain_vip_and_member_answers_carry_both_statuses() -> None:
+    app, lb = app_over([web_member(1, health="agent"), web_member(2, health="agent"), web_member(3, state="inactive")])
+    agent = Agent("h1", (Row(vip=WEB_VIP, vport=80, pip="10.0.0.11", pport=80, health="ok"),))
+    synced(lb.health.cache, agent, now=1.0, addr=("10.0.0.11", 9101))  # h2's agent never reports
+    expected = {"h1": "ONLINE", "h2": "OFFLINE", "h3": "OFFLINE"}
+    listed = call(app, "GET", "/v1/vips").json["vips"][0]
+    single = call(app, "GET", "/v1/vips/web").json
+    for vip in (listed, single):
+        assert (vip["provisioning_status"], vip["operating_status"]) == ("ACTIVE", "DEGRADED")
+        assert {m["name"]: m["operating_status"] for m in vip["members"]} == expected
+        assert {m["provisioning_status"] for m in vip["members"]} == {"ACTIVE"}
+    members = call(app, "GET", "/v1/vips/web/members").json["members"]
+    assert {m["name"]: m["operating_status"] for m in members} == expected
+    paged = call(app, "GET", "/v1/vips/web/members?limit=1").json
+    assert [m["operating_status"] for m in paged["members"]] == ["ONLINE"] and paged["next_marker"] == "h1"
+    one = call(app, "GET", "/v1/vips/web/members/10.0.0.11:80").json
+    assert (one["name"], one["provisioning_status"], one["operating_status"]) == ("h1", "ACTIVE", "ONLINE")
+    drained = patch(app, "/v1/vips/web/members/h1", {"state": "draining"}).json
+    assert drained["operating_status"] == "DRAINED"  # no connection left to drain
+    added = call(
+        app,
+        "POST",
+        "/v1/vips/web/members",
+        {"name": "h4", "address": "10.0.0.14", "port": 80, "mac": "00:00:00:00:00:14"},
+    ).json
+    assert (added["name"], added["operating_status"]) == ("h4", "NO_MONITOR")
+    weighed = call(app, "PUT", "/v1/vips/web/members/h4", {"weight": 3}).json
+    assert (weighed["weight"], weighed["operating_status"]) == (3, "NO_MONITOR")
+    patched = patch(app, "/v1/vips/web", {"idle_timeout": 20}).json
+    assert patched["operating_status"] == "DEGRADED" and len(patched["members"]) == 4
+    app_empty, _ = app_over([])
+    created = call(app_empty, "POST", "/v1/vips", {"name": "api", "address": "10.0.0.101", "port": 443}).json
+    assert (created["provisioning_status"], created["operating_status"], created["members"]) == (
+        "ACTIVE",
+        "OFFLINE",
+        [],
+    )
+
+
+def test_an_answer_sent_back_as_a_body_is_accepted() -> None:
+    app, lb = app_over([web_member(1, health="agent"), web_member(2)])
+    answer = call(app, "GET", "/v1/vips/web").json
+    assert answer["warnings"] and answer["members"][0]["operating_status"] == "OFFLINE"
+    replaced = call(app, "PUT", "/v1/vips/web", {**answer, "idle_timeout": 25})
+    assert replaced.status_int == 200, replaced.text
+    assert lb.config.vip("web").idle_timeout == 25 and [m.name for m in lb.config.vip("web").members] == ["h1", "h2"]
+    assert patch(app, "/v1/vips/web", {**answer, "port": 81}).status_int == 200
+    member = call(app, "GET", "/v1/vips/web/members/h2").json
+    assert patch(app, "/v1/vips/web/members/h2", {**member, "weight": 4}).status_int == 200
+    assert call(app, "POST", "/v1/vips", {**answer, "name": "web2", "address": "10.0.0.201"}).status_int == 201
