@@ -61,7 +61,7 @@ class GatewayTopo(LabTopo):
             "defaultRoute": f"via {CLIENT_NET_ROUTER_IP}",
         }
         self._add_link(
-            ROUTER, 1, REMOTE_CLIENT, 0, params1={"ip": f"{CLIENT_NET_ROUTER_IP}/24", "mac": ROUTER_CLIENT_MAC}
+            ROUTER, 1, REMOTE_CLIENT, 0, addr1=ROUTER_CLIENT_MAC, params1={"ip": f"{CLIENT_NET_ROUTER_IP}/24"}
         )
 
     def gateway_config(self) -> dict[str, Any]:
