@@ -134,3 +134,9 @@ def test_a_gateway_port_going_down_withdraws_its_routes_and_coming_back_restores
     assert left == {Priority.PREFIX_ROUTE + 33}, "only the hosts' own addresses are left"
     net.fab.send_all(dict(net.lb.port_status(UPLINK_DPID, UPLINK_PORT, True, 2.0).messages))
     assert len([e for e in edge.switch.dump_flows(Table.FORWARD) if e.priority > Priority.FORWARD]) == 6
+
+
+def test_a_reconnecting_uplink_switch_keeps_its_routes_through_the_audit(net: GatewayNet) -> None:
+    stats = [(e.table_id, e.priority, e.match, e.cookie) for e in net.fab.dps[UPLINK_DPID].switch.dump_flows()]
+    assert any(priority > Priority.FORWARD for table, priority, _match, _cookie in stats if table == Table.FORWARD)
+    assert not net.lb.reconcile(UPLINK_DPID, stats, 1.0, after_connect=True), "its prefix routes are wanted"
