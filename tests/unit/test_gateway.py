@@ -12,7 +12,11 @@ from nlb_sdn.config import ConfigError, Fabric, parse_config
 from nlb_sdn.core.fabric import FabricView, forwarding_tables
 from nlb_sdn.flows import gateway
 from nlb_sdn.flows.pipeline import Priority, check_messages
+from nlb_sdn.rest.fabric import fabric_view
+from nlb_sdn.rest.schema import FabricView as FabricViewAnswer
 from tests.lib.configs import FABRIC
+from topologies import lab_config
+from topologies.gateway import GatewayTopo
 
 UPLINK: dict[str, Any] = {
     "name": "up",
@@ -153,3 +157,11 @@ def test_route_changes_delete_what_is_gone_and_add_what_moved() -> None:
     msgs = gateway.route_changes(1, before, after)
     assert len(msgs) == 2 and all(msg.command == 4 for msg in msgs)  # OFPFC_DELETE_STRICT of both prefixes
     assert gateway.route_changes(1, before, before) == []
+
+
+def test_get_fabric_lists_the_gateway_uplinks() -> None:
+    config = parse_config(lab_config(GatewayTopo(clients=1), [], rest={"enabled": False}))
+    [uplink] = fabric_view(config, [1])["gateways"]
+    assert (uplink["switch"], uplink["port"], uplink["prefixes"]) == ("s1", 2, ["192.168.99.0/24"])
+    FabricViewAnswer.model_validate(fabric_view(config, [1]))
+    assert fabric_view(parse_config({"fabric": FABRIC}), [])["gateways"] == []
