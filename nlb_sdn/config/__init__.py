@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJson
 
 from nlb_sdn.config.base import Strict
 from nlb_sdn.config.flood import FloodProtection
+from nlb_sdn.config.gateway import Gateway, check_gateways, gateway_addresses
 from nlb_sdn.config.ha import HaSettings
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
@@ -277,6 +278,8 @@ class Fabric(Strict):
     switches: list[Switch] = Field(default_factory=list)
     links: list[Link] = Field(default_factory=list)
     hosts: list[Host] = Field(default_factory=list)
+    gateways: list[Gateway] = Field(default_factory=list)
+    """Uplink ports with a router behind them, reaching clients by prefix (docs/fabric.md, "Gateways")."""
 
     @model_validator(mode="after")
     def _check(self) -> Fabric:
@@ -299,6 +302,7 @@ class Fabric(Strict):
             if (host.switch, host.port) in ports:
                 raise ValueError(f"port {host.switch}:{host.port} is used twice")
             ports.add((host.switch, host.port))
+        check_gateways(self.gateways, names, ports, self.hosts)
         return self
 
     def host(self, ident: str) -> Host | None:
@@ -370,6 +374,7 @@ class Config(Strict):
         for vip in self.vips:
             if vip.address in host_ips:
                 raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")
+            _check_vip_gateways(vip, self.fabric.gateways)
             for member in vip.members:
                 if member.health == "agent" and not self.controller.health.enabled:
                     raise ValueError(
@@ -394,6 +399,15 @@ class Config(Strict):
     def vip(self, name: str) -> Vip | None:
         """The VIP service called ``name``, if any."""
         return next((v for v in self.vips if v.name == name), None)
+
+
+def _check_vip_gateways(vip: Vip, gateways: list[Gateway]) -> None:
+    """A VIP address is no gateway's or router's address, and no gateway prefix is exactly the VIP."""
+    if vip.address in gateway_addresses(gateways):
+        raise ValueError(f"vip {vip.name!r} address {vip.address} is also a gateway address")
+    for gateway in gateways:
+        if f"{vip.address}/32" in gateway.prefixes:
+            raise ValueError(f"gateway {gateway.name!r}: prefix {vip.address}/32 is exactly vip {vip.name!r}'s address")
 
 
 def _unique(values: list[Any], what: str) -> set[Any]:

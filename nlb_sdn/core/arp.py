@@ -1,4 +1,4 @@
-"""The ARP responder: the controller answers for VIPs and fabric hosts, so nothing is ever flooded."""
+"""The ARP responder: the controller answers for VIPs, fabric hosts and gateways, so nothing is ever flooded."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from nlb_sdn.flows import builders
 
 
 class ArpResponder(Manager):
-    """Answers ARP requests for VIP addresses and fabric hosts from the model."""
+    """Answers ARP requests for VIP addresses, fabric hosts and gateways (``FabricView.gateway_arp_mac``)."""
 
     def __init__(self, ctx: CoreContext) -> None:
         self.ctx = ctx
@@ -18,10 +18,15 @@ class ArpResponder(Manager):
     def packet_in(self, request: ArpRequest, dpid: int, in_port: int, out: Out) -> None:
         """Answer one request out of the port it came in on (unknown targets are counted and dropped)."""
         ctx = self.ctx
-        mac = ctx.vips.vip_mac(request.target_ip) or ctx.fabric.host_macs.get(request.target_ip)
+        target = request.target_ip
+        mac = (
+            ctx.vips.vip_mac(target)
+            or ctx.fabric.host_macs.get(target)
+            or ctx.fabric.gateway_arp_mac(target, dpid, in_port)
+        )
         if mac is None:
             ctx.counters.dropped["arp_unknown_target"] += 1
             return
         ctx.counters.packet_in["arp"] += 1
-        frame = builders.arp_reply_frame(mac, request.target_ip, request.sender_mac, request.sender_ip)
+        frame = builders.arp_reply_frame(mac, target, request.sender_mac, request.sender_ip)
         out.send(dpid, [builders.packet_out_port(in_port, frame)])

@@ -6,16 +6,18 @@ are down (disconnected from the controller): the paths are recomputed whenever t
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Set
 
 import networkx as nx
 
 from nlb_sdn.config import Fabric, Host, Member
+from nlb_sdn.config.gateway import Gateway
 from nlb_sdn.flows import tunnel
 from nlb_sdn.health.handler import Attachment
 
 Node = tuple[str, str]
-"""A node of the fabric graph: ``("switch", name)`` or ``("host", name)``."""
+"""A node of the fabric graph: ``("switch", name)``, ``("host", name)`` or ``("gateway", name)``."""
 PortRef = tuple[int, int]
 """A switch port: ``(dpid, port number)``."""
 NO_PORTS: frozenset[PortRef] = frozenset()
@@ -46,13 +48,18 @@ def fabric_graph(
         graph.add_node(("host", host.name))
         if (dpids[host.switch], host.port) not in down_ports:
             graph.add_edge(("host", host.name), ("switch", host.switch), ports={host.switch: host.port})
+    for gateway in fabric.gateways:
+        graph.add_node(("gateway", gateway.name))
+        if (dpids[gateway.switch], gateway.port) not in down_ports:
+            graph.add_edge(("gateway", gateway.name), ("switch", gateway.switch), ports={gateway.switch: gateway.port})
     return graph
 
 
 def forwarding_tables(
     fabric: Fabric, down_ports: Set[PortRef] = NO_PORTS, down_switches: Set[int] = NO_SWITCHES
 ) -> dict[int, dict[str, int]]:
-    """For every switch dpid, the output port toward each host MAC along a shortest-path tree rooted at the host.
+    """For every switch dpid, the output port toward each host MAC (and each gateway's router MAC) along a
+    shortest-path tree rooted at the host (the gateway).
 
     Each host's tree comes from one breadth-first search over the live fabric (``fabric_graph``), so all switches
     agree on it and no packet can loop; a switch with no live path to a host has no entry for it. Ties are broken by
@@ -66,8 +73,9 @@ def forwarding_tables(
     )
     dpids = {s.name: s.dpid for s in fabric.switches}
     tables: dict[int, dict[str, int]] = {dpid: {} for dpid in dpids.values()}
-    for host in fabric.hosts:
-        root = ("host", host.name)
+    roots = [(("host", host.name), host.mac) for host in fabric.hosts]
+    roots += [(("gateway", gateway.name), gateway.router_mac) for gateway in fabric.gateways]
+    for root, mac in roots:
         paths = nx.single_source_shortest_path(ordered, root)
         for node, path in paths.items():
             kind, name = node
@@ -75,7 +83,7 @@ def forwarding_tables(
                 continue
             next_hop = path[-2]
             port = ordered.edges[node, next_hop]["ports"][name]
-            tables[dpids[name]][host.mac] = port
+            tables[dpids[name]][mac] = port
     return tables
 
 
@@ -86,9 +94,10 @@ def host_ports(fabric: Fabric) -> dict[tuple[int, int], str]:
 
 
 def fabric_ports(fabric: Fabric) -> set[PortRef]:
-    """Every (dpid, port) the fabric lists: both ends of its links and its hosts' attachment points."""
+    """Every (dpid, port) the fabric lists: both ends of its links, its hosts' and its gateways' attachment points."""
     dpids = {s.name: s.dpid for s in fabric.switches}
     ports = {(dpids[h.switch], h.port) for h in fabric.hosts}
+    ports |= {(dpids[g.switch], g.port) for g in fabric.gateways}
     for link in fabric.links:
         ports |= {(dpids[link.a], link.a_port), (dpids[link.b], link.b_port)}
     return ports
@@ -111,6 +120,10 @@ class FabricView:
         """Fabric switches disconnected from the controller: all their links are down for the others."""
         self.recomputations = 0
         """How many times a port or switch change recomputed the paths."""
+        self.gateway_routes: list[tuple[ipaddress.IPv4Network, Gateway]] = []
+        """Every gateway prefix with its gateway, longest first (the first that holds an address wins)."""
+        self.gateway_arp: dict[str, tuple[str, Gateway]] = {}
+        """Gateway addresses answered by ARP: the fabric-side address and the router's, each with its MAC."""
 
     def update(self, fabric: Fabric) -> bool:
         """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
@@ -126,7 +139,38 @@ class FabricView:
         self.down_switches &= set(self.dpids.values())
         self.forwarding = forwarding_tables(fabric, self.down_ports, self.down_switches)
         self.labels = tunnel.host_labels(fabric)
+        routes = [(network, gateway) for gateway in fabric.gateways for network in gateway.networks()]
+        self.gateway_routes = sorted(routes, key=lambda route: -route[0].prefixlen)
+        self.gateway_arp = {g.address: (g.mac, g) for g in fabric.gateways}
+        self.gateway_arp |= {g.router_ip: (g.router_mac, g) for g in fabric.gateways}
         return changed
+
+    def gateway_for(self, address: str) -> Gateway | None:
+        """The gateway a client address is reached through: none for a fabric host, else the longest prefix's."""
+        if address in self.hosts_by_ip or not self.gateway_routes:
+            return None
+        ip = ipaddress.IPv4Address(address)
+        return next((gateway for network, gateway in self.gateway_routes if ip in network), None)
+
+    def gateway_arp_mac(self, address: str, dpid: int, port: int) -> str | None:
+        """The MAC an ARP request for ``address`` from ``(dpid, port)`` is answered with, on the gateways' behalf.
+
+        A gateway's fabric-side address answers with its MAC, its router's address with the router's MAC, and an
+        address in its prefixes with its fabric-side MAC (table 3 routes what is sent there): proxy ARP, as a router
+        interface does. A gateway's own uplink gets no answer for its router or its prefixes (they are its side).
+        """
+        listed = self.gateway_arp.get(address)
+        if listed is not None:
+            mac, owner = listed
+            return None if mac == owner.router_mac and self._uplink(owner, dpid, port) else mac
+        gateway = self.gateway_for(address)
+        if gateway is None or self._uplink(gateway, dpid, port):
+            return None
+        return gateway.mac
+
+    def _uplink(self, gateway: Gateway, dpid: int, port: int) -> bool:
+        """Whether ``(dpid, port)`` is the gateway's uplink port."""
+        return self.dpids.get(gateway.switch) == dpid and gateway.port == port
 
     def set_port(self, dpid: int, port: int, up: bool) -> bool:
         """Take a fabric port's state; True when the live fabric changed (the paths were recomputed)."""

@@ -16,7 +16,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Mode
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.events import EventKind
-from nlb_sdn.flows import builders, tunnel
+from nlb_sdn.flows import builders, gateway, tunnel
 from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Table, make_cookie
 
 Forwarding = dict[int, dict[str, int]]
@@ -30,9 +30,15 @@ class FabricPaths(Manager):
         self.ctx = ctx
 
     def switch_flows(self, dpid: int) -> list[Any]:
-        """A switch's paths toward every host, then its tunnel entries."""
+        """A switch's paths toward every host and gateway, its prefix routes, then its tunnel entries."""
+        return self._forward_flows(dpid) + self._tunnel_flows(dpid)
+
+    def _forward_flows(self, dpid: int) -> list[Any]:
+        """A switch's table 3: paths toward every host and router MAC, and the routes by prefix to the gateways."""
         ctx = self.ctx
-        return builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {})) + self._tunnel_flows(dpid)
+        ports = ctx.fabric.forwarding.get(dpid, {})
+        routes = gateway.prefix_routes(ctx.fabric.fabric, ctx.fabric.switch_name(dpid) or "", ports)
+        return builders.forward_flows(ctx.lbu_id, ports) + gateway.route_flows(ctx.lbu_id, routes)
 
     def _tunnel_flows(self, dpid: int) -> list[Any]:
         """A switch's tunnel skeleton and label entries, while any VIP service is in tunnel mode."""
@@ -64,7 +70,7 @@ class FabricPaths(Manager):
             msgs += tunnel.label_deletes() + self._tunnel_flows(dpid)
         if fabric_changed:
             msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
-            msgs += builders.forward_flows(ctx.lbu_id, ctx.fabric.forwarding.get(dpid, {}))
+            msgs += self._forward_flows(dpid)
         return msgs
 
     def port_status(self, dpid: int, port: int, up: bool, now: float, out: Out) -> None:
@@ -104,6 +110,10 @@ class FabricPaths(Manager):
         new = ctx.fabric.forwarding.get(dpid, {})
         msgs = [builders.forward_delete(mac) for mac in sorted(old.keys() - new.keys())]
         msgs += builders.forward_flows(ctx.lbu_id, {mac: port for mac, port in new.items() if old.get(mac) != port})
+        fabric, switch = ctx.fabric.fabric, ctx.fabric.switch_name(dpid) or ""
+        msgs += gateway.route_changes(
+            ctx.lbu_id, gateway.prefix_routes(fabric, switch, old), gateway.prefix_routes(fabric, switch, new)
+        )
         if tunnel.uses_tunnels(ctx.config):
             fabric, labels = ctx.fabric.fabric, ctx.fabric.labels
             old_hops = set(tunnel.label_hops(fabric, dpid, old, labels))

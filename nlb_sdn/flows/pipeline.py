@@ -42,11 +42,15 @@ class NamedPriority(int):
     """A flow priority that knows the name it is declared under in ``Priority`` (it is an int everywhere else)."""
 
     name: str
+    span: int
+    """How far above ``value`` the entries of this name may go (0: exactly ``value``; longest-prefix routes use
+    ``value`` + prefix length)."""
 
-    def __new__(cls, value: int, name: str = "") -> NamedPriority:
+    def __new__(cls, value: int, name: str = "", span: int = 0) -> NamedPriority:
         """The priority ``value``, named ``name`` (``Priority`` names it when the class is created)."""
         priority = super().__new__(cls, value)
         priority.name = name
+        priority.span = span
         return priority
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -77,6 +81,8 @@ class Priority:
     CT_AUDIT = NamedPriority(205)
     VIP_SYN = NamedPriority(210)
     CT_END = NamedPriority(210)
+    PREFIX_ROUTE = NamedPriority(20, span=33)
+    """Table 3 routes toward a gateway's prefixes: 20 + the prefix length, and 53 for a fabric host's own address."""
     PROBE_REPLY = NamedPriority(250)
     ARP = NamedPriority(300)
 
@@ -230,7 +236,7 @@ class TableSpec:
 
     def priority_named(self, value: int) -> NamedPriority | None:
         """The table's priority of ``value``, or None when the table declares none."""
-        return next((p for p in self.priorities if p == value), None)
+        return next((p for p in self.priorities if p <= value <= p + p.span), None)
 
 
 TCP_IPV4 = frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"})
@@ -307,11 +313,12 @@ _TABLES = (
     ),
     TableSpec(
         Table.FORWARD,
-        "Out of the port toward the destination MAC, along the host's shortest-path tree.",
-        frozenset({"eth_dst"}),
+        "Out of the port toward the destination MAC, along the host's shortest-path tree; packets a member sends to a "
+        "gateway's fabric-side MAC are routed by prefix (longest wins) toward its router.",
+        frozenset({"eth_dst", "eth_type", "ipv4_dst"}),
         (),
         DROP,
-        (Priority.FORWARD, Priority.MISS),
+        (Priority.PREFIX_ROUTE, Priority.FORWARD, Priority.MISS),
         frozenset({CookieKind.BASE, CookieKind.FABRIC}),
     ),
     TableSpec(
@@ -634,7 +641,10 @@ def render_markdown(pipeline: Mapping[int, TableSpec] = PIPELINE) -> str:
         spec = pipeline[table_id]
         fields = ", ".join(f"`{name}`" for name in sorted(spec.match_fields, key=_OXM_ORDER.__getitem__))
         hops = ", ".join([str(hop) for hop in spec.hops] + [f"learn into {int(t)}" for t in sorted(spec.learns_into)])
-        priorities = ", ".join(f"`{p.name}` {int(p)}" for p in sorted(spec.priorities, reverse=True))
+        priorities = ", ".join(
+            f"`{p.name}` {int(p)}" + (f"-{int(p) + p.span}" if p.span else "")
+            for p in sorted(spec.priorities, reverse=True)
+        )
         kinds = ", ".join(f"{int(kind):#04x} {kind.name.lower()}" for kind in sorted(spec.cookie_kinds))
         meters = ", ".join(f"`{kind.value}`" for kind in MeterKind if kind in spec.meters) or "-"
         lines.append(

@@ -9,7 +9,7 @@ from nlb_sdn.config import Config
 
 
 def fabric_view(config: Config, connected_dpids: list[int]) -> dict[str, Any]:
-    """Switches (connected or not, with their master), links and hosts with their VIP members."""
+    """Switches (connected or not, with their master), links, hosts with their VIP members, and gateways."""
     lbu_id = config.controller.lbu_id
     connected = set(connected_dpids)
     switches = [
@@ -27,4 +27,5 @@ def fabric_view(config: Config, connected_dpids: list[int]) -> dict[str, Any]:
             members.setdefault(str(member.address), []).append(f"{vip.name}/{member.name}")
     hosts = [{**host.model_dump(mode="json"), "members": members.get(str(host.ip), [])} for host in config.fabric.hosts]
     links = [link.model_dump(mode="json") for link in config.fabric.links]
-    return {"lbu_id": lbu_id, "switches": switches, "links": links, "hosts": hosts}
+    gateways = [gateway.model_dump(mode="json") for gateway in config.fabric.gateways]
+    return {"lbu_id": lbu_id, "switches": switches, "links": links, "hosts": hosts, "gateways": gateways}

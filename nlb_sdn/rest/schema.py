@@ -252,13 +252,27 @@ class FabricHost(BaseModel):
     members: list[str] = Field(description="The `vip/member` names served at this host's address.")
 
 
+class FabricGateway(BaseModel):
+    """An uplink port with a router behind it, reaching clients by prefix (docs/fabric.md, "Gateways")."""
+
+    name: str
+    switch: str
+    port: int
+    router_ip: str
+    router_mac: str
+    prefixes: list[str]
+    address: str = Field(description="The fabric-side gateway address the controller answers ARP for.")
+    mac: str
+
+
 class FabricView(BaseModel):
-    """``GET /v1/fabric``: the fabric as a graph (switches, links, hosts) and this controller (the master)."""
+    """``GET /v1/fabric``: the fabric as a graph (switches, links, hosts, gateways) and this controller (the master)."""
 
     lbu_id: int = Field(description="This controller's `controller.lbu_id`.")
     switches: list[FabricSwitch]
     links: list[FabricLink]
     hosts: list[FabricHost]
+    gateways: list[FabricGateway] = Field(default_factory=list)
 
 
 class UiFile(BaseModel):

@@ -106,6 +106,8 @@ class FakeFabric:
             self.links[a] = b
             self.links[b] = a
         self.host_at: dict[str, tuple[int, int]] = {h.name: (self.dpid_of[h.switch], h.port) for h in fabric.hosts}
+        self.host_at |= {g.name: (self.dpid_of[g.switch], g.port) for g in fabric.gateways}
+        """Gateway routers count as hosts here: an output on an uplink port is delivered to the router."""
         self.host_on: dict[tuple[int, int], str] = {where: name for name, where in self.host_at.items()}
         self.hosts = {h.name: h for h in fabric.hosts}
         self.pending = Delivery()

@@ -11,7 +11,7 @@ import pytest
 
 from nlb_sdn.config import Config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
-from nlb_sdn.flows import builders, dispatch, templates, tunnel
+from nlb_sdn.flows import builders, dispatch, gateway, templates, tunnel
 from nlb_sdn.flows.pipeline import (
     DOC_BEGIN,
     DOC_END,
@@ -183,6 +183,8 @@ def test_config_changes_between_every_mode_keep_to_the_pipeline() -> None:
 
 
 LBU = 1
+DEFAULT_ROUTE = gateway.PrefixRoute("02:00:00:00:fe:02", "0.0.0.0/0", 0, "02:00:00:00:fe:02", "00:00:00:00:fe:01", 4)
+"""A gateway's default route (priority ``PREFIX_ROUTE`` + 0)."""
 ROUTE = builders.NatRoute(
     "10.0.0.1",
     40000,
@@ -226,6 +228,8 @@ def built_by_every_builder() -> list[Any]:
         builders.vip_syn_delete(VIP, 80),
         *builders.vip_flow_deletes(LBU, 3, VIP, 80, set()),
         *builders.forward_flows(LBU, {"00:00:00:00:00:11": 2}),
+        *gateway.route_flows(LBU, [DEFAULT_ROUTE]),
+        *gateway.route_changes(LBU, [DEFAULT_ROUTE], []),
         *builders.nat_connection_flows(ROUTE),
         *builders.nat_connection_deletes(ROUTE),
         *builders.nat_connection_deletes(ROUTE, learned=True),
@@ -486,10 +490,8 @@ def test_the_checker_catches_each_kind_of_violation(case: str) -> None:
 def test_a_prepared_template_flow_mod_is_read_back_and_checked_whole() -> None:
     msg, _kind = BROKEN["prepared template flow-mod in the wrong table"]
     kinds = sorted(violation.kind.name for violation in check_message(msg))
-    assert kinds == [
+    assert kinds == [  # table 3 takes eth_type and ipv4_dst (gateway prefix routes), not the other four
         "COOKIE_KIND",
-        "MATCH_FIELD",
-        "MATCH_FIELD",
         "MATCH_FIELD",
         "MATCH_FIELD",
         "MATCH_FIELD",
@@ -520,7 +522,7 @@ def test_deletes_that_do_not_name_a_kind_or_a_table_are_not_held_to_one() -> Non
 def test_a_violation_reads_as_one_line() -> None:
     msg, _kind = BROKEN["priority the table does not declare"]
     [violation] = check_message(msg)
-    assert str(violation) == "priority not declared in table 3: 200 (declared: FORWARD 10, MISS 0)"
+    assert str(violation) == "priority not declared in table 3: 200 (declared: PREFIX_ROUTE 20, FORWARD 10, MISS 0)"
 
 
 # -- the fake switch checks every message it applies -------------------------------------------------------------------
