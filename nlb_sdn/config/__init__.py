@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, ValidationError, WithJson
 
 from nlb_sdn.config.base import Strict
 from nlb_sdn.config.flood import FloodProtection
+from nlb_sdn.config.icmp import VipIcmp
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
@@ -183,6 +184,7 @@ class Vip(Strict):
     rules: list[RouteRule] = Field(default_factory=list)
     routers: list[str] = Field(default_factory=list)
     migration: MigrationSettings = Field(default_factory=MigrationSettings)
+    icmp: VipIcmp = Field(default_factory=VipIcmp)
 
     @model_validator(mode="after")
     def _check(self) -> Vip:
