@@ -397,13 +397,12 @@ class LoadBalancer:
         self.conntrack.retire(ct_targets_before, now)
         ct_adds, ct_deletes = self.conntrack.shared_changes(ct_before)
         shared = ct_adds + [msg for change in changes for msg in self._dispatch_change(change, now)] + ct_deletes
-        icmp_changes = self.icmp.changes(old, new)
         for dpid in dpids:
             out.send(
                 dpid,
                 self.entries.changes(changes, shared)
                 + self.paths.changes(dpid, old, changes, fabric_changed)
-                + icmp_changes,
+                + self.icmp.changes(dpid, old, new),
             )
         self.revoker.config_changed(changes, dpids, out)
         return out.effects()

@@ -216,16 +216,29 @@ def _ipv4(address: str) -> bool:
     return ipaddress.ip_address(address).version == 4
 
 
-def wanted_entries(config: Config) -> frozenset[IcmpEntry]:
-    """The ICMP punt entries a config asks for (``vips[].icmp``): echo to VIPs, errors to and from nat VIPs' members."""
+def member_edges(config: Config) -> dict[str, int]:
+    """The dpid of the edge switch of every fabric host, by address."""
+    dpids = {switch.name: switch.dpid for switch in config.fabric.switches}
+    return {str(host.ip): dpids[host.switch] for host in config.fabric.hosts if host.switch in dpids}
+
+
+def wanted_entries(config: Config, dpid: int | None = None) -> frozenset[IcmpEntry]:
+    """The ICMP punt entries a config asks of switch ``dpid`` (``vips[].icmp``): echo to VIPs and errors to nat VIPs
+    on every switch; errors from a nat VIP's member only on its edge switch (anywhere when the fabric does not list
+    it), so an error that goes on unchanged is punted once, not at every switch on its way."""
     entries: set[IcmpEntry] = set()
+    edges = member_edges(config)
     for vip in config.vips:
         if not _ipv4(str(vip.address)):
             continue
         if vip.icmp.answer_ping:
             entries.add(IcmpEntry(IcmpPunt.ECHO_TO_VIP, str(vip.address), IcmpType.ECHO_REQUEST))
         if vip.icmp.relay_errors and Mode(vip.mode) == Mode.NAT:
-            members = [str(member.address) for member in vip.members if _ipv4(str(member.address))]
+            members = [
+                str(member.address)
+                for member in vip.members
+                if _ipv4(str(member.address)) and edges.get(str(member.address), dpid) == dpid
+            ]
             for icmp_type in ERROR_TYPES:
                 entries.add(IcmpEntry(IcmpPunt.ERROR_TO_VIP, str(vip.address), icmp_type))
                 entries.update(IcmpEntry(IcmpPunt.ERROR_FROM_MEMBER, address, icmp_type) for address in members)
@@ -240,12 +253,12 @@ class IcmpResponder(Manager):
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The punt entries of the current config."""
-        del dpid
-        return [icmp_flows.icmp_flow(self.ctx.lbu_id, entry) for entry in sorted(wanted_entries(self.ctx.config))]
+        entries = wanted_entries(self.ctx.config, dpid)
+        return [icmp_flows.icmp_flow(self.ctx.lbu_id, entry) for entry in sorted(entries)]
 
-    def changes(self, old: Config, new: Config) -> list[Any]:
-        """Adds of the entries ``new`` asks for and ``old`` did not, then deletes of those it no longer asks for."""
-        before, after = wanted_entries(old), wanted_entries(new)
+    def changes(self, dpid: int, old: Config, new: Config) -> list[Any]:
+        """Adds of the entries ``new`` asks of a switch and ``old`` did not, then deletes of those it no longer asks."""
+        before, after = wanted_entries(old, dpid), wanted_entries(new, dpid)
         adds = [icmp_flows.icmp_flow(self.ctx.lbu_id, entry) for entry in sorted(after - before)]
         return adds + [icmp_flows.icmp_flow_delete(entry) for entry in sorted(before - after)]
 

@@ -105,10 +105,12 @@ def test_entries_follow_the_settings_and_the_mode() -> None:
     assert wanted_entries(config({"answer_ping": True})) == {
         IcmpEntry(IcmpPunt.ECHO_TO_VIP, VIP, IcmpType.ECHO_REQUEST)
     }
-    errors = wanted_entries(config({"relay_errors": True}))
-    assert errors == {IcmpEntry(IcmpPunt.ERROR_TO_VIP, VIP, t) for t in ERROR_TYPES} | {
+    to_vip = {IcmpEntry(IcmpPunt.ERROR_TO_VIP, VIP, t) for t in ERROR_TYPES}
+    assert wanted_entries(config({"relay_errors": True}), dpid=1) == to_vip | {
         IcmpEntry(IcmpPunt.ERROR_FROM_MEMBER, MEMBER, t) for t in ERROR_TYPES
     }
+    # Errors from a member are punted on its edge switch only (s1, dpid 1).
+    assert wanted_entries(config({"relay_errors": True}), dpid=2) == to_vip
     # A tunnel VIP's members answer from the VIP themselves: no NAT to undo, so no error entries.
     assert wanted_entries(config({"answer_ping": True, "relay_errors": True}, mode="tunnel")) == {
         IcmpEntry(IcmpPunt.ECHO_TO_VIP, VIP, IcmpType.ECHO_REQUEST)
