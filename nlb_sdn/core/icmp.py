@@ -34,7 +34,6 @@ from nlb_sdn.core.frames import (
     checksum_fold,
     internet_checksum,
     mac_bytes,
-    mac_text,
 )
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Mode
@@ -73,7 +72,6 @@ class IcmpFrame:
     """A punted Ethernet/IPv4/ICMP frame, whole, with its outer addresses, ICMP type and quoted header."""
 
     data: bytes
-    src_mac: str
     src_ip: str
     dst_ip: str
     icmp_type: int
@@ -99,17 +97,16 @@ def is_icmp_frame(data: bytes) -> bool:
     return len(data) > ETH_HEADER.size + 9 and data[12:14] == b"\x08\x00" and data[ETH_HEADER.size + 9] == IPPROTO_ICMP
 
 
-def _ipv4_header(data: bytes, offset: int, end: int) -> tuple[int, int, str, str]:
-    """Header length, protocol, source and destination of the IPv4 header at ``offset`` (FrameError if bad)."""
+def _ipv4_header(data: bytes, offset: int, end: int) -> tuple[int, int, str, str, int]:
+    """Header length, protocol, source, destination and fragment bits (offset and more-fragments) of the IPv4
+    header at ``offset`` (FrameError if bad)."""
     if end < offset + IPV4_FIXED.size:
         raise FrameError("short_icmp")
     ver_ihl, _tos, _len, _ident, frag, _ttl, proto, _csum, src, dst = IPV4_FIXED.unpack_from(data, offset)
     ihl = (ver_ihl & 0x0F) * 4
     if ver_ihl >> 4 != 4 or ihl < IPV4_FIXED.size or end < offset + ihl:
         raise FrameError("bad_ipv4_header")
-    if frag & 0x1FFF:
-        raise FrameError("ip_fragment")
-    return ihl, proto, socket.inet_ntoa(src), socket.inet_ntoa(dst)
+    return ihl, proto, socket.inet_ntoa(src), socket.inet_ntoa(dst), frag & 0x3FFF
 
 
 def parse_icmp(data: bytes) -> IcmpFrame:
@@ -120,21 +117,21 @@ def parse_icmp(data: bytes) -> IcmpFrame:
     end = ETH_HEADER.size + ip_len
     if end > len(data):
         raise FrameError("icmp_truncated")
-    ihl, _proto, src_ip, dst_ip = _ipv4_header(data, ETH_HEADER.size, end)
-    if data[ETH_HEADER.size + 6] & 0x20:
+    ihl, _proto, src_ip, dst_ip, fragment = _ipv4_header(data, ETH_HEADER.size, end)
+    if fragment:
         raise FrameError("ip_fragment")
     icmp_offset = ETH_HEADER.size + ihl
     if end < icmp_offset + ICMP_HEADER_SIZE:
         raise FrameError("short_icmp")
     icmp_type = data[icmp_offset]
     quoted = _quoted(data, icmp_offset + ICMP_HEADER_SIZE, end) if icmp_type in ERROR_TYPES else None
-    return IcmpFrame(data[:end], mac_text(data[6:12]), src_ip, dst_ip, icmp_type, icmp_offset, quoted)
+    return IcmpFrame(data[:end], src_ip, dst_ip, icmp_type, icmp_offset, quoted)
 
 
 def _quoted(data: bytes, offset: int, end: int) -> Quoted | None:
-    """The quoted TCP or UDP header of an ICMP error (None for another protocol)."""
-    ihl, proto, src_ip, dst_ip = _ipv4_header(data, offset, end)
-    if proto not in L4_CHECKSUM_OFFSET:
+    """The quoted TCP or UDP header of an ICMP error (None for another protocol, or a fragment without it)."""
+    ihl, proto, src_ip, dst_ip, fragment = _ipv4_header(data, offset, end)
+    if proto not in L4_CHECKSUM_OFFSET or fragment & 0x1FFF:
         return None
     if end < offset + ihl + 4:
         raise FrameError("short_icmp_quote")

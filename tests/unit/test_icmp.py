@@ -124,3 +124,10 @@ def test_icmp_settings_are_strict() -> None:
     with pytest.raises(ConfigError) as err:
         config({"answer_ping": "sometimes"})
     assert err.value.key == "vips[web].icmp.answer_ping"
+
+
+def test_an_error_quoting_a_later_fragment_has_no_quoted_ports() -> None:
+    fragment = bytearray(quoted_tcp(CLIENT, MEMBER, 40000, 8080))
+    fragment[6:8] = b"\x00\x10"  # fragment offset 128 bytes: what follows the header is not the TCP header
+    error = ipv4_frame(MEMBER_MAC, CLIENT_MAC, MEMBER, CLIENT, 1, frag_needed(bytes(fragment)))
+    assert parse_icmp(error).quoted is None
