@@ -19,6 +19,7 @@ from nlb_sdn.config.base import Strict
 from nlb_sdn.config.flood import FloodProtection
 from nlb_sdn.config.gateway import Gateway, check_gateways, gateway_addresses
 from nlb_sdn.config.ha import HaSettings
+from nlb_sdn.config.icmp import VipIcmp
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
@@ -185,6 +186,7 @@ class Vip(Strict):
     rules: list[RouteRule] = Field(default_factory=list)
     routers: list[str] = Field(default_factory=list)
     migration: MigrationSettings = Field(default_factory=MigrationSettings)
+    icmp: VipIcmp = Field(default_factory=VipIcmp)
 
     @model_validator(mode="after")
     def _check(self) -> Vip:

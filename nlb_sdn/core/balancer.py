@@ -19,6 +19,7 @@ from nlb_sdn.core.effects import Effects, Out
 from nlb_sdn.core.entries import VipEntries
 from nlb_sdn.core.frames import ArpRequest, FrameError, parse_frame
 from nlb_sdn.core.health import HealthManager
+from nlb_sdn.core.icmp import IcmpResponder, is_icmp_frame
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.mastership import Role, fenced
 from nlb_sdn.core.migration import MigrationManager
@@ -60,6 +61,7 @@ class LoadBalancer:
         self.reconciler = Reconciler(self.ctx, self.conntrack)
         self.migration = MigrationManager(self.ctx)
         self.arp = ArpResponder(self.ctx)
+        self.icmp = IcmpResponder(self.ctx)
         self.hl = HealthManager(self.ctx)
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
@@ -77,6 +79,7 @@ class LoadBalancer:
             self.reconciler,
             self.migration,
             self.arp,
+            self.icmp,
             self.hl,
             self.revoker,
         )
@@ -189,6 +192,9 @@ class LoadBalancer:
         """
         ctx, out = self.ctx, Out()
         ctx.counters.packet_in["total"] += 1
+        if table_id == Table.CLASSIFY and is_icmp_frame(data):
+            self.icmp.packet_in(dpid, in_port, data, out)
+            return out.effects()
         try:
             frame = parse_frame(data, total_len)
         except FrameError as exc:
@@ -420,7 +426,10 @@ class LoadBalancer:
         shared = ct_adds + [msg for change in changes for msg in self._dispatch_change(change, now)] + ct_deletes
         for dpid in dpids:
             out.send(
-                dpid, self.entries.changes(changes, shared) + self.paths.changes(dpid, old, changes, fabric_changed)
+                dpid,
+                self.entries.changes(changes, shared)
+                + self.paths.changes(dpid, old, changes, fabric_changed)
+                + self.icmp.changes(dpid, old, new),
             )
         self.revoker.config_changed(changes, dpids, out)
         return out.effects()

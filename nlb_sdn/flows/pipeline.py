@@ -74,6 +74,7 @@ class Priority:
     TUNNEL_LABEL = NamedPriority(10)
     SWITCH_DISPATCH = NamedPriority(100)
     VIP_OTHER = NamedPriority(150)
+    ICMP = NamedPriority(160)
     SESSION = NamedPriority(150)
     CT_REPLY = NamedPriority(190)
     VIP_SERVICE = NamedPriority(200)
@@ -258,8 +259,8 @@ _TABLES = (
     TableSpec(
         Table.CLASSIFY,
         "Every packet enters here: ARP and probe replies to the controller, VIP services to 1, conntrack members' "
-        "replies through the tracker, other IPv4 to 2, MPLS to 7.",
-        TCP_IPV4,
+        "replies through the tracker, other IPv4 to 2, MPLS to 7; ICMP for VIPs to the controller.",
+        TCP_IPV4 | {"icmpv4_type"},
         (
             Hop(Table.CONNECTIONS, Via.GOTO),
             Hop(Table.REVERSE, Via.GOTO),
@@ -272,6 +273,7 @@ _TABLES = (
             Priority.PROBE_REPLY,
             Priority.VIP_SERVICE,
             Priority.CT_REPLY,
+            Priority.ICMP,
             Priority.VIP_OTHER,
             Priority.ETH_TYPE,
             Priority.MISS,

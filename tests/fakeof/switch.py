@@ -180,6 +180,9 @@ _FIELD_GETTERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "ct_state": lambda p: p.get("ct_state", 0),
     "ct_zone": lambda p: p.get("ct_zone", 0),
     "ct_mark": lambda p: p.get("ct_mark", 0),
+    # An ICMP packet keeps its ICMP message (type, code, checksum, body) as the payload bytes.
+    "icmpv4_type": lambda p: p["payload"][0] if p.get("ip_proto") == IPPROTO_ICMP and p.get("payload") else None,
+    "icmpv4_code": lambda p: p["payload"][1] if p.get("ip_proto") == IPPROTO_ICMP and p.get("payload") else None,
 }
 
 _FIELD_SETTERS: dict[str, Callable[[dict[str, Any], Any], None]] = {

@@ -11,7 +11,7 @@ import pytest
 
 from nlb_sdn.config import Config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
-from nlb_sdn.flows import builders, dispatch, gateway, templates, tunnel
+from nlb_sdn.flows import builders, dispatch, gateway, icmp, templates, tunnel
 from nlb_sdn.flows.pipeline import (
     DOC_BEGIN,
     DOC_END,
@@ -263,6 +263,9 @@ def built_by_every_builder() -> list[Any]:
         *dispatch.learned_flow_deletes(LBU, 3),
         *dispatch.switch_vip_deletes(learn),
         dispatch.switch_flow_stats_request(),
+        *(icmp.icmp_flow(LBU, icmp.IcmpEntry(kind, VIP, icmp.IcmpType.ECHO_REQUEST)) for kind in icmp.IcmpPunt),
+        icmp.icmp_flow_delete(icmp.IcmpEntry(icmp.IcmpPunt.ERROR_TO_VIP, VIP, icmp.IcmpType.TIME_EXCEEDED)),
+        icmp.forward_packet_out(b"x"),
     ]
 
 
