@@ -10,6 +10,7 @@ from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
 from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.health.allotment import largest_remainder
 
@@ -53,6 +54,7 @@ class SwitchDispatchManager(Manager):
             prefix,
             vip.session_flow_idle,
             vip.switch_pinning or Pinning.LEARN,
+            L4Protocol(vip.protocol),
         )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
@@ -65,7 +67,9 @@ class SwitchDispatchManager(Manager):
         if cached is not None and cached[0] is vip and cached[1] is fabric.fabric:
             return cached[2]
         targets = [
-            dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
+            dispatch.SwitchTarget(
+                m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac), L4Protocol(vip.protocol)
+            )
             for m in vip.members
             if fabric.has_mac(m)
         ]

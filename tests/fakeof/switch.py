@@ -865,7 +865,8 @@ class FakeSwitch:
             run.result.log.append(f"group {group.group_id}: no bucket, drop")
             return
         pkt = run.packet
-        key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"))
+        ports = ("tcp_src", "tcp_dst") if "tcp_src" in pkt or "udp_src" not in pkt else ("udp_src", "udp_dst")
+        key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", *ports))
         bucket = buckets[zlib.crc32(key.encode()) % len(buckets)]
         branch = _Run(self, copy.deepcopy(pkt), run.result)
         branch.entry = run.entry
