@@ -12,11 +12,44 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from nlb_sdn.lab.commands import wait_for
+
+if TYPE_CHECKING:
+    from nlb_sdn.lab.harness import Lab
 
 MAX_DATAGRAM = 2048
+MODULE = "nlb_sdn.lab.udp_service"
+
+
+def start_responders(lab: Lab, port: int, timeout: float = 10.0) -> None:
+    """Start ``serve`` on every backend of ``lab`` (stopped by PID at teardown) and wait until each listens."""
+    for name in lab.topo.backends:
+        lab.start_process(name, [sys.executable, "-m", MODULE, "serve", name, str(port)], f"udp-{name}-{port}.log")
+        wait_for(partial(_listening, lab, name, port), timeout, 0.05, f"the UDP responder of {name} on port {port}")
+
+
+def _listening(lab: Lab, name: str, port: int) -> bool:
+    """Whether something in host ``name`` listens on UDP ``port``."""
+    return bool(lab.host_run(name, ["ss", "-lunH", f"sport = :{port}"], timeout=5.0).stdout.strip())
+
+
+def start_client(lab: Lab, client: str, args: list[Any]) -> subprocess.Popen[bytes]:
+    """Start a ``query`` or ``stream`` client in host ``client`` (its summary: ``lab.collect_client``)."""
+    proc = lab.host(client).popen(
+        [sys.executable, "-m", MODULE, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    lab.client_procs.append(proc)
+    return proc
 
 
 def serve(name: str, port: int) -> None:

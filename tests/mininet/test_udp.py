@@ -4,14 +4,13 @@ long-lived UDP stream that stays on its member while weights change, in both dis
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from nlb_sdn.lab.harness import Lab, wait_for
+from nlb_sdn.lab.udp_service import start_client, start_responders
 from tests.lib.lab import connections_of, counter_delta, needs_lab, packet_ins
 from tests.lib.net import free_port
 from topologies import FabricTopo, lab_config
@@ -34,19 +33,6 @@ def udp_vip(topo: FabricTopo, name: str, address: str, port: int, weights: dict[
     for member in members:
         member["weight"] = weights[member["name"]]
     return {"name": name, "address": address, "port": PORT, "protocol": "udp", "members": members, **fields}
-
-
-def start_responders(lab: Lab, port: int) -> None:
-    """The DNS-like responder (``nlb_sdn.lab.udp_service serve``) on every backend, waited for until it listens."""
-    for name in lab.topo.backends:
-        lab.start_process(
-            name, [sys.executable, "-m", "nlb_sdn.lab.udp_service", "serve", name, str(port)], f"udp-{name}-{port}.log"
-        )
-        wait_for(
-            lambda name=name: bool(lab.host_run(name, ["ss", "-lunH", f"sport = :{port}"], timeout=5.0).stdout.strip()),
-            timeout=10,
-            what=f"the UDP responder of {name} on port {port}",
-        )
 
 
 @pytest.fixture(scope="module")
@@ -73,21 +59,9 @@ def udp_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def start_udp_client(lab: Lab, client: str, args: list[Any]) -> subprocess.Popen[bytes]:
-    """Start a UDP lab client (``query`` or ``stream``) in ``client`` (collected with ``lab.collect_client``)."""
-    proc = lab.host(client).popen(
-        [sys.executable, "-m", "nlb_sdn.lab.udp_service", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-    )
-    lab.client_procs.append(proc)
-    return proc
-
-
 def udp_client(lab: Lab, client: str, args: list[Any], timeout: float = 120.0) -> dict[str, Any]:
     """Run a UDP lab client in ``client``; its JSON summary."""
-    return lab.collect_client(start_udp_client(lab, client, args), timeout)
+    return lab.collect_client(start_client(lab, client, args), timeout)
 
 
 def shares(summaries: list[dict[str, Any]]) -> dict[str, float]:
@@ -145,7 +119,7 @@ def set_weights(lab: Lab, vip: str, weights: dict[str, int]) -> None:
 @pytest.mark.parametrize(("vip", "address"), [("dns", DNS), ("dns-switch", DNS_SWITCH)])
 def test_a_udp_stream_stays_on_its_member_while_weights_change(udp_lab: Lab, vip: str, address: str) -> None:
     original = WEIGHTS if vip == "dns" else SWITCH_WEIGHTS
-    stream = start_udp_client(udp_lab, "c1", ["stream", address, PORT, "--duration", 8])
+    stream = start_client(udp_lab, "c1", ["stream", address, PORT, "--duration", 8])
     try:
         [row] = wait_for(
             lambda: [c for c in connections_of(udp_lab, vip) if c["client"].startswith("10.0.0.1:")],
