@@ -83,8 +83,9 @@ class SwitchDispatchManager(Manager):
         for state in self.states():
             name = state.vip.name
             slots = None if name in self.unknown else self.slots.get(name, [])
-            msgs += dispatch.group_keep_or_add(state.vip_id, slots)
-            msgs += dispatch.switch_vip_flows(self.switch_vip(state.vip, state.vip_id), self.targets(state.vip))
+            switch_vip = self.switch_vip(state.vip, state.vip_id)
+            msgs += dispatch.group_keep_or_add(state.vip_id, slots, dispatch.restored(switch_vip))
+            msgs += dispatch.switch_vip_flows(switch_vip, self.targets(state.vip))
         return msgs
 
     def _slots(self, vip: Vip, now: float) -> list[int] | None:
@@ -123,7 +124,8 @@ class SwitchDispatchManager(Manager):
                 self.unknown.discard(name)
                 self.slots[name] = slots
                 self.ctx.counters.switch_dispatch["group_updates"] += 1
-                msgs.append(dispatch.group_modify(state.vip_id, slots))
+                restore = dispatch.restored(self.switch_vip(state.vip, state.vip_id))
+                msgs.append(dispatch.group_modify(state.vip_id, slots, restore))
         return msgs
 
     def removed(self, state: VipState) -> list[Any]:
@@ -162,7 +164,8 @@ class SwitchDispatchManager(Manager):
         self.sent[new.name] = {target.endpoint_id: target for target in targets}
         if old is None or not was_switch or old.switch_pinning != new.switch_pinning:
             removal = dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
-            return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
+            groups = dispatch.group_add(state.vip_id, slots, dispatch.restored(switch_vip))
+            return removal + groups + dispatch.switch_vip_flows(switch_vip, targets)
         old_vip = self.switch_vip(old, state.vip_id)
         fresh = (
             targets
@@ -171,7 +174,7 @@ class SwitchDispatchManager(Manager):
         )
         gone = [target for endpoint, target in sent.items() if endpoint not in self.sent[new.name]]
         return [
-            *([] if known is None else [dispatch.group_modify(state.vip_id, slots)]),
+            *([] if known is None else [dispatch.group_modify(state.vip_id, slots, dispatch.restored(switch_vip))]),
             *dispatch.switch_vip_flows(switch_vip, fresh),
             *dispatch.select_flow_strict_deletes(old_vip, gone),
         ]

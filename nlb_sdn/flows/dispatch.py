@@ -52,6 +52,10 @@ FIN_IDLE_TIMEOUT = 1
 """Seconds a connection's learned entries live without packets once a FIN or RST passed them: a new connection that
 reuses the client port right after goes through the group again instead of riding the old connection's member."""
 ENDPOINT_REG = "reg0"
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
+"""Open vSwitch's hash of addresses, protocol and ports, UDP ports included (``symmetric_l3l4+udp``)."""
+SPREAD_BITS = 16
+"""Low bits of a UDP datagram's destination address that ``udp_spread`` sets, per flow, before the select group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,42 +272,73 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
             Table.SWITCH_CONNECTIONS,
             Priority.SWITCH_SYN,
             syn_match(vip),
-            [apply(parser.OFPActionGroup(vip.vip_id))],
+            [apply(*to_group(vip))],
             cookie,
         ),
         *select_flows(vip, targets),
     ]
 
 
-def group_buckets(slots: list[int]) -> list[Any]:
-    """One equal-weight bucket per slot, each naming the member (endpoint id) that holds the slot."""
+def udp_spread() -> Any:
+    """Set the low ``SPREAD_BITS`` of a UDP datagram's destination address from a hash of its flow, ports included.
+
+    Open vSwitch's select group hashes (``dp_hash``) addresses and protocol but TCP and SCTP ports only: every UDP
+    flow of one client would take one bucket. Going to the group with an address that differs per flow spreads them;
+    the bucket puts the VIP address back (``restored``) before anything else sees the datagram.
+    """
+    return parser.NXActionMultipath(
+        fields=NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP,
+        basis=0,
+        algorithm=nicira_ext.NX_MP_ALG_MODULO_N,
+        max_link=(1 << SPREAD_BITS) - 1,
+        arg=0,
+        ofs_nbits=nicira_ext.ofs_nbits(0, SPREAD_BITS - 1),
+        dst="ipv4_dst",
+    )
+
+
+def to_group(vip: SwitchVip) -> list[Any]:
+    """The actions that send a new connection (or UDP flow, spread first) of the VIP service to its select group."""
+    spread = [] if vip.protocol.has_handshake else [udp_spread()]
+    return [*spread, parser.OFPActionGroup(vip.vip_id)]
+
+
+def restored(vip: SwitchVip) -> str | None:
+    """The address a UDP service's group buckets put back (``udp_spread`` changed it); None for TCP."""
+    return None if vip.protocol.has_handshake else vip.vip_ip
+
+
+def group_buckets(slots: list[int], restore: str | None = None) -> list[Any]:
+    """One equal-weight bucket per slot, each naming the member (endpoint id) that holds the slot (and, for a UDP
+    service, setting the destination back to the VIP address ``restore``)."""
+    restore_ip = [] if restore is None else [parser.OFPActionSetField(ipv4_dst=restore)]
     return [
         parser.OFPBucket(
             weight=1,
             watch_port=ofp.OFPP_ANY,
             watch_group=ofp.OFPG_ANY,
-            actions=[parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)],
+            actions=[*restore_ip, parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)],
         )
         for endpoint in slots
     ]
 
 
-def group_mod(command: int, vip_id: int, slots: list[int]) -> Any:
+def group_mod(command: int, vip_id: int, slots: list[int], restore: str | None = None) -> Any:
     """An OFPGroupMod of the VIP's select group (group id = VIP service id)."""
-    return parser.OFPGroupMod(None, command, ofp.OFPGT_SELECT, vip_id, group_buckets(slots))
+    return parser.OFPGroupMod(None, command, ofp.OFPGT_SELECT, vip_id, group_buckets(slots, restore))
 
 
-def group_modify(vip_id: int, slots: list[int]) -> Any:
+def group_modify(vip_id: int, slots: list[int], restore: str | None = None) -> Any:
     """Give the VIP's group new buckets (a new allotment); learned connections are not affected."""
-    return group_mod(ofp.OFPGC_MODIFY, vip_id, slots)
+    return group_mod(ofp.OFPGC_MODIFY, vip_id, slots, restore)
 
 
-def group_add(vip_id: int, slots: list[int]) -> list[Any]:
+def group_add(vip_id: int, slots: list[int], restore: str | None = None) -> list[Any]:
     """(Re)create the VIP's group: delete whatever a switch has under its id, then add it."""
-    return [group_delete(vip_id), group_mod(ofp.OFPGC_ADD, vip_id, slots)]
+    return [group_delete(vip_id), group_mod(ofp.OFPGC_ADD, vip_id, slots, restore)]
 
 
-def group_keep_or_add(vip_id: int, slots: list[int] | None) -> list[Any]:
+def group_keep_or_add(vip_id: int, slots: list[int] | None, restore: str | None = None) -> list[Any]:
     """A (re)connecting switch's group of the VIP, never emptied on the way: an add, and a modify when slots are known.
 
     The add fails (``GROUP_EXISTS``) on a switch that already has the group, which keeps its buckets and goes on
@@ -312,7 +347,7 @@ def group_keep_or_add(vip_id: int, slots: list[int] | None) -> list[Any]:
     """
     if slots is None:
         return [group_mod(ofp.OFPGC_ADD, vip_id, [])]
-    return [group_mod(ofp.OFPGC_ADD, vip_id, slots), group_modify(vip_id, slots)]
+    return [group_mod(ofp.OFPGC_ADD, vip_id, slots, restore), group_modify(vip_id, slots, restore)]
 
 
 def group_delete(vip_id: int) -> Any:
@@ -440,7 +475,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
             Table.CT_FORWARD,
             Priority.SWITCH_DISPATCH,
             _ct_new_match(vip),
-            [apply(parser.OFPActionGroup(vip.vip_id))],
+            [apply(*to_group(vip))],
             cookie,
         ),
         flow_add(
