@@ -28,11 +28,15 @@ MAX_DATAGRAM = 2048
 MODULE = "nlb_sdn.lab.udp_service"
 
 
-def start_responders(lab: Lab, port: int, timeout: float = 10.0) -> None:
-    """Start ``serve`` on every backend of ``lab`` (stopped by PID at teardown) and wait until each listens."""
+def start_responders(lab: Lab, port: int, timeout: float = 10.0) -> dict[str, subprocess.Popen[bytes]]:
+    """Start ``serve`` on every backend of ``lab`` (stopped by PID at teardown) and wait until each listens; the
+    processes by backend (``lab.stop_process`` stops one earlier)."""
+    procs = {}
     for name in lab.topo.backends:
-        lab.start_process(name, [sys.executable, "-m", MODULE, "serve", name, str(port)], f"udp-{name}-{port}.log")
+        cmd = [sys.executable, "-m", MODULE, "serve", name, str(port)]
+        procs[name] = lab.start_process(name, cmd, f"udp-{name}-{port}.log")
         wait_for(partial(_listening, lab, name, port), timeout, 0.05, f"the UDP responder of {name} on port {port}")
+    return procs
 
 
 def _listening(lab: Lab, name: str, port: int) -> bool:
