@@ -1,4 +1,5 @@
-"""Health checks (rise/fall state machine and asyncio probes: TCP, HTTP, command) and load sources."""
+"""Health checks (rise/fall state machine and asyncio probes: TCP, HTTP, UDP request/response, command) and load
+sources."""
 
 from __future__ import annotations
 
@@ -6,9 +7,18 @@ import asyncio
 import math
 from pathlib import Path
 
-from nlb_sdn.agent.config import CommandCheck, CommandLoad, ConnectionsLoad, FileLoad, HealthCheck, HttpCheck
+from nlb_sdn.agent.config import (
+    CommandCheck,
+    CommandLoad,
+    ConnectionsLoad,
+    FileLoad,
+    HealthCheck,
+    HttpCheck,
+    UdpCheck,
+)
 
 HTTP_READ_LIMIT = 64 * 1024
+UDP_REPLY_LIMIT = 65535
 PROC_NET_TCP = ("/proc/net/tcp", "/proc/net/tcp6")
 TCP_ESTABLISHED = "01"
 
@@ -46,6 +56,39 @@ async def probe_tcp(host: str, port: int, timeout: float) -> bool:
         return False
     writer.close()
     return True
+
+
+class _Reply(asyncio.DatagramProtocol):
+    """Waits for the first datagram (or error) on a connected UDP socket."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        """The first reply settles the probe."""
+        if not self.reply.done():
+            self.reply.set_result(data[:UDP_REPLY_LIMIT])
+
+    def error_received(self, exc: Exception) -> None:
+        """An ICMP error (port unreachable: nothing listens) fails the probe at once."""
+        if not self.reply.done():
+            self.reply.set_exception(exc)
+
+
+async def probe_udp(host: str, port: int, send: bytes, expect: bytes, timeout: float) -> bool:
+    """Whether a datagram ``send`` to (host, port) gets a reply starting with ``expect`` within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_datagram_endpoint(_Reply, remote_addr=(host, port))
+            try:
+                transport.sendto(send)
+                reply = await protocol.reply
+            finally:
+                transport.close()
+    except (OSError, TimeoutError):
+        return False
+    return reply.startswith(expect)
 
 
 def http_status_ok(response: bytes, expect_status: int, body_contains: str) -> bool:
@@ -118,6 +161,8 @@ async def run_check(check: HealthCheck, host: str, port: int) -> bool:
         return await probe_http(host, port, check.path, check.expect_status, check.body_contains, check.timeout)
     if isinstance(check, CommandCheck):
         return await probe_command(check.argv, check.timeout)
+    if isinstance(check, UdpCheck):
+        return await probe_udp(host, port, check.send.encode(), check.expect.encode(), check.timeout)
     return await probe_tcp(host, port, check.timeout)
 
 

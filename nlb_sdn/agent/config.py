@@ -20,6 +20,8 @@ from nlb_sdn.signed import encode
 CONTROLLER_PORT = 9100
 AGENT_PORT = 9101
 MAX_SOCKET_PATH = 100
+MAX_UDP_CHECK_TEXT = 512
+"""The longest request or expected reply prefix of a udp health check (one small datagram)."""
 
 
 def parse_address(text: str, default_port: int | None = None, allow_zero: bool = False) -> tuple[str, int]:
@@ -83,6 +85,15 @@ class HttpCheck(_Probe):
     body_contains: str = ""
 
 
+class UdpCheck(_Probe):
+    """Healthy when a UDP datagram ``send`` to the endpoint is answered within the timeout (by a reply that starts
+    with ``expect``, when given): a request/response check for UDP services (DNS-like)."""
+
+    type: Literal["udp"]
+    send: str = Field(default="ping", min_length=1, max_length=MAX_UDP_CHECK_TEXT)
+    expect: str = Field(default="", max_length=MAX_UDP_CHECK_TEXT)
+
+
 class CommandCheck(_Probe):
     """Healthy when the command exits 0 within the timeout."""
 
@@ -90,7 +101,7 @@ class CommandCheck(_Probe):
     argv: list[str] = Field(min_length=1)
 
 
-HealthCheck = Annotated[TcpCheck | HttpCheck | CommandCheck, Field(discriminator="type")]
+HealthCheck = Annotated[TcpCheck | HttpCheck | UdpCheck | CommandCheck, Field(discriminator="type")]
 
 
 class ConnectionsLoad(Strict):
@@ -132,7 +143,7 @@ class App(Strict):
 
     vip: IPv4
     vport: int = Field(ge=1, le=65535)
-    proto: Literal["tcp"] = "tcp"
+    proto: Literal["tcp", "udp"] = "tcp"
     proto_info: str = Field(default="", max_length=MAX_PROTO_INFO, pattern=r"^[ -~]*$")
     pip: IPv4
     pport: int = Field(ge=1, le=65535)
@@ -140,6 +151,15 @@ class App(Strict):
     target: Literal["active", "draining", "inactive"] = "active"
     health: HealthCheck = Field(default_factory=TcpCheck)
     load: LoadSource = Field(default_factory=ConnectionsLoad)
+
+    @model_validator(mode="after")
+    def _check_fits_proto(self) -> App:
+        """A UDP endpoint needs a check that speaks UDP (or a command): a TCP or HTTP check would never pass."""
+        if self.proto == "udp" and isinstance(self.health, TcpCheck | HttpCheck):
+            raise ValueError(f"proto udp needs health type udp or command, not {self.health.type}")
+        if self.proto == "tcp" and isinstance(self.health, UdpCheck):
+            raise ValueError("health type udp needs proto udp")
+        return self
 
     @property
     def app_id(self) -> str:

@@ -25,6 +25,7 @@ from nlb_sdn.config.rest import Rest
 from nlb_sdn.config.routing import Pool, RouteRule, check_routing
 from nlb_sdn.config.source import Document, ParseFailure, Position, Problem, read_document
 from nlb_sdn.config.state import StateSettings
+from nlb_sdn.config.transport import check_protocol
 from nlb_sdn.dam import DamConfig
 from nlb_sdn.signed import KeyMode
 
@@ -167,7 +168,7 @@ class Vip(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     address: ServiceIPv4
     port: int = Field(ge=1, le=65535)
-    protocol: Literal["tcp"] = "tcp"
+    protocol: Literal["tcp", "udp"] = "tcp"
     mode: Literal["nat", "tunnel", "l7"] = "nat"
     dispatch: Literal["controller", "switch"] = "controller"
     switch_pinning: Literal["conntrack", "learn"] | None = None
@@ -191,6 +192,7 @@ class Vip(Strict):
     @model_validator(mode="after")
     def _check(self) -> Vip:
         _check_l7(self)
+        check_protocol(self)
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
         if self.dispatch == "switch" and self.affinity == "app":
@@ -372,6 +374,7 @@ class Config(Strict):
     def _check(self) -> Config:
         _unique([v.name for v in self.vips], "vip name")
         _unique([(v.address, v.port, v.protocol) for v in self.vips], "vip service (address, port, protocol)")
+        _unique([(v.address, v.port) for v in self.vips], "vip service (address, port; tcp and udp cannot share one)")
         host_ips = {h.ip for h in self.fabric.hosts}
         for vip in self.vips:
             if vip.address in host_ips:

@@ -14,11 +14,15 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Dispatch, VipState
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.flows import builders
+from nlb_sdn.flows.l4 import L4Protocol
 
 
 def syn_punted(vip: Vip | None) -> bool:
-    """Whether a VIP model has every SYN go to the controller (dispatched by it, per connection)."""
-    return vip is not None and Dispatch(vip.dispatch) == Dispatch.CONTROLLER and vip.granularity == "connection"
+    """Whether a VIP model has every SYN go to the controller (dispatched by it, per connection), or, for a UDP
+    service the controller dispatches, every datagram no flow entry takes (per connection or per session)."""
+    if vip is None or Dispatch(vip.dispatch) != Dispatch.CONTROLLER:
+        return False
+    return vip.granularity == "connection" or not L4Protocol(vip.protocol).has_handshake
 
 
 class VipEntries(Manager):
@@ -34,7 +38,9 @@ class VipEntries(Manager):
         msgs += [builders.vip_meter(state.vip_id, flood.vip_syn_rate) for state in ctx.vips]
         msgs += builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
         for state in ctx.vips:
-            msgs += builders.vip_flows(ctx.lbu_id, state.vip_id, state.vip.address, state.vip.port)
+            msgs += builders.vip_flows(
+                ctx.lbu_id, state.vip_id, state.vip.address, state.vip.port, L4Protocol(state.vip.protocol)
+            )
             msgs += self._syn_entry(state, punted=True, was_punted=False)
         return msgs
 
@@ -55,22 +61,27 @@ class VipEntries(Manager):
             state, vip = change.state, change.state.vip
             if change.change == Change.REMOVED:
                 gone_meters.append(builders.vip_meter_delete(state.vip_id))
-                msgs += builders.vip_flow_deletes(lbu_id, state.vip_id, vip.address, vip.port, remaining_ips)
+                msgs += builders.vip_flow_deletes(
+                    lbu_id, state.vip_id, vip.address, vip.port, remaining_ips, L4Protocol(vip.protocol)
+                )
                 syn_entries += self._syn_entry(state, punted=False, was_punted=syn_punted(change.old))
             else:
                 if change.change == Change.ADDED:
                     meters.append(builders.vip_meter(state.vip_id, rate))
-                    msgs += builders.vip_flows(lbu_id, state.vip_id, vip.address, vip.port)
+                    msgs += builders.vip_flows(lbu_id, state.vip_id, vip.address, vip.port, L4Protocol(vip.protocol))
                 syn_entries += self._syn_entry(state, punted=True, was_punted=syn_punted(change.old))
         return gone_meters + meters + msgs + shared + syn_entries
 
     def _syn_entry(self, state: VipState, punted: bool, was_punted: bool) -> list[Any]:
         """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,
-        deleted when it stops (it is removed, or dispatched by the switch, or pinned per session)."""
+        deleted when it stops (it is removed, or dispatched by the switch, or pinned per session). A UDP service's
+        datagram entry (``builders.vip_syn_flow``) follows the same rule."""
         vip = state.vip
-        now_punted = punted and state.service is not None and state.service.punts_syns
+        service = state.service
+        now_punted = punted and service is not None and (service.punts_syns or syn_punted(vip))
+        protocol = L4Protocol(vip.protocol)
         if now_punted and not was_punted:
-            return [builders.vip_syn_flow(self.ctx.lbu_id, state.vip_id, vip.address, vip.port)]
+            return [builders.vip_syn_flow(self.ctx.lbu_id, state.vip_id, vip.address, vip.port, protocol)]
         if was_punted and not now_punted:
-            return [builders.vip_syn_delete(vip.address, vip.port)]
+            return [builders.vip_syn_delete(vip.address, vip.port, protocol)]
         return []

@@ -1,4 +1,4 @@
-"""Ethernet, ARP, IPv4 and TCP frames: strict, minimal parsing of punted frames, and building the frames we send.
+"""Ethernet, ARP, IPv4, TCP and UDP frames: strict, minimal parsing of punted frames, and building the frames we send.
 
 Parsing reads only the fields the classifier needs; every frame either parses or is rejected with a named reason, so
 each packet-in is counted exactly once. Building makes the controller's ARP replies and health-probe segments (and
@@ -27,6 +27,8 @@ TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
 IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+UDP_HEADER = struct.Struct("!HHHH")
 ARP_REQUEST = 1
 ARP_REPLY = 2
 ARP_HW_ETHERNET = 1
@@ -70,6 +72,8 @@ class TcpSegment(NamedTuple):
     flags: int
     seq: int = 0
     ack: int = 0
+    proto: int = IPPROTO_TCP
+    """The IPv4 protocol: TCP, or UDP (a datagram: no flags, sequence or acknowledgement)."""
 
     @property
     def is_pure_syn(self) -> bool:
@@ -178,6 +182,29 @@ def tcp_frame(
     return ethernet_frame(dst_mac, src_mac, ETH_TYPE_IP, bytes(ip_header + segment))
 
 
+def udp_frame(
+    src_mac: str,
+    dst_mac: str,
+    src_ip: str,
+    dst_ip: str,
+    src_port: int,
+    dst_port: int,
+    payload: bytes = b"",
+    *,
+    ttl: int = DEFAULT_TTL,
+) -> bytes:
+    """An Ethernet/IPv4/UDP frame with its checksums."""
+    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
+    datagram = bytearray(UDP_HEADER.pack(src_port, dst_port, UDP_HEADER.size + len(payload), 0) + payload)
+    pseudo = TCP_PSEUDO_HEADER.pack(src, dst, IPPROTO_UDP, len(datagram))
+    struct.pack_into("!H", datagram, 6, internet_checksum(pseudo + datagram) or 0xFFFF)
+    ip_header = bytearray(
+        IPV4_FIXED.pack(IPV4_VERSION_IHL, 0, IPV4_FIXED.size + len(datagram), 0, 0, ttl, IPPROTO_UDP, 0, src, dst)
+    )
+    struct.pack_into("!H", ip_header, 10, internet_checksum(bytes(ip_header)))
+    return ethernet_frame(dst_mac, src_mac, ETH_TYPE_IP, bytes(ip_header + datagram))
+
+
 def parse_frame(data: bytes, total_len: int) -> ArpRequest | TcpSegment:
     """Parse a (possibly truncated) frame of original length ``total_len``; raise FrameError to drop it."""
     if len(data) < ETH_HEADER.size:
@@ -217,6 +244,8 @@ def _parse_tcp(data: bytes, total_len: int, src_mac: str) -> TcpSegment:
         raise FrameError("bad_ipv4_length")
     if frag & 0x3FFF:
         raise FrameError("ip_fragment")
+    if proto == IPPROTO_UDP:
+        return _parse_udp(data, offset + ihl, ip_len - ihl, src_mac, src, dst)
     if proto != IPPROTO_TCP:
         raise FrameError("not_tcp")
     tcp_offset = offset + ihl
@@ -230,3 +259,17 @@ def _parse_tcp(data: bytes, total_len: int, src_mac: str) -> TcpSegment:
     if sport == 0 or dport == 0:
         raise FrameError("bad_tcp_port")
     return TcpSegment(src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, flags, seq, ack)
+
+
+def _parse_udp(data: bytes, offset: int, length: int, src_mac: str, src: bytes, dst: bytes) -> TcpSegment:
+    """Parse the UDP header at ``offset`` of an IPv4 payload of ``length`` bytes (a segment with no flags)."""
+    if length < UDP_HEADER.size:
+        raise FrameError("bad_udp_length")
+    if len(data) < offset + UDP_HEADER.size:
+        raise FrameError("short_udp")
+    sport, dport, udp_len, _csum = UDP_HEADER.unpack_from(data, offset)
+    if udp_len < UDP_HEADER.size or udp_len > length:
+        raise FrameError("bad_udp_length")
+    if sport == 0 or dport == 0:
+        raise FrameError("bad_udp_port")
+    return TcpSegment(src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, 0, proto=IPPROTO_UDP)

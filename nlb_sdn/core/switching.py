@@ -10,6 +10,7 @@ from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
 from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.health.allotment import largest_remainder
 
@@ -53,6 +54,7 @@ class SwitchDispatchManager(Manager):
             prefix,
             vip.session_flow_idle,
             vip.switch_pinning or Pinning.LEARN,
+            L4Protocol(vip.protocol),
         )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
@@ -65,7 +67,9 @@ class SwitchDispatchManager(Manager):
         if cached is not None and cached[0] is vip and cached[1] is fabric.fabric:
             return cached[2]
         targets = [
-            dispatch.SwitchTarget(m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac))
+            dispatch.SwitchTarget(
+                m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac), L4Protocol(vip.protocol)
+            )
             for m in vip.members
             if fabric.has_mac(m)
         ]
@@ -79,8 +83,9 @@ class SwitchDispatchManager(Manager):
         for state in self.states():
             name = state.vip.name
             slots = None if name in self.unknown else self.slots.get(name, [])
-            msgs += dispatch.group_keep_or_add(state.vip_id, slots)
-            msgs += dispatch.switch_vip_flows(self.switch_vip(state.vip, state.vip_id), self.targets(state.vip))
+            switch_vip = self.switch_vip(state.vip, state.vip_id)
+            msgs += dispatch.group_keep_or_add(state.vip_id, slots, dispatch.restored(switch_vip))
+            msgs += dispatch.switch_vip_flows(switch_vip, self.targets(state.vip))
         return msgs
 
     def _slots(self, vip: Vip, now: float) -> list[int] | None:
@@ -119,7 +124,8 @@ class SwitchDispatchManager(Manager):
                 self.unknown.discard(name)
                 self.slots[name] = slots
                 self.ctx.counters.switch_dispatch["group_updates"] += 1
-                msgs.append(dispatch.group_modify(state.vip_id, slots))
+                restore = dispatch.restored(self.switch_vip(state.vip, state.vip_id))
+                msgs.append(dispatch.group_modify(state.vip_id, slots, restore))
         return msgs
 
     def removed(self, state: VipState) -> list[Any]:
@@ -158,7 +164,8 @@ class SwitchDispatchManager(Manager):
         self.sent[new.name] = {target.endpoint_id: target for target in targets}
         if old is None or not was_switch or old.switch_pinning != new.switch_pinning:
             removal = dispatch.switch_vip_deletes(self.switch_vip(old, state.vip_id)) if old and was_switch else []
-            return removal + dispatch.group_add(state.vip_id, slots) + dispatch.switch_vip_flows(switch_vip, targets)
+            groups = dispatch.group_add(state.vip_id, slots, dispatch.restored(switch_vip))
+            return removal + groups + dispatch.switch_vip_flows(switch_vip, targets)
         old_vip = self.switch_vip(old, state.vip_id)
         fresh = (
             targets
@@ -167,7 +174,7 @@ class SwitchDispatchManager(Manager):
         )
         gone = [target for endpoint, target in sent.items() if endpoint not in self.sent[new.name]]
         return [
-            *([] if known is None else [dispatch.group_modify(state.vip_id, slots)]),
+            *([] if known is None else [dispatch.group_modify(state.vip_id, slots, dispatch.restored(switch_vip))]),
             *dispatch.switch_vip_flows(switch_vip, fresh),
             *dispatch.select_flow_strict_deletes(old_vip, gone),
         ]

@@ -28,6 +28,11 @@ class VipChange:
     old: Vip | None
 
 
+def _service(vip: Vip) -> tuple[str, int, str]:
+    """What identifies a VIP service's entries in the switches: address, port and protocol."""
+    return vip.address, vip.port, vip.protocol
+
+
 class VipRegistry:
     """Every configured VIP service's runtime state, found by name, by (address, port) or by cookie id."""
 
@@ -60,14 +65,14 @@ class VipRegistry:
     def apply(self, vips: list[Vip], on_remove: Callable[[VipState], None]) -> list[VipChange]:
         """Take the configured VIP services: removed ones (or moved to another address) go first, then the rest.
 
-        A VIP service keeps its id while it keeps its name and address; ``on_remove`` is called for each one that
-        goes, before it is forgotten.
+        A VIP service keeps its id while it keeps its name, address, port and protocol; ``on_remove`` is called for
+        each one that goes, before it is forgotten.
         """
         changes: list[VipChange] = []
         wanted = {vip.name: vip for vip in vips}
         for state in list(self._by_name.values()):
             replacement = wanted.get(state.vip.name)
-            if replacement is None or (replacement.address, replacement.port) != (state.vip.address, state.vip.port):
+            if replacement is None or _service(replacement) != _service(state.vip):
                 changes.append(VipChange(Change.REMOVED, state, state.vip))
                 on_remove(state)
                 del self._by_name[state.vip.name]
@@ -100,8 +105,7 @@ class VipRegistry:
         ids = {
             vip.name: state.vip_id
             for vip in vips
-            if (state := self._by_name.get(vip.name)) is not None
-            and (state.vip.address, state.vip.port) == (vip.address, vip.port)
+            if (state := self._by_name.get(vip.name)) is not None and _service(state.vip) == _service(vip)
         }
         for vip in vips:
             if vip.name not in ids:

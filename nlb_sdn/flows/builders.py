@@ -19,6 +19,7 @@ from nlb_sdn.core.frames import (
     TCP_SYN,
     arp_reply_frame as arp_reply_frame,  # the frame module's, re-exported for the core
 )
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import (
     CONTROL_METER_ID,
     KIND_MASK,
@@ -53,6 +54,7 @@ class NatRoute:
     cookie: int
     idle_timeout: int
     hard_timeout: int
+    protocol: L4Protocol = L4Protocol.TCP
 
 
 def bind(msgs: Iterable[Any], datapath: Any) -> list[Any]:
@@ -242,9 +244,11 @@ def new_connection_match() -> Any:
     return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
 
 
-def vip_match(vip_ip: str, vip_port: int) -> Any:
-    """Match the VIP service (IPv4, TCP, destination VIP:port)."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=vip_port)
+def vip_match(vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
+    """Match the VIP service (IPv4, its protocol, destination VIP:port)."""
+    return parser.OFPMatch(
+        eth_type=ETH_TYPE_IP, ip_proto=protocol.ip_proto, ipv4_dst=vip_ip, **{protocol.dst: vip_port}
+    )
 
 
 def vip_other_match(vip_ip: str) -> Any:
@@ -252,7 +256,7 @@ def vip_other_match(vip_ip: str) -> Any:
     return parser.OFPMatch(eth_type=ETH_TYPE_IP, ipv4_dst=vip_ip)
 
 
-def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]:
+def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> list[Any]:
     """Table 0 entries of one VIP service: its traffic goes to the connection table; other VIP traffic drops.
 
     The drop entry and the punt of health-probe replies (TCP to the VIP address at a probe port) are shared by every
@@ -262,7 +266,7 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
         flow_add(
             Table.CLASSIFY,
             Priority.VIP_SERVICE,
-            vip_match(vip_ip, vip_port),
+            vip_match(vip_ip, vip_port, protocol),
             [goto(Table.CONNECTIONS)],
             make_cookie(CookieKind.BASE, lbu_id, vip_id),
         ),
@@ -277,8 +281,10 @@ def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> list[Any]
     ]
 
 
-def vip_syn_match(vip_ip: str, vip_port: int) -> Any:
-    """Match a pure SYN to one VIP service."""
+def vip_syn_match(vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
+    """Match a pure SYN to one VIP service (a UDP service: any datagram to it, as its flows start with any)."""
+    if not protocol.has_handshake:
+        return vip_match(vip_ip, vip_port, protocol)
     return parser.OFPMatch(
         eth_type=ETH_TYPE_IP,
         ip_proto=IPPROTO_TCP,
@@ -288,7 +294,13 @@ def vip_syn_match(vip_ip: str, vip_port: int) -> Any:
     )
 
 
-def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
+def vip_syn_priority(protocol: L4Protocol) -> int:
+    """Where a VIP service's punt entry ranks in table 1: a SYN's above the connection entries, a UDP datagram's
+    below them (and below the session entries), as only datagrams of flows with no entry yet may go up."""
+    return Priority.VIP_SYN if protocol.has_handshake else Priority.VIP_DATAGRAM
+
+
+def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
     """Table 1 entry of a VIP service the controller dispatches per connection: every pure SYN goes to the controller,
     above the connection entries.
 
@@ -297,24 +309,32 @@ def vip_syn_flow(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int) -> Any:
     removed meanwhile, and for an ``l7`` service it would reach a host without any rule deciding. The SYN goes up
     whole (a SYN with data, TCP Fast Open, may be longer than ``packet_in_max_len``): it can always be released.
     It goes through the VIP service's meter (``vip_meter``): a SYN flood costs the controller at most its rate.
+    A UDP service's entry punts, below its flows' entries, the datagrams no flow entry took: one per new flow.
     """
     return flow_add(
         Table.CONNECTIONS,
-        Priority.VIP_SYN,
-        vip_syn_match(vip_ip, vip_port),
+        vip_syn_priority(protocol),
+        vip_syn_match(vip_ip, vip_port, protocol),
         punt(ofp.OFPCML_NO_BUFFER, vip_meter_id(vip_id)),
         make_cookie(CookieKind.BASE, lbu_id, vip_id),
     )
 
 
-def vip_syn_delete(vip_ip: str, vip_port: int) -> Any:
+def vip_syn_delete(vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
     """Remove a VIP service's SYN entry."""
-    return flow_delete_strict(Table.CONNECTIONS, Priority.VIP_SYN, vip_syn_match(vip_ip, vip_port))
+    return flow_delete_strict(Table.CONNECTIONS, vip_syn_priority(protocol), vip_syn_match(vip_ip, vip_port, protocol))
 
 
-def vip_flow_deletes(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, still_used_ips: set[str]) -> list[Any]:
+def vip_flow_deletes(
+    lbu_id: int,
+    vip_id: int,
+    vip_ip: str,
+    vip_port: int,
+    still_used_ips: set[str],
+    protocol: L4Protocol = L4Protocol.TCP,
+) -> list[Any]:
     """Remove one VIP service's table 0 entries and every connection flow that carries its VIP id."""
-    msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port))]
+    msgs = [flow_delete_strict(Table.CLASSIFY, Priority.VIP_SERVICE, vip_match(vip_ip, vip_port, protocol))]
     if vip_ip not in still_used_ips:
         msgs.append(flow_delete_strict(Table.CLASSIFY, Priority.VIP_OTHER, vip_other_match(vip_ip)))
         msgs.append(
@@ -344,8 +364,10 @@ def forward_delete(mac: str) -> Any:
     return flow_delete_strict(Table.FORWARD, Priority.FORWARD, parser.OFPMatch(eth_dst=mac))
 
 
-def exact_tcp_match(src_ip: str, dst_ip: str, src_port: int, dst_port: int) -> Any:
-    """Match one direction of one TCP connection exactly.
+def exact_tcp_match(
+    src_ip: str, dst_ip: str, src_port: int, dst_port: int, protocol: L4Protocol = L4Protocol.TCP
+) -> Any:
+    """Match one direction of one TCP connection (or UDP flow) exactly.
 
     The fields are given already in OXM order and in os-ken's user form, which skips OFPMatch's per-field
     normalisation: on the packet-in path that normalisation cost more than everything else the classifier does.
@@ -353,23 +375,23 @@ def exact_tcp_match(src_ip: str, dst_ip: str, src_port: int, dst_port: int) -> A
     return parser.OFPMatch(
         _ordered_fields=[
             ("eth_type", ETH_TYPE_IP),
-            ("ip_proto", IPPROTO_TCP),
+            ("ip_proto", protocol.ip_proto),
             ("ipv4_src", src_ip),
             ("ipv4_dst", dst_ip),
-            ("tcp_src", src_port),
-            ("tcp_dst", dst_port),
+            (protocol.src, src_port),
+            (protocol.dst, dst_port),
         ]
     )
 
 
 def forward_match(route: NatRoute) -> Any:
     """Match client→VIP packets of one connection."""
-    return exact_tcp_match(route.client_ip, route.vip_ip, route.client_port, route.vip_port)
+    return exact_tcp_match(route.client_ip, route.vip_ip, route.client_port, route.vip_port, route.protocol)
 
 
 def reverse_match(route: NatRoute) -> Any:
     """Match member→client packets of one connection."""
-    return exact_tcp_match(route.member_address, route.client_ip, route.member_port, route.client_port)
+    return exact_tcp_match(route.member_address, route.client_ip, route.member_port, route.client_port, route.protocol)
 
 
 def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> list[Any]:
@@ -394,7 +416,7 @@ def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> lis
                 apply(
                     parser.OFPActionSetField(eth_src=route.vip_mac),
                     parser.OFPActionSetField(ipv4_src=route.vip_ip),
-                    parser.OFPActionSetField(tcp_src=route.vip_port),
+                    parser.OFPActionSetField(**{route.protocol.src: route.vip_port}),
                 ),
                 goto(Table.FORWARD),
             ],
@@ -411,7 +433,7 @@ def to_member_actions(route: NatRoute) -> list[Any]:
     return [
         parser.OFPActionSetField(eth_dst=route.member_mac),
         parser.OFPActionSetField(ipv4_dst=route.member_address),
-        parser.OFPActionSetField(tcp_dst=route.member_port),
+        parser.OFPActionSetField(**{route.protocol.dst: route.member_port}),
     ]
 
 
@@ -453,21 +475,27 @@ def _client_field(client: str) -> Any:
     return (str(network.network_address), str(network.netmask))
 
 
-def session_forward_match(client: str, vip_ip: str, vip_port: int) -> Any:
+def session_forward_match(client: str, vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
     """Match every connection of a client (or client prefix) to the VIP service."""
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=_client_field(client), ipv4_dst=vip_ip, tcp_dst=vip_port
+        eth_type=ETH_TYPE_IP,
+        ip_proto=protocol.ip_proto,
+        ipv4_src=_client_field(client),
+        ipv4_dst=vip_ip,
+        **{protocol.dst: vip_port},
     )
 
 
-def session_reverse_match(client: str, member_address: str, member_port: int) -> Any:
+def session_reverse_match(
+    client: str, member_address: str, member_port: int, protocol: L4Protocol = L4Protocol.TCP
+) -> Any:
     """Match every reply of the member to a client (or client prefix)."""
     return parser.OFPMatch(
         eth_type=ETH_TYPE_IP,
-        ip_proto=IPPROTO_TCP,
+        ip_proto=protocol.ip_proto,
         ipv4_src=member_address,
-        tcp_src=member_port,
         ipv4_dst=_client_field(client),
+        **{protocol.src: member_port},
     )
 
 
@@ -476,8 +504,8 @@ def session_flows(client: str, route: NatRoute) -> list[Any]:
     return _nat_pair(
         route,
         Priority.SESSION,
-        session_forward_match(client, route.vip_ip, route.vip_port),
-        session_reverse_match(client, route.member_address, route.member_port),
+        session_forward_match(client, route.vip_ip, route.vip_port, route.protocol),
+        session_reverse_match(client, route.member_address, route.member_port, route.protocol),
     )
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.core.frames import ETH_TYPE_IP, IPPROTO_TCP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from nlb_sdn.core.frames import ETH_TYPE_IP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 from nlb_sdn.flows.builders import (
     apply,
     flow_add,
@@ -34,6 +34,7 @@ from nlb_sdn.flows.builders import (
     to_controller,
     vip_match,
 )
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import KIND_MASK, MISS_METER_ID, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -51,6 +52,10 @@ FIN_IDLE_TIMEOUT = 1
 """Seconds a connection's learned entries live without packets once a FIN or RST passed them: a new connection that
 reuses the client port right after goes through the group again instead of riding the old connection's member."""
 ENDPOINT_REG = "reg0"
+NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP = 3
+"""Open vSwitch's hash of addresses, protocol and ports, UDP ports included (``symmetric_l3l4+udp``)."""
+SPREAD_BITS = 16
+"""Low bits of a UDP datagram's destination address that ``udp_spread`` sets, per flow, before the select group."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +74,8 @@ class SwitchVip:
     session_idle: int = 60
     pinning: str = "learn"
     """``learn`` (learned entries per connection) or ``conntrack`` (the switch's connection tracker, zone CT_ZONE)."""
+    protocol: L4Protocol = L4Protocol.TCP
+    """TCP, or UDP: every datagram no pinned flow takes goes to the group, and nothing is copied at a flow's end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +86,7 @@ class SwitchTarget:
     member_address: str
     member_port: int
     member_mac: str
+    protocol: L4Protocol = L4Protocol.TCP
 
 
 def _ip_int(address: str) -> int:
@@ -112,9 +120,9 @@ def _load(value: int, name: str, bits: int) -> Any:
     return parser.NXFlowSpecLoad(src=value, dst=(name, 0), n_bits=bits)
 
 
-def _tcp_ipv4() -> list[Any]:
-    """Learn specs every learned entry starts with: IPv4 and TCP (the match prerequisites)."""
-    return [_fixed(ETH_TYPE_IP, "eth_type_nxm", 16), _fixed(IPPROTO_TCP, "ip_proto_nxm", 8)]
+def _tcp_ipv4(protocol: L4Protocol = L4Protocol.TCP) -> list[Any]:
+    """Learn specs every learned entry starts with: IPv4 and TCP or UDP (the match prerequisites)."""
+    return [_fixed(ETH_TYPE_IP, "eth_type_nxm", 16), _fixed(protocol.ip_proto, "ip_proto_nxm", 8)]
 
 
 def learned_cookie(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> int:
@@ -131,33 +139,35 @@ def _client_specs(vip: SwitchVip, src: str, dst: str, per_client: bool) -> list[
 
 def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that pins client->VIP packets (of this connection, or of this client) to ``target``."""
-    specs = _tcp_ipv4() + _client_specs(vip, "ipv4_src_nxm", "ipv4_src_nxm", per_client)
+    protocol = vip.protocol
+    specs = _tcp_ipv4(protocol) + _client_specs(vip, "ipv4_src_nxm", "ipv4_src_nxm", per_client)
     if not per_client:
-        specs.append(_same("tcp_src_nxm", 16))
+        specs.append(_same(protocol.nxm_src, 16))
     specs += [
         _fixed(_ip_int(vip.vip_ip), "ipv4_dst_nxm", 32),
-        _fixed(vip.vip_port, "tcp_dst_nxm", 16),
+        _fixed(vip.vip_port, protocol.nxm_dst, 16),
         _load(_mac_int(target.member_mac), "eth_dst_nxm", 48),
         _load(_ip_int(target.member_address), "ipv4_dst_nxm", 32),
-        _load(target.member_port, "tcp_dst_nxm", 16),
+        _load(target.member_port, protocol.nxm_dst, 16),
     ]
     return _learn(vip, target, Table.SWITCH_CONNECTIONS, specs, per_client)
 
 
 def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
+    protocol = vip.protocol
     specs = [
-        *_tcp_ipv4(),
+        *_tcp_ipv4(protocol),
         _fixed(_ip_int(target.member_address), "ipv4_src_nxm", 32),
-        _fixed(target.member_port, "tcp_src_nxm", 16),
+        _fixed(target.member_port, protocol.nxm_src, 16),
     ]
     specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
     if not per_client:
-        specs.append(_copy("tcp_src_nxm", "tcp_dst_nxm", 16))
+        specs.append(_copy(protocol.nxm_src, protocol.nxm_dst, 16))
     specs += [
         _load(_mac_int(vip.vip_mac), "eth_src_nxm", 48),
         _load(_ip_int(vip.vip_ip), "ipv4_src_nxm", 32),
-        _load(vip.vip_port, "tcp_src_nxm", 16),
+        _load(vip.vip_port, protocol.nxm_src, 16),
     ]
     return _learn(vip, target, Table.SWITCH_REVERSE, specs, per_client)
 
@@ -202,15 +212,21 @@ def dispatch_base_flows(lbu_id: int, max_len: int) -> list[Any]:
 def select_match(vip: SwitchVip, target: SwitchTarget) -> Any:
     """Match a VIP packet whose group bucket chose ``target``."""
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, reg0=target.endpoint_id, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port
+        eth_type=ETH_TYPE_IP,
+        ip_proto=vip.protocol.ip_proto,
+        reg0=target.endpoint_id,
+        ipv4_dst=vip.vip_ip,
+        **{vip.protocol.dst: vip.vip_port},
     )
 
 
 def syn_match(vip: SwitchVip) -> Any:
-    """Match a pure SYN to the VIP service."""
+    """Match a pure SYN to the VIP service (UDP: any datagram; learned flow entries rank above it)."""
+    if not vip.protocol.has_handshake:
+        return vip_match(vip.vip_ip, vip.vip_port, vip.protocol)
     return parser.OFPMatch(
         eth_type=ETH_TYPE_IP,
-        ip_proto=IPPROTO_TCP,
+        ip_proto=vip.protocol.ip_proto,
         ipv4_dst=vip.vip_ip,
         tcp_dst=vip.vip_port,
         tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK),
@@ -229,7 +245,7 @@ def select_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                     *learns(vip, target),
                     parser.OFPActionSetField(eth_dst=target.member_mac),
                     parser.OFPActionSetField(ipv4_dst=target.member_address),
-                    parser.OFPActionSetField(tcp_dst=target.member_port),
+                    parser.OFPActionSetField(**{vip.protocol.dst: target.member_port}),
                     resubmit(Table.FORWARD),
                 )
             ],
@@ -248,7 +264,7 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
         flow_add(
             Table.CONNECTIONS,
             Priority.SWITCH_DISPATCH,
-            vip_match(vip.vip_ip, vip.vip_port),
+            vip_match(vip.vip_ip, vip.vip_port, vip.protocol),
             [apply(resubmit(Table.SWITCH_CONNECTIONS)), goto(Table.FORWARD)],
             cookie,
         ),
@@ -256,42 +272,73 @@ def switch_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
             Table.SWITCH_CONNECTIONS,
             Priority.SWITCH_SYN,
             syn_match(vip),
-            [apply(parser.OFPActionGroup(vip.vip_id))],
+            [apply(*to_group(vip))],
             cookie,
         ),
         *select_flows(vip, targets),
     ]
 
 
-def group_buckets(slots: list[int]) -> list[Any]:
-    """One equal-weight bucket per slot, each naming the member (endpoint id) that holds the slot."""
+def udp_spread() -> Any:
+    """Set the low ``SPREAD_BITS`` of a UDP datagram's destination address from a hash of its flow, ports included.
+
+    Open vSwitch's select group hashes (``dp_hash``) addresses and protocol but TCP and SCTP ports only: every UDP
+    flow of one client would take one bucket. Going to the group with an address that differs per flow spreads them;
+    the bucket puts the VIP address back (``restored``) before anything else sees the datagram.
+    """
+    return parser.NXActionMultipath(
+        fields=NX_HASH_FIELDS_SYMMETRIC_L3L4_UDP,
+        basis=0,
+        algorithm=nicira_ext.NX_MP_ALG_MODULO_N,
+        max_link=(1 << SPREAD_BITS) - 1,
+        arg=0,
+        ofs_nbits=nicira_ext.ofs_nbits(0, SPREAD_BITS - 1),
+        dst="ipv4_dst",
+    )
+
+
+def to_group(vip: SwitchVip) -> list[Any]:
+    """The actions that send a new connection (or UDP flow, spread first) of the VIP service to its select group."""
+    spread = [] if vip.protocol.has_handshake else [udp_spread()]
+    return [*spread, parser.OFPActionGroup(vip.vip_id)]
+
+
+def restored(vip: SwitchVip) -> str | None:
+    """The address a UDP service's group buckets put back (``udp_spread`` changed it); None for TCP."""
+    return None if vip.protocol.has_handshake else vip.vip_ip
+
+
+def group_buckets(slots: list[int], restore: str | None = None) -> list[Any]:
+    """One equal-weight bucket per slot, each naming the member (endpoint id) that holds the slot (and, for a UDP
+    service, setting the destination back to the VIP address ``restore``)."""
+    restore_ip = [] if restore is None else [parser.OFPActionSetField(ipv4_dst=restore)]
     return [
         parser.OFPBucket(
             weight=1,
             watch_port=ofp.OFPP_ANY,
             watch_group=ofp.OFPG_ANY,
-            actions=[parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)],
+            actions=[*restore_ip, parser.OFPActionSetField(reg0=endpoint), resubmit(Table.SWITCH_SELECT)],
         )
         for endpoint in slots
     ]
 
 
-def group_mod(command: int, vip_id: int, slots: list[int]) -> Any:
+def group_mod(command: int, vip_id: int, slots: list[int], restore: str | None = None) -> Any:
     """An OFPGroupMod of the VIP's select group (group id = VIP service id)."""
-    return parser.OFPGroupMod(None, command, ofp.OFPGT_SELECT, vip_id, group_buckets(slots))
+    return parser.OFPGroupMod(None, command, ofp.OFPGT_SELECT, vip_id, group_buckets(slots, restore))
 
 
-def group_modify(vip_id: int, slots: list[int]) -> Any:
+def group_modify(vip_id: int, slots: list[int], restore: str | None = None) -> Any:
     """Give the VIP's group new buckets (a new allotment); learned connections are not affected."""
-    return group_mod(ofp.OFPGC_MODIFY, vip_id, slots)
+    return group_mod(ofp.OFPGC_MODIFY, vip_id, slots, restore)
 
 
-def group_add(vip_id: int, slots: list[int]) -> list[Any]:
+def group_add(vip_id: int, slots: list[int], restore: str | None = None) -> list[Any]:
     """(Re)create the VIP's group: delete whatever a switch has under its id, then add it."""
-    return [group_delete(vip_id), group_mod(ofp.OFPGC_ADD, vip_id, slots)]
+    return [group_delete(vip_id), group_mod(ofp.OFPGC_ADD, vip_id, slots, restore)]
 
 
-def group_keep_or_add(vip_id: int, slots: list[int] | None) -> list[Any]:
+def group_keep_or_add(vip_id: int, slots: list[int] | None, restore: str | None = None) -> list[Any]:
     """A (re)connecting switch's group of the VIP, never emptied on the way: an add, and a modify when slots are known.
 
     The add fails (``GROUP_EXISTS``) on a switch that already has the group, which keeps its buckets and goes on
@@ -300,7 +347,7 @@ def group_keep_or_add(vip_id: int, slots: list[int] | None) -> list[Any]:
     """
     if slots is None:
         return [group_mod(ofp.OFPGC_ADD, vip_id, [])]
-    return [group_mod(ofp.OFPGC_ADD, vip_id, slots), group_modify(vip_id, slots)]
+    return [group_mod(ofp.OFPGC_ADD, vip_id, slots, restore), group_modify(vip_id, slots, restore)]
 
 
 def group_delete(vip_id: int) -> Any:
@@ -395,9 +442,15 @@ def ct_commit(target: SwitchTarget) -> Any:
     )
 
 
-def _ct_match(state: int, **fields: Any) -> Any:
-    """Match TCP/IPv4 packets whose tracker state has all the ``state`` bits."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ct_state=(state, state), **fields)
+def _ct_match(state: int, protocol: L4Protocol = L4Protocol.TCP, **fields: Any) -> Any:
+    """Match TCP/IPv4 (or UDP/IPv4) packets whose tracker state has all the ``state`` bits."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=protocol.ip_proto, ct_state=(state, state), **fields)
+
+
+def _ct_new_match(vip: SwitchVip) -> Any:
+    """Match a VIP service's packets the tracker has not seen: a pure SYN, or any UDP datagram of a new flow."""
+    syn = {"tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)} if vip.protocol.has_handshake else {}
+    return _ct_match(CT_TRACKED | CT_NEW, vip.protocol, ipv4_dst=vip.vip_ip, **{vip.protocol.dst: vip.vip_port}, **syn)
 
 
 def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
@@ -405,40 +458,44 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
 
     Table 6's commit entry first sends the controller a copy of the SYN (its cookie names VIP and member), so the
     controller learns of every connection without being on its path; a member's RST is copied too (it ends one).
+    A UDP service's first datagram of each flow is copied the same way; its flows end by idling out (audits).
     """
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
+    protocol = vip.protocol
+    reply = {"ipv4_src": vip.vip_ip, protocol.src: vip.vip_port}
     msgs = [
         flow_add(
             Table.CONNECTIONS,
             Priority.SWITCH_DISPATCH,
-            vip_match(vip.vip_ip, vip.vip_port),
+            vip_match(vip.vip_ip, vip.vip_port, protocol),
             [apply(ct_lookup(Table.CT_FORWARD))],
             cookie,
         ),
         flow_add(
             Table.CT_FORWARD,
             Priority.SWITCH_DISPATCH,
-            _ct_match(
-                CT_TRACKED | CT_NEW, ipv4_dst=vip.vip_ip, tcp_dst=vip.vip_port, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK)
-            ),
-            [apply(parser.OFPActionGroup(vip.vip_id))],
+            _ct_new_match(vip),
+            [apply(*to_group(vip))],
             cookie,
         ),
         flow_add(
             Table.CT_REVERSE,
             Priority.CONNECTION,
-            _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port),
+            _ct_match(CT_TRACKED | CT_REPLY, protocol, **reply),
             [apply(parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
             cookie,
         ),
-        flow_add(
-            Table.CT_REVERSE,
-            Priority.CT_END,
-            _ct_match(CT_TRACKED | CT_REPLY, ipv4_src=vip.vip_ip, tcp_src=vip.vip_port, tcp_flags=(TCP_RST, TCP_RST)),
-            [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
-            cookie,
-        ),
     ]
+    if protocol.has_handshake:
+        msgs.append(
+            flow_add(
+                Table.CT_REVERSE,
+                Priority.CT_END,
+                _ct_match(CT_TRACKED | CT_REPLY, protocol, **reply, tcp_flags=(TCP_RST, TCP_RST)),
+                [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
+                cookie,
+            )
+        )
     for target in targets:
         msgs.append(
             flow_add(
@@ -496,12 +553,12 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
             flow_add(
                 Table.CT_FORWARD,
                 Priority.CONNECTION,
-                _ct_match(committed, ct_mark=target.endpoint_id),
+                _ct_match(committed, target.protocol, ct_mark=target.endpoint_id),
                 [apply(*to_member)],
                 cookie,
             ),
         ]
-        for flag in (TCP_FIN, TCP_RST):
+        for flag in (TCP_FIN, TCP_RST) if target.protocol.has_handshake else ():
             msgs.append(
                 flow_add(
                     Table.CT_FORWARD,
@@ -521,13 +578,14 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
     been idle for ``idle_timeout``: the backstop for a connection whose FIN and RST copies never arrived. FIN and
     RST segments still meet the copying entries above it. Table 8 sees the connection already NATed to the member.
     """
+    protocol = vip.protocol
     match = _ct_match(
         CT_TRACKED,
+        protocol,
         ct_mark=target.endpoint_id,
         ipv4_src=client_ip,
-        tcp_src=client_port,
         ipv4_dst=target.member_address,
-        tcp_dst=target.member_port,
+        **{protocol.src: client_port, protocol.dst: target.member_port},
     )
     return flow_add(
         Table.CT_FORWARD,
@@ -542,6 +600,10 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
 
 def member_reply_match(target: SwitchTarget) -> Any:
     """Match what a member sends from its service port (its replies)."""
+    protocol = target.protocol
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_src=target.member_address, tcp_src=target.member_port
+        eth_type=ETH_TYPE_IP,
+        ip_proto=protocol.ip_proto,
+        ipv4_src=target.member_address,
+        **{protocol.src: target.member_port},
     )

@@ -73,6 +73,7 @@ class Priority:
     FORWARD = NamedPriority(10)
     TUNNEL_LABEL = NamedPriority(10)
     SWITCH_DISPATCH = NamedPriority(100)
+    VIP_DATAGRAM = NamedPriority(120)
     VIP_OTHER = NamedPriority(150)
     ICMP = NamedPriority(160)
     SESSION = NamedPriority(150)
@@ -242,6 +243,8 @@ class TableSpec:
 
 TCP_IPV4 = frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"})
 """The match fields of a TCP/IPv4 connection (or of a client, a member, a VIP service: some of them)."""
+L4_IPV4 = TCP_IPV4 | {"udp_src", "udp_dst"}
+"""The match fields of a TCP/IPv4 connection or a UDP/IPv4 flow (``flows/l4.py``)."""
 OXM_FIELD_NAMES = frozenset(field.name for field in ofp.oxm_types)
 """Every match field the framework knows (OpenFlow basic and Nicira extensions)."""
 
@@ -260,7 +263,7 @@ _TABLES = (
         Table.CLASSIFY,
         "Every packet enters here: ARP and probe replies to the controller, VIP services to 1, conntrack members' "
         "replies through the tracker, other IPv4 to 2, MPLS to 7; ICMP for VIPs to the controller.",
-        TCP_IPV4 | {"icmpv4_type"},
+        L4_IPV4 | {"icmpv4_type"},
         (
             Hop(Table.CONNECTIONS, Via.GOTO),
             Hop(Table.REVERSE, Via.GOTO),
@@ -283,9 +286,9 @@ _TABLES = (
     ),
     TableSpec(
         Table.CONNECTIONS,
-        "Client to VIP: the controller's connection and session entries, SYN punts, and the entries of "
-        "switch-dispatched VIP services.",
-        TCP_IPV4 | {"tcp_flags"},
+        "Client to VIP: the controller's connection and session entries, SYN punts (UDP: datagram punts below the "
+        "flow entries), and the entries of switch-dispatched VIP services.",
+        L4_IPV4 | {"tcp_flags"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.GOTO),
@@ -297,6 +300,7 @@ _TABLES = (
             Priority.VIP_SYN,
             Priority.CONNECTION,
             Priority.SESSION,
+            Priority.VIP_DATAGRAM,
             Priority.SWITCH_DISPATCH,
             Priority.NEW_CONNECTION,
             Priority.MISS,
@@ -307,7 +311,7 @@ _TABLES = (
     TableSpec(
         Table.REVERSE,
         "Other IPv4: the controller's reverse entries rewrite a member's replies back to the VIP.",
-        TCP_IPV4,
+        L4_IPV4,
         (Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO)),
         Miss((Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO))),
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -327,7 +331,7 @@ _TABLES = (
         Table.SWITCH_CONNECTIONS,
         "Connections and clients the switch learned (dispatch switch, learn pinning); a new SYN goes to the VIP's "
         "select group.",
-        TCP_IPV4 | {"tcp_flags"},
+        L4_IPV4 | {"tcp_flags"},
         (Hop(Table.SWITCH_SELECT, Via.GROUP),),
         Miss(to_controller=True),
         (Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_SYN, Priority.MISS),
@@ -337,7 +341,7 @@ _TABLES = (
     TableSpec(
         Table.SWITCH_REVERSE,
         "Reverse entries the switch learned: a member's replies rewritten to the VIP.",
-        TCP_IPV4,
+        L4_IPV4,
         (),
         DROP,
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -347,7 +351,7 @@ _TABLES = (
         Table.SWITCH_SELECT,
         "One entry per member of a switch-dispatched VIP, chosen by the bucket's reg0: pins the connection (learn, "
         "or ct commit) and sends it toward the member.",
-        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "tcp_dst"}),
+        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "tcp_dst", "udp_dst"}),
         (Hop(Table.FORWARD, Via.RESUBMIT),),
         DROP,
         (Priority.CONNECTION, Priority.MISS),
@@ -367,7 +371,7 @@ _TABLES = (
         Table.CT_FORWARD,
         "Client to VIP after the tracker (conntrack pinning): tracked connections to their member, FIN and RST "
         "copied, audit entries, new SYNs to the VIP's select group.",
-        TCP_IPV4 | {"tcp_flags", "ct_state", "ct_mark"},
+        L4_IPV4 | {"tcp_flags", "ct_state", "ct_mark"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.RESUBMIT),
@@ -381,7 +385,7 @@ _TABLES = (
         Table.CT_REVERSE,
         "A conntrack member's replies after the tracker: tracked ones back to the VIP (RST copied), the rest on to "
         "table 2.",
-        TCP_IPV4 | {"tcp_flags", "ct_state"},
+        L4_IPV4 | {"tcp_flags", "ct_state"},
         (Hop(Table.FORWARD, Via.RESUBMIT), Hop(Table.REVERSE, Via.RESUBMIT)),
         Miss((Hop(Table.REVERSE, Via.RESUBMIT),)),
         (Priority.CT_END, Priority.CONNECTION, Priority.MISS),

@@ -21,6 +21,7 @@ import struct
 from typing import Any
 
 from nlb_sdn.flows import builders
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
 XID = struct.Struct("!I")
@@ -34,6 +35,11 @@ OUTPUT_TO_TABLE = struct.pack(
     ofp.OFP_ACTION_OUTPUT_PACK_STR, ofp.OFPAT_OUTPUT, ofp.OFP_ACTION_OUTPUT_SIZE, ofp.OFPP_TABLE, ofp.OFPCML_MAX
 )
 TEMPLATE_CACHE_SIZE = 4096
+PORT_FIELDS = {
+    L4Protocol.TCP: (ofp.OFPXMT_OFB_TCP_SRC, ofp.OFPXMT_OFB_TCP_DST),
+    L4Protocol.UDP: (ofp.OFPXMT_OFB_UDP_SRC, ofp.OFPXMT_OFB_UDP_DST),
+}
+"""The OXM field numbers of each protocol's (source, destination) port: where a template leaves the client port."""
 _FlowModBase: Any = parser.OFPFlowMod
 _PacketOutBase: Any = parser.OFPPacketOut
 FLOW_MOD_FIELDS = (
@@ -192,10 +198,11 @@ class NatTemplate:
         forward_fields = oxm_value_offsets(forward, FLOW_MOD_MATCH_OFFSET)
         reverse_fields = oxm_value_offsets(reverse, FLOW_MOD_MATCH_OFFSET)
         self.forward, self.reverse = forward, reverse
+        src_port, dst_port = PORT_FIELDS[route.protocol]
         self.forward_ip = forward_fields[ofp.OFPXMT_OFB_IPV4_SRC]
-        self.forward_port = forward_fields[ofp.OFPXMT_OFB_TCP_SRC]
+        self.forward_port = forward_fields[src_port]
         self.reverse_ip = reverse_fields[ofp.OFPXMT_OFB_IPV4_DST]
-        self.reverse_port = reverse_fields[ofp.OFPXMT_OFB_TCP_DST]
+        self.reverse_port = reverse_fields[dst_port]
 
     def flow_mods(self, client_ip: str, client_port: int) -> list[Any]:
         """The forward and reverse flow-mods of the client's connection."""
@@ -219,6 +226,7 @@ def nat_template(
     cookie: int,
     idle_timeout: int,
     hard_timeout: int,
+    protocol: L4Protocol = L4Protocol.TCP,
 ) -> NatTemplate:
     """The template of one member route (everything of a NatRoute but the client), made once and then cached."""
     return NatTemplate(
@@ -234,6 +242,7 @@ def nat_template(
             cookie,
             idle_timeout,
             hard_timeout,
+            protocol,
         )
     )
 
@@ -250,6 +259,7 @@ def nat_connection_flows(route: builders.NatRoute) -> list[Any]:
         route.cookie,
         route.idle_timeout,
         route.hard_timeout,
+        route.protocol,
     ).flow_mods(route.client_ip, route.client_port)
 
 
@@ -259,10 +269,12 @@ def packet_out_table(in_port: int, data: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=TEMPLATE_CACHE_SIZE)
-def _to_member_actions(member_mac: str, member_address: str, member_port: int) -> bytes:
+def _to_member_actions(
+    member_mac: str, member_address: str, member_port: int, protocol: L4Protocol = L4Protocol.TCP
+) -> bytes:
     """The serialised actions of ``builders.nat_packet_out`` toward one member (no client field in them)."""
     route = builders.NatRoute(
-        "0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_address, member_port, member_mac, 0, 0, 0
+        "0.0.0.0", 0, "0.0.0.0", 0, "00:00:00:00:00:00", member_address, member_port, member_mac, 0, 0, 0, protocol
     )
     wire = serialised(builders.nat_packet_out(route, 0, b""))
     return wire[PACKET_OUT_HEAD.size :]
@@ -270,4 +282,6 @@ def _to_member_actions(member_mac: str, member_address: str, member_port: int) -
 
 def nat_packet_out(route: builders.NatRoute, in_port: int, data: bytes) -> Any:
     """``builders.nat_packet_out(route, in_port, data)``, prepared."""
-    return OFPPacketOut(in_port, data, _to_member_actions(route.member_mac, route.member_address, route.member_port))
+    return OFPPacketOut(
+        in_port, data, _to_member_actions(route.member_mac, route.member_address, route.member_port, route.protocol)
+    )

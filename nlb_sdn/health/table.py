@@ -15,7 +15,7 @@ import msgpack
 HEALTH_STATES = ("ok", "failed", "unknown")
 TARGET_STATES = ("active", "draining", "inactive")
 CURRENT_STATES = ("active", "draining", "drained", "inactive")
-PROTOCOLS = ("tcp",)
+PROTOCOLS = ("tcp", "udp")
 OPS = ("add", "update", "delete")
 MAX_PROTO_INFO = 128
 FIELDS = ("vip", "vport", "pip", "pport", "proto", "proto_info", "health", "load", "capacity", "target", "current")
@@ -74,7 +74,7 @@ class Row:
     vport: int
     pip: str
     pport: int
-    proto: Literal["tcp"] = "tcp"
+    proto: Literal["tcp", "udp"] = "tcp"
     proto_info: str = ""
     health: Literal["ok", "failed", "unknown"] = "unknown"
     load: float = 0.0

@@ -10,11 +10,14 @@ import argparse
 import sys
 import tempfile
 
+from nlb_sdn.lab import udp_service
 from nlb_sdn.lab.harness import Lab
 from topologies import FabricTopo, lab_config
 
 VIP = "10.0.0.100"
 WEIGHTS = {"h1": 1, "h2": 1, "h3": 2}
+UDP_VIP = "10.0.0.101"
+UDP_PORT, UDP_MEMBER_PORT = 53, 5353
 
 
 def share_table(served: dict[str, int], weights: dict[str, int]) -> list[str]:
@@ -37,7 +40,9 @@ def run_demo(connections: int, workdir: str) -> int:
     members = topo.members()
     for member in members:
         member["weight"] = WEIGHTS[member["name"]]
-    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "members": members}])
+    udp_members = [member | {"port": UDP_MEMBER_PORT} for member in members]
+    udp = {"name": "dns", "address": UDP_VIP, "port": UDP_PORT, "protocol": "udp", "members": udp_members}
+    config = lab_config(topo, [{"name": "web", "address": VIP, "port": 80, "members": members}, udp])
     print(
         f"nlb_sdn demo: fabric lab (clients {', '.join(topo.clients)} on s1; backends "
         f"{', '.join(topo.backends)} on s2; cores s3, s4), VIP {VIP}:80, weights {WEIGHTS}"
@@ -75,9 +80,33 @@ def run_demo(connections: int, workdir: str) -> int:
             f"flow-mods sent: {stats['flow_mod']}   packet-outs: {stats['packet_out']}   "
             f"controller errors: {sum(stats['errors'].values())}"
         )
+        errors += udp_demo(lab, per_client)
         print("tearing down ...")
     print("done: no namespace, bridge or process left behind")
     return 0 if errors == 0 and sum(served.values()) == made else 1
+
+
+def udp_demo(lab: Lab, per_client: int) -> int:
+    """The same table for the UDP VIP: ``per_client`` new flows (one request each) from every client; lost ones."""
+    udp_service.start_responders(lab, UDP_MEMBER_PORT)
+    before = lab.rest("GET", "/v1/stats")["packet_in"]
+    args = ["query", UDP_VIP, UDP_PORT, "--count", per_client, "--sport", 20000]
+    procs = [udp_service.start_client(lab, client, args) for client in lab.topo.clients]
+    served: dict[str, int] = {}
+    lost = 0
+    for proc in procs:
+        summary = lab.collect_client(proc, timeout=180)
+        lost += summary["lost"]
+        for name, count in summary["served_by"].items():
+            served[name] = served.get(name, 0) + count
+    after = lab.rest("GET", "/v1/stats")["packet_in"]
+    new = after.get("new_connection", 0) - before.get("new_connection", 0)
+    print()
+    print(f"UDP VIP {UDP_VIP}:{UDP_PORT} (a DNS-like request/response service, one request per flow)")
+    print("\n".join(share_table(served, WEIGHTS)))
+    print(f"flows made: {per_client * len(procs)}   answered: {sum(served.values())}   lost: {lost}")
+    print(f"new flows classified (one packet-in each): {new}")
+    return lost
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -456,6 +456,24 @@ def _no_check(action: Any, view: View) -> None:
     """Actions the switch accepts in any entry."""
 
 
+def _check_multipath(action: Any, view: View) -> None:
+    """This fake's multipath writes the low bits of ``ipv4_dst`` only (what the controller uses it for)."""
+    if action.dst != "ipv4_dst" or action.ofs_nbits >> 6 != 0:
+        raise NotImplementedError(f"fake switch: multipath into {action.dst} at {action.ofs_nbits:#x}")
+
+
+@action_kind(parser.NXActionMultipath, ORDER_SET, _check_multipath)
+def _apply_multipath(action: Any, run: _Run) -> None:
+    """Write a stable hash of the 5-tuple, modulo the link count, into the low bits of the destination address."""
+    pkt = run.packet
+    ports = ("tcp_src", "tcp_dst") if "tcp_src" in pkt else ("udp_src", "udp_dst")
+    key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", "ip_proto", *ports))
+    link = zlib.crc32(key.encode()) % (action.max_link + 1)
+    bits = (action.ofs_nbits & 0x3F) + 1
+    address = int(ipaddress.IPv4Address(pkt["ipv4_dst"]))
+    pkt["ipv4_dst"] = str(ipaddress.IPv4Address(address >> bits << bits | link))
+
+
 @action_kind(parser.NXActionResubmitTable, ORDER_OUTPUT, _no_check)
 def _apply_resubmit(action: Any, run: _Run) -> None:
     """Look the packet up in another table, run that entry's actions on it, and carry on here."""
@@ -868,6 +886,7 @@ class FakeSwitch:
             run.result.log.append(f"group {group.group_id}: no bucket, drop")
             return
         pkt = run.packet
+        # Like Open vSwitch's dp_hash: addresses, and the ports of TCP only (UDP ports are left out).
         key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"))
         bucket = buckets[zlib.crc32(key.encode()) % len(buckets)]
         branch = _Run(self, copy.deepcopy(pkt), run.result)

@@ -139,7 +139,7 @@ def test_config_errors_name_the_key(changes, key, reason):
         ({"colour": "red"}, "apps[0].colour", "unknown key"),
         ({"vip": "10.0.0.300"}, "apps[0].vip", "not an IPv4 address"),
         ({"capacity": 0}, "apps[0].capacity", "greater than 0"),
-        ({"proto": "udp"}, "apps[0].proto", "Input should be 'tcp'"),
+        ({"proto": "sctp"}, "apps[0].proto", "Input should be 'tcp' or 'udp'"),
         ({"target": "drained"}, "apps[0].target", "Input should be"),
         ({"health": {"type": "tcp", "interval": 1, "timeout": 2}}, "apps[0].health.tcp", "longer than interval"),
         ({"health": {"type": "ping"}}, "apps[0].health", "does not match any of the expected tags"),

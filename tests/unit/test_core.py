@@ -51,7 +51,7 @@ def test_frames_parse_syn_and_reject_malformed():
         "not_ipv4": good[:12] + b"\x86\xdd" + good[14:],
         "short_ipv4": good[:20],
         "ip_fragment": good[:20] + struct.pack("!H", 0x2000) + good[22:],
-        "not_tcp": good[:23] + b"\x11" + good[24:],
+        "not_tcp": good[:23] + b"\x2f" + good[24:],
     }
     for reason, frame in cases.items():
         with pytest.raises(FrameError) as err:

@@ -265,7 +265,7 @@ def test_missing_body_field_is_malformed(type, field):
         ("session_up", {"vport": 65536}),
         ("session_up", {"pport": "80"}),
         ("session_up", {"pport": True}),
-        ("session_up", {"proto": "udp"}),
+        ("session_up", {"proto": "sctp"}),
         ("session_up", {"ttl_s": 0}),
         ("session_up", {"ttl_s": -1.5}),
         ("session_up", {"ttl_s": float("inf")}),

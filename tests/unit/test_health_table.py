@@ -57,7 +57,7 @@ def test_numbers_are_normalised_to_floats_so_the_checksum_is_stable():
         ("vport", 65536),
         ("vport", "80"),
         ("pport", True),
-        ("proto", "udp"),
+        ("proto", "sctp"),
         ("proto_info", 5),
         ("proto_info", "x" * 129),
         ("proto_info", "a\nb"),

@@ -12,6 +12,7 @@ import pytest
 from nlb_sdn.config import Config, parse_config
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.flows import builders, dispatch, gateway, icmp, templates, tunnel
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import (
     DOC_BEGIN,
     DOC_END,
@@ -225,6 +226,7 @@ def built_by_every_builder() -> list[Any]:
         *builders.base_flows(LBU, 128),
         *builders.vip_flows(LBU, 3, VIP, 80),
         builders.vip_syn_flow(LBU, 3, VIP, 80),
+        builders.vip_syn_flow(LBU, 4, VIP, 53, L4Protocol.UDP),
         builders.vip_syn_delete(VIP, 80),
         *builders.vip_flow_deletes(LBU, 3, VIP, 80, set()),
         *builders.forward_flows(LBU, {"00:00:00:00:00:11": 2}),

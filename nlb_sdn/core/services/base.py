@@ -19,11 +19,12 @@ from nlb_sdn.affinity.sessions import client_prefix
 from nlb_sdn.config import Member
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
-from nlb_sdn.core.frames import TcpSegment
+from nlb_sdn.core.frames import IPPROTO_TCP, TcpSegment
 from nlb_sdn.core.model import SYN_TAG_MASK, Affinity, Connection, PacketIn, VipState
 from nlb_sdn.core.quota import SourceQuota
 from nlb_sdn.core.refusals import RefusalReason, record_refusal, refuse
 from nlb_sdn.flows import builders, templates, tunnel
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import CookieKind, make_cookie
 
 
@@ -55,9 +56,11 @@ def plumb(route: builders.NatRoute, pkt: PacketIn, ctx: CoreContext, syn: bool =
 
 
 def half_open(route: builders.NatRoute, ctx: CoreContext) -> builders.NatRoute:
-    """The route whose flows a connection gets until its handshake is known to be done: the short idle timeout."""
+    """The route whose flows a connection gets until its handshake is known to be done: the short idle timeout.
+
+    A UDP flow has no handshake to wait for: it gets the VIP's idle timeout at once."""
     short = ctx.config.controller.flood.half_open_idle
-    if not short or short >= route.idle_timeout:
+    if not short or short >= route.idle_timeout or not route.protocol.has_handshake:
         return route
     return dataclasses.replace(route, idle_timeout=short)
 
@@ -86,6 +89,9 @@ class NatService:
     def packet_in(self, pkt: PacketIn, out: Out) -> None:
         """A segment that met no connection entry: a new connection, a known one, or a late one to re-plumb."""
         ctx, seg, key = self.ctx, pkt.segment, pkt.key
+        if seg.proto != IPPROTO_TCP:
+            self.datagram(pkt, out)
+            return
         conn, ended = ctx.table.get(key), None
         if conn is not None and seg.is_pure_syn and self.reused_ports(conn, seg):
             ctx.counters.packet_in["port_reuse"] += 1
@@ -107,6 +113,30 @@ class NatService:
             self.track(pkt, kept, self.route(kept, seg.src_ip, seg.src_port), out)
         else:
             self.new_connection(pkt, out)
+
+    def datagram(self, pkt: PacketIn, out: Out) -> None:
+        """A UDP datagram no flow entry took: a known flow's (plumbed again), one that idled out while its route
+        lingers (re-plumbed to the same member), or the first of a new flow (balanced, under the cap and quota).
+
+        Any datagram may start a flow, so each is released with its flow's own actions, as a SYN is.
+        """
+        ctx, key = self.ctx, pkt.key
+        conn = ctx.table.get(key)
+        if conn is not None:
+            ctx.counters.packet_in["existing_connection"] += 1
+            conn.dpid = pkt.dpid
+        elif (conn := ctx.table.revive(key, pkt.dpid, pkt.now, out)) is not None:
+            ctx.counters.packet_in["replumb"] += 1
+        elif ctx.table.full():
+            refuse(ctx, self.state.vip.name, RefusalReason.CAP, pkt)
+            return
+        elif not self.quota.admit(pkt.segment.src_ip, pkt.now):
+            refuse(ctx, self.state.vip.name, RefusalReason.SOURCE_QUOTA, pkt)
+            return
+        else:
+            self.new_connection(pkt, out)
+            return
+        out.send(pkt.dpid, plumb(conn.route, pkt, ctx, syn=True))
 
     def reuse_member(self, ended: Connection | None) -> Member | None:
         """The member a new connection from the client port of the ``ended`` one goes to without being balanced:
@@ -172,7 +202,8 @@ class NatService:
         ctx.counters.selected(vip.name, member.name)
         ctx.counters.packet_in["new_connection"] += 1
         out.send(pkt.dpid, plumb(half_open(route, ctx), pkt, ctx, syn=True))
-        conn = Connection(pkt.dpid, vip.name, member.name, route, pkt.now, syn_tag=pkt.segment.seq & SYN_TAG_MASK)
+        syn_tag = pkt.segment.seq & SYN_TAG_MASK if route.protocol.has_handshake else None
+        conn = Connection(pkt.dpid, vip.name, member.name, route, pkt.now, syn_tag=syn_tag)
         ctx.table.add(pkt.key, conn, out)
 
 
@@ -199,6 +230,7 @@ def nat_route(
         cookie=make_cookie(kind, ctx.lbu_id, state.vip_id, member.endpoint_id),
         idle_timeout=vip.session_flow_idle if session else vip.idle_timeout,
         hard_timeout=vip.hard_timeout,
+        protocol=L4Protocol(vip.protocol),
     )
 
 

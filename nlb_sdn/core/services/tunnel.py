@@ -7,6 +7,7 @@ from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.model import VipState
 from nlb_sdn.core.services.base import NatService
 from nlb_sdn.flows import tunnel
+from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import CookieKind, make_cookie
 
 
@@ -29,6 +30,7 @@ def tunnel_route(
         idle_timeout=vip.idle_timeout,
         hard_timeout=vip.hard_timeout,
         label=ctx.fabric.labels[host_mac],
+        protocol=L4Protocol(vip.protocol),
     )
 
 
