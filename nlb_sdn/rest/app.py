@@ -7,7 +7,6 @@ Every change reads the live model as plain data (``dump_config``), edits the dat
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -30,6 +29,7 @@ from nlb_sdn.rest.body import (
 from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
 from nlb_sdn.rest.fabric import fabric_view
+from nlb_sdn.rest.forwarders import ForwarderRoutes
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
 from nlb_sdn.rest.reload import reload_refused, reload_source
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
@@ -42,7 +42,15 @@ from nlb_sdn.rest.status import (
     unit_warnings,
 )
 from nlb_sdn.rest.ui import ui_response
-from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
+from nlb_sdn.rest.views import (
+    VERSIONED_PATHS,
+    json_response,
+    known_params,
+    migrations_after,
+    one_of,
+    page_of,
+    redacted_config,
+)
 from nlb_sdn.store import StaleVersion, StateError
 
 LOG = logging.getLogger(__name__)
@@ -129,15 +137,6 @@ class RestBackend(Protocol):
         ...
 
 
-def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
-    """A JSON response with the given status and optional Location header."""
-    response = Response(status=status, content_type="application/json")
-    response.body = json.dumps(payload).encode() + b"\n"
-    if location is not None:
-        response.location = location
-    return response
-
-
 def error_response(error: HttpError) -> Response:
     """The JSON error body ``{"error": code, "detail": reason}`` with the error's status and headers."""
     response = json_response({"error": error.code, "detail": error.detail}, status=error.status)
@@ -176,13 +175,6 @@ def _session_marker(session: dict[str, Any]) -> str:
 def _raw_path(request: Request) -> str:
     """The path as the client sent it (still percent-encoded), safe to log whatever it holds."""
     return str(request.environ.get("RAW_PATH_INFO") or request.environ.get("PATH_INFO", ""))
-
-
-def _known_params(request: Request, allowed: tuple[str, ...]) -> None:
-    """Refuse (400) a query parameter the endpoint does not know."""
-    for key in request.GET:
-        if key not in allowed:
-            raise HttpError(400, "invalid", f"{key}: unknown query parameter")
 
 
 def _etag_versions(header: str) -> set[str]:
@@ -271,6 +263,7 @@ class RestApp:
         self.warned: dict[str, frozenset[str]] = {}
         """The warnings each VIP last had, already recorded in the event log (each is recorded once while it lasts)."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
+        forwarders = ForwarderRoutes(backend, self._apply)
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
             (vip, {"GET": self.get_vip, "PUT": self.replace_vip, "PATCH": self.patch_vip, "DELETE": self.delete_vip}),
@@ -300,6 +293,8 @@ class RestApp:
             (r"/metrics", {"GET": self.get_metrics}),
             (r"/v1/openapi.json", {"GET": self.get_openapi}),
             (r"/v1/fabric", {"GET": self.get_fabric}),
+            (r"/v1/forwarders", {"GET": forwarders.list, "POST": forwarders.create}),
+            (r"/v1/forwarders/(?P<forwarder>[^/]+)", {"GET": forwarders.get, "DELETE": forwarders.delete}),
             (r"/ui/", {"GET": self.get_ui}),
             (r"/ui/(?P<file>[^/]+)", {"GET": self.get_ui}),
         ]
@@ -408,7 +403,7 @@ class RestApp:
 
     def list_vips(self, request: Request) -> Response:
         """GET /v1/vips?mode=&limit=&marker=: every VIP with its members, in the list envelope."""
-        _known_params(request, ("mode", "limit", "marker"))
+        known_params(request, ("mode", "limit", "marker"))
         mode = one_of(request, "mode", VIP_MODES)
         vips = [vip for vip in dump_config(self.backend.current_config())["vips"] if mode in (None, vip["mode"])]
         return json_response(page_of(request, "vips", vips, _name_marker))
@@ -484,7 +479,7 @@ class RestApp:
 
     def list_members(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/members?state=&limit=&marker=: the VIP's members, in the list envelope."""
-        _known_params(request, ("state", "limit", "marker"))
+        known_params(request, ("state", "limit", "marker"))
         state = one_of(request, "state", MEMBER_STATES)
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
@@ -590,7 +585,7 @@ class RestApp:
 
     def get_sessions(self, request: Request) -> Response:
         """GET /v1/sessions?vip=&endpoint=: the session table; ``endpoint`` is a member name or ``ip:port``."""
-        _known_params(request, ("vip", "endpoint", "limit", "marker"))
+        known_params(request, ("vip", "endpoint", "limit", "marker"))
         vip = request.GET.get("vip") or None
         endpoint = request.GET.get("endpoint") or None
         config = self.backend.current_config()
@@ -613,7 +608,7 @@ class RestApp:
     def get_dam(self, request: Request) -> Response:
         """GET /v1/dam?kind=route|session&marker=&limit=: atoms, one page at a time (``cursor`` and ``count`` are
         the older names of ``marker`` and ``limit``)."""
-        _known_params(request, ("kind", "cursor", "count", "marker", "limit"))
+        known_params(request, ("kind", "cursor", "count", "marker", "limit"))
         kind = request.GET.get("kind", "route")
         if kind not in ("route", "session"):
             raise HttpError(400, "invalid", f"kind: {kind!r} is not route or session")
@@ -637,7 +632,7 @@ class RestApp:
     def get_migrations(self, request: Request) -> Response:
         """GET /v1/migrations?limit=&marker=: recent migrations of l7 connections (oldest first) and their counters;
         without ``marker`` the newest ``limit``, with it the first ``limit`` after the migration of that id."""
-        _known_params(request, ("limit", "marker"))
+        known_params(request, ("limit", "marker"))
         text = request.GET.get("limit") or ""
         if text and not (text.isascii() and text.isdigit() and 1 <= int(text) <= RECENT_MIGRATIONS):
             raise HttpError(400, "invalid", f"limit: must be 1..{RECENT_MIGRATIONS}")
@@ -674,7 +669,7 @@ class RestApp:
 
     def get_connections(self, request: Request) -> Response:
         """GET /v1/connections?vip=&member=: tracked connections; the member filter is passed on as its name."""
-        _known_params(request, ("vip", "member", "limit", "marker"))
+        known_params(request, ("vip", "member", "limit", "marker"))
         vip = request.GET.get("vip") or None
         member = request.GET.get("member") or None
         config = self.backend.current_config()
