@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,9 @@ from nlb_sdn import ctl
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.rest import make_app
 from nlb_sdn.rest.app import RestApp
+from nlb_sdn.store import StateError
+from nlb_sdn.store.file import FileStore
+from nlb_sdn.store.operator import OperatorState, seed_ids
 from tests.lib.configs import health_web_config
 from tests.lib.rest import CoreBackend, call
 from tests.lib.shell_double import ShellDouble
@@ -143,3 +147,26 @@ def test_nlbctl_adds_lists_and_removes_a_forwarder(lb: ShellDouble) -> None:
     code, _, err = nlbctl(lb, "forwarder", "add", "s5", "--dpid", "5", "--link", "1-s1")
     assert code == ctl.Exit.USAGE and "PORT:PEER:PEER_PORT" in err
     assert nlbctl(lb, "forwarder", "remove", "s2")[0] == ctl.Exit.CONFLICT
+
+
+def test_a_rest_made_fabric_is_stored_and_survives_a_restart(tmp_path: Path, lb: ShellDouble, app: RestApp) -> None:
+    file_config = health_web_config()
+    path = str(tmp_path / "nlb.yaml.state.json")
+    state = OperatorState(FileStore(path), file_config)
+    assert state.start() == file_config and "fabric" not in json.loads(Path(path).read_text())
+    assert call(app, "POST", "/v1/forwarders", S4).status_int == 201
+    state.commit(lb.config, seed_ids(lb.config), expected=None)
+    stored = json.loads(Path(path).read_text())
+    assert [switch["name"] for switch in stored["fabric"]["switches"]] == ["s1", "s2", "s3", "s4"]
+    restarted = OperatorState(FileStore(path), file_config).start()
+    assert restarted.fabric == lb.config.fabric and restarted.vips == file_config.vips
+    assert call(app, "DELETE", "/v1/forwarders/s4").status_int == 204
+    state.commit(lb.config, seed_ids(lb.config), expected=None)
+    assert "fabric" not in json.loads(Path(path).read_text()), "back to the file's fabric: nothing to keep"
+
+
+def test_a_stored_fabric_that_is_not_an_object_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"format": 1, "version": 1, "vips": [], "vip_ids": {}, "fabric": []}))
+    with pytest.raises(StateError, match="fabric: expected a fabric object"):
+        FileStore(str(path)).load()
