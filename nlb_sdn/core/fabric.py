@@ -111,12 +111,15 @@ class FabricView:
         """Fabric switches disconnected from the controller: all their links are down for the others."""
         self.recomputations = 0
         """How many times a port or switch change recomputed the paths."""
+        self.previous: dict[int, dict[str, int]] = {}
+        """The forwarding tables before the last ``update`` (a config's fabric change is sent as the difference)."""
 
     def update(self, fabric: Fabric) -> bool:
         """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
         if fabric == self.fabric and self.host_macs:
             return False
         changed = fabric != self.fabric
+        self.previous = self.forwarding
         self.fabric = fabric
         self.host_macs = {host.ip: host.mac for host in fabric.hosts}
         self.hosts_by_ip = {host.ip: host for host in fabric.hosts}

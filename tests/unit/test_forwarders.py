@@ -12,9 +12,11 @@ import pytest
 from webob import Request
 
 from nlb_sdn import ctl
+from nlb_sdn.config import Fabric, validate_model
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.rest import make_app
 from nlb_sdn.rest.app import RestApp
+from nlb_sdn.rest.forwarders import NewForwarder, added
 from nlb_sdn.store import StateError
 from nlb_sdn.store.file import FileStore
 from nlb_sdn.store.operator import OperatorState, seed_ids
@@ -170,3 +172,12 @@ def test_a_stored_fabric_that_is_not_an_object_is_refused(tmp_path: Path) -> Non
     path.write_text(json.dumps({"format": 1, "version": 1, "vips": [], "vip_ids": {}, "fabric": []}))
     with pytest.raises(StateError, match="fabric: expected a fabric object"):
         FileStore(str(path)).load()
+
+
+def test_adding_a_forwarder_off_the_paths_leaves_every_table_3_entry_alone(lb: ShellDouble) -> None:
+    body = {**S4, "links": [{"port": 1, "peer": "s1", "peer_port": 11}]}
+    fabric = validate_model(Fabric, added(lb.config, validate_model(NewForwarder, body, "test"))["fabric"], "test")
+    sent = lb.apply_config(lb.config.model_copy(update={"fabric": fabric}), dpids=[1, 2, 3])
+    forward = [msg for msgs in sent.values() for msg in msgs if getattr(msg, "table_id", None) == Table.FORWARD]
+    assert forward == [], "no delete-all and re-add of table 3: established connections' paths stay untouched"
+    assert lb.ctx.fabric.forwarding[4] == {mac: 1 for mac in lb.ctx.fabric.host_macs.values()}
