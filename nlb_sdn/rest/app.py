@@ -45,7 +45,7 @@ from nlb_sdn.rest.ui import ui_response
 from nlb_sdn.rest.views import (
     VERSIONED_PATHS,
     json_response,
-    known_params,
+    known_params as _known_params,
     migrations_after,
     one_of,
     page_of,
@@ -403,7 +403,7 @@ class RestApp:
 
     def list_vips(self, request: Request) -> Response:
         """GET /v1/vips?mode=&limit=&marker=: every VIP with its members, in the list envelope."""
-        known_params(request, ("mode", "limit", "marker"))
+        _known_params(request, ("mode", "limit", "marker"))
         mode = one_of(request, "mode", VIP_MODES)
         vips = [vip for vip in dump_config(self.backend.current_config())["vips"] if mode in (None, vip["mode"])]
         return json_response(page_of(request, "vips", vips, _name_marker))
@@ -479,7 +479,7 @@ class RestApp:
 
     def list_members(self, request: Request, vip: str) -> Response:
         """GET /v1/vips/{vip}/members?state=&limit=&marker=: the VIP's members, in the list envelope."""
-        known_params(request, ("state", "limit", "marker"))
+        _known_params(request, ("state", "limit", "marker"))
         state = one_of(request, "state", MEMBER_STATES)
         config = self.backend.current_config()
         service = config.vips[_vip_index(config, vip)]
@@ -585,7 +585,7 @@ class RestApp:
 
     def get_sessions(self, request: Request) -> Response:
         """GET /v1/sessions?vip=&endpoint=: the session table; ``endpoint`` is a member name or ``ip:port``."""
-        known_params(request, ("vip", "endpoint", "limit", "marker"))
+        _known_params(request, ("vip", "endpoint", "limit", "marker"))
         vip = request.GET.get("vip") or None
         endpoint = request.GET.get("endpoint") or None
         config = self.backend.current_config()
@@ -608,7 +608,7 @@ class RestApp:
     def get_dam(self, request: Request) -> Response:
         """GET /v1/dam?kind=route|session&marker=&limit=: atoms, one page at a time (``cursor`` and ``count`` are
         the older names of ``marker`` and ``limit``)."""
-        known_params(request, ("kind", "cursor", "count", "marker", "limit"))
+        _known_params(request, ("kind", "cursor", "count", "marker", "limit"))
         kind = request.GET.get("kind", "route")
         if kind not in ("route", "session"):
             raise HttpError(400, "invalid", f"kind: {kind!r} is not route or session")
@@ -632,7 +632,7 @@ class RestApp:
     def get_migrations(self, request: Request) -> Response:
         """GET /v1/migrations?limit=&marker=: recent migrations of l7 connections (oldest first) and their counters;
         without ``marker`` the newest ``limit``, with it the first ``limit`` after the migration of that id."""
-        known_params(request, ("limit", "marker"))
+        _known_params(request, ("limit", "marker"))
         text = request.GET.get("limit") or ""
         if text and not (text.isascii() and text.isdigit() and 1 <= int(text) <= RECENT_MIGRATIONS):
             raise HttpError(400, "invalid", f"limit: must be 1..{RECENT_MIGRATIONS}")
@@ -669,7 +669,7 @@ class RestApp:
 
     def get_connections(self, request: Request) -> Response:
         """GET /v1/connections?vip=&member=: tracked connections; the member filter is passed on as its name."""
-        known_params(request, ("vip", "member", "limit", "marker"))
+        _known_params(request, ("vip", "member", "limit", "marker"))
         vip = request.GET.get("vip") or None
         member = request.GET.get("member") or None
         config = self.backend.current_config()
