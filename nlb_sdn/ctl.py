@@ -164,10 +164,22 @@ def _member_body(args: argparse.Namespace) -> dict[str, Any]:
     return body
 
 
+def _forwarder_body(args: argparse.Namespace) -> dict[str, Any]:
+    """A new forwarder from its flags: name, dpid and each ``--link PORT:PEER:PEER_PORT``."""
+    links = []
+    for text in args.link or []:
+        port, peer, peer_port = text.split(":") if text.count(":") == 2 else ("", "", "")
+        if not (port.isdigit() and peer and peer_port.isdigit()):
+            raise ValueError(f"--link {text!r}: expected PORT:PEER:PEER_PORT, e.g. 3:s1:4")
+        links.append({"port": int(port), "peer": peer, "peer_port": int(peer_port)})
+    return {"name": args.forwarder, "dpid": args.dpid, "links": links}
+
+
 STATUS_COLUMNS = ("provisioning_status", "operating_status")
 """The Octavia-style statuses every VIP and member answer carries (docs/rest.md)."""
 VIP_COLUMNS = ("name", "address", "port", "mode", "dispatch", "members", *STATUS_COLUMNS)
 MEMBER_COLUMNS = ("name", "address", "port", "weight", "state", *STATUS_COLUMNS)
+FORWARDER_COLUMNS = ("name", "dpid", "role", "connected", "links", "hosts")
 COMMANDS: dict[tuple[str, str], Command] = {
     ("vip", "list"): Command("GET", "/v1/vips", VIP_COLUMNS),
     ("vip", "show"): Command("GET", "/v1/vips/{vip}"),
@@ -201,6 +213,10 @@ COMMANDS: dict[tuple[str, str], Command] = {
     ("stats", "show"): Command("GET", "/v1/stats"),
     ("config", "show"): Command("GET", "/v1/config"),
     ("config", "reload"): Command("POST", "/v1/config/reload", query=("vips",)),
+    ("forwarder", "list"): Command("GET", "/v1/forwarders", FORWARDER_COLUMNS),
+    ("forwarder", "show"): Command("GET", "/v1/forwarders/{forwarder}"),
+    ("forwarder", "add"): Command("POST", "/v1/forwarders", body=_forwarder_body),
+    ("forwarder", "remove"): Command("DELETE", "/v1/forwarders/{forwarder}"),
 }
 
 
@@ -232,7 +248,8 @@ def _summary(row: Any) -> dict[str, Any]:
     """A row for a table: nested member lists shown by their count."""
     if not isinstance(row, dict):
         return {"value": row}
-    return {key: len(value) if key == "members" and isinstance(value, list) else value for key, value in row.items()}
+    counted = ("members", "links", "hosts")
+    return {key: len(value) if key in counted and isinstance(value, list) else value for key, value in row.items()}
 
 
 def error_text(reply: Reply) -> str:
@@ -248,7 +265,7 @@ def run(args: argparse.Namespace, transport: Transport, out: TextIO, err: TextIO
     command = COMMANDS[(args.resource, args.verb)]
     try:
         method, path, body = request_of(command, args)
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, ValueError, yaml.YAMLError) as exc:
         print(f"nlbctl: {exc}", file=err)
         return Exit.USAGE
     try:
@@ -346,6 +363,22 @@ def _add_resources(sub: Any) -> None:
     reload.add_argument("--vips", choices=("store", "file"), help="keep the stored VIPs (default) or take the file's")
 
 
+def _add_forwarders(sub: Any) -> None:
+    """The forwarder sub-command: list, show, add and remove fabric switches at runtime (docs/fabric.md)."""
+    forwarder = sub.add_parser("forwarder", help="forwarders (fabric switches)").add_subparsers(
+        dest="verb", required=True
+    )
+    forwarder.add_parser("list", help="every forwarder")
+    forwarder.add_parser("show", help="one forwarder").add_argument("forwarder", help="name or dpid")
+    forwarder.add_parser("remove", help="remove a forwarder and its links").add_argument(
+        "forwarder", help="name or dpid"
+    )
+    add = forwarder.add_parser("add", help="add a forwarder and its links")
+    add.add_argument("forwarder", help="the new switch's name")
+    add.add_argument("--dpid", type=int, required=True)
+    add.add_argument("--link", action="append", help="PORT:PEER:PEER_PORT, once per link")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="nlbctl", description=__doc__.splitlines()[0], allow_abbrev=False)
@@ -355,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ca-file", help="CA certificate(s) to verify an https controller with")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per request")
     parser.add_argument("--json", action="store_true", help="print the API's JSON (for scripts)")
-    _add_resources(parser.add_subparsers(dest="resource", required=True))
+    resources = parser.add_subparsers(dest="resource", required=True)
+    _add_resources(resources)
+    _add_forwarders(resources)
     return parser
 
 

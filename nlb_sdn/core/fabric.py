@@ -124,12 +124,15 @@ class FabricView:
         """Every gateway prefix with its gateway, longest first (the first that holds an address wins)."""
         self.gateway_arp: dict[str, tuple[str, Gateway]] = {}
         """Gateway addresses answered by ARP: the fabric-side address and the router's, each with its MAC."""
+        self.previous: dict[int, dict[str, int]] = {}
+        """The forwarding tables before the last ``update`` (a config's fabric change is sent as the difference)."""
 
     def update(self, fabric: Fabric) -> bool:
         """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
         if fabric == self.fabric and self.host_macs:
             return False
         changed = fabric != self.fabric
+        self.previous = self.forwarding
         self.fabric = fabric
         self.host_macs = {host.ip: host.mac for host in fabric.hosts}
         self.hosts_by_ip = {host.ip: host for host in fabric.hosts}

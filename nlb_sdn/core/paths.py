@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.config import Config
+from nlb_sdn.config import Config, Fabric
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
@@ -17,7 +17,6 @@ from nlb_sdn.core.model import Mode
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.events import EventKind
 from nlb_sdn.flows import builders, gateway, tunnel
-from nlb_sdn.flows.pipeline import KIND_MASK, CookieKind, Table, make_cookie
 
 Forwarding = dict[int, dict[str, int]]
 """Per switch dpid, the output port toward each host MAC."""
@@ -69,8 +68,7 @@ class FabricPaths(Manager):
         elif has and (fabric_changed or not had):
             msgs += tunnel.label_deletes() + self._tunnel_flows(dpid)
         if fabric_changed:
-            msgs.append(builders.flow_delete(Table.FORWARD, make_cookie(CookieKind.FABRIC), KIND_MASK))
-            msgs += self._forward_flows(dpid)
+            msgs += self._forward_changes(dpid, ctx.fabric.previous.get(dpid, {}), old.fabric)
         return msgs
 
     def port_status(self, dpid: int, port: int, up: bool, now: float, out: Out) -> None:
@@ -104,16 +102,26 @@ class FabricPaths(Manager):
                 moved += 1
         return moved
 
+    def _forward_changes(self, dpid: int, old: dict[str, int], old_fabric: Fabric) -> list[Any]:
+        """One switch's table 3 entries that differ from ``old`` (its ports under ``old_fabric``): a strict delete
+        toward each host no longer reached, an add (replacing in place, counters kept) toward each host whose out port
+        changed, and the prefix routes toward gateways that changed."""
+        ctx = self.ctx
+        new = ctx.fabric.forwarding.get(dpid, {})
+        msgs = [builders.forward_delete(mac) for mac in sorted(old.keys() - new.keys())]
+        msgs += builders.forward_flows(ctx.lbu_id, {m: p for m, p in new.items() if old.get(m) != p})
+        switch = ctx.fabric.switch_name(dpid) or ""
+        return msgs + gateway.route_changes(
+            ctx.lbu_id,
+            gateway.prefix_routes(old_fabric, switch, old),
+            gateway.prefix_routes(ctx.fabric.fabric, switch, new),
+        )
+
     def _path_changes(self, dpid: int, old: dict[str, int]) -> list[Any]:
         """One switch's table 3 (and, while tunnels are used, table 7) entries that differ from ``old``."""
         ctx = self.ctx
         new = ctx.fabric.forwarding.get(dpid, {})
-        msgs = [builders.forward_delete(mac) for mac in sorted(old.keys() - new.keys())]
-        msgs += builders.forward_flows(ctx.lbu_id, {mac: port for mac, port in new.items() if old.get(mac) != port})
-        fabric, switch = ctx.fabric.fabric, ctx.fabric.switch_name(dpid) or ""
-        msgs += gateway.route_changes(
-            ctx.lbu_id, gateway.prefix_routes(fabric, switch, old), gateway.prefix_routes(fabric, switch, new)
-        )
+        msgs = self._forward_changes(dpid, old, ctx.fabric.fabric)
         if tunnel.uses_tunnels(ctx.config):
             fabric, labels = ctx.fabric.fabric, ctx.fabric.labels
             old_hops = set(tunnel.label_hops(fabric, dpid, old, labels))

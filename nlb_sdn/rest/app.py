@@ -7,7 +7,6 @@ Every change reads the live model as plain data (``dump_config``), edits the dat
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from nlb_sdn.rest.body import (
 from nlb_sdn.rest.errors import HttpError
 from nlb_sdn.rest.events import events_page, record_edit
 from nlb_sdn.rest.fabric import fabric_view
+from nlb_sdn.rest.forwarders import ForwarderRoutes
 from nlb_sdn.rest.openapi import MAX_DAM_PAGE, openapi_document
 from nlb_sdn.rest.reload import reload_refused, reload_source
 from nlb_sdn.rest.schema import MEMBER_STATES, VIP_MODES
@@ -41,7 +41,15 @@ from nlb_sdn.rest.status import (
     without_answer_keys,
 )
 from nlb_sdn.rest.ui import ui_response
-from nlb_sdn.rest.views import VERSIONED_PATHS, migrations_after, one_of, page_of, redacted_config
+from nlb_sdn.rest.views import (
+    VERSIONED_PATHS,
+    json_response,
+    known_params as _known_params,
+    migrations_after,
+    one_of,
+    page_of,
+    redacted_config,
+)
 from nlb_sdn.store import StaleVersion, StateError
 
 LOG = logging.getLogger(__name__)
@@ -128,15 +136,6 @@ class RestBackend(Protocol):
         ...
 
 
-def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
-    """A JSON response with the given status and optional Location header."""
-    response = Response(status=status, content_type="application/json")
-    response.body = json.dumps(payload).encode() + b"\n"
-    if location is not None:
-        response.location = location
-    return response
-
-
 def error_response(error: HttpError) -> Response:
     """The JSON error body ``{"error": code, "detail": reason}`` with the error's status and headers."""
     response = json_response({"error": error.code, "detail": error.detail}, status=error.status)
@@ -175,13 +174,6 @@ def _session_marker(session: dict[str, Any]) -> str:
 def _raw_path(request: Request) -> str:
     """The path as the client sent it (still percent-encoded), safe to log whatever it holds."""
     return str(request.environ.get("RAW_PATH_INFO") or request.environ.get("PATH_INFO", ""))
-
-
-def _known_params(request: Request, allowed: tuple[str, ...]) -> None:
-    """Refuse (400) a query parameter the endpoint does not know."""
-    for key in request.GET:
-        if key not in allowed:
-            raise HttpError(400, "invalid", f"{key}: unknown query parameter")
 
 
 def _etag_versions(header: str) -> set[str]:
@@ -272,6 +264,7 @@ class RestApp:
         self.warned = self.statuses.warned
         """The configured mix each VIP last had, already recorded in the event log (once while it lasts)."""
         vip = r"/v1/vips/(?P<vip>[^/]+)"
+        forwarders = ForwarderRoutes(backend, self._apply)
         routes: list[tuple[str, dict[str, Callable[..., Response]]]] = [
             (r"/v1/vips", {"GET": self.list_vips, "POST": self.create_vip}),
             (vip, {"GET": self.get_vip, "PUT": self.replace_vip, "PATCH": self.patch_vip, "DELETE": self.delete_vip}),
@@ -301,6 +294,8 @@ class RestApp:
             (r"/metrics", {"GET": self.get_metrics}),
             (r"/v1/openapi.json", {"GET": self.get_openapi}),
             (r"/v1/fabric", {"GET": self.get_fabric}),
+            (r"/v1/forwarders", {"GET": forwarders.list, "POST": forwarders.create}),
+            (r"/v1/forwarders/(?P<forwarder>[^/]+)", {"GET": forwarders.get, "DELETE": forwarders.delete}),
             (r"/ui/", {"GET": self.get_ui}),
             (r"/ui/(?P<file>[^/]+)", {"GET": self.get_ui}),
         ]

@@ -22,6 +22,7 @@ from nlb_sdn.core.l7 import RECENT_MIGRATIONS, MigrationRequest
 from nlb_sdn.dam.atoms import session_key
 from nlb_sdn.events import EventKind
 from nlb_sdn.rest import schema
+from nlb_sdn.rest.forwarders import NewForwarder
 from nlb_sdn.rest.status import MERGE_PATCH_TYPE
 from nlb_sdn.rest.views import MAX_PAGE, VERSIONED_PATHS
 
@@ -250,6 +251,22 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/v1/fabric", "The fabric as a graph: switches, links, hosts, the master", (schema.FabricView, 200)
     ),
+    Operation("GET", "/v1/forwarders", "Every forwarder with its links", (schema.ForwarderList, 200), query=PAGE),
+    Operation(
+        "POST",
+        "/v1/forwarders",
+        "Add a forwarder (a fabric switch and its links) at runtime",
+        (schema.ForwarderView, 201),
+        "NewForwarder",
+        extra_errors=(Status.CONFLICT,),
+    ),
+    Operation("GET", "/v1/forwarders/{forwarder}", "One forwarder (by name or dpid)", (schema.ForwarderView, 200)),
+    Operation(
+        "DELETE",
+        "/v1/forwarders/{forwarder}",
+        "Remove a forwarder and its links (refused while hosts are attached)",
+        extra_errors=(Status.CONFLICT,),
+    ),
     Operation(
         "GET", "/ui/", "The dashboard (docs/dashboard.md)", (schema.UiFile, 200), media_types=(HTML,), public=True
     ),
@@ -261,7 +278,13 @@ OPERATIONS: tuple[Operation, ...] = (
 DERIVED_BODIES = ("VipPut", "VipPatch", "MemberPatch")
 """Bodies whose schema is a config model's with fewer required keys (components of their own)."""
 
-PATH_EXAMPLES = {"file": "app.js", "vip": "web", "member": "h1", "session": session_key("client_ip", "web@10.0.0.1")}
+PATH_EXAMPLES = {
+    "file": "app.js",
+    "forwarder": "s1",
+    "vip": "web",
+    "member": "h1",
+    "session": session_key("client_ip", "web@10.0.0.1"),
+}
 """An example of each path parameter."""
 
 BODIES: dict[str, tuple[type[BaseModel], str]] = {
@@ -273,6 +296,7 @@ BODIES: dict[str, tuple[type[BaseModel], str]] = {
     "WeightChange": (schema.WeightChange, "Only `weight`."),
     "StateChange": (schema.StateChange, "Only `state`."),
     "MigrationRequest": (MigrationRequest, "A commit (`member` required) or a report (`outcome` required)."),
+    "NewForwarder": (NewForwarder, "A switch (name, dpid) and its links to switches of the fabric."),
 }
 
 

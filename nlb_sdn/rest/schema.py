@@ -275,6 +275,33 @@ class FabricView(BaseModel):
     gateways: list[FabricGateway] = Field(default_factory=list)
 
 
+class ForwarderLinkView(BaseModel):
+    """A link of a forwarder: its port, the switch at the other end and that switch's port."""
+
+    port: int
+    peer: str
+    peer_port: int
+
+
+class ForwarderView(BaseModel):
+    """A forwarder (a fabric switch running the pipeline), its links, attached hosts and connection state."""
+
+    name: str
+    dpid: int
+    role: Literal["forwarder"] = Field(description="Every fabric switch runs the whole pipeline: a forwarder.")
+    connected: bool = Field(description="The switch has an OpenFlow connection to this controller.")
+    links: list[ForwarderLinkView]
+    hosts: list[str] = Field(description="The hosts attached to this switch (a forwarder with hosts is not removed).")
+
+
+class ForwarderList(BaseModel):
+    """``GET /v1/forwarders``: every fabric switch with its links, by name."""
+
+    forwarders: list[ForwarderView]
+    count: int = COUNT
+    next_marker: str | None = NEXT_MARKER
+
+
 class UiFile(BaseModel):
     """A static file of the dashboard (HTML, JavaScript or CSS; docs/dashboard.md)."""
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from webob import Request
+from webob import Request, Response
 
 from nlb_sdn.config import Config, dump_config
 from nlb_sdn.rest.errors import HttpError
@@ -16,8 +17,24 @@ MAX_PAGE = 10_000
 
 REDACTED = "(redacted)"
 
-VERSIONED_PATHS = ("/v1/vips", "/v1/config")
+VERSIONED_PATHS = ("/v1/vips", "/v1/config", "/v1/forwarders")
 """Resources of the operator state: their responses carry its version as ``ETag``, their changes honour ``If-Match``."""
+
+
+def json_response(payload: Any, status: int = 200, location: str | None = None) -> Response:
+    """A JSON response with the given status and optional Location header."""
+    response = Response(status=status, content_type="application/json")
+    response.body = json.dumps(payload).encode() + b"\n"
+    if location is not None:
+        response.location = location
+    return response
+
+
+def known_params(request: Request, allowed: tuple[str, ...]) -> None:
+    """Refuse (400) a query parameter the endpoint does not know."""
+    for key in request.GET:
+        if key not in allowed:
+            raise HttpError(400, "invalid", f"{key}: unknown query parameter")
 
 
 def _limit(request: Request) -> int | None:

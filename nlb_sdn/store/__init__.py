@@ -1,7 +1,8 @@
 """Durable operator state: the VIPs (members, weights, drain states) and their ids, versioned, in a file or Redis.
 
-The config file seeds an empty store; from then on the store is the truth for ``vips``, while ``controller`` and
-``fabric`` always come from the config file. Every change is a compare-and-set on the version
+The config file seeds an empty store; from then on the store is the truth for ``vips``, while ``controller`` always
+comes from the config file, and ``fabric`` too until forwarders are added or removed through REST (the store then
+holds the whole fabric section). Every change is a compare-and-set on the version
 (:class:`StaleVersion` when another writer got there first).
 """
 
@@ -42,10 +43,13 @@ class StoredState:
     version: int
     vips: list[dict[str, Any]]
     vip_ids: dict[str, int] = field(default_factory=dict)
+    fabric: dict[str, Any] | None = None
+    """The fabric section once forwarders were added or removed through REST; None: the config file's."""
 
     def document(self) -> dict[str, Any]:
-        """The state as the JSON document stores keep."""
-        return {"format": STATE_FORMAT, "version": self.version, "vips": self.vips, "vip_ids": self.vip_ids}
+        """The state as the JSON document stores keep (``fabric`` only when the store holds one)."""
+        document = {"format": STATE_FORMAT, "version": self.version, "vips": self.vips, "vip_ids": self.vip_ids}
+        return document if self.fabric is None else {**document, "fabric": self.fabric}
 
 
 def state_from_document(document: Any, location: str) -> StoredState:
@@ -63,7 +67,10 @@ def state_from_document(document: Any, location: str) -> StoredState:
         isinstance(vip_id, int) and not isinstance(vip_id, bool) for vip_id in vip_ids.values()
     ):
         raise StateError(location, "vip_ids: expected an object of whole numbers")
-    return StoredState(version, vips, vip_ids)
+    fabric = document.get("fabric")
+    if fabric is not None and not isinstance(fabric, dict):
+        raise StateError(location, "fabric: expected a fabric object")
+    return StoredState(version, vips, vip_ids, fabric)
 
 
 class ConfigStore(Protocol):
@@ -76,8 +83,15 @@ class ConfigStore(Protocol):
         """The stored state, None while the store is empty; StateError when it cannot be read or is corrupt."""
         ...
 
-    def save(self, vips: list[dict[str, Any]], vip_ids: dict[str, int], expected: int | None) -> int:
-        """Store a new version if the stored one is ``expected`` (None: any); the new version, or StaleVersion."""
+    def save(
+        self,
+        vips: list[dict[str, Any]],
+        vip_ids: dict[str, int],
+        expected: int | None,
+        fabric: dict[str, Any] | None = None,
+    ) -> int:
+        """Store a new version (with ``fabric`` when REST changed it) if the stored one is ``expected`` (None: any);
+        the new version, or StaleVersion."""
         ...
 
     def changed(self) -> bool:

@@ -33,13 +33,19 @@ class FileStore:
             raise StateError(self.location, reason) from None
         return state_from_document(document, self.location)
 
-    def save(self, vips: list[dict[str, Any]], vip_ids: dict[str, int], expected: int | None) -> int:
+    def save(
+        self,
+        vips: list[dict[str, Any]],
+        vip_ids: dict[str, int],
+        expected: int | None,
+        fabric: dict[str, Any] | None = None,
+    ) -> int:
         """Write the next version if the file holds ``expected`` (None: any; 0: no file yet); the new version."""
         current = self.load()
         version = 0 if current is None else current.version
         if expected is not None and expected != version:
             raise StaleVersion(expected, version)
-        state = StoredState(version + 1, vips, vip_ids)
+        state = StoredState(version + 1, vips, vip_ids, fabric)
         self._write_atomically(json.dumps(state.document(), indent=1, sort_keys=True).encode() + b"\n")
         return state.version
 

@@ -26,6 +26,14 @@ def vips_of(config: Config) -> list[dict[str, Any]]:
     return vips
 
 
+def fabric_of(config: Config, file_config: Config) -> dict[str, Any] | None:
+    """The fabric a store keeps with a model: its fabric section when it differs from the config file's, else None."""
+    if config.fabric == file_config.fabric:
+        return None
+    fabric: dict[str, Any] = dump_config(config)["fabric"]
+    return fabric
+
+
 def seed_ids(config: Config) -> dict[str, int]:
     """The ids a fresh controller gives the config file's VIPs: 1, 2, ... in the file's order."""
     return {vip.name: position for position, vip in enumerate(config.vips, 1)}
@@ -62,9 +70,12 @@ class OperatorState:
         return config
 
     def model_of(self, stored: StoredState) -> Config:
-        """The model of a stored version: its VIPs over the file's sections; StateError when they do not validate."""
+        """The model of a stored version: its VIPs (and fabric, when it holds one) over the file's sections; StateError
+        when they do not validate."""
         data = dump_config(self.file_config)
         data["vips"] = stored.vips
+        if stored.fabric is not None:
+            data["fabric"] = stored.fabric
         try:
             return parse_config(data, source=self.store.location)
         except ConfigError as exc:
@@ -75,7 +86,7 @@ class OperatorState:
         StaleVersion unless both this controller and the store are at that version; without, the last writer wins."""
         if expected is not None and expected != self.version:
             raise StaleVersion(expected, self.version)
-        self.version = self.store.save(vips_of(new), vip_ids, expected)
+        self.version = self.store.save(vips_of(new), vip_ids, expected, fabric_of(new, self.file_config))
         self.vip_ids = dict(vip_ids)
         return self.version
 

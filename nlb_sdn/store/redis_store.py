@@ -70,9 +70,15 @@ class RedisStore:
             data["version"] = number
         return state_from_document(data, self.location)
 
-    def save(self, vips: list[dict[str, Any]], vip_ids: dict[str, int], expected: int | None) -> int:
+    def save(
+        self,
+        vips: list[dict[str, Any]],
+        vip_ids: dict[str, int],
+        expected: int | None,
+        fabric: dict[str, Any] | None = None,
+    ) -> int:
         """Compare-and-set in one Lua script: the next version if Redis holds ``expected`` (None: any)."""
-        document = StoredState(0, vips, vip_ids).document()
+        document = StoredState(0, vips, vip_ids, fabric).document()
         del document["version"]  # the hash's own field, set by the script
         try:
             done, version = self._save(
