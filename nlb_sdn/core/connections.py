@@ -39,6 +39,9 @@ class ConnectionTable(Manager):
         self.half_open_timeout = half_open_timeout
         self.half_open: dict[ConnKey, float] = {}
         """Connections plumbed for a SYN whose handshake is not confirmed yet, with when to check them."""
+        self.established: set[ConnKey] = set()
+        """Connections known to have carried traffic after their SYN (a half-open check counted packets, or a late
+        segment re-plumbed them): a restarted switch gets their entries back (``Reconciler.reconcile``)."""
         self.by_key: dict[ConnKey, Connection] = {}
         self.per_member: Counter[tuple[str, str]] = Counter()
         self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
@@ -75,6 +78,7 @@ class ConnectionTable(Manager):
         """Remove a connection from the table and the per-member counts."""
         conn = self.by_key.pop(key, None)
         self.half_open.pop(key, None)
+        self.established.discard(key)
         if conn is not None:
             pair = (conn.vip, conn.member)
             self.per_member[pair] -= 1
@@ -104,6 +108,7 @@ class ConnectionTable(Manager):
         conn.dpid = dpid
         self.add(key, conn, out)
         self.half_open.pop(key, None)  # a later segment came: the handshake went on
+        self.established.add(key)
         return conn
 
     def due_half_open(self, now: float, limit: int) -> list[tuple[ConnKey, Connection]]:
@@ -118,17 +123,29 @@ class ConnectionTable(Manager):
             del self.half_open[key]
         return due
 
-    def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
-        """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries
-        the switch does not hold (not in ``seen``), and delete their route atoms. How many."""
-        stale = [
-            key
+    def confirm(self, key: ConnKey) -> None:
+        """A tracked connection carried traffic after its SYN: it is established (kept across its switch's restart)."""
+        if key in self.by_key:
+            self.half_open.pop(key, None)
+            self.established.add(key)
+
+    def missing(self, dpid: int, seen: set[ConnKey], before: float) -> list[tuple[ConnKey, Connection]]:
+        """The controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries the
+        switch does not hold (not in ``seen``)."""
+        return [
+            (key, conn)
             for key, conn in self.by_key.items()
             if conn.dpid == dpid
             and conn.dispatch == Dispatch.CONTROLLER
             and conn.installed_at < before
             and key not in seen
         ]
+
+    def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
+        """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries
+        the switch does not hold (not in ``seen``) and that are not established, and delete their route atoms.
+        How many."""
+        stale = [key for key, _conn in self.missing(dpid, seen, before) if key not in self.established]
         for key in stale:
             self.forget(key)
             out.delete(atom_key(key))

@@ -11,7 +11,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, ChangeOp, parse_route_key
-from nlb_sdn.flows import builders
+from nlb_sdn.flows import builders, templates, tunnel
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.framework import ofproto_v1_3_parser as parser
 
@@ -93,9 +93,26 @@ class Reconciler(Manager):
         out.send(dpid, deletes)
         if after_connect:
             since = self.connected_at.pop(dpid, now)
+            self._replumb_established(dpid, seen, since, out)
             forgotten = self.ctx.table.untrusted(dpid, seen, since, out)
             if forgotten:
                 self.ctx.counters.dropped["not_on_switch"] += forgotten
+
+    def _replumb_established(self, dpid: int, seen: set[ConnKey], since: float, out: Out) -> None:
+        """Give a restarted switch back the entries of its established connections, from their routes (same
+        cookies, the VIP's full idle timeout): they go on with no packet-in. Half-open ones are forgotten after."""
+        table = self.ctx.table
+        for key, conn in table.missing(dpid, seen, since):
+            if key not in table.established:
+                continue
+            route = conn.route
+            flows = (
+                tunnel.tunnel_connection_flows(route)
+                if isinstance(route, tunnel.TunnelRoute)
+                else templates.nat_connection_flows(route)
+            )
+            out.send(dpid, flows)
+            self.ctx.counters.packet_in["replumb_after_restart"] += 1
 
     def _tunnel_stale(
         self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out

@@ -228,3 +228,26 @@ def test_the_classifier_shell_feeds_port_status_port_descriptions_and_disconnect
     assert value(found, "nlb_sdn_fabric_switches_down") == 1
     assert value(found, "nlb_sdn_fabric_path_recomputations_total") == 3
     assert value(found, "nlb_sdn_events_total", kind="port_down") == 1
+
+
+def restart_edge(net: Net, now: float) -> None:
+    """Restart the client edge (empty tables), reconnect it and reconcile its (empty) flows, as the shell does."""
+    send(net, dict(net.lb.switch_down(CLIENT_EDGE, now).messages))
+    fresh = net.fab.restart(CLIENT_EDGE)
+    fresh.switch.now = now
+    send(net, dict(net.lb.switch_connected(CLIENT_EDGE, now).messages))
+    stats = [(e.table_id, e.priority, e.match, e.cookie) for e in fresh.switch.dump_flows()]
+    send(net, {CLIENT_EDGE: net.lb.reconcile(CLIENT_EDGE, stats, now, after_connect=True)})
+
+
+def test_a_restarted_edge_gets_its_established_connection_back_and_drops_a_half_open_one(net: Net) -> None:
+    established = net.open("c1", 50600)
+    ack_path(net, established, 50600)
+    net.open("c2", 50601)
+    send(net, dict(net.lb.packet_counts(CLIENT_EDGE, {("10.0.0.1", 50600, VIP, 80): 3}, 2.0).messages))
+    restart_edge(net, 6.0)
+    [entry] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
+    assert entry.match["ipv4_src"] == "10.0.0.1", "only the established connection is back"
+    assert ack_path(net, established, 50600) == [CLIENT_EDGE, CORE_A, BACKEND_EDGE], "delivered, no packet-in"
+    assert [conn["client"] for conn in net.lb.connections()] == ["10.0.0.1:50600"]
+    assert net.lb.stats()["dropped"]["not_on_switch"] == 1
