@@ -247,6 +247,7 @@ class LoadBalancer:
     def switch_down(self, dpid: int, now: float = 0.0) -> Effects:
         """A fabric switch disconnected: all its links are down for the others, which are rerouted around it."""
         out = Out()
+        self.reconciler.disconnected(dpid, now)
         self.paths.switch_state(dpid, False, out)
         return out.effects()
 

@@ -23,6 +23,8 @@ BAD_ATOM_ERRORS = (LookupError, TypeError, ValueError, AttributeError, Arithmeti
 """What reading a connection or session out of an atom's key and data raises when the atom is not one we wrote."""
 REJECTED_LIMIT = 1000
 """Refused atoms kept (key and reason) until the shell takes them to log; more are only counted."""
+IDLE_EXPIRY_MARGIN = 2.0
+"""Seconds Open vSwitch may take past an entry's idle timeout to remove it and send its flow-removed message."""
 
 
 def _connection_key(match: dict[str, Any]) -> ConnKey:
@@ -43,10 +45,29 @@ class Reconciler(Manager):
         """Atoms refused since the shell last took them: key to reason (bounded; all are counted)."""
         self.connected_at: dict[int, float] = {}
         """When each switch last (re)connected: its first full reconcile trusts nothing tracked before that."""
+        self.down_at: dict[int, float] = {}
+        """When each switch's OpenFlow channel was last seen closing (flow-removed messages stop there)."""
 
     def connected(self, dpid: int, now: float) -> None:
         """A switch (re)connected at ``now``; the full reconcile of its flows follows."""
         self.connected_at[dpid] = now
+
+    def disconnected(self, dpid: int, now: float) -> None:
+        """A switch's channel closed at ``now``: what it removed after that is not heard of."""
+        self.down_at[dpid] = now
+
+    def established(self, key: ConnKey, conn: Connection, heard_until: float) -> bool:
+        """Whether a tracked connection carried traffic after its SYN: its half-open check counted packets, a late
+        segment re-plumbed it, or its entries, plumbed with ``flood.half_open_idle``, outlived that idle timeout while
+        the switch still reported removals (until ``heard_until``)."""
+        if key in self.ctx.table.established:
+            return True
+        short = self.ctx.config.controller.flood.half_open_idle
+        return (
+            conn.syn_tag is not None
+            and 0 < short < conn.route.idle_timeout
+            and conn.installed_at + short + IDLE_EXPIRY_MARGIN <= heard_until
+        )
 
     def reconcile(
         self,
@@ -93,18 +114,19 @@ class Reconciler(Manager):
         out.send(dpid, deletes)
         if after_connect:
             since = self.connected_at.pop(dpid, now)
-            self._replumb_established(dpid, seen, since, out)
+            self._replumb_established(dpid, seen, since, min(since, self.down_at.pop(dpid, since)), out)
             forgotten = self.ctx.table.untrusted(dpid, seen, since, out)
             if forgotten:
                 self.ctx.counters.dropped["not_on_switch"] += forgotten
 
-    def _replumb_established(self, dpid: int, seen: set[ConnKey], since: float, out: Out) -> None:
+    def _replumb_established(self, dpid: int, seen: set[ConnKey], since: float, heard_until: float, out: Out) -> None:
         """Give a restarted switch back the entries of its established connections, from their routes (same
         cookies, the VIP's full idle timeout): they go on with no packet-in. Half-open ones are forgotten after."""
         table = self.ctx.table
         for key, conn in table.missing(dpid, seen, since):
-            if key not in table.established:
+            if not self.established(key, conn, heard_until):
                 continue
+            table.confirm(key)
             route = conn.route
             flows = (
                 tunnel.tunnel_connection_flows(route)
