@@ -169,6 +169,7 @@ class LoadBalancer:
             "lingering_routes": len(ctx.table.lingering),
             "switch_dispatch": self.switching.stats(),
             "rebuilt_connections": ctx.table.rebuilt,
+            "restored_connections": ctx.table.restored,
             "migrations": self.migration.stats(),
             "fabric": {
                 "down_ports": len(ctx.fabric.down_ports),

@@ -48,6 +48,8 @@ class ConnectionTable(Manager):
         """Routes whose flows idled out, until when a late segment may re-plumb them."""
         self.rebuilt = 0
         """Connections adopted from switches' flows or the DAM after a start."""
+        self.restored = 0
+        """Established connections whose entries were sent again to their restarted switch."""
 
     def __len__(self) -> int:
         return len(self.by_key)

@@ -134,7 +134,7 @@ class Reconciler(Manager):
                 else templates.nat_connection_flows(route)
             )
             out.send(dpid, flows)
-            self.ctx.counters.packet_in["replumb_after_restart"] += 1
+            table.restored += 1
 
     def _tunnel_stale(
         self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out
