@@ -226,14 +226,16 @@ class LoadBalancer:
 
     @fenced
     def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
-        """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped).
+        """A switch (re)connected: its established connections' entries, then its whole pipeline (connection entries
+        in its tables are never wiped).
 
         Its links are up again for the others (``switch_up``). The full reconcile of its flows
         (``reconcile(..., after_connect=True)``) is to follow.
         """
         out = Out()
-        self.paths.switch_state(dpid, True, out)
         self.reconciler.connected(dpid, now)
+        self.reconciler.restore(dpid, now, out)  # first: no reply meets a table 2 without its connection's entry
+        self.paths.switch_state(dpid, True, out)
         out.send(dpid, self.switch_flows(dpid))
         return out.effects()
 

@@ -1,7 +1,8 @@
 """The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows.
 
 Connection state comes from switches (a packet-in names its dpid), so it is trusted no further than that switch:
-when it reconnects, the connections tracked from it that the flows it holds do not show are forgotten
+when it reconnects, its *established* connections (``established``) get their entries back before anything else
+(``Reconciler.restore``), and the connections tracked from it that the flows it then holds do not show are forgotten
 (:meth:`ConnectionTable.untrusted`, from ``Reconciler.reconcile``), and a connection plumbed for a SYN is *half-open*
 until a check of its forward entry's packet count shows the handshake went on (``ConnectionTracker.half_open_checks``).
 A switch that only disconnects keeps its connections: in ``fail_mode=secure`` it goes on forwarding them.
@@ -41,7 +42,7 @@ class ConnectionTable(Manager):
         """Connections plumbed for a SYN whose handshake is not confirmed yet, with when to check them."""
         self.established: set[ConnKey] = set()
         """Connections known to have carried traffic after their SYN (a half-open check counted packets, or a late
-        segment re-plumbed them): a restarted switch gets their entries back (``Reconciler.reconcile``)."""
+        segment re-plumbed them): a restarted switch gets their entries back (``Reconciler.restore``)."""
         self.by_key: dict[ConnKey, Connection] = {}
         self.per_member: Counter[tuple[str, str]] = Counter()
         self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
@@ -131,23 +132,18 @@ class ConnectionTable(Manager):
             self.half_open.pop(key, None)
             self.established.add(key)
 
-    def missing(self, dpid: int, seen: set[ConnKey], before: float) -> list[tuple[ConnKey, Connection]]:
-        """The controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries the
-        switch does not hold (not in ``seen``)."""
+    def tracked_from(self, dpid: int) -> list[tuple[ConnKey, Connection]]:
+        """The controller-dispatched connections tracked from ``dpid`` (their entries are on that switch)."""
         return [
             (key, conn)
             for key, conn in self.by_key.items()
-            if conn.dpid == dpid
-            and conn.dispatch == Dispatch.CONTROLLER
-            and conn.installed_at < before
-            and key not in seen
+            if conn.dpid == dpid and conn.dispatch == Dispatch.CONTROLLER
         ]
 
     def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
         """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries
-        the switch does not hold (not in ``seen``) and that are not established, and delete their route atoms.
-        How many."""
-        stale = [key for key, _conn in self.missing(dpid, seen, before) if key not in self.established]
+        the switch does not hold (not in ``seen``), and delete their route atoms. How many."""
+        stale = [key for key, conn in self.tracked_from(dpid) if conn.installed_at < before and key not in seen]
         for key in stale:
             self.forget(key)
             out.delete(atom_key(key))

@@ -56,6 +56,30 @@ class Reconciler(Manager):
         """A switch's channel closed at ``now``: what it removed after that is not heard of."""
         self.down_at[dpid] = now
 
+    def restore(self, dpid: int, now: float, out: Out) -> int:
+        """A switch (re)connected at ``now``: send it the entries of its established connections from their routes
+        (same cookies, the VIP's full idle timeout), before its pipeline. How many.
+
+        Sent first, they are in the switch before its table 2 miss lets a member's replies through un-rewritten (the
+        client would answer those with a reset), and in the flow-stats listing the audit that follows compares with,
+        so the audit keeps them. On a switch that kept its entries (a reconnect, not a restart) they replace
+        themselves in place, counters kept. Half-open and unconfirmed connections get nothing: the audit forgets them.
+        """
+        heard_until = min(now, self.down_at.pop(dpid, now))
+        table, restored = self.ctx.table, 0
+        for key, conn in table.tracked_from(dpid):
+            if not self.established(key, conn, heard_until):
+                continue
+            table.confirm(key)
+            route = conn.route
+            if isinstance(route, tunnel.TunnelRoute):
+                out.send(dpid, tunnel.tunnel_connection_flows(route))
+            else:
+                out.send(dpid, templates.nat_connection_flows(route))
+            restored += 1
+        table.restored += restored
+        return restored
+
     def established(self, key: ConnKey, conn: Connection, heard_until: float) -> bool:
         """Whether a tracked connection carried traffic after its SYN: its half-open check counted packets, a late
         segment re-plumbed it, or its entries, plumbed with ``flood.half_open_idle``, outlived that idle timeout while
@@ -84,9 +108,10 @@ class Reconciler(Manager):
         Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services that the
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
 
-        ``after_connect``: ``entries`` are all the switch's flows, listed after it (re)connected. Connections tracked
-        from it before that whose entries it does not hold are forgotten (state from a switch is not trusted beyond
-        that switch: a forged or stale claim of its dpid, or atoms reloaded from the DAM, do not survive).
+        ``after_connect``: ``entries`` are all the switch's flows, listed after it (re)connected and after
+        :meth:`restore` sent it its established connections. Connections tracked from it before that whose entries
+        it does not hold are forgotten (state from a switch is not trusted beyond that switch: a forged or stale claim
+        of its dpid, half-open connections, or atoms reloaded from the DAM, do not survive).
         """
         wanted_keys = {
             flow_identity(msg.table_id, msg.priority, dict(msg.match.items()))
@@ -114,27 +139,9 @@ class Reconciler(Manager):
         out.send(dpid, deletes)
         if after_connect:
             since = self.connected_at.pop(dpid, now)
-            self._replumb_established(dpid, seen, since, min(since, self.down_at.pop(dpid, since)), out)
             forgotten = self.ctx.table.untrusted(dpid, seen, since, out)
             if forgotten:
                 self.ctx.counters.dropped["not_on_switch"] += forgotten
-
-    def _replumb_established(self, dpid: int, seen: set[ConnKey], since: float, heard_until: float, out: Out) -> None:
-        """Give a restarted switch back the entries of its established connections, from their routes (same
-        cookies, the VIP's full idle timeout): they go on with no packet-in. Half-open ones are forgotten after."""
-        table = self.ctx.table
-        for key, conn in table.missing(dpid, seen, since):
-            if not self.established(key, conn, heard_until):
-                continue
-            table.confirm(key)
-            route = conn.route
-            flows = (
-                tunnel.tunnel_connection_flows(route)
-                if isinstance(route, tunnel.TunnelRoute)
-                else templates.nat_connection_flows(route)
-            )
-            out.send(dpid, flows)
-            table.restored += 1
 
     def _tunnel_stale(
         self, dpid: int, table_id: int, cookie: Cookie, match: dict[str, Any], now: float, out: Out

@@ -252,3 +252,15 @@ def test_a_restarted_edge_gets_its_established_connection_back_and_drops_a_half_
     assert [conn["client"] for conn in net.lb.connections()] == ["10.0.0.1:50600"]
     stats = net.lb.stats()
     assert stats["dropped"]["not_on_switch"] == 1 and stats["restored_connections"] == 1
+
+
+def test_a_restarted_edge_rewrites_an_established_reply_from_its_reconnect_on_before_any_audit(net: Net) -> None:
+    member = net.open("c1", 50700)
+    ack_path(net, member, 50700)
+    send(net, dict(net.lb.packet_counts(CLIENT_EDGE, {("10.0.0.1", 50700, VIP, 80): 3}, 2.0).messages))
+    send(net, dict(net.lb.switch_down(CLIENT_EDGE, 5.0).messages))
+    net.fab.restart(CLIENT_EDGE).switch.now = 6.0
+    send(net, dict(net.lb.switch_connected(CLIENT_EDGE, 6.0).messages))
+    back = net.fab.inject(member, net.reply(member, "c1", 50700, TCP_ACK))
+    assert back.hosts == ["c1"] and back.to("c1")[0]["ipv4_src"] == VIP, "never the member's address: c1 would reset"
+    assert ack_path(net, member, 50700) == [CLIENT_EDGE, CORE_A, BACKEND_EDGE], "no packet-in, no audit needed"

@@ -101,8 +101,8 @@ def test_established_connections_survive_their_switchs_reconnect_and_half_open_o
     table.confirm(key(1))
     table.confirm(key(9))  # not tracked: nothing to confirm
     assert table.established == {key(1)} and key(1) not in table.half_open
-    assert [k for k, _c in table.missing(1, set(), before=20.0)] == [key(1), key(2)]
-    assert table.untrusted(1, set(), before=20.0, out=Out()) == 1
+    assert [k for k, _c in table.tracked_from(1)] == [key(1), key(2)]
+    assert table.untrusted(1, {key(1)}, before=20.0, out=Out()) == 1, "restored first, the established one is seen"
     assert set(table.by_key) == {key(1)}
     table.forget(key(1))
     assert not table.established, "a forgotten connection is no longer established"
