@@ -4,8 +4,10 @@ every flow and reconnecting.
 FabricTopo (edges s1, s2; cores s3, s4), VIP web with ``flood.half_open_idle`` so the controller knows the download is
 established once its entries outlive that idle timeout. The test closes s1's controller channel
 (``ovs-vsctl del-controller``), empties its tables (``ovs-ofctl del-flows``, a restarted OVS) and gives the controller
-back (``set-controller``): the reconnect's audit re-sends the download's table 1 and 2 entries from its route, and the
-download ends complete, with no reset. Run only under the lab lock: ``flock /tmp/nlb-mininet.lock pytest -m mininet``.
+back (``set-controller``): the reconnect re-sends the download's table 1 and 2 entries from its route before the
+pipeline (a reply meeting table 2's miss would reach the client with the member's address, and the client would reset
+the connection), and the download ends complete, with no reset sent by the client. Run only under the lab lock:
+``flock /tmp/nlb-mininet.lock pytest -m mininet``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,16 @@ def download_entries(lab: Lab, port: str) -> list[str]:
     return [flow for flow in lab.dump_flows("s1", table=1) if f"tp_src={port}" in flow or f"tcp_src={port}" in flow]
 
 
+def tcp_resets_sent(lab: Lab, host: str) -> int:
+    """How many TCP resets ``host``'s kernel has sent (``OutRsts`` of ``/proc/net/snmp`` in its namespace)."""
+    header, values = [
+        line.split()
+        for line in lab.host_run(host, ["cat", "/proc/net/snmp"]).stdout.splitlines()
+        if line.startswith("Tcp:")
+    ]
+    return int(values[header.index("OutRsts")])
+
+
 def test_a_download_survives_its_edge_switch_losing_its_flows_and_reconnecting(edge_lab: Lab) -> None:
     dpid = edge_lab.topo.dpids()["s1"]
     [transfer] = start_downloads(edge_lab, 1, SIZE, RATE)
@@ -69,6 +81,8 @@ def test_a_download_survives_its_edge_switch_losing_its_flows_and_reconnecting(e
     established_at = conn["installed_at"] + HALF_OPEN_IDLE + IDLE_EXPIRY_MARGIN
     wait_for(lambda: time.time() > established_at, timeout=10, what="the download past its half-open idle")
     assert download_entries(edge_lab, client_port)
+    client = edge_lab.topo.clients[0]
+    resets = tcp_resets_sent(edge_lab, client)
     target = ovs("get-controller", "s1")
     try:
         ovs("del-controller", "s1")
@@ -81,5 +95,6 @@ def test_a_download_survives_its_edge_switch_losing_its_flows_and_reconnecting(e
     wait_for(lambda: download_entries(edge_lab, client_port), timeout=10, what="the download's entries back on s1")
     result = edge_lab.collect_client(transfer, timeout=90)
     assert result["ok"] and result["bytes"] == SIZE, result
+    assert tcp_resets_sent(edge_lab, client) == resets, "a reply reached the client un-rewritten: it answered a reset"
     stats = edge_lab.rest("GET", "/v1/stats")
     assert stats["restored_connections"] >= 1 and stats["dropped"].get("orphan", 0) == 0, stats
