@@ -224,6 +224,13 @@ class LoadBalancer:
             self.tracker.flow_removed(dpid, table_id, decoded, match, idle, now, out)
         return out.effects()
 
+    def set_role(self, role: Role, now: float) -> None:
+        """Take the role the election gave us at ``now``; a change breaks what we heard of the switches as a writer,
+        so connections known established before it are not restored (``Reconciler.role_changed``)."""
+        if role is not self.role:
+            self.reconciler.role_changed(now)
+        self.role = role
+
     @fenced
     def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
         """A switch (re)connected: its established connections' entries, then its whole pipeline (connection entries

@@ -45,8 +45,16 @@ class Reconciler(Manager):
         """Atoms refused since the shell last took them: key to reason (bounded; all are counted)."""
         self.connected_at: dict[int, float] = {}
         """When each switch last (re)connected: its first full reconcile trusts nothing tracked before that."""
+        self.heard_since = 0.0
+        """Since when we have heard every switch's flow removals without a break (our role last changed)."""
         self.down_at: dict[int, float] = {}
         """When each switch's OpenFlow channel was last seen closing (flow-removed messages stop there)."""
+
+    def role_changed(self, now: float) -> None:
+        """Our OpenFlow role changed at ``now``: a slave hears no flow removals and another master may have ended or
+        moved our connections, so none known established before counts any more."""
+        self.ctx.table.established.clear()
+        self.heard_since = now
 
     def connected(self, dpid: int, now: float) -> None:
         """A switch (re)connected at ``now``; the full reconcile of its flows follows."""
@@ -83,13 +91,14 @@ class Reconciler(Manager):
     def established(self, key: ConnKey, conn: Connection, heard_until: float) -> bool:
         """Whether a tracked connection carried traffic after its SYN: its half-open check counted packets, a late
         segment re-plumbed it, or its entries, plumbed with ``flood.half_open_idle``, outlived that idle timeout while
-        the switch still reported removals (until ``heard_until``)."""
+        the switch still reported removals to us (from ``heard_since`` until ``heard_until``)."""
         if key in self.ctx.table.established:
             return True
         short = self.ctx.config.controller.flood.half_open_idle
         return (
             conn.syn_tag is not None
             and 0 < short < conn.route.idle_timeout
+            and self.heard_since <= conn.installed_at
             and conn.installed_at + short + IDLE_EXPIRY_MARGIN <= heard_until
         )
 

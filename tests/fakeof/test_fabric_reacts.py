@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from nlb_sdn.config import dump_config
+from nlb_sdn.core.mastership import Role
 from nlb_sdn.events import EventKind
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.framework import (
@@ -264,3 +265,17 @@ def test_a_restarted_edge_rewrites_an_established_reply_from_its_reconnect_on_be
     back = net.fab.inject(member, net.reply(member, "c1", 50700, TCP_ACK))
     assert back.hosts == ["c1"] and back.to("c1")[0]["ipv4_src"] == VIP, "never the member's address: c1 would reset"
     assert ack_path(net, member, 50700) == [CLIENT_EDGE, CORE_A, BACKEND_EDGE], "no packet-in, no audit needed"
+
+
+def test_a_master_again_after_being_slave_restores_nothing_it_knew_before(net: Net) -> None:
+    member = net.open("c1", 50800)
+    ack_path(net, member, 50800)
+    send(net, dict(net.lb.packet_counts(CLIENT_EDGE, {("10.0.0.1", 50800, VIP, 80): 3}, 2.0).messages))
+    net.lb.set_role(Role.SLAVE, 3.0)  # another master may end or move the connection meanwhile: we do not hear it
+    net.lb.set_role(Role.MASTER, 4.0)
+    restart_edge(net, 6.0)
+    assert net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS) == [], (
+        "nothing restored from before the role change"
+    )
+    stats = net.lb.stats()
+    assert net.lb.connections() == [] and stats["restored_connections"] == 0
