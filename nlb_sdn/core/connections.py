@@ -50,7 +50,7 @@ class ConnectionTable(Manager):
         self.rebuilt = 0
         """Connections adopted from switches' flows or the DAM after a start."""
         self.restored = 0
-        """Established connections whose entries were sent again to their restarted switch."""
+        """Established connections whose entries were sent again to their reconnected switch (``restore``)."""
 
     def __len__(self) -> int:
         return len(self.by_key)
