@@ -118,7 +118,7 @@ class Mastership:
     def changed(self, change: RoleChange | None) -> None:
         """A role change (or a refresh): set the core's role, then ask every switch that has not confirmed it."""
         if change is not None:
-            self.app.lb.role = change.role
+            self.app.lb.set_role(change.role, time.time())
             self.confirmed.clear()
             if change.role is Role.MASTER:
                 self.takeovers += 1

@@ -172,6 +172,7 @@ class LoadBalancer:
             "lingering_routes": len(ctx.table.lingering),
             "switch_dispatch": self.switching.stats(),
             "rebuilt_connections": ctx.table.rebuilt,
+            "restored_connections": ctx.table.restored,
             "migrations": self.migration.stats(),
             "fabric": {
                 "down_ports": len(ctx.fabric.down_ports),
@@ -229,16 +230,25 @@ class LoadBalancer:
             self.tracker.flow_removed(dpid, table_id, decoded, match, idle, now, out)
         return out.effects()
 
+    def set_role(self, role: Role, now: float) -> None:
+        """Take the role the election gave us at ``now``; a change breaks what we heard of the switches as a writer,
+        so connections known established before it are not restored (``Reconciler.role_changed``)."""
+        if role is not self.role:
+            self.reconciler.role_changed(now)
+        self.role = role
+
     @fenced
     def switch_connected(self, dpid: int, now: float = 0.0) -> Effects:
-        """A switch (re)connected: its whole pipeline (connection entries in its tables are never wiped).
+        """A switch (re)connected: its established connections' entries, then its whole pipeline (connection entries
+        in its tables are never wiped).
 
         Its links are up again for the others (``switch_up``). The full reconcile of its flows
         (``reconcile(..., after_connect=True)``) is to follow.
         """
         out = Out()
-        self.paths.switch_state(dpid, True, out)
         self.reconciler.connected(dpid, now)
+        self.reconciler.restore(dpid, now, out)  # first: no reply meets a table 2 without its connection's entry
+        self.paths.switch_state(dpid, True, out)
         out.send(dpid, self.switch_flows(dpid))
         return out.effects()
 
@@ -253,6 +263,7 @@ class LoadBalancer:
     def switch_down(self, dpid: int, now: float = 0.0) -> Effects:
         """A fabric switch disconnected: all its links are down for the others, which are rerouted around it."""
         out = Out()
+        self.reconciler.disconnected(dpid, now)
         self.paths.switch_state(dpid, False, out)
         return out.effects()
 

@@ -1,7 +1,8 @@
 """The connection table: tracked connections, per-member counts, the cap, and routes lingering after their flows.
 
 Connection state comes from switches (a packet-in names its dpid), so it is trusted no further than that switch:
-when it reconnects, the connections tracked from it that the flows it holds do not show are forgotten
+when it reconnects, its *established* connections (``established``) get their entries back before anything else
+(``Reconciler.restore``), and the connections tracked from it that the flows it then holds do not show are forgotten
 (:meth:`ConnectionTable.untrusted`, from ``Reconciler.reconcile``), and a connection plumbed for a SYN is *half-open*
 until a check of its forward entry's packet count shows the handshake went on (``ConnectionTracker.half_open_checks``).
 A switch that only disconnects keeps its connections: in ``fail_mode=secure`` it goes on forwarding them.
@@ -39,12 +40,17 @@ class ConnectionTable(Manager):
         self.half_open_timeout = half_open_timeout
         self.half_open: dict[ConnKey, float] = {}
         """Connections plumbed for a SYN whose handshake is not confirmed yet, with when to check them."""
+        self.established: set[ConnKey] = set()
+        """Connections known to have carried traffic after their SYN (a half-open check counted packets, or a late
+        segment re-plumbed them): a restarted switch gets their entries back (``Reconciler.restore``)."""
         self.by_key: dict[ConnKey, Connection] = {}
         self.per_member: Counter[tuple[str, str]] = Counter()
         self.lingering: dict[ConnKey, tuple[Connection, float]] = {}
         """Routes whose flows idled out, until when a late segment may re-plumb them."""
         self.rebuilt = 0
         """Connections adopted from switches' flows or the DAM after a start."""
+        self.restored = 0
+        """Established connections whose entries were sent again to their reconnected switch (``restore``)."""
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -75,6 +81,7 @@ class ConnectionTable(Manager):
         """Remove a connection from the table and the per-member counts."""
         conn = self.by_key.pop(key, None)
         self.half_open.pop(key, None)
+        self.established.discard(key)
         if conn is not None:
             pair = (conn.vip, conn.member)
             self.per_member[pair] -= 1
@@ -104,6 +111,7 @@ class ConnectionTable(Manager):
         conn.dpid = dpid
         self.add(key, conn, out)
         self.half_open.pop(key, None)  # a later segment came: the handshake went on
+        self.established.add(key)
         return conn
 
     def due_half_open(self, now: float, limit: int) -> list[tuple[ConnKey, Connection]]:
@@ -118,17 +126,24 @@ class ConnectionTable(Manager):
             del self.half_open[key]
         return due
 
+    def confirm(self, key: ConnKey) -> None:
+        """A tracked connection carried traffic after its SYN: it is established (kept across its switch's restart)."""
+        if key in self.by_key:
+            self.half_open.pop(key, None)
+            self.established.add(key)
+
+    def tracked_from(self, dpid: int) -> list[tuple[ConnKey, Connection]]:
+        """The controller-dispatched connections tracked from ``dpid`` (their entries are on that switch)."""
+        return [
+            (key, conn)
+            for key, conn in self.by_key.items()
+            if conn.dpid == dpid and conn.dispatch == Dispatch.CONTROLLER
+        ]
+
     def untrusted(self, dpid: int, seen: set[ConnKey], before: float, out: Out) -> int:
         """Forget the controller-dispatched connections tracked from ``dpid`` since before ``before`` whose entries
         the switch does not hold (not in ``seen``), and delete their route atoms. How many."""
-        stale = [
-            key
-            for key, conn in self.by_key.items()
-            if conn.dpid == dpid
-            and conn.dispatch == Dispatch.CONTROLLER
-            and conn.installed_at < before
-            and key not in seen
-        ]
+        stale = [key for key, conn in self.tracked_from(dpid) if conn.installed_at < before and key not in seen]
         for key in stale:
             self.forget(key)
             out.delete(atom_key(key))

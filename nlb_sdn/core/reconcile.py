@@ -11,7 +11,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Mode
 from nlb_sdn.core.tracking import forward_key
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, Atom, ChangeOp, parse_route_key
-from nlb_sdn.flows import builders
+from nlb_sdn.flows import builders, templates, tunnel
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 from nlb_sdn.framework import ofproto_v1_3_parser as parser
 
@@ -23,6 +23,8 @@ BAD_ATOM_ERRORS = (LookupError, TypeError, ValueError, AttributeError, Arithmeti
 """What reading a connection or session out of an atom's key and data raises when the atom is not one we wrote."""
 REJECTED_LIMIT = 1000
 """Refused atoms kept (key and reason) until the shell takes them to log; more are only counted."""
+IDLE_EXPIRY_MARGIN = 2.0
+"""Seconds Open vSwitch may take past an entry's idle timeout to remove it and send its flow-removed message."""
 
 
 def _connection_key(match: dict[str, Any]) -> ConnKey:
@@ -43,10 +45,62 @@ class Reconciler(Manager):
         """Atoms refused since the shell last took them: key to reason (bounded; all are counted)."""
         self.connected_at: dict[int, float] = {}
         """When each switch last (re)connected: its first full reconcile trusts nothing tracked before that."""
+        self.heard_since = 0.0
+        """Since when we have heard every switch's flow removals without a break (our role last changed)."""
+        self.down_at: dict[int, float] = {}
+        """When each switch's OpenFlow channel was last seen closing (flow-removed messages stop there)."""
+
+    def role_changed(self, now: float) -> None:
+        """Our OpenFlow role changed at ``now``: a slave hears no flow removals and another master may have ended or
+        moved our connections, so none known established before counts any more."""
+        self.ctx.table.established.clear()
+        self.heard_since = now
 
     def connected(self, dpid: int, now: float) -> None:
         """A switch (re)connected at ``now``; the full reconcile of its flows follows."""
         self.connected_at[dpid] = now
+
+    def disconnected(self, dpid: int, now: float) -> None:
+        """A switch's channel closed at ``now``: what it removed after that is not heard of."""
+        self.down_at[dpid] = now
+
+    def restore(self, dpid: int, now: float, out: Out) -> int:
+        """A switch (re)connected at ``now``: send it the entries of its established connections from their routes
+        (same cookies, the VIP's full idle timeout), before its pipeline. How many.
+
+        Sent first, they are in the switch before its table 2 miss lets a member's replies through un-rewritten (the
+        client would answer those with a reset), and in the flow-stats listing the audit that follows compares with,
+        so the audit keeps them. On a switch that kept its entries (a reconnect, not a restart) they replace
+        themselves in place, counters kept. Half-open and unconfirmed connections get nothing: the audit forgets them.
+        """
+        heard_until = min(now, self.down_at.pop(dpid, now))
+        table, restored = self.ctx.table, 0
+        for key, conn in table.tracked_from(dpid):
+            if not self.established(key, conn, heard_until):
+                continue
+            table.confirm(key)
+            route = conn.route
+            if isinstance(route, tunnel.TunnelRoute):
+                out.send(dpid, tunnel.tunnel_connection_flows(route))
+            else:
+                out.send(dpid, templates.nat_connection_flows(route))
+            restored += 1
+        table.restored += restored
+        return restored
+
+    def established(self, key: ConnKey, conn: Connection, heard_until: float) -> bool:
+        """Whether a tracked connection carried traffic after its SYN: its half-open check counted packets, a late
+        segment re-plumbed it, or its entries, plumbed with ``flood.half_open_idle``, outlived that idle timeout while
+        the switch still reported removals to us (from ``heard_since`` until ``heard_until``)."""
+        if key in self.ctx.table.established:
+            return True
+        short = self.ctx.config.controller.flood.half_open_idle
+        return (
+            conn.syn_tag is not None
+            and 0 < short < conn.route.idle_timeout
+            and self.heard_since <= conn.installed_at
+            and conn.installed_at + short + IDLE_EXPIRY_MARGIN <= heard_until
+        )
 
     def reconcile(
         self,
@@ -63,9 +117,10 @@ class Reconciler(Manager):
         Flows with cookies of other kinds are left alone. Connection and session flows of live VIP services that the
         tables do not know (after a controller restart) are adopted: the cookie names VIP and member.
 
-        ``after_connect``: ``entries`` are all the switch's flows, listed after it (re)connected. Connections tracked
-        from it before that whose entries it does not hold are forgotten (state from a switch is not trusted beyond
-        that switch: a forged or stale claim of its dpid, or atoms reloaded from the DAM, do not survive).
+        ``after_connect``: ``entries`` are all the switch's flows, listed after it (re)connected and after
+        :meth:`restore` sent it its established connections. Connections tracked from it before that whose entries
+        it does not hold are forgotten (state from a switch is not trusted beyond that switch: a forged or stale claim
+        of its dpid, half-open connections, or atoms reloaded from the DAM, do not survive).
         """
         wanted_keys = {
             flow_identity(msg.table_id, msg.priority, dict(msg.match.items()))

@@ -73,6 +73,8 @@ class ConnectionTracker(Manager):
         table = self.ctx.table
         for key, count in counts.items():
             conn = table.get(key)
+            if conn is not None and conn.dpid == dpid and count >= HANDSHAKE_PACKETS:
+                table.confirm(key)
             if (
                 conn is None
                 or conn.dpid != dpid

@@ -85,3 +85,43 @@ def test_the_vip_meter_bounds_the_syns_a_switch_punts() -> None:
     net.fab.clock(11.0)  # a second later the meter has refilled
     later = net.fab.inject("c1", net.to_vip("c1", 30000, TCP_SYN))
     assert len(later.packet_ins) == 1
+
+
+def restart_edge(net: CoreNet, down: float, now: float) -> None:
+    """The client edge's channel closes at ``down``; it comes back at ``now`` with empty tables and is reconciled."""
+    net.fab.send_all(dict(net.lb.switch_down(CLIENT_EDGE, down).messages))
+    fresh = net.fab.restart(CLIENT_EDGE)
+    fresh.switch.now = now
+    net.fab.send(CLIENT_EDGE, net.lb.switch_connected(CLIENT_EDGE, now).to(CLIENT_EDGE))
+    stats = [(e.table_id, e.priority, e.match, e.cookie) for e in fresh.switch.dump_flows()]
+    net.fab.send(CLIENT_EDGE, net.lb.reconcile(CLIENT_EDGE, stats, now, after_connect=True))
+
+
+def test_a_restarted_edge_gets_back_a_connection_that_outlived_the_half_open_idle_but_not_a_younger_one() -> None:
+    net = flood_net(half_open_idle=HALF_OPEN)
+    member = net.open("c1", 47000, now=100.0)
+    net.fab.clock(101.0)
+    assert net.fab.inject("c1", net.to_vip("c1", 47000, TCP_ACK)).hosts == [member]  # the handshake's ACK
+    net.open("c2", 47001, now=105.0)  # its entries have not outlived the half-open idle when the switch goes down
+    restart_edge(net, 106.0, 110.0)
+    [entry] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
+    assert entry.match["tcp_src"] == 47000 and entry.idle_timeout > HALF_OPEN, "re-plumbed with the full timeout"
+    went = net.fab.inject("c1", net.to_vip("c1", 47000, TCP_ACK))
+    assert went.hosts == [member] and not went.packet_ins
+    assert [conn["client"] for conn in net.lb.connections()] == [f"{net.ip('c1')}:47000"]
+
+
+def test_a_restarted_edge_gets_back_a_connection_a_late_segment_re_plumbed() -> None:
+    net = flood_net()  # no half-open idle: only the re-plumb shows that the connection went on
+    member = net.open("c1", 47000, now=100.0)
+    [entry] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
+    idled = 100.0 + entry.idle_timeout
+    removed_to_core(net, idled)
+    assert net.lb.connections() == []
+    late = net.fab.run(net.lb, "c1", net.to_vip("c1", 47000, TCP_ACK), idled + 1)
+    assert late[1].hosts == [member], "the late segment re-plumbed the route"
+    net.open("c2", 47001, now=idled + 1)  # never confirmed
+    restart_edge(net, idled + 2, idled + 3)
+    [entry] = net.fab.connection_flows(CLIENT_EDGE, Table.CONNECTIONS)
+    assert entry.match["tcp_src"] == 47000, "the re-plumbed connection is back, the unconfirmed one is gone"
+    assert net.fab.inject("c1", net.to_vip("c1", 47000, TCP_ACK)).hosts == [member]

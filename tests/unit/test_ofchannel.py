@@ -94,6 +94,20 @@ def test_connections_the_switch_does_not_hold_are_forgotten_after_its_reconnect(
     assert [(op.verb, op.key) for op in out.effects().dam] == [(DamVerb.DELETE, route_key(*key(2)))]
 
 
+def test_established_connections_survive_their_switchs_reconnect_and_half_open_ones_do_not() -> None:
+    table, out = ConnectionTable(100, half_open_timeout=3.0), Out()
+    table.add(key(1), conn(1, 1, 10.0), out)  # its half-open check counted packets
+    table.add(key(2), conn(1, 2, 10.0), out)  # never confirmed
+    table.confirm(key(1))
+    table.confirm(key(9))  # not tracked: nothing to confirm
+    assert table.established == {key(1)} and key(1) not in table.half_open
+    assert [k for k, _c in table.tracked_from(1)] == [key(1), key(2)]
+    assert table.untrusted(1, {key(1)}, before=20.0, out=Out()) == 1, "restored first, the established one is seen"
+    assert set(table.by_key) == {key(1)}
+    table.forget(key(1))
+    assert not table.established, "a forgotten connection is no longer established"
+
+
 def test_half_open_connections_are_due_once_after_their_timeout() -> None:
     table, out = ConnectionTable(100, half_open_timeout=3.0), Out()
     table.add(key(1), conn(1, 1, 10.0), out)
