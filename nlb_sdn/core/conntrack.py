@@ -21,6 +21,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.family import match_address
 from nlb_sdn.flows.pipeline import Cookie, Table
 
 CT_RETIRE_MAX = 3600.0
@@ -192,7 +193,7 @@ class ConntrackManager(Manager):
     def audit_removed(self, match: dict[str, Any], idle: bool, out: Out) -> None:
         """An audit entry idled out: its connection ended unseen (or has been idle ``idle_timeout``); forget it."""
         try:
-            nat_key = (match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"])
+            nat_key = (match_address(match, "src"), match["tcp_src"], match_address(match, "dst"), match["tcp_dst"])
         except KeyError:
             self.ctx.counters.dropped["flow_removed_bad_match"] += 1
             return

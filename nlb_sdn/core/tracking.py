@@ -12,6 +12,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders
+from nlb_sdn.flows.family import match_address
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 
 LEARNED_TABLES = (Table.SWITCH_CONNECTIONS, Table.SWITCH_REVERSE)
@@ -26,7 +27,7 @@ HALF_OPEN_CHECKS_PER_TICK = 1000
 
 def forward_key(match: dict[str, Any]) -> ConnKey:
     """The connection of a client-to-VIP entry's match (KeyError when the match is not exact)."""
-    return match["ipv4_src"], match["tcp_src"], match["ipv4_dst"], match["tcp_dst"]
+    return match_address(match, "src"), match["tcp_src"], match_address(match, "dst"), match["tcp_dst"]
 
 
 def same_endpoint(cookie: Cookie, conn: Connection) -> bool:
@@ -97,7 +98,7 @@ class ConnectionTracker(Manager):
                 state = ctx.vips.by_id(cookie.vip_id)
                 if state is None:
                     return
-                key = (match["ipv4_dst"], match["tcp_dst"], state.vip.address, state.vip.port)
+                key = (match_address(match, "dst"), match["tcp_dst"], state.vip.address, state.vip.port)
             else:
                 return
         except KeyError:

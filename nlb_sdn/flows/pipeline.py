@@ -235,6 +235,10 @@ class TableSpec:
 
 TCP_IPV4 = frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"})
 """The match fields of a TCP/IPv4 connection (or of a client, a member, a VIP service: some of them)."""
+TCP_IPV6 = frozenset({"eth_type", "ip_proto", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst"})
+"""The match fields of a TCP/IPv6 connection (dual stack: the tables that take one take the other)."""
+TCP_IP = TCP_IPV4 | TCP_IPV6
+"""The match fields of a TCP connection of either family."""
 OXM_FIELD_NAMES = frozenset(field.name for field in ofp.oxm_types)
 """Every match field the framework knows (OpenFlow basic and Nicira extensions)."""
 
@@ -251,9 +255,9 @@ PACKET_OUT_HOPS: tuple[Hop, ...] = (
 _TABLES = (
     TableSpec(
         Table.CLASSIFY,
-        "Every packet enters here: ARP and probe replies to the controller, VIP services to 1, conntrack members' "
-        "replies through the tracker, other IPv4 to 2, MPLS to 7.",
-        TCP_IPV4,
+        "Every packet enters here: ARP, neighbour solicitations and probe replies to the controller, VIP services "
+        "to 1, conntrack members' replies through the tracker, other IPv4 and IPv6 to 2, MPLS to 7.",
+        TCP_IP | {"icmpv6_type"},
         (
             Hop(Table.CONNECTIONS, Via.GOTO),
             Hop(Table.REVERSE, Via.GOTO),
@@ -277,7 +281,7 @@ _TABLES = (
         Table.CONNECTIONS,
         "Client to VIP: the controller's connection and session entries, SYN punts, and the entries of "
         "switch-dispatched VIP services.",
-        TCP_IPV4 | {"tcp_flags"},
+        TCP_IP | {"tcp_flags"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.GOTO),
@@ -298,8 +302,8 @@ _TABLES = (
     ),
     TableSpec(
         Table.REVERSE,
-        "Other IPv4: the controller's reverse entries rewrite a member's replies back to the VIP.",
-        TCP_IPV4,
+        "Other IPv4 and IPv6: the controller's reverse entries rewrite a member's replies back to the VIP.",
+        TCP_IP,
         (Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO)),
         Miss((Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO))),
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -318,7 +322,7 @@ _TABLES = (
         Table.SWITCH_CONNECTIONS,
         "Connections and clients the switch learned (dispatch switch, learn pinning); a new SYN goes to the VIP's "
         "select group.",
-        TCP_IPV4 | {"tcp_flags"},
+        TCP_IP | {"tcp_flags"},
         (Hop(Table.SWITCH_SELECT, Via.GROUP),),
         Miss(to_controller=True),
         (Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_SYN, Priority.MISS),
@@ -328,7 +332,7 @@ _TABLES = (
     TableSpec(
         Table.SWITCH_REVERSE,
         "Reverse entries the switch learned: a member's replies rewritten to the VIP.",
-        TCP_IPV4,
+        TCP_IP,
         (),
         DROP,
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -338,7 +342,7 @@ _TABLES = (
         Table.SWITCH_SELECT,
         "One entry per member of a switch-dispatched VIP, chosen by the bucket's reg0: pins the connection (learn, "
         "or ct commit) and sends it toward the member.",
-        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "tcp_dst"}),
+        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "ipv6_dst", "tcp_dst"}),
         (Hop(Table.FORWARD, Via.RESUBMIT),),
         DROP,
         (Priority.CONNECTION, Priority.MISS),
@@ -358,7 +362,7 @@ _TABLES = (
         Table.CT_FORWARD,
         "Client to VIP after the tracker (conntrack pinning): tracked connections to their member, FIN and RST "
         "copied, audit entries, new SYNs to the VIP's select group.",
-        TCP_IPV4 | {"tcp_flags", "ct_state", "ct_mark"},
+        TCP_IP | {"tcp_flags", "ct_state", "ct_mark"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.RESUBMIT),
@@ -372,7 +376,7 @@ _TABLES = (
         Table.CT_REVERSE,
         "A conntrack member's replies after the tracker: tracked ones back to the VIP (RST copied), the rest on to "
         "table 2.",
-        TCP_IPV4 | {"tcp_flags", "ct_state"},
+        TCP_IP | {"tcp_flags", "ct_state"},
         (Hop(Table.FORWARD, Via.RESUBMIT), Hop(Table.REVERSE, Via.RESUBMIT)),
         Miss((Hop(Table.REVERSE, Via.RESUBMIT),)),
         (Priority.CT_END, Priority.CONNECTION, Priority.MISS),
