@@ -95,7 +95,8 @@ def client_of_match(value: str | tuple[str, str] | list[str]) -> str:
     value names."""
     if isinstance(value, str):
         return value
-    network = ipaddress.ip_network(f"{value[0]}/{value[1]}", strict=False)
+    prefix_len = bin(int(ipaddress.ip_address(value[1]))).count("1")  # IPv6 networks take no netmask form
+    network = ipaddress.ip_network(f"{value[0]}/{prefix_len}", strict=False)
     return str(network) if network.prefixlen < network.max_prefixlen else str(network.network_address)
 
 

@@ -300,8 +300,14 @@ class Vip(Strict):
 
 
 def _check_family(vip: Vip) -> None:
-    """A VIP's members are of its address family; its affinity prefix fits it (unset: the whole address)."""
+    """A VIP's members are of its address family; its affinity prefix fits it (unset: the whole address); an IPv6 VIP
+    is a ``nat`` one (tunnel labels pop to IPv4, routers and migration speak IPv4) whose members are not
+    agent-checked (H&L rows name IPv4 addresses)."""
     bits = address_bits(vip.address)
+    if bits == 128 and vip.mode != "nat":
+        raise ValueError(f"mode {vip.mode} is IPv4 only: an IPv6 VIP takes mode nat")
+    if bits == 128 and any(member.health == "agent" for member in vip.members):
+        raise ValueError("agent health is IPv4 only (H&L rows name IPv4 addresses): IPv6 members take static or probe")
     for member in vip.members:
         if address_bits(member.address) != bits:
             raise ValueError(
