@@ -222,19 +222,6 @@ def base_flows(lbu_id: int, max_len: int, ipv6: bool = False) -> list[Any]:
         flow_add(
             Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(), punt(max_len, MISS_METER_ID), cookie
         ),
-        *(
-            [
-                flow_add(
-                    Table.CONNECTIONS,
-                    Priority.NEW_CONNECTION,
-                    new_connection_match(ETH_TYPE_IPV6),
-                    punt(max_len, MISS_METER_ID),
-                    cookie,
-                )
-            ]
-            if ipv6
-            else []
-        ),
         flow_add(
             Table.CONNECTIONS,
             Priority.MISS,
@@ -254,8 +241,8 @@ def base_flows(lbu_id: int, max_len: int, ipv6: bool = False) -> list[Any]:
 
 
 def ipv6_base_flows(cookie: int, max_len: int) -> list[Any]:
-    """Table 0 entries of a dual-stack model: neighbour solicitations punted (the controller answers them as it
-    answers ARP), other IPv6 to reverse NAT."""
+    """The base entries of a dual-stack model: neighbour solicitations punted (the controller answers them as it
+    answers ARP), other IPv6 to reverse NAT, and table 1's punt of IPv6 pure SYNs."""
     return [
         flow_add(
             Table.CLASSIFY,
@@ -266,6 +253,13 @@ def ipv6_base_flows(cookie: int, max_len: int) -> list[Any]:
         ),
         flow_add(
             Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IPV6), [goto(Table.REVERSE)], cookie
+        ),
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.NEW_CONNECTION,
+            new_connection_match(ETH_TYPE_IPV6),
+            punt(max_len, MISS_METER_ID),
+            cookie,
         ),
     ]
 

@@ -171,3 +171,20 @@ def test_every_ipv6_flow_keeps_to_the_pipeline_declaration() -> None:
         net = Net6(make_config(dispatch=dispatch, pinning=pinning))
         for dpid in net.fab.dps:
             assert [v for msg in net.lb.switch_flows(dpid) for v in check_message(msg)] == []
+
+
+def test_an_ipv6_vip_added_at_run_time_makes_an_ipv4_fabric_dual_stack() -> None:
+    topo = FabricTopo()
+    web4 = {"name": "web", "address": VIP4, "port": 80, "members": topo.members(port=MEMBER_PORT)}
+    net = Net6(topo_config(topo, [web4]))
+    solicit = packet_from_bytes(frames.neighbor_solicit_frame(net.mac("c1"), "fd00::1", VIP6))
+    assert net.fab.inject("c1", solicit).nothing, "an IPv4-only fabric takes no IPv6"
+    member = {"name": "h1", "address": "fd00::11", "port": MEMBER_PORT, "mac": net.mac("h1")}
+    web6 = {"name": "web6", "address": VIP6, "port": 80, "members": [member]}
+    net.fab.send_all(net.lb.apply_config(topo_config(topo, [web4, web6]), net.fab.dps, 1.0))
+    _, answered = net.fab.run(net.lb, "c1", solicit, 1.0)
+    [(host, advert)] = answered.delivered
+    assert host == "c1" and advert["eth_src"] == vip_mac(VIP6)
+    syn = tcp6_packet(net.mac("c1"), vip_mac(VIP6), "fd00::1", VIP6, 42000, 80)
+    [(host, pkt)] = net.fab.run(net.lb, "c1", syn, 1.0)[1].delivered
+    assert host == "h1" and (pkt["ipv6_dst"], pkt["tcp_dst"]) == ("fd00::11", MEMBER_PORT)
