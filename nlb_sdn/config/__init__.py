@@ -119,16 +119,6 @@ def _service_ip(value: str) -> str:
     return str(address)
 
 
-def _ip(value: str) -> str:
-    """Normalise and validate an IPv4 or IPv6 address."""
-    return _ipv6(value) if ":" in value else _ipv4(value)
-
-
-IP = Annotated[
-    str, AfterValidator(_ip), WithJsonSchema({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})
-]
-"""An IPv4 or IPv6 address, normalised."""
-
 ServiceIP = Annotated[
     str,
     AfterValidator(_service_ip),

@@ -1473,6 +1473,7 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
                     dst_port=pkt.get("tcp_dst", 0),
                     bits=pkt.get("tcp_flags", 0),
                     seq=pkt.get("tcp_seq", 0),
+                    ack=pkt.get("tcp_ack", 0),
                     window_size=0xFFFF,
                 )
             )

@@ -1,5 +1,6 @@
 """IPv6 VIP services traced through the fake fabric: neighbour discovery, controller dispatch (nat), switch dispatch
-with learn and conntrack pinning, and client_ip sessions with an IPv6 prefix, beside an IPv4 VIP (dual stack)."""
+with learn and conntrack pinning, client_ip sessions with an IPv6 prefix and controller probes, beside an IPv4 VIP
+(dual stack)."""
 
 from __future__ import annotations
 
@@ -188,3 +189,36 @@ def test_an_ipv6_vip_added_at_run_time_makes_an_ipv4_fabric_dual_stack() -> None
     syn = tcp6_packet(net.mac("c1"), vip_mac(VIP6), "fd00::1", VIP6, 42000, 80)
     [(host, pkt)] = net.fab.run(net.lb, "c1", syn, 1.0)[1].delivered
     assert host == "h1" and (pkt["ipv6_dst"], pkt["tcp_dst"]) == ("fd00::11", MEMBER_PORT)
+
+
+def test_controller_probes_reach_ipv6_members_and_their_replies_count() -> None:
+    topo = FabricTopo(ipv6=True)
+    member = {"name": "h1", "address": topo.host_ipv6("h1"), "port": MEMBER_PORT, "health": "probe"}
+    net = Net6(topo_config(topo, [{"name": "web6", "address": VIP6, "port": 80, "members": [member]}]))
+    _, sent = net.lb.tick(now=10.0, dpids=list(net.fab.dps))
+    probes = [pkt for delivery in (net.fab.send(d, m) for d, m in sent.items()) for pkt in delivery.to("h1")]
+    [probe] = probes
+    assert (probe["ipv6_src"], probe["ipv6_dst"], probe["tcp_dst"], probe["tcp_flags"]) == (
+        VIP6,
+        net.ip6("h1"),
+        MEMBER_PORT,
+        TCP_SYN,
+    )
+    outstanding = net.lb.health.prober.states[("web6", "h1")].outstanding
+    assert outstanding is not None
+    answer = tcp6_packet(
+        net.mac("h1"),
+        vip_mac(VIP6),
+        net.ip6("h1"),
+        VIP6,
+        MEMBER_PORT,
+        probe["tcp_src"],
+        TCP_SYN | TCP_ACK,
+        tcp_ack=(outstanding.isn + 1) % 2**32,
+    )
+    [(dpid, punted)] = net.fab.inject("h1", answer).packet_ins
+    assert punted.table_id == Table.CLASSIFY
+    msg = punted.to_msg(net.fab.dps[dpid])
+    net.lb.handle_packet_in(dpid, msg.match["in_port"], msg.data, msg.total_len, msg.table_id, 10.1, msg.cookie)
+    assert net.lb.stats()["dropped"] == {}
+    assert net.lb.health.prober.states[("web6", "h1")].outstanding is None, "the reply answered the probe"
