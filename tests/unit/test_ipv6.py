@@ -8,7 +8,6 @@ from nlb_sdn.affinity.sessions import client_ip_sid, client_of_match, client_pre
 from nlb_sdn.config import ConfigError, parse_config, vip_mac
 from nlb_sdn.core import frames
 from nlb_sdn.core.frames import FrameError, NeighborSolicitation, TcpSegment, parse_frame
-from nlb_sdn.dam.atoms import parse_route_key, route_key
 from nlb_sdn.flows.family import AddressFamily, family_of, match_address
 from nlb_sdn.rest import make_app
 from tests.lib.rest import CoreBackend, call
@@ -72,16 +71,6 @@ def test_client_prefixes_and_session_ids_of_ipv6_clients() -> None:
     assert client_of_match(("fd00::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff00")) == "fd00::/120"
     assert client_of_match(("fd00::7", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")) == "fd00::7"
     assert client_ip_sid("web6", "fd00::1:2", 112) == "web6@fd00::1:0_112"
-
-
-def test_route_keys_bracket_ipv6_addresses_and_parse_back() -> None:
-    key = route_key("fd00::1", 40000, "fd00::100", 80)
-    assert key == "conn:tcp:[fd00::1]:40000:[fd00::100]:80"
-    assert parse_route_key(key) == ("fd00::1", 40000, "fd00::100", 80)
-    assert parse_route_key(route_key("10.0.0.1", 1, "10.0.0.100", 80)) == ("10.0.0.1", 1, "10.0.0.100", 80)
-    for bad in ("conn:tcp:[fd00::1:40000:[fd00::100]:80", "conn:udp:[fd00::1]:1:[fd00::2]:80", "conn:tcp:1:2:3"):
-        with pytest.raises(ValueError):
-            parse_route_key(bad)
 
 
 def test_address_families_name_their_fields() -> None:
