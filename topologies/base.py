@@ -53,6 +53,11 @@ def natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+IPV6_PREFIX = "fd00::"
+"""Lab hosts' IPv6 addresses (``ipv6`` topologies): fd00::<the IPv4 last byte, in decimal digits>, prefix /64."""
+IPV6_PREFIX_LEN = 64
+
+
 def host_address(octet: int) -> tuple[str, str]:
     """The (ip, mac) of the lab host whose last address byte is ``octet``; the MAC spells the octet in decimal."""
     if not 1 <= octet <= LAST_HOST:
@@ -68,7 +73,13 @@ class LabTopo:
     """
 
     def __init__(
-        self, clients: int = 3, backends: int = 3, mgmt: bool = False, trunk_mtu: int | None = None, routers: int = 0
+        self,
+        clients: int = 3,
+        backends: int = 3,
+        mgmt: bool = False,
+        trunk_mtu: int | None = None,
+        routers: int = 0,
+        ipv6: bool = False,
     ) -> None:
         """Check the host counts and build the topology (plus the management network when ``mgmt``).
 
@@ -77,6 +88,9 @@ class LabTopo:
 
         ``trunk_mtu`` sets the MTU of both ends of every switch-to-switch link (tunnel mode's MPLS label needs 1504:
         the userspace datapath never fragments, and host links only ever see the popped, unlabelled packets).
+
+        ``ipv6`` gives every data host an IPv6 address too (dual stack, ``host_ipv6``); other labs keep IPv6 off
+        on their hosts, so no stray neighbour discovery or router solicitation reaches the switches.
         """
         if not 1 <= clients <= FIRST_BACKEND - FIRST_CLIENT:
             raise ValueError(f"clients must be 1..{FIRST_BACKEND - FIRST_CLIENT}, got {clients}")
@@ -97,6 +111,8 @@ class LabTopo:
         self._links: list[dict[str, Any]] = []
         self.mgmt = mgmt
         self.trunk_mtu = trunk_mtu
+        self.ipv6 = ipv6
+        self._ipv6: dict[str, str] = {}
         self.build()
         if mgmt:
             self._add_mgmt_network()
@@ -171,6 +187,8 @@ class LabTopo:
         """Add a host with explicit IP and MAC on ``switch`` port ``port`` (the host side is always eth0)."""
         ip, mac = host_address(octet)
         self._hosts[name] = {"ip": f"{ip}/{PREFIX_LEN}", "mac": mac, "defaultRoute": f"dev {name}-eth0"}
+        if self.ipv6:
+            self._ipv6[name] = f"{IPV6_PREFIX}{octet}"
         self._add_link(name, 0, switch, port)
         self._attach[name] = (switch, port)
         return name
@@ -183,6 +201,10 @@ class LabTopo:
     def host_ip(self, name: str) -> str:
         """The IPv4 address of host ``name`` (without prefix length)."""
         return str(self._hosts[name]["ip"]).split("/")[0]
+
+    def host_ipv6(self, name: str) -> str | None:
+        """The IPv6 address of host ``name`` (without prefix length), None when the topology has no IPv6."""
+        return self._ipv6.get(name)
 
     def host_mac(self, name: str) -> str:
         """The MAC address of host ``name``."""
@@ -207,9 +229,10 @@ class LabTopo:
         hosts = []
         for name in self.data_hosts():
             switch, port = self._attach[name]
-            hosts.append(
-                {"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch, "port": port}
-            )
+            host = {"name": name, "ip": self.host_ip(name), "mac": self.host_mac(name), "switch": switch, "port": port}
+            if name in self._ipv6:
+                host["ipv6"] = self._ipv6[name]
+            hosts.append(host)
         return {"switches": switches, "links": links, "hosts": hosts}
 
     def mininet_topo(self) -> Topo:

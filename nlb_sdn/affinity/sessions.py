@@ -84,17 +84,20 @@ class Session:
 
 
 def client_prefix(client_ip: str, prefix_len: int) -> str:
-    """The client's network at ``prefix_len`` bits, as ``a.b.c.d/len`` (the address itself for /32)."""
-    network = ipaddress.IPv4Network(f"{client_ip}/{prefix_len}", strict=False)
-    return str(network.network_address) if prefix_len == 32 else str(network)
+    """The client's network at ``prefix_len`` bits, as ``a.b.c.d/len`` or ``2001:db8::/len`` (the address itself for
+    a whole address: /32 of IPv4, /128 of IPv6; a longer prefix than the address is cut to the address)."""
+    network = ipaddress.ip_network(f"{client_ip}/{min(prefix_len, 128 if ':' in client_ip else 32)}", strict=False)
+    return str(network.network_address) if network.prefixlen == network.max_prefixlen else str(network)
 
 
 def client_of_match(value: str | tuple[str, str] | list[str]) -> str:
-    """The client (address, or ``network/len`` for a prefix) that an ``ipv4_src``/``ipv4_dst`` match value names."""
+    """The client (address, or ``network/len`` for a prefix) that an ``ipv4_src``/``ipv6_src`` (or ``_dst``) match
+    value names."""
     if isinstance(value, str):
         return value
-    network = ipaddress.IPv4Network(f"{value[0]}/{value[1]}", strict=False)
-    return str(network) if network.prefixlen < 32 else str(network.network_address)
+    prefix_len = bin(int(ipaddress.ip_address(value[1]))).count("1")  # IPv6 networks take no netmask form
+    network = ipaddress.ip_network(f"{value[0]}/{prefix_len}", strict=False)
+    return str(network) if network.prefixlen < network.max_prefixlen else str(network.network_address)
 
 
 def client_ip_sid(vip: str, client_ip: str, prefix_len: int) -> str:

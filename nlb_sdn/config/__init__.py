@@ -88,7 +88,52 @@ def _service_ipv4(value: str) -> str:
 
 
 ServiceIPv4 = Annotated[str, AfterValidator(_service_ipv4), _IPV4_JSON_SCHEMA]
-"""The address of a VIP or a member: unicast IPv4 only."""
+"""A unicast IPv4 address of a VIP or a member (``ServiceIP`` takes IPv6 too)."""
+
+
+def _ipv6(value: str) -> str:
+    """Normalise and validate an IPv6 address (RFC 5952 text form)."""
+    try:
+        return str(ipaddress.IPv6Address(value))
+    except (ipaddress.AddressValueError, ValueError) as exc:
+        raise ValueError(f"not an IPv6 address: {value!r}") from exc
+
+
+IPv6 = Annotated[str, AfterValidator(_ipv6), WithJsonSchema({"type": "string", "format": "ipv6"})]
+"""An IPv6 address, normalised."""
+
+
+def _service_ip(value: str) -> str:
+    """A unicast IPv4 or IPv6 address that can carry a service, normalised."""
+    if ":" not in value:
+        return _service_ipv4(value)
+    try:
+        address = ipaddress.IPv6Address(value)
+    except (ipaddress.AddressValueError, ValueError) as exc:
+        raise ValueError(f"not an IPv4 address nor an IPv6 address: {value!r}") from exc
+    for unusable, what in (
+        (address.is_unspecified, "unspecified"),
+        (address.is_loopback, "loopback"),
+        (address.is_multicast, "multicast"),
+        (address.is_link_local, "link-local"),
+        (address.ipv4_mapped is not None, "IPv4-mapped"),
+    ):
+        if unusable:
+            raise ValueError(f"{value} is a {what} address; a VIP or member needs a unicast address")
+    return str(address)
+
+
+ServiceIP = Annotated[
+    str,
+    AfterValidator(_service_ip),
+    WithJsonSchema({"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}),
+]
+"""The address of a VIP or a member: unicast IPv4 or IPv6 (a VIP's members are of its family)."""
+
+
+def address_bits(address: str) -> int:
+    """Bits of an address of either family: 32 or 128."""
+    return 128 if ":" in address else 32
 
 
 @functools.lru_cache(maxsize=1 << 18)  # asked for every member on each config change: 20,000 CRCs a time
@@ -98,7 +143,10 @@ def endpoint_id(address: str, port: int) -> int:
 
 
 def vip_mac(address: str) -> str:
-    """The locally administered MAC the controller answers ARP with for a VIP (02:4e:<ipv4 bytes>)."""
+    """The locally administered MAC the controller answers ARP (or neighbour discovery) with for a VIP:
+    02:4e:<ipv4 bytes>, or 02:4f:<the last 4 bytes> of an IPv6 VIP."""
+    if ":" in address:
+        return "02:4f:" + ":".join(f"{b:02x}" for b in ipaddress.IPv6Address(address).packed[-4:])
     packed = ipaddress.IPv4Address(address).packed
     return "02:4e:" + ":".join(f"{b:02x}" for b in packed)
 
@@ -107,7 +155,7 @@ class Member(Strict):
     """One endpoint of a pool: an application instance at (address, port) with a static weight."""
 
     name: str = Field(default="", pattern=r"^$|" + NAME_PATTERN)
-    address: ServiceIPv4
+    address: ServiceIP
     port: int = Field(ge=1, le=65535)
     weight: int = Field(default=1, ge=0, le=10000)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
@@ -166,7 +214,7 @@ class Vip(Strict):
     """A VIP service: (address, port, protocol) with its forwarding mode, timers and member pool."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    address: ServiceIPv4
+    address: ServiceIP
     port: int = Field(ge=1, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"
     mode: Literal["nat", "tunnel", "l7"] = "nat"
@@ -177,7 +225,8 @@ class Vip(Strict):
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)
     allotment: Allotment = Field(default_factory=Allotment)
     affinity: Literal["none", "client_ip", "app"] = "none"
-    affinity_prefix: int = Field(default=32, ge=0, le=32)
+    affinity_prefix: int = Field(default=32, ge=0, le=128)
+    """Bits of the client address a ``client_ip`` session covers; unset: all of them (32, or 128 for IPv6)."""
     granularity: Literal["connection", "session"] = "connection"
     session_ttl: float = Field(default=600.0, gt=0, le=86400)
     session_flow_idle: int = Field(default=60, ge=1, le=65535)
@@ -193,6 +242,7 @@ class Vip(Strict):
     def _check(self) -> Vip:
         _check_l7(self)
         check_protocol(self)
+        _check_family(self)
         if self.granularity == "session" and self.affinity != "client_ip":
             raise ValueError("granularity session needs affinity client_ip")
         if self.dispatch == "switch" and self.affinity == "app":
@@ -245,6 +295,31 @@ class Vip(Strict):
         return None
 
 
+def _check_family(vip: Vip) -> None:
+    """A VIP's members are of its address family; its affinity prefix fits it (unset: the whole address); an IPv6 VIP
+    is a TCP ``nat`` one (tunnel labels pop to IPv4, routers and migration speak IPv4, UDP and ICMP handling are IPv4
+    only) whose members are not agent-checked (H&L rows name IPv4 addresses)."""
+    bits = address_bits(vip.address)
+    if bits == 128 and vip.mode != "nat":
+        raise ValueError(f"mode {vip.mode} is IPv4 only: an IPv6 VIP takes mode nat")
+    if bits == 128 and vip.protocol != "tcp":
+        raise ValueError(f"protocol {vip.protocol} is IPv4 only: an IPv6 VIP takes protocol tcp")
+    if bits == 128 and (vip.icmp.answer_ping or vip.icmp.relay_errors):
+        raise ValueError("icmp answer_ping and relay_errors are IPv4 only (ICMPv6 is not relayed)")
+    if bits == 128 and any(member.health == "agent" for member in vip.members):
+        raise ValueError("agent health is IPv4 only (H&L rows name IPv4 addresses): IPv6 members take static or probe")
+    for member in vip.members:
+        if address_bits(member.address) != bits:
+            raise ValueError(
+                f"member {member.name!r} address {member.address} is not of the VIP's family "
+                f"(IPv{4 if bits == 32 else 6}): a VIP's members are of its address family"
+            )
+    if "affinity_prefix" not in vip.model_fields_set:
+        object.__setattr__(vip, "affinity_prefix", bits)
+    elif vip.affinity_prefix > bits:
+        raise ValueError(f"affinity_prefix {vip.affinity_prefix} is longer than an address of the VIP ({bits} bits)")
+
+
 class Switch(Strict):
     """A forwarder in the static fabric."""
 
@@ -266,6 +341,8 @@ class Host(Strict):
 
     name: str = Field(pattern=NAME_PATTERN)
     ip: IPv4
+    ipv6: IPv6 | None = None
+    """The host's IPv6 address, when it has one (dual stack)."""
     mac: str = Field(pattern=MAC_PATTERN)
     switch: str
     port: int = Field(ge=1, lt=0xFFFFFF00)
@@ -291,6 +368,7 @@ class Fabric(Strict):
         _unique([s.dpid for s in self.switches], "switch dpid")
         _unique([h.name for h in self.hosts], "host name")
         _unique([h.ip for h in self.hosts], "host ip")
+        _unique([h.ipv6 for h in self.hosts if h.ipv6], "host ipv6")
         _unique([h.mac for h in self.hosts], "host mac")
         ports: set[tuple[str, int]] = set()
         for link in self.links:
@@ -310,10 +388,14 @@ class Fabric(Strict):
         return self
 
     def host(self, ident: str) -> Host | None:
-        """The host called ``ident``, or with address ``ident``, if any."""
+        """The host called ``ident``, or with address (IPv4 or IPv6) ``ident``, if any."""
         return next((h for h in self.hosts if h.name == ident), None) or next(
-            (h for h in self.hosts if h.ip == ident), None
+            (h for h in self.hosts if ident in (h.ip, h.ipv6)), None
         )
+
+    def addresses(self) -> set[str]:
+        """Every host address, IPv4 and IPv6."""
+        return {h.ip for h in self.hosts} | {h.ipv6 for h in self.hosts if h.ipv6}
 
 
 class Probe(Strict):
@@ -375,7 +457,7 @@ class Config(Strict):
         _unique([v.name for v in self.vips], "vip name")
         _unique([(v.address, v.port, v.protocol) for v in self.vips], "vip service (address, port, protocol)")
         _unique([(v.address, v.port) for v in self.vips], "vip service (address, port; tcp and udp cannot share one)")
-        host_ips = {h.ip for h in self.fabric.hosts}
+        host_ips = self.fabric.addresses()
         for vip in self.vips:
             if vip.address in host_ips:
                 raise ValueError(f"vip {vip.name!r} address {vip.address} is also a host address")

@@ -19,6 +19,7 @@ from nlb_sdn.core.fabric import FabricView
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Affinity, Counters, VipState
 from nlb_sdn.dam.atoms import any_type_session_key
+from nlb_sdn.flows.family import match_address_or_none
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.health.handler import HealthHandler
 
@@ -113,20 +114,20 @@ class AffinityManager(Manager):
 
     def session_flow_removed(self, dpid: int, table_id: int, state: VipState | None, match: dict[str, Any]) -> None:
         """A per-session flow expired: forget it (the session itself lives on until its TTL)."""
-        field = "ipv4_src" if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS) else "ipv4_dst"
-        value = match.get(field)
+        end = "src" if table_id in (Table.CONNECTIONS, Table.SWITCH_CONNECTIONS) else "dst"
+        value = match_address_or_none(match, end)
         if state is not None and value is not None:
             self.session_flows.pop((dpid, state.vip.name, client_of_match(value)), None)
 
     def adopt_session_flow(self, dpid: int, state: VipState, member: Member, match: dict[str, Any]) -> None:
         """Take a per-session flow found in a switch into the session-flow table."""
-        value = match.get("ipv4_src")
+        value = match_address_or_none(match, "src")
         if value is not None:
             self.session_flows[(dpid, state.vip.name, client_of_match(value))] = member.name
 
     def learned(self, state: VipState, member: Member, match: dict[str, Any], now: float, out: Out) -> None:
         """A client the switch pinned to a member (client_ip affinity): record its session here and in the DAM."""
-        value = match.get("ipv4_src")
+        value = match_address_or_none(match, "src")
         vip = state.vip
         if value is None:
             return

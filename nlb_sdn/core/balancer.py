@@ -17,7 +17,7 @@ from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Effects, Out
 from nlb_sdn.core.entries import VipEntries
-from nlb_sdn.core.frames import ArpRequest, FrameError, parse_frame
+from nlb_sdn.core.frames import ArpRequest, FrameError, NeighborSolicitation, parse_frame
 from nlb_sdn.core.health import HealthManager
 from nlb_sdn.core.icmp import IcmpResponder, is_icmp_frame
 from nlb_sdn.core.manager import Manager
@@ -203,6 +203,8 @@ class LoadBalancer:
             return out.effects()
         if isinstance(frame, ArpRequest):
             self.arp.packet_in(frame, dpid, in_port, out)
+        elif isinstance(frame, NeighborSolicitation):
+            self.arp.solicitation(frame, dpid, in_port, out)
         elif table_id == Table.CLASSIFY:
             self.hl.probe_reply(frame, dpid, in_port, out)
         elif table_id in CONNTRACK_COPY_TABLES:

@@ -21,6 +21,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders, dispatch
+from nlb_sdn.flows.family import match_address
 from nlb_sdn.flows.l4 import match_ports
 from nlb_sdn.flows.pipeline import Cookie, Table
 
@@ -194,7 +195,7 @@ class ConntrackManager(Manager):
         """An audit entry idled out: its connection ended unseen (or has been idle ``idle_timeout``); forget it."""
         try:
             src_port, dst_port = match_ports(match)
-            nat_key = (match["ipv4_src"], src_port, match["ipv4_dst"], dst_port)
+            nat_key = (match_address(match, "src"), src_port, match_address(match, "dst"), dst_port)
         except KeyError:
             self.ctx.counters.dropped["flow_removed_bad_match"] += 1
             return

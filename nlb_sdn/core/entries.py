@@ -8,13 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from nlb_sdn.config import Vip
+from nlb_sdn.config import Config, Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Dispatch, VipState
 from nlb_sdn.core.vips import Change, VipChange
 from nlb_sdn.flows import builders
 from nlb_sdn.flows.l4 import L4Protocol
+from nlb_sdn.flows.pipeline import CookieKind, make_cookie
+
+
+def dual_stack(config: Config) -> bool:
+    """Whether the model has IPv6: a VIP service or a fabric host with an IPv6 address (table 0 then takes IPv6)."""
+    return any(":" in vip.address for vip in config.vips) or any(host.ipv6 for host in config.fabric.hosts)
 
 
 def syn_punted(vip: Vip | None) -> bool:
@@ -36,7 +42,7 @@ class VipEntries(Manager):
         ctx, flood = self.ctx, self.ctx.config.controller.flood
         msgs = builders.switch_meters(flood.miss_rate, flood.control_rate)
         msgs += [builders.vip_meter(state.vip_id, flood.vip_syn_rate) for state in ctx.vips]
-        msgs += builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len)
+        msgs += builders.base_flows(ctx.lbu_id, ctx.config.controller.packet_in_max_len, dual_stack(ctx.config))
         for state in ctx.vips:
             msgs += builders.vip_flows(
                 ctx.lbu_id, state.vip_id, state.vip.address, state.vip.port, L4Protocol(state.vip.protocol)
@@ -68,9 +74,15 @@ class VipEntries(Manager):
             else:
                 if change.change == Change.ADDED:
                     meters.append(builders.vip_meter(state.vip_id, rate))
+                    if ":" in vip.address:  # the first IPv6 service makes table 0 dual-stack (adding again is a no-op)
+                        msgs += builders.ipv6_base_flows(make_cookie(CookieKind.BASE, lbu_id), self._max_len())
                     msgs += builders.vip_flows(lbu_id, state.vip_id, vip.address, vip.port, L4Protocol(vip.protocol))
                 syn_entries += self._syn_entry(state, punted=True, was_punted=syn_punted(change.old))
         return gone_meters + meters + msgs + shared + syn_entries
+
+    def _max_len(self) -> int:
+        """Bytes of a punted packet the switch sends up."""
+        return self.ctx.config.controller.packet_in_max_len
 
     def _syn_entry(self, state: VipState, punted: bool, was_punted: bool) -> list[Any]:
         """The SYN entry of a VIP service the controller dispatches per connection: added when it starts being one,

@@ -135,7 +135,9 @@ class FabricView:
         self.previous = self.forwarding
         self.fabric = fabric
         self.host_macs = {host.ip: host.mac for host in fabric.hosts}
+        self.host_macs.update({host.ipv6: host.mac for host in fabric.hosts if host.ipv6})
         self.hosts_by_ip = {host.ip: host for host in fabric.hosts}
+        self.hosts_by_ip.update({host.ipv6: host for host in fabric.hosts if host.ipv6})
         self.dpids = {switch.name: switch.dpid for switch in fabric.switches}
         self.ports = fabric_ports(fabric)
         self.down_ports &= self.ports

@@ -1,4 +1,5 @@
-"""Ethernet, ARP, IPv4, TCP and UDP frames: strict, minimal parsing of punted frames, and building the frames we send.
+"""Ethernet, ARP, IPv4, IPv6 (neighbour discovery included), TCP and UDP frames: strict, minimal parsing of punted
+frames, and building the frames we send.
 
 Parsing reads only the fields the classifier needs; every frame either parses or is rejected with a named reason, so
 each packet-in is counted exactly once. Building makes the controller's ARP replies and health-probe segments (and
@@ -8,6 +9,7 @@ Pure standard library.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from dataclasses import dataclass
@@ -17,11 +19,29 @@ ETH_HEADER = struct.Struct("!6s6sH")
 VLAN_TPID = 0x8100
 ETH_TYPE_IP = 0x0800
 ETH_TYPE_ARP = 0x0806
+ETH_TYPE_IPV6 = 0x86DD
 ARP_BODY = struct.Struct("!HHBBH6s4s6s4s")
 IPV4_FIXED = struct.Struct("!BBHHHBBH4s4s")
 TCP_PORTS_SEQ_FLAGS = struct.Struct("!HHIIBB")
 TCP_FIXED = struct.Struct("!HHIIBBHHH")
 TCP_PSEUDO_HEADER = struct.Struct("!4s4sxBH")
+IPV6_FIXED = struct.Struct("!IHBB16s16s")
+IPV6_PSEUDO_HEADER = struct.Struct("!16s16sI3xB")
+IPV6_VERSION_WORD = 6 << 28
+IPPROTO_ICMPV6 = 58
+ICMPV6_NEIGHBOR_SOLICIT = 135
+ICMPV6_NEIGHBOR_ADVERT = 136
+NDP_BODY = struct.Struct("!BBHI16s")
+"""ICMPv6 type, code, checksum, flags (neighbour advertisement) or reserved (solicitation), target address."""
+NDP_LINK_LAYER_OPTION = struct.Struct("!BB6s")
+NDP_SOURCE_LINK_LAYER = 1
+NDP_TARGET_LINK_LAYER = 2
+NDP_HOP_LIMIT = 255
+"""Neighbour discovery travels with hop limit 255 (RFC 4861): a receiver drops anything else."""
+SOLICITED_NODE_PREFIX = socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:0")[:13]
+"""The first 104 bits of a solicited-node multicast address (RFC 4291), where a neighbour solicitation goes."""
+NA_SOLICITED_OVERRIDE = 0x60000000
+"""The solicited and override flags of a neighbour advertisement."""
 TCP_FIN = 0x01
 TCP_SYN = 0x02
 TCP_RST = 0x04
@@ -55,6 +75,15 @@ class FrameError(ValueError):
 @dataclass(frozen=True, slots=True)
 class ArpRequest:
     """An ARP request: who has ``target_ip``? tell ``sender_ip`` at ``sender_mac``."""
+
+    sender_mac: str
+    sender_ip: str
+    target_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborSolicitation:
+    """An ICMPv6 neighbour solicitation: who has ``target_ip``? tell ``sender_ip`` at ``sender_mac``."""
 
     sender_mac: str
     sender_ip: str
@@ -137,6 +166,35 @@ def arp_reply_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: s
     return arp_frame(ARP_REPLY, asker_mac, target_mac, target_ip, asker_mac, asker_ip)
 
 
+def neighbor_advert_frame(target_mac: str, target_ip: str, asker_mac: str, asker_ip: str) -> bytes:
+    """A solicited neighbour advertisement telling ``asker`` that ``target_ip`` is at ``target_mac`` (RFC 4861)."""
+    src, dst = socket.inet_pton(socket.AF_INET6, target_ip), socket.inet_pton(socket.AF_INET6, asker_ip)
+    body = bytearray(
+        NDP_BODY.pack(ICMPV6_NEIGHBOR_ADVERT, 0, 0, NA_SOLICITED_OVERRIDE, src)
+        + NDP_LINK_LAYER_OPTION.pack(NDP_TARGET_LINK_LAYER, 1, mac_bytes(target_mac))
+    )
+    pseudo = IPV6_PSEUDO_HEADER.pack(src, dst, len(body), IPPROTO_ICMPV6)
+    struct.pack_into("!H", body, 2, internet_checksum(pseudo + bytes(body)))
+    header = IPV6_FIXED.pack(IPV6_VERSION_WORD, len(body), IPPROTO_ICMPV6, NDP_HOP_LIMIT, src, dst)
+    return ethernet_frame(asker_mac, target_mac, ETH_TYPE_IPV6, header + bytes(body))
+
+
+def neighbor_solicit_frame(sender_mac: str, sender_ip: str, target_ip: str) -> bytes:
+    """A neighbour solicitation for ``target_ip`` to its solicited-node multicast group (tests and the lab)."""
+    target = socket.inet_pton(socket.AF_INET6, target_ip)
+    src = socket.inet_pton(socket.AF_INET6, sender_ip)
+    dst = SOLICITED_NODE_PREFIX + target[13:]
+    body = bytearray(
+        NDP_BODY.pack(ICMPV6_NEIGHBOR_SOLICIT, 0, 0, 0, target)
+        + NDP_LINK_LAYER_OPTION.pack(NDP_SOURCE_LINK_LAYER, 1, mac_bytes(sender_mac))
+    )
+    pseudo = IPV6_PSEUDO_HEADER.pack(src, dst, len(body), IPPROTO_ICMPV6)
+    struct.pack_into("!H", body, 2, internet_checksum(pseudo + bytes(body)))
+    header = IPV6_FIXED.pack(IPV6_VERSION_WORD, len(body), IPPROTO_ICMPV6, NDP_HOP_LIMIT, src, dst)
+    multicast_mac = "33:33:" + dst[12:].hex(":")
+    return ethernet_frame(multicast_mac, sender_mac, ETH_TYPE_IPV6, header + bytes(body))
+
+
 def tcp_frame(
     src_mac: str,
     dst_mac: str,
@@ -154,14 +212,21 @@ def tcp_frame(
     payload: bytes = b"",
     dont_fragment: bool = False,
 ) -> bytes:
-    """An Ethernet/IPv4/TCP frame; ``options`` default to :data:`MSS_OPTION` on a pure SYN and to none otherwise."""
+    """An Ethernet/IPv4/TCP frame (IPv6 when the addresses are); ``options`` default to :data:`MSS_OPTION` on a pure
+    SYN and to none otherwise."""
     if options is None:
         options = MSS_OPTION if flags == TCP_SYN else b""
     options += bytes(-len(options) % 4)
-    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
     header_size = TCP_FIXED.size + len(options)
     header = TCP_FIXED.pack(src_port, dst_port, seq, ack, header_size // 4 << 4, flags, window, 0, 0) + options
     segment = bytearray(header + payload)
+    if ":" in src_ip:
+        src6, dst6 = socket.inet_pton(socket.AF_INET6, src_ip), socket.inet_pton(socket.AF_INET6, dst_ip)
+        pseudo6 = IPV6_PSEUDO_HEADER.pack(src6, dst6, len(segment), IPPROTO_TCP)
+        struct.pack_into("!H", segment, 16, internet_checksum(pseudo6 + segment))
+        ip6_header = IPV6_FIXED.pack(IPV6_VERSION_WORD, len(segment), IPPROTO_TCP, ttl, src6, dst6)
+        return ethernet_frame(dst_mac, src_mac, ETH_TYPE_IPV6, ip6_header + bytes(segment))
+    src, dst = socket.inet_aton(src_ip), socket.inet_aton(dst_ip)
     pseudo = TCP_PSEUDO_HEADER.pack(src, dst, IPPROTO_TCP, len(segment))
     struct.pack_into("!H", segment, 16, internet_checksum(pseudo + segment))
     ip_header = bytearray(
@@ -205,7 +270,7 @@ def udp_frame(
     return ethernet_frame(dst_mac, src_mac, ETH_TYPE_IP, bytes(ip_header + datagram))
 
 
-def parse_frame(data: bytes, total_len: int) -> ArpRequest | TcpSegment:
+def parse_frame(data: bytes, total_len: int) -> ArpRequest | NeighborSolicitation | TcpSegment:
     """Parse a (possibly truncated) frame of original length ``total_len``; raise FrameError to drop it."""
     if len(data) < ETH_HEADER.size:
         raise FrameError("short_ethernet")
@@ -214,6 +279,8 @@ def parse_frame(data: bytes, total_len: int) -> ArpRequest | TcpSegment:
         raise FrameError("vlan_tagged")
     if eth_type == ETH_TYPE_ARP:
         return _parse_arp(data)
+    if eth_type == ETH_TYPE_IPV6:
+        return _parse_ipv6(data, total_len, mac_text(src))
     if eth_type != ETH_TYPE_IP:
         raise FrameError("not_ipv4")
     return _parse_tcp(data, total_len, mac_text(src))
@@ -251,14 +318,53 @@ def _parse_tcp(data: bytes, total_len: int, src_mac: str) -> TcpSegment:
     tcp_offset = offset + ihl
     if ip_len < ihl + 20:
         raise FrameError("bad_tcp_length")
+    return _tcp_segment(data, tcp_offset, ip_len - ihl, src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst))
+
+
+def _tcp_segment(data: bytes, tcp_offset: int, tcp_len: int, src_mac: str, src_ip: str, dst_ip: str) -> TcpSegment:
+    """The TCP header at ``tcp_offset``, of a segment ``tcp_len`` bytes long (IP payload), as a TcpSegment."""
     if len(data) < tcp_offset + TCP_PORTS_SEQ_FLAGS.size + 1:
         raise FrameError("short_tcp")
     sport, dport, seq, ack, data_offset, flags = TCP_PORTS_SEQ_FLAGS.unpack_from(data, tcp_offset)
-    if (data_offset >> 4) * 4 < 20 or (data_offset >> 4) * 4 > ip_len - ihl:
+    if (data_offset >> 4) * 4 < 20 or (data_offset >> 4) * 4 > tcp_len:
         raise FrameError("bad_tcp_header")
     if sport == 0 or dport == 0:
         raise FrameError("bad_tcp_port")
-    return TcpSegment(src_mac, socket.inet_ntoa(src), socket.inet_ntoa(dst), sport, dport, flags, seq, ack)
+    return TcpSegment(src_mac, src_ip, dst_ip, sport, dport, flags, seq, ack)
+
+
+def _parse_ipv6(data: bytes, total_len: int, src_mac: str) -> NeighborSolicitation | TcpSegment:
+    """Parse the IPv6 header and a TCP segment or neighbour solicitation right after it (no extension headers)."""
+    offset = ETH_HEADER.size
+    if len(data) < offset + IPV6_FIXED.size:
+        raise FrameError("short_ipv6")
+    word, payload_len, next_header, hop_limit, src, dst = IPV6_FIXED.unpack_from(data, offset)
+    if word >> 28 != 6:
+        raise FrameError("bad_ipv6_header")
+    if offset + IPV6_FIXED.size + payload_len > total_len:
+        raise FrameError("bad_ipv6_length")
+    src_ip, dst_ip = str(ipaddress.IPv6Address(src)), str(ipaddress.IPv6Address(dst))
+    if next_header == IPPROTO_ICMPV6:
+        return _parse_neighbor_solicit(data, offset + IPV6_FIXED.size, hop_limit, src_mac, src_ip)
+    if next_header != IPPROTO_TCP:
+        raise FrameError("not_tcp")
+    if payload_len < 20:
+        raise FrameError("bad_tcp_length")
+    return _tcp_segment(data, offset + IPV6_FIXED.size, payload_len, src_mac, src_ip, dst_ip)
+
+
+def _parse_neighbor_solicit(
+    data: bytes, offset: int, hop_limit: int, src_mac: str, src_ip: str
+) -> NeighborSolicitation:
+    """A neighbour solicitation from an address (duplicate address detection, from ``::``, is not answered)."""
+    if len(data) < offset + NDP_BODY.size:
+        raise FrameError("short_icmpv6")
+    icmp_type, code, _checksum, _reserved, target = NDP_BODY.unpack_from(data, offset)
+    if icmp_type != ICMPV6_NEIGHBOR_SOLICIT or code != 0 or hop_limit != NDP_HOP_LIMIT:
+        raise FrameError("not_neighbor_solicit")
+    if src_ip == "::":
+        raise FrameError("ndp_unspecified_source")
+    return NeighborSolicitation(src_mac, src_ip, str(ipaddress.IPv6Address(target)))
 
 
 def _parse_udp(data: bytes, offset: int, length: int, src_mac: str, src: bytes, dst: bytes) -> TcpSegment:

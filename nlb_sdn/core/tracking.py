@@ -12,6 +12,7 @@ from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey
 from nlb_sdn.core.switching import SwitchDispatchManager
 from nlb_sdn.flows import builders
+from nlb_sdn.flows.family import match_address
 from nlb_sdn.flows.l4 import match_ports
 from nlb_sdn.flows.pipeline import Cookie, CookieKind, Table
 
@@ -26,9 +27,10 @@ HALF_OPEN_CHECKS_PER_TICK = 1000
 
 
 def forward_key(match: dict[str, Any]) -> ConnKey:
-    """The connection of a client-to-VIP entry's match, TCP or UDP (KeyError when the match is not exact)."""
+    """The connection of a client-to-VIP entry's match, TCP or UDP, IPv4 or IPv6 (KeyError when the match is not
+    exact)."""
     src_port, dst_port = match_ports(match)
-    return match["ipv4_src"], src_port, match["ipv4_dst"], dst_port
+    return match_address(match, "src"), src_port, match_address(match, "dst"), dst_port
 
 
 def same_endpoint(cookie: Cookie, conn: Connection) -> bool:
@@ -101,7 +103,7 @@ class ConnectionTracker(Manager):
                 state = ctx.vips.by_id(cookie.vip_id)
                 if state is None:
                     return
-                key = (match["ipv4_dst"], match_ports(match)[1], state.vip.address, state.vip.port)
+                key = (match_address(match, "dst"), match_ports(match)[1], state.vip.address, state.vip.port)
             else:
                 return
         except KeyError:

@@ -26,16 +26,39 @@ BAD_ATOM_LOG_LIMIT = 10_000
 
 
 def route_key(cip: str, cport: int, vip: str, vport: int) -> str:
-    """The key of a route atom: ``conn:tcp:<cip>:<cport>:<vip>:<vport>``."""
-    return f"{ROUTE_PREFIX}tcp:{cip}:{cport}:{vip}:{vport}"
+    """The key of a route atom: ``conn:tcp:<cip>:<cport>:<vip>:<vport>``, IPv6 addresses in brackets
+    (``conn:tcp:[2001:db8::1]:40000:[2001:db8::100]:80``)."""
+    return f"{ROUTE_PREFIX}tcp:{_key_address(cip)}:{cport}:{_key_address(vip)}:{vport}"
+
+
+def _key_address(address: str) -> str:
+    """An address as a key spells it: IPv6 in brackets, so the key's colons still split it."""
+    return f"[{address}]" if ":" in address else address
 
 
 def parse_route_key(key: str) -> tuple[str, int, str, int]:
     """The connection a route atom's key names: (client ip, client port, VIP ip, VIP port); ValueError if malformed."""
-    prefix, proto, cip, cport, vip, vport = key.split(":")
-    if prefix + ":" != ROUTE_PREFIX or proto != "tcp":
+    prefix, _, rest = key.partition(ROUTE_PREFIX)
+    proto, _, rest = rest.partition(":")
+    if prefix or proto != "tcp":
+        raise ValueError(f"not a route atom key: {key!r}")
+    cip, rest = _split_address(rest, key)
+    cport, _, rest = rest.partition(":")
+    vip, vport = _split_address(rest, key)
+    if not vport:
         raise ValueError(f"not a route atom key: {key!r}")
     return cip, int(cport), vip, int(vport)
+
+
+def _split_address(text: str, key: str) -> tuple[str, str]:
+    """A key's leading address (bracketed IPv6 or IPv4) and the rest after its ``:``."""
+    if text.startswith("["):
+        address, bracket, rest = text[1:].partition("]:")
+    else:
+        address, bracket, rest = text.partition(":")
+    if not bracket or not address:
+        raise ValueError(f"not a route atom key: {key!r}")
+    return address, rest
 
 
 def session_key(stype: str, sid: str) -> str:

@@ -14,11 +14,16 @@ from nlb_sdn.config import PROBE_PORT_BASE, PROBE_PORT_MASK
 from nlb_sdn.core.frames import (
     ETH_TYPE_ARP,
     ETH_TYPE_IP,
+    ETH_TYPE_IPV6,
+    ICMPV6_NEIGHBOR_SOLICIT,
+    IPPROTO_ICMPV6,
     IPPROTO_TCP,
     TCP_ACK,
     TCP_SYN,
     arp_reply_frame as arp_reply_frame,  # the frame module's, re-exported for the core
+    neighbor_advert_frame as neighbor_advert_frame,  # the same, for the neighbour-discovery responder
 )
+from nlb_sdn.flows.family import family_of
 from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import (
     CONTROL_METER_ID,
@@ -194,8 +199,9 @@ def vip_meter_delete(vip_id: int) -> Any:
     return meter_delete(vip_meter_id(vip_id))
 
 
-def base_flows(lbu_id: int, max_len: int) -> list[Any]:
-    """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses.
+def base_flows(lbu_id: int, max_len: int, ipv6: bool = False) -> list[Any]:
+    """The VIP-independent pipeline skeleton: ARP punt, IPv4 to reverse NAT, table misses (``ipv6``: also the
+    neighbour solicitation punt and IPv6 to reverse NAT, for a dual-stack model).
 
     VIP packets that miss the controller's connection entries (table 1) are looked up in the switch-learned ones
     (table 4), whose miss punts them; replies that miss the controller's reverse entries (table 2) are looked up in
@@ -213,6 +219,7 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
         flow_add(
             Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IP), [goto(Table.REVERSE)], cookie
         ),
+        *(ipv6_base_flows(cookie, max_len) if ipv6 else []),
         flow_add(Table.CLASSIFY, Priority.MISS, parser.OFPMatch(), [], cookie),
         flow_add(
             Table.CONNECTIONS, Priority.NEW_CONNECTION, new_connection_match(), punt(max_len, MISS_METER_ID), cookie
@@ -235,25 +242,56 @@ def base_flows(lbu_id: int, max_len: int) -> list[Any]:
     ]
 
 
-def new_connection_match() -> Any:
-    """Match pure SYNs (SYN set, ACK clear).
+def ipv6_base_flows(cookie: int, max_len: int) -> list[Any]:
+    """The base entries of a dual-stack model: neighbour solicitations punted (the controller answers them as it
+    answers ARP), other IPv6 to reverse NAT, and table 1's punt of IPv6 pure SYNs."""
+    return [
+        flow_add(
+            Table.CLASSIFY,
+            Priority.ARP,
+            neighbor_solicit_match(),
+            punt(max_len, CONTROL_METER_ID),
+            cookie,
+        ),
+        flow_add(
+            Table.CLASSIFY, Priority.ETH_TYPE, parser.OFPMatch(eth_type=ETH_TYPE_IPV6), [goto(Table.REVERSE)], cookie
+        ),
+        flow_add(
+            Table.CONNECTIONS,
+            Priority.NEW_CONNECTION,
+            new_connection_match(ETH_TYPE_IPV6),
+            punt(max_len, MISS_METER_ID),
+            cookie,
+        ),
+    ]
+
+
+def neighbor_solicit_match() -> Any:
+    """Match ICMPv6 neighbour solicitations (IPv6's ARP requests)."""
+    return parser.OFPMatch(eth_type=ETH_TYPE_IPV6, ip_proto=IPPROTO_ICMPV6, icmpv6_type=ICMPV6_NEIGHBOR_SOLICIT)
+
+
+def new_connection_match(eth_type: int = ETH_TYPE_IP) -> Any:
+    """Match pure SYNs (SYN set, ACK clear) of IPv4 (or ``eth_type``: IPv6).
 
     Punting SYNs through their own entry makes OVS put the TCP flags into the datapath megaflow of the punt, so the
     connection's later segments never match that cached punt while the revalidators catch up with the new flows.
     """
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
+    return parser.OFPMatch(eth_type=eth_type, ip_proto=IPPROTO_TCP, tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK))
 
 
 def vip_match(vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
-    """Match the VIP service (IPv4, its protocol, destination VIP:port)."""
+    """Match the VIP service (IPv4 or IPv6, its protocol, destination VIP:port)."""
+    family = family_of(vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=protocol.ip_proto, ipv4_dst=vip_ip, **{protocol.dst: vip_port}
+        eth_type=family.eth_type, ip_proto=protocol.ip_proto, **{family.dst: vip_ip}, **{protocol.dst: vip_port}
     )
 
 
 def vip_other_match(vip_ip: str) -> Any:
     """Match anything else sent to the VIP address."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ipv4_dst=vip_ip)
+    family = family_of(vip_ip)
+    return parser.OFPMatch(eth_type=family.eth_type, **{family.dst: vip_ip})
 
 
 def vip_flows(lbu_id: int, vip_id: int, vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> list[Any]:
@@ -285,10 +323,11 @@ def vip_syn_match(vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.
     """Match a pure SYN to one VIP service (a UDP service: any datagram to it, as its flows start with any)."""
     if not protocol.has_handshake:
         return vip_match(vip_ip, vip_port, protocol)
+    family = family_of(vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=IPPROTO_TCP,
-        ipv4_dst=vip_ip,
+        **{family.dst: vip_ip},
         tcp_dst=vip_port,
         tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK),
     )
@@ -372,6 +411,17 @@ def exact_tcp_match(
     The fields are given already in OXM order and in os-ken's user form, which skips OFPMatch's per-field
     normalisation: on the packet-in path that normalisation cost more than everything else the classifier does.
     """
+    if ":" in src_ip:
+        return parser.OFPMatch(
+            _ordered_fields=[
+                ("eth_type", ETH_TYPE_IPV6),
+                ("ip_proto", protocol.ip_proto),
+                (protocol.src, src_port),
+                (protocol.dst, dst_port),
+                ("ipv6_src", src_ip),
+                ("ipv6_dst", dst_ip),
+            ]
+        )
     return parser.OFPMatch(
         _ordered_fields=[
             ("eth_type", ETH_TYPE_IP),
@@ -415,7 +465,7 @@ def _nat_pair(route: NatRoute, priority: int, forward: Any, reverse: Any) -> lis
             [
                 apply(
                     parser.OFPActionSetField(eth_src=route.vip_mac),
-                    parser.OFPActionSetField(ipv4_src=route.vip_ip),
+                    parser.OFPActionSetField(**{family_of(route.vip_ip).src: route.vip_ip}),
                     parser.OFPActionSetField(**{route.protocol.src: route.vip_port}),
                 ),
                 goto(Table.FORWARD),
@@ -432,7 +482,7 @@ def to_member_actions(route: NatRoute) -> list[Any]:
     """The rewrite of a client's packet to the VIP toward the route's member."""
     return [
         parser.OFPActionSetField(eth_dst=route.member_mac),
-        parser.OFPActionSetField(ipv4_dst=route.member_address),
+        parser.OFPActionSetField(**{family_of(route.member_address).dst: route.member_address}),
         parser.OFPActionSetField(**{route.protocol.dst: route.member_port}),
     ]
 
@@ -468,20 +518,20 @@ def nat_connection_deletes(route: NatRoute, learned: bool = False) -> list[Any]:
 
 
 def _client_field(client: str) -> Any:
-    """An ipv4 match value for a client address or prefix (``a.b.c.d`` or ``a.b.c.d/len``)."""
+    """An address match value for a client address or prefix (``a.b.c.d``, ``a.b.c.d/len``, IPv6 alike)."""
     if "/" not in client:
         return client
-    network = ipaddress.IPv4Network(client)
+    network = ipaddress.ip_network(client)
     return (str(network.network_address), str(network.netmask))
 
 
 def session_forward_match(client: str, vip_ip: str, vip_port: int, protocol: L4Protocol = L4Protocol.TCP) -> Any:
     """Match every connection of a client (or client prefix) to the VIP service."""
+    family = family_of(vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=protocol.ip_proto,
-        ipv4_src=_client_field(client),
-        ipv4_dst=vip_ip,
+        **{family.src: _client_field(client), family.dst: vip_ip},
         **{protocol.dst: vip_port},
     )
 
@@ -490,11 +540,11 @@ def session_reverse_match(
     client: str, member_address: str, member_port: int, protocol: L4Protocol = L4Protocol.TCP
 ) -> Any:
     """Match every reply of the member to a client (or client prefix)."""
+    family = family_of(member_address)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=protocol.ip_proto,
-        ipv4_src=member_address,
-        ipv4_dst=_client_field(client),
+        **{family.src: member_address, family.dst: _client_field(client)},
         **{protocol.src: member_port},
     )
 
@@ -529,6 +579,7 @@ def packet_out_port(out_port: int, data: bytes) -> Any:
 
 def probe_reply_match(vip_ip: str, probe_base: int, probe_mask: int) -> Any:
     """Match replies to the controller's health probes: TCP to the VIP address from a probe port range."""
+    family = family_of(vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP, ip_proto=IPPROTO_TCP, ipv4_dst=vip_ip, tcp_dst=(probe_base, probe_mask)
+        eth_type=family.eth_type, ip_proto=IPPROTO_TCP, **{family.dst: vip_ip}, tcp_dst=(probe_base, probe_mask)
     )

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.core.frames import ETH_TYPE_IP, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
+from nlb_sdn.core.frames import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN
 from nlb_sdn.flows.builders import (
     apply,
     flow_add,
@@ -34,6 +34,7 @@ from nlb_sdn.flows.builders import (
     to_controller,
     vip_match,
 )
+from nlb_sdn.flows.family import AddressFamily, address_int, family_of
 from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import KIND_MASK, MISS_METER_ID, VIP_MASK, CookieKind, Priority, Table, make_cookie
 from nlb_sdn.framework import nicira_ext, ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
@@ -90,9 +91,8 @@ class SwitchTarget:
 
 
 def _ip_int(address: str) -> int:
-    """A dotted IPv4 address as an integer (learn loads take integers)."""
-    a, b, c, d = (int(part) for part in address.split("."))
-    return a << 24 | b << 16 | c << 8 | d
+    """An IPv4 or IPv6 address as an integer (learn loads take integers)."""
+    return address_int(address)
 
 
 def _mac_int(mac: str) -> int:
@@ -120,9 +120,9 @@ def _load(value: int, name: str, bits: int) -> Any:
     return parser.NXFlowSpecLoad(src=value, dst=(name, 0), n_bits=bits)
 
 
-def _tcp_ipv4(protocol: L4Protocol = L4Protocol.TCP) -> list[Any]:
-    """Learn specs every learned entry starts with: IPv4 and TCP or UDP (the match prerequisites)."""
-    return [_fixed(ETH_TYPE_IP, "eth_type_nxm", 16), _fixed(protocol.ip_proto, "ip_proto_nxm", 8)]
+def _tcp_ip(family: AddressFamily, protocol: L4Protocol = L4Protocol.TCP) -> list[Any]:
+    """Learn specs every learned entry starts with: IPv4 (or IPv6) and TCP or UDP (the match prerequisites)."""
+    return [_fixed(family.eth_type, "eth_type_nxm", 16), _fixed(protocol.ip_proto, "ip_proto_nxm", 8)]
 
 
 def learned_cookie(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> int:
@@ -133,21 +133,22 @@ def learned_cookie(vip: SwitchVip, target: SwitchTarget, per_client: bool = Fals
 
 def _client_specs(vip: SwitchVip, src: str, dst: str, per_client: bool) -> list[Any]:
     """Learn specs naming the client: its address, or (per client) the prefix ``client_prefix`` of it."""
-    prefix = vip.client_prefix if per_client and vip.client_prefix is not None else 32
-    return [_copy(src, dst, prefix, 32 - prefix)] if prefix else []
+    bits = family_of(vip.vip_ip).bits
+    prefix = min(vip.client_prefix, bits) if per_client and vip.client_prefix is not None else bits
+    return [_copy(src, dst, prefix, bits - prefix)] if prefix else []
 
 
 def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that pins client->VIP packets (of this connection, or of this client) to ``target``."""
-    protocol = vip.protocol
-    specs = _tcp_ipv4(protocol) + _client_specs(vip, "ipv4_src_nxm", "ipv4_src_nxm", per_client)
+    protocol, family = vip.protocol, family_of(vip.vip_ip)
+    specs = _tcp_ip(family, protocol) + _client_specs(vip, family.nxm_src, family.nxm_src, per_client)
     if not per_client:
         specs.append(_same(protocol.nxm_src, 16))
     specs += [
-        _fixed(_ip_int(vip.vip_ip), "ipv4_dst_nxm", 32),
+        _fixed(_ip_int(vip.vip_ip), family.nxm_dst, family.bits),
         _fixed(vip.vip_port, protocol.nxm_dst, 16),
         _load(_mac_int(target.member_mac), "eth_dst_nxm", 48),
-        _load(_ip_int(target.member_address), "ipv4_dst_nxm", 32),
+        _load(_ip_int(target.member_address), family.nxm_dst, family.bits),
         _load(target.member_port, protocol.nxm_dst, 16),
     ]
     return _learn(vip, target, Table.SWITCH_CONNECTIONS, specs, per_client)
@@ -155,18 +156,18 @@ def learn_forward(vip: SwitchVip, target: SwitchTarget, per_client: bool = False
 
 def learn_reverse(vip: SwitchVip, target: SwitchTarget, per_client: bool = False) -> Any:
     """The learn action that rewrites the member's replies (to this connection, or to this client) to the VIP."""
-    protocol = vip.protocol
+    protocol, family = vip.protocol, family_of(vip.vip_ip)
     specs = [
-        *_tcp_ipv4(protocol),
-        _fixed(_ip_int(target.member_address), "ipv4_src_nxm", 32),
+        *_tcp_ip(family, protocol),
+        _fixed(_ip_int(target.member_address), family.nxm_src, family.bits),
         _fixed(target.member_port, protocol.nxm_src, 16),
     ]
-    specs += _client_specs(vip, "ipv4_src_nxm", "ipv4_dst_nxm", per_client)
+    specs += _client_specs(vip, family.nxm_src, family.nxm_dst, per_client)
     if not per_client:
         specs.append(_copy(protocol.nxm_src, protocol.nxm_dst, 16))
     specs += [
         _load(_mac_int(vip.vip_mac), "eth_src_nxm", 48),
-        _load(_ip_int(vip.vip_ip), "ipv4_src_nxm", 32),
+        _load(_ip_int(vip.vip_ip), family.nxm_src, family.bits),
         _load(vip.vip_port, protocol.nxm_src, 16),
     ]
     return _learn(vip, target, Table.SWITCH_REVERSE, specs, per_client)
@@ -211,11 +212,12 @@ def dispatch_base_flows(lbu_id: int, max_len: int) -> list[Any]:
 
 def select_match(vip: SwitchVip, target: SwitchTarget) -> Any:
     """Match a VIP packet whose group bucket chose ``target``."""
+    family = family_of(vip.vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=vip.protocol.ip_proto,
         reg0=target.endpoint_id,
-        ipv4_dst=vip.vip_ip,
+        **{family.dst: vip.vip_ip},
         **{vip.protocol.dst: vip.vip_port},
     )
 
@@ -224,10 +226,11 @@ def syn_match(vip: SwitchVip) -> Any:
     """Match a pure SYN to the VIP service (UDP: any datagram; learned flow entries rank above it)."""
     if not vip.protocol.has_handshake:
         return vip_match(vip.vip_ip, vip.vip_port, vip.protocol)
+    family = family_of(vip.vip_ip)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=vip.protocol.ip_proto,
-        ipv4_dst=vip.vip_ip,
+        **{family.dst: vip.vip_ip},
         tcp_dst=vip.vip_port,
         tcp_flags=(TCP_SYN, TCP_SYN | TCP_ACK),
     )
@@ -244,7 +247,7 @@ def select_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                 apply(
                     *learns(vip, target),
                     parser.OFPActionSetField(eth_dst=target.member_mac),
-                    parser.OFPActionSetField(ipv4_dst=target.member_address),
+                    parser.OFPActionSetField(**{family_of(target.member_address).dst: target.member_address}),
                     parser.OFPActionSetField(**{vip.protocol.dst: target.member_port}),
                     resubmit(Table.FORWARD),
                 )
@@ -424,11 +427,13 @@ def ct_commit(target: SwitchTarget) -> Any:
     """Track a new connection with destination NAT to the member, and the member's endpoint id as its mark.
 
     The NAT range gives the address once (no maximum means the minimum): with both it is 28 bytes, which os-ken
-    announces as 32 without writing the padding, and the switch rejects the action (BAD_LEN).
+    announces as 32 without writing the padding, and the switch rejects the action (BAD_LEN). An IPv6 range with the
+    ports is 36 bytes whatever it gives, so there the nat goes last, where the ct action's own padding completes it.
     """
+    mark = parser.OFPActionSetField(ct_mark=target.endpoint_id)
     nat = parser.NXActionNAT(
         flags=NX_NAT_F_DST,
-        range_ipv4_min=target.member_address,
+        **{family_of(target.member_address).nat_range_min: target.member_address},
         range_proto_min=target.member_port,
         range_proto_max=target.member_port,
     )
@@ -438,19 +443,24 @@ def ct_commit(target: SwitchTarget) -> Any:
         zone_ofs_nbits=CT_ZONE,
         recirc_table=nicira_ext.NX_CT_RECIRC_NONE,
         alg=0,
-        actions=[nat, parser.OFPActionSetField(ct_mark=target.endpoint_id)],
+        actions=[mark, nat] if family_of(target.member_address) is AddressFamily.IPV6 else [nat, mark],
     )
 
 
-def _ct_match(state: int, protocol: L4Protocol = L4Protocol.TCP, **fields: Any) -> Any:
-    """Match TCP/IPv4 (or UDP/IPv4) packets whose tracker state has all the ``state`` bits."""
-    return parser.OFPMatch(eth_type=ETH_TYPE_IP, ip_proto=protocol.ip_proto, ct_state=(state, state), **fields)
+def _ct_match(
+    state: int, protocol: L4Protocol = L4Protocol.TCP, family: AddressFamily = AddressFamily.IPV4, **fields: Any
+) -> Any:
+    """Match TCP (or UDP) packets of ``family`` whose tracker state has all the ``state`` bits."""
+    return parser.OFPMatch(eth_type=family.eth_type, ip_proto=protocol.ip_proto, ct_state=(state, state), **fields)
 
 
 def _ct_new_match(vip: SwitchVip) -> Any:
     """Match a VIP service's packets the tracker has not seen: a pure SYN, or any UDP datagram of a new flow."""
     syn = {"tcp_flags": (TCP_SYN, TCP_SYN | TCP_ACK)} if vip.protocol.has_handshake else {}
-    return _ct_match(CT_TRACKED | CT_NEW, vip.protocol, ipv4_dst=vip.vip_ip, **{vip.protocol.dst: vip.vip_port}, **syn)
+    family = family_of(vip.vip_ip)
+    return _ct_match(
+        CT_TRACKED | CT_NEW, vip.protocol, family, **{family.dst: vip.vip_ip}, **{vip.protocol.dst: vip.vip_port}, **syn
+    )
 
 
 def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
@@ -461,8 +471,8 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
     A UDP service's first datagram of each flow is copied the same way; its flows end by idling out (audits).
     """
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
-    protocol = vip.protocol
-    reply = {"ipv4_src": vip.vip_ip, protocol.src: vip.vip_port}
+    protocol, family = vip.protocol, family_of(vip.vip_ip)
+    reply = {family.src: vip.vip_ip, protocol.src: vip.vip_port}
     msgs = [
         flow_add(
             Table.CONNECTIONS,
@@ -481,7 +491,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
         flow_add(
             Table.CT_REVERSE,
             Priority.CONNECTION,
-            _ct_match(CT_TRACKED | CT_REPLY, protocol, **reply),
+            _ct_match(CT_TRACKED | CT_REPLY, protocol, family, **reply),
             [apply(parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
             cookie,
         ),
@@ -491,7 +501,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
             flow_add(
                 Table.CT_REVERSE,
                 Priority.CT_END,
-                _ct_match(CT_TRACKED | CT_REPLY, protocol, **reply, tcp_flags=(TCP_RST, TCP_RST)),
+                _ct_match(CT_TRACKED | CT_REPLY, protocol, family, **reply, tcp_flags=(TCP_RST, TCP_RST)),
                 [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
                 cookie,
             )
@@ -540,6 +550,7 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
     msgs: list[Any] = []
     for target in sorted({t.endpoint_id: t for t in targets}.values(), key=lambda t: t.endpoint_id):
         cookie = make_cookie(CookieKind.BASE, lbu_id, 0, target.endpoint_id)
+        family = family_of(target.member_address)
         to_member = [parser.OFPActionSetField(eth_dst=target.member_mac), resubmit(Table.FORWARD)]
         committed = CT_TRACKED  # the mark says the switch committed it; a retransmitted SYN is still "new"
         msgs += [
@@ -553,7 +564,7 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
             flow_add(
                 Table.CT_FORWARD,
                 Priority.CONNECTION,
-                _ct_match(committed, target.protocol, ct_mark=target.endpoint_id),
+                _ct_match(committed, target.protocol, family, ct_mark=target.endpoint_id),
                 [apply(*to_member)],
                 cookie,
             ),
@@ -563,7 +574,7 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
                 flow_add(
                     Table.CT_FORWARD,
                     Priority.CT_END,
-                    _ct_match(committed, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
+                    _ct_match(committed, target.protocol, family, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
                     [apply(*copy_to_controller(), *to_member)],
                     cookie,
                 )
@@ -578,13 +589,13 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
     been idle for ``idle_timeout``: the backstop for a connection whose FIN and RST copies never arrived. FIN and
     RST segments still meet the copying entries above it. Table 8 sees the connection already NATed to the member.
     """
-    protocol = vip.protocol
+    protocol, family = vip.protocol, family_of(target.member_address)
     match = _ct_match(
         CT_TRACKED,
         protocol,
+        family,
         ct_mark=target.endpoint_id,
-        ipv4_src=client_ip,
-        ipv4_dst=target.member_address,
+        **{family.src: client_ip, family.dst: target.member_address},
         **{protocol.src: client_port, protocol.dst: target.member_port},
     )
     return flow_add(
@@ -600,10 +611,10 @@ def ct_audit_flow(vip: SwitchVip, target: SwitchTarget, client_ip: str, client_p
 
 def member_reply_match(target: SwitchTarget) -> Any:
     """Match what a member sends from its service port (its replies)."""
-    protocol = target.protocol
+    protocol, family = target.protocol, family_of(target.member_address)
     return parser.OFPMatch(
-        eth_type=ETH_TYPE_IP,
+        eth_type=family.eth_type,
         ip_proto=protocol.ip_proto,
-        ipv4_src=target.member_address,
+        **{family.src: target.member_address},
         **{protocol.src: target.member_port},
     )

@@ -245,6 +245,12 @@ TCP_IPV4 = frozenset({"eth_type", "ip_proto", "ipv4_src", "ipv4_dst", "tcp_src",
 """The match fields of a TCP/IPv4 connection (or of a client, a member, a VIP service: some of them)."""
 L4_IPV4 = TCP_IPV4 | {"udp_src", "udp_dst"}
 """The match fields of a TCP/IPv4 connection or a UDP/IPv4 flow (``flows/l4.py``)."""
+TCP_IPV6 = frozenset({"eth_type", "ip_proto", "ipv6_src", "ipv6_dst", "tcp_src", "tcp_dst"})
+"""The match fields of a TCP/IPv6 connection (dual stack: the tables that take one take the other)."""
+TCP_IP = TCP_IPV4 | TCP_IPV6
+"""The match fields of a TCP connection of either family."""
+L4_IP = L4_IPV4 | TCP_IPV6
+"""The match fields of a TCP connection of either family or a UDP/IPv4 flow."""
 OXM_FIELD_NAMES = frozenset(field.name for field in ofp.oxm_types)
 """Every match field the framework knows (OpenFlow basic and Nicira extensions)."""
 
@@ -261,9 +267,10 @@ PACKET_OUT_HOPS: tuple[Hop, ...] = (
 _TABLES = (
     TableSpec(
         Table.CLASSIFY,
-        "Every packet enters here: ARP and probe replies to the controller, VIP services to 1, conntrack members' "
-        "replies through the tracker, other IPv4 to 2, MPLS to 7; ICMP for VIPs to the controller.",
-        L4_IPV4 | {"icmpv4_type"},
+        "Every packet enters here: ARP, neighbour solicitations and probe replies to the controller, VIP services "
+        "to 1, conntrack members' replies through the tracker, other IPv4 and IPv6 to 2, MPLS to 7; ICMP for VIPs to "
+        "the controller.",
+        L4_IP | {"icmpv4_type", "icmpv6_type"},
         (
             Hop(Table.CONNECTIONS, Via.GOTO),
             Hop(Table.REVERSE, Via.GOTO),
@@ -288,7 +295,7 @@ _TABLES = (
         Table.CONNECTIONS,
         "Client to VIP: the controller's connection and session entries, SYN punts (UDP: datagram punts below the "
         "flow entries), and the entries of switch-dispatched VIP services.",
-        L4_IPV4 | {"tcp_flags"},
+        L4_IP | {"tcp_flags"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.GOTO),
@@ -310,8 +317,8 @@ _TABLES = (
     ),
     TableSpec(
         Table.REVERSE,
-        "Other IPv4: the controller's reverse entries rewrite a member's replies back to the VIP.",
-        L4_IPV4,
+        "Other IPv4 and IPv6: the controller's reverse entries rewrite a member's replies back to the VIP.",
+        L4_IP,
         (Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO)),
         Miss((Hop(Table.SWITCH_REVERSE, Via.RESUBMIT), Hop(Table.FORWARD, Via.GOTO))),
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -331,7 +338,7 @@ _TABLES = (
         Table.SWITCH_CONNECTIONS,
         "Connections and clients the switch learned (dispatch switch, learn pinning); a new SYN goes to the VIP's "
         "select group.",
-        L4_IPV4 | {"tcp_flags"},
+        L4_IP | {"tcp_flags"},
         (Hop(Table.SWITCH_SELECT, Via.GROUP),),
         Miss(to_controller=True),
         (Priority.CONNECTION, Priority.SESSION, Priority.SWITCH_SYN, Priority.MISS),
@@ -341,7 +348,7 @@ _TABLES = (
     TableSpec(
         Table.SWITCH_REVERSE,
         "Reverse entries the switch learned: a member's replies rewritten to the VIP.",
-        L4_IPV4,
+        L4_IP,
         (),
         DROP,
         (Priority.CONNECTION, Priority.SESSION, Priority.MISS),
@@ -351,7 +358,7 @@ _TABLES = (
         Table.SWITCH_SELECT,
         "One entry per member of a switch-dispatched VIP, chosen by the bucket's reg0: pins the connection (learn, "
         "or ct commit) and sends it toward the member.",
-        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "tcp_dst", "udp_dst"}),
+        frozenset({"eth_type", "ip_proto", "reg0", "ipv4_dst", "ipv6_dst", "tcp_dst", "udp_dst"}),
         (Hop(Table.FORWARD, Via.RESUBMIT),),
         DROP,
         (Priority.CONNECTION, Priority.MISS),
@@ -371,7 +378,7 @@ _TABLES = (
         Table.CT_FORWARD,
         "Client to VIP after the tracker (conntrack pinning): tracked connections to their member, FIN and RST "
         "copied, audit entries, new SYNs to the VIP's select group.",
-        L4_IPV4 | {"tcp_flags", "ct_state", "ct_mark"},
+        L4_IP | {"tcp_flags", "ct_state", "ct_mark"},
         (
             Hop(Table.SWITCH_CONNECTIONS, Via.RESUBMIT),
             Hop(Table.FORWARD, Via.RESUBMIT),
@@ -385,7 +392,7 @@ _TABLES = (
         Table.CT_REVERSE,
         "A conntrack member's replies after the tracker: tracked ones back to the VIP (RST copied), the rest on to "
         "table 2.",
-        L4_IPV4 | {"tcp_flags", "ct_state"},
+        L4_IP | {"tcp_flags", "ct_state"},
         (Hop(Table.FORWARD, Via.RESUBMIT), Hop(Table.REVERSE, Via.RESUBMIT)),
         Miss((Hop(Table.REVERSE, Via.RESUBMIT),)),
         (Priority.CT_END, Priority.CONNECTION, Priority.MISS),

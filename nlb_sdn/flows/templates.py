@@ -21,6 +21,7 @@ import struct
 from typing import Any
 
 from nlb_sdn.flows import builders
+from nlb_sdn.flows.family import family_of
 from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.framework import ofproto_v1_3 as ofp, ofproto_v1_3_parser as parser
 
@@ -191,26 +192,29 @@ class _Protocol:
 class NatTemplate:
     """A connection's two flow-mods (``builders.nat_connection_flows``) serialised once, with the client left open."""
 
-    __slots__ = ("forward", "forward_ip", "forward_port", "reverse", "reverse_ip", "reverse_port")
+    __slots__ = ("family", "forward", "forward_ip", "forward_port", "reverse", "reverse_ip", "reverse_port")
 
     def __init__(self, route: builders.NatRoute) -> None:
         forward, reverse = (bytearray(serialised(msg)) for msg in builders.nat_connection_flows(route))
         forward_fields = oxm_value_offsets(forward, FLOW_MOD_MATCH_OFFSET)
         reverse_fields = oxm_value_offsets(reverse, FLOW_MOD_MATCH_OFFSET)
+        self.family = family_of(route.vip_ip).socket_family
+        ipv6 = self.family == socket.AF_INET6
         self.forward, self.reverse = forward, reverse
         src_port, dst_port = PORT_FIELDS[route.protocol]
-        self.forward_ip = forward_fields[ofp.OFPXMT_OFB_IPV4_SRC]
+        self.forward_ip = forward_fields[ofp.OFPXMT_OFB_IPV6_SRC if ipv6 else ofp.OFPXMT_OFB_IPV4_SRC]
         self.forward_port = forward_fields[src_port]
-        self.reverse_ip = reverse_fields[ofp.OFPXMT_OFB_IPV4_DST]
+        self.reverse_ip = reverse_fields[ofp.OFPXMT_OFB_IPV6_DST if ipv6 else ofp.OFPXMT_OFB_IPV4_DST]
         self.reverse_port = reverse_fields[dst_port]
 
     def flow_mods(self, client_ip: str, client_port: int) -> list[Any]:
         """The forward and reverse flow-mods of the client's connection."""
-        address = socket.inet_aton(client_ip)
+        address = socket.inet_pton(self.family, client_ip)
+        size = len(address)
         forward, reverse = bytearray(self.forward), bytearray(self.reverse)
-        forward[self.forward_ip : self.forward_ip + 4] = address
+        forward[self.forward_ip : self.forward_ip + size] = address
         PORT.pack_into(forward, self.forward_port, client_port)
-        reverse[self.reverse_ip : self.reverse_ip + 4] = address
+        reverse[self.reverse_ip : self.reverse_ip + size] = address
         PORT.pack_into(reverse, self.reverse_port, client_port)
         return [OFPFlowMod(forward), OFPFlowMod(reverse)]
 
@@ -231,7 +235,7 @@ def nat_template(
     """The template of one member route (everything of a NatRoute but the client), made once and then cached."""
     return NatTemplate(
         builders.NatRoute(
-            "0.0.0.0",
+            "::" if ":" in vip_ip else "0.0.0.0",
             0,
             vip_ip,
             vip_port,

@@ -198,9 +198,13 @@ class Backend:
 
 
 def listen_socket(bind: str, port: int) -> socket.socket:
-    """A bound, listening, non-blocking IPv4 TCP socket (``bind`` must be a literal address: no resolution)."""
-    address = str(ipaddress.IPv4Address(bind))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A bound, listening, non-blocking TCP socket (``bind`` must be a literal address: no resolution); an IPv6
+    ``bind`` (``::``) takes IPv4 too (dual stack)."""
+    address = str(ipaddress.ip_address(bind))
+    ipv6 = ":" in address
+    sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
+    if ipv6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
     sock.listen(1024)
@@ -279,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     add_version_option(parser)
     parser.add_argument("--name", required=True, help="name returned in X-Served-By and by GET /")
     parser.add_argument("--port", type=int, default=80, help="TCP port (0 picks a free one; default 80)")
-    parser.add_argument("--bind", default="0.0.0.0", help="IPv4 address to bind (default 0.0.0.0)")
+    parser.add_argument(
+        "--bind", default="0.0.0.0", help="IPv4 or IPv6 address to bind (default 0.0.0.0; :: takes both)"
+    )
     parser.add_argument(
         "--handoff-socket",
         metavar="PATH",

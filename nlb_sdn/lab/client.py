@@ -1,6 +1,6 @@
 """Load client for the lab: many new TCP connections (who served each), or one verified pattern download.
 
-Both modes print one JSON line. Targets must be literal IPv4 addresses: the client never resolves names.
+Both modes print one JSON line. Targets must be literal IPv4 or IPv6 addresses: the client never resolves names.
 
 - ``nlb-sdn-client connections 10.0.0.100 --port 80 --count 200 --concurrency 10 --timeout 30 [--rate 100]``
 - ``nlb-sdn-client download 10.0.0.100 --port 80 --bytes 10000000 [--rate 1000000] --timeout 60``
@@ -27,8 +27,8 @@ HEAD_LIMIT = 16 * 1024
 
 
 def _ipv4(host: str) -> str:
-    """The host as a literal IPv4 address, or ValueError (names are refused: no DNS)."""
-    return str(ipaddress.IPv4Address(host))
+    """The host as a literal IPv4 (or IPv6) address, or ValueError (names are refused: no DNS)."""
+    return str(ipaddress.ip_address(host))
 
 
 def parse_response_head(head: bytes) -> tuple[int, dict[str, str]]:
@@ -194,7 +194,7 @@ def download(
     digest = hashlib.sha256()
     start = time.monotonic()
     deadline = start + timeout
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
         sock.connect((address, port))
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     add_version_option(parser)
     modes = parser.add_subparsers(dest="mode", required=True)
     conns = modes.add_parser("connections", help="open many new connections, each GET / with Connection: close")
-    conns.add_argument("host", help="literal IPv4 address (VIP or backend)")
+    conns.add_argument("host", help="literal IPv4 or IPv6 address (VIP or backend)")
     conns.add_argument("--port", type=int, default=80)
     conns.add_argument("--count", "-n", type=int, default=100, help="connections to open (default 100)")
     conns.add_argument("--concurrency", "-c", type=int, default=1, help="connections in flight (default 1)")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     conns.add_argument("--timeout", type=float, default=30.0, help="bound on the whole run in seconds")
     conns.add_argument("--conn-timeout", type=float, default=5.0, help="bound on each connection in seconds")
     down = modes.add_parser("download", help="GET /bytes/N over one connection and verify the pattern")
-    down.add_argument("host", help="literal IPv4 address (VIP or backend)")
+    down.add_argument("host", help="literal IPv4 or IPv6 address (VIP or backend)")
     down.add_argument("--port", type=int, default=80)
     down.add_argument("--bytes", type=int, default=1_000_000, dest="size", help="bytes to fetch")
     down.add_argument("--rate", type=int, default=None, help="ask the server to send this many bytes per second")
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _ipv4(args.host)
     except ValueError:
-        parser.error(f"host must be a literal IPv4 address, got {args.host!r}")
+        parser.error(f"host must be a literal IPv4 or IPv6 address, got {args.host!r}")
     if args.mode == "connections":
         summary = run_connections(
             args.host, args.port, args.count, args.concurrency, args.timeout, args.conn_timeout, args.rate

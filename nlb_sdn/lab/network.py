@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from nlb_sdn.lab.base import LabBase
 from nlb_sdn.lab.commands import LabError, run, terminate
 from topologies import SWITCH_OPTS
+from topologies.base import IPV6_PREFIX_LEN
 
 if TYPE_CHECKING:
     from mininet.net import Mininet
@@ -103,8 +104,24 @@ class LabNetwork(LabBase):
             out = host.cmd(f"ethtool -K {intf} tx off >/dev/null 2>&1; echo rc=$?")
             if "rc=0" not in out:
                 raise LabError(f"{host.name}: ethtool -K {intf} tx off failed: {out.strip()}")
-        if self.disable_ipv6 and host.inNamespace:
+        address = self.topo.host_ipv6(host.name)
+        if address is not None:
+            self._configure_ipv6(host, address)
+        elif self.disable_ipv6 and host.inNamespace:
             host.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+
+    @staticmethod
+    def _configure_ipv6(host: Host, address: str) -> None:
+        """A dual-stack host of an ``ipv6`` topology: its static address on eth0 (no duplicate address detection, no
+        router advertisements taken), so it is usable at once and the switches only see neighbour discovery."""
+        intf = f"{host.name}-eth0"
+        out = host.cmd(
+            f"sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.{intf}.disable_ipv6=0 "
+            f"net.ipv6.conf.{intf}.accept_ra=0 net.ipv6.conf.{intf}.accept_dad=0 && "
+            f"ip -6 addr add {address}/{IPV6_PREFIX_LEN} dev {intf} nodad; echo rc=$?"
+        )
+        if "rc=0" not in out:
+            raise LabError(f"{host.name}: IPv6 address {address} not set: {out.strip()}")
 
     def _configure_tunnel_members(self) -> None:
         """Put every tunnel-mode VIP on the loopback of each of its members' hosts (direct server return)."""

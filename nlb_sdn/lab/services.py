@@ -62,8 +62,19 @@ class LabServices(LabBase):
         log_path = self.workdir / f"backend-{name}-{port}.log"
         with open(log_path, "ab") as log:
             handoff = ["--handoff-socket", handoff_socket] if handoff_socket else []
+            dual_stack = ["--bind", "::"] if self.topo.ipv6 else []
             proc = node.popen(
-                [sys.executable, "-m", "nlb_sdn.lab.backend", "--name", name, "--port", str(port), *handoff],
+                [
+                    sys.executable,
+                    "-m",
+                    "nlb_sdn.lab.backend",
+                    "--name",
+                    name,
+                    "--port",
+                    str(port),
+                    *handoff,
+                    *dual_stack,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

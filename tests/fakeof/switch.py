@@ -49,6 +49,7 @@ from nlb_sdn.framework import arp, ethernet, ipv4, nicira_ext, ofproto_v1_3, ofp
 
 _vlan = importlib.import_module(f"{framework.NAME}.lib.packet.vlan")
 _mpls = importlib.import_module(f"{framework.NAME}.lib.packet.mpls")
+_ipv6 = importlib.import_module(f"{framework.NAME}.lib.packet.ipv6")
 
 ofp = ofproto_v1_3
 parser = ofproto_v1_3_parser
@@ -63,6 +64,7 @@ ETH_MPLS_MCAST = 0x8848
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
 TCP_SYN = 0x02
 TCP_ACK = 0x10
 ZERO_MAC = "00:00:00:00:00:00"
@@ -498,6 +500,8 @@ def _user_value(name: str, value: int) -> Any:
     """An integer field value in os-ken's user form (dotted IPv4, colon MAC, or the integer)."""
     if name.startswith("ipv4_"):
         return str(ipaddress.IPv4Address(value))
+    if name.startswith("ipv6_"):
+        return str(ipaddress.IPv6Address(value))
     if name.startswith("eth_") and name != "eth_type":
         raw = f"{value:012x}"
         return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
@@ -609,17 +613,18 @@ class Connection:
 
 
 def _ct_tuple(pkt: dict[str, Any], zone: int) -> CtTuple:
-    """The packet's tuple in ``zone``; the fake tracker handles IPv4 only."""
-    if pkt.get("eth_type") != ETH_IPV4:
-        raise NotImplementedError("fake switch: ct on a packet that is not IPv4")
+    """The packet's tuple in ``zone``; the fake tracker handles IPv4 and IPv6."""
+    if pkt.get("eth_type") not in _IP_TYPES:
+        raise NotImplementedError("fake switch: ct on a packet that is not IP")
+    family = "ipv6" if pkt["eth_type"] == ETH_IPV6 else "ipv4"
     ports = _L4_PORTS.get(pkt.get("ip_proto", 0))
     sport, dport = (pkt[ports[0]], pkt[ports[1]]) if ports else (0, 0)
-    return CtTuple(zone, pkt.get("ip_proto", 0), pkt["ipv4_src"], pkt["ipv4_dst"], sport, dport)
+    return CtTuple(zone, pkt.get("ip_proto", 0), pkt[f"{family}_src"], pkt[f"{family}_dst"], sport, dport)
 
 
 def _rewrite(pkt: dict[str, Any], end: str, ip: str, port: int) -> None:
     """Set the packet's source (``end`` "src") or destination ("dst") address and, for TCP/UDP, port."""
-    pkt[f"ipv4_{end}"] = ip
+    pkt[f"{'ipv6' if pkt['eth_type'] == ETH_IPV6 else 'ipv4'}_{end}"] = ip
     ports = _L4_PORTS.get(pkt.get("ip_proto", 0))
     if ports:
         pkt[ports[0] if end == "src" else ports[1]] = port
@@ -652,11 +657,14 @@ def _check_ct(action: Any, view: View) -> None:
     commit = action.flags & NX_CT_F_COMMIT
     for nested in action.actions:
         if isinstance(nested, parser.NXActionNAT):
-            if nested.flags & NX_NAT_F_SRC or (nested.range_ipv4_min and not nested.flags & NX_NAT_F_DST):
+            ranged = nested.range_ipv4_min or nested.range_ipv6_min
+            if nested.flags & NX_NAT_F_SRC or (ranged and not nested.flags & NX_NAT_F_DST):
                 raise NotImplementedError("fake switch: only destination NAT is modelled")
             if nested.range_ipv4_min:
                 _require(view, "eth_type", frozenset({ETH_IPV4}), "nat to an IPv4 range")
-            plain = not nested.flags and not nested.range_ipv4_min and nested.range_proto_min is None
+            if nested.range_ipv6_min:
+                _require(view, "eth_type", frozenset({ETH_IPV6}), "nat to an IPv6 range")
+            plain = not nested.flags and not ranged and nested.range_proto_min is None
         elif isinstance(nested, parser.OFPActionSetField) and nested.key == "ct_mark":
             plain = False
         else:
@@ -887,7 +895,8 @@ class FakeSwitch:
             return
         pkt = run.packet
         # Like Open vSwitch's dp_hash: addresses, and the ports of TCP only (UDP ports are left out).
-        key = "|".join(str(pkt.get(f)) for f in ("ipv4_src", "ipv4_dst", "tcp_src", "tcp_dst"))
+        family = ("ipv6_src", "ipv6_dst") if "ipv6_src" in pkt else ("ipv4_src", "ipv4_dst")
+        key = "|".join(str(pkt.get(f)) for f in (*family, "tcp_src", "tcp_dst"))
         bucket = buckets[zlib.crc32(key.encode()) % len(buckets)]
         branch = _Run(self, copy.deepcopy(pkt), run.result)
         branch.entry = run.entry
@@ -1057,7 +1066,8 @@ class FakeSwitch:
             if conn is None:
                 conn = Connection(key)
                 if nat is not None and nat.flags & NX_NAT_F_DST:
-                    conn.nat_ip, conn.nat_port = nat.range_ipv4_min or None, nat.range_proto_min
+                    conn.nat_ip = nat.range_ipv4_min or nat.range_ipv6_min or None
+                    conn.nat_port = nat.range_proto_min
                 self.conntrack[key] = conn
                 self._ct_replies[conn.reply] = conn
             for nested in action.actions:
@@ -1312,6 +1322,8 @@ def make_packet(**fields: Any) -> dict[str, Any]:
     if "eth_type" not in pkt:
         if any(k.startswith("arp_") for k in pkt):
             pkt["eth_type"] = ETH_ARP
+        elif any(k.startswith(("ipv6_", "icmpv6_")) for k in pkt):
+            pkt["eth_type"] = ETH_IPV6
         elif any(k.startswith(("ipv4_", "ip_", "tcp_", "udp_")) for k in pkt) or "nw_ttl" in pkt:
             pkt["eth_type"] = ETH_IPV4
         else:
@@ -1329,6 +1341,8 @@ def make_packet(**fields: Any) -> dict[str, Any]:
         ):
             pkt.setdefault(name, default)
         return pkt
+    if l3 == ETH_IPV6:
+        return _ipv6_defaults(pkt)
     if l3 == ETH_IPV4:
         if "ip_proto" not in pkt:
             tcp_like = any(k.startswith("tcp_") for k in pkt)
@@ -1350,6 +1364,46 @@ def make_packet(**fields: Any) -> dict[str, Any]:
                 pkt.setdefault(name, 0)
     pkt.setdefault("payload", b"")
     return pkt
+
+
+def _ipv6_defaults(pkt: dict[str, Any]) -> dict[str, Any]:
+    """Fill the defaults of an IPv6 packet dict (TCP, or ICMPv6 with its type and the rest of its body as payload)."""
+    if "ip_proto" not in pkt:
+        pkt["ip_proto"] = IPPROTO_ICMPV6 if "icmpv6_type" in pkt else IPPROTO_TCP
+    for name, default in (("ipv6_src", "::"), ("ipv6_dst", "::"), ("ip_dscp", 0), ("ip_ecn", 0), ("nw_ttl", 64)):
+        pkt.setdefault(name, default)
+    if pkt["ip_proto"] == IPPROTO_TCP:
+        for name in ("tcp_src", "tcp_dst", "tcp_flags"):
+            pkt.setdefault(name, 0)
+    elif pkt["ip_proto"] == IPPROTO_ICMPV6:
+        pkt.setdefault("icmpv6_type", 0)
+    pkt.setdefault("payload", b"")
+    return pkt
+
+
+def tcp6_packet(
+    eth_src: str,
+    eth_dst: str,
+    ipv6_src: str,
+    ipv6_dst: str,
+    tcp_src: int,
+    tcp_dst: int,
+    tcp_flags: int = TCP_SYN,
+    **fields: Any,
+) -> dict[str, Any]:
+    """An IPv6/TCP packet dict (a SYN by default)."""
+    return make_packet(
+        eth_src=eth_src,
+        eth_dst=eth_dst,
+        eth_type=ETH_IPV6,
+        ip_proto=IPPROTO_TCP,
+        ipv6_src=ipv6_src,
+        ipv6_dst=ipv6_dst,
+        tcp_src=tcp_src,
+        tcp_dst=tcp_dst,
+        tcp_flags=tcp_flags,
+        **fields,
+    )
 
 
 def tcp_packet(
@@ -1429,17 +1483,11 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
                 dst_ip=pkt.get("arp_tpa", "0.0.0.0"),
             )
         )
-    elif l3 == ETH_IPV4:
+    elif l3 in _IP_TYPES:
         proto = pkt.get("ip_proto", 0)
-        frame.add_protocol(
-            ipv4.ipv4(
-                tos=pkt.get("ip_dscp", 0) << 2 | pkt.get("ip_ecn", 0),
-                ttl=pkt.get("nw_ttl", 64),
-                proto=proto,
-                src=pkt.get("ipv4_src", "0.0.0.0"),
-                dst=pkt.get("ipv4_dst", "0.0.0.0"),
-            )
-        )
+        frame.add_protocol(_ip_header(pkt, l3, proto))
+        if proto == IPPROTO_ICMPV6:
+            frame.add_protocol(bytes([pkt.get("icmpv6_type", 0)]))
         if proto == IPPROTO_TCP:
             frame.add_protocol(
                 tcp.tcp(
@@ -1447,6 +1495,7 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
                     dst_port=pkt.get("tcp_dst", 0),
                     bits=pkt.get("tcp_flags", 0),
                     seq=pkt.get("tcp_seq", 0),
+                    ack=pkt.get("tcp_ack", 0),
                     window_size=0xFFFF,
                 )
             )
@@ -1457,6 +1506,26 @@ def packet_to_bytes(pkt: dict[str, Any]) -> bytes:
         frame.add_protocol(payload)
     frame.serialize()
     return bytes(frame.data)
+
+
+def _ip_header(pkt: dict[str, Any], l3: int, proto: int) -> Any:
+    """The IPv4 or IPv6 header of a packet dict."""
+    tos = pkt.get("ip_dscp", 0) << 2 | pkt.get("ip_ecn", 0)
+    if l3 == ETH_IPV6:
+        return _ipv6.ipv6(
+            traffic_class=tos,
+            hop_limit=pkt.get("nw_ttl", 64),
+            nxt=proto,
+            src=pkt.get("ipv6_src", "::"),
+            dst=pkt.get("ipv6_dst", "::"),
+        )
+    return ipv4.ipv4(
+        tos=tos,
+        ttl=pkt.get("nw_ttl", 64),
+        proto=proto,
+        src=pkt.get("ipv4_src", "0.0.0.0"),
+        dst=pkt.get("ipv4_dst", "0.0.0.0"),
+    )
 
 
 def packet_from_bytes(data: bytes, in_port: int | None = None) -> dict[str, Any]:
@@ -1482,6 +1551,21 @@ def packet_from_bytes(data: bytes, in_port: int | None = None) -> dict[str, Any]
         msg, _, _ = arp.arp.parser(rest)
         pkt.update(arp_op=msg.opcode, arp_sha=msg.src_mac, arp_spa=msg.src_ip, arp_tha=msg.dst_mac, arp_tpa=msg.dst_ip)
         return pkt
+    if l3 == ETH_IPV6:
+        ip6, _, rest = _ipv6.ipv6.parser(rest)
+        pkt.update(
+            ipv6_src=ip6.src,
+            ipv6_dst=ip6.dst,
+            ip_proto=ip6.nxt,
+            ip_dscp=ip6.traffic_class >> 2,
+            ip_ecn=ip6.traffic_class & 3,
+            nw_ttl=ip6.hop_limit,
+        )
+        if ip6.nxt == IPPROTO_ICMPV6:
+            pkt["icmpv6_type"], rest = rest[0], rest[1:]
+        elif ip6.nxt == IPPROTO_TCP:
+            seg, _, rest = tcp.tcp.parser(rest)
+            pkt.update(tcp_src=seg.src_port, tcp_dst=seg.dst_port, tcp_flags=seg.bits)
     if l3 == ETH_IPV4:
         ip, _, rest = ipv4.ipv4.parser(rest)
         pkt.update(

@@ -49,13 +49,13 @@ def affinity_vip(topo: LabTopo, idle_timeout: int = 5) -> dict[str, Any]:
 
 
 def open_connections(
-    lab: Lab, client: str, count: int, *, port: int = 80, concurrency: int = 4, timeout: int = 60
+    lab: Lab, client: str, count: int, *, port: int = 80, concurrency: int = 4, timeout: int = 60, vip: str = VIP
 ) -> dict[str, Any]:
-    """Open ``count`` new connections from ``client`` to the VIP on ``port``; every one must succeed. The client's
-    summary."""
+    """Open ``count`` new connections from ``client`` to the VIP (``vip``: another address, IPv4 or IPv6) on
+    ``port``; every one must succeed. The client's summary."""
     summary = lab.run_client(
         client,
-        ["connections", VIP, "--port", port, "--count", count, "--concurrency", concurrency, "--timeout", timeout],
+        ["connections", vip, "--port", port, "--count", count, "--concurrency", concurrency, "--timeout", timeout],
     )
     assert summary["errors"] == 0 and summary["ok"] == count, summary
     return summary

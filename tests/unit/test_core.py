@@ -48,7 +48,7 @@ def test_frames_parse_syn_and_reject_malformed():
     good = syn_frame("10.0.0.1", 40000, "10.0.0.100", 80)
     cases = {
         "short_ethernet": good[:10],
-        "not_ipv4": good[:12] + b"\x86\xdd" + good[14:],
+        "not_ipv4": good[:12] + b"\x88\xcc" + good[14:],  # LLDP: neither IPv4 nor (now parsed) IPv6
         "short_ipv4": good[:20],
         "ip_fragment": good[:20] + struct.pack("!H", 0x2000) + good[22:],
         "not_tcp": good[:23] + b"\x2f" + good[24:],

@@ -455,3 +455,13 @@ def test_scan_listings_interleave_and_skip_atoms_deleted_meanwhile(harness):
     assert not listing
     routes.remove(victim)
     assert sorted(seen["conn:"]) == routes and sorted(seen["sess:"]) == sessions
+
+
+def test_route_keys_bracket_ipv6_addresses_and_parse_back() -> None:
+    key = route_key("fd00::1", 40000, "fd00::100", 80)
+    assert key == "conn:tcp:[fd00::1]:40000:[fd00::100]:80"
+    assert parse_route_key(key) == ("fd00::1", 40000, "fd00::100", 80)
+    assert parse_route_key(route_key("10.0.0.1", 1, "10.0.0.100", 80)) == ("10.0.0.1", 1, "10.0.0.100", 80)
+    for bad in ("conn:tcp:[fd00::1:40000:[fd00::100]:80", "conn:udp:[fd00::1]:1:[fd00::2]:80", "conn:tcp:1:2:3"):
+        with pytest.raises(ValueError):
+            parse_route_key(bad)

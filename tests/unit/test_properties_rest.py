@@ -94,6 +94,13 @@ class CoreBackend:
     def migrations(self, limit: int | None = None) -> dict:
         return self.lb.migrations.view(limit)
 
+    def migration_ticket(self, request: MigrationRequest) -> dict[str, str]:
+        client_ip, client_port = request.client_address
+        grant = self.lb.migration_ticket(
+            request.id, request.vip, client_ip, client_port, request.member, NOW, "00" * 16
+        )
+        return grant.as_dict()
+
     def migrate(self, request: MigrationRequest) -> tuple[dict, bool]:
         client_ip, client_port = request.client_address
         if request.phase == "commit":
