@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from topologies.base import SWITCH_OPTS, LabTopo, lab_config
 from topologies.fabric import FabricTopo
+from topologies.multihop import MultiHopTopo
 from topologies.single import SingleTopo
 
-TOPOLOGIES: dict[str, type[LabTopo]] = {"single": SingleTopo, "fabric": FabricTopo}
+TOPOLOGIES: dict[str, type[LabTopo]] = {"single": SingleTopo, "fabric": FabricTopo, "multihop": MultiHopTopo}
 
-__all__ = ["SWITCH_OPTS", "TOPOLOGIES", "FabricTopo", "LabTopo", "SingleTopo", "lab_config"]
+__all__ = ["SWITCH_OPTS", "TOPOLOGIES", "FabricTopo", "LabTopo", "MultiHopTopo", "SingleTopo", "lab_config"]
