@@ -69,6 +69,26 @@ def member_ports() -> dict[str, int]:
     }
 
 
+def l7_section(mode: str, out: Path, workdir: Path) -> dict[str, Any]:
+    """Run ``benchmarks/l7.py`` in ``mode`` with its report beside ``out``; its figures, problems and Markdown."""
+    from benchmarks import l7
+
+    l7_out = out.with_name(f"{out.stem}.l7.json")
+    status = l7.main([*([] if mode == "full" else [f"--{mode}"]), "--out", str(l7_out), "--workdir", str(workdir)])
+    found = json.loads(l7_out.read_text()) if l7_out.exists() else {}
+    return {
+        "file": l7_out.name,
+        "exit_status": status,
+        "duration_s": found.get("duration_s"),
+        "settings": found.get("settings"),
+        "figures": found.get("figures"),
+        "ratios": found.get("ratios"),
+        "cpu_loaded": found.get("cpu_loaded"),
+        "problems": found.get("problems", ["l7.py wrote no report"]),
+        "markdown": l7_out.with_suffix(".md").read_text() if l7_out.with_suffix(".md").exists() else "",
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -94,6 +114,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=lab_sections.LabKind.MULTIHOP,
         metavar="{" + ",".join(kind.value for kind in lab_sections.LabKind) + "}",
         help="multihop: clients on two edge switches, a core, backends on two edges (default); single: one switch",
+    )
+    parser.add_argument(
+        "--l7",
+        action="store_true",
+        help="then run benchmarks/l7.py in the same mode (its own lab) and add its figures to the report",
     )
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only this section (repeatable; default: every section)"
@@ -161,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
             print("scale: controller memory, allotment", file=sys.stderr, flush=True)
             found.setdefault("scale", {})["memory"] = scale.memory_section(settings, workdir, free_port(), free_port())
             found["scale"]["allotment"] = scale.allotment_section(settings)
+        if args.l7:
+            print("l7: benchmarks/l7.py", file=sys.stderr, flush=True)
+            report["l7"] = l7_section(args.mode, args.out, workdir / "l7")
+            problems += [f"l7: {line}" for line in report["l7"]["problems"]]
     report["sections"] = found
     report["profile"] = raw.pop("profile", None)
     report["duration_s"] = round(time.monotonic() - started, 1)

@@ -370,6 +370,11 @@ def markdown(report: Mapping[str, Any]) -> str:
         parts += ["### Disruption: established downloads broken per change", _disruption_table(sections["disruption"])]
     if "scale" in sections:
         parts += ["### Scale", _scale_table(sections["scale"])]
+    if report.get("l7"):
+        parts += [
+            "### L7 VIP (router, migrated) against direct and HAProxy `mode http` (benchmarks/l7.py, its own lab)",
+            str(report["l7"].get("markdown", "")).strip(),
+        ]
     if report.get("problems"):
         parts += ["### Problems", "\n".join(f"- {line}" for line in report["problems"])]
     return "\n\n".join(parts) + "\n"

@@ -403,3 +403,12 @@ def test_command_line_chooses_the_lab():
     assert parse_args(["--lab", "single"]).lab is lab.LabKind.SINGLE
     with pytest.raises(SystemExit):
         parse_args(["--lab", "nope"])
+
+
+def test_l7_figures_join_the_report_when_asked():
+    assert parse_args([]).l7 is False and parse_args(["--l7"]).l7 is True
+    report = sample_report()
+    report["l7"] = {"markdown": "| figure | L7 VIP |\n|---|---:|\n| TTFB p50 ms | 8.06 |\n", "problems": []}
+    text = results.markdown(report)
+    assert "### L7 VIP (router, migrated) against direct and HAProxy `mode http`" in text
+    assert "| TTFB p50 ms | 8.06 |" in text
