@@ -297,7 +297,8 @@ class CpuMeter:
 def measure_scenario(lab: Lab, scenario: str, settings: Settings, sections: set[str], cpu: CpuMeter) -> dict[str, Any]:
     """One scenario once: warm-up, then the download, the one-in-flight run and the loaded run (as asked)."""
     targets = scenario_targets(lab.topo, scenario)
-    connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
+    if settings.warmup_count:
+        connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
     client, (address, port) = next(iter(targets.items()))
     result: dict[str, Any] = {"figures": {}}
     if "throughput" in sections:

@@ -21,7 +21,7 @@ class Settings:
     count: int  # connections per client in the loaded run
     concurrency: int  # connections in flight per client in the loaded run
     run_timeout: float  # bound on every connections run, in seconds
-    warmup_count: int  # connections per client before measuring a scenario
+    warmup_count: int  # connections per client before measuring a scenario (0: no warm-up)
     idle_count: int  # connections of the one-in-flight latency run (first client only)
     download_bytes: int  # size of the bulk download (first client only)
     download_timeout: float  # bound on the bulk download, in seconds
@@ -73,11 +73,11 @@ QUICK = Settings(
 )
 SMOKE = Settings(
     repeats=1,
-    clients=4,
+    clients=2,
     count=40,
     concurrency=8,
     run_timeout=5.0,
-    warmup_count=4,
+    warmup_count=0,
     idle_count=20,
     download_bytes=2_000_000,
     download_timeout=3.0,
