@@ -32,6 +32,15 @@ from nlb_sdn.lab.report import command_output  # noqa: E402
 from topologies import SWITCH_OPTS  # noqa: E402
 
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "suite.json"
+LAB_DESCRIPTIONS = {
+    lab_sections.LabKind.MULTIHOP: "multihop (MultiHopBenchTopo: clients on s1, s2; core s3, p1; backends on s4, s5)",
+    lab_sections.LabKind.SINGLE: "single (BenchTopo: every host on s1)",
+}
+
+
+def profile_path(out: Path) -> Path:
+    """Where the controller's profile goes: beside the JSON report."""
+    return out.with_name(f"{out.stem}.controller-profile.speedscope.json")
 
 
 def free_port() -> int:
@@ -60,6 +69,26 @@ def member_ports() -> dict[str, int]:
     }
 
 
+def l7_section(mode: str, out: Path, workdir: Path) -> dict[str, Any]:
+    """Run ``benchmarks/l7.py`` in ``mode`` with its report beside ``out``; its figures, problems and Markdown."""
+    from benchmarks import l7
+
+    l7_out = out.with_name(f"{out.stem}.l7.json")
+    status = l7.main([*([] if mode == "full" else [f"--{mode}"]), "--out", str(l7_out), "--workdir", str(workdir)])
+    found = json.loads(l7_out.read_text()) if l7_out.exists() else {}
+    return {
+        "file": l7_out.name,
+        "exit_status": status,
+        "duration_s": found.get("duration_s"),
+        "settings": found.get("settings"),
+        "figures": found.get("figures"),
+        "ratios": found.get("ratios"),
+        "cpu_loaded": found.get("cpu_loaded"),
+        "problems": found.get("problems", ["l7.py wrote no report"]),
+        "markdown": l7_out.with_suffix(".md").read_text() if l7_out.with_suffix(".md").exists() else "",
+    }
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,6 +106,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         const="smoke",
         dest="mode",
         help="tiny counts, for CI: checks that everything works (well under a minute)",
+    )
+    parser.add_argument(
+        "--lab",
+        type=lab_sections.LabKind,
+        choices=list(lab_sections.LabKind),
+        default=lab_sections.LabKind.MULTIHOP,
+        metavar="{" + ",".join(kind.value for kind in lab_sections.LabKind) + "}",
+        help="multihop: clients on two edge switches, a core, backends on two edges (default); single: one switch",
+    )
+    parser.add_argument(
+        "--l7",
+        action="store_true",
+        help="then run benchmarks/l7.py in the same mode (its own lab) and add its figures to the report",
     )
     parser.add_argument(
         "--only", action="append", choices=SECTIONS, help="run only this section (repeatable; default: every section)"
@@ -114,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         "environment": environment(),
         "settings": {
             **asdict(settings),
-            "topology": "single (BenchTopo)",
+            "lab": args.lab.value,
+            "topology": LAB_DESCRIPTIONS[args.lab],
             "datapath": SWITCH_OPTS["datapath"],
             "tx_offload": "off",
             "vip_idle_timeout_s": lab_sections.IDLE_TIMEOUT,
@@ -130,12 +173,25 @@ def main(argv: list[str] | None = None) -> int:
     with workdir_cm as workdir_name:
         workdir = Path(workdir_name)
         workdir.mkdir(parents=True, exist_ok=True)
-        found, problems, raw = lab_sections.run_lab(settings, set(sections), workdir / "lab", free_port(), free_port())
+        found, problems, raw = lab_sections.run_lab(
+            settings,
+            set(sections),
+            workdir / "lab",
+            free_port(),
+            free_port(),
+            lab_kind=args.lab,
+            profile_path=profile_path(args.out) if settings.profile else None,
+        )
         if "scale" in sections:
             print("scale: controller memory, allotment", file=sys.stderr, flush=True)
             found.setdefault("scale", {})["memory"] = scale.memory_section(settings, workdir, free_port(), free_port())
             found["scale"]["allotment"] = scale.allotment_section(settings)
+        if args.l7:
+            print("l7: benchmarks/l7.py", file=sys.stderr, flush=True)
+            report["l7"] = l7_section(args.mode, args.out, workdir / "l7")
+            problems += [f"l7: {line}" for line in report["l7"]["problems"]]
     report["sections"] = found
+    report["profile"] = raw.pop("profile", None)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["loadavg_at_end"] = os.getloadavg()
     report["targets"] = targets(report)
@@ -148,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(table)
     write_chart(report, args.out.with_suffix(".png"))
     print(table)
-    print(f"report: {args.out} (+ .md, .png)")
+    print(f"report: {args.out} (+ .md, .png{', ' + profile_path(args.out).name if report['profile'] else ''})")
     return 1 if insane else 0
 
 

@@ -5,9 +5,24 @@ from __future__ import annotations
 
 from topologies.base import SWITCH_OPTS, LabTopo, lab_config
 from topologies.fabric import FabricTopo
+from topologies.multihop import MultiHopTopo
 from topologies.scaleout import ScaleoutTopo
 from topologies.single import SingleTopo
 
-TOPOLOGIES: dict[str, type[LabTopo]] = {"single": SingleTopo, "fabric": FabricTopo, "scaleout": ScaleoutTopo}
+TOPOLOGIES: dict[str, type[LabTopo]] = {
+    "single": SingleTopo,
+    "fabric": FabricTopo,
+    "scaleout": ScaleoutTopo,
+    "multihop": MultiHopTopo,
+}
 
-__all__ = ["SWITCH_OPTS", "TOPOLOGIES", "FabricTopo", "LabTopo", "ScaleoutTopo", "SingleTopo", "lab_config"]
+__all__ = [
+    "SWITCH_OPTS",
+    "TOPOLOGIES",
+    "FabricTopo",
+    "LabTopo",
+    "MultiHopTopo",
+    "ScaleoutTopo",
+    "SingleTopo",
+    "lab_config",
+]

@@ -1,22 +1,26 @@
 """The Mininet sections of the suite, all in one lab: connections, throughput, disruption and the many-VIP figure.
 
-One SingleTopo switch (userspace OVS, tx offload off on every host interface, harness defaults) carries every
-compared path: clients ``c1..c3``; members ``h1..h3`` behind two VIPs (one per dispatch mode) and behind HAProxy on
-host ``p1``; ``h4`` is the spare member the disruption section adds. Each path gets its own member port, so no
-connection entry left by one scenario can capture another's replies (see benchmarks/README.md, notes):
+The lab (``LabKind``) is the multi-hop one by default (MultiHopTopo: clients on edges s1 and s2, core s3, backends on
+edges s4 and s5, HAProxy host ``p1`` on the core) or, with ``--lab single``, one SingleTopo switch. Userspace OVS, tx
+offload off on every host interface, harness defaults. Every compared path runs in it: clients ``c1..cN``; members
+``h1..h3`` behind the VIPs (one per dispatch mode) and behind HAProxy on ``p1``; ``h4`` is the spare member the
+disruption section adds (and client 4's direct target). Each path gets its own member port, so no connection entry
+left by one scenario can capture another's replies (see benchmarks/README.md, notes):
 
 | scenario | client connects to | served by |
 |---|---|---|
 | vip_controller | 10.0.0.100:80 (``dispatch: controller``) | h1..h3 port 80 |
 | vip_switch | 10.0.0.101:80 (``dispatch: switch``) | h1..h3 port 8080 |
-| direct | ``hN`` port 8000 (client ``cN``) | hN port 8000 |
+| direct | ``hN`` port 8000 (client ``cN``; h1..h4 are not members on that port) | hN port 8000 |
 | haproxy | 10.0.0.99:80 (HAProxy on p1, mode tcp, roundrobin) | h1..h3 port 80 |
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -25,12 +29,13 @@ from typing import Any
 
 from benchmarks.connections import nlb_counters, pool
 from benchmarks.ofload import cpu_seconds, machine_busy_seconds
-from benchmarks.suite.results import broken_share, median_figures, ratios
+from benchmarks.suite.profile import ControllerProfile
+from benchmarks.suite.results import NO_RATIO, broken_share, median_figures, ratios, round_ratios, spread
 from benchmarks.suite.settings import CHANGES, SCENARIOS, SUBJECTS, Settings
 from nlb_sdn.flows.pipeline import KIND_SHIFT, CookieKind
 from nlb_sdn.lab.backend import pattern_sha256
 from nlb_sdn.lab.harness import Lab, LabError, run, wait_for
-from topologies import SingleTopo, lab_config
+from topologies import LabTopo, MultiHopTopo, SingleTopo, lab_config
 
 PROXY = "p1"
 PROXY_OCTET = 99
@@ -85,6 +90,8 @@ CONNECTION_KEYS = (
     "ovs_cores",
     "controller_cores",
     "haproxy_cores",
+    "clients_cores",
+    "backends_cores",
     "machine_cores",
 )
 THROUGHPUT_KEYS = ("download_mbps",)
@@ -95,6 +102,15 @@ Target = tuple[str, int]
 def log(message: str) -> None:
     """Progress on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+class LabKind(enum.Enum):
+    """Which lab the suite runs in."""
+
+    MULTIHOP = "multihop"
+    """MultiHopBenchTopo: clients on two edges, one core, backends on two edges (the default)."""
+    SINGLE = "single"
+    """BenchTopo: every host on one switch."""
 
 
 class BenchTopo(SingleTopo):
@@ -110,7 +126,26 @@ class BenchTopo(SingleTopo):
         self.add_lab_host(PROXY, PROXY_OCTET, "s1", len(self.clients) + len(self.backends) + 1)
 
 
-def vip_entry(topo: BenchTopo, subject: str) -> dict[str, Any]:
+class MultiHopBenchTopo(MultiHopTopo):
+    """MultiHopTopo with the clients asked, members h1..h3, the spare member h4, and p1 (10.0.0.99) on the core."""
+
+    def __init__(self, clients: int = 4) -> None:
+        """Clients as asked, four backends, plus the proxy host."""
+        super().__init__(clients=clients, backends=len(MEMBERS) + 1)
+
+    def build(self) -> None:
+        """MultiHopTopo's switches and hosts, then p1 on the core's first free port."""
+        super().build()
+        self.add_lab_host(PROXY, PROXY_OCTET, "s3", self.core_port(0))
+
+
+LAB_TOPOLOGIES: dict[LabKind, type[BenchTopo] | type[MultiHopBenchTopo]] = {
+    LabKind.MULTIHOP: MultiHopBenchTopo,
+    LabKind.SINGLE: BenchTopo,
+}
+
+
+def vip_entry(topo: LabTopo, subject: str) -> dict[str, Any]:
     """The config entry of a subject's VIP over h1..h3."""
     vip = VIPS[subject]
     return {
@@ -169,11 +204,12 @@ def start_haproxy(lab: Lab, workdir: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def scenario_targets(topo: BenchTopo, scenario: str) -> dict[str, Target]:
-    """Client host to (address, port) for one scenario (client i goes straight to member i when direct)."""
+def scenario_targets(topo: LabTopo, scenario: str) -> dict[str, Target]:
+    """Client host to (address, port) for one scenario (client i goes straight to backend i when direct)."""
     if scenario == "direct":
         return {
-            client: (topo.host_ip(member), DIRECT_PORT) for client, member in zip(topo.clients, MEMBERS, strict=False)
+            client: (topo.host_ip(topo.backends[index % len(topo.backends)]), DIRECT_PORT)
+            for index, client in enumerate(topo.clients)
         }
     if scenario == "haproxy":
         return {client: (topo.host_ip(PROXY), HAPROXY_PORT) for client in topo.clients}
@@ -206,18 +242,42 @@ def connections_run(
     return pool({name: lab.collect_client(proc, timeout + COLLECT_MARGIN) for name, proc in procs.items()})
 
 
-class CpuMeter:
-    """CPU time of named processes and of the whole machine between ``start`` and ``stop``, in cores."""
+def children_cpu_seconds() -> float:
+    """User + system CPU time of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        """Watch these processes (name to PID)."""
+
+def group_cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU time of several processes together (None when any is unknown or there are none)."""
+    values = [cpu_seconds(pid) for pid in pids]
+    return sum(v for v in values if v is not None) if values and None not in values else None
+
+
+class CpuMeter:
+    """CPU time of named processes and of the whole machine between ``start`` and ``stop``, in cores.
+
+    ``groups`` names sets of processes counted together (the backends); ``children`` names the CPU time of this
+    process's children that ended in between (the load clients, each waited for before ``stop``).
+    """
+
+    def __init__(
+        self, pids: dict[str, int], groups: dict[str, list[int]] | None = None, children: str | None = None
+    ) -> None:
+        """Watch these processes (name to PID), process groups (name to PIDs) and, named ``children``, children."""
         self.pids = pids
+        self.groups = groups or {}
+        self.children = children
         self.before: dict[str, float | None] = {}
         self.started = 0.0
 
     def _sample(self) -> dict[str, float | None]:
-        """CPU seconds so far of every watched process and of the machine."""
-        return {**{name: cpu_seconds(pid) for name, pid in self.pids.items()}, "machine": machine_busy_seconds()}
+        """CPU seconds so far of every watched process and group, the ended children, and the machine."""
+        sample = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        sample.update({name: group_cpu_seconds(pids) for name, pids in self.groups.items()})
+        if self.children is not None:
+            sample[self.children] = children_cpu_seconds()
+        return {**sample, "machine": machine_busy_seconds()}
 
     def start(self) -> None:
         """Take the first sample."""
@@ -237,7 +297,8 @@ class CpuMeter:
 def measure_scenario(lab: Lab, scenario: str, settings: Settings, sections: set[str], cpu: CpuMeter) -> dict[str, Any]:
     """One scenario once: warm-up, then the download, the one-in-flight run and the loaded run (as asked)."""
     targets = scenario_targets(lab.topo, scenario)
-    connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
+    if settings.warmup_count:
+        connections_run(lab, targets, settings.warmup_count, WARMUP_CONCURRENCY, settings.run_timeout)
     client, (address, port) = next(iter(targets.items()))
     result: dict[str, Any] = {"figures": {}}
     if "throughput" in sections:
@@ -285,8 +346,14 @@ def scenario_sections(runs: dict[str, list[dict[str, Any]]], sections: set[str])
     for section, keys in (("connections", CONNECTION_KEYS), ("throughput", THROUGHPUT_KEYS)):
         if section not in sections:
             continue
-        medians = {scenario: median_figures((r["figures"] for r in runs[scenario]), keys) for scenario in SCENARIOS}
-        found[section] = {"scenarios": medians, "ratios": ratios(medians, keys)}
+        figures = {scenario: [r["figures"] for r in runs[scenario]] for scenario in SCENARIOS}
+        medians = {scenario: median_figures(figures[scenario], keys) for scenario in SCENARIOS}
+        found[section] = {
+            "scenarios": medians,
+            "ratios": ratios(medians, keys),
+            "spread": {scenario: spread(figures[scenario], keys) for scenario in SCENARIOS},
+            "ratio_rounds": round_ratios(figures, [key for key in keys if key not in NO_RATIO]),
+        }
     return found
 
 
@@ -467,11 +534,52 @@ def many_vips(lab: Lab, count: int) -> dict[str, Any]:
     }
 
 
+def profiled_run(lab: Lab, settings: Settings, path: Path) -> dict[str, Any]:
+    """One more loaded run through the controller-dispatched VIP with py-spy on the controller; the profile's summary.
+
+    A run of its own, after the measured rounds, so that the sampling never weighs on a measured figure.
+    """
+    assert lab.controller_proc is not None
+    profile = ControllerProfile(
+        lab.controller_proc.pid, path, settings.run_timeout + COLLECT_MARGIN, lab.workdir / "py-spy.log"
+    )
+    profile.start()
+    loaded = connections_run(
+        lab, scenario_targets(lab.topo, "vip_controller"), settings.count, settings.concurrency, settings.run_timeout
+    )
+    summary = profile.stop()
+    summary.update(scenario="vip_controller", connections=loaded["ok"], rate=loaded["rate"])
+    log(f"  controller profile: {summary.get('samples', summary.get('error'))} samples, {loaded['rate']:.0f} conn/s")
+    return summary
+
+
+def measure_rounds(
+    lab: Lab, settings: Settings, sections: set[str], cpu: CpuMeter
+) -> tuple[dict[str, Any], list[str], dict[str, list[dict[str, Any]]]]:
+    """Every round of every scenario, in order direct, HAProxy, then the VIPs; (sections, problems, rounds)."""
+    runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in ("direct", "haproxy", *SUBJECTS)}
+    for number in range(1, settings.repeats + 1):
+        log(f"round {number}/{settings.repeats}")
+        for scenario in runs:
+            runs[scenario].append(measure_scenario(lab, scenario, settings, sections, cpu))
+    return scenario_sections(runs, sections), scenario_problems(runs), runs
+
+
 def run_lab(
-    settings: Settings, sections: set[str], workdir: Path, ofp_port: int, rest_port: int
+    settings: Settings,
+    sections: set[str],
+    workdir: Path,
+    ofp_port: int,
+    rest_port: int,
+    lab_kind: LabKind = LabKind.MULTIHOP,
+    profile_path: Path | None = None,
 ) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-    """Bring up the lab once and run the asked lab sections in it; (sections, problems, raw: facts and rounds)."""
-    topo = BenchTopo(clients=settings.clients)
+    """Bring up the lab once and run the asked lab sections in it; (sections, problems, raw: facts and rounds).
+
+    With ``profile_path`` (and the connections section), a profiled run follows the rounds; its summary is
+    ``raw["profile"]``.
+    """
+    topo = LAB_TOPOLOGIES[lab_kind](clients=settings.clients)
     config = lab_config(topo, [vip_entry(topo, subject) for subject in SUBJECTS])
     found: dict[str, Any] = {}
     problems: list[str] = []
@@ -481,21 +589,22 @@ def run_lab(
         haproxy = start_haproxy(lab, workdir)
         assert lab.controller_proc is not None
         cpu = CpuMeter(
-            {"ovs": int(OVS_PID_FILE.read_text()), "controller": lab.controller_proc.pid, "haproxy": haproxy.pid}
+            {"ovs": int(OVS_PID_FILE.read_text()), "controller": lab.controller_proc.pid, "haproxy": haproxy.pid},
+            groups={"backends": [proc.pid for proc in lab.backend_procs.values()]},
+            children="clients",
         )
         raw: dict[str, Any] = {
             "haproxy": run(["haproxy", "-v"]).stdout.splitlines()[0],
             "dispatch": {s: lab.rest("GET", f"/v1/vips/{VIPS[s]['name']}")["dispatch"] for s in SUBJECTS},
         }
         if sections & {"connections", "throughput"}:
-            runs: dict[str, list[dict[str, Any]]] = {scenario: [] for scenario in ("direct", "haproxy", *SUBJECTS)}
-            for number in range(1, settings.repeats + 1):
-                log(f"round {number}/{settings.repeats}")
-                for scenario in runs:
-                    runs[scenario].append(measure_scenario(lab, scenario, settings, sections, cpu))
-            found.update(scenario_sections(runs, sections))
-            problems += scenario_problems(runs)
-            raw["rounds"] = runs
+            measured, failures, raw["rounds"] = measure_rounds(lab, settings, sections, cpu)
+            found.update(measured)
+            problems += failures
+        if "connections" in sections and profile_path is not None:
+            raw["profile"] = profiled_run(lab, settings, profile_path)
+            if "error" in raw["profile"]:
+                problems.append(f"controller profile: {raw['profile']['error']}")
         if "disruption" in sections:
             log("disruption")
             found["disruption"] = disruption_section(lab, settings)

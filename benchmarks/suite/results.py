@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.suite.profile import profile_table
 from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SUBJECTS
 
 Figures = Mapping[str, float | None]
@@ -29,9 +30,13 @@ CONNECTION_ROWS: list[tuple[str, str, str]] = [
     ("ovs_cores", "CPU cores, loaded: ovs-vswitchd", "{:.2f}"),
     ("controller_cores", "CPU cores, loaded: controller", "{:.2f}"),
     ("haproxy_cores", "CPU cores, loaded: HAProxy", "{:.2f}"),
+    ("clients_cores", "CPU cores, loaded: load clients (all)", "{:.2f}"),
+    ("backends_cores", "CPU cores, loaded: backends (all)", "{:.2f}"),
     ("machine_cores", "CPU cores, loaded: whole machine (of 2)", "{:.2f}"),
 ]
-NO_RATIO = {"packet_ins_per_connection", "ovs_cores", "controller_cores", "haproxy_cores", "machine_cores"}
+CPU_KEYS = ("ovs_cores", "controller_cores", "haproxy_cores", "clients_cores", "backends_cores")
+CPU_LABELS = ("ovs-vswitchd", "controller", "HAProxy", "load clients", "backends")
+NO_RATIO = {"packet_ins_per_connection", "machine_cores", *CPU_KEYS}
 THROUGHPUT_ROWS: list[tuple[str, str, str]] = [
     ("download_mbps", "download Mbit/s ({mb} MB, 1 connection)", "{:.0f}"),
 ]
@@ -50,6 +55,40 @@ def median_figures(runs: Iterable[Figures], keys: Iterable[str]) -> dict[str, fl
         values = [run[key] for run in runs if is_number(run.get(key))]
         result[key] = round(statistics.median(values), 4) if values else None
     return result
+
+
+def spread(runs: Iterable[Figures], keys: Iterable[str]) -> dict[str, list[float] | None]:
+    """Per key, ``[min, max]`` over the runs that produced a finite value (None when none did)."""
+    runs = list(runs)
+    result: dict[str, list[float] | None] = {}
+    for key in keys:
+        values = [run[key] for run in runs if is_number(run.get(key))]
+        result[key] = [min(values), max(values)] if values else None  # type: ignore[type-var]
+    return result
+
+
+def round_ratios(runs: Mapping[str, Sequence[Figures]], keys: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every subject's figure over every baseline's, round by round (round i over round i of the same run): per pair
+    ``"<subject>/<baseline>"`` and key, the rounds' ratios with their median, min and max (None when none)."""
+    keys = list(keys)
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for subject in SUBJECTS:
+        for baseline in BASELINES:
+            pair: dict[str, dict[str, Any]] = {}
+            for key in keys:
+                values = [
+                    ratio(top.get(key), bottom.get(key))
+                    for top, bottom in zip(runs.get(subject, []), runs.get(baseline, []), strict=False)
+                ]
+                finite = [v for v in values if v is not None]
+                pair[key] = {
+                    "rounds": values,
+                    "median": round(statistics.median(finite), 3) if finite else None,
+                    "min": min(finite) if finite else None,
+                    "max": max(finite) if finite else None,
+                }
+            found[f"{subject}/{baseline}"] = pair
+    return found
 
 
 def is_number(value: Any) -> bool:
@@ -167,7 +206,7 @@ def sanity_problems(report: Mapping[str, Any], sections: Iterable[str]) -> list[
     return found
 
 
-def _cell(value: Any, fmt: str) -> str:
+def cell(value: Any, fmt: str) -> str:
     """A formatted number, or a dash."""
     return fmt.format(value) if is_number(value) else "-"
 
@@ -189,9 +228,9 @@ def _scenario_table(section: Mapping[str, Any], rows: list[tuple[str, str, str]]
     ]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for key, label, fmt in rows:
-        cells = [_cell(section.get("scenarios", {}).get(s, {}).get(key), fmt) for s in SCENARIOS]
+        cells = [cell(section.get("scenarios", {}).get(s, {}).get(key), fmt) for s in SCENARIOS]
         cells += [
-            _cell(None if key in NO_RATIO else section.get("ratios", {}).get(p, {}).get(key), "{:.2f}") for p in pairs
+            cell(None if key in NO_RATIO else section.get("ratios", {}).get(p, {}).get(key), "{:.2f}") for p in pairs
         ]
         lines.append(f"| {label.format(**names)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -214,7 +253,7 @@ def _disruption_table(section: Mapping[str, Any]) -> str:
             share = trial.get("broken_share")
             cells.append(
                 f"{trial.get('broken', '-')} of {trial.get('established_at_change', '-')}"
-                f" ({_cell(share * 100 if is_number(share) else None, '{:.1f}')} %)"
+                f" ({cell(share * 100 if is_number(share) else None, '{:.1f}')} %)"
             )
         lines.append(f"| {change} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -226,41 +265,66 @@ def _scale_table(section: Mapping[str, Any]) -> str:
     memory = section.get("memory", {})
     if memory:
         baseline_mb = memory.get("baseline_rss_bytes", 0) / 1e6
-        lines.append(f"| controller RSS, no connection (MB) | {_cell(baseline_mb, '{:.1f}')} | - | - |")
+        lines.append(f"| controller RSS, no connection (MB) | {cell(baseline_mb, '{:.1f}')} | - | - |")
     for point in memory.get("points", []):
         lines.append(
             f"| controller RSS at {point['tracked']:,} tracked connections (MB); tracked, flow entries | "
-            f"{_cell(point.get('rss_bytes', 0) / 1e6, '{:.1f}')}; {point.get('tracked_reported')}, "
+            f"{cell(point.get('rss_bytes', 0) / 1e6, '{:.1f}')}; {point.get('tracked_reported')}, "
             f"{point.get('flow_entries')} | - | - |"
         )
     if memory:
         lines.append(
             f"| controller memory per tracked connection (bytes, slope between the two counts) | "
-            f"{_cell(memory.get('bytes_per_connection'), '{:.0f}')} | {MEMORY_TARGET_BYTES} (target) | "
-            f"{_cell(ratio(memory.get('bytes_per_connection'), MEMORY_TARGET_BYTES), '{:.2f}')} |"
+            f"{cell(memory.get('bytes_per_connection'), '{:.0f}')} | {MEMORY_TARGET_BYTES} (target) | "
+            f"{cell(ratio(memory.get('bytes_per_connection'), MEMORY_TARGET_BYTES), '{:.2f}')} |"
         )
     allotment = section.get("allotment", {})
     if allotment:
         lines.append(
             f"| allotment recomputation, {allotment.get('endpoints')} endpoints, median µs "
-            f"(baseline: `sorted()` of the candidates) | {_cell(allotment.get('median_us'), '{:.0f}')} | "
-            f"{_cell(allotment.get('sorted_median_us'), '{:.0f}')} | "
-            f"{_cell(allotment.get('ratio_to_sorted'), '{:.1f}')} |"
+            f"(baseline: `sorted()` of the candidates) | {cell(allotment.get('median_us'), '{:.0f}')} | "
+            f"{cell(allotment.get('sorted_median_us'), '{:.0f}')} | "
+            f"{cell(allotment.get('ratio_to_sorted'), '{:.1f}')} |"
         )
     vips = section.get("vips", {})
     if vips:
         lines.append(
             f"| {vips.get('count')} VIPs added through REST: seconds until every switch entry is in "
-            f"(per VIP, ms) | {_cell(vips.get('apply_s'), '{:.2f}')} "
-            f"({_cell(vips.get('per_vip_ms'), '{:.1f}')}) | - | - |"
+            f"(per VIP, ms) | {cell(vips.get('apply_s'), '{:.2f}')} "
+            f"({cell(vips.get('per_vip_ms'), '{:.1f}')}) | - | - |"
         )
         lines.append(
             f"| standing flows per switch (no per-connection entries) with {vips.get('count')} more VIPs; "
-            f"per VIP (baseline: before) | {_cell(vips.get('flows_per_switch'), '{:.0f}')}; "
-            f"{_cell(vips.get('flows_per_vip'), '{:.1f}')} | "
-            f"{_cell(vips.get('flows_per_switch_before'), '{:.0f}')} | "
-            f"{_cell(ratio(vips.get('flows_per_switch'), vips.get('flows_per_switch_before')), '{:.1f}')} |"
+            f"per VIP (baseline: before) | {cell(vips.get('flows_per_switch'), '{:.0f}')}; "
+            f"{cell(vips.get('flows_per_vip'), '{:.1f}')} | "
+            f"{cell(vips.get('flows_per_switch_before'), '{:.0f}')} | "
+            f"{cell(ratio(vips.get('flows_per_switch'), vips.get('flows_per_switch_before')), '{:.1f}')} |"
         )
+    return "\n".join(lines)
+
+
+def _ratio_spread_table(sections: Mapping[str, Any]) -> str:
+    """Every ratio computed round by round: median (min-max) over the rounds; empty when no section has them."""
+    pairs = [f"{s}/{b}" for s in SUBJECTS for b in BASELINES]
+    rows = [
+        (section, key, label)
+        for section, table in (("connections", CONNECTION_ROWS), ("throughput", THROUGHPUT_ROWS))
+        for key, label, _ in table
+        if key not in NO_RATIO and sections.get(section, {}).get("ratio_rounds")
+    ]
+    if not rows:
+        return ""
+    header = ["figure", *(pair.replace("vip_", "").replace("_", " ") for pair in pairs)]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(pairs) + "|"]
+    for section, key, label in rows:
+        cells = []
+        for pair in pairs:
+            found = sections[section]["ratio_rounds"].get(pair, {}).get(key, {})
+            cells.append(
+                f"{cell(found.get('median'), '{:.2f}')} "
+                f"({cell(found.get('min'), '{:.2f}')}-{cell(found.get('max'), '{:.2f}')})"
+            )
+        lines.append(f"| {label.split(' (')[0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -269,7 +333,7 @@ def _targets_table(report: Mapping[str, Any]) -> str:
     lines = ["| target | goal | measured | met |", "|---|---|---:|---|"]
     for item in targets(report):
         verdict = {True: "yes", False: "**no**", None: "-"}[item["met"]]
-        lines.append(f"| {item['target']} | {item['goal']} | {_cell(item['value'], '{:.3g}')} | {verdict} |")
+        lines.append(f"| {item['target']} | {item['goal']} | {cell(item['value'], '{:.3g}')} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -284,7 +348,9 @@ def markdown(report: Mapping[str, Any]) -> str:
     parts = [
         f"nlb_sdn benchmark suite, {report.get('mode')} mode, {env.get('date', '?')}, commit "
         f"`{str(env.get('git_commit', ''))[:10]}`{' (dirty tree)' if env.get('git_dirty') else ''}, "
-        f"{report.get('duration_s', '?')} s; medians of {settings.get('repeats')} round(s)",
+        f"{report.get('duration_s', '?')} s; medians of {settings.get('repeats')} round(s); lab "
+        f"{settings.get('lab', '?')}; load average {env.get('loadavg_at_start', '?')} at the start, "
+        f"{report.get('loadavg_at_end', '?')} at the end",
         "### Targets",
         _targets_table(report),
     ]
@@ -292,64 +358,30 @@ def markdown(report: Mapping[str, Any]) -> str:
         parts += ["### New connections", _scenario_table(sections["connections"], CONNECTION_ROWS, names)]
     if "throughput" in sections:
         parts += ["### Bulk throughput", _scenario_table(sections["throughput"], THROUGHPUT_ROWS, names)]
+    spread_table = _ratio_spread_table(sections)
+    if spread_table:
+        parts += ["### Ratios round by round: median (min-max) over the rounds", spread_table]
+    if report.get("profile"):
+        parts += [
+            "### Controller profile: loaded run through the dispatch-controller VIP",
+            profile_table(report["profile"]),
+        ]
     if "disruption" in sections:
         parts += ["### Disruption: established downloads broken per change", _disruption_table(sections["disruption"])]
     if "scale" in sections:
         parts += ["### Scale", _scale_table(sections["scale"])]
+    if report.get("l7"):
+        parts += [
+            "### L7 VIP (router, migrated) against direct and HAProxy `mode http` (benchmarks/l7.py, its own lab)",
+            str(report["l7"].get("markdown", "")).strip(),
+        ]
     if report.get("problems"):
         parts += ["### Problems", "\n".join(f"- {line}" for line in report["problems"])]
     return "\n\n".join(parts) + "\n"
 
 
 def write_chart(report: Mapping[str, Any], path: Path) -> None:
-    """A PNG with one panel per measured figure group: conn/s, connect latency, throughput, memory per connection."""
-    import matplotlib
+    """The PNG chart of a report (``benchmarks.suite.chart``, which needs matplotlib)."""
+    from benchmarks.suite import chart
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    sections = report.get("sections", {})
-    figure, axes = pyplot.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
-    labels = [SCENARIO_LABELS[s].replace(", ", "\n") for s in SCENARIOS]
-    colours = ["#1f77b4", "#2ca02c", "#7f7f7f", "#d62728"]
-
-    def bars(ax: Any, section: str, key: str, title: str) -> None:
-        """One bar per scenario, annotated with its value."""
-        scenarios = sections.get(section, {}).get("scenarios", {})
-        values = [scenarios.get(s, {}).get(key) for s in SCENARIOS]
-        heights = [v if is_number(v) else 0.0 for v in values]
-        drawn = ax.bar(labels, heights, color=colours)
-        ax.bar_label(drawn, labels=[_cell(v, "{:.0f}") for v in values])
-        ax.set_title(title)
-
-    bars(axes[0][0], "connections", "rate", "new connections/s (loaded)")
-    latency = sections.get("connections", {}).get("scenarios", {})
-    width = 0.4
-    for offset, key in ((-width / 2, "connect_p50_ms"), (width / 2, "connect_p99_ms")):
-        values = [latency.get(s, {}).get(key) for s in SCENARIOS]
-        axes[0][1].bar(
-            [i + offset for i in range(len(SCENARIOS))],
-            [v if is_number(v) else 0.0 for v in values],
-            width,
-            label=key.split("_")[1],
-        )
-    axes[0][1].set_xticks(range(len(SCENARIOS)), labels)
-    axes[0][1].set_title("connect latency ms (loaded)")
-    axes[0][1].legend()
-    bars(axes[1][0], "throughput", "download_mbps", "download Mbit/s (1 connection)")
-    memory = sections.get("scale", {}).get("memory", {})
-    points = memory.get("points", [])
-    names = [f"{p['tracked']:,}\n(over no connection)" for p in points] + (["slope"] if points else [])
-    per_connection = [p.get("bytes_per_connection") for p in points] + (
-        [memory.get("bytes_per_connection")] if points else []
-    )
-    drawn = axes[1][1].bar(names, [v if is_number(v) else 0.0 for v in per_connection], color="#9467bd")
-    axes[1][1].bar_label(drawn, labels=[_cell(v, "{:.0f}") for v in per_connection])
-    axes[1][1].axhline(MEMORY_TARGET_BYTES, color="black", linestyle="--", label="target")
-    axes[1][1].set_title("controller RSS bytes per tracked connection")
-    axes[1][1].set_xlabel("tracked connections")
-    axes[1][1].legend()
-    figure.suptitle(f"nlb_sdn benchmark suite ({report.get('mode')}, {report.get('environment', {}).get('date', '')})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    chart.write_chart(report, path)

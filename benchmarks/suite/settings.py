@@ -21,7 +21,7 @@ class Settings:
     count: int  # connections per client in the loaded run
     concurrency: int  # connections in flight per client in the loaded run
     run_timeout: float  # bound on every connections run, in seconds
-    warmup_count: int  # connections per client before measuring a scenario
+    warmup_count: int  # connections per client before measuring a scenario (0: no warm-up)
     idle_count: int  # connections of the one-in-flight latency run (first client only)
     download_bytes: int  # size of the bulk download (first client only)
     download_timeout: float  # bound on the bulk download, in seconds
@@ -32,13 +32,14 @@ class Settings:
     allotment_endpoints: int  # endpoints of the allotment recomputation figure
     allotment_calls: int  # timed calls of compute_allotment (and of the baseline)
     vips: int  # VIPs added through REST for the many-VIP figure
+    profile: bool = True  # one more loaded run through the controller-dispatched VIP with py-spy on the controller
 
 
 FULL = Settings(
     repeats=3,
-    clients=3,
+    clients=4,
     count=2000,
-    concurrency=32,
+    concurrency=8,
     run_timeout=30.0,
     warmup_count=10,
     idle_count=300,
@@ -54,9 +55,9 @@ FULL = Settings(
 )
 QUICK = Settings(
     repeats=1,
-    clients=3,
+    clients=4,
     count=300,
-    concurrency=32,
+    concurrency=8,
     run_timeout=10.0,
     warmup_count=10,
     idle_count=100,
@@ -72,11 +73,11 @@ QUICK = Settings(
 )
 SMOKE = Settings(
     repeats=1,
-    clients=3,
+    clients=2,
     count=40,
     concurrency=8,
     run_timeout=5.0,
-    warmup_count=4,
+    warmup_count=0,
     idle_count=20,
     download_bytes=2_000_000,
     download_timeout=3.0,
@@ -87,5 +88,6 @@ SMOKE = Settings(
     allotment_endpoints=1000,
     allotment_calls=10,
     vips=5,
+    profile=False,
 )
 MODES = {"full": FULL, "quick": QUICK, "smoke": SMOKE}

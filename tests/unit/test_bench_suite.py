@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from benchmarks.run import parse_args
-from benchmarks.suite import results, scale
+from benchmarks.suite import lab, profile, results, scale
 from benchmarks.suite.lab import DOWNLOADS_SCRIPT, haproxy_config
 from benchmarks.suite.settings import BASELINES, CHANGES, SCENARIOS, SECTIONS, SMOKE, SUBJECTS
 from nlb_sdn.lab.backend import pattern_sha256
@@ -291,3 +292,123 @@ def test_command_line_modes_and_sections():
         parse_args(["--quick", "--smoke"])
     with pytest.raises(SystemExit):
         parse_args(["--only", "nope"])
+
+
+def test_spread_and_round_ratios_give_median_and_min_max_per_pair():
+    rounds = {s: [{"rate": RATES[s] * factor, "download_mbps": None} for factor in (1.0, 0.5, 2.0)] for s in SCENARIOS}
+    rounds["direct"] = [{"rate": 1000.0}, {"rate": 1000.0}, {"rate": 1000.0}]
+    assert results.spread(rounds["vip_switch"], ["rate", "download_mbps"]) == {
+        "rate": [2000.0, 8000.0],
+        "download_mbps": None,
+    }
+    found = results.round_ratios(rounds, ["rate", "download_mbps"])
+    assert set(found) == {f"{s}/{b}" for s in SUBJECTS for b in BASELINES}
+    assert found["vip_switch/direct"]["rate"] == {"rounds": [4.0, 2.0, 8.0], "median": 4.0, "min": 2.0, "max": 8.0}
+    assert found["vip_switch/haproxy"]["rate"]["rounds"] == [2.0, 2.0, 2.0]
+    assert found["vip_switch/direct"]["download_mbps"]["median"] is None
+
+
+def test_markdown_shows_every_ratio_with_its_spread_and_the_profile():
+    report = sample_report()
+    rounds = {s: [{"rate": RATES[s]}, {"rate": RATES[s] * 1.1}] for s in SCENARIOS}
+    rounds["direct"] = [{"rate": 5000.0}, {"rate": 4000.0}]
+    report["sections"]["connections"]["ratio_rounds"] = results.round_ratios(rounds, ["rate"])
+    report["profile"] = {
+        "tool": "py-spy",
+        "rate_hz": 100,
+        "samples": 200,
+        "file": "suite.controller-profile.speedscope.json",
+        "top": [
+            {
+                "function": "classify",
+                "file": "nlb_sdn/core/x.py",
+                "own_samples": 50,
+                "own_share": 0.25,
+                "inclusive_share": 0.5,
+            }
+        ],
+    }
+    text = results.markdown(report)
+    assert "### Ratios round by round: median (min-max) over the rounds" in text
+    row = next(line for line in text.splitlines() if line.startswith("| new connections/s |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    # vip_switch/direct: 4000/5000 and 4400/4000 -> 0.8 and 1.1; vip_switch/haproxy: 2.0 both rounds
+    assert cells[3:5] == ["0.95 (0.80-1.10)", "2.00 (2.00-2.00)"]
+    assert "### Controller profile" in text
+    assert "| `classify` | nlb_sdn/core/x.py | 25.0 | 50.0 |" in text
+
+
+def test_profile_summary_counts_own_and_inclusive_samples_per_function():
+    speedscope = {
+        "shared": {
+            "frames": [
+                {"name": "run", "file": "/x/site-packages/os_ken/base/app_manager.py", "line": 1},
+                {"name": "classify", "file": "/work/wt/nlb_sdn/core/balancer.py", "line": 10},
+                {"name": "classify", "file": "/work/wt/nlb_sdn/core/balancer.py", "line": 12},
+                {"name": "send", "file": "/usr/lib/python3.11/socket.py", "line": 5},
+            ]
+        },
+        "profiles": [
+            {"type": "sampled", "samples": [[0, 1], [0, 2], [0, 1, 3], []], "weights": [0.01] * 4},
+            {"type": "sampled", "samples": [[0]], "weights": [0.01]},
+        ],
+    }
+    summary = profile.summarise(speedscope, top=2)
+    assert summary["samples"] == 4
+    assert summary["top"] == [
+        {
+            "function": "classify",
+            "file": "nlb_sdn/core/balancer.py",
+            "own_samples": 2,
+            "own_share": 0.5,
+            "inclusive_share": 0.75,
+        },
+        {
+            "function": "send",
+            "file": "python3.11/socket.py",
+            "own_samples": 1,
+            "own_share": 0.25,
+            "inclusive_share": 0.25,
+        },
+    ]
+    assert profile.profile_table({"error": "py-spy wrote nothing"}) == "No profile: py-spy wrote nothing"
+
+
+def test_cpu_meter_counts_process_groups_and_ended_children():
+    meter = lab.CpuMeter({"self": os.getpid()}, groups={"group": [os.getpid()]}, children="clients")
+    meter.start()
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    cores = meter.stop()
+    assert set(cores) == {"self_cores", "group_cores", "clients_cores", "machine_cores"}
+    assert cores["clients_cores"] > 0
+    assert lab.group_cpu_seconds([]) is None
+
+
+def test_multihop_lab_sends_each_client_to_its_own_backend_when_direct():
+    topo = lab.MultiHopBenchTopo(clients=4)
+    assert topo.backends == ["h1", "h2", "h3", "h4"]
+    assert lab.scenario_targets(topo, "direct") == {
+        "c1": ("10.0.0.11", lab.DIRECT_PORT),
+        "c2": ("10.0.0.12", lab.DIRECT_PORT),
+        "c3": ("10.0.0.13", lab.DIRECT_PORT),
+        "c4": ("10.0.0.14", lab.DIRECT_PORT),
+    }
+    hosts = {h["name"]: h["switch"] for h in topo.fabric_config()["hosts"]}
+    assert hosts["p1"] == "s3" and {hosts["c1"], hosts["c2"]} == {"s1", "s2"}
+    assert lab.scenario_targets(topo, "haproxy")["c4"] == ("10.0.0.99", lab.HAPROXY_PORT)
+
+
+def test_command_line_chooses_the_lab():
+    assert parse_args([]).lab is lab.LabKind.MULTIHOP
+    assert parse_args(["--lab", "single"]).lab is lab.LabKind.SINGLE
+    with pytest.raises(SystemExit):
+        parse_args(["--lab", "nope"])
+
+
+def test_l7_figures_join_the_report_when_asked():
+    assert parse_args([]).l7 is False and parse_args(["--l7"]).l7 is True
+    report = sample_report()
+    report["l7"] = {"markdown": "| figure | L7 VIP |\n|---|---:|\n| TTFB p50 ms | 8.06 |\n", "problems": []}
+    text = results.markdown(report)
+    assert "### L7 VIP (router, migrated) against direct and HAProxy `mode http`" in text
+    assert "| TTFB p50 ms | 8.06 |" in text

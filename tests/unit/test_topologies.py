@@ -9,7 +9,7 @@ import networkx as nx
 import pytest
 
 from nlb_sdn.config import parse_config
-from topologies import SWITCH_OPTS, TOPOLOGIES, FabricTopo, SingleTopo, lab_config
+from topologies import SWITCH_OPTS, TOPOLOGIES, FabricTopo, MultiHopTopo, SingleTopo, lab_config
 
 SIZES = [(1, 1), (3, 3), (10, 89)]
 
@@ -111,6 +111,29 @@ def test_fabric_has_multiple_paths_between_edges():
     fabric = topo.fabric_config()
     assert {h["switch"] for h in fabric["hosts"] if h["name"].startswith("c")} == {"s1"}
     assert {h["switch"] for h in fabric["hosts"] if h["name"].startswith("h")} == {"s2"}
+
+
+def test_multihop_puts_clients_and_backends_on_two_edges_each_behind_one_core():
+    topo = MultiHopTopo(clients=4, backends=4)
+    graph = _graph(topo)
+    assert sorted(graph.nodes) == ["s1", "s2", "s3", "s4", "s5"]
+    assert nx.is_tree(nx.Graph(graph))
+    fabric = topo.fabric_config()
+    where = {h["name"]: (h["switch"], h["port"]) for h in fabric["hosts"]}
+    assert where == {
+        "c1": ("s1", 2),
+        "c2": ("s2", 2),
+        "c3": ("s1", 3),
+        "c4": ("s2", 3),
+        "h1": ("s4", 2),
+        "h2": ("s5", 2),
+        "h3": ("s4", 3),
+        "h4": ("s5", 3),
+    }
+    for client in ("s1", "s2"):
+        for backend in ("s4", "s5"):
+            assert nx.shortest_path(graph, client, backend) == [client, "s3", backend]
+    assert topo.core_port(0) == 5
 
 
 def test_single_has_no_links():
