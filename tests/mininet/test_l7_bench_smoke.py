@@ -12,7 +12,6 @@ from tests.lib.lab import needs_lab
 
 pytestmark = [pytest.mark.mininet, needs_lab]
 
-TIME_LIMIT_S = 55.0
 SCENARIOS = ("vip", "direct", "haproxy")
 FIGURES = ("ttfb_p50_ms", "ttfb_p99_ms", "requests_per_s", "download_mbps")
 PAIRS = ("vip/direct", "vip/haproxy", "haproxy/direct")
@@ -20,9 +19,8 @@ PAIRS = ("vip/direct", "vip/haproxy", "haproxy/direct")
 
 def test_l7_smoke_run_completes_with_every_figure_positive(tmp_path: Path) -> None:
     out = tmp_path / "l7.json"
-    result, elapsed = run_smoke("l7.py", out, tmp_path / "work", timeout=120)
+    result = run_smoke("l7.py", out, tmp_path / "work", timeout=120)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert elapsed < TIME_LIMIT_S, f"smoke run took {elapsed:.1f} s"
 
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke" and report["benchmark"] == "l7"

@@ -18,7 +18,7 @@ def test_every_connection_has_its_own_client_address_and_port():
 
 def test_smoke_mode_reports_time_and_bytes_at_every_checkpoint(tmp_path):
     out = tmp_path / "scale.json"
-    result, _elapsed = run_smoke("scale.py", out, None, SMOKE_TIMEOUT)
+    result = run_smoke("scale.py", out, None, SMOKE_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert [row["connections"] for row in report["time"]] == list(SMOKE.checkpoints)

@@ -18,7 +18,7 @@ def test_growth_exponent_tells_linear_from_quadratic():
 
 def test_smoke_mode_reports_every_size_and_figure(tmp_path):
     out = tmp_path / "stalls.json"
-    result, _elapsed = run_smoke("stalls.py", out, None, SMOKE_TIMEOUT)
+    result = run_smoke("stalls.py", out, None, SMOKE_TIMEOUT)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke"
