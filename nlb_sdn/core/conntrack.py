@@ -19,7 +19,7 @@ from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.manager import Manager
 from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
-from nlb_sdn.core.switching import SwitchDispatchManager
+from nlb_sdn.core.switching import SwitchDispatchManager, same_target
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.pipeline import Cookie, Table
 
@@ -42,11 +42,6 @@ def flow_identity(table_id: int, priority: int, match: dict[str, Any]) -> tuple[
         priority,
         frozenset((name, tuple(value) if isinstance(value, list) else value) for name, value in match.items()),
     )
-
-
-def _same(old: dispatch.SwitchTarget | None, new: dispatch.SwitchTarget) -> bool:
-    """Whether a member's target is unchanged (the same object, most often, when its model did not change)."""
-    return old is new or old == new
 
 
 def _same_models(old: list[tuple[int, Vip]], new: list[tuple[int, Vip]]) -> bool:
@@ -76,7 +71,9 @@ class SharedFlows:
     def changes_from(self, before: SharedFlows) -> tuple[list[Any], list[Any]]:
         """(adds, deletes) that take the entries of ``before`` to these: only members that differ are built."""
         old_targets, new_targets = before.targets, self.targets
-        differ = {endpoint for endpoint, target in new_targets.items() if not _same(old_targets.get(endpoint), target)}
+        differ = {
+            endpoint for endpoint, target in new_targets.items() if not same_target(old_targets.get(endpoint), target)
+        }
         differ.update(endpoint for endpoint in old_targets if endpoint not in new_targets)
         old = {_flow_key(msg): msg for msg in before.messages(differ)}
         new = {_flow_key(msg): msg for msg in self.messages(differ)}

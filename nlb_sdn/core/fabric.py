@@ -111,12 +111,14 @@ class FabricView:
         """Fabric switches disconnected from the controller: all their links are down for the others."""
         self.recomputations = 0
         """How many times a port or switch change recomputed the paths."""
+        self._taken = False
 
     def update(self, fabric: Fabric) -> bool:
         """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
-        if fabric == self.fabric and self.host_macs:
-            return False
+        if self._taken and fabric == self.fabric:
+            return False  # the object in use stays: its identity tells caches that nothing changed
         changed = fabric != self.fabric
+        self._taken = True
         self.fabric = fabric
         self.host_macs = {host.ip: host.mac for host in fabric.hosts}
         self.hosts_by_ip = {host.ip: host for host in fabric.hosts}
