@@ -104,9 +104,9 @@ def largest_remainder(weights: dict[str, float], total: int) -> dict[str, int]:
     for name, weight in scaled.items():
         shares[name], remainders[name] = divmod(total * weight, whole)
     left = total - sum(shares.values())
-    if left:  # the ``left`` largest remainders, ties by name: a partial sort, few of 20,000 members get one more
-        positive = (name for name in scaled if scaled[name] > 0)
-        for name in heapq.nsmallest(left, positive, key=lambda n: (-remainders[n], n)):
+    if left:  # the ``left`` largest remainders, ties by name (nlargest is stable): few of 20,000 get one more
+        positive = sorted(name for name, weight in scaled.items() if weight > 0)
+        for name in heapq.nlargest(left, positive, key=remainders.__getitem__):
             shares[name] += 1
     return {name: shares[name] for name in sorted(shares)}
 
@@ -122,8 +122,10 @@ def _scaled(weights: dict[str, float]) -> dict[str, int]:
 
 def _weights(eligible: list[Candidate]) -> dict[str, float]:
     """Step 3 of the formula: spare capacity, else capacity, else 1 for every eligible candidate."""
-    spare = {c.name: _finite(c.capacity) - _finite(c.load) for c in eligible}
-    weights = {name: max(0.0, w) for name, w in spare.items()}
+    if all(math.isfinite(c.capacity) and math.isfinite(c.load) for c in eligible):  # no call per member
+        weights = {c.name: max(0.0, c.capacity - c.load) for c in eligible}
+    else:
+        weights = {c.name: max(0.0, _finite(c.capacity) - _finite(c.load)) for c in eligible}
     if not any(weights.values()):
         weights = {c.name: max(0.0, _finite(c.capacity)) for c in eligible}
     if not any(weights.values()):
