@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -138,6 +139,9 @@ def _finite(value: float) -> float:
     return value if math.isfinite(value) else 0.0
 
 
+_name = operator.attrgetter("name")
+
+
 def compute_allotment(
     service: Service | tuple[str, int, str, str],
     candidates: list[Candidate],
@@ -150,10 +154,9 @@ def compute_allotment(
     """The SPEC §2.11 default allotment: shares of ``max(0, capacity - load)`` over the eligible candidates."""
     if scheme not in ("percent", "tokens"):
         raise ValueError(f"unknown allotment scheme {scheme!r}")
-    names = [c.name for c in candidates]
-    if len(set(names)) != len(names):
+    if len(set(map(_name, candidates))) != len(candidates):
         raise ValueError("duplicate candidate name")
-    ordered = sorted(candidates, key=lambda c: c.name)
+    ordered = sorted(candidates, key=_name)
     eligible = [c for c in ordered if c.eligible]
     total = PERCENT_TOTAL if scheme == "percent" else tokens
     if total < 1:
