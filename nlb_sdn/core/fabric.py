@@ -126,13 +126,15 @@ class FabricView:
         """Gateway addresses answered by ARP: the fabric-side address and the router's, each with its MAC."""
         self.previous: dict[int, dict[str, int]] = {}
         """The forwarding tables before the last ``update`` (a config's fabric change is sent as the difference)."""
+        self._taken = False
 
     def update(self, fabric: Fabric) -> bool:
         """Take a new fabric description; True when it differs from the one in use (paths were recomputed)."""
-        if fabric == self.fabric and self.host_macs:
-            return False
+        if self._taken and fabric == self.fabric:
+            return False  # the object in use stays: its identity tells caches that nothing changed
         changed = fabric != self.fabric
         self.previous = self.forwarding
+        self._taken = True
         self.fabric = fabric
         self.host_macs = {host.ip: host.mac for host in fabric.hosts}
         self.host_macs.update({host.ipv6: host.mac for host in fabric.hosts if host.ipv6})

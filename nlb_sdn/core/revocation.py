@@ -22,6 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from nlb_sdn.config import Member, Vip
+from nlb_sdn.config.diff import member_diff
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
@@ -101,18 +102,32 @@ class SessionRevoker(Manager):
                 self.ctx.affinity.revoke(change.state.vip.name, None, out)
                 continue
             old, new = change.old, change.state.vip
-            if old is None or old == new:
+            if old is None:
+                continue
+            diff = member_diff(old, new)
+            if diff.same:
                 continue
             kept_sessions = old.draining_keeps_sessions == new.draining_keeps_sessions
-            members = {member.name: member for member in new.members}
-            revoked: list[tuple[Member, Revocation]] = []
-            for member in old.members:
-                current = members.get(member.name)
-                if current is None or current.endpoint_id != member.endpoint_id:
-                    revoked.append((member, Revocation.REMOVED))
-                elif (current != member or not kept_sessions) and (reason := self.reason(new, current)) is not None:
-                    revoked.append((current, reason))
-            self.revoke(change.state, revoked, dpids, out)
+            if kept_sessions:  # only the members the change removed or changed can lose anything
+                touched = diff.touched
+                members = [member for member in old.members if member.name in touched] if touched else []
+                current = {member.name: member for _was, member in diff.changed}
+            else:
+                members, current = old.members, {member.name: member for member in new.members}
+            self.revoke(change.state, self._revoked(new, members, current, kept_sessions), dpids, out)
+
+    def _revoked(
+        self, new: Vip, members: list[Member], current: dict[str, Member], kept_sessions: bool
+    ) -> list[tuple[Member, Revocation]]:
+        """Which of the old pool's ``members`` lose their sessions, and why; ``current``: their new models by name."""
+        revoked: list[tuple[Member, Revocation]] = []
+        for member in members:
+            now = current.get(member.name)
+            if now is None or now.endpoint_id != member.endpoint_id:
+                revoked.append((member, Revocation.REMOVED))
+            elif (now != member or not kept_sessions) and (reason := self.reason(new, now)) is not None:
+                revoked.append((now, reason))
+        return revoked
 
     def revoke(self, state: VipState, members: list[tuple[Member, Revocation]], dpids: Iterable[int], out: Out) -> None:
         """Drop these members' sessions (here and in the DAM) and delete their pinned entries in every switch."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
-from nlb_sdn.config import Fabric, Vip
+from nlb_sdn.config import Fabric, Member, Vip
+from nlb_sdn.config.diff import member_diff
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
@@ -14,9 +16,17 @@ from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import Cookie
 from nlb_sdn.health.allotment import largest_remainder
 
+Targets = dict[str, dispatch.SwitchTarget | None]
+"""Each member's switch target by name (None without a known MAC)."""
+_name = operator.attrgetter("name")
 REINJECT_WINDOW = 1.0
 """Seconds within which a second miss of the same segment's connection in the switch-learned table drops it."""
 MAX_REINJECTED = 100_000
+
+
+def same_target(old: dispatch.SwitchTarget | None, new: dispatch.SwitchTarget) -> bool:
+    """Whether a member's target is unchanged (the very same object, most often, when its model did not change)."""
+    return old is new or old == new
 
 
 class SwitchDispatchManager(Manager):
@@ -32,7 +42,7 @@ class SwitchDispatchManager(Manager):
         self.sent: dict[str, dict[int, dispatch.SwitchTarget]] = {}
         """Each switch-dispatched VIP service's members as its table 6 entries name them, by endpoint id."""
         self.reinjected: dict[ConnKey, float] = {}
-        self._targets: dict[str, tuple[Vip, Fabric, list[dispatch.SwitchTarget]]] = {}
+        self._targets: dict[str, tuple[Vip, Fabric, list[dispatch.SwitchTarget], Targets]] = {}
         self._computed: dict[str, tuple[tuple[Vip, Fabric, Any], list[int]]] = {}
         """Each switch-dispatched VIP service's last slots, with the inputs they were computed from."""
 
@@ -60,21 +70,35 @@ class SwitchDispatchManager(Manager):
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
         """The members the switch can rewrite toward (those with a known MAC).
 
-        Remembered per VIP model and fabric (both immutable): one config change asks several times for each.
+        Remembered per VIP model and fabric (both immutable): one config change asks several times for each. A new
+        model of the VIP service rebuilds only the targets of the members it added or changed (``member_diff``):
+        the others keep their very objects, so the conntrack and table 6 diffs see them unchanged at once.
         """
-        fabric = self.ctx.fabric
+        fabric, protocol = self.ctx.fabric, L4Protocol(vip.protocol)
         cached = self._targets.get(vip.name)
-        if cached is not None and cached[0] is vip and cached[1] is fabric.fabric:
-            return cached[2]
-        targets = [
-            dispatch.SwitchTarget(
-                m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac), L4Protocol(vip.protocol)
-            )
-            for m in vip.members
-            if fabric.has_mac(m)
-        ]
-        self._targets[vip.name] = (vip, fabric.fabric, targets)
+        if cached is not None and cached[1] is fabric.fabric and cached[0].protocol == vip.protocol:
+            if cached[0] is vip:
+                return cached[2]
+            named = cached[3]
+            diff = member_diff(cached[0], vip)
+            for member in diff.removed:
+                named.pop(member.name, None)
+            for member in [*diff.added, *(new for _old, new in diff.changed)]:
+                named[member.name] = self._target(member, protocol)
+        else:
+            named = {member.name: self._target(member, protocol) for member in vip.members}
+        targets = [target for target in map(named.__getitem__, map(_name, vip.members)) if target is not None]
+        self._targets[vip.name] = (vip, fabric.fabric, targets, named)
         return targets
+
+    def _target(self, member: Member, protocol: L4Protocol) -> dispatch.SwitchTarget | None:
+        """One member as the switch rewrites toward it (for a service of ``protocol``), or None without a known MAC."""
+        fabric = self.ctx.fabric
+        if not fabric.has_mac(member):
+            return None
+        return dispatch.SwitchTarget(
+            member.endpoint_id, member.address, member.port, fabric.member_mac(member.address, member.mac), protocol
+        )
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The switch-dispatch skeleton, then every switch-dispatched VIP service's group and entries."""
@@ -103,11 +127,18 @@ class SwitchDispatchManager(Manager):
         if computed is not None and computed[0][0] is vip and computed[0][1:] == inputs[1:]:
             return computed[1]
         shares = health.allotment_for(vip, self.ctx.fabric.has_mac, now).values
-        counts = largest_remainder({name: float(value) for name, value in shares.items()}, dispatch.SLOTS)
-        ids = {member.name: member.endpoint_id for member in vip.members if counts.get(member.name)}
-        slots = [ids[name] for name in sorted(counts) for _ in range(counts[name])]
+        counts = largest_remainder({name: float(value) for name, value in shares.items() if value}, dispatch.SLOTS)
+        ids = {name: self._endpoint_of(vip, name) for name, count in counts.items() if count}
+        slots = [ids[name] for name in sorted(ids) for _ in range(counts[name])]
         self._computed[vip.name] = (inputs, slots)
         return slots
+
+    def _endpoint_of(self, vip: Vip, name: str) -> int:
+        """The endpoint id of the member called ``name`` (from the health handler's index, not a scan of the pool)."""
+        member = self.ctx.health.member_named(vip.name, name)
+        if member is None:
+            raise LookupError(f"{vip.name}/{name}: allotted but not indexed")
+        return member.endpoint_id
 
     def group_updates(self, now: float) -> list[Any]:
         """Group changes for switch-dispatched VIP services whose allotment moved or became known (the cache warmed).
@@ -170,7 +201,7 @@ class SwitchDispatchManager(Manager):
         fresh = (
             targets
             if old_vip != switch_vip
-            else [target for target in targets if sent.get(target.endpoint_id) != target]
+            else [target for target in targets if not same_target(sent.get(target.endpoint_id), target)]
         )
         gone = [target for endpoint, target in sent.items() if endpoint not in self.sent[new.name]]
         return [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import operator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
@@ -104,9 +105,9 @@ def largest_remainder(weights: dict[str, float], total: int) -> dict[str, int]:
     for name, weight in scaled.items():
         shares[name], remainders[name] = divmod(total * weight, whole)
     left = total - sum(shares.values())
-    if left:  # the ``left`` largest remainders, ties by name: a partial sort, few of 20,000 members get one more
-        positive = (name for name in scaled if scaled[name] > 0)
-        for name in heapq.nsmallest(left, positive, key=lambda n: (-remainders[n], n)):
+    if left:  # the ``left`` largest remainders, ties by name (nlargest is stable): few of 20,000 get one more
+        positive = sorted(name for name, weight in scaled.items() if weight > 0)
+        for name in heapq.nlargest(left, positive, key=remainders.__getitem__):
             shares[name] += 1
     return {name: shares[name] for name in sorted(shares)}
 
@@ -122,8 +123,10 @@ def _scaled(weights: dict[str, float]) -> dict[str, int]:
 
 def _weights(eligible: list[Candidate]) -> dict[str, float]:
     """Step 3 of the formula: spare capacity, else capacity, else 1 for every eligible candidate."""
-    spare = {c.name: _finite(c.capacity) - _finite(c.load) for c in eligible}
-    weights = {name: max(0.0, w) for name, w in spare.items()}
+    if all(math.isfinite(c.capacity) and math.isfinite(c.load) for c in eligible):  # no call per member
+        weights = {c.name: max(0.0, c.capacity - c.load) for c in eligible}
+    else:
+        weights = {c.name: max(0.0, _finite(c.capacity) - _finite(c.load)) for c in eligible}
     if not any(weights.values()):
         weights = {c.name: max(0.0, _finite(c.capacity)) for c in eligible}
     if not any(weights.values()):
@@ -134,6 +137,9 @@ def _weights(eligible: list[Candidate]) -> dict[str, float]:
 def _finite(value: float) -> float:
     """``value``, or 0 when it is NaN or infinite (a bad report must not poison the shares)."""
     return value if math.isfinite(value) else 0.0
+
+
+_name = operator.attrgetter("name")
 
 
 def compute_allotment(
@@ -148,10 +154,9 @@ def compute_allotment(
     """The SPEC §2.11 default allotment: shares of ``max(0, capacity - load)`` over the eligible candidates."""
     if scheme not in ("percent", "tokens"):
         raise ValueError(f"unknown allotment scheme {scheme!r}")
-    names = [c.name for c in candidates]
-    if len(set(names)) != len(names):
+    if len(set(map(_name, candidates))) != len(candidates):
         raise ValueError("duplicate candidate name")
-    ordered = sorted(candidates, key=lambda c: c.name)
+    ordered = sorted(candidates, key=_name)
     eligible = [c for c in ordered if c.eligible]
     total = PERCENT_TOTAL if scheme == "percent" else tokens
     if total < 1:

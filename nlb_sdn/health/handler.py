@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from nlb_sdn.config import Config, Member, Vip
+from nlb_sdn.config import Config, Fabric, Member, Vip
+from nlb_sdn.config.diff import member_diff
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.health.allotment import Allotment, AllotmentSpender, Candidate, Service, compute_allotment
 from nlb_sdn.health.cache import Endpoint, HLCache, agent_eligibility
+from nlb_sdn.health.candidates import CandidateCache
 from nlb_sdn.health.current import (
     TARGET_ORDER as TARGET_ORDER,  # re-exported: its home was here
     CurrentStates,
@@ -28,6 +30,8 @@ from nlb_sdn.health.table import app_id_of
 from nlb_sdn.signed import KeyRing, Message, SequenceCounter, SharedKey, encode
 
 Datagram = tuple[tuple[str, int], bytes]
+MemberKey = tuple[str, str]
+"""``(VIP name, member name)``."""
 SESSION_TYPES = ("session_up", "session_down")
 
 
@@ -54,8 +58,15 @@ class HealthHandler:
         self.spenders: dict[str, AllotmentSpender] = {}
         self.generations: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
-        self._members_at: dict[Endpoint, list[tuple[Vip, Member]]] = {}
-        self._members_named: dict[tuple[str, str], tuple[Vip, Member]] = {}
+        self._vips: dict[str, Vip] = {}
+        self._members_at: dict[Endpoint, dict[MemberKey, None]] = {}
+        """The (VIP name, member name) of every member at an endpoint, in the order they were indexed."""
+        self._members_named: dict[MemberKey, Member] = {}
+        self._agent_vips: dict[str, tuple[Vip, bool]] = {}
+        self._candidates = CandidateCache()
+        self._probe_revision = 0
+        self._fabric: Fabric | None = None
+        self._fabric_revision = 0
         self.current = CurrentStates()
         """The current state reported to every agent, refreshed where something changed."""
         self.postulating = PostulateQueue()
@@ -78,12 +89,45 @@ class HealthHandler:
         self._config = config
         self._revision += 1
         self.current.set_config(config)
-        self._members_at = {}
-        self._members_named = {}
-        for vip in config.vips:
-            for member in vip.members:
-                self._members_at.setdefault((member.address, member.port), []).append((vip, member))
-                self._members_named[(vip.name, member.name)] = (vip, member)
+        if not (config.fabric is self._fabric or config.fabric == self._fabric):
+            self._fabric, self._fabric_revision = config.fabric, self._fabric_revision + 1
+        self._index(config.vips)
+
+    def _index(self, vips: list[Vip]) -> None:
+        """Index the members by endpoint and by name, re-indexing only those a VIP's new model added, changed or
+        removed (a weight change of one member of 20,000 touches one entry)."""
+        wanted = {vip.name: vip for vip in vips}
+        for name, vip in self._vips.items():
+            if name not in wanted:
+                for member in vip.members:
+                    self._unindex(name, member)
+        for vip in vips:
+            before = self._vips.get(vip.name)
+            if before is vip:
+                continue
+            diff = member_diff(before, vip)
+            for member in diff.removed:
+                self._unindex(vip.name, member)
+            for was, member in diff.changed:
+                self._unindex(vip.name, was)
+                self._index_member(vip.name, member)
+            for member in diff.added:
+                self._index_member(vip.name, member)
+        self._vips = wanted
+        self._candidates.forget(set(wanted))
+
+    def _index_member(self, vip: str, member: Member) -> None:
+        key = (vip, member.name)
+        self._members_named[key] = member
+        self._members_at.setdefault((member.address, member.port), {})[key] = None
+
+    def _unindex(self, vip: str, member: Member) -> None:
+        key, endpoint = (vip, member.name), (member.address, member.port)
+        self._members_named.pop(key, None)
+        keys = self._members_at.get(endpoint, {})
+        keys.pop(key, None)
+        if not keys:
+            self._members_at.pop(endpoint, None)
 
     def set_config(
         self, config: Config, attachments: Callable[[Member], Attachment | None], now: float
@@ -93,13 +137,15 @@ class HealthHandler:
         relays: list[Datagram] = []
         for vip in config.vips:
             previous = old.get(vip.name)
-            if previous == vip:
+            if previous is None:
+                self.spenders.pop(vip.name, None)
+                continue
+            diff = member_diff(previous, vip)
+            if diff.same:
                 continue
             self.spenders.pop(vip.name, None)
-            was_state = {member.name: member.state for member in previous.members} if previous else {}
-            for member in vip.members:
-                was = was_state.get(member.name)
-                if member.health == "agent" and was is not None and was != member.state:
+            for was, member in diff.changed:
+                if member.health == "agent" and was.state != member.state:
                     relays += self._relay_target(vip, member, now)
         for name in set(old) - {vip.name for vip in config.vips}:
             self.spenders.pop(name, None)
@@ -122,7 +168,8 @@ class HealthHandler:
                             where.port,
                         )
                     )
-        self.prober.set_targets(targets)
+        if self.prober.set_targets(targets):
+            self._probe_revision += 1
         return relays
 
     def _relay_target(self, vip: Vip, member: Member, now: float) -> list[Datagram]:
@@ -145,8 +192,13 @@ class HealthHandler:
         return datagrams
 
     def candidates(self, vip: Vip, has_mac: Callable[[Member], bool]) -> list[Candidate]:
-        """Every member of ``vip`` with its capacity, load and whether it may take new connections now."""
-        return [self.candidate(vip, member, has_mac) for member in vip.members]
+        """Every member of ``vip`` with its capacity, load and whether it may take new connections now.
+
+        Kept per VIP service while the health state, the fabric and ``has_mac`` stay the same, and patched for the
+        members a new model changed (``has_mac`` must answer from the member and the config's fabric alone).
+        """
+        world = (self._probe_revision, self.cache.revision, self._fabric_revision, has_mac)
+        return self._candidates.candidates(vip, world, lambda v, member: self.candidate(v, member, has_mac))
 
     def candidate(self, vip: Vip, member: Member, has_mac: Callable[[Member], bool]) -> Candidate:
         """One member's capacity, load and whether it may take new connections now (and if not, why)."""
@@ -177,8 +229,16 @@ class HealthHandler:
         return candidate.eligible or (vip.draining_keeps_sessions and candidate.reason == "target draining")
 
     def needs_warm_cache(self, vip: Vip) -> bool:
-        """Whether the VIP's allotment depends on agent reports (and so waits for the warm-up gate)."""
-        return any(member.health == "agent" for member in vip.members)
+        """Whether the VIP's allotment depends on agent reports (and so waits for the warm-up gate).
+
+        Remembered per model: every pick and every tick asks, and a 20,000-member pool takes a millisecond to scan.
+        """
+        kept = self._agent_vips.get(vip.name)
+        if kept is not None and kept[0] is vip:
+            return kept[1]
+        needs = any(member.health == "agent" for member in vip.members)
+        self._agent_vips[vip.name] = (vip, needs)
+        return needs
 
     def allotment_for(self, vip: Vip, has_mac: Callable[[Member], bool], now: float) -> Allotment:
         """A freshly computed allotment (FIG. 18 response 1804) for the VIP service."""
@@ -254,11 +314,15 @@ class HealthHandler:
 
     def _members_at_endpoints(self, endpoints: Iterable[Endpoint]) -> list[tuple[Vip, Member]]:
         """Every (VIP, member) at one of these (pip, pport) endpoints, from the index (no scan of the config)."""
-        return [pair for endpoint in endpoints for pair in self._members_at.get(endpoint, ())]
+        return self._members_named_in(key for endpoint in endpoints for key in self._members_at.get(endpoint, ()))
 
-    def _members_named_in(self, names: Iterable[tuple[str, str]]) -> list[tuple[Vip, Member]]:
+    def _members_named_in(self, names: Iterable[MemberKey]) -> list[tuple[Vip, Member]]:
         """Every (VIP, member) of these (VIP name, member name) pairs that the config still has."""
-        return [self._members_named[name] for name in names if name in self._members_named]
+        return [(self._vips[name[0]], self._members_named[name]) for name in names if name in self._members_named]
+
+    def member_named(self, vip: str, member: str) -> Member | None:
+        """The member called ``member`` of the VIP service called ``vip``, from the index (no scan of the pool)."""
+        return self._members_named.get((vip, member))
 
     def handle_datagram(
         self, data: bytes, addr: tuple[str, int], now: float, has_mac: Callable[[Member], bool]
@@ -289,6 +353,7 @@ class HealthHandler:
         sends, changed = result
         if changed:
             self._revision += 1
+            self._probe_revision += 1
             self._reassess_changed(has_mac, self._members_named_in(changed))
         return sends
 
@@ -315,6 +380,7 @@ class HealthHandler:
         sends, probe_changed = self.prober.due(now)
         if probe_changed:
             self._revision += 1
+            self._probe_revision += 1
         if changed or probe_changed:
             self._reassess_changed(has_mac, self._members_at_endpoints(changed) + self._members_named_in(probe_changed))
         current = self.current_by_host(live)

@@ -94,18 +94,24 @@ class Prober:
         self._by_port: dict[int, ProbeKey] = {}
         self._next_port = 0
 
-    def set_targets(self, targets: list[ProbeTarget]) -> None:
-        """Probe exactly these members from now on, keeping the state of those that stay."""
+    def set_targets(self, targets: list[ProbeTarget]) -> bool:
+        """Probe exactly these members from now on, keeping the state of those that stay; True when any member's
+        probe state was dropped or started afresh (its health is then unknown)."""
         wanted = {(t.vip, t.member): t for t in targets}
-        for key in [k for k in self.states if k not in wanted]:
+        gone = [k for k in self.states if k not in wanted]
+        for key in gone:
             self._clear_outstanding(self.states.pop(key))
+        reset = bool(gone)
         for key, target in wanted.items():
             state = self.states.get(key)
             if state is None:
                 self.states[key] = ProbeState(target)
+                reset = True
             elif state.target != target:
                 self._clear_outstanding(state)
                 self.states[key] = ProbeState(target)
+                reset = True
+        return reset
 
     def health(self, vip: str, member: str) -> str:
         """The member's probe health; ``unknown`` until enough results (it counts as failed)."""

@@ -12,12 +12,14 @@ import pytest
 
 from benchmarks.health import KEY, READY_AT, START, SYNC_AT, Agent, config_data, sync_datagrams
 from benchmarks.stalls import change_config_data
-from nlb_sdn.config import parse_config
+from nlb_sdn.config import Member, parse_config
 from nlb_sdn.core import watch
 from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.core.fabric import FabricView
 from nlb_sdn.health import current
 from nlb_sdn.health.cache import HLCache
 from nlb_sdn.health.current import CurrentStates, PostulateQueue
+from nlb_sdn.health.handler import HealthHandler
 
 DPIDS = (1, 2)
 
@@ -147,3 +149,80 @@ def test_the_member_watch_looks_at_a_bounded_number_of_members_a_tick(monkeypatc
     lb.handle_datagram(agents[7].change(READY_AT, target="draining"), agents[7].addr, READY_AT)
     lb.tick(READY_AT + 2.0)
     assert "m00007" in looked and len(looked) <= 50 + 8  # the re-assessed member at once, still bounded
+
+
+# A change of one member of a big VIP (issue 14 item 3): the work follows the members that changed.
+
+BIG = 5000
+
+
+def counting_calls(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> list[int]:
+    """Count every call of ``owner.name`` (a method or a special method of a class)."""
+    calls = [0]
+    original = getattr(owner, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counting)
+    return calls
+
+
+def changed_pool(kind: str, members: int = BIG, dispatch: str = "switch") -> dict[str, Any]:
+    """The benchmark's VIP of ``members`` after one change of ``kind``: a weight, a member added, one removed."""
+    data = change_config_data(members, dispatch, 7 if kind == "weight" else 1)
+    pool = data["vips"][0]["members"]
+    if kind == "add":
+        pool.insert(members // 2, {"name": "new", "address": "10.9.9.9", "port": 8080, "mac": "02:00:00:09:09:09"})
+    elif kind == "remove":
+        del pool[members // 3]
+    return data
+
+
+@pytest.mark.parametrize("dispatch", ["switch", "controller"])
+@pytest.mark.parametrize("kind", ["weight", "add", "remove"])
+def test_a_change_of_one_member_of_a_big_vip_looks_again_only_at_that_member(monkeypatch, kind, dispatch):
+    candidates = counting_calls(monkeypatch, HealthHandler, "candidate")
+    has_mac = counting_calls(monkeypatch, FabricView, "has_mac")
+    member_eq = counting_calls(monkeypatch, Member, "__eq__")
+    lb = LoadBalancer(parse_config(change_config_data(BIG, dispatch, 1)), now=START)
+    lb.tick(1.0, DPIDS)
+    new = parse_config(changed_pool(kind, dispatch=dispatch))
+    candidates[0] = has_mac[0] = member_eq[0] = 0
+    effects = lb.apply_config(new, dpids=DPIDS, now=5.0)
+    lb.tick(5.25, DPIDS)
+    assert candidates[0] <= 4  # was every member, for the allotment (and again for the revocation's check)
+    assert has_mac[0] <= 4  # was every member, twice (candidates and switch targets)
+    assert member_eq[0] <= 4  # was every member, several times (pydantic's == of the old and new VIP)
+    if dispatch == "switch":
+        fresh = LoadBalancer(new, now=START)
+        assert lb.switching.slots == fresh.switching.slots and effects.messages  # the same group, sent at once
+        assert lb.conntrack.targets() == fresh.conntrack.targets()
+        assert lb.switching.targets(new.vips[0]) == fresh.switching.targets(new.vips[0])
+
+
+def test_kept_candidates_are_those_computed_afresh_after_changes():
+    lb = LoadBalancer(parse_config(change_config_data(200, "switch", 1)), now=START)
+    health, has_mac = lb.health, lb.ctx.fabric.has_mac
+    for kind in ("weight", "add", "remove"):
+        new = parse_config(changed_pool(kind, 200))
+        lb.apply_config(new, dpids=DPIDS, now=5.0)
+        vip = new.vips[0]
+        assert health.candidates(vip, has_mac) == [health.candidate(vip, m, has_mac) for m in vip.members]
+        assert [
+            (v.name, m.name) for v, m in health._members_at_endpoints([(m.address, m.port) for m in vip.members])
+        ] == [(vip.name, m.name) for m in vip.members]
+
+
+def test_candidates_are_computed_again_when_the_health_state_or_the_mac_lookup_changes():
+    lb = LoadBalancer(parse_config(change_config_data(50, "controller", 1)), now=START)
+    vip, health = lb.config.vips[0], lb.health
+    health.candidates(vip, lb.ctx.fabric.has_mac)
+    computed = health._candidates.computed
+    health.candidates(vip, lb.ctx.fabric.has_mac)
+    assert health._candidates.computed == computed  # kept
+    assert not any(c.eligible for c in health.candidates(vip, lambda member: False))  # another lookup: afresh
+    health.cache.revision += 1
+    assert all(c.eligible for c in health.candidates(vip, lb.ctx.fabric.has_mac))
+    assert health._candidates.computed == computed + 100
