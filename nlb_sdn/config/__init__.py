@@ -304,8 +304,10 @@ def _check_family(vip: Vip) -> None:
         raise ValueError(f"mode {vip.mode} is IPv4 only: an IPv6 VIP takes mode nat")
     if bits == 128 and vip.protocol != "tcp":
         raise ValueError(f"protocol {vip.protocol} is IPv4 only: an IPv6 VIP takes protocol tcp")
-    if bits == 128 and (vip.icmp.answer_ping or vip.icmp.relay_errors):
+    if bits == 128 and any(getattr(vip.icmp, key) for key in vip.icmp.model_fields_set):
         raise ValueError("icmp answer_ping and relay_errors are IPv4 only (ICMPv6 is not relayed)")
+    if bits == 128:  # the defaults are for IPv4 VIPs
+        object.__setattr__(vip, "icmp", VipIcmp(answer_ping=False, relay_errors=False))
     if bits == 128 and any(member.health == "agent" for member in vip.members):
         raise ValueError("agent health is IPv4 only (H&L rows name IPv4 addresses): IPv6 members take static or probe")
     for member in vip.members:

@@ -28,10 +28,11 @@ MEMBER_PORT = 8080
 CLIENT_EDGE, BACKEND_EDGE = 1, 2
 ICMP = 1
 ON = {"answer_ping": True, "relay_errors": True}
+OFF = {"answer_ping": False, "relay_errors": False}
 
 
 def make_config(icmp: dict[str, Any] | None = None, dispatch: str = "controller") -> Config:
-    """VIP web (10.0.0.100:80 -> h1..h3:8080) on FabricTopo, with ``icmp`` settings."""
+    """VIP web (10.0.0.100:80 -> h1..h3:8080) on FabricTopo, with ``icmp`` settings over both switched off."""
     topo = FabricTopo()
     vip: dict[str, Any] = {
         "name": "web",
@@ -42,8 +43,7 @@ def make_config(icmp: dict[str, Any] | None = None, dispatch: str = "controller"
     }
     if dispatch == "switch":
         vip["switch_pinning"] = "conntrack"
-    if icmp is not None:
-        vip["icmp"] = icmp
+    vip["icmp"] = {**OFF, **(icmp or {})}
     return topo_config(topo, [vip])
 
 
@@ -97,7 +97,7 @@ def test_ping_to_the_vip_is_answered_from_the_vip(net: Net) -> None:
     assert net.lb.stats()["packet_in"] == {"total": 1, "icmp_echo": 1}
 
 
-def test_by_default_icmp_to_the_vip_drops_at_the_switch() -> None:
+def test_switched_off_icmp_to_the_vip_drops_at_the_switch() -> None:
     net = Net(make_config())
     request = net.icmp("c1", VIP_MAC, net.ip("c1"), VIP, echo_request())
     assert net.fab.inject("c1", request).nothing

@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 
 RELAYING, SILENT, SWITCHED = "10.0.0.100", "10.0.0.101", "10.0.0.102"
 ICMP_ON = {"answer_ping": True, "relay_errors": True}
+ICMP_OFF = {"answer_ping": False, "relay_errors": False}
 DOWNLOAD_BYTES = 4_000_000
 DOWNLOAD_TIMEOUT = 30
 STALL_TIMEOUT = 8
@@ -33,11 +34,11 @@ COMMAND_TIMEOUT = 20.0
 
 
 def vips(topo: PmtuTopo) -> list[dict[str, Any]]:
-    """Three VIPs over h1 and h2: relaying ICMP (controller dispatch), silent (the defaults), relaying under switch
+    """Three VIPs over h1 and h2: relaying ICMP (controller dispatch), silent (both switched off), relaying under switch
     dispatch with conntrack pinning (on the members' port 8080)."""
     return [
         {"name": "relaying", "address": RELAYING, "port": 80, "icmp": ICMP_ON, "members": topo.members()},
-        {"name": "silent", "address": SILENT, "port": 80, "members": topo.members()},
+        {"name": "silent", "address": SILENT, "port": 80, "icmp": ICMP_OFF, "members": topo.members()},
         {
             "name": "switched",
             "address": SWITCHED,

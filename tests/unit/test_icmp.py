@@ -20,7 +20,11 @@ ROUTER, ROUTER_MAC = "10.0.0.254", "00:00:00:00:00:fe"
 MEMBER, MEMBER_MAC = "10.0.0.11", "00:00:00:00:00:11"
 
 
+OFF = {"answer_ping": False, "relay_errors": False}
+
+
 def config(icmp: dict[str, Any] | None = None, mode: str = "nat") -> Any:
+    """The VIP with ``icmp`` settings over both switched off, or with the defaults when None."""
     vip: dict[str, Any] = {
         "name": "web",
         "address": VIP,
@@ -29,7 +33,7 @@ def config(icmp: dict[str, Any] | None = None, mode: str = "nat") -> Any:
         "members": [{"name": "h1", "address": MEMBER, "port": 80 if mode != "nat" else 8080}],
     }
     if icmp is not None:
-        vip["icmp"] = icmp
+        vip["icmp"] = {**OFF, **icmp}
     fabric = {
         "switches": [{"name": "s1", "dpid": 1}],
         "hosts": [{"name": "h1", "ip": MEMBER, "mac": MEMBER_MAC, "switch": "s1", "port": 1}],
@@ -97,8 +101,12 @@ def test_bad_icmp_is_dropped_with_a_reason(frame: bytes, reason: str) -> None:
     assert err.value.reason == reason
 
 
-def test_no_entries_by_default() -> None:
-    assert wanted_entries(config()) == frozenset()
+def test_ping_and_error_relay_are_on_by_default_and_can_be_switched_off() -> None:
+    assert wanted_entries(config(), dpid=1) == wanted_entries(
+        config({"answer_ping": True, "relay_errors": True}), dpid=1
+    )
+    assert IcmpEntry(IcmpPunt.ECHO_TO_VIP, VIP, IcmpType.ECHO_REQUEST) in wanted_entries(config())
+    assert wanted_entries(config({})) == frozenset()
 
 
 def test_entries_follow_the_settings_and_the_mode() -> None:
