@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nlb_sdn.config import Config, Vip
+from nlb_sdn.config.diff import member_diff
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import (
@@ -233,21 +234,31 @@ def _vip_entries(address: str, answer_ping: bool, relay_errors: bool, members: t
     return frozenset(entries)
 
 
-def vip_entries(
-    config: Config, dpid: int | None, edges: dict[str, int] | None = None
-) -> dict[str, frozenset[IcmpEntry]]:
+def entries_of(vip: Vip, dpid: int | None, edges: dict[str, int]) -> frozenset[IcmpEntry]:
+    """The ICMP punt entries one VIP service asks of switch ``dpid`` (none for an IPv6 one)."""
+    address = str(vip.address)
+    if not _ipv4(address):
+        return frozenset()
+    relay = vip.icmp.relay_errors and Mode(vip.mode) == Mode.NAT
+    addresses = [str(member.address) for member in vip.members] if relay else []  # of the VIP's family
+    members = tuple(address for address in addresses if edges.get(address, dpid) == dpid)
+    return _vip_entries(address, vip.icmp.answer_ping, relay, members)
+
+
+def vip_entries(config: Config, dpid: int | None) -> dict[str, frozenset[IcmpEntry]]:
     """Per VIP service name, the ICMP punt entries it asks of switch ``dpid`` (see ``wanted_entries``)."""
-    edges = member_edges(config) if edges is None else edges
-    wanted: dict[str, frozenset[IcmpEntry]] = {}
-    for vip in config.vips:
-        address = str(vip.address)
-        if not _ipv4(address):
-            continue
-        relay = vip.icmp.relay_errors and Mode(vip.mode) == Mode.NAT
-        addresses = [str(member.address) for member in vip.members] if relay else []  # of the VIP's family
-        members = tuple(address for address in addresses if edges.get(address, dpid) == dpid)
-        wanted[vip.name] = _vip_entries(address, vip.icmp.answer_ping, relay, members)
-    return wanted
+    edges = member_edges(config)
+    return {vip.name: entries_of(vip, dpid, edges) for vip in config.vips}
+
+
+def same_entries(old: Vip, new: Vip) -> bool:
+    """Whether two models of a VIP service ask for the same ICMP entries in the same fabric (a weight change does)."""
+    if old is new:
+        return True
+    if (old.address, old.mode, old.icmp) != (new.address, new.mode, new.icmp):
+        return False
+    diff = member_diff(old, new)
+    return not diff.added and not diff.removed and all(was.address == now.address for was, now in diff.changed)
 
 
 def wanted_entries(config: Config, dpid: int | None = None) -> frozenset[IcmpEntry]:
@@ -265,16 +276,37 @@ class IcmpResponder(Manager):
         self._last: dict[int | None, tuple[Config, dict[str, frozenset[IcmpEntry]]]] = {}
         """Per switch, the last config compared and its entries (the next change's old config is that one)."""
 
-    def _entries(self, config: Config, dpid: int) -> dict[str, frozenset[IcmpEntry]]:
+    def _before(self, config: Config, dpid: int) -> dict[str, frozenset[IcmpEntry]]:
         """``vip_entries`` of ``config`` for one switch, reusing the last change's when ``config`` is that one."""
         last = self._last.get(dpid)
         if last is not None and last[0] is config:
             return last[1]
         return vip_entries(config, dpid)
 
+    def _after(
+        self, old: Config, new: Config, dpid: int, before: dict[str, frozenset[IcmpEntry]]
+    ) -> dict[str, frozenset[IcmpEntry]]:
+        """``vip_entries`` of ``new``, taking an unchanged VIP service's entries from ``before`` (no member pass)."""
+        if not (old.fabric is new.fabric or old.fabric == new.fabric):
+            return vip_entries(new, dpid)
+        olds = {vip.name: vip for vip in old.vips}
+        edges: dict[str, int] | None = None
+        after: dict[str, frozenset[IcmpEntry]] = {}
+        for vip in new.vips:
+            was = olds.get(vip.name)
+            if was is not None and vip.name in before and same_entries(was, vip):
+                after[vip.name] = before[vip.name]
+                continue
+            edges = member_edges(new) if edges is None else edges
+            after[vip.name] = entries_of(vip, dpid, edges)
+        return after
+
     def switch_flows(self, dpid: int) -> list[Any]:
-        """The punt entries of the current config."""
-        entries = wanted_entries(self.ctx.config, dpid)
+        """The punt entries of the current config (remembered: the next change compares against them)."""
+        config = self.ctx.config
+        per_vip = self._before(config, dpid)
+        self._last[dpid] = (config, per_vip)
+        entries = frozenset().union(*per_vip.values())
         return [icmp_flows.icmp_flow(self.ctx.lbu_id, entry) for entry in sorted(entries)]
 
     def changes(self, dpid: int, old: Config, new: Config) -> list[Any]:
@@ -284,7 +316,8 @@ class IcmpResponder(Manager):
         ones are the same objects (``_vip_entries`` remembers them), so a change of one member of a VIP of 20,000
         costs no pass over 60,000 entries.
         """
-        before, after = self._entries(old, dpid), self._entries(new, dpid)
+        before = self._before(old, dpid)
+        after = self._after(old, new, dpid, before)
         self._last[dpid] = (new, after)
         changed = [name for name in before.keys() | after.keys() if before.get(name) is not after.get(name)]
         if not changed:

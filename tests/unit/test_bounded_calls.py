@@ -13,7 +13,7 @@ import pytest
 from benchmarks.health import KEY, READY_AT, START, SYNC_AT, Agent, config_data, sync_datagrams
 from benchmarks.stalls import change_config_data
 from nlb_sdn.config import Member, parse_config
-from nlb_sdn.core import watch
+from nlb_sdn.core import icmp, watch
 from nlb_sdn.core.balancer import LoadBalancer
 from nlb_sdn.core.fabric import FabricView
 from nlb_sdn.health import current
@@ -226,3 +226,22 @@ def test_candidates_are_computed_again_when_the_health_state_or_the_mac_lookup_c
     health.cache.revision += 1
     assert all(c.eligible for c in health.candidates(vip, lb.ctx.fabric.has_mac))
     assert health._candidates.computed == computed + 100
+
+
+@pytest.mark.parametrize("dispatch", ["switch", "controller"])
+def test_a_weight_change_of_a_big_vip_builds_no_icmp_entries_and_a_member_change_keeps_them_exact(
+    monkeypatch, dispatch
+):
+    built = counting_calls(monkeypatch, icmp, "entries_of")
+    lb = LoadBalancer(parse_config(change_config_data(BIG, dispatch, 1)), now=START)
+    for dpid in DPIDS:
+        lb.switch_connected(dpid, 0.5)
+    lb.tick(1.0, DPIDS)
+    built[0] = 0
+    lb.apply_config(parse_config(changed_pool("weight", dispatch=dispatch)), dpids=DPIDS, now=5.0)
+    assert built[0] == 0  # ping and error relay are on by default: was 3 entries per member, built again per switch
+    removed = parse_config(changed_pool("remove", dispatch=dispatch))
+    effects = lb.apply_config(removed, dpids=DPIDS, now=6.0)
+    for dpid in DPIDS:
+        assert lb.icmp._last[dpid][1] == icmp.vip_entries(removed, dpid)  # what a fresh computation asks for
+        assert sum("icmpv4_type" in str(getattr(msg, "match", "")) for msg in effects.messages[dpid]) == 3
