@@ -362,7 +362,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _cell(figure: dict[str, Any] | None) -> str:
     """A table cell: the median and its spread, or a dash."""
-    return "-" if figure is None else f"{figure['median']} ({figure['spread']})"
+    return "-" if figure is None else f"{figure['median']:g} ({figure['spread']:g})"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
