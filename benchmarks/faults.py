@@ -311,7 +311,7 @@ def run_once(fault: Fault, mode: Mode, workdir: Path) -> dict[str, Any]:
         recovered_s = time.time() - injected_at
         figures: LoadFigures = load.finish()
         after = {port: moved_packet_ins(port) for port in bench.ports()}
-    moved = sum((after[port] or 0) - (0 if port in bench.restarted else (before[port] or 0)) for port in bench.ports())
+    moved = sum(counted(before[port], after[port], port in bench.restarted) for port in bench.ports())
     return {
         "broken": figures.broken,
         "established": figures.established,
@@ -324,6 +324,13 @@ def run_once(fault: Fault, mode: Mode, workdir: Path) -> dict[str, Any]:
         "propagation_s": None if propagation is None else round(propagation, 4),
         "fault_s": round(recovered_s, 2),
     }
+
+
+def counted(before: int | None, after: int | None, restarted: bool) -> int:
+    """One controller's packet-ins across a run: none known once it is dead, all of them since a restart."""
+    if after is None:
+        return 0
+    return after - (0 if restarted or before is None else before)
 
 
 FIGURES = ("broken", "outage_s", "packet_ins_per_moved", "propagation_s", "fault_s")

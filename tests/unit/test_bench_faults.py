@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.faults import FAULTS, FIGURES, MOVED_REASONS, SMOKE_FAULT, markdown, parse_args, summarize
+from benchmarks.faults import FAULTS, FIGURES, MOVED_REASONS, SMOKE_FAULT, counted, markdown, parse_args, summarize
 from tests.lib.fault_load import LoadFigures
 
 
@@ -63,3 +63,10 @@ def test_load_figures_outage_is_the_longest_gap_and_spans_needs_every_client() -
     assert figures.outage == 2.5
     assert figures.spans(3.0) and not figures.spans(6.0) and not figures.spans(0.5)
     assert not LoadFigures(0, 0, [], 0, [[]]).spans(1.0) and LoadFigures(0, 0, [], 0, []).outage == 0.0
+
+
+def test_packet_ins_count_from_zero_after_a_restart_and_not_at_all_once_dead() -> None:
+    assert counted(10, 14, restarted=False) == 4
+    assert counted(10, 3, restarted=True) == 3
+    assert counted(10, None, restarted=False) == 0
+    assert counted(None, 5, restarted=False) == 5
