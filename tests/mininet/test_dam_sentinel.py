@@ -1,7 +1,9 @@
-"""The controller on Redis Sentinel: the primary is SIGKILLed under load, and no connection breaks."""
+"""The controller on Redis Sentinel: the primary is SIGKILLed under constant load from every client (downloads and a
+new-connection loop, tests/lib/fault_load.py), and no established connection breaks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +11,8 @@ import redis
 
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, parse_route_key
 from nlb_sdn.lab.harness import Lab, wait_for
-from tests.lib.lab import affinity_vip, needs_lab, open_connections, start_downloads
+from tests.lib.fault_load import FaultLoad
+from tests.lib.lab import affinity_vip, needs_lab, open_connections
 from tests.lib.net import free_port
 from tests.lib.redis_server import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelGroup
 from topologies import FabricTopo, lab_config
@@ -18,7 +21,10 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 
 PREFIX = "sentinellab:"
 DOWNLOADS = 8
-SIZE = 2_500_000
+SIZE, RATE = 3_000_000, 250_000
+"""Downloads of 12 s, established before the kill and ending after the promotion."""
+LOAD_S = 14.0
+"""Seconds of the new-connection loop on every client, across the kill and the promotion."""
 FOLLOW_TIMEOUT = (DOWN_AFTER_MS + FAILOVER_TIMEOUT_MS) / 1000 + 5
 """Seconds the controller may take to follow the promoted replica (its DAM maintenance runs once a second)."""
 
@@ -61,8 +67,10 @@ def _dam(lab: Lab) -> dict:
 def test_killing_the_primary_under_load_breaks_no_connection(sentinel_lab: Lab, sentinels: SentinelGroup) -> None:
     open_connections(sentinel_lab, "c1", 10)
     assert _dam(sentinel_lab)["degraded"] is False
-    transfers = start_downloads(sentinel_lab, DOWNLOADS, SIZE, 500_000)
-
+    load = FaultLoad(sentinel_lab, duration=LOAD_S, downloads=DOWNLOADS, size=SIZE, rate=RATE)
+    load.start()
+    load.wait_flowing()
+    killed_at = time.time()
     sentinels.primary.kill()
     # New connections while the Sentinels agree and promote: decided locally, every one served.
     during = open_connections(sentinel_lab, "c2", 40, concurrency=4)
@@ -74,9 +82,10 @@ def test_killing_the_primary_under_load_breaks_no_connection(sentinel_lab: Lab, 
         what="the controller's DAM to follow the promoted replica",
     )
 
-    results = [sentinel_lab.collect_client(proc, timeout=90) for proc in transfers]
-    broken = [r for r in results if not r["ok"] or r["bytes"] != SIZE]
-    assert broken == [], f"{len(broken)} of {DOWNLOADS} downloads broke"
+    figures = load.finish()
+    print(f"Sentinel failover figures: broken={figures.broken} gaps={[round(g, 2) for g in figures.gaps]}")
+    assert figures.broken == 0, f"{figures.broken} of {DOWNLOADS} downloads broke"
+    assert figures.spans(killed_at), "load from every client on both sides of the kill"
 
     after = open_connections(sentinel_lab, "c3", 10)
     assert sum(after["served_by"].values()) == 10

@@ -9,11 +9,13 @@ paths back. Run only under the lab lock: ``flock /tmp/nlb-mininet.lock pytest -m
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
 from nlb_sdn.lab.commands import run
 from nlb_sdn.lab.harness import Lab, wait_for
+from tests.lib.fault_load import FaultLoad
 from tests.lib.lab import connections_of, flow_counters, needs_lab, open_connections, start_downloads
 
 pytestmark = [pytest.mark.mininet, needs_lab]
@@ -66,4 +68,22 @@ def test_a_cut_link_moves_a_running_download_to_the_other_core(fabric_lab: Lab) 
     wait_for(lambda: out_port(fabric_lab, "s1", hosts["h1"]["mac"]) == UPLINK_A, timeout=10, what="paths back on s3")
     result = fabric_lab.collect_client(transfer, timeout=90)
     assert result["ok"] and result["bytes"] == SIZE, result
+    wait_for(lambda: fabric_lab.rest("GET", "/v1/stats")["fabric"]["down_ports"] == 0, timeout=10, what="every port up")
+
+
+def test_a_cut_link_under_load_from_every_client_breaks_no_established_connection(fabric_lab: Lab) -> None:
+    """Issue 11: the same cut under constant load (downloads and a new-connection loop on every client)."""
+    load = FaultLoad(fabric_lab, duration=12.0, downloads=6, size=2_400_000, rate=240_000)
+    load.start()
+    load.wait_flowing()
+    cut_at = time.time()
+    mod_port("down")
+    try:
+        wait_for(lambda: fabric_lab.rest("GET", "/v1/stats")["fabric"]["down_ports"] >= 1, timeout=10, what="port down")
+    finally:
+        mod_port("up")
+    figures = load.finish()
+    print(f"Cut link figures: broken={figures.broken} gaps={[round(g, 2) for g in figures.gaps]}")
+    assert figures.broken == 0, f"{figures.broken} of {figures.established} established downloads broke"
+    assert figures.spans(cut_at), "load from every client on both sides of the cut"
     wait_for(lambda: fabric_lab.rest("GET", "/v1/stats")["fabric"]["down_ports"] == 0, timeout=10, what="every port up")
