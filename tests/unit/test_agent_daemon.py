@@ -473,7 +473,7 @@ def test_the_agent_takes_migrations_on_its_migration_port(short_dir: Path):
     agent = Agent(short_dir, [], f"migration: {{listen: '127.0.0.1:{port}', handoff_socket: {short_dir / 'app.sock'}}}")
     try:
         assert agent.proc.stdout is not None
-        ready, _, _ = select.select([agent.proc.stdout], [], [], 10.0)
+        ready, _, _ = select.select([agent.proc.stdout], [], [], 30.0)  # a bound, generous for a loaded machine
         line = agent.proc.stdout.readline() if ready else ""
         assert f"takes migrated connections on tcp 127.0.0.1:{port}" in line, line
         with socket.create_server(("127.0.0.1", 0)) as listener:
