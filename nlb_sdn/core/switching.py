@@ -8,7 +8,7 @@ from nlb_sdn.config import Fabric, Vip
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
-from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
+from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, Tracking, VipState
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import Cookie
@@ -55,6 +55,7 @@ class SwitchDispatchManager(Manager):
             vip.session_flow_idle,
             vip.switch_pinning or Pinning.LEARN,
             L4Protocol(vip.protocol),
+            Tracking(vip.switch_tracking) == Tracking.COPIES,
         )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
@@ -68,7 +69,12 @@ class SwitchDispatchManager(Manager):
             return cached[2]
         targets = [
             dispatch.SwitchTarget(
-                m.endpoint_id, m.address, m.port, fabric.member_mac(m.address, m.mac), L4Protocol(vip.protocol)
+                m.endpoint_id,
+                m.address,
+                m.port,
+                fabric.member_mac(m.address, m.mac),
+                L4Protocol(vip.protocol),
+                Tracking(vip.switch_tracking) == Tracking.COPIES,
             )
             for m in vip.members
             if fabric.has_mac(m)
