@@ -171,7 +171,7 @@ class LoadBalancer:
             "health": ctx.health.stats(),
             "sessions": ctx.affinity.stats(),
             "lingering_routes": len(ctx.table.lingering),
-            "switch_dispatch": self.switching.stats(),
+            "switch_dispatch": self.switching.stats() | {"counted": self.conntrack.counted_view()},
             "rebuilt_connections": ctx.table.rebuilt,
             "migrations": self.migration.stats(),
             "fabric": {

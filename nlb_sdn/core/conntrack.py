@@ -150,6 +150,13 @@ class ConntrackManager(Manager):
             return 0
         return self.counts.live(state.vip_id, found.endpoint_id, state.vip.idle_timeout)
 
+    def counted_view(self) -> dict[str, dict[str, int]]:
+        """Every counters VIP's estimated live connections per member (``GET /v1/stats``)."""
+        return {
+            state.vip.name: {member.name: self.counted(state.vip.name, member.name) for member in state.vip.members}
+            for state in self.counted_states()
+        }
+
     def switch_flows(self, dpid: int) -> list[Any]:
         """The conntrack skeleton and the per-member conntrack entries."""
         return dispatch.ct_base_flows(self.ctx.lbu_id) + list(self.shared_flows())

@@ -62,6 +62,7 @@ def test_counts_follow_started_and_ended_connections() -> None:
     read_counts(net, 1.0)
     opened = Counter(members.values())
     assert {host: live(net, host) for host in BACKENDS} == {host: opened[host] for host in BACKENDS}
+    assert net.lb.stats()["switch_dispatch"]["counted"] == {"web": {host: opened[host] for host in BACKENDS}}
     for sport in list(members)[:10]:
         net.syn("c1", sport, TCP_ACK | TCP_FIN)
     read_counts(net, 2.0)
