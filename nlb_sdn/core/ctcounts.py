@@ -33,19 +33,24 @@ class MemberCounts:
     """Packets of table 6 commit entries, by (dpid, VIP service id, endpoint id): connections started."""
     ended: dict[tuple[int, int], int] = field(default_factory=dict)
     """Packets of table 8 FIN and RST entries, by (dpid, endpoint id): connections ended."""
-    activity: dict[tuple[int, int], tuple[int, float]] = field(default_factory=dict)
-    """Every packet a member's entries counted and when that total last changed, by (dpid, endpoint id)."""
+    activity: dict[tuple[int, int, int], tuple[int, float]] = field(default_factory=dict)
+    """Every packet a member's entries of a table counted and when that total last changed, by (dpid, table id,
+    endpoint id)."""
     observed_at: float = 0.0
     """When flow stats were last read."""
 
     def observe(self, dpid: int, rows: list[CounterRow], now: float) -> None:
-        """Take one switch's tables 6 and 8 from flow stats (rows of other entries are ignored)."""
+        """Take one switch's table 6 and/or table 8 from flow stats; a table the rows do not hold keeps its counts.
+
+        The two tables come in separate replies (and other tables' replies hold neither), so each replaces only its own.
+        """
+        tables = {row[0] for row in rows} & {Table.SWITCH_SELECT, Table.CT_FORWARD}
         started: dict[tuple[int, int, int], int] = {}
         ended: dict[tuple[int, int], int] = {}
-        packets: dict[int, int] = {}
+        packets: dict[tuple[int, int, int], int] = {}
         for table_id, priority, raw_cookie, packet_count in rows:
             cookie = Cookie.decode(raw_cookie)
-            if cookie.kind != CookieKind.BASE or not cookie.endpoint_id:
+            if cookie.kind != CookieKind.BASE or not cookie.endpoint_id or table_id not in tables:
                 continue
             endpoint = cookie.endpoint_id
             if table_id == Table.SWITCH_SELECT and cookie.vip_id:
@@ -55,34 +60,31 @@ class MemberCounts:
                     ended[(dpid, endpoint)] = ended.get((dpid, endpoint), 0) + packet_count
             else:
                 continue
-            packets[endpoint] = packets.get(endpoint, 0) + packet_count
-        self._replace(dpid, started, ended)
-        for endpoint, total in packets.items():
-            before = self.activity.get((dpid, endpoint))
+            packets[(dpid, table_id, endpoint)] = packets.get((dpid, table_id, endpoint), 0) + packet_count
+        if Table.SWITCH_SELECT in tables:
+            self.started = {key: count for key, count in self.started.items() if key[0] != dpid} | started
+        if Table.CT_FORWARD in tables:
+            self.ended = {key: count for key, count in self.ended.items() if key[0] != dpid} | ended
+        for key, total in packets.items():
+            before = self.activity.get(key)
             if before is None or before[0] != total:
-                self.activity[(dpid, endpoint)] = (total, now)
-        for key in [key for key in self.activity if key[0] == dpid and key[1] not in packets]:
+                self.activity[key] = (total, now)
+        for key in [
+            key for key in self.activity if key[:2] in {(dpid, table) for table in tables} and key not in packets
+        ]:
             del self.activity[key]
         self.observed_at = max(self.observed_at, now)
 
-    def _replace(self, dpid: int, started: dict[tuple[int, int, int], int], ended: dict[tuple[int, int], int]) -> None:
-        """Put one switch's counts in place of the ones it reported before."""
-        for key in [key for key in self.started if key[0] == dpid]:
-            del self.started[key]
-        for ended_key in [key for key in self.ended if key[0] == dpid]:
-            del self.ended[ended_key]
-        self.started.update(started)
-        self.ended.update(ended)
-
     def forget(self, dpid: int) -> None:
         """A switch is gone for good: its counts no longer say anything."""
-        self._replace(dpid, {}, {})
+        self.started = {key: count for key, count in self.started.items() if key[0] != dpid}
+        self.ended = {key: count for key, count in self.ended.items() if key[0] != dpid}
         for key in [key for key in self.activity if key[0] == dpid]:
             del self.activity[key]
 
     def quiet(self, endpoint_id: int, idle: float) -> bool:
         """Whether no switch counted a packet of the member for ``idle`` seconds (up to the last flow stats)."""
-        last = [since for (_dpid, endpoint), (_total, since) in self.activity.items() if endpoint == endpoint_id]
+        last = [since for (_d, _t, endpoint), (_total, since) in self.activity.items() if endpoint == endpoint_id]
         return not last or self.observed_at - max(last) >= idle
 
     def live(self, vip_id: int, endpoint_id: int, idle: float) -> int:

@@ -86,3 +86,15 @@ def test_switch_tracking_is_an_option_with_two_values() -> None:
     assert vip(switch_tracking="copies").switch_tracking == "copies"
     with pytest.raises(ValidationError, match="switch_tracking"):
         vip(switch_tracking="sampled")
+
+
+def test_tables_read_in_separate_replies_keep_each_others_counts() -> None:
+    counts = MemberCounts()
+    for now in (1.0, 2.0, 3.0):
+        counts.observe(1, [select(VIP_A, EP, 5)], now)
+        counts.observe(1, [end(EP, 1), forward(EP, 40)], now)
+        counts.observe(1, [], now)  # the reply for table 4 holds neither
+    assert counts.live(VIP_A, EP, 15) == 4
+    counts.observe(1, [select(VIP_A, EP, 5)], 20.0)
+    counts.observe(1, [end(EP, 1), forward(EP, 40)], 20.0)
+    assert counts.live(VIP_A, EP, 15) == 0, "nothing counted since 1.0: quiet"
