@@ -70,6 +70,9 @@ def test_200_connections_reach_no_controller_and_follow_the_weights(counters_lab
 
 
 def test_a_draining_member_finishes_its_downloads_then_turns_drained(counters_lab: Lab) -> None:
+    wait_for(
+        lambda: not any(counted(counters_lab).values()), timeout=IDLE + 10, what="the earlier connections to be gone"
+    )
     downloads = [
         counters_lab.start_client(client, ["download", VIP, "--bytes", 5_000_000, "--rate", 1_000_000, "--timeout", 60])
         for client in CLIENTS
