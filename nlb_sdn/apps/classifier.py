@@ -31,6 +31,7 @@ from nlb_sdn.apps.reload import EventReload, install_reload_signal, on_reload_si
 from nlb_sdn.config import Health, load_config
 from nlb_sdn.config.openflow import OpenFlow
 from nlb_sdn.core.balancer import LoadBalancer
+from nlb_sdn.core.ctcounts import CounterRow
 from nlb_sdn.core.effects import DamOp, DamVerb, Effects
 from nlb_sdn.core.model import ConnKey
 from nlb_sdn.core.reconcile import FlowEntry
@@ -39,7 +40,7 @@ from nlb_sdn.dam import make_dam
 from nlb_sdn.dam.atoms import ROUTE_PREFIX, SESSION_PREFIX, BadAtomLog
 from nlb_sdn.events import EventKind, log_new_events
 from nlb_sdn.flows.builders import bind, flow_stats_request
-from nlb_sdn.flows.dispatch import switch_flow_stats_request
+from nlb_sdn.flows.dispatch import counter_stats_requests, switch_flow_stats_request
 from nlb_sdn.flows.pipeline import Table
 from nlb_sdn.flows.templates import Prepared
 from nlb_sdn.framework import (
@@ -114,6 +115,12 @@ def connection_counts(stats: list[Any]) -> dict[ConnKey, int]:
             except KeyError:
                 continue
     return counts
+
+
+def counter_rows(stats: list[Any]) -> list[CounterRow]:
+    """The entries of tables 6 and 8 in flow stats, as (table, priority, cookie, packets): counters VIPs' counts."""
+    tables = (Table.SWITCH_SELECT, Table.CT_FORWARD)
+    return [(s.table_id, s.priority, s.cookie, s.packet_count) for s in stats if s.table_id in tables]
 
 
 class EventTick(EventBase):
@@ -430,8 +437,9 @@ class Classifier(MastershipHandlers, RyuApp):
     def on_switch_sync(self, ev: Any) -> None:
         """Ask the switches for the connections they dispatched themselves (the replies reconcile)."""
         if any(vip.dispatch == "switch" for vip in self.lb.config.vips):
+            counters = counter_stats_requests() if self.lb.counts_wanted() else []
             for datapath in list(self.datapaths.values()):
-                self.send(datapath, [switch_flow_stats_request()])
+                self.send(datapath, [switch_flow_stats_request(), *counters])
 
     @set_ev_cls(EventDatagram)
     @guarded
@@ -537,6 +545,7 @@ class Classifier(MastershipHandlers, RyuApp):
         self.carry_out(effects, msg.datapath)
         if not after_connect:
             self.carry_out(self.lb.packet_counts(dpid, connection_counts(stats), now), msg.datapath)
+            self.lb.switch_counts(dpid, counter_rows(stats), now)
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     @guarded

@@ -220,6 +220,8 @@ class Vip(Strict):
     mode: Literal["nat", "tunnel", "l7"] = "nat"
     dispatch: Literal["controller", "switch"] = "controller"
     switch_pinning: Literal["conntrack", "learn"] | None = None
+    switch_tracking: Literal["copies", "counters"] = "copies"
+    """How the controller hears of a conntrack-pinned VIP's connections: copies of SYN/FIN/RST, or counters."""
     idle_timeout: int = Field(default=15, ge=1, le=65535)
     hard_timeout: int = Field(default=0, ge=0, le=65535)
     mac: str = Field(default="", pattern=r"^$|" + MAC_PATTERN)

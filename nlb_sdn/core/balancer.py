@@ -15,6 +15,7 @@ from nlb_sdn.core import l7
 from nlb_sdn.core.arp import ArpResponder
 from nlb_sdn.core.conntrack import ConntrackManager
 from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.ctcounts import CounterRow
 from nlb_sdn.core.effects import Effects, Out
 from nlb_sdn.core.entries import VipEntries
 from nlb_sdn.core.frames import ArpRequest, FrameError, NeighborSolicitation, parse_frame
@@ -62,7 +63,7 @@ class LoadBalancer:
         self.migration = MigrationManager(self.ctx)
         self.arp = ArpResponder(self.ctx)
         self.icmp = IcmpResponder(self.ctx)
-        self.hl = HealthManager(self.ctx)
+        self.hl = HealthManager(self.ctx, self.conntrack.counted)
         self.entries = VipEntries(self.ctx)
         self.paths = FabricPaths(self.ctx)
         self.watch = MemberWatch(self.ctx, self.hl)
@@ -170,7 +171,7 @@ class LoadBalancer:
             "health": ctx.health.stats(),
             "sessions": ctx.affinity.stats(),
             "lingering_routes": len(ctx.table.lingering),
-            "switch_dispatch": self.switching.stats(),
+            "switch_dispatch": self.switching.stats() | {"counted": self.conntrack.counted_view()},
             "rebuilt_connections": ctx.table.rebuilt,
             "restored_connections": ctx.table.restored,
             "migrations": self.migration.stats(),
@@ -293,6 +294,14 @@ class LoadBalancer:
         out = Out()
         self.tracker.packet_counts(dpid, counts, now, out)
         return out.effects()
+
+    def switch_counts(self, dpid: int, rows: list[CounterRow], now: float) -> None:
+        """Packet counts of a switch's tables 6 and 8 (flow stats): the member counts of counters VIPs."""
+        self.conntrack.observe_counts(dpid, rows, now)
+
+    def counts_wanted(self) -> bool:
+        """Whether some VIP service is tracked by counters (the switch sync tick then also reads tables 6 and 8)."""
+        return bool(self.conntrack.counted_states())
 
     # -- timers, agents and the DAM ---------------------------------------------------------------------------------
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nlb_sdn.config import Fabric, Vip
 from nlb_sdn.core.connections import atom_key
 from nlb_sdn.core.context import CoreContext
+from nlb_sdn.core.ctcounts import CounterRow, MemberCounts
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.frames import TcpSegment
 from nlb_sdn.core.manager import Manager
-from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning
+from nlb_sdn.core.model import Connection, ConnKey, Dispatch, Pinning, Tracking, VipState
 from nlb_sdn.core.switching import SwitchDispatchManager, same_target
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.family import match_address
@@ -101,6 +102,8 @@ class ConntrackManager(Manager):
         self.audited: dict[ConnKey, float] = {}
         """Audited connections, by their NATed key: the installed_at their audit entry is for."""
         self.retired: dict[int, tuple[dispatch.SwitchTarget, float]] = {}
+        self.counts = MemberCounts()
+        """Per-member counts of ``switch_tracking: counters`` VIPs, from flow stats of tables 6 and 8."""
         self._targets: tuple[list[tuple[int, Vip]], Fabric, dict[int, dispatch.SwitchTarget]] | None = None
 
     def targets(self) -> dict[int, dispatch.SwitchTarget]:
@@ -114,9 +117,43 @@ class ConntrackManager(Manager):
         cached = self._targets
         if cached is not None and cached[1] is fabric and _same_models(cached[0], inputs):
             return dict(cached[2])
-        targets = {target.endpoint_id: target for state in states for target in self.switching.targets(state.vip)}
+        targets: dict[int, dispatch.SwitchTarget] = {}
+        for state in states:
+            for target in self.switching.targets(state.vip):
+                known = targets.get(target.endpoint_id)
+                copies = target.copies or (known is not None and known.copies)
+                targets[target.endpoint_id] = target if target.copies == copies else replace(target, copies=copies)
         self._targets = (inputs, fabric, targets)
         return dict(targets)
+
+    def counted_states(self) -> list[VipState]:
+        """The conntrack-pinned VIP services tracked by counters (their switches copy nothing per connection)."""
+        return [
+            state
+            for state in self.switching.states()
+            if state.pinning == Pinning.CONNTRACK and Tracking(state.vip.switch_tracking) == Tracking.COUNTERS
+        ]
+
+    def observe_counts(self, dpid: int, rows: list[CounterRow], now: float) -> None:
+        """A switch's tables 6 and 8 from flow stats: the per-member counts of counters VIPs."""
+        self.counts.observe(dpid, rows, now)
+
+    def counted(self, vip: str, member: str) -> int:
+        """Estimated live connections of a member of a counters VIP (0 for any other VIP: it tracks them itself)."""
+        state = self.ctx.vips.by_name(vip)
+        if state is None or state.pinning != Pinning.CONNTRACK or state.dispatch != Dispatch.SWITCH:
+            return 0
+        found = state.vip.member(member)
+        if found is None or Tracking(state.vip.switch_tracking) != Tracking.COUNTERS:
+            return 0
+        return self.counts.live(state.vip_id, found.endpoint_id, state.vip.idle_timeout)
+
+    def counted_view(self) -> dict[str, dict[str, int]]:
+        """Every counters VIP's estimated live connections per member (``GET /v1/stats``)."""
+        return {
+            state.vip.name: {member.name: self.counted(state.vip.name, member.name) for member in state.vip.members}
+            for state in self.counted_states()
+        }
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The conntrack skeleton and the per-member conntrack entries."""

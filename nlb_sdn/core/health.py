@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from nlb_sdn.config import Config
@@ -16,8 +17,10 @@ from nlb_sdn.health.probes import ProbeReject
 class HealthManager(Manager):
     """Feeds the H&L handler (FIG. 12-18) from the core's events and turns what it sends into effects."""
 
-    def __init__(self, ctx: CoreContext) -> None:
+    def __init__(self, ctx: CoreContext, counted: Callable[[str, str], int] | None = None) -> None:
         self.ctx = ctx
+        self.counted = counted
+        """Estimated live connections the switch counts but the tables do not list (``switch_tracking: counters``)."""
 
     def config_changed(self, config: Config, now: float, out: Out) -> None:
         """Take a new model; directive changes of agent members are relayed to their agents."""
@@ -49,7 +52,8 @@ class HealthManager(Manager):
 
     def live(self, vip: str, member: str) -> int:
         """Live connections and per-session flows of one member of one VIP service."""
-        return self.ctx.table.live(vip, member) + self.ctx.affinity.live_flows(vip, member)
+        counted = self.counted(vip, member) if self.counted is not None else 0
+        return self.ctx.table.live(vip, member) + self.ctx.affinity.live_flows(vip, member) + counted
 
     def member_state(self, vip: str, member: str) -> dict[str, Any]:
         """Target and current state of a member: ``draining`` becomes ``drained`` when its last connection is gone."""

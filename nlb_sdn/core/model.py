@@ -63,6 +63,15 @@ class Pinning(StrEnum):
     LEARN = "learn"
 
 
+class Tracking(StrEnum):
+    """How the controller hears of conntrack-pinned connections (the config's ``switch_tracking``)."""
+
+    COPIES = "copies"
+    """The switch copies every connection's SYN, FIN and RST to the controller: exact per-connection lists."""
+    COUNTERS = "counters"
+    """The switch copies nothing per connection; per-member counts come from flow stats of per-member entries."""
+
+
 class Affinity(StrEnum):
     """What keeps a client on one member (the config's ``affinity``)."""
 

@@ -10,7 +10,7 @@ from nlb_sdn.config.diff import member_diff
 from nlb_sdn.core.context import CoreContext
 from nlb_sdn.core.effects import Out
 from nlb_sdn.core.manager import Manager
-from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, VipState
+from nlb_sdn.core.model import Affinity, Connection, ConnKey, Dispatch, PacketIn, Pinning, Tracking, VipState
 from nlb_sdn.flows import builders, dispatch
 from nlb_sdn.flows.l4 import L4Protocol
 from nlb_sdn.flows.pipeline import Cookie
@@ -65,6 +65,7 @@ class SwitchDispatchManager(Manager):
             vip.session_flow_idle,
             vip.switch_pinning or Pinning.LEARN,
             L4Protocol(vip.protocol),
+            Tracking(vip.switch_tracking) == Tracking.COPIES,
         )
 
     def targets(self, vip: Vip) -> list[dispatch.SwitchTarget]:
@@ -75,8 +76,13 @@ class SwitchDispatchManager(Manager):
         the others keep their very objects, so the conntrack and table 6 diffs see them unchanged at once.
         """
         fabric, protocol = self.ctx.fabric, L4Protocol(vip.protocol)
+        copies = Tracking(vip.switch_tracking) == Tracking.COPIES
         cached = self._targets.get(vip.name)
-        if cached is not None and cached[1] is fabric.fabric and cached[0].protocol == vip.protocol:
+        same_kind = cached is not None and (cached[0].protocol, cached[0].switch_tracking) == (
+            vip.protocol,
+            vip.switch_tracking,
+        )
+        if cached is not None and cached[1] is fabric.fabric and same_kind:
             if cached[0] is vip:
                 return cached[2]
             named = cached[3]
@@ -84,21 +90,21 @@ class SwitchDispatchManager(Manager):
             for member in diff.removed:
                 named.pop(member.name, None)
             for member in [*diff.added, *(new for _old, new in diff.changed)]:
-                named[member.name] = self._target(member, protocol)
+                named[member.name] = self._target(member, protocol, copies)
         else:
-            named = {member.name: self._target(member, protocol) for member in vip.members}
+            named = {member.name: self._target(member, protocol, copies) for member in vip.members}
         targets = [target for target in map(named.__getitem__, map(_name, vip.members)) if target is not None]
         self._targets[vip.name] = (vip, fabric.fabric, targets, named)
         return targets
 
-    def _target(self, member: Member, protocol: L4Protocol) -> dispatch.SwitchTarget | None:
-        """One member as the switch rewrites toward it (for a service of ``protocol``), or None without a known MAC."""
+    def _target(self, member: Member, protocol: L4Protocol, copies: bool) -> dispatch.SwitchTarget | None:
+        """One member as the switch rewrites toward it (for a service of ``protocol``, copying to the controller or
+        not), or None without a known MAC."""
         fabric = self.ctx.fabric
         if not fabric.has_mac(member):
             return None
-        return dispatch.SwitchTarget(
-            member.endpoint_id, member.address, member.port, fabric.member_mac(member.address, member.mac), protocol
-        )
+        mac = fabric.member_mac(member.address, member.mac)
+        return dispatch.SwitchTarget(member.endpoint_id, member.address, member.port, mac, protocol, copies)
 
     def switch_flows(self, dpid: int) -> list[Any]:
         """The switch-dispatch skeleton, then every switch-dispatched VIP service's group and entries."""

@@ -77,6 +77,9 @@ class SwitchVip:
     """``learn`` (learned entries per connection) or ``conntrack`` (the switch's connection tracker, zone CT_ZONE)."""
     protocol: L4Protocol = L4Protocol.TCP
     """TCP, or UDP: every datagram no pinned flow takes goes to the group, and nothing is copied at a flow's end."""
+    copies: bool = True
+    """Conntrack pinning: copy each connection's SYN and member RST to the controller (``switch_tracking: copies``);
+    False (``counters``): copy nothing, the table 6 entry's packet count is the member's connections started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,8 @@ class SwitchTarget:
     member_port: int
     member_mac: str
     protocol: L4Protocol = L4Protocol.TCP
+    copies: bool = True
+    """Whether the member's shared conntrack entries copy FIN and RST to the controller (False: they only count)."""
 
 
 def _ip_int(address: str) -> int:
@@ -411,6 +416,19 @@ def copy_to_controller(clear_register: bool = False) -> list[Any]:
     return [*clear, to_controller(COPY_MAX_LEN)]
 
 
+def _copied(copies: bool, clear_register: bool = False) -> list[Any]:
+    """``copy_to_controller`` for a VIP (or member) tracked by copies; nothing for one tracked by counters."""
+    return copy_to_controller(clear_register) if copies else []
+
+
+def counter_stats_requests() -> list[Any]:
+    """Ask for tables 6 and 8, whose per-member entries count the connections of ``switch_tracking: counters`` VIPs."""
+    return [
+        parser.OFPFlowStatsRequest(None, 0, int(table), ofp.OFPP_ANY, ofp.OFPG_ANY, 0, 0, parser.OFPMatch())
+        for table in (Table.SWITCH_SELECT, Table.CT_FORWARD)
+    ]
+
+
 def ct_lookup(table: Table) -> Any:
     """``ct(zone=CT_ZONE, nat, table=T)``: find the packet's tracked connection, apply its NAT, go on at ``table``."""
     return parser.NXActionCT(
@@ -469,6 +487,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
     Table 6's commit entry first sends the controller a copy of the SYN (its cookie names VIP and member), so the
     controller learns of every connection without being on its path; a member's RST is copied too (it ends one).
     A UDP service's first datagram of each flow is copied the same way; its flows end by idling out (audits).
+    With ``copies`` False nothing is copied: the commit entry's packet count is the member's connections started.
     """
     cookie = make_cookie(CookieKind.BASE, vip.lbu_id, vip.vip_id)
     protocol, family = vip.protocol, family_of(vip.vip_ip)
@@ -502,7 +521,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                 Table.CT_REVERSE,
                 Priority.CT_END,
                 _ct_match(CT_TRACKED | CT_REPLY, protocol, family, **reply, tcp_flags=(TCP_RST, TCP_RST)),
-                [apply(*copy_to_controller(), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
+                [apply(*_copied(vip.copies), parser.OFPActionSetField(eth_src=vip.vip_mac), resubmit(Table.FORWARD))],
                 cookie,
             )
         )
@@ -514,7 +533,7 @@ def ct_vip_flows(vip: SwitchVip, targets: list[SwitchTarget]) -> list[Any]:
                 select_match(vip, target),
                 [
                     apply(
-                        *copy_to_controller(clear_register=True),
+                        *_copied(vip.copies, clear_register=True),
                         ct_commit(target),
                         parser.OFPActionSetField(eth_dst=target.member_mac),
                         resubmit(Table.FORWARD),
@@ -544,7 +563,8 @@ def ct_base_flows(lbu_id: int) -> list[Any]:
 def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
     """Per member of any conntrack VIP: its replies go through the tracker; its tracked packets get its MAC.
 
-    The tracked-connection entries send the controller a copy of FIN and RST segments (the connection ends).
+    The tracked-connection entries send the controller a copy of FIN and RST segments (the connection ends); for a
+    member only ``counters`` VIPs use they copy nothing and their packet counts are its connections' ends.
     These entries are shared by every conntrack VIP the member serves; their cookies carry the endpoint id only.
     """
     msgs: list[Any] = []
@@ -575,7 +595,7 @@ def ct_shared_flows(lbu_id: int, targets: list[SwitchTarget]) -> list[Any]:
                     Table.CT_FORWARD,
                     Priority.CT_END,
                     _ct_match(committed, target.protocol, family, ct_mark=target.endpoint_id, tcp_flags=(flag, flag)),
-                    [apply(*copy_to_controller(), *to_member)],
+                    [apply(*_copied(target.copies), *to_member)],
                     cookie,
                 )
             )

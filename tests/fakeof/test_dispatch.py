@@ -35,6 +35,7 @@ def make_config(
     states: dict[str, str] | None = None,
     pinning: str = "learn",
     max_connections: int | None = None,
+    tracking: str | None = None,
 ) -> Config:
     """VIP web (10.0.0.100:80 -> h1..h3:8080) dispatched by the switches, on FabricTopo."""
     topo = FabricTopo()
@@ -59,6 +60,8 @@ def make_config(
             if name in members
         ],
     }
+    if tracking is not None:
+        vip["switch_tracking"] = tracking
     limit = {} if max_connections is None else {"max_connections": max_connections}
     return topo_config(topo, [vip], **limit)
 
