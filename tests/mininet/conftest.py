@@ -9,6 +9,7 @@ import pytest
 from nlb_sdn.lab.harness import Lab
 from tests.lib.lab import web_vip
 from tests.lib.net import free_port
+from tests.lib.redis_server import RedisServer
 from topologies import FabricTopo, lab_config
 
 
@@ -23,3 +24,15 @@ def fabric_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     with lab:
         lab.wait_switches_connected()
         yield lab
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port for one test module, stopped and removed after it."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        server.cleanup()

@@ -37,17 +37,6 @@ REDIS_OUTAGE_S = 10.0
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.cleanup()
-
-
-@pytest.fixture(scope="module")
 def redis_lab(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     topo = FabricTopo(clients=4, backends=3)
     vips = [affinity_vip(topo)]

@@ -58,17 +58,6 @@ def holds(port: int, role: str, lab: Lab) -> bool:
     return len(found) == len(lab.topo.data_switches()) and set(found.values()) == {role}
 
 
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        server.cleanup()
-
-
 def ha_config(topo: FabricTopo, redis: RedisServer, member: str, lbu_id: int) -> dict[str, Any]:
     ha = {"enabled": True, "coordination_url": redis.url, "group": "labha", "member_id": member, "lock_timeout": 2}
     dam = {"backend": "redis", "url": redis.url, "prefix": "labha:"}
