@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.mininet, needs_lab]
 
 def test_smoke_run_reports_every_figure_of_one_fault(tmp_path: Path) -> None:
     out = tmp_path / "faults.json"
-    result, _ = run_smoke("faults.py", out, tmp_path / "work", timeout=300)
+    result = run_smoke("faults.py", out, tmp_path / "work", timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["mode"] == "smoke" and list(report["faults"]) == [SMOKE_FAULT]
