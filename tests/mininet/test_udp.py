@@ -122,10 +122,15 @@ def set_weights(lab: Lab, vip: str, weights: dict[str, int]) -> None:
 @pytest.mark.parametrize(("vip", "address"), [("dns", DNS), ("dns-switch", DNS_SWITCH)])
 def test_a_udp_stream_stays_on_its_member_while_weights_change(udp_lab: Lab, vip: str, address: str) -> None:
     original = WEIGHTS if vip == "dns" else SWITCH_WEIGHTS
+    earlier = {c["client"] for c in connections_of(udp_lab, vip)}  # flows of earlier tests may not have idled out
     stream = start_client(udp_lab, "c1", ["stream", address, PORT, "--duration", 8])
     try:
         [row] = wait_for(
-            lambda: [c for c in connections_of(udp_lab, vip) if c["client"].startswith("10.0.0.1:")],
+            lambda: [
+                c
+                for c in connections_of(udp_lab, vip)
+                if c["client"].startswith("10.0.0.1:") and c["client"] not in earlier
+            ],
             timeout=10,
             what="the stream in the connection table",
         )
